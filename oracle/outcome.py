@@ -1,0 +1,80 @@
+"""What a property check can conclude about an implementation, as exceptions and records.
+
+A property check either returns the worst error-to-tolerance ratio it saw (a float, <= 1 when
+it passed) or raises one of the two failures below. The runner turns both into a verdict with a
+report; neither ever escapes a run.
+
+* :class:`PropertyViolation` -- the implementation ran and returned an array, but the array
+  breaks the property (an element out of tolerance, a NaN where none belongs, an earlier output
+  that moved when a future key changed, ...).
+* :class:`ImplementationFailure` -- the implementation did not produce a usable array: it
+  raised, hung, returned something that is not an array, or an array of the wrong shape or
+  dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+FailureKind = Literal["raised", "hung", "not_array", "shape", "dtype"]
+
+
+@dataclass(frozen=True)
+class Worst:
+    """The worst element of a numeric comparison and how its tolerance was derived."""
+
+    index: tuple[int, ...]
+    actual: float
+    expected: float
+    error: float
+    tolerance: float
+    derivation: str
+
+    @property
+    def ratio(self) -> float:
+        if self.tolerance > 0:
+            return self.error / self.tolerance
+        return 0.0 if self.error == 0 else float("inf")
+
+    def describe(self) -> str:
+        return (
+            f"worst element at {list(self.index)}: got {self.actual!r}, expected "
+            f"{self.expected!r}, |error| = {self.error:.3e} > tolerance {self.tolerance:.3e} "
+            f"(ratio {self.ratio:.3g}); tolerance: {self.derivation}"
+        )
+
+
+class PropertyViolation(AssertionError):
+    """The implementation's output breaks the property; ``details`` says where and by how much."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worst: Worst | None = None,
+        ratio: float = float("inf"),
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.worst = worst
+        self.ratio = worst.ratio if worst is not None else ratio
+        self.details = details or {}
+
+    def describe(self) -> str:
+        if self.worst is None:
+            return self.message
+        return f"{self.message}\n{self.worst.describe()}"
+
+
+class ImplementationFailure(Exception):
+    """The implementation under test did not return a usable array."""
+
+    def __init__(self, kind: FailureKind, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind: FailureKind = kind
+        self.message = message
+
+    def describe(self) -> str:
+        return f"implementation failure ({self.kind}): {self.message}"
