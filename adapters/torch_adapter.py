@@ -48,8 +48,8 @@ class TorchAdapter(Adapter):
     name = "torch"
     framework = "torch"
     conventions = Conventions()
-    dtypes = ("float64", "float32", "float16", "bfloat16")
-    devices = ("cpu", "cuda")
+    dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+    devices: tuple[str, ...] = ("cpu", "cuda")
     #: SDPA backends this adapter restricts dispatch to (names of ``SDPBackend`` members);
     #: ``None`` lets torch choose.
     sdpa_backends: tuple[str, ...] | None = None
@@ -141,8 +141,7 @@ class TorchAdapter(Adapter):
         enable_gqa: bool = False,
     ) -> Any:
         """O = softmax(scale · Q Kᵀ + M) V (``F.scaled_dot_product_attention``)."""
-        import torch.nn.functional as F
-
+        F = _torch().nn.functional
         with self._sdpa_context():
             return F.scaled_dot_product_attention(
                 q,
@@ -163,16 +162,14 @@ class TorchAdapter(Adapter):
         eps: float = 1e-5,
     ) -> Any:
         """(x - μ) / sqrt(σ² + eps) · w + b over the trailing dims (``F.layer_norm``)."""
-        import torch.nn.functional as F
-
+        F = _torch().nn.functional
         return F.layer_norm(x, tuple(normalized_shape), weight, bias, eps)
 
     def rms_norm(
         self, x: Any, normalized_shape: Any, weight: Any = None, eps: float | None = None
     ) -> Any:
         """x / sqrt(mean(x²) + eps) · w over the trailing dims (``F.rms_norm``)."""
-        import torch.nn.functional as F
-
+        F = _torch().nn.functional
         return F.rms_norm(x, tuple(normalized_shape), weight, eps)
 
 
