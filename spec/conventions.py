@@ -34,6 +34,10 @@ field                  canonical                          variants
 ``rms_norm_eps``       ``"inside_sqrt"``:                 ``"added_to_rms"``:
                        x / sqrt(mean(x^2) + eps)          x / (sqrt(mean(x^2)) + eps)
 ``rms_norm_weight``    ``"w"``: y * w                     ``"one_plus_w"``: y * (1 + w) (Gemma)
+``rms_norm_default_eps`` ``"dtype"``: eps=None means      ``"opmath"``: eps=None means the machine
+                       the machine epsilon of the input   epsilon of the math type, float32 for
+                       dtype (2u)                         float16/bfloat16 inputs (``F.rms_norm``
+                                                          since torch 2.6, measured on 2.13)
 =====================  =================================  ========================================
 
 Under a finite ``mask_fill`` a fully masked row is not special: every score of the row equals the
@@ -55,6 +59,7 @@ Variance = Literal["biased", "unbiased"]
 NormEps = Literal["inside_sqrt", "added_to_std"]
 RMSEps = Literal["inside_sqrt", "added_to_rms"]
 RMSWeight = Literal["w", "one_plus_w"]
+RMSDefaultEps = Literal["dtype", "opmath"]
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "bool_mask": ("keep", "ignore"),
@@ -65,6 +70,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "layer_norm_eps": ("inside_sqrt", "added_to_std"),
     "rms_norm_eps": ("inside_sqrt", "added_to_rms"),
     "rms_norm_weight": ("w", "one_plus_w"),
+    "rms_norm_default_eps": ("dtype", "opmath"),
 }
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -77,6 +83,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "layer_norm_eps": "where LayerNorm adds eps",
     "rms_norm_eps": "where RMSNorm adds eps",
     "rms_norm_weight": "how RMSNorm applies its weight",
+    "rms_norm_default_eps": "RMSNorm eps for eps=None: epsilon of the dtype or of its math type",
 }
 
 
@@ -96,6 +103,7 @@ class Conventions:
     layer_norm_eps: NormEps = "inside_sqrt"
     rms_norm_eps: RMSEps = "inside_sqrt"
     rms_norm_weight: RMSWeight = "w"
+    rms_norm_default_eps: RMSDefaultEps = "dtype"
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
