@@ -1,12 +1,16 @@
 """PyTorch as an implementation under test: ``torch.nn.functional`` behind the adapter contract.
 
-torch is imported lazily, on the first conversion or component call, never when this module is
-imported (``import transpec.adapters`` must stay cheap for people who test other frameworks).
+torch is imported lazily, when an adapter is instantiated, never when this module is imported
+(``import transpec.adapters`` stays cheap for people who test other frameworks).
+
+Measured on torch 2.13.0 (CPU build), see :class:`TorchAdapter` for the table and
+``tests/adapters/test_torch_adapter.py`` for the checks that keep it true.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from types import ModuleType
 from typing import Any
@@ -16,6 +20,8 @@ import numpy as np
 from transpec.adapters.base import Adapter, Precision
 from transpec.oracle.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
+
+_HALF = ("float16", "bfloat16")
 
 
 @functools.cache
@@ -36,57 +42,144 @@ def _torch_dtype(dtype: str) -> Any:
     }[canonical_dtype(dtype)]
 
 
+def _ndim(value: Any) -> int:
+    return len(tuple(value.shape))
+
+
+def _flash_cpu_restriction(args: Mapping[str, Any]) -> str | None:
+    """Why the CPU flash kernel rejects these arguments, or None when it takes them."""
+    q, v, mask = args.get("q"), args.get("v"), args.get("attn_mask")
+    if q is None or v is None:
+        return None
+    if _ndim(q) != 4:
+        return "the flash kernel takes 4-D (B, H, L, E) inputs only"
+    if tuple(q.shape)[-1] != tuple(v.shape)[-1]:
+        return "the flash kernel needs the value head dim Ev equal to the query head dim E"
+    if mask is not None and _ndim(mask) not in (2, 4):
+        return "the flash kernel takes a 2-D or 4-D attn_mask only"
+    return None
+
+
 class TorchAdapter(Adapter):
-    """``torch.nn.functional`` on CPU (and CUDA when present), SDPA with its default dispatch.
+    r"""``torch.nn.functional`` on CPU (and CUDA when present); SDPA with its default dispatch.
 
     Components: ``torch.softmax``, ``F.scaled_dot_product_attention``, ``F.layer_norm``,
-    ``F.rms_norm``. Conversion: float64 NumPy arrays are rounded to the dtype under test
-    exactly as :func:`transpec.oracle.dtypes.round_to` rounds (float32/float16 by NumPy,
-    bfloat16 through float32 by torch), booleans stay boolean.
+    ``F.rms_norm``. Conversion: float64 NumPy arrays are rounded to the dtype under test exactly
+    as :func:`transpec.oracle.dtypes.round_to` rounds (float32/float16 by NumPy, bfloat16 from
+    float32 by torch, nearest-even), boolean arrays stay boolean.
+
+    What torch 2.13.0 (CPU) does, measured against float64 computations and bit-exact
+    emulations (``tests/adapters/test_torch_adapter.py`` keeps each row checked):
+
+    ========================  =====================================================================
+    question                  finding (CPU; default dispatch = the flash kernel whenever it
+                              takes the input, else math)
+    ========================  =====================================================================
+    boolean mask              True = attend, every backend
+    fully masked row          zero output for an all-False bool row and for an all -inf additive
+                              row, in every dtype, default/math/flash (a ``finfo.min`` fill is a
+                              finite score: the mean of V, as the spec says)
+    ``is_causal``, Lq != Lk   top-left (query i sees keys j <= i), every backend
+    ``enable_gqa``            query head h reads kv head h // (Hq / Hkv) (repeat_interleave)
+    mask + ``is_causal``      math raises; flash (hence default on 4-D, Ev = E input) applies
+                              both: mask AND top-left causal
+    rejected inputs           flash: not 4-D, Ev != E, a 1-D or 3-D mask ("No available
+                              kernel"); default: a 1-D mask on 4-D Ev = E input (flash is
+                              chosen, then fails); see :meth:`supports`
+    softmax fp16/bf16         float32 math, one rounding of the output (bit-exact)
+    layer_norm fp16/bf16      float32 statistics and affine, one rounding (bit-exact, >= 99.97%)
+    rms_norm fp16/bf16        float32 throughout incl. the weight, one rounding (bit-exact)
+    rms_norm ``eps=None``     finfo(float32).eps for fp16/bf16/fp32 inputs, finfo(float64).eps
+                              for fp64 (not finfo(input dtype).eps as torch's docs long said):
+                              declared ``rms_norm_default_eps="opmath"``
+    SDPA math fp16/bf16       q, k, v upcast to float32, output rounded once (bit-exact with a
+                              float32 emulation on 99.7-100% of the outputs, L = 64 and 300)
+    SDPA flash fp16/bf16      float32 scores and softmax; the unnormalized exp(s - running max)
+                              rounded to the input dtype before the P·V product (bf16: that
+                              emulation is bit-exact on 91-96% of outputs, the float32 one on
+                              65-69%); RMS error/(P|V|) 1.2-1.25x the float32 emulation's
+    SDPA math fp32            q and k each scaled by sqrt(scale) in float32 before Q Kᵀ
+    ========================  =====================================================================
+
+    Declared :class:`Precision` (accumulate, store) from these findings: float64 and float32 are
+    (dtype, dtype); for float16/bfloat16, softmax, layer_norm, rms_norm and math-backend
+    attention are (float32, float32), and flash / default attention (float32, dtype). The
+    CUDA-only backends (efficient, cuDNN) are not measured here; they declare (float32, dtype).
     """
 
     name = "torch"
     framework = "torch"
-    conventions = Conventions()
+    conventions = Conventions(rms_norm_default_eps="opmath")
     dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
     devices: tuple[str, ...] = ("cpu", "cuda")
-    #: SDPA backends this adapter restricts dispatch to (names of ``SDPBackend`` members);
-    #: ``None`` lets torch choose.
+    #: SDPA backends dispatch is restricted to (names of ``SDPBackend`` members); None: torch's
+    #: default dispatch
     sdpa_backends: tuple[str, ...] | None = None
-    #: devices on which the SDPA backends exist at all
-    backend_devices: tuple[str, ...] = ("cpu", "cuda")
+    #: whether attention stores intermediates (the probabilities or exponentials) in a
+    #: float16/bfloat16 input dtype (True) or keeps them in float32 (False)
+    attention_stores_half: bool = True
+
+    def __init__(self) -> None:
+        # Instantiating a torch adapter is using torch: import it here, so that a missing torch
+        # is one ImportError at load time. Devices: the declared ones that exist here; an
+        # adapter that only declares CUDA keeps its declaration and reports none available.
+        torch = _torch()
+        cuda = bool(torch.cuda.is_available())
+        present = tuple(d for d in type(self).devices if d != "cuda" or cuda)
+        self.devices = present or type(self).devices
+        self._available = present
 
     # -- declarations -------------------------------------------------------------------------
 
-    def __init__(self) -> None:
-        # Instantiating a torch adapter is using torch: import it now (ImportError without it)
-        # and keep the declared devices that exist on this machine.
-        torch = _torch()
-        self.devices = tuple(
-            d
-            for d in type(self).devices
-            if d in self.backend_devices and (d != "cuda" or torch.cuda.is_available())
-        )
-
     def available_devices(self) -> tuple[str, ...]:
-        """``cpu`` always (when declared), ``cuda`` when ``torch.cuda.is_available()``."""
-        return self.devices
+        """The declared devices present here: ``cpu``, and ``cuda`` when torch sees a GPU."""
+        return self._available
 
     def precision(self, component: str, dtype: str) -> Precision:
+        """(dtype, dtype) for float64/float32; for float16/bfloat16 float32 math, intermediates
+        kept in float32 except attention's, which the flash kernels round to the input dtype."""
         dtype = canonical_dtype(dtype)
-        accumulate = "float32" if dtype in ("float16", "bfloat16") else dtype
-        return Precision(accumulate=accumulate, store=dtype)
+        if dtype not in _HALF:
+            return Precision(accumulate=dtype, store=dtype)
+        if component == "attention" and self.attention_stores_half:
+            return Precision(accumulate="float32", store=dtype)
+        return Precision(accumulate="float32", store="float32")
+
+    def supports(
+        self,
+        component: str,
+        args: Mapping[str, Any],
+        *,
+        dtype: str | None = None,
+        device: str | None = None,
+    ) -> str | None:
+        """Why torch rejects (raises on) these arguments, or None when it takes them.
+
+        ``args`` holds NumPy arrays or tensors (only shapes are read). Measured on CPU; on CUDA
+        the rules of the math backend apply to the default dispatch.
+        """
+        if component != "attention":
+            return None
+        mask, causal = args.get("attn_mask"), bool(args.get("is_causal", False))
+        flash = _flash_cpu_restriction(args)
+        on_cuda = device is not None and str(device).startswith("cuda")
+        if mask is not None and causal and (on_cuda or flash is not None):
+            return "F.scaled_dot_product_attention rejects attn_mask together with is_causal=True"
+        if not on_cuda and flash is None and mask is not None and _ndim(mask) == 1:
+            return "SDPA's default dispatch picks the flash kernel, which fails on a 1-D attn_mask"
+        return None
 
     def describe(self) -> str:
         torch = _torch()
         devices = ", ".join(self.available_devices()) or "no device available"
-        backends = f", SDPA backend {'/'.join(self.sdpa_backends)}" if self.sdpa_backends else ""
+        backends = f"; SDPA backend {'/'.join(self.sdpa_backends)}" if self.sdpa_backends else ""
         cuda = f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ""
         return f"{self.name} (torch {torch.__version__}{cuda}; devices: {devices}{backends})"
 
     # -- conversion ---------------------------------------------------------------------------
 
     def to_native(self, array: np.ndarray, dtype: str, device: str) -> Any:
+        """float64 array -> tensor of ``dtype`` on ``device`` (rounded as ``round_to``)."""
         torch = _torch()
         arr = np.asarray(array)
         if arr.dtype == np.bool_:
@@ -98,10 +191,10 @@ class TorchAdapter(Adapter):
                 base = np.array(arr, dtype=np.float32)
             else:
                 base = np.array(arr, dtype=np.dtype(name))
-        tensor = torch.from_numpy(base)
-        return tensor.to(device=device, dtype=_torch_dtype(name))
+        return torch.from_numpy(base).to(device=device, dtype=_torch_dtype(name))
 
     def from_native(self, value: Any) -> tuple[np.ndarray, str]:
+        """tensor -> (float64 NumPy copy on the CPU, canonical name of the tensor's dtype)."""
         torch = _torch()
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor, got {type(value).__name__}")
@@ -127,7 +220,7 @@ class TorchAdapter(Adapter):
         return sdpa_kernel([getattr(SDPBackend, b) for b in self.sdpa_backends])
 
     def softmax(self, x: Any, dim: int = -1) -> Any:
-        """softmax(x)_i = exp(x_i) / sum_j exp(x_j) along ``dim`` (``torch.softmax``)."""
+        """softmax(x)_i = exp(x_i - max x) / Σ_j exp(x_j - max x) along ``dim``."""
         return _torch().softmax(x, dim=dim)
 
     def scaled_dot_product_attention(
@@ -140,7 +233,10 @@ class TorchAdapter(Adapter):
         scale: float | None = None,
         enable_gqa: bool = False,
     ) -> Any:
-        """O = softmax(scale · Q Kᵀ + M) V (``F.scaled_dot_product_attention``)."""
+        """O = softmax(scale · Q Kᵀ + M) V, scale = 1/sqrt(E) by default.
+
+        M: 0 / -inf from a boolean keep-mask, or the additive mask, or top-left causal.
+        """
         F = _torch().nn.functional
         with self._sdpa_context():
             return F.scaled_dot_product_attention(
@@ -161,52 +257,84 @@ class TorchAdapter(Adapter):
         bias: Any = None,
         eps: float = 1e-5,
     ) -> Any:
-        """(x - μ) / sqrt(σ² + eps) · w + b over the trailing dims (``F.layer_norm``)."""
+        """(x - μ) / sqrt(σ² + eps) · w + b over the trailing dims, σ² the biased variance."""
         F = _torch().nn.functional
         return F.layer_norm(x, tuple(normalized_shape), weight, bias, eps)
 
     def rms_norm(
         self, x: Any, normalized_shape: Any, weight: Any = None, eps: float | None = None
     ) -> Any:
-        """x / sqrt(mean(x²) + eps) · w over the trailing dims (``F.rms_norm``)."""
+        """x / sqrt(mean(x²) + eps) · w over the trailing dims (eps=None: see the table)."""
         F = _torch().nn.functional
         return F.rms_norm(x, tuple(normalized_shape), weight, eps)
 
 
 class _SDPABackendAdapter(TorchAdapter):
-    """SDPA restricted to one backend with ``torch.nn.attention.sdpa_kernel``; attention only."""
+    """SDPA restricted to one backend with ``torch.nn.attention.sdpa_kernel``; attention only
+    (the other components do not depend on the SDPA backend)."""
 
     def provides(self, component: str) -> bool:
         return component == "attention"
 
 
 class TorchMathAdapter(_SDPABackendAdapter):
-    """SDPA restricted to the math backend (``SDPBackend.MATH``), the composite reference."""
+    """SDPA on the math backend (``SDPBackend.MATH``): the composite implementation; for
+    float16/bfloat16 it upcasts to float32 and rounds the output once."""
 
     name = "torch-math"
     sdpa_backends = ("MATH",)
+    attention_stores_half = False
+
+    def supports(
+        self,
+        component: str,
+        args: Mapping[str, Any],
+        *,
+        dtype: str | None = None,
+        device: str | None = None,
+    ) -> str | None:
+        if component == "attention" and args.get("attn_mask") is not None and args.get("is_causal"):
+            return "the math backend rejects attn_mask together with is_causal=True"
+        return None
 
 
 class TorchFlashAdapter(_SDPABackendAdapter):
-    """SDPA restricted to ``SDPBackend.FLASH_ATTENTION`` (a CPU flash kernel exists too)."""
+    """SDPA on ``SDPBackend.FLASH_ATTENTION`` (torch has a CPU flash kernel too)."""
 
     name = "torch-flash"
     sdpa_backends = ("FLASH_ATTENTION",)
 
+    def supports(
+        self,
+        component: str,
+        args: Mapping[str, Any],
+        *,
+        dtype: str | None = None,
+        device: str | None = None,
+    ) -> str | None:
+        if component != "attention":
+            return None
+        if device is not None and str(device).startswith("cuda"):
+            if dtype is not None and canonical_dtype(dtype) not in _HALF:
+                return "the CUDA flash kernel takes float16/bfloat16 only"
+            if args.get("attn_mask") is not None:
+                return "the CUDA flash kernel takes no attn_mask"
+        return _flash_cpu_restriction(args)
+
 
 class TorchEfficientAdapter(_SDPABackendAdapter):
-    """SDPA restricted to ``SDPBackend.EFFICIENT_ATTENTION`` (memory-efficient; CUDA only)."""
+    """SDPA on ``SDPBackend.EFFICIENT_ATTENTION`` (memory-efficient kernel; CUDA only)."""
 
     name = "torch-efficient"
     devices = ("cuda",)
-    backend_devices = ("cuda",)
+    dtypes = ("float32", "float16", "bfloat16")
     sdpa_backends = ("EFFICIENT_ATTENTION",)
 
 
 class TorchCuDNNAdapter(_SDPABackendAdapter):
-    """SDPA restricted to ``SDPBackend.CUDNN_ATTENTION`` (CUDA only)."""
+    """SDPA on ``SDPBackend.CUDNN_ATTENTION`` (CUDA only; float16/bfloat16)."""
 
     name = "torch-cudnn"
     devices = ("cuda",)
-    backend_devices = ("cuda",)
+    dtypes = ("float16", "bfloat16")
     sdpa_backends = ("CUDNN_ATTENTION",)
