@@ -1,0 +1,351 @@
+"""The ``transpec`` command.
+
+::
+
+    transpec check [ADAPTER] [--component C ...] [--property P ...] [--dtype D ...]
+                   [--device DEV ...] [--profile ci|thorough] [--seed N] [--max-examples N]
+                   [--json FILE] [--junit FILE] [--failures-dir DIR] [--quiet]
+    transpec list [components|properties|conventions|adapters]
+    transpec reproduce FILE [--adapter SPEC]
+    transpec derive BLOCK [--format markdown|latex]
+    transpec --version
+
+``ADAPTER`` is a built-in name (``transpec list adapters``; default ``torch`` when torch is
+installed, else ``numpy``) or ``module:attr`` naming an Adapter subclass or instance, or a
+function together with ``--component``. Options that take names may be repeated or given as a
+comma-separated list.
+
+Exit status: 0 every verdict passed (skips allowed), 1 a property failed (or transpec raised
+on a case), 2 usage or load error (one line on stderr), 130 interrupted (the report of the
+verdicts so far is still printed and written).
+
+Importing this module imports neither torch nor SymPy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+import transpec
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``transpec: error: ... (see transpec check --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"transpec: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def default_adapter() -> str:
+    """``torch`` when torch is importable, else ``numpy`` (found without importing torch)."""
+    return "torch" if importlib.util.find_spec("torch") is not None else "numpy"
+
+
+def _names(values: Sequence[str] | None) -> list[str] | None:
+    """Repeated and comma-separated option values as one list (``None`` when not given)."""
+    if not values:
+        return None
+    out: list[str] = []
+    for value in values:
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return out or None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="transpec",
+        description="Conformance tests, derivations and references for transformer building "
+        "blocks.",
+    )
+    parser.add_argument("--version", action="version", version=f"transpec {transpec.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    check = sub.add_parser("check", help="run the conformance properties against an adapter")
+    check.add_argument(
+        "adapter",
+        nargs="?",
+        metavar="ADAPTER",
+        help="built-in adapter name or module:attr (default: torch if installed, else numpy)",
+    )
+    check.add_argument("--component", action="append", metavar="C", help="component(s) to test")
+    check.add_argument("--property", action="append", metavar="P", help="property name(s)")
+    check.add_argument("--dtype", action="append", metavar="D", help="dtype(s) to test")
+    check.add_argument("--device", action="append", metavar="DEV", help="device(s) to test")
+    check.add_argument("--profile", choices=("ci", "thorough"), default="ci")
+    check.add_argument("--seed", type=int, metavar="N", help="base seed of the examples")
+    check.add_argument(
+        "--max-examples", type=int, metavar="N", help="examples per property (overrides profile)"
+    )
+    check.add_argument("--json", metavar="FILE", help="write the JSON report here")
+    check.add_argument("--junit", metavar="FILE", help="write a JUnit XML report here")
+    check.add_argument(
+        "--failures-dir",
+        default="transpec-failures",
+        metavar="DIR",
+        help="where failing cases are saved (default: transpec-failures)",
+    )
+    check.add_argument("--quiet", "-q", action="store_true", help="no per-verdict progress")
+
+    lst = sub.add_parser("list", help="list components, properties, conventions or adapters")
+    lst.add_argument(
+        "what",
+        nargs="?",
+        choices=("components", "properties", "conventions", "adapters"),
+        help="what to list (default: everything)",
+    )
+
+    rep = sub.add_parser("reproduce", help="replay a saved failing case")
+    rep.add_argument("file", metavar="FILE", help="a .npz case file written by transpec check")
+    rep.add_argument("--adapter", metavar="SPEC", help="load this adapter instead of the saved one")
+
+    der = sub.add_parser("derive", help="print the derivation of a building block")
+    der.add_argument("block", metavar="BLOCK", help="block name (see transpec derive --help)")
+    der.add_argument("--format", choices=("markdown", "latex"), default="markdown")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``transpec`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "list":
+            return cmd_list(args.what, sys.stdout)
+        if args.command == "reproduce":
+            return cmd_reproduce(args)
+        if args.command == "derive":
+            return cmd_derive(args)
+        parser.print_help()
+        return EXIT_USAGE
+    except UsageError as exc:
+        sys.stderr.write(f"transpec: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("transpec: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+# -- check --------------------------------------------------------------------------------------
+
+
+def _load_adapter(spec: str, component: str | None) -> Any:
+    from transpec.adapters.registry import load_adapter
+
+    try:
+        return load_adapter(spec, component=component)
+    except KeyboardInterrupt:
+        raise
+    except (ValueError, TypeError, ImportError, AttributeError) as exc:
+        raise UsageError(_one_line(exc)) from None
+    except Exception as exc:  # importing user code may raise anything
+        raise UsageError(f"loading adapter {spec!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from transpec.adapters.base import COMPONENTS
+    from transpec.oracle.dtypes import canonical_dtype
+    from transpec.oracle.profiles import resolve
+
+    components = _names(args.component)
+    for c in components or ():
+        if c not in COMPONENTS:
+            raise UsageError(f"unknown component {c!r}; expected one of {', '.join(COMPONENTS)}")
+    dtypes = _names(args.dtype)
+    try:
+        dtypes = [canonical_dtype(d) for d in dtypes] if dtypes else None
+        resolve(args.profile, seed=args.seed, max_examples=args.max_examples)
+    except ValueError as exc:
+        raise UsageError(_one_line(exc)) from None
+    properties = _names(args.property)
+    devices = _names(args.device)
+    if properties:
+        from transpec.oracle.properties import PROPERTIES
+
+        scope = components or list(COMPONENTS)
+        known = sorted({p.name for p in PROPERTIES if p.component in scope})
+        for name in properties:
+            if name not in known:
+                raise UsageError(
+                    f"unknown property {name!r} for {', '.join(scope)}; expected one of "
+                    f"{', '.join(known)}"
+                )
+    spec = args.adapter or default_adapter()
+    adapter = _load_adapter(spec, components[0] if components and len(components) == 1 else None)
+
+    from transpec.oracle import report
+    from transpec.oracle.runner import RunResult, Verdict, run
+
+    out, err = sys.stdout, sys.stderr
+
+    def on_start(result: RunResult, cases: list[Any]) -> None:
+        out.write(report.header(result) + "\n")
+        out.write(f"{len(cases)} verdicts to make\n\n")
+        out.flush()
+
+    def on_verdict(verdict: Verdict) -> None:
+        if not args.quiet:
+            err.write(report.progress_line(verdict) + "\n")
+            err.flush()
+
+    try:
+        result = run(
+            adapter,
+            components=components,
+            properties=properties,
+            dtypes=dtypes,
+            devices=devices,
+            profile=args.profile,
+            seed=args.seed,
+            max_examples=args.max_examples,
+            failures_dir=args.failures_dir,
+            on_verdict=on_verdict,
+            on_start=on_start,
+            adapter_spec=spec,
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(_one_line(exc)) from None
+    _finish(result, args, out)
+    return result.exit_code
+
+
+def _finish(result: Any, args: argparse.Namespace, out: TextIO) -> None:
+    from transpec.oracle import report
+
+    out.write("\n" + report.table(result) + "\n")
+    failures = report.failures_section(result)
+    if failures:
+        out.write("\n" + failures + "\n")
+    try:
+        if args.json:
+            report.write_json(result, args.json)
+            out.write(f"JSON report: {args.json}\n")
+        if args.junit:
+            report.write_junit(result, args.junit)
+            out.write(f"JUnit report: {args.junit}\n")
+    except OSError as exc:
+        sys.stderr.write(f"transpec: error: cannot write the report: {_one_line(exc)}\n")
+    if result.interrupted:
+        sys.stderr.write("transpec: interrupted; the verdicts above are those made so far\n")
+    out.flush()
+
+
+# -- list ---------------------------------------------------------------------------------------
+
+
+_SIGNATURES = {
+    "softmax": "softmax(x, dim=-1)",
+    "attention": "scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, "
+    "scale=None, enable_gqa=False)",
+    "layer_norm": "layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)",
+    "rms_norm": "rms_norm(x, normalized_shape, weight=None, eps=None)",
+}
+
+
+def cmd_list(what: str | None, out: TextIO) -> int:
+    sections = [what] if what else ["components", "properties", "conventions", "adapters"]
+    for i, section in enumerate(sections):
+        if len(sections) > 1:
+            out.write(("\n" if i else "") + f"{section}:\n")
+        indent = "  " if len(sections) > 1 else ""
+        for line in _list_lines(section):
+            out.write(f"{indent}{line}\n")
+    return EXIT_OK
+
+
+def _list_lines(section: str) -> list[str]:
+    if section == "components":
+        from transpec.adapters.base import COMPONENTS
+
+        width = max(map(len, COMPONENTS))
+        return [f"{c:<{width}}  {_SIGNATURES.get(c, c)}" for c in COMPONENTS]
+    if section == "properties":
+        from transpec.oracle.properties import PROPERTIES
+
+        names = [f"{p.component}.{p.name}" for p in PROPERTIES]
+        width = max(map(len, names), default=0)
+        return [f"{n:<{width}}  {p.summary}" for n, p in zip(names, PROPERTIES, strict=True)]
+    if section == "conventions":
+        from transpec.spec.conventions import describe
+
+        rows = describe()
+        width = max(len(r[0]) for r in rows)
+        return [
+            f"{name:<{width}}  {' | '.join(map(str, allowed))}  -- {text} (canonical: {allowed[0]})"
+            for name, text, allowed in rows
+        ]
+    from transpec.adapters.registry import BUILTIN_ADAPTERS
+
+    lines = []
+    width = max(map(len, BUILTIN_ADAPTERS), default=0)
+    for name, entry in dict(BUILTIN_ADAPTERS).items():
+        lines.append(f"{name:<{width}}  {_adapter_summary(entry)}".rstrip())
+    return lines
+
+
+def _adapter_summary(entry: Any) -> str:
+    if isinstance(entry, str):
+        return entry
+    doc = getattr(entry, "__doc__", None) or ""
+    first = doc.strip().splitlines()[0] if doc.strip() else ""
+    return first
+
+
+# -- reproduce ----------------------------------------------------------------------------------
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from transpec.oracle.replay import reproduce
+
+    try:
+        verdict = reproduce(args.file, adapter=args.adapter)
+    except (ValueError, TypeError, ImportError) as exc:
+        raise UsageError(_one_line(exc)) from None
+    if verdict.status == "passed":
+        from transpec.oracle.report import format_ratio
+
+        line = f"passed {verdict.name}: {verdict.message} (error/tolerance "
+        sys.stdout.write(line + f"{format_ratio(verdict.ratio)})\n")
+        return EXIT_OK
+    sys.stdout.write(verdict.report + "\n")
+    return EXIT_FAILED
+
+
+# -- derive -------------------------------------------------------------------------------------
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    try:
+        from transpec.spec.derive import render
+    except ImportError as exc:
+        raise UsageError(f"derivations are not available: {_one_line(exc)}") from None
+    try:
+        text = render(args.block, args.format)
+    except ValueError as exc:
+        raise UsageError(_one_line(exc)) from None
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

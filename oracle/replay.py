@@ -1,0 +1,125 @@
+"""Replaying a saved counterexample: ``transpec reproduce FILE [--adapter SPEC]``.
+
+A failing case is saved by the runner as a ``.npz`` file (see
+:func:`transpec.oracle.runner.save_case`): the component's arguments exactly as Hypothesis
+generated them (before rounding to the dtype under test) and a JSON entry naming the adapter,
+component, property, dtype, device and conventions. Replaying loads the adapter again (the spec
+string saved in the file, or ``adapter`` to test a fixed version), runs the property's check once
+on the saved arguments and returns a :class:`~transpec.oracle.runner.Verdict` with the same
+failure report the run printed -- or ``passed`` when the implementation now conforms.
+
+From Python::
+
+    from transpec.oracle.replay import reproduce
+    verdict = reproduce("transpec-failures/attention-equivalence-float16-cpu-0123456789.npz")
+    print(verdict.report or verdict.status)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import transpec
+from transpec.adapters.base import Adapter
+from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.runner import (
+    Verdict,
+    check_once,
+    classify,
+    describe_failure,
+    infer_spec,
+    load_case,
+)
+
+
+def load_adapter_for(meta: dict[str, Any], adapter: Adapter | str | None) -> tuple[Adapter, str]:
+    """The adapter to replay with and its spec string (``ValueError`` when none can be found)."""
+    if isinstance(adapter, Adapter):
+        return adapter, infer_spec(adapter) or meta.get("adapter") or "?"
+    spec = adapter if adapter is not None else meta.get("adapter")
+    if not spec:
+        raise ValueError(
+            "the case file does not say how to load its adapter (it was not importable); "
+            "pass --adapter MODULE:ATTR"
+        )
+    from transpec.adapters.registry import load_adapter
+
+    component = meta.get("component") if meta.get("adapter_kind") == "function" else None
+    return load_adapter(str(spec), component=component), str(spec)
+
+
+def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verdict:
+    """Re-run the saved case at ``path``; a passed or failed :class:`Verdict` with its report.
+
+    ``adapter``: an adapter object or spec string that replaces the one named in the file.
+    Raises ``ValueError`` for an unreadable file, an unknown property, or an adapter that cannot
+    run the case.
+    """
+    from transpec.oracle.harness import Harness
+    from transpec.oracle.properties import PROPERTIES
+
+    meta, args = load_case(path)
+    component, name = str(meta["component"]), str(meta["property"])
+    dtype, device = str(meta["dtype"]), str(meta["device"])
+    matches = [p for p in PROPERTIES if p.component == component and p.name == name]
+    if not matches:
+        raise ValueError(
+            f"the case file names property {component}.{name}, which transpec "
+            f"{transpec.__version__} does not have"
+        )
+    prop = matches[0]
+    impl, spec = load_adapter_for(meta, adapter)
+    if not impl.provides(component):
+        raise ValueError(f"adapter {impl.name!r} does not provide {component}")
+    if device not in impl.available_devices():
+        raise ValueError(f"device {device} is not available to adapter {impl.name!r} here")
+    verdict = Verdict(component, name, dtype, device, "passed")
+    start = time.perf_counter()
+    try:
+        ratio = check_once(prop, Harness(impl, dtype, device), args)
+    except (PropertyViolation, ImplementationFailure) as exc:
+        classify(verdict, exc)
+        describe_failure(
+            verdict,
+            exc,
+            args,
+            adapter=impl,
+            examples=None,
+            failure_file=Path(path),
+            adapter_spec=spec,
+        )
+    except Exception as exc:
+        classify(verdict, exc)
+        describe_failure(
+            verdict,
+            exc,
+            args,
+            adapter=impl,
+            examples=None,
+            failure_file=Path(path),
+            adapter_spec=spec,
+        )
+    else:
+        verdict.ratio = ratio
+        verdict.message = "the saved case conforms now"
+    verdict.examples = 1
+    verdict.seconds = time.perf_counter() - start
+    note = conventions_note(meta, impl)
+    if note:
+        verdict.message = f"{verdict.message} ({note})"
+        if verdict.report:
+            verdict.report = f"{verdict.report}\n  {note}"
+    return verdict
+
+
+def conventions_note(meta: dict[str, Any], adapter: Adapter) -> str | None:
+    """A warning when the adapter's conventions differ from those saved with the case."""
+    saved = meta.get("conventions") or {}
+    current = adapter.conventions.to_dict()
+    changed = {k: (saved.get(k), current.get(k)) for k in current if saved.get(k) != current.get(k)}
+    if not changed or not saved:
+        return None
+    parts = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+    return f"note: the adapter's conventions changed since the case was saved ({parts})"

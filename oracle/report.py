@@ -1,0 +1,371 @@
+"""Reports of a conformance run: the header, the terminal table, failure reports, JSON, JUnit XML.
+
+* header -- what is under test: the adapter's ``describe()``, its conventions where they differ
+  from the canonical ones, dtypes, devices, profile, seed, and the transpec/NumPy/torch versions;
+* table -- one row per component × property, one column per dtype (× device when more than one):
+  ``ok`` with the worst error-to-tolerance ratio, ``FAILED`` with it, ``ERROR``, or ``skip``;
+* failure report -- for each failed case: the shrunk counterexample (shapes, flags, regime), the
+  worst element with its error and tolerance and how that tolerance was derived, the saved file
+  and the one-line command that replays it;
+* JSON -- ``{"transpec_version", "adapter", "settings", "environment", "verdicts", "summary",
+  "interrupted", "seconds"}``; non-finite ratios are the strings ``"inf"``/``"nan"``;
+* JUnit XML -- one ``<testcase>`` per verdict; failures carry the failure report, skips their
+  reason.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import transpec
+
+if TYPE_CHECKING:
+    from transpec.oracle.runner import RunResult, Verdict
+
+
+# -- environment and header ---------------------------------------------------------------------
+
+
+def environment() -> dict[str, str | None]:
+    """Versions of Python, transpec, NumPy, Hypothesis and (when already imported) torch."""
+    import hypothesis
+
+    torch = sys.modules.get("torch")
+    return {
+        "python": platform.python_version(),
+        "transpec": transpec.__version__,
+        "numpy": np.__version__,
+        "hypothesis": hypothesis.__version__,
+        "torch": getattr(torch, "__version__", None) if torch is not None else None,
+        "platform": platform.platform(),
+    }
+
+
+def header(result: RunResult) -> str:
+    """Lines that say what is under test and how it is run."""
+    env = environment()
+    differences = {
+        k: v for k, v in result.conventions.items() if v != _canonical_conventions().get(k)
+    }
+    conventions = (
+        ", ".join(f"{k}={v!r}" for k, v in differences.items()) if differences else "canonical"
+    )
+    p = result.profile
+    versions = f"transpec {env['transpec']}, numpy {env['numpy']}, hypothesis {env['hypothesis']}"
+    if env["torch"]:
+        versions += f", torch {env['torch']}"
+    versions += f", python {env['python']}"
+    lines = [
+        f"transpec conformance run -- {versions}",
+        f"adapter:     {result.adapter}"
+        + (f"  [{result.adapter_spec}]" if result.adapter_spec else ""),
+        f"conventions: {conventions}",
+        f"components:  {', '.join(result.components)}",
+        f"dtypes:      {', '.join(result.dtypes)}",
+        f"devices:     {', '.join(result.devices)}",
+        f"profile:     {p.name} (seed {p.seed}, max {p.max_examples} examples per property"
+        + (", database " + p.database if p.database else "")
+        + (", CI=true" if p.as_dict()["ci_environment"] else "")
+        + ")",
+    ]
+    return "\n".join(lines)
+
+
+def _canonical_conventions() -> dict[str, Any]:
+    from transpec.spec.conventions import CANONICAL
+
+    return CANONICAL.to_dict()
+
+
+# -- one verdict --------------------------------------------------------------------------------
+
+
+def format_ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    if ratio != ratio:
+        return "nan"
+    if ratio == float("inf"):
+        return "inf"
+    return f"{ratio:.2g}" if ratio < 100 else f"{ratio:.3g}"
+
+
+def progress_line(verdict: Verdict) -> str:
+    """One line per verdict, for progress on stderr."""
+    status = {"passed": "ok", "failed": "FAILED", "skipped": "skip", "error": "ERROR"}[
+        verdict.status
+    ]
+    if verdict.status == "skipped":
+        tail = verdict.message
+    elif verdict.status == "passed":
+        tail = f"ratio {format_ratio(verdict.ratio)}, {verdict.examples} examples"
+    else:
+        tail = verdict.message
+    return f"{status:<6} {verdict.name} ({verdict.seconds:.2f}s) {tail}".rstrip()
+
+
+def summarize_args(component: str, args: Mapping[str, Any]) -> str:
+    """The counterexample in a few lines: shapes, flags, value ranges, the regime it is in."""
+    parts: list[str] = []
+    for key, value in args.items():
+        if isinstance(value, np.ndarray):
+            if value.dtype == np.bool_:
+                parts.append(
+                    f"{key}: bool {tuple(value.shape)} ({int(value.sum())}/{value.size} True)"
+                )
+            else:
+                finite = value[np.isfinite(value)]
+                rng = (
+                    f"|x| in [{np.abs(finite).min():.3g}, {np.abs(finite).max():.3g}]"
+                    if finite.size
+                    else "no finite values"
+                )
+                nonfinite = value.size - finite.size
+                extra = f", {nonfinite} non-finite" if nonfinite else ""
+                parts.append(f"{key}: {tuple(value.shape)} {rng}{extra}")
+        else:
+            parts.append(f"{key}={value!r}")
+    regime = _regime(component, args)
+    text = "; ".join(parts)
+    return f"{text}\nregime: {regime}" if regime else text
+
+
+def _regime(component: str, args: Mapping[str, Any]) -> str:
+    notes: list[str] = []
+    try:
+        if component == "attention":
+            q, k = np.asarray(args["q"]), np.asarray(args["k"])
+            Lq, Lk = q.shape[-2], k.shape[-2]
+            notes.append(f"Lq={Lq}, Lk={Lk}" + (" (decode)" if Lq == 1 else ""))
+            if q.ndim >= 3 and k.ndim >= 3 and q.shape[-3] != k.shape[-3]:
+                notes.append(f"GQA {q.shape[-3]}/{k.shape[-3]} heads")
+            notes.append(f"head dim {q.shape[-1]}")
+            scale = args.get("scale")
+            s = (1.0 / np.sqrt(q.shape[-1])) if scale is None else float(scale)
+            if q.size and k.size:
+                logits = np.abs(s) * np.max(np.abs(q)) * np.max(np.abs(k)) * q.shape[-1]
+                notes.append(f"|logits| <= {logits:.3g}")
+            if args.get("is_causal"):
+                notes.append("causal")
+            mask = args.get("attn_mask")
+            if isinstance(mask, np.ndarray):
+                notes.append(f"{'bool' if mask.dtype == np.bool_ else 'additive'} mask")
+        elif component in ("layer_norm", "rms_norm"):
+            x = np.asarray(args["x"])
+            shape = args.get("normalized_shape")
+            dims = len(shape) if isinstance(shape, (tuple, list)) else 1
+            n = int(np.prod(x.shape[x.ndim - dims :])) if x.ndim >= dims else 0
+            notes.append(f"n={n} normalized elements")
+            if n > 1 and x.size and np.all(np.isfinite(x)):
+                rows = x.reshape(-1, n)
+                mu = rows.mean(axis=1)
+                sd = rows.std(axis=1)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    cond = np.max(np.where(sd > 0, np.abs(mu) / sd, np.inf))
+                notes.append(f"max |mean|/std = {cond:.3g}")
+            if args.get("eps") is not None:
+                notes.append(f"eps={args['eps']!r}")
+        elif component == "softmax":
+            x = np.asarray(args["x"])
+            finite = x[np.isfinite(x)]
+            if finite.size:
+                notes.append(f"row length {x.shape[args.get('dim', -1)]}")
+                notes.append(f"max |x| = {np.max(np.abs(finite)):.3g}")
+    except Exception:  # the regime line is a convenience; never let it hide a failure
+        return ""
+    return ", ".join(notes)
+
+
+def failure_report(
+    verdict: Verdict,
+    exc: BaseException | None,
+    *,
+    adapter: str,
+    details: str = "",
+    examples: int | None = None,
+) -> str:
+    """The report of one failed (or errored) verdict, as a user reads it."""
+    title = "FAILED" if verdict.status == "failed" else "ERROR"
+    lines = [f"{title} {verdict.name} -- {adapter}"]
+    lines.append(f"  {verdict.message}")
+    for extra in details.splitlines():
+        if extra.strip():
+            lines.append(f"  {extra}")
+    if verdict.counterexample:
+        shrunk = "counterexample (shrunk"
+        shrunk += f", after {examples} calls)" if examples else ")"
+        first, *rest = verdict.counterexample.splitlines()
+        lines.append(f"  {shrunk}: {first}")
+        lines.extend(f"  {r}" for r in rest)
+    if verdict.worst is not None:
+        w = verdict.worst
+        lines.append(
+            f"  worst element {w['index']}: got {w['actual']!r}, expected {w['expected']!r}"
+        )
+        lines.append(
+            f"  |error| = {_num(w['error'])} > tolerance {_num(w['tolerance'])} "
+            f"(error/tolerance = {format_ratio(_float(w['ratio']))})"
+        )
+        lines.append(f"  tolerance derivation: {w['derivation']}")
+    if verdict.failure_file:
+        lines.append(f"  saved: {verdict.failure_file}")
+    if verdict.reproduce_command:
+        lines.append(f"  reproduce: {verdict.reproduce_command}")
+    return "\n".join(lines)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3e}" if isinstance(value, float) else str(value)
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def table(result: RunResult) -> str:
+    """component × property rows, dtype (× device) columns; a summary line at the end."""
+    multi_device = len(result.devices) > 1
+    columns: list[tuple[str, str]] = [
+        (dtype, device) for device in result.devices for dtype in result.dtypes
+    ]
+    cells: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
+    skip_reasons: dict[tuple[str, str], set[str]] = {}
+    for v in result.verdicts:
+        row = (v.component, v.property)
+        if v.status == "passed":
+            cell = f"ok {format_ratio(v.ratio)}"
+        elif v.status == "failed":
+            cell = f"FAILED {format_ratio(v.ratio)}"
+        elif v.status == "error":
+            cell = "ERROR"
+        else:
+            cell = "skip"
+            skip_reasons.setdefault(row, set()).add(v.message)
+        cells.setdefault(row, {})[(v.dtype, v.device)] = cell
+    head = ["component", "property"] + [
+        f"{dtype}/{device}" if multi_device else dtype for dtype, device in columns
+    ]
+    rows: list[list[str]] = []
+    for (component, prop), by_col in cells.items():
+        row = [component, prop] + [by_col.get(col, "") for col in columns]
+        reasons = skip_reasons.get((component, prop))
+        if reasons and all(by_col.get(col, "skip") == "skip" for col in columns):
+            row = [component, prop] + ["skip"] * len(columns)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    out.append("")
+    out.append(summary_line(result))
+    reasons = sorted({v.message for v in result.verdicts if v.status == "skipped"})
+    if reasons:
+        out.append("skip reasons: " + "; ".join(reasons))
+    return "\n".join(out)
+
+
+def summary_line(result: RunResult) -> str:
+    c = result.counts()
+    parts = [f"{c['passed']} passed", f"{c['failed']} failed"]
+    if c["error"]:
+        parts.append(f"{c['error']} errors")
+    parts.append(f"{c['skipped']} skipped")
+    passed = [v.ratio for v in result.verdicts if v.status == "passed" and v.ratio is not None]
+    worst = f", worst passing ratio {format_ratio(max(passed))}" if passed else ""
+    state = " (INTERRUPTED)" if result.interrupted else ""
+    return f"{', '.join(parts)} in {result.seconds:.1f}s{worst}{state}"
+
+
+def failures_section(result: RunResult) -> str:
+    return "\n\n".join(v.report for v in result.failures if v.report)
+
+
+# -- machine-readable reports -------------------------------------------------------------------
+
+
+def to_json(result: RunResult) -> dict[str, Any]:
+    """The JSON report (see the module docstring for the schema)."""
+    return {
+        "transpec_version": transpec.__version__,
+        "adapter": {
+            "describe": result.adapter,
+            "spec": result.adapter_spec,
+            "conventions": result.conventions,
+        },
+        "settings": {
+            **result.profile.as_dict(),
+            "components": list(result.components),
+            "dtypes": list(result.dtypes),
+            "devices": list(result.devices),
+        },
+        "environment": environment(),
+        "verdicts": [v.to_dict() for v in result.verdicts],
+        "summary": result.counts(),
+        "interrupted": result.interrupted,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def write_json(result: RunResult, path: str | Path) -> None:
+    data = to_json(result)
+    Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def junit_xml(result: RunResult) -> str:
+    """JUnit XML: one testsuite, one testcase per verdict (classname ``transpec.<component>``)."""
+    c = result.counts()
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": "transpec",
+            "tests": str(c["total"]),
+            "failures": str(c["failed"]),
+            "errors": str(c["error"]),
+            "skipped": str(c["skipped"]),
+            "time": f"{result.seconds:.3f}",
+        },
+    )
+    props = ET.SubElement(suite, "properties")
+    for key, value in (
+        ("adapter", result.adapter),
+        ("profile", result.profile.name),
+        ("seed", str(result.profile.seed)),
+        ("interrupted", str(result.interrupted).lower()),
+    ):
+        ET.SubElement(props, "property", {"name": key, "value": value})
+    for v in result.verdicts:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {
+                "classname": f"transpec.{v.component}",
+                "name": f"{v.property}[{v.dtype}-{v.device}]",
+                "time": f"{v.seconds:.3f}",
+            },
+        )
+        if v.status == "failed":
+            node = ET.SubElement(case, "failure", {"message": v.message})
+            node.text = v.report
+        elif v.status == "error":
+            node = ET.SubElement(case, "error", {"message": v.message})
+            node.text = v.report
+        elif v.status == "skipped":
+            ET.SubElement(case, "skipped", {"message": v.message})
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(result: RunResult, path: str | Path) -> None:
+    Path(path).write_text(junit_xml(result))

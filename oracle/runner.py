@@ -1,0 +1,728 @@
+"""The conformance run: every component × property × dtype × device of an adapter, one verdict each.
+
+For each case the runner either skips it with a reason (the adapter does not provide the
+component, does not declare the dtype or device, the device is absent, or the property says it
+does not apply) or runs the property under Hypothesis (``@given(prop.inputs(dtype))`` with the
+settings of :mod:`transpec.oracle.profiles`). A case ends in one :class:`Verdict`:
+
+* ``passed``  -- every example passed; ``ratio`` is the worst error-to-tolerance ratio seen
+  (max over examples of max_i |out_i - ref_i| / bound_i, <= 1);
+* ``failed``  -- the implementation broke the property (:class:`PropertyViolation`) or did not
+  return a usable array (:class:`ImplementationFailure`: raised, hung, not an array, wrong shape
+  or dtype). The shrunk counterexample -- the arguments of Hypothesis's final failing call -- is
+  saved to ``failures_dir`` with everything needed to replay it (``transpec reproduce FILE``);
+* ``skipped`` -- with its reason;
+* ``error``   -- transpec itself raised an unexpected exception on this case (a bug in transpec,
+  not in the implementation); reported with its traceback, and the run goes on.
+
+Nothing an implementation does stops a run. Ctrl-C does: the verdicts so far are kept and the
+result says ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shlex
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+import transpec
+from transpec.adapters.base import COMPONENTS, Adapter, FunctionAdapter
+from transpec.oracle.dtypes import DTYPES, canonical_dtype
+from transpec.oracle.outcome import ImplementationFailure, PropertyViolation, Worst
+from transpec.oracle.profiles import Profile, case_seed, hypothesis_settings, resolve
+
+if TYPE_CHECKING:
+    from transpec.oracle.harness import Harness
+    from transpec.oracle.properties import Property
+
+Status = Literal["passed", "failed", "skipped", "error"]
+STATUSES: tuple[Status, ...] = ("passed", "failed", "skipped", "error")
+
+#: format tag of saved counterexample files
+FILE_FORMAT = "transpec-case-1"
+
+
+@dataclass
+class Verdict:
+    """The outcome of one component × property × dtype × device.
+
+    ``ratio``: worst error-to-tolerance ratio (``None`` when nothing was compared, ``inf`` for a
+    NaN/inf mismatch or an implementation failure). ``examples``: calls of the property check.
+    ``message``: one line (skip reason, failure summary). ``report``: the full failure report
+    (counterexample, worst element, tolerance derivation, file, command); empty when passed.
+    """
+
+    component: str
+    property: str
+    dtype: str
+    device: str
+    status: Status
+    ratio: float | None = None
+    examples: int = 0
+    seconds: float = 0.0
+    message: str = ""
+    failure_file: str | None = None
+    reproduce_command: str | None = None
+    report: str = ""
+    counterexample: str = ""
+    worst: dict[str, Any] | None = None
+    failure_kind: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``component.property[dtype-device]``: unique within a run."""
+        return f"{self.component}.{self.property}[{self.dtype}-{self.device}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "component": self.component,
+            "property": self.property,
+            "dtype": self.dtype,
+            "device": self.device,
+            "status": self.status,
+            "ratio": _json_float(self.ratio),
+            "examples": self.examples,
+            "seconds": round(self.seconds, 4),
+            "message": self.message,
+            "failure_kind": self.failure_kind,
+            "worst": self.worst,
+            "counterexample": self.counterexample,
+            "failure_file": self.failure_file,
+            "reproduce_command": self.reproduce_command,
+            "report": self.report,
+        }
+
+
+@dataclass
+class RunResult:
+    """All verdicts of a run and what was run."""
+
+    adapter: str
+    adapter_spec: str | None
+    conventions: dict[str, Any]
+    profile: Profile
+    components: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    devices: tuple[str, ...]
+    verdicts: list[Verdict] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATUSES}
+        for v in self.verdicts:
+            out[v.status] += 1
+        out["total"] = len(self.verdicts)
+        return out
+
+    @property
+    def failures(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.status in ("failed", "error")]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all passed (skips allowed), 1 a failure or error, 130 interrupted."""
+        if self.interrupted:
+            return 130
+        return 1 if self.failures else 0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One planned verdict: a property at a dtype on a device, or a skip with its reason."""
+
+    prop: Property
+    dtype: str
+    device: str
+    skip: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.prop.component}.{self.prop.name}[{self.dtype}-{self.device}]"
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+
+def _validated(
+    values: Sequence[str] | None, known: Sequence[str], what: str
+) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for value in values:
+        if value not in known:
+            raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(known)}")
+        if value not in out:
+            out.append(value)
+    return tuple(out)
+
+
+def plan(
+    adapter: Adapter,
+    *,
+    components: Sequence[str] | None = None,
+    properties: Sequence[str] | None = None,
+    dtypes: Sequence[str] | None = None,
+    devices: Sequence[str] | None = None,
+) -> list[Case]:
+    """The cases of a run, in a fixed order (component, property, device, dtype).
+
+    ``components``/``properties``/``dtypes``/``devices`` select; ``None`` means all the adapter
+    declares (all components, so that missing ones are reported as skipped). Unknown names raise
+    ``ValueError`` with a one-line message.
+    """
+    from transpec.oracle.properties import PROPERTIES, select
+
+    comps = _validated(components, COMPONENTS, "component")
+    if comps is None:
+        comps = COMPONENTS
+    if properties is not None:
+        if isinstance(properties, str):
+            properties = [properties]
+        known = sorted({p.name for p in PROPERTIES if p.component in comps})
+        for name in properties:
+            if name not in known:
+                raise ValueError(
+                    f"unknown property {name!r} for {', '.join(comps)}; "
+                    f"expected one of {', '.join(known)}"
+                )
+    props = select(components=list(comps), names=list(properties) if properties else None)
+    if dtypes is None:
+        wanted_dtypes = tuple(canonical_dtype(d) for d in adapter.dtypes)
+    else:
+        if isinstance(dtypes, str):
+            dtypes = [dtypes]
+        wanted_dtypes = tuple(dict.fromkeys(canonical_dtype(d) for d in dtypes))
+    available = tuple(adapter.available_devices())
+    if devices is None:
+        wanted_devices = available or tuple(adapter.devices)
+    else:
+        if isinstance(devices, str):
+            devices = [devices]
+        wanted_devices = tuple(dict.fromkeys(str(d) for d in devices))
+        for d in wanted_devices:
+            if not d or any(c.isspace() for c in d):
+                raise ValueError(f"invalid device name {d!r}")
+    declared_dtypes = {canonical_dtype(d) for d in adapter.dtypes}
+    cases: list[Case] = []
+    for prop in props:
+        for device in wanted_devices:
+            for dtype in wanted_dtypes:
+                cases.append(
+                    Case(
+                        prop,
+                        dtype,
+                        device,
+                        _skip_reason(adapter, prop, dtype, device, declared_dtypes, available),
+                    )
+                )
+    return cases
+
+
+def _skip_reason(
+    adapter: Adapter,
+    prop: Property,
+    dtype: str,
+    device: str,
+    declared_dtypes: set[str],
+    available: tuple[str, ...],
+) -> str | None:
+    if not adapter.provides(prop.component):
+        return f"adapter does not provide {prop.component}"
+    if dtype not in declared_dtypes:
+        return f"adapter does not declare {dtype}"
+    if device not in adapter.devices:
+        return f"adapter does not declare device {device}"
+    if device not in available:
+        return f"device {device} is not available on this machine"
+    return prop.applies(adapter, dtype)
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def run(
+    adapter: Adapter,
+    *,
+    components: Sequence[str] | None = None,
+    properties: Sequence[str] | None = None,
+    dtypes: Sequence[str] | None = None,
+    devices: Sequence[str] | None = None,
+    profile: str = "ci",
+    seed: int | None = None,
+    max_examples: int | None = None,
+    failures_dir: str | Path | None = "transpec-failures",
+    on_verdict: Callable[[Verdict], None] | None = None,
+    adapter_spec: str | None = None,
+    on_start: Callable[[RunResult, list[Case]], None] | None = None,
+) -> RunResult:
+    """Run the selected properties against ``adapter`` and return every verdict.
+
+    ``profile`` is ``"ci"`` (fixed seed, few examples) or ``"thorough"``; ``seed`` and
+    ``max_examples`` override it. Failing cases are saved under ``failures_dir`` (``None``: not
+    saved). ``on_verdict`` is called with each verdict as it is made; ``on_start`` once with the
+    empty result and the plan. ``adapter_spec`` is how the reproduce command reloads the adapter
+    (inferred for importable classes and functions when not given).
+
+    Unknown names raise ``ValueError``. Ctrl-C ends the run early with ``interrupted=True``.
+    """
+    if not isinstance(adapter, Adapter):
+        raise TypeError(
+            f"expected a transpec Adapter, got {type(adapter).__name__}; wrap a function with "
+            "transpec.adapters.FunctionAdapter(function, component=...)"
+        )
+    resolved = resolve(profile, seed=seed, max_examples=max_examples)
+    cases = plan(
+        adapter, components=components, properties=properties, dtypes=dtypes, devices=devices
+    )
+    spec = adapter_spec if adapter_spec is not None else infer_spec(adapter)
+    result = RunResult(
+        adapter=_describe(adapter),
+        adapter_spec=spec,
+        conventions=adapter.conventions.to_dict(),
+        profile=resolved,
+        components=tuple(dict.fromkeys(c.prop.component for c in cases)),
+        dtypes=tuple(dict.fromkeys(c.dtype for c in cases)),
+        devices=tuple(dict.fromkeys(c.device for c in cases)),
+    )
+    if on_start is not None:
+        on_start(result, cases)
+    start = time.perf_counter()
+    try:
+        for case in cases:
+            verdict = run_case(
+                adapter, case, resolved, failures_dir=failures_dir, adapter_spec=spec
+            )
+            result.verdicts.append(verdict)
+            if on_verdict is not None:
+                on_verdict(verdict)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+class _Abort(BaseException):
+    """Raised inside a Hypothesis test to stop at once (no shrinking): used for hangs, which
+    would otherwise cost the call timeout on every shrink step."""
+
+    def __init__(self, failure: ImplementationFailure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+@dataclass
+class _Trace:
+    examples: int = 0
+    ratio: float | None = None
+    last_args: dict[str, Any] | None = None
+
+
+def check_once(prop: Property, harness: Harness, args: Mapping[str, Any]) -> float | None:
+    """Run ``prop.check`` on one example; a returned ratio above 1 is a violation."""
+    ratio = prop.check(harness, dict(args))
+    if ratio is None:
+        return None
+    ratio = float(ratio)
+    if not ratio <= 1.0:
+        raise PropertyViolation(
+            f"{prop.component}.{prop.name}: error-to-tolerance ratio {ratio:.3g} > 1", ratio=ratio
+        )
+    return ratio
+
+
+def run_case(
+    adapter: Adapter,
+    case: Case,
+    profile: Profile,
+    *,
+    failures_dir: str | Path | None = "transpec-failures",
+    adapter_spec: str | None = None,
+) -> Verdict:
+    """One verdict: skip, or run the property under Hypothesis and judge the outcome."""
+    prop = case.prop
+    verdict = Verdict(prop.component, prop.name, case.dtype, case.device, "skipped")
+    if case.skip is not None:
+        verdict.message = case.skip
+        return verdict
+    start = time.perf_counter()
+    trace = _Trace()
+    try:
+        _hypothesis_run(adapter, case, profile, trace)
+    except KeyboardInterrupt:
+        raise
+    except _Abort as abort:
+        _fail(verdict, abort.failure, trace, adapter, case, profile, failures_dir, adapter_spec)
+    except (PropertyViolation, ImplementationFailure) as exc:
+        _fail(verdict, exc, trace, adapter, case, profile, failures_dir, adapter_spec)
+    except Exception as exc:
+        _fail(verdict, exc, trace, adapter, case, profile, failures_dir, adapter_spec)
+    else:
+        verdict.status = "passed"
+        verdict.ratio = trace.ratio
+        verdict.message = f"{trace.examples} examples"
+    verdict.examples = trace.examples
+    verdict.seconds = time.perf_counter() - start
+    return verdict
+
+
+def _hypothesis_run(adapter: Adapter, case: Case, profile: Profile, trace: _Trace) -> None:
+    from hypothesis import given
+    from hypothesis import seed as hypothesis_seed
+
+    from transpec.oracle.harness import Harness
+
+    prop = case.prop
+    harness = Harness(adapter, case.dtype, case.device)
+
+    def test(args: dict[str, Any]) -> None:
+        trace.examples += 1
+        trace.last_args = _copy_args(args)
+        try:
+            ratio = check_once(prop, harness, args)
+        except ImplementationFailure as failure:
+            if failure.kind == "hung":
+                raise _Abort(failure) from None
+            raise
+        if ratio is not None and (trace.ratio is None or ratio > trace.ratio):
+            trace.ratio = ratio
+
+    # distinct example-database keys per case (the function itself is the same for all)
+    test._hypothesis_internal_add_digest = case.name.encode()  # type: ignore[attr-defined]
+    seed = case_seed(profile, prop.component, prop.name, case.dtype, case.device)
+    wrapped = hypothesis_settings(profile)(
+        hypothesis_seed(seed)(given(prop.inputs(case.dtype))(test))
+    )
+    with _quiet_hypothesis():
+        wrapped()
+
+
+@contextlib.contextmanager
+def _quiet_hypothesis() -> Iterator[None]:
+    """Silence Hypothesis's own "Falsifying example" printing; transpec reports instead."""
+    from hypothesis.reporting import with_reporter
+
+    with with_reporter(lambda _value: None):
+        yield
+
+
+def _copy_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in args.items()
+    }
+
+
+def _fail(
+    verdict: Verdict,
+    exc: BaseException,
+    trace: _Trace,
+    adapter: Adapter,
+    case: Case,
+    profile: Profile,
+    failures_dir: str | Path | None,
+    adapter_spec: str | None,
+) -> None:
+    """Fill ``verdict`` from the failure ``exc`` raised on ``trace.last_args``; save the case."""
+    classify(verdict, exc)
+    args = trace.last_args
+    path: Path | None = None
+    if args is not None and failures_dir is not None:
+        try:
+            path = save_case(
+                Path(failures_dir),
+                adapter=adapter,
+                adapter_spec=adapter_spec,
+                case=case,
+                args=args,
+                profile=profile,
+                verdict=verdict,
+            )
+        except Exception as save_error:
+            verdict.message += f" (the counterexample could not be saved: {save_error})"
+    describe_failure(
+        verdict,
+        exc,
+        args,
+        adapter=adapter,
+        examples=trace.examples,
+        failure_file=path,
+        adapter_spec=adapter_spec,
+    )
+
+
+def classify(verdict: Verdict, exc: BaseException) -> None:
+    """Set status, ratio, kind, message and worst element of ``verdict`` from a failure."""
+    if isinstance(exc, PropertyViolation):
+        verdict.status = "failed"
+        verdict.ratio = exc.ratio
+        verdict.failure_kind = "violation"
+        verdict.message = exc.message.splitlines()[0] if exc.message else "property violated"
+        if exc.worst is not None:
+            verdict.worst = worst_dict(exc.worst)
+    elif isinstance(exc, ImplementationFailure):
+        verdict.status = "failed"
+        verdict.ratio = float("inf")
+        verdict.failure_kind = exc.kind
+        verdict.message = exc.describe().splitlines()[0]
+    else:
+        verdict.status = "error"
+        verdict.failure_kind = "internal"
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        verdict.message = f"internal error in transpec: {type(exc).__name__}: {text}".rstrip(": ")
+
+
+def describe_failure(
+    verdict: Verdict,
+    exc: BaseException,
+    args: Mapping[str, Any] | None,
+    *,
+    adapter: Adapter,
+    examples: int | None,
+    failure_file: str | Path | None,
+    adapter_spec: str | None,
+) -> None:
+    """Fill the counterexample summary, file, reproduce command and full report of ``verdict``."""
+    from transpec.oracle.report import failure_report, summarize_args
+
+    if args is not None:
+        try:
+            verdict.counterexample = summarize_args(verdict.component, args)
+        except Exception as summary_error:  # a summary must never hide the failure itself
+            verdict.counterexample = f"(could not summarize the arguments: {summary_error})"
+    if failure_file is not None:
+        verdict.failure_file = str(failure_file)
+        verdict.reproduce_command = reproduce_command(failure_file, adapter_spec)
+    details = ""
+    if verdict.status == "error":
+        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    elif isinstance(exc, (PropertyViolation, ImplementationFailure)):
+        details = _details(exc)
+    verdict.report = failure_report(
+        verdict, exc, adapter=_describe(adapter), details=details, examples=examples
+    )
+
+
+def _details(exc: PropertyViolation | ImplementationFailure) -> str:
+    if isinstance(exc, PropertyViolation):
+        extra = exc.message.splitlines()[1:]
+        lines = list(extra)
+        for key, value in exc.details.items():
+            lines.append(f"{key}: {value}")
+        return "\n".join(lines)
+    return "\n".join(exc.message.splitlines()[1:])
+
+
+def worst_dict(worst: Worst) -> dict[str, Any]:
+    return {
+        "index": list(worst.index),
+        "actual": _json_float(worst.actual),
+        "expected": _json_float(worst.expected),
+        "error": _json_float(worst.error),
+        "tolerance": _json_float(worst.tolerance),
+        "ratio": _json_float(worst.ratio),
+        "derivation": worst.derivation,
+    }
+
+
+def _json_float(value: float | None) -> float | str | None:
+    """JSON has no inf/NaN: they are written as the strings "inf", "-inf", "nan"."""
+    if value is None:
+        return None
+    value = float(value)
+    if value != value:
+        return "nan"
+    if value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _describe(adapter: Adapter) -> str:
+    try:
+        return str(adapter.describe())
+    except Exception as exc:
+        return f"{adapter.name} (describe() raised {type(exc).__name__})"
+
+
+# -- saved cases --------------------------------------------------------------------------------
+
+
+def infer_spec(adapter: Adapter) -> str | None:
+    """How ``transpec check``/``reproduce`` would load ``adapter`` again, when that is knowable.
+
+    A built-in adapter -> its registry name; an adapter class or a function defined at the top
+    level of an importable module -> ``module:attr``; anything else -> ``None``.
+    """
+    try:
+        from transpec.adapters.registry import BUILTIN_ADAPTERS
+    except ImportError:  # pragma: no cover - the registry is part of the package
+        BUILTIN_ADAPTERS = {}
+    if isinstance(adapter, FunctionAdapter):
+        target: Any = adapter._function
+    else:
+        target = type(adapter)
+        for name, entry in dict(BUILTIN_ADAPTERS).items():
+            if entry is target or (
+                isinstance(entry, str)
+                and entry.endswith(f":{target.__qualname__}")
+                and entry.split(":")[0] == target.__module__
+            ):
+                return str(name)
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def reproduce_command(path: str | Path, adapter_spec: str | None) -> str:
+    """``transpec reproduce FILE`` (with ``--adapter`` when the file cannot name the adapter)."""
+    command = f"transpec reproduce {shlex.quote(str(path))}"
+    if adapter_spec is None:
+        command += " --adapter MODULE:ATTR"
+    return command
+
+
+def _encode_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.generic):
+        return _encode_value(value.item())
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return {"float": repr(value)}
+        return value
+    if isinstance(value, tuple):
+        return {"tuple": [_encode_value(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode_value(v) for v in value]
+    raise TypeError(f"cannot save an argument of type {type(value).__name__}")
+
+
+def decode_value(value: Any) -> Any:
+    """Inverse of the encoding of non-array arguments in saved cases."""
+    if isinstance(value, dict):
+        if "tuple" in value:
+            return tuple(decode_value(v) for v in value["tuple"])
+        if "float" in value:
+            return float(value["float"])
+        raise ValueError(f"unexpected saved value {value!r}")
+    if isinstance(value, list):
+        return [decode_value(v) for v in value]
+    return value
+
+
+def save_case(
+    directory: Path,
+    *,
+    adapter: Adapter,
+    adapter_spec: str | None,
+    case: Case,
+    args: Mapping[str, Any],
+    profile: Profile,
+    verdict: Verdict,
+) -> Path:
+    """Save one counterexample as a ``.npz`` file: its arrays plus a JSON metadata entry.
+
+    The metadata (entry ``__transpec__``) names the adapter (spec string and description),
+    component, property, dtype, device, the adapter's conventions, the transpec version, the
+    profile and seed, the verdict, and the non-array arguments.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    scalars: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, np.ndarray):
+            arrays[key] = value
+        else:
+            scalars[key] = _encode_value(value)
+    meta = {
+        "format": FILE_FORMAT,
+        "transpec_version": transpec.__version__,
+        "adapter": adapter_spec,
+        "adapter_kind": "function" if isinstance(adapter, FunctionAdapter) else "adapter",
+        "adapter_describe": _describe(adapter),
+        "component": case.prop.component,
+        "property": case.prop.name,
+        "dtype": case.dtype,
+        "device": case.device,
+        "conventions": adapter.conventions.to_dict(),
+        "profile": profile.name,
+        "seed": profile.seed,
+        "status": verdict.status,
+        "message": verdict.message,
+        "args": scalars,
+        "arrays": sorted(arrays),
+        "order": list(args),
+    }
+    text = json.dumps(meta, sort_keys=True)
+    digest = hashlib.sha256(text.encode())
+    for key in sorted(arrays):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"{case.prop.component}-{case.prop.name}-{case.dtype}-{case.device}"
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+    path = directory / f"{stem}-{digest.hexdigest()[:10]}.npz"
+    payload: dict[str, Any] = {f"arg_{k}": v for k, v in arrays.items()}
+    payload["__transpec__"] = np.array(text)
+    with path.open("wb") as fh:
+        np.savez_compressed(fh, **payload)
+    return path
+
+
+def load_case(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, args) of a saved case; ``ValueError`` when it is not a transpec case file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"no such file: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            if "__transpec__" not in data.files:
+                raise ValueError(f"{p} is not a transpec case file (no __transpec__ entry)")
+            meta = json.loads(str(data["__transpec__"]))
+            arrays = {
+                k[len("arg_") :]: np.array(data[k]) for k in data.files if k.startswith("arg_")
+            }
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{p} is not a readable .npz file: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+    if meta.get("format") != FILE_FORMAT:
+        raise ValueError(f"{p}: unsupported case file format {meta.get('format')!r}")
+    values: dict[str, Any] = {k: decode_value(v) for k, v in meta.get("args", {}).items()}
+    values.update(arrays)
+    order = [k for k in meta.get("order", []) if k in values]
+    args = {k: values[k] for k in order}
+    args.update({k: v for k, v in values.items() if k not in args})
+    return meta, args
+
+
+__all__ = [
+    "DTYPES",
+    "Case",
+    "RunResult",
+    "Verdict",
+    "check_once",
+    "classify",
+    "describe_failure",
+    "infer_spec",
+    "load_case",
+    "plan",
+    "run",
+    "run_case",
+    "save_case",
+]
