@@ -1,0 +1,242 @@
+"""Finding an adapter by name: the built-in ones, or ``module:attribute`` for your own.
+
+>>> load_adapter("numpy")                                       # doctest: +SKIP
+>>> load_adapter("torch-flash")                                 # doctest: +SKIP
+>>> load_adapter("my_kernels:MyAdapter")                        # an Adapter subclass or instance
+>>> load_adapter("my_kernels:attention", component="attention")  # a bare function
+
+``module:attribute`` is resolved with :func:`importlib.import_module` and a chain of
+``getattr`` (``pkg.mod:Outer.attr`` works; nothing is ever evaluated). The current directory is
+on ``sys.path`` while the module imports, as under pytest, so ``my_kernels.py`` next to you is
+found. Importing this module imports no framework: a built-in adapter imports its framework
+when it is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from transpec.adapters.base import COMPONENT_METHODS, COMPONENTS, Adapter, FunctionAdapter
+
+
+class AdapterLoadError(ValueError):
+    """An adapter specification could not be turned into an adapter (one-line message)."""
+
+
+@dataclass(frozen=True)
+class BuiltinAdapter:
+    """A built-in adapter: a one-line description and a factory that imports it when called."""
+
+    description: str
+    module: str
+    attribute: str
+    #: the framework it needs, as the name of the top-level module (None: NumPy only)
+    requires: str | None = None
+
+    def __post_init__(self) -> None:
+        # report code reads an entry's first docstring line as its summary
+        object.__setattr__(self, "__doc__", self.description)
+
+    @property
+    def spec(self) -> str:
+        """The same adapter as a ``module:attribute`` specification."""
+        return f"{self.module}:{self.attribute}"
+
+    def factory(self) -> Adapter:
+        """Import the adapter's module and instantiate it (raises ImportError without its
+        framework)."""
+        cls = getattr(importlib.import_module(self.module), self.attribute)
+        adapter: Adapter = cls()
+        return adapter
+
+    def __str__(self) -> str:
+        return self.description
+
+
+_TORCH = "transpec.adapters.torch_adapter"
+
+#: name -> built-in adapter (description, lazily importing factory)
+BUILTIN_ADAPTERS: dict[str, BuiltinAdapter] = {
+    "numpy": BuiltinAdapter(
+        "plain NumPy implementation, canonical conventions (float64/32/16, cpu)",
+        "transpec.adapters.numpy_adapter",
+        "NumpyAdapter",
+    ),
+    "torch": BuiltinAdapter(
+        "torch.nn.functional: softmax, SDPA (default dispatch), layer_norm, rms_norm",
+        _TORCH,
+        "TorchAdapter",
+        "torch",
+    ),
+    "torch-math": BuiltinAdapter(
+        "F.scaled_dot_product_attention on the math backend only",
+        _TORCH,
+        "TorchMathAdapter",
+        "torch",
+    ),
+    "torch-flash": BuiltinAdapter(
+        "F.scaled_dot_product_attention on the flash backend only (CPU and CUDA)",
+        _TORCH,
+        "TorchFlashAdapter",
+        "torch",
+    ),
+    "torch-efficient": BuiltinAdapter(
+        "F.scaled_dot_product_attention on the memory-efficient backend only (CUDA)",
+        _TORCH,
+        "TorchEfficientAdapter",
+        "torch",
+    ),
+    "torch-cudnn": BuiltinAdapter(
+        "F.scaled_dot_product_attention on the cuDNN backend only (CUDA)",
+        _TORCH,
+        "TorchCuDNNAdapter",
+        "torch",
+    ),
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _load_builtin(name: str) -> Adapter:
+    entry = BUILTIN_ADAPTERS[name]
+    try:
+        return entry.factory()
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if entry.requires is not None and missing == entry.requires:
+            raise AdapterLoadError(
+                f"the {name} adapter needs PyTorch: pip install 'transpec[torch]'"
+            ) from None
+        raise AdapterLoadError(f"loading the {name} adapter failed: {_one_line(exc)}") from None
+
+
+def _import_module(module: str) -> Any:
+    """Import ``module`` with the current directory on sys.path (as pytest's rootdir is)."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        importlib.invalidate_caches()
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module == missing or module.startswith(missing + "."):
+            raise AdapterLoadError(
+                f"module {missing!r} not found (looked in the current directory and sys.path)"
+            ) from None
+        raise AdapterLoadError(f"importing module {module!r} failed: {_one_line(exc)}") from None
+    except Exception as exc:  # the user's module may raise anything while importing
+        raise AdapterLoadError(f"importing module {module!r} failed: {_one_line(exc)}") from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _resolve(spec: str) -> Any:
+    module, _, attribute = spec.partition(":")
+    module, attribute = module.strip(), attribute.strip()
+    if not module or not attribute or ":" in attribute:
+        raise AdapterLoadError(
+            f"adapter {spec!r} is not of the form module:attribute (e.g. my_kernels:MyAdapter)"
+        )
+    parts = attribute.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise AdapterLoadError(f"attribute {attribute!r} in {spec!r} is not a dotted name")
+    obj = _import_module(module)
+    for i, part in enumerate(parts):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            owner = module if i == 0 else f"{module}:{'.'.join(parts[:i])}"
+            raise AdapterLoadError(f"{owner!r} has no attribute {part!r}") from None
+    return obj
+
+
+def _check_component(component: str) -> None:
+    if component not in COMPONENT_METHODS:
+        raise AdapterLoadError(
+            f"unknown component {component!r}; expected one of {', '.join(COMPONENTS)}"
+        )
+
+
+def load_adapter(
+    spec: str, *, component: str | None = None, base: str | Adapter | None = None
+) -> Adapter:
+    """The adapter named by ``spec``.
+
+    ``spec`` is a built-in name (see :data:`BUILTIN_ADAPTERS`) or ``module:attribute`` naming
+    an :class:`Adapter` subclass (instantiated without arguments), an :class:`Adapter`
+    instance, or a plain function. A function implements one component, so ``component``
+    (``"softmax"``, ``"attention"``, ``"layer_norm"``, ``"rms_norm"``) is required with it and
+    refused with an adapter; it is wrapped in a :class:`FunctionAdapter` whose conversion,
+    dtypes and devices are those of ``base`` (a built-in name or an adapter; NumPy arrays by
+    default).
+
+    Every failure is an :class:`AdapterLoadError` (a ``ValueError``) with a one-line message.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise AdapterLoadError(f"an adapter is a built-in name or module:attribute, got {spec!r}")
+    spec = spec.strip()
+    if component is not None:
+        _check_component(component)
+    if ":" not in spec:
+        if spec not in BUILTIN_ADAPTERS:
+            raise AdapterLoadError(
+                f"unknown adapter {spec!r}; built-in adapters: {', '.join(BUILTIN_ADAPTERS)} "
+                "(or give module:attribute)"
+            )
+        if component is not None:
+            raise AdapterLoadError(
+                f"{spec!r} is an adapter, not a function: component={component!r} applies "
+                "to functions only"
+            )
+        return _load_builtin(spec)
+
+    obj = _resolve(spec)
+    if isinstance(obj, type):
+        if not issubclass(obj, Adapter):
+            raise AdapterLoadError(f"{spec!r} is a class but not a transpec Adapter subclass")
+        if component is not None:
+            raise AdapterLoadError(
+                f"{spec!r} is an adapter, not a function: component={component!r} applies "
+                "to functions only"
+            )
+        try:
+            return obj()
+        except Exception as exc:
+            raise AdapterLoadError(f"{spec!r}() failed: {_one_line(exc)}") from None
+    if isinstance(obj, Adapter):
+        if component is not None:
+            raise AdapterLoadError(
+                f"{spec!r} is an adapter, not a function: component={component!r} applies "
+                "to functions only"
+            )
+        return obj
+    if callable(obj):
+        if component is None:
+            raise AdapterLoadError(
+                f"{spec!r} is a function: say which component it implements "
+                f"(one of {', '.join(COMPONENTS)})"
+            )
+        base_adapter = _load_base(base)
+        function: Callable[..., Any] = obj
+        return FunctionAdapter(function, component, base=base_adapter)
+    raise AdapterLoadError(
+        f"{spec!r} is a {type(obj).__name__}, not an Adapter subclass, an Adapter instance "
+        "or a function"
+    )
+
+
+def _load_base(base: str | Adapter | None) -> Adapter | None:
+    if base is None or isinstance(base, Adapter):
+        return base
+    return load_adapter(base)
