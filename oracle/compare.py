@@ -1,0 +1,245 @@
+"""Judging an output against its reference: the per-element bound and the error statistic.
+
+:func:`compare` applies a :class:`~transpec.oracle.tolerance.Tolerance` element by element.
+NaN and ±inf positions must match exactly (never ``equal_nan`` by default): a NaN is expected
+exactly where the reference is NaN (a declared ``fully_masked_row="nan"``, a softmax over an
+all -inf slice), ±inf where the reference overflows the output dtype by more than the bound
+(``Tolerance.must_overflow``) and allowed where it is within the bound of overflowing
+(``Tolerance.may_overflow``).
+
+:func:`error_statistic` is the statistical check of docs/tolerance.md §4: the RMS over one
+example of |error| / absref (``absref = Reference.abs_value``), against the same statistic of a
+correct kernel emulated at the declared precision (:mod:`transpec.oracle.emulate`). Worst-case
+bounds must hold for every summation order and so cannot see a bug whose effect is a few times
+the *typical* rounding error (a 1/sqrt(d+1) scale in bf16 with 1000 keys); the RMS ratio does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.outcome import Worst
+from transpec.oracle.reference import Reference
+from transpec.oracle.tolerance import Tolerance
+
+if TYPE_CHECKING:
+    from transpec.adapters.base import Precision
+    from transpec.spec.conventions import Conventions
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict of one element-wise comparison.
+
+    ``ratio``: max over elements of |error| / bound (inf on a NaN/inf position mismatch);
+    ``worst``: the element with the largest ratio (or the first mismatching non-finite one);
+    ``nonfinite_mismatch``: how many elements are NaN/±inf where the reference says otherwise
+    (or finite where it says NaN/±inf).
+    """
+
+    passed: bool
+    ratio: float
+    worst: Worst | None
+    nonfinite_mismatch: int
+    message: str
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+
+
+def compare(actual: Any, reference: Reference, tol: Tolerance) -> Comparison:
+    """Compare ``actual`` with ``reference.value`` under the per-element bound ``tol``."""
+    if not isinstance(reference, Reference):
+        raise TypeError(f"reference must be a Reference, got {type(reference).__name__}")
+    if not isinstance(tol, Tolerance):
+        raise TypeError(f"tol must be a Tolerance, got {type(tol).__name__}")
+    act = np.asarray(actual, dtype=np.float64)
+    ref = np.asarray(reference.value, dtype=np.float64)
+    if act.shape != ref.shape:
+        raise ValueError(f"actual has shape {list(act.shape)}, reference {list(ref.shape)}")
+    shape = ref.shape
+    bound = np.broadcast_to(np.asarray(tol.bound, dtype=np.float64), shape)
+    may = (
+        np.zeros(shape, dtype=bool)
+        if tol.may_overflow is None
+        else np.broadcast_to(tol.may_overflow, shape)
+    )
+    must = (
+        np.zeros(shape, dtype=bool)
+        if tol.must_overflow is None
+        else np.broadcast_to(tol.must_overflow, shape)
+    )
+    ref_nan = np.isnan(ref)
+    act_nan = np.isnan(act)
+    act_inf = np.isinf(act)
+    ref_sign = np.sign(np.where(ref_nan, 0.0, ref))
+    inf_ok = act_inf & may & (np.sign(act) == ref_sign)
+    bad = (ref_nan != act_nan) | (must & ~(act_inf & (np.sign(act) == ref_sign)))
+    bad |= act_inf & ~inf_ok & ~ref_nan
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        flat = int(np.flatnonzero(bad)[0])
+        idx = _index(flat, shape)
+        worst = Worst(
+            index=idx,
+            actual=float(act[idx]),
+            expected=float(ref[idx]),
+            error=math.inf,
+            tolerance=float(bound[idx]),
+            derivation=_nonfinite_reason(float(act[idx]), float(ref[idx]), bool(must[idx])),
+        )
+        return Comparison(
+            passed=False,
+            ratio=math.inf,
+            worst=worst,
+            nonfinite_mismatch=n_bad,
+            message=f"{n_bad} element(s) NaN/inf where the reference is not (or the reverse); "
+            + worst.describe(),
+        )
+    finite = ~(ref_nan | act_inf | act_nan)
+    if not finite.any():
+        return Comparison(True, 0.0, None, 0, "no finite element to compare; non-finite match")
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(finite, np.abs(act - ref), 0.0)
+        ratio = np.where(
+            finite,
+            np.where(
+                bound > 0, err / np.where(bound > 0, bound, 1.0), np.where(err > 0, np.inf, 0.0)
+            ),
+            0.0,
+        )
+    flat = int(np.argmax(ratio))
+    idx = _index(flat, shape)
+    worst_ratio = float(ratio[idx])
+    worst = Worst(
+        index=idx,
+        actual=float(act[idx]),
+        expected=float(ref[idx]),
+        error=float(err[idx]),
+        tolerance=float(bound[idx]),
+        derivation=tol.describe_at(idx),
+    )
+    passed = worst_ratio <= 1.0
+    message = (
+        f"max |error|/tolerance = {worst_ratio:.3g}"
+        if passed
+        else f"{int(np.count_nonzero(ratio > 1))} element(s) out of tolerance; " + worst.describe()
+    )
+    return Comparison(passed, worst_ratio, worst, 0, message)
+
+
+def _nonfinite_reason(actual: float, expected: float, must_overflow: bool) -> str:
+    if must_overflow:
+        return "the reference overflows the output dtype here: ±inf of its sign is required"
+    if math.isnan(expected):
+        return "the reference is NaN here (declared convention or undefined result)"
+    if math.isnan(actual):
+        return "NaN where the reference is finite"
+    return "±inf where the reference is finite and within the output dtype's range"
+
+
+# -- the statistical check ---------------------------------------------------------------------
+
+#: The allowed ratio RMS(implementation) / RMS(emulated correct kernel). Chosen from
+#: measurement (docs/tolerance.md §4.2): correct implementations stay below it over thousands of
+#: random examples, the subtle bugs of §4.3 exceed it.
+RMS_RATIO_THRESHOLD = 2.0
+
+#: The statistic is only computed on examples with at least this many finite elements with a
+#: nonzero absref (docs/tolerance.md §4.1): below it the RMS of a correct kernel scatters too much.
+MIN_ELEMENTS = 64
+
+#: ... and only when the emulated kernel's RMS exceeds this many unit roundoffs of the output
+#: dtype (an error of ~0 makes any ratio meaningless; docs/tolerance.md §4.1).
+MIN_EMULATED_RMS_UNITS = 0.05
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """The verdict of the statistical check on one example.
+
+    ``passed`` is True when the check is not meaningful (``meaningful`` False, ``reason`` says
+    why). ``ratio`` = rms / allowed_rms where allowed_rms = RMS_RATIO_THRESHOLD · emulated rms.
+    """
+
+    passed: bool
+    ratio: float
+    meaningful: bool
+    figures: Mapping[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+def relative_errors(actual: Any, reference: Reference) -> np.ndarray:
+    """|actual - ref| / absref over the finite elements with absref > 0 (a flat array)."""
+    act = np.asarray(actual, dtype=np.float64)
+    ref = np.asarray(reference.value, dtype=np.float64)
+    absref = np.broadcast_to(np.asarray(reference.abs_value, dtype=np.float64), ref.shape)
+    keep = np.isfinite(ref) & np.isfinite(act) & np.isfinite(absref) & (absref > 0)
+    return np.asarray(np.abs(act[keep] - ref[keep]) / absref[keep])
+
+
+def rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(values)))) if values.size else 0.0
+
+
+def error_statistic(
+    component: str,
+    args: Mapping[str, Any],
+    actual: Any,
+    reference: Reference,
+    *,
+    conventions: Conventions,
+    dtype: str,
+    precision: Precision,
+    threshold: float = RMS_RATIO_THRESHOLD,
+) -> Statistic:
+    """RMS of |error|/absref of ``actual`` against that of a correct emulated kernel.
+
+    ``args`` are the inputs the implementation received (already rounded to ``dtype``) and
+    ``reference`` is their reference. passed = rms(actual) <= threshold · rms(emulated).
+    Not meaningful (passed, ``meaningful=False``) with fewer than MIN_ELEMENTS usable elements
+    or an emulated RMS below MIN_EMULATED_RMS_UNITS · u_out.
+    """
+    from transpec.oracle.dtypes import unit_roundoff
+    from transpec.oracle.emulate import emulate
+
+    dtype = canonical_dtype(dtype)
+    impl = relative_errors(actual, reference)
+    if impl.size < MIN_ELEMENTS:
+        return Statistic(
+            True,
+            0.0,
+            False,
+            {"elements": float(impl.size)},
+            f"only {impl.size} usable elements (< {MIN_ELEMENTS})",
+        )
+    emulated = emulate(component, args, conventions=conventions, dtype=dtype, precision=precision)
+    emu = relative_errors(emulated, reference)
+    rms_impl = rms(impl)
+    rms_emu = rms(emu)
+    u_out = unit_roundoff(dtype)
+    figures = {
+        "elements": float(impl.size),
+        "rms": rms_impl,
+        "emulated_rms": rms_emu,
+        "threshold": float(threshold),
+        "u_out": u_out,
+    }
+    if rms_emu < MIN_EMULATED_RMS_UNITS * u_out:
+        return Statistic(
+            True,
+            0.0,
+            False,
+            figures,
+            f"the emulated kernel's RMS {rms_emu:.3g} is below {MIN_EMULATED_RMS_UNITS}·u_out",
+        )
+    ratio = rms_impl / (threshold * rms_emu)
+    figures["rms_ratio"] = rms_impl / rms_emu
+    return Statistic(ratio <= 1.0, ratio, True, figures, "")

@@ -1,0 +1,188 @@
+"""A correct kernel of every block that rounds exactly where a declared Precision says.
+
+Used by the statistical check (:func:`transpec.oracle.compare.error_statistic`) as the yardstick
+of "the typical rounding error of a correct implementation at this precision". Arithmetic runs
+in the NumPy dtype of the accumulation precision (float64, float32 or float16: sums and matrix
+products then carry that precision's own error; float16 sums are done by NumPy, whose float16
+arithmetic rounds each operation); bfloat16, which NumPy lacks, is float32 arithmetic rounded to
+bfloat16 (:func:`transpec.oracle.dtypes.round_to`) after every stage. Between stages the values
+are rounded to the storage precision:
+
+==========  ===========================================================================
+softmax     e = exp(x - m) [acc]; p = e / Σe [acc] -> output dtype
+attention   S = scale·QKᵀ [acc] -> store; softcap, mask [acc] -> store; P = softmax(S)
+            [acc] -> store; O = P V [acc] -> output dtype
+layer_norm  μ, var [acc]; ŷ = (x - μ)/σ [acc] -> store; y = ŷ w + b [acc] -> output
+rms_norm    ms [acc]; ŷ = x / r [acc] -> store; y = ŷ w' [acc] -> output
+==========  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from transpec.oracle import reference as refmod
+from transpec.oracle.dtypes import canonical_dtype, round_to
+
+if TYPE_CHECKING:
+    from transpec.adapters.base import Precision
+    from transpec.spec.conventions import Conventions
+
+_NUMPY = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
+
+
+class _Arith:
+    """Arithmetic in one precision: ``a(x)`` casts into it, ``r(x)`` rounds a stage result."""
+
+    def __init__(self, dtype: str) -> None:
+        self.name = dtype
+        self.np_dtype = _NUMPY.get(dtype, np.float32)
+
+    def a(self, x: Any) -> np.ndarray:
+        arr = np.asarray(x, dtype=np.float64)
+        if self.name == "bfloat16":
+            arr = round_to(arr, "bfloat16")
+        with np.errstate(over="ignore", invalid="ignore"):
+            return arr.astype(self.np_dtype)
+
+    def r(self, x: Any) -> np.ndarray:
+        """Round a stage result computed in ``np_dtype`` to this precision."""
+        if self.name == "bfloat16":
+            return round_to(np.asarray(x, dtype=np.float64), "bfloat16").astype(np.float32)
+        return np.asarray(x, dtype=self.np_dtype)
+
+
+def _store(x: Any, store: str, acc: _Arith) -> np.ndarray:
+    """Round to the storage precision, then continue in the accumulation precision."""
+    return acc.a(round_to(np.asarray(x, dtype=np.float64), store))
+
+
+def _softmax_last(x: np.ndarray, acc: _Arith) -> np.ndarray:
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+        m = np.max(x, axis=-1, keepdims=True)
+        m = np.where(np.isneginf(m), 0, m).astype(x.dtype)
+        e = acc.r(np.exp(acc.r(x - m)))
+        s = acc.r(np.sum(e, axis=-1, keepdims=True, dtype=acc.np_dtype))
+        return acc.r(e / s)
+
+
+def emulate(
+    component: str,
+    args: Mapping[str, Any],
+    *,
+    conventions: Conventions,
+    dtype: str,
+    precision: Precision,
+) -> np.ndarray:
+    """The output of a correct kernel of ``component`` rounding as ``precision`` declares.
+
+    ``args`` are the inputs as the implementation received them (float64 arrays holding values
+    of ``dtype``). Returns float64 holding values of ``dtype``.
+    """
+    refmod.check_args(component, args)
+    dtype = canonical_dtype(dtype)
+    acc = _Arith(canonical_dtype(precision.accumulate))
+    store = canonical_dtype(precision.store)
+    if component == "softmax":
+        dim = int(args.get("dim", -1))
+        x = np.moveaxis(np.asarray(args["x"], dtype=np.float64), dim, -1)
+        p = _softmax_last(acc.a(x), acc)
+        return np.moveaxis(round_to(p, dtype), -1, dim)
+    if component == "attention":
+        return _attention(args, conventions, dtype, acc, store)
+    if component == "layer_norm":
+        return _layer_norm(args, conventions, dtype, acc, store)
+    return _rms_norm(args, conventions, dtype, acc, store)
+
+
+def _attention(
+    args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
+) -> np.ndarray:
+    setup = refmod.attention_setup(**dict(args), conventions=conventions)
+    q, k, v = acc.a(setup.q), acc.a(setup.k), acc.a(setup.v)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        s = acc.r(np.matmul(q, np.swapaxes(k, -1, -2)))
+        s = _store(acc.r(s * acc.a(setup.scale)), store, acc)
+        if setup.softcap is not None:
+            cap = acc.a(setup.softcap)
+            s = _store(acc.r(cap * acc.r(np.tanh(acc.r(s / cap)))), store, acc)
+        if setup.additive is not None:
+            s = _store(acc.r(s + acc.a(setup.additive)), store, acc)
+        fill = -math.inf if setup.fill is None else setup.fill
+        t = np.where(setup.visible, s, acc.a(fill))
+        hard = ~setup.visible if setup.fill is None else np.zeros(setup.visible.shape, bool)
+        if setup.additive is not None:
+            hard = hard | np.isneginf(np.broadcast_to(setup.additive, hard.shape))
+        dead = np.broadcast_to(np.all(hard, axis=-1, keepdims=True), (*t.shape[:-1], 1))
+        t = np.where(dead, acc.a(0.0), t)
+        p = _store(_softmax_last(t, acc), store, acc)
+        p = np.where(dead, acc.a(0.0), p)
+        o = np.asarray(acc.r(np.matmul(p, v)), dtype=np.float64)
+        if setup.fully_masked_row == "nan":
+            o = np.where(dead, math.nan, o)
+    return round_to(o, dtype)
+
+
+def _norm_setup(
+    args: Mapping[str, Any], block: str
+) -> tuple[np.ndarray, int, tuple[int, ...], np.ndarray | None]:
+    x = np.asarray(args["x"], dtype=np.float64)
+    ns = args["normalized_shape"]
+    shape = (int(ns),) if isinstance(ns, (int, np.integer)) else tuple(int(s) for s in ns)
+    w = args.get("weight")
+    return x, len(shape), shape, None if w is None else np.asarray(w, dtype=np.float64)
+
+
+def _layer_norm(
+    args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
+) -> np.ndarray:
+    x64, n_axes, shape, w = _norm_setup(args, "layer_norm")
+    b = args.get("bias")
+    eps = float(args.get("eps", 1e-5))
+    axes = tuple(range(-n_axes, 0))
+    n = math.prod(shape)
+    div = n - 1 if conventions.layer_norm_variance == "unbiased" else n
+    x = acc.a(x64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+        mu = acc.r(np.sum(x, axis=axes, keepdims=True, dtype=acc.np_dtype) / acc.a(n))
+        d = acc.r(x - mu)
+        var = acc.r(np.sum(acc.r(d * d), axis=axes, keepdims=True, dtype=acc.np_dtype))
+        var = acc.r(var / acc.a(div))
+        if conventions.layer_norm_eps == "inside_sqrt":
+            sigma = acc.r(np.sqrt(acc.r(var + acc.a(eps))))
+        else:
+            sigma = acc.r(acc.r(np.sqrt(var)) + acc.a(eps))
+        y = _store(acc.r(d / sigma), store, acc)
+        if w is not None:
+            y = acc.r(y * acc.a(w))
+        if b is not None:
+            y = acc.r(y + acc.a(np.asarray(b, dtype=np.float64)))
+    return round_to(np.asarray(y, dtype=np.float64), dtype)
+
+
+def _rms_norm(
+    args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
+) -> np.ndarray:
+    x64, n_axes, shape, w = _norm_setup(args, "rms_norm")
+    eps = refmod.rms_norm_eps(args.get("eps"), dtype, conventions)
+    axes = tuple(range(-n_axes, 0))
+    n = math.prod(shape)
+    x = acc.a(x64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+        ms = acc.r(np.sum(acc.r(x * x), axis=axes, keepdims=True, dtype=acc.np_dtype))
+        ms = acc.r(ms / acc.a(n))
+        if conventions.rms_norm_eps == "inside_sqrt":
+            r = acc.r(np.sqrt(acc.r(ms + acc.a(eps))))
+        else:
+            r = acc.r(acc.r(np.sqrt(ms)) + acc.a(eps))
+        y = _store(acc.r(x / r), store, acc)
+        if w is not None:
+            ww = acc.a(w)
+            if conventions.rms_norm_weight == "one_plus_w":
+                ww = acc.r(acc.a(1.0) + ww)
+            y = acc.r(y * ww)
+    return round_to(np.asarray(y, dtype=np.float64), dtype)

@@ -1,0 +1,612 @@
+"""The float64 reference of every building block, under any declared :class:`Conventions`.
+
+The numbers come from the kernels of :mod:`transpec.oracle._kernels` (generated from the SymPy
+definitions); this module turns a component call into kernel calls: it validates the arguments,
+applies the conventions (mask polarity, finite fills, causal alignment, fully masked rows, GQA
+head map, norm variants) and computes, next to the value, what the tolerance model of
+:mod:`transpec.oracle.tolerance` needs:
+
+* ``abs_value`` -- the *componentwise absolute-value reference*: the same computation with every
+  input replaced by its absolute value where the rounding errors scale with it.
+
+  ==============  ====================================================================
+  softmax         :math:`p` itself (every term of the sum is positive)
+  attention       :math:`P|V|` (the output is a convex combination of value rows)
+  layer_norm      :math:`(|x-\\mu| + \\overline{|x|})/\\sigma \\cdot |w| + |b|`
+  rms_norm        :math:`|x|/r \\cdot |w'|` (:math:`w' = w` or :math:`1+w`)
+  ==============  ====================================================================
+
+  (:math:`\\overline{|x|}` is the mean of :math:`|x|` over the normalized dims: the
+  absolute-value computation of :math:`\\mu`, whose rounding error is
+  :math:`\\gamma_n \\overline{|x|}` and reaches every output through :math:`x - \\mu`.)
+
+* ``terms`` -- per-element or per-row quantities the bound is made of (reduction lengths, score
+  magnitudes weighted by the probabilities, :math:`1/\\sigma`, ...). Each block documents its own.
+
+Everything is float64 and vectorized (matrix products go to BLAS); any number of leading
+batch/head dims is accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from transpec.oracle import _kernels as kernels
+from transpec.oracle.dtypes import canonical_dtype, unit_roundoff
+from transpec.spec.conventions import CANONICAL, Conventions
+
+FloatArray = np.ndarray
+
+COMPONENTS: tuple[str, ...] = ("softmax", "attention", "layer_norm", "rms_norm")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference output and what the tolerance model needs to judge an implementation of it.
+
+    ``value``: the float64 reference. ``abs_value``: the componentwise absolute-value reference
+    (same shape; see the module docstring). ``terms``: named per-element quantities (arrays
+    broadcastable to ``value``, or plain numbers). ``weights``: the attention probabilities
+    (shape (..., Hq, Lq, Lk)) when the block computes them.
+    """
+
+    value: FloatArray
+    abs_value: FloatArray
+    terms: Mapping[str, FloatArray | float] = field(default_factory=dict)
+    weights: FloatArray | None = None
+
+
+# -- argument checking -------------------------------------------------------------------------
+
+
+def _as_float_array(x: Any, name: str) -> FloatArray:
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - numpy raises many kinds
+        raise TypeError(f"{name} must be an array of numbers: {exc}") from None
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise TypeError(f"{name} must be a float array, got dtype {arr.dtype}")
+    return np.asarray(arr, dtype=np.float64)
+
+
+def _check_conventions(conventions: Any) -> Conventions:
+    if not isinstance(conventions, Conventions):
+        raise TypeError(f"conventions must be a Conventions, got {type(conventions).__name__}")
+    return conventions
+
+
+def _normalized_axes(x: FloatArray, normalized_shape: Any, name: str) -> int:
+    if isinstance(normalized_shape, (int, np.integer)):
+        shape: tuple[int, ...] = (int(normalized_shape),)
+    else:
+        try:
+            shape = tuple(int(s) for s in normalized_shape)
+        except TypeError:
+            raise TypeError(
+                f"{name}: normalized_shape must be an int or a sequence of ints"
+            ) from None
+    if len(shape) == 0:
+        raise ValueError(f"{name}: normalized_shape must name at least one dimension")
+    if len(shape) > x.ndim or tuple(x.shape[x.ndim - len(shape) :]) != shape:
+        raise ValueError(
+            f"{name}: normalized_shape {list(shape)} does not match the trailing dims of "
+            f"x with shape {list(x.shape)}"
+        )
+    if math.prod(shape) == 0:
+        raise ValueError(f"{name}: normalized_shape {list(shape)} has no elements")
+    return len(shape)
+
+
+def _check_param(p: Any, name: str, shape: tuple[int, ...], block: str) -> FloatArray | None:
+    if p is None:
+        return None
+    arr = _as_float_array(p, f"{block}: {name}")
+    if arr.shape != shape:
+        raise ValueError(
+            f"{block}: {name} has shape {list(arr.shape)}, expected normalized_shape {list(shape)}"
+        )
+    return arr
+
+
+def _check_eps(eps: Any, block: str) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{block}: eps must be a number, got {type(eps).__name__}")
+    e = float(eps)
+    if not math.isfinite(e) or e < 0:
+        raise ValueError(f"{block}: eps must be finite and >= 0, got {eps!r}")
+    return e
+
+
+# -- softmax -----------------------------------------------------------------------------------
+
+
+def softmax(x: Any, dim: int = -1, *, conventions: Conventions = CANONICAL) -> Reference:
+    """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m) along ``dim``, m = max_j x_j.
+
+    A slice that is entirely -inf gives NaN (0/0), whatever the conventions (they govern
+    attention rows only); +inf or NaN inputs give NaN, as the formula does.
+
+    ``abs_value`` is p itself. Terms (broadcastable to the value, along ``dim``):
+    ``shift`` = |x_i - m| (0 where p_i = 0), ``mean_shift`` = sum_j p_j |x_j - m| per slice,
+    ``n`` = the slice length.
+    """
+    _check_conventions(conventions)
+    xa = _as_float_array(x, "softmax: x")
+    if xa.ndim == 0:
+        raise ValueError("softmax: x must have at least one dimension")
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"softmax: dim must be an int, got {type(dim).__name__}")
+    if not -xa.ndim <= int(dim) < xa.ndim:
+        raise ValueError(f"softmax: dim {dim} out of range for x with {xa.ndim} dims")
+    if xa.shape[int(dim)] == 0:
+        raise ValueError("softmax: the softmax dimension is empty")
+    xl = np.moveaxis(xa, int(dim), -1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = kernels.softmax(xl, xp=np)
+        m = np.max(xl, axis=-1, keepdims=True)
+        shift = np.where(p > 0, np.abs(xl - m), 0.0)
+        mean_shift = np.sum(np.where(p > 0, p * shift, 0.0), axis=-1, keepdims=True)
+    p = np.asarray(p, dtype=np.float64)
+    terms: dict[str, FloatArray | float] = {
+        "shift": np.moveaxis(shift, -1, int(dim)),
+        "mean_shift": np.moveaxis(mean_shift, -1, int(dim)),
+        "n": float(xl.shape[-1]),
+    }
+    value = np.moveaxis(p, -1, int(dim))
+    return Reference(value=value, abs_value=np.abs(value), terms=terms)
+
+
+# -- attention ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttentionSetup:
+    """The attention problem after conventions: expanded K/V, masks and scale.
+
+    ``visible``: keys a query may attend to by the boolean mask and the causal mask (broadcast
+    to the score shape); ``additive``: the float mask (0 where none); ``fill``: the finite value
+    that replaces the scores of invisible keys, or None for -inf.
+    """
+
+    q: FloatArray
+    k: FloatArray
+    v: FloatArray
+    visible: np.ndarray
+    additive: FloatArray | None
+    fill: float | None
+    scale: float
+    softcap: float | None
+    fully_masked_row: str
+
+
+def attention_setup(
+    q: Any,
+    k: Any,
+    v: Any,
+    attn_mask: Any = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    softcap: float | None = None,
+    *,
+    conventions: Conventions = CANONICAL,
+) -> AttentionSetup:
+    """Validate attention arguments and resolve every convention (shared with high precision)."""
+    conventions = _check_conventions(conventions)
+    qa = _as_float_array(q, "attention: q")
+    ka = _as_float_array(k, "attention: k")
+    va = _as_float_array(v, "attention: v")
+    for name, a in (("q", qa), ("k", ka), ("v", va)):
+        if a.ndim < 2:
+            raise ValueError(f"attention: {name} must have at least 2 dims (L, E), got {a.ndim}")
+    if not qa.ndim == ka.ndim == va.ndim:
+        raise ValueError(
+            f"attention: q, k, v must have the same number of dims, got "
+            f"{qa.ndim}, {ka.ndim}, {va.ndim}"
+        )
+    if qa.shape[-1] != ka.shape[-1]:
+        raise ValueError(f"attention: q and k head dims differ ({qa.shape[-1]} vs {ka.shape[-1]})")
+    if ka.shape[:-1] != va.shape[:-1]:
+        raise ValueError(
+            f"attention: k {list(ka.shape)} and v {list(va.shape)} must agree except in the "
+            "last dim"
+        )
+    if qa.shape[-1] == 0 or ka.shape[-2] == 0:
+        raise ValueError("attention: empty head dim or no keys")
+    if isinstance(is_causal, (np.bool_,)):
+        is_causal = bool(is_causal)
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"attention: is_causal must be a bool, got {type(is_causal).__name__}")
+    if not isinstance(enable_gqa, (bool, np.bool_)):
+        raise TypeError(f"attention: enable_gqa must be a bool, got {type(enable_gqa).__name__}")
+    if qa.ndim >= 3:
+        hq, hkv = qa.shape[-3], ka.shape[-3]
+        if hq != hkv:
+            if not enable_gqa:
+                raise ValueError(
+                    f"attention: q has {hq} heads and k/v have {hkv}; set enable_gqa=True "
+                    "for grouped-query attention"
+                )
+            if hkv == 0 or hq % hkv != 0:
+                raise ValueError(f"attention: {hq} query heads is not a multiple of {hkv} kv heads")
+            group = hq // hkv
+            if conventions.gqa_mapping == "interleave":
+                ka = np.repeat(ka, group, axis=-3)
+                va = np.repeat(va, group, axis=-3)
+            else:
+                reps = [1] * ka.ndim
+                reps[-3] = group
+                ka = np.tile(ka, reps)
+                va = np.tile(va, reps)
+        if qa.shape[:-3] != ka.shape[:-3]:
+            try:
+                np.broadcast_shapes(qa.shape[:-3], ka.shape[:-3])
+            except ValueError:
+                raise ValueError(
+                    f"attention: batch dims of q {list(qa.shape[:-3])} and k/v "
+                    f"{list(ka.shape[:-3])} do not broadcast"
+                ) from None
+    if scale is None:
+        s = 1.0 / math.sqrt(qa.shape[-1])
+    else:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
+            raise TypeError(f"attention: scale must be a number, got {type(scale).__name__}")
+        s = float(scale)
+        if not math.isfinite(s):
+            raise ValueError(f"attention: scale must be finite, got {scale!r}")
+    cap: float | None = None
+    if softcap is not None:
+        cap = float(softcap)
+        if not math.isfinite(cap) or cap <= 0:
+            raise ValueError(f"attention: softcap must be finite and > 0, got {softcap!r}")
+
+    lq, lk = qa.shape[-2], ka.shape[-2]
+    score_shape = (*np.broadcast_shapes(qa.shape[:-2], ka.shape[:-2]), lq, lk)
+    visible = np.ones((lq, lk), dtype=bool)
+    additive: FloatArray | None = None
+    if attn_mask is not None:
+        mask = np.asarray(attn_mask)
+        try:
+            np.broadcast_shapes(mask.shape, score_shape)
+            if np.broadcast_shapes(mask.shape, score_shape) != score_shape:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"attention: attn_mask of shape {list(mask.shape)} does not broadcast to the "
+                f"scores {list(score_shape)}"
+            ) from None
+        if mask.dtype == np.bool_:
+            visible = visible & (mask if conventions.bool_mask == "keep" else ~mask)
+        else:
+            fm = _as_float_array(mask, "attention: attn_mask")
+            if np.isnan(fm).any() or np.isposinf(fm).any():
+                raise ValueError("attention: a float attn_mask may not hold NaN or +inf")
+            additive = fm
+    if is_causal:
+        offset = 0 if conventions.causal_alignment == "top_left" else lk - lq
+        i = np.arange(lq)[:, None]
+        j = np.arange(lk)[None, :]
+        visible = visible & (j <= i + offset)
+    visible = np.broadcast_to(visible, score_shape)
+    return AttentionSetup(
+        q=qa,
+        k=ka,
+        v=va,
+        visible=visible,
+        additive=additive,
+        fill=None if conventions.mask_fill is None else float(conventions.mask_fill),
+        scale=s,
+        softcap=cap,
+        fully_masked_row=conventions.fully_masked_row,
+    )
+
+
+def attention_core(setup: AttentionSetup, *, xp: Any = np) -> tuple[Any, Any, np.ndarray]:
+    """O and P by the kernels, in the namespace ``xp``; also the fully-masked-row indicator.
+
+    T = where(visible, S + A, fill or -inf) with S = scale Q K^T (softcapped), A the additive
+    mask; P = softmax(T); O = P V. A row of T that is all -inf follows ``fully_masked_row``:
+    P = 0 and O = 0 ("zero") or O = NaN ("nan").
+    """
+    s = kernels.attention_scores(setup.q, setup.k, setup.scale, setup.softcap, xp=xp)
+    if setup.additive is not None:
+        s = s + setup.additive
+    fill = -math.inf if setup.fill is None else setup.fill
+    t = xp.where(setup.visible, s, fill)
+    hard = ~setup.visible if setup.fill is None else np.zeros(setup.visible.shape, dtype=bool)
+    if setup.additive is not None:
+        hard = hard | np.isneginf(np.broadcast_to(setup.additive, setup.visible.shape))
+    dead = np.all(hard, axis=-1, keepdims=True)  # (..., Lq, 1)
+    dead = np.broadcast_to(dead, (*t.shape[:-1], 1))
+    if dead.any():
+        # a dead row would be 0/0; give it a finite row and fix the result afterwards
+        t = xp.where(dead, 0.0, t)
+    p = kernels.softmax(t, xp=xp)
+    if dead.any():
+        p = xp.where(dead, 0.0, p)
+    o = xp.matmul(p, setup.v)
+    if dead.any() and setup.fully_masked_row == "nan":
+        o = xp.where(dead, math.nan, o)
+    return o, p, dead
+
+
+def attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    attn_mask: Any = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    softcap: float | None = None,
+    *,
+    conventions: Conventions = CANONICAL,
+) -> Reference:
+    """O = softmax(S + A) V with S = scale · Q Kᵀ (then softcap · tanh(S/softcap)).
+
+    Shapes: q (..., Hq, Lq, E), k (..., Hkv, Lk, E), v (..., Hkv, Lk, Ev) -> (..., Hq, Lq, Ev).
+    Conventions applied: boolean mask polarity (``bool_mask``), finite ``mask_fill`` replacing
+    the scores of masked keys (a fully masked row is then the mean of V), causal alignment
+    (top-left: key j visible to query i iff j <= i; bottom-right: iff j <= i + Lk - Lq),
+    ``attn_mask`` and ``is_causal`` together (both apply), the GQA head map (query head h reads
+    kv head h // (Hq/Hkv) or h % Hkv; requires ``enable_gqa``), ``fully_masked_row`` for rows
+    whose every score is -inf. Default scale 1/sqrt(E); any finite scale (negative too).
+
+    ``abs_value`` = P|V|. Terms (shapes broadcast to the output):
+
+    * ``score_weighted`` = (P ∘ C)|V| and ``score_mean`` = Σ_j P_ij C_ij, where
+      C_ij = |scale| Σ_e |q_ie||k_je| + |A_ij| bounds the magnitude of the score computation;
+    * ``shift_weighted`` = (P ∘ D)|V| and ``shift_mean`` = Σ_j P_ij D_ij, D_ij = |T_ij - m_i|;
+    * ``score_max`` = max_j C_ij and ``shift_max`` = max_j D_ij over keys with P_ij > 0;
+    * ``sum_abs_v`` = Σ_j |v_j| over visible keys, ``v_range`` = max_j v_j - min_j v_j and
+      ``max_abs_v`` over all keys (per column; the convex-hull cap of the bound);
+    * ``n_dot`` = E, ``n_keys`` = Lk, ``softcap`` (0 when none), ``dead`` (1.0 on fully
+      masked rows).
+    """
+    setup = attention_setup(
+        q, k, v, attn_mask, is_causal, scale, enable_gqa, softcap, conventions=conventions
+    )
+    with np.errstate(invalid="ignore", over="ignore"):
+        o, p, dead = attention_core(setup, xp=np)
+        o = np.asarray(o, dtype=np.float64)
+        p = np.asarray(p, dtype=np.float64)
+        absv = np.abs(setup.v)
+        pos = p > 0
+        c = abs(setup.scale) * np.matmul(np.abs(setup.q), np.swapaxes(np.abs(setup.k), -1, -2))
+        if setup.additive is not None:
+            c = c + np.where(np.isfinite(setup.additive), np.abs(setup.additive), 0.0)
+        if setup.fill is not None:
+            c = np.where(setup.visible, c, 0.0)  # a replaced score is exact
+        s = kernels.attention_scores(setup.q, setup.k, setup.scale, setup.softcap, xp=np)
+        if setup.additive is not None:
+            s = s + setup.additive
+        t = np.where(setup.visible, s, -math.inf if setup.fill is None else setup.fill)
+        m = np.max(np.where(pos, t, -math.inf), axis=-1, keepdims=True)
+        d = np.where(pos, np.abs(t - m), 0.0)
+        pc = np.where(pos, p * c, 0.0)
+        pd = np.where(pos, p * d, 0.0)
+        vis = (setup.visible if setup.fill is None else np.ones_like(setup.visible)).astype(
+            np.float64
+        )
+        if setup.additive is not None:
+            vis = vis * (~np.isneginf(setup.additive))
+        # the convex-hull cap uses the spread of V over all keys (per batch/head and column)
+        vmax = np.max(setup.v, axis=-2, keepdims=True)
+        vmin = np.min(setup.v, axis=-2, keepdims=True)
+        vrange = np.where(dead, 0.0, vmax - vmin)
+        vabs = np.where(dead, 0.0, np.maximum(np.abs(vmax), np.abs(vmin)))
+    terms: dict[str, FloatArray | float] = {
+        "score_weighted": np.matmul(pc, absv),
+        "score_mean": np.sum(pc, axis=-1, keepdims=True),
+        "shift_weighted": np.matmul(pd, absv),
+        "shift_mean": np.sum(pd, axis=-1, keepdims=True),
+        "score_max": np.max(np.where(pos, c, 0.0), axis=-1, keepdims=True),
+        "shift_max": np.max(d, axis=-1, keepdims=True),
+        "sum_abs_v": np.matmul(vis, absv),
+        "v_range": vrange,
+        "max_abs_v": vabs,
+        "n_dot": float(setup.q.shape[-1]),
+        "n_keys": float(setup.k.shape[-2]),
+        "softcap": 0.0 if setup.softcap is None else float(setup.softcap),
+        "dead": dead.astype(np.float64),
+    }
+    return Reference(value=o, abs_value=np.matmul(p, absv), terms=terms, weights=p)
+
+
+# -- norms -------------------------------------------------------------------------------------
+
+
+def layer_norm(
+    x: Any,
+    normalized_shape: int | Sequence[int],
+    weight: Any = None,
+    bias: Any = None,
+    eps: float = 1e-5,
+    *,
+    conventions: Conventions = CANONICAL,
+) -> Reference:
+    """y = (x - μ) / σ · w + b over the trailing ``normalized_shape`` dims.
+
+    μ = mean(x); var = Σ(x - μ)² / n (``layer_norm_variance="biased"``) or / (n - 1)
+    ("unbiased"); σ = sqrt(var + eps) (``layer_norm_eps="inside_sqrt"``) or sqrt(var) + eps
+    ("added_to_std").
+
+    ``abs_value`` = (|x - μ| + mean|x|) / σ · |w| + |b|. Terms: ``inv_sigma`` = 1/σ,
+    ``mean_abs`` = mean|x|, ``mean_abs_dev`` = mean|x - μ|, ``var`` (the estimator in use),
+    ``sd`` = sqrt(var), ``abs_centered`` = |x - μ|, ``abs_weight`` = |w| (1 when absent),
+    ``abs_bias`` = |b| (0), ``n``, ``eps``, ``eps_inside`` (1.0 or 0.0).
+    """
+    conventions = _check_conventions(conventions)
+    xa = _as_float_array(x, "layer_norm: x")
+    n_axes = _normalized_axes(xa, normalized_shape, "layer_norm")
+    shape = tuple(xa.shape[xa.ndim - n_axes :])
+    w = _check_param(weight, "weight", shape, "layer_norm")
+    b = _check_param(bias, "bias", shape, "layer_norm")
+    e = _check_eps(eps, "layer_norm")
+    n = math.prod(shape)
+    unbiased = conventions.layer_norm_variance == "unbiased"
+    if unbiased and n < 2:
+        raise ValueError("layer_norm: the unbiased variance needs at least 2 elements")
+    inside = conventions.layer_norm_eps == "inside_sqrt"
+    axes = tuple(range(-n_axes, 0))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        y = kernels.layer_norm(
+            xa, n_axes, w, b, e, unbiased=unbiased, eps_inside_sqrt=inside, xp=np
+        )
+        mu = np.mean(xa, axis=axes, keepdims=True)
+        dev = np.abs(xa - mu)
+        var = np.sum(dev * dev, axis=axes, keepdims=True) / (n - 1 if unbiased else n)
+        sd = np.sqrt(var)
+        sigma = np.sqrt(var + e) if inside else sd + e
+        inv = 1.0 / sigma
+        mean_abs = np.mean(np.abs(xa), axis=axes, keepdims=True)
+        aw = np.ones(shape) if w is None else np.abs(w)
+        ab = np.zeros(shape) if b is None else np.abs(b)
+        absref = (dev + mean_abs) * inv * aw + ab
+    terms: dict[str, FloatArray | float] = {
+        "inv_sigma": inv,
+        "mean_abs": mean_abs,
+        "mean_abs_dev": np.mean(dev, axis=axes, keepdims=True),
+        "var": var,
+        "sd": sd,
+        "abs_centered": dev,
+        "abs_weight": aw,
+        "abs_bias": ab,
+        "n": float(n),
+        "eps": e,
+        "eps_inside": 1.0 if inside else 0.0,
+    }
+    return Reference(value=np.asarray(y, dtype=np.float64), abs_value=absref, terms=terms)
+
+
+def rms_norm_eps(eps: float | None, dtype: str, conventions: Conventions = CANONICAL) -> float:
+    """The eps RMSNorm uses: the given one, or for None a machine epsilon 2u.
+
+    For None: 2u of ``dtype`` (``rms_norm_default_eps="dtype"``), or of its math type
+    ("opmath": float32 for float16/bfloat16 inputs, as ``F.rms_norm`` on torch 2.13).
+    """
+    if eps is None:
+        dt = canonical_dtype(dtype)
+        if getattr(conventions, "rms_norm_default_eps", "dtype") == "opmath" and dt in (
+            "float16",
+            "bfloat16",
+        ):
+            dt = "float32"
+        return 2.0 * unit_roundoff(dt)
+    return _check_eps(eps, "rms_norm")
+
+
+def rms_norm(
+    x: Any,
+    normalized_shape: int | Sequence[int],
+    weight: Any = None,
+    eps: float | None = None,
+    *,
+    conventions: Conventions = CANONICAL,
+    dtype: str = "float64",
+) -> Reference:
+    """y = x / r · w' over the trailing ``normalized_shape`` dims.
+
+    r = sqrt(mean(x²) + eps) (``rms_norm_eps="inside_sqrt"``) or sqrt(mean(x²)) + eps
+    ("added_to_rms"); w' = w (``rms_norm_weight="w"``) or 1 + w ("one_plus_w"; 1 when no
+    weight is given, as w' = w). ``eps=None`` is the machine epsilon 2u of ``dtype``, or of
+    float32 for float16/bfloat16 under ``rms_norm_default_eps="opmath"`` (:func:`rms_norm_eps`).
+
+    ``abs_value`` = |x| / r · |w'|. Terms: ``inv_rms`` = 1/r, ``ms`` = mean(x²), ``abs_x``,
+    ``abs_weight`` = |w'|, ``n``, ``eps``, ``eps_inside`` (1.0 or 0.0), ``one_plus_w``.
+    """
+    conventions = _check_conventions(conventions)
+    xa = _as_float_array(x, "rms_norm: x")
+    n_axes = _normalized_axes(xa, normalized_shape, "rms_norm")
+    shape = tuple(xa.shape[xa.ndim - n_axes :])
+    w = _check_param(weight, "weight", shape, "rms_norm")
+    e = rms_norm_eps(eps, dtype, conventions)
+    inside = conventions.rms_norm_eps == "inside_sqrt"
+    one_plus = conventions.rms_norm_weight == "one_plus_w"
+    n = math.prod(shape)
+    axes = tuple(range(-n_axes, 0))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        y = kernels.rms_norm(
+            xa, n_axes, w, e, eps_inside_sqrt=inside, one_plus_weight=one_plus, xp=np
+        )
+        ms = np.sum(xa * xa, axis=axes, keepdims=True) / n
+        r = np.sqrt(ms + e) if inside else np.sqrt(ms) + e
+        inv = 1.0 / r
+        aw = np.ones(shape) if w is None else np.abs(1.0 + w) if one_plus else np.abs(w)
+        absref = np.abs(xa) * inv * aw
+    terms: dict[str, FloatArray | float] = {
+        "inv_rms": inv,
+        "ms": ms,
+        "abs_x": np.abs(xa),
+        "abs_weight": aw,
+        "n": float(n),
+        "eps": e,
+        "eps_inside": 1.0 if inside else 0.0,
+        "one_plus_w": 1.0 if (one_plus and w is not None) else 0.0,
+    }
+    return Reference(value=np.asarray(y, dtype=np.float64), abs_value=absref, terms=terms)
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+
+_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "softmax": ("x", "dim"),
+    "attention": ("q", "k", "v", "attn_mask", "is_causal", "scale", "enable_gqa", "softcap"),
+    "layer_norm": ("x", "normalized_shape", "weight", "bias", "eps"),
+    "rms_norm": ("x", "normalized_shape", "weight", "eps"),
+}
+
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "softmax": ("x",),
+    "attention": ("q", "k", "v"),
+    "layer_norm": ("x", "normalized_shape"),
+    "rms_norm": ("x", "normalized_shape"),
+}
+
+
+def check_args(component: str, args: Mapping[str, Any]) -> None:
+    """Raise ValueError for an unknown component, a missing or an unknown argument."""
+    if component not in _ARGUMENTS:
+        raise ValueError(
+            f"unknown component {component!r}; expected one of {', '.join(COMPONENTS)}"
+        )
+    if not isinstance(args, Mapping):
+        raise TypeError(f"args must be a mapping, got {type(args).__name__}")
+    unknown = sorted(set(args) - set(_ARGUMENTS[component]))
+    if unknown:
+        raise ValueError(f"{component}: unknown argument(s) {', '.join(unknown)}")
+    missing = [a for a in _REQUIRED[component] if a not in args]
+    if missing:
+        raise ValueError(f"{component}: missing argument(s) {', '.join(missing)}")
+
+
+def compute(
+    component: str,
+    args: Mapping[str, Any],
+    *,
+    conventions: Conventions = CANONICAL,
+    dtype: str = "float64",
+) -> Reference:
+    """The reference of ``component`` on ``args`` (keyed by the adapter method's parameters).
+
+    ``dtype`` is the dtype under test; it matters only where the semantics depend on it
+    (``rms_norm`` with ``eps=None``).
+    """
+    check_args(component, args)
+    dtype = canonical_dtype(dtype)
+    if component == "softmax":
+        return softmax(args["x"], args.get("dim", -1), conventions=conventions)
+    if component == "attention":
+        return attention(**dict(args), conventions=conventions)
+    if component == "layer_norm":
+        return layer_norm(**dict(args), conventions=conventions)
+    return rms_norm(**dict(args), conventions=conventions, dtype=dtype)

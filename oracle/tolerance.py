@@ -1,0 +1,375 @@
+"""The per-element tolerance: a first-order rounding-error bound for each building block.
+
+For an implementation that computes a block in floating point with sums and dot products in the
+*accumulation* precision (unit roundoff u_acc), intermediates rounded to the *storage* precision
+(u_store) and the output rounded to the dtype under test (u_out), the bound on every element is
+
+    |out - ref| <= c · (u_out·|ref| + ε_internal(element)) + floor
+
+where ε_internal is derived block by block from the standard model fl(a op b) = (a op b)(1 + δ),
+|δ| <= u (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., §2.2), the bound
+γ_n = n·u / (1 - n·u) on a sum or dot product of n terms in any order (Higham §3.1, Lemma 3.1
+and (3.4)-(3.5)), and the sensitivity of softmax to errors in its arguments (Blanchard, Higham &
+Higham, "Accurately computing the log-sum-exp and softmax functions", IMA J. Numer. Anal. 41,
+2021, §3). The floor accounts for underflow (Higham §2.1: fl(x) = x(1 + δ) + η, |η| <= half the
+subnormal spacing).
+
+Every constant below names the section of ``docs/tolerance.md`` that derives it. The reference
+(:mod:`transpec.oracle.reference`) supplies the magnitudes the bound is made of
+(``Reference.terms``); this module only combines them with the unit roundoffs of the declared
+:class:`~transpec.adapters.base.Precision`.
+
+Overflow: where the reference exceeds the largest finite number of the output dtype (fp16:
+65504) by more than the bound, ±inf of the reference's sign is *required*; where it is within the
+bound of that threshold, ±inf is *allowed*. :func:`transpec.oracle.compare.compare` applies both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from transpec.oracle.dtypes import FORMATS, canonical_dtype, ulp
+from transpec.oracle.reference import Reference
+
+if TYPE_CHECKING:
+    from transpec.adapters.base import Precision
+
+FloatArray = np.ndarray
+
+#: c, the safety factor on the first-order bound: absorbs the dropped O(u²) terms and the
+#: algorithm-dependent constants (blocked/online softmax rescaling, reciprocal-then-multiply
+#: instead of division). docs/tolerance.md §2.6.
+SAFETY = 2.0
+
+#: Error of exp, tanh, sqrt/rsqrt in ulps of the accumulation precision. Correctly rounded
+#: functions have 0.5 ulp; vectorized libraries (SLEEF u10/u35, CUDA __expf, torch's exp_u20)
+#: guarantee 1 to 3.5 ulp. docs/tolerance.md §2.3.
+ELEMENTARY_ULPS = 4.0
+
+#: nu at which γ_n = nu/(1-nu) stops being a useful bound; beyond it a relative error of 1 is
+#: assumed (the convex-hull and |ŷ| <= sqrt(n) caps then decide). docs/tolerance.md §2.2.
+GAMMA_LIMIT = 0.5
+
+#: the argument of exp() in the nonlinear amplification factor is clipped here (e^50 ≈ 5e21
+#: makes any first-order term larger than the caps, which then decide). docs/tolerance.md §3.2.
+AMPLIFICATION_CLIP = 50.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A per-element absolute bound on |actual - reference| and how it was derived.
+
+    ``bound``: broadcastable to the reference value. ``derivation``: the formula with the numbers
+    of this call (unit roundoffs, reduction lengths, c). ``parts``: named contributions (absolute,
+    before the factor c), so :meth:`describe_at` can say which term dominates an element.
+    ``may_overflow`` / ``must_overflow``: boolean arrays where ±inf (sign of the reference) is
+    allowed / required because the reference exceeds the largest finite value of ``dtype``.
+    """
+
+    bound: FloatArray
+    derivation: str
+    parts: Mapping[str, FloatArray] = field(default_factory=dict)
+    may_overflow: np.ndarray | None = None
+    must_overflow: np.ndarray | None = None
+    dtype: str = "float64"
+
+    def describe_at(self, index: tuple[int, ...]) -> str:
+        """The derivation with the value of each part at one element."""
+        bound = np.broadcast_to(self.bound, self._shape())
+        pieces = []
+        for name, arr in self.parts.items():
+            val = float(np.broadcast_to(arr, self._shape())[index])
+            pieces.append(f"{name}={val:.3g}")
+        detail = f"; at this element bound={float(bound[index]):.3e}"
+        if pieces:
+            detail += " from " + ", ".join(pieces)
+        return self.derivation + detail
+
+    def _shape(self) -> tuple[int, ...]:
+        shapes = [np.shape(self.bound)] + [np.shape(a) for a in self.parts.values()]
+        return tuple(np.broadcast_shapes(*shapes))
+
+
+def gamma(n: float, u: float) -> float:
+    """γ_n = n·u / (1 - n·u) (Higham §3.1); 1.0 once n·u >= GAMMA_LIMIT (docs §2.2)."""
+    nu = float(n) * u
+    if nu >= GAMMA_LIMIT:
+        return 1.0
+    return nu / (1.0 - nu)
+
+
+def _eta(dtype: str) -> float:
+    """Half the subnormal spacing: the absolute underflow error of one rounding (docs §2.5)."""
+    return FORMATS[dtype].smallest_subnormal / 2.0
+
+
+@dataclass(frozen=True)
+class _Units:
+    acc: float
+    store: float
+    out: float
+    fn: float
+    eta_acc: float
+    eta_store: float
+    eta_out: float
+
+
+def _units(dtype: str, precision: Any) -> _Units:
+    try:
+        acc = canonical_dtype(precision.accumulate)
+        store = canonical_dtype(precision.store)
+    except AttributeError:
+        raise TypeError(
+            f"precision must have .accumulate and .store dtype names, got {precision!r}"
+        ) from None
+    u_acc = FORMATS[acc].unit_roundoff
+    return _Units(
+        acc=u_acc,
+        store=FORMATS[store].unit_roundoff,
+        out=FORMATS[dtype].unit_roundoff,
+        fn=ELEMENTARY_ULPS * 2.0 * u_acc,
+        eta_acc=_eta(acc),
+        eta_store=_eta(store),
+        eta_out=_eta(dtype),
+    )
+
+
+def _term(ref: Reference, name: str) -> Any:
+    try:
+        return ref.terms[name]
+    except KeyError:
+        raise ValueError(
+            f"reference lacks the term {name!r}; was it computed for another component?"
+        ) from None
+
+
+def _amplify(first_order_rel: FloatArray) -> FloatArray:
+    """expm1(x)/x ≥ 1: turns a first-order relative bound x into the exact e^x - 1 form."""
+    x = np.minimum(np.asarray(first_order_rel, dtype=np.float64), AMPLIFICATION_CLIP)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(x > 1e-8, np.expm1(x) / np.where(x > 0, x, 1.0), 1.0)
+
+
+# -- the blocks --------------------------------------------------------------------------------
+
+
+def _softmax(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+    p = np.nan_to_num(ref.value, nan=0.0)
+    shift = np.asarray(_term(ref, "shift"))
+    n = float(_term(ref, "n"))
+    g = gamma(n, un.acc)
+    # docs §3.1: p̃_i/p_i - 1 <= e^{a_i + Ā} - 1, a_j = u_acc|x_j - m| + u_fn + u_store,
+    # Ā = log Σ_j p_j e^{a_j} (>= Σ p_j a_j), then γ_n for the sum and u_acc for the division.
+    a = un.acc * shift + un.fn + un.store
+    with np.errstate(over="ignore", invalid="ignore"):
+        abar_lin = np.asarray(_term(ref, "mean_shift")) * un.acc + un.fn + un.store
+        rel = a + abar_lin + g + un.acc
+    internal = p * rel * _amplify(rel)
+    output = un.out * np.abs(p)
+    floor = np.full(p.shape, un.eta_out + un.eta_acc + un.eta_store)
+    bound = np.minimum(SAFETY * (internal + output), 1.0) + SAFETY * floor
+    derivation = (
+        f"softmax: c·(p·(u_acc·|x_i−m| + Σ_j p_j u_acc|x_j−m| + 2u_fn + 2u_store + γ_n + u_acc)"
+        f"·amplification + u_out·p) + c·η, capped at 1; c={SAFETY:g}, n={int(n)}, "
+        f"u_acc={un.acc:.3g}, u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g}, "
+        f"γ_n={g:.3g} (docs/tolerance.md §3.1)"
+    )
+    return bound, {"internal": internal, "output": output, "floor": floor}, derivation
+
+
+def _attention(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+    o = np.nan_to_num(ref.value, nan=0.0)
+    a_ref = ref.abs_value
+    e = float(_term(ref, "n_dot"))
+    lk = float(_term(ref, "n_keys"))
+    softcap = float(_term(ref, "softcap"))
+    g_dot = gamma(e, un.acc)
+    g_keys = gamma(lk, un.acc)
+    cap_note = " + u_fn + 2u_acc" if softcap > 0 else ""
+    # docs §3.2: score error δs_ij <= eps_s · C_ij
+    eps_s = g_dot + 2.0 * un.store + un.acc
+    if softcap > 0:
+        eps_s += un.fn + 2.0 * un.acc
+    sw = np.asarray(_term(ref, "score_weighted"))
+    sm = np.asarray(_term(ref, "score_mean"))
+    hw = np.asarray(_term(ref, "shift_weighted"))
+    hm = np.asarray(_term(ref, "shift_mean"))
+    const = 2.0 * un.fn + 2.0 * un.store + 2.0 * g_keys + un.acc
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = eps_s * (sw + sm * a_ref)
+        shifts = un.acc * (hw + hm * a_ref)
+        rounding = const * a_ref
+        worst_rel = (
+            2.0
+            * (
+                eps_s * np.asarray(_term(ref, "score_max"))
+                + un.acc * np.asarray(_term(ref, "shift_max"))
+            )
+            + const
+        )
+        amp = _amplify(worst_rel)
+        internal = (scores + shifts + rounding) * amp
+    output = un.out * np.abs(o)
+    vrange = np.asarray(_term(ref, "v_range"))
+    vabs = np.asarray(_term(ref, "max_abs_v"))
+    cap = vrange + (2.0 * g_keys + 2.0 * un.store + un.acc) * vabs + un.out * vabs
+    floor = (
+        un.eta_out
+        + (un.eta_store + un.eta_acc) * np.asarray(_term(ref, "sum_abs_v"))
+        + lk * un.eta_acc
+    )
+    bound = np.minimum(SAFETY * (internal + output), SAFETY * cap) + SAFETY * floor
+    derivation = (
+        "attention: c·((ε_s·((P∘C)|V| + Σ_j P_ij C_ij·P|V|) + u_acc·((P∘D)|V| + "
+        "Σ_j P_ij D_ij·P|V|) + (2u_fn + 2u_store + 2γ_Lk + u_acc)·P|V|)·amplification "
+        "+ u_out·|O|), capped at c·(range of V + ...), + c·η; C_ij = |scale|·|q_i|·|k_j| "
+        f"(+|mask|), D_ij = |s_ij − m_i|; ε_s = γ_E + 2u_store + u_acc{cap_note}"
+        f" = {eps_s:.3g}; c={SAFETY:g}, E={int(e)}, Lk={int(lk)}, γ_E={g_dot:.3g}, "
+        f"γ_Lk={g_keys:.3g}, u_acc={un.acc:.3g}, u_store={un.store:.3g}, u_out={un.out:.3g}, "
+        f"u_fn={un.fn:.3g} (docs/tolerance.md §3.2)"
+    )
+    parts = {
+        "scores": scores,
+        "shifts": shifts,
+        "rounding": rounding,
+        "output": output,
+        "cap": cap,
+        "floor": floor,
+    }
+    return bound, parts, derivation
+
+
+def _layer_norm(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+    y = np.nan_to_num(ref.value, nan=0.0)
+    n = float(_term(ref, "n"))
+    mean_abs = np.asarray(_term(ref, "mean_abs"))
+    mad = np.asarray(_term(ref, "mean_abs_dev"))
+    var = np.asarray(_term(ref, "var"))
+    sd = np.asarray(_term(ref, "sd"))
+    eps = float(_term(ref, "eps"))
+    inside = float(_term(ref, "eps_inside")) > 0
+    inv = np.asarray(_term(ref, "inv_sigma"))
+    dev = np.asarray(_term(ref, "abs_centered"))
+    aw = np.asarray(_term(ref, "abs_weight"))
+    ab = np.asarray(_term(ref, "abs_bias"))
+    g_n = gamma(n, un.acc)
+    g_var = gamma(n + 2, un.acc)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        d_mu = g_n * mean_abs  # docs §3.3 (mean)
+        d_var = g_var * var + 2.0 * d_mu * mad + d_mu * d_mu  # docs §3.3 (variance)
+        if inside:
+            sigma = np.sqrt(var + eps)
+            d_sigma = d_var / (np.sqrt(var + eps + d_var) + sigma) + (un.fn + un.acc) * sigma
+        else:
+            sigma = sd + eps
+            d_sigma = d_var / (np.sqrt(var + d_var) + sd) + un.fn * sd + un.acc * sigma
+        rel_sigma = d_sigma * inv
+        rel_inv = np.where(rel_sigma < 0.5, rel_sigma / (1.0 - rel_sigma), np.inf)
+        yhat = dev * inv
+        internal = aw * (
+            d_mu * inv * (1.0 + rel_inv) + un.acc * yhat + yhat * (rel_inv + un.acc + un.store)
+        ) + un.acc * (2.0 * aw * yhat + ab)
+        cap = aw * 2.0 * math.sqrt(n) * (1.0 + un.store) + ab * un.acc
+    output = un.out * np.abs(y)
+    floor = un.eta_out + (un.eta_store + un.eta_acc) * (1.0 + aw)
+    bound = np.minimum(SAFETY * (internal + output), SAFETY * (cap + output)) + SAFETY * floor
+    derivation = (
+        "layer_norm: c·(|w|·(δμ/σ·(1+ρ) + u_acc|ŷ| + |ŷ|·(ρ + u_acc + u_store)) "
+        "+ u_acc·(2|wŷ| + |b|) + u_out·|y|) + c·η, capped at c·2√n·|w|; ŷ = (x−μ)/σ, "
+        "δμ = γ_n·mean|x|, δvar = γ_{n+2}·var + 2δμ·mean|x−μ| + δμ², "
+        f"{'σ = √(var+eps)' if inside else 'σ = √var + eps'}, ρ = relative error of 1/σ; "
+        f"c={SAFETY:g}, n={int(n)}, eps={eps:.3g}, γ_n={g_n:.3g}, u_acc={un.acc:.3g}, "
+        f"u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g} "
+        "(docs/tolerance.md §3.3)"
+    )
+    parts = {"internal": internal, "output": output, "rel_inv_sigma": rel_inv, "floor": floor}
+    return bound, parts, derivation
+
+
+def _rms_norm(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+    y = np.nan_to_num(ref.value, nan=0.0)
+    n = float(_term(ref, "n"))
+    ms = np.asarray(_term(ref, "ms"))
+    eps = float(_term(ref, "eps"))
+    inside = float(_term(ref, "eps_inside")) > 0
+    one_plus = float(_term(ref, "one_plus_w")) > 0
+    inv = np.asarray(_term(ref, "inv_rms"))
+    ax = np.asarray(_term(ref, "abs_x"))
+    aw = np.asarray(_term(ref, "abs_weight"))
+    g = gamma(n + 1, un.acc)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        d_ms = g * ms  # docs §3.4: all terms positive, relative error γ_{n+1}
+        if inside:
+            r = np.sqrt(ms + eps)
+            d_r = d_ms / (np.sqrt(ms + eps + d_ms) + r) + (un.fn + un.acc) * r
+        else:
+            rms = np.sqrt(ms)
+            r = rms + eps
+            d_r = d_ms / (np.sqrt(ms + d_ms) + rms) + un.fn * rms + un.acc * r
+        rel_r = d_r * inv
+        rel_inv = np.where(rel_r < 0.5, rel_r / (1.0 - rel_r), np.inf)
+        yabs = ax * inv * aw
+        weight_rounding = un.acc * (2.0 if one_plus else 1.0)
+        internal = yabs * (rel_inv + un.acc + un.store + weight_rounding)
+        cap = aw * 2.0 * math.sqrt(n) * (1.0 + un.store)
+    output = un.out * np.abs(y)
+    floor = un.eta_out + (un.eta_store + un.eta_acc) * (1.0 + aw)
+    bound = np.minimum(SAFETY * (internal + output), SAFETY * (cap + output)) + SAFETY * floor
+    derivation = (
+        "rms_norm: c·(|x|/r·|w'|·(ρ + 2u_acc + u_store"
+        f"{' + u_acc' if one_plus else ''}) + u_out·|y|) + c·η, capped at c·2√n·|w'|; "
+        f"δms = γ_(n+1)·ms, {'r = √(ms+eps)' if inside else 'r = √ms + eps'}, ρ = relative "
+        f"error of 1/r; c={SAFETY:g}, n={int(n)}, eps={eps:.3g}, γ={g:.3g}, "
+        f"u_acc={un.acc:.3g}, u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g} "
+        "(docs/tolerance.md §3.4)"
+    )
+    parts = {"internal": internal, "output": output, "rel_inv_rms": rel_inv, "floor": floor}
+    return bound, parts, derivation
+
+
+_BLOCKS = {
+    "softmax": _softmax,
+    "attention": _attention,
+    "layer_norm": _layer_norm,
+    "rms_norm": _rms_norm,
+}
+
+
+def overflow_threshold(dtype: str) -> float:
+    """The smallest magnitude that rounds to infinity in ``dtype``: max + ulp(max)/2."""
+    fmt = FORMATS[canonical_dtype(dtype)]
+    return fmt.max_value + float(ulp(fmt.max_value, fmt.name)) / 2.0
+
+
+def tolerance(component: str, reference: Reference, dtype: str, precision: Precision) -> Tolerance:
+    """The per-element bound for ``component`` computed in ``dtype`` under ``precision``.
+
+    ``reference`` must be the :class:`Reference` of that component on the inputs the
+    implementation received. See the module docstring and docs/tolerance.md.
+    """
+    if component not in _BLOCKS:
+        raise ValueError(f"unknown component {component!r}; expected one of {', '.join(_BLOCKS)}")
+    if not isinstance(reference, Reference):
+        raise TypeError(f"reference must be a Reference, got {type(reference).__name__}")
+    dtype = canonical_dtype(dtype)
+    un = _units(dtype, precision)
+    bound, parts, derivation = _BLOCKS[component](reference, un)
+    bound = np.broadcast_to(np.where(np.isnan(bound), np.inf, bound), reference.value.shape)
+    thr = overflow_threshold(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mag = np.abs(reference.value)
+        may = (mag + bound >= thr) | np.isinf(reference.value)
+        must = (mag - bound >= thr) | np.isinf(reference.value)
+    return Tolerance(
+        bound=np.array(bound),
+        derivation=derivation,
+        parts=parts,
+        may_overflow=may if may.any() else None,
+        must_overflow=must if must.any() else None,
+        dtype=dtype,
+    )
