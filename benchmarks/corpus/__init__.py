@@ -1,0 +1,53 @@
+"""The transpec corpus: wrong ("chaff") and right ("wheat") implementations of the blocks.
+
+Every entry is a torch adapter (float64, float32, float16, bfloat16 on CPU) that provides one
+component. A chaff carries one defect a real developer could make and names the dtypes in which
+that defect can be seen at all; a wheat is correct -- computed another way, or with a
+non-canonical convention that it declares. transpec must kill every chaff in every dtype where
+its defect is visible and pass every wheat in every dtype (``tests/quality``).
+
+>>> from corpus import CHAFFS, WHEATS, entry
+>>> entry("attention_scale_inv_d").make()   # an Adapter
+"""
+
+from __future__ import annotations
+
+from . import attention, masking, norms, softmax
+from ._registry import ALL_DTYPES, CHAFFS, HALF_DTYPES, WHEATS, Entry, chaff, wheat
+
+ENTRIES: list[Entry] = CHAFFS + WHEATS
+
+
+def entry(name: str) -> Entry:
+    """The entry called ``name``; ``KeyError`` listing the known names otherwise."""
+    for e in ENTRIES:
+        if e.name == name:
+            return e
+    raise KeyError(f"no corpus entry {name!r}; known: {', '.join(e.name for e in ENTRIES)}")
+
+
+def select(component: str | None = None, kind: str | None = None) -> list[Entry]:
+    """Entries of one component and/or kind ("chaff" or "wheat"), in registration order."""
+    return [
+        e
+        for e in ENTRIES
+        if (component is None or e.component == component) and (kind is None or e.kind == kind)
+    ]
+
+
+__all__ = [
+    "ALL_DTYPES",
+    "CHAFFS",
+    "ENTRIES",
+    "HALF_DTYPES",
+    "WHEATS",
+    "Entry",
+    "attention",
+    "chaff",
+    "entry",
+    "masking",
+    "norms",
+    "select",
+    "softmax",
+    "wheat",
+]
