@@ -306,6 +306,8 @@ def _list_lines(section: str) -> list[str]:
 def _adapter_summary(entry: Any) -> str:
     if isinstance(entry, str):
         return entry
+    if isinstance(getattr(entry, "description", None), str):
+        return str(entry.description)
     doc = getattr(entry, "__doc__", None) or ""
     first = doc.strip().splitlines()[0] if doc.strip() else ""
     return first

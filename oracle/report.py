@@ -195,7 +195,10 @@ def failure_report(
     """The report of one failed (or errored) verdict, as a user reads it."""
     title = "FAILED" if verdict.status == "failed" else "ERROR"
     lines = [f"{title} {verdict.name} -- {adapter}"]
-    lines.append(f"  {verdict.message}")
+    message = verdict.message
+    if verdict.worst is not None and "; worst element" in message:
+        message = message.split("; worst element")[0]  # the worst element gets its own lines
+    lines.append(f"  {message}")
     for extra in details.splitlines():
         if extra.strip():
             lines.append(f"  {extra}")
@@ -208,7 +211,8 @@ def failure_report(
     if verdict.worst is not None:
         w = verdict.worst
         lines.append(
-            f"  worst element {w['index']}: got {w['actual']!r}, expected {w['expected']!r}"
+            f"  worst element {w['index']}: got {_num(w['actual'], 17)}, "
+            f"expected {_num(w['expected'], 17)}"
         )
         lines.append(
             f"  |error| = {_num(w['error'])} > tolerance {_num(w['tolerance'])} "
@@ -226,8 +230,11 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _num(value: Any) -> str:
-    return f"{value:.3e}" if isinstance(value, float) else str(value)
+def _num(value: Any, digits: int = 4) -> str:
+    """A float in ``digits`` significant digits; strings ("inf", "nan") as they are."""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if digits > 4 else f"{value:.3e}"
+    return str(value)
 
 
 # -- the table ----------------------------------------------------------------------------------

@@ -520,9 +520,15 @@ def _details(exc: PropertyViolation | ImplementationFailure) -> str:
         extra = exc.message.splitlines()[1:]
         lines = list(extra)
         for key, value in exc.details.items():
-            lines.append(f"{key}: {value}")
+            if isinstance(value, Mapping):
+                value = ", ".join(f"{k}={_short(v)}" for k, v in value.items())
+            lines.append(f"{key}: {_short(value)}")
         return "\n".join(lines)
     return "\n".join(exc.message.splitlines()[1:])
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def worst_dict(worst: Worst) -> dict[str, Any]:
@@ -574,11 +580,9 @@ def infer_spec(adapter: Adapter) -> str | None:
     else:
         target = type(adapter)
         for name, entry in dict(BUILTIN_ADAPTERS).items():
-            if entry is target or (
-                isinstance(entry, str)
-                and entry.endswith(f":{target.__qualname__}")
-                and entry.split(":")[0] == target.__module__
-            ):
+            module = getattr(entry, "module", None)
+            attribute = getattr(entry, "attribute", None)
+            if (module, attribute) == (target.__module__, target.__qualname__):
                 return str(name)
     module = getattr(target, "__module__", None)
     qualname = getattr(target, "__qualname__", None)

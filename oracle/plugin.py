@@ -1,0 +1,278 @@
+"""transpec in pytest: ``pytest --transpec ADAPTER`` and conformance tests in your own modules.
+
+Command line (the plugin is registered through the ``pytest11`` entry point; without
+``--transpec`` it adds nothing)::
+
+    pytest --transpec torch                                  # one test per verdict
+    pytest --transpec torch -m transpec -n 2                 # only transpec's tests, 2 workers
+    pytest --transpec mypkg.kernels:MyAdapter --transpec-component attention \\
+           --transpec-dtype float16 -k causality --junitxml=conformance.xml
+
+Each component × property × dtype (× device) is one test item named
+``transpec::<component>.<property>[<dtype>-<device>]``, collected in a fixed order, so ``-k``,
+``-m transpec``, ``--junitxml`` and ``pytest-xdist`` work. A verdict that is skipped (component
+not provided, dtype not declared, ...) is a pytest skip with the reason; a failure shows the
+failure report (counterexample, worst element, tolerance derivation, saved file, reproduce
+command).
+
+In a test module of your own::
+
+    from transpec.oracle.plugin import conformance_tests
+    from mypkg.kernels import MyAdapter
+
+    test_my_kernels = conformance_tests(MyAdapter(), dtypes=["float32", "float16"])
+
+``conformance_tests`` returns a test function parametrized over the same cases. For a script or
+a single assertion, :func:`assert_conforms` runs everything and raises ``AssertionError`` with the
+failure reports.
+
+Importing this module is cheap (every pytest run in an environment with transpec imports it):
+the runner, Hypothesis and the adapters are imported only when transpec tests are requested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from transpec.adapters.base import Adapter
+    from transpec.oracle.profiles import Profile
+    from transpec.oracle.runner import Case, RunResult, Verdict
+
+MARKER = "transpec"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("transpec", "transpec conformance tests")
+    group.addoption(
+        "--transpec",
+        metavar="ADAPTER",
+        default=None,
+        help="add transpec conformance tests of ADAPTER (a built-in name or module:attr)",
+    )
+    for name, what in (
+        ("component", "component(s) to test"),
+        ("property", "property name(s) to test"),
+        ("dtype", "dtype(s) to test"),
+        ("device", "device(s) to test"),
+    ):
+        group.addoption(
+            f"--transpec-{name}", action="append", default=None, metavar=name.upper(), help=what
+        )
+    group.addoption("--transpec-profile", choices=("ci", "thorough"), default="ci")
+    group.addoption("--transpec-seed", type=int, default=None, metavar="N")
+    group.addoption("--transpec-max-examples", type=int, default=None, metavar="N")
+    group.addoption(
+        "--transpec-failures-dir",
+        default="transpec-failures",
+        metavar="DIR",
+        help="where failing cases are saved (default: transpec-failures)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{MARKER}: a transpec conformance verdict")
+
+
+def _split(values: Sequence[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    out = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    return out or None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    spec = config.getoption("transpec")
+    if not spec:
+        return None
+    seed = config.getoption("transpec_seed")
+    examples = config.getoption("transpec_max_examples")
+    parts = [f"transpec: adapter {spec}", f"profile {config.getoption('transpec_profile')}"]
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    if examples is not None:
+        parts.append(f"{examples} examples per property")
+    for name in ("component", "property", "dtype", "device"):
+        chosen = _split(config.getoption(f"transpec_{name}"))
+        if chosen:
+            parts.append(f"{name} {','.join(chosen)}")
+    return [", ".join(parts)]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Append the transpec items (first, so that ``-k``/``-m`` deselection sees them)."""
+    spec = config.getoption("transpec")
+    if not spec:
+        return
+    from transpec.adapters.base import COMPONENTS
+    from transpec.oracle.profiles import resolve
+    from transpec.oracle.runner import plan
+
+    components = _split(config.getoption("transpec_component"))
+    try:
+        from transpec.adapters.registry import load_adapter
+
+        adapter = load_adapter(
+            spec, component=components[0] if components and len(components) == 1 else None
+        )
+        profile = resolve(
+            config.getoption("transpec_profile"),
+            seed=config.getoption("transpec_seed"),
+            max_examples=config.getoption("transpec_max_examples"),
+        )
+        for c in components or ():
+            if c not in COMPONENTS:
+                raise ValueError(
+                    f"unknown component {c!r}; expected one of {', '.join(COMPONENTS)}"
+                )
+        cases = plan(
+            adapter,
+            components=components,
+            properties=_split(config.getoption("transpec_property")),
+            dtypes=_split(config.getoption("transpec_dtype")),
+            devices=_split(config.getoption("transpec_device")),
+        )
+    except (ValueError, TypeError, ImportError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise pytest.UsageError(f"transpec: {first}") from None
+    collector = TranspecCollector.from_parent(session, name="transpec", nodeid="transpec")
+    failures_dir = config.getoption("transpec_failures_dir")
+    for case in cases:
+        items.append(
+            TranspecItem.from_parent(
+                collector,
+                name=case.name,
+                case=case,
+                adapter=adapter,
+                profile=profile,
+                failures_dir=failures_dir,
+                adapter_spec=spec,
+            )
+        )
+
+
+class TranspecCollector(pytest.Collector):
+    """The parent of the transpec items (items are made by ``pytest_collection_modifyitems``)."""
+
+    def collect(self) -> list[pytest.Item]:
+        return []
+
+
+class TranspecItem(pytest.Item):
+    """One conformance verdict as a pytest test."""
+
+    def __init__(
+        self,
+        *,
+        case: Case,
+        adapter: Adapter,
+        profile: Profile,
+        failures_dir: str | None,
+        adapter_spec: str | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.adapter = adapter
+        self.profile = profile
+        self.failures_dir = failures_dir
+        self.adapter_spec = adapter_spec
+        self.add_marker(MARKER)
+
+    def runtest(self) -> None:
+        from transpec.oracle.runner import run_case
+
+        verdict = run_case(
+            self.adapter,
+            self.case,
+            self.profile,
+            failures_dir=self.failures_dir,
+            adapter_spec=self.adapter_spec,
+        )
+        self.user_properties.append(("ratio", _ratio_text(verdict.ratio)))
+        self.user_properties.append(("examples", str(verdict.examples)))
+        raise_for_verdict(verdict)
+
+    def reportinfo(self) -> tuple[str, int | None, str]:
+        return ("transpec", None, self.name)
+
+
+def _ratio_text(ratio: float | None) -> str:
+    from transpec.oracle.report import format_ratio
+
+    return format_ratio(ratio)
+
+
+def raise_for_verdict(verdict: Verdict) -> None:
+    """pytest's outcome for a verdict: skip with the reason, fail with the failure report."""
+    if verdict.status == "skipped":
+        pytest.skip(verdict.message)
+    if verdict.status in ("failed", "error"):
+        pytest.fail(verdict.report or verdict.message, pytrace=False)
+
+
+def conformance_tests(
+    adapter: Adapter,
+    *,
+    components: Sequence[str] | None = None,
+    properties: Sequence[str] | None = None,
+    dtypes: Sequence[str] | None = None,
+    devices: Sequence[str] | None = None,
+    profile: str = "ci",
+    seed: int | None = None,
+    max_examples: int | None = None,
+    failures_dir: str | None = "transpec-failures",
+) -> Callable[..., None]:
+    """A pytest test function with one parametrized case per verdict of ``adapter``.
+
+    Assign it to a ``test_*`` name in a test module::
+
+        test_my_kernels = conformance_tests(MyAdapter(), components=["attention"])
+
+    Case ids are ``<component>.<property>-<dtype>-<device>`` (stable across runs and xdist
+    workers); skipped verdicts skip, failures show the failure report. Unknown names raise
+    ``ValueError`` when the module is imported.
+    """
+    from transpec.oracle.profiles import resolve
+    from transpec.oracle.runner import infer_spec, plan, run_case
+
+    resolved = resolve(profile, seed=seed, max_examples=max_examples)
+    cases = plan(
+        adapter, components=components, properties=properties, dtypes=dtypes, devices=devices
+    )
+    spec = infer_spec(adapter)
+
+    @pytest.mark.transpec
+    @pytest.mark.parametrize("case", cases, ids=[_case_id(c) for c in cases])
+    def test_conformance(case: Case) -> None:
+        verdict = run_case(adapter, case, resolved, failures_dir=failures_dir, adapter_spec=spec)
+        raise_for_verdict(verdict)
+
+    return test_conformance
+
+
+def _case_id(case: Case) -> str:
+    return f"{case.prop.component}.{case.prop.name}-{case.dtype}-{case.device}"
+
+
+def assert_conforms(adapter: Adapter, **options: Any) -> RunResult:
+    """Run :func:`transpec.oracle.runner.run` and raise ``AssertionError`` on any failure.
+
+    The message is the failure reports of every failed verdict. Returns the run's result
+    otherwise (skips allowed). ``options`` are those of ``run``.
+    """
+    from transpec.oracle.runner import run
+
+    result = run(adapter, **options)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    if result.failures:
+        reports = "\n\n".join(v.report or v.message for v in result.failures)
+        raise AssertionError(f"{len(result.failures)} transpec verdict(s) failed:\n\n{reports}")
+    return result
