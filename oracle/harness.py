@@ -1,0 +1,406 @@
+"""Calling an implementation under test: rounding, time limits, output checks, the reference.
+
+A property never calls an adapter directly. It hands a component's arguments (float64 or bool
+NumPy arrays and plain Python values, see :data:`ARRAY_ARGUMENTS`) to a :class:`Harness`, which
+
+1. encodes boolean attention masks for the adapter: the arguments a property builds use
+   transpec's canonical meaning (``True`` = attend); an adapter that declares
+   ``bool_mask="ignore"`` receives ``~mask``;
+2. converts every array with ``adapter.to_native`` (which rounds floats to the dtype under test)
+   and converts the native inputs back with ``adapter.from_native``, so that the float64 copies
+   it keeps are *exactly* what the implementation received (boolean masks stay boolean);
+3. calls the component in a daemon thread and waits at most ``adapter.call_timeout`` seconds;
+4. checks the result: an exception is an :class:`ImplementationFailure` of kind ``"raised"``,
+   a hang ``"hung"``, anything but a native array ``"not_array"``, a native array of another
+   dtype ``"dtype"`` and of another shape than the reference ``"shape"``;
+5. computes the float64 reference on the rounded inputs under the adapter's declared
+   conventions (:func:`transpec.oracle.reference.compute`).
+
+NaN or infinity where the reference has none is *not* an implementation failure: the array is
+returned and judged by :func:`transpec.oracle.compare.compare` (a property violation), because
+NaN and infinity positions are part of the answer (they must match the reference exactly).
+
+Metamorphic properties call the implementation several times on related inputs; each call is a
+:class:`Call` with its own reference and tolerance, and :func:`assert_related` checks a relation
+between two outputs against the bound that the two tolerances imply.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from transpec.adapters.base import COMPONENT_METHODS, Adapter, Precision
+from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.outcome import ImplementationFailure, PropertyViolation, Worst
+
+if TYPE_CHECKING:
+    from transpec.oracle.reference import Reference
+    from transpec.oracle.tolerance import Tolerance
+
+#: the arguments of each component that are arrays (rounded to the dtype under test unless bool)
+ARRAY_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "softmax": ("x",),
+    "attention": ("q", "k", "v", "attn_mask"),
+    "layer_norm": ("x", "weight", "bias"),
+    "rms_norm": ("x", "weight"),
+}
+
+#: every argument of each component, in the order of the adapter method's signature
+ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "softmax": ("x", "dim"),
+    "attention": ("q", "k", "v", "attn_mask", "is_causal", "scale", "enable_gqa"),
+    "layer_norm": ("x", "normalized_shape", "weight", "bias", "eps"),
+    "rms_norm": ("x", "normalized_shape", "weight", "eps"),
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of the implementation and everything needed to judge it.
+
+    ``output``: the implementation's result as float64 (shape and dtype already checked);
+    ``inputs``: the arguments after rounding to the dtype under test, as float64 (bool masks
+    unchanged), in transpec's canonical mask meaning -- what properties reason about;
+    ``sent``: the same values as the implementation received them (a boolean mask inverted for
+    ``bool_mask="ignore"`` adapters) -- what the reference was computed on;
+    ``reference``: the float64 reference on ``sent`` under the adapter's conventions.
+    """
+
+    component: str
+    output: np.ndarray
+    inputs: dict[str, Any]
+    sent: dict[str, Any]
+    reference: Reference
+    tolerance: Tolerance = field(repr=False)
+
+
+#: per adapter instance and dtype: None when enable_gqa works, else why not
+_GQA_SUPPORT: weakref.WeakKeyDictionary[Adapter, dict[str, str | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class Harness:
+    """Calls one adapter's components in one dtype on one device and judges what comes back.
+
+    >>> harness = Harness(NumpyAdapter(), "float16")           # doctest: +SKIP
+    >>> call = harness.call("softmax", {"x": x, "dim": -1})   # doctest: +SKIP
+    >>> harness.assert_equivalent(call)                        # doctest: +SKIP
+    """
+
+    def __init__(self, adapter: Adapter, dtype: str, device: str = "cpu") -> None:
+        if not isinstance(adapter, Adapter):
+            raise TypeError(f"adapter must be a transpec Adapter, got {type(adapter).__name__}")
+        self.adapter = adapter
+        self.dtype = canonical_dtype(dtype)
+        self.device = str(device)
+        self.conventions = adapter.conventions
+
+    def __repr__(self) -> str:
+        return f"Harness({self.adapter.name!r}, {self.dtype!r}, {self.device!r})"
+
+    # -- declarations --------------------------------------------------------------------------
+
+    def precision(self, component: str) -> Precision:
+        """The adapter's declared precision for ``component`` in the dtype under test."""
+        return self.adapter.precision(component, self.dtype)
+
+    def tolerance(self, component: str, reference: Reference) -> Tolerance:
+        """The per-element bound of the tolerance model for ``reference`` in this dtype."""
+        from transpec.oracle.tolerance import tolerance
+
+        return tolerance(component, reference, self.dtype, self.precision(component))
+
+    def gqa_support(self) -> str | None:
+        """None when the adapter runs grouped-query attention (``enable_gqa=True`` with
+        Hq = 2·Hkv), else why not. An adapter may declare ``supports_gqa = True/False``;
+        otherwise a tiny probe call decides, remembered per adapter instance and dtype."""
+        declared = getattr(self.adapter, "supports_gqa", None)
+        if declared is not None:
+            return None if declared else f"{self.adapter.name} declares supports_gqa = False"
+        known = _GQA_SUPPORT.setdefault(self.adapter, {})
+        if self.dtype not in known:
+            rng = np.random.default_rng(0)
+            probe = {
+                "q": rng.standard_normal((1, 2, 3, 4)),
+                "k": rng.standard_normal((1, 1, 5, 4)),
+                "v": rng.standard_normal((1, 1, 5, 4)),
+                "enable_gqa": True,
+            }
+            native, _ = self.round_inputs("attention", probe)
+            try:
+                result = self.invoke("attention", native)
+                self.convert_output("attention", result, (1, 2, 3, 4))
+                known[self.dtype] = None
+            except ImplementationFailure as exc:
+                known[self.dtype] = (
+                    f"{self.adapter.name} does not run enable_gqa=True (probe: {exc})"
+                )
+        return known[self.dtype]
+
+    def require_supported(self, component: str, args: Mapping[str, Any]) -> None:
+        """Discard the example (``hypothesis.reject()``) when the adapter declares, through an
+        optional ``supports(component, args, dtype=, device=)`` method, that it rejects these
+        arguments by design (e.g. a kernel without ``Ev != E``): not a failure, not a pass."""
+        supports = getattr(self.adapter, "supports", None)
+        if supports is None:
+            return
+        reason = supports(component, args, dtype=self.dtype, device=self.device)
+        if reason is not None:
+            from hypothesis import reject
+
+            reject()
+
+    def lower_gqa(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Attention arguments with grouped K/V repeated per the declared ``gqa_mapping`` and
+        ``enable_gqa=False`` -- the same semantics, for adapters without GQA support."""
+        out = dict(args)
+        q, k = np.asarray(args["q"]), np.asarray(args["k"])
+        if q.ndim < 3 or q.shape[-3] == k.shape[-3]:
+            return out
+        groups = q.shape[-3] // k.shape[-3]
+        for name in ("k", "v"):
+            x = np.asarray(args[name])
+            if self.conventions.gqa_mapping == "interleave":
+                out[name] = np.repeat(x, groups, axis=-3)
+            else:
+                reps = [1] * x.ndim
+                reps[-3] = groups
+                out[name] = np.tile(x, reps)
+        out["enable_gqa"] = False
+        return out
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def encode(self, component: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The arguments in the adapter's declared meaning (boolean masks per ``bool_mask``)."""
+        sent = dict(args)
+        mask = sent.get("attn_mask") if component == "attention" else None
+        is_bool = isinstance(mask, np.ndarray) and mask.dtype == np.bool_
+        if is_bool and self.conventions.bool_mask == "ignore":
+            sent["attn_mask"] = ~mask
+        return sent
+
+    def round_inputs(
+        self, component: str, args: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(native arguments, their float64/bool copies as the implementation will see them).
+
+        Float arrays go through ``adapter.to_native`` (which rounds to the dtype under test) and
+        back through ``adapter.from_native``; boolean arrays stay boolean.
+        """
+        if component not in ARRAY_ARGUMENTS:
+            raise ValueError(
+                f"unknown component {component!r}; expected one of {', '.join(ARRAY_ARGUMENTS)}"
+            )
+        unknown = sorted(set(args) - set(ARGUMENTS[component]))
+        if unknown:
+            raise ValueError(f"unknown argument(s) of {component}: {', '.join(unknown)}")
+        native: dict[str, Any] = {}
+        rounded: dict[str, Any] = {}
+        for name, value in args.items():
+            if name in ARRAY_ARGUMENTS[component] and value is not None:
+                arr = np.asarray(value)
+                if arr.dtype == np.bool_:
+                    native[name] = self.adapter.to_native(arr, self.dtype, self.device)
+                    rounded[name] = np.array(arr, dtype=np.bool_)
+                else:
+                    arr = np.asarray(arr, dtype=np.float64)
+                    nat = self.adapter.to_native(arr, self.dtype, self.device)
+                    back, _ = self.adapter.from_native(nat)
+                    native[name] = nat
+                    rounded[name] = np.asarray(back, dtype=np.float64).reshape(arr.shape)
+            else:
+                native[name] = value
+                rounded[name] = value
+        return native, rounded
+
+    def decode(self, component: str, sent: Mapping[str, Any]) -> dict[str, Any]:
+        """Inverse of :meth:`encode`: the canonical meaning of arguments as sent."""
+        return self.encode(component, sent)  # inverting a boolean mask is its own inverse
+
+    # -- calling -------------------------------------------------------------------------------
+
+    def invoke(self, component: str, native: Mapping[str, Any]) -> Any:
+        """Call the component on native arguments under ``adapter.call_timeout``.
+
+        Raises :class:`ImplementationFailure` ``"raised"`` or ``"hung"``; returns the raw result.
+        A hung call keeps running in its daemon thread; the run goes on without it.
+        """
+        method_name = COMPONENT_METHODS.get(component)
+        if method_name is None or not self.adapter.provides(component):
+            raise ValueError(f"adapter {self.adapter.name!r} does not provide {component!r}")
+        method = getattr(self.adapter, method_name)
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                result = method(**native)
+                self.adapter.synchronize(self.device)
+                box["result"] = result
+            except BaseException as exc:  # reported, never re-raised in this thread
+                box["error"] = exc
+
+        thread = threading.Thread(
+            target=target, name=f"transpec-{self.adapter.name}-{component}", daemon=True
+        )
+        thread.start()
+        timeout = float(self.adapter.call_timeout)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise ImplementationFailure(
+                "hung", f"{component} did not return within {timeout:g} s (call_timeout)"
+            )
+        if "error" in box:
+            exc = box["error"]
+            raise ImplementationFailure("raised", _one_line(f"{type(exc).__name__}: {exc}"))
+        return box.get("result")
+
+    def convert_output(self, component: str, result: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """Check a raw result (native array, dtype, shape) and return it as float64."""
+        if not self.adapter.is_native(result):
+            raise ImplementationFailure(
+                "not_array",
+                f"{component} returned {type(result).__name__}, not a "
+                f"{self.adapter.framework} array",
+            )
+        try:
+            out, out_dtype = self.adapter.from_native(result)
+        except (TypeError, ValueError) as exc:
+            raise ImplementationFailure(
+                "dtype", _one_line(f"{component} returned an array that is not a float: {exc}")
+            ) from None
+        if out_dtype != self.dtype:
+            raise ImplementationFailure(
+                "dtype", f"{component} returned {out_dtype} for {self.dtype} inputs"
+            )
+        out = np.asarray(out, dtype=np.float64)
+        if tuple(out.shape) != tuple(shape):
+            raise ImplementationFailure(
+                "shape", f"{component} returned shape {tuple(out.shape)}, expected {tuple(shape)}"
+            )
+        return out
+
+    def reference(self, component: str, sent: Mapping[str, Any]) -> Reference:
+        """The float64 reference on the arguments as sent, under the declared conventions."""
+        from transpec.oracle.reference import compute
+
+        return compute(component, sent, conventions=self.conventions, dtype=self.dtype)
+
+    def call(self, component: str, args: Mapping[str, Any]) -> Call:
+        """Round ``args`` (canonical meaning), call the implementation, check, add the reference.
+
+        Grouped-query arguments go to an adapter that cannot run ``enable_gqa`` with K/V
+        repeated per its declared mapping (same semantics; the ``gqa`` property is skipped for
+        it). Raises :class:`ImplementationFailure` when no usable array comes back.
+        """
+        if component == "attention" and args.get("enable_gqa") and self.gqa_support():
+            args = self.lower_gqa(args)
+        self.require_supported(component, args)
+        native, sent = self.round_inputs(component, self.encode(component, args))
+        rounded = self.decode(component, sent)
+        reference = self.reference(component, sent)
+        result = self.invoke(component, native)
+        output = self.convert_output(component, result, tuple(np.shape(reference.value)))
+        tol = self.tolerance(component, reference)
+        return Call(component, output, rounded, sent, reference, tol)
+
+    # -- judging -------------------------------------------------------------------------------
+
+    def assert_equivalent(self, call: Call, *, what: str = "") -> float:
+        """Compare a call with its reference under its tolerance; the worst ratio (<= 1).
+
+        Raises :class:`PropertyViolation` with the worst element when out of tolerance or when
+        NaN/infinity positions differ from the reference's.
+        """
+        from transpec.oracle.compare import compare
+
+        result = compare(call.output, call.reference, call.tolerance)
+        if not result.passed:
+            prefix = f"{what}: " if what else ""
+            raise PropertyViolation(
+                f"{prefix}{result.message}",
+                worst=result.worst,
+                ratio=float(result.ratio),
+                details={"nonfinite_mismatch": getattr(result, "nonfinite_mismatch", 0)},
+            )
+        return float(result.ratio)
+
+
+def assert_related(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    bound: np.ndarray | float,
+    *,
+    what: str,
+    derivation: str,
+) -> float:
+    """Check ``|actual - expected| <= bound`` elementwise, NaN/inf positions exactly equal.
+
+    Used by metamorphic properties: ``actual`` is one output (or a combination of outputs),
+    ``expected`` what the relation says it must equal, ``bound`` the bound derived from the
+    tolerances of the calls involved. Returns the worst ratio error/bound; raises
+    :class:`PropertyViolation` naming the worst element otherwise.
+    """
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    b = np.broadcast_to(np.asarray(bound, dtype=np.float64), np.broadcast_shapes(a.shape, e.shape))
+    a, e = np.broadcast_arrays(a, e)
+    if a.size == 0:
+        return 0.0
+    nan_a, nan_e = np.isnan(a), np.isnan(e)
+    inf_a, inf_e = np.isinf(a), np.isinf(e)
+    mismatch = (nan_a != nan_e) | (inf_a != inf_e) | (inf_a & inf_e & (np.sign(a) != np.sign(e)))
+    if mismatch.any():
+        index = tuple(int(i) for i in np.argwhere(mismatch)[0])
+        worst = Worst(
+            index, float(a[index]), float(e[index]), float("inf"), float(b[index]), derivation
+        )
+        raise PropertyViolation(
+            f"{what}: NaN/infinity at {int(mismatch.sum())} position(s) where the relation "
+            "says otherwise",
+            worst=worst,
+        )
+    finite = np.isfinite(a) & np.isfinite(e)
+    err = np.where(finite, np.abs(a - e), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(b > 0, err / np.where(b > 0, b, 1.0), np.where(err > 0, np.inf, 0.0))
+    flat = int(np.argmax(ratio))
+    index = tuple(int(i) for i in np.unravel_index(flat, ratio.shape))
+    worst_ratio = float(ratio[index])
+    if worst_ratio > 1.0:
+        worst = Worst(
+            index, float(a[index]), float(e[index]), float(err[index]), float(b[index]), derivation
+        )
+        raise PropertyViolation(f"{what}: relation violated", worst=worst)
+    return worst_ratio
+
+
+def bound_of(call: Call) -> np.ndarray:
+    """The per-element bound of a call's tolerance, broadcast to its output's shape."""
+    return np.broadcast_to(np.asarray(call.tolerance.bound, dtype=np.float64), call.output.shape)
+
+
+def reference_gap(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """|first - second| of two float64 references, 0 where both are the same non-finite value.
+
+    Metamorphic bounds add this term: two references that exact arithmetic makes equal may still
+    differ in float64 (rounding of the perturbed inputs to the dtype under test, float64 noise).
+    """
+    a = np.asarray(first, dtype=np.float64)
+    b = np.asarray(second, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        gap = np.abs(a - b)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    return np.where(same, 0.0, np.where(np.isfinite(gap), gap, np.inf))

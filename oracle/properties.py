@@ -1,0 +1,926 @@
+"""The property catalogue: what transpec checks about each building block, one verdict each.
+
+A :class:`Property` pairs a strategy of arguments (``inputs(dtype)``) with a ``check`` that calls
+the implementation through a :class:`~transpec.oracle.harness.Harness` and returns the worst
+error-to-tolerance ratio it saw (<= 1 passes) or raises
+:class:`~transpec.oracle.outcome.PropertyViolation` /
+:class:`~transpec.oracle.outcome.ImplementationFailure`. ``applies(adapter, dtype)`` returns a
+reason to skip (component not provided, dtype not declared) or None.
+
+Two kinds of checks:
+
+* **oracle checks** compare one call with the float64 reference on the same (rounded) inputs
+  under the per-element bound of the tolerance model (``equivalence`` and its regime-specific
+  forms: ``large_logits``, ``small_variance``, ``large_mean``, ``normalized_shape``,
+  ``fully_masked_rows``), or compare the RMS of the relative error with that of a correct
+  kernel emulated at the declared precision (``error_statistic``);
+* **metamorphic checks** relate several calls of the implementation to each other (causality,
+  invariances, linearity, ...). Their bounds are derived, not guessed: if every call *i* is
+  within its tolerance ``b_i`` of its reference ``r_i``, then for a relation
+  ``out_1 = L(out_2, ...)`` that exact arithmetic makes true,
+
+  ``|out_1 - L(out_2, ...)| <= b_1 + Σ |c_i| b_i + |r_1 - L(r_2, ...)|``
+
+  for a linear ``L = Σ c_i ·`` (a permutation, a slice, a sum). The last term is the float64
+  gap between the references, which is zero or tiny where the relation holds exactly (it takes
+  up the rounding of the transformed inputs to the dtype under test, and eps effects in the
+  invariances of the norms). A correct implementation therefore never fails a metamorphic
+  check, and a wrong one fails it as soon as it moves by more than the two tolerances.
+
+Metamorphic checks draw their transformations (permutations, perturbations, coefficients)
+from a NumPy generator seeded by the bytes of the example: the same example always gets the
+same transformation, so a saved failure replays exactly.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from transpec.adapters.base import Adapter
+from transpec.oracle import strategies as strat
+from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.harness import (
+    Call,
+    Harness,
+    assert_related,
+    bound_of,
+    reference_gap,
+)
+from transpec.oracle.outcome import PropertyViolation
+
+Args = dict[str, Any]
+Check = Callable[[Harness, Args], float]
+Inputs = Callable[[str], "st.SearchStrategy[Args]"]
+Applies = Callable[[Adapter, str], "str | None"]
+
+#: float64 unit roundoff, for the rounding of the relation's own arithmetic
+_U64 = 2.0**-53
+
+
+@dataclass(frozen=True)
+class Property:
+    """One named, separately reported property of one component.
+
+    ``inputs(dtype)`` -> strategy of argument dicts; ``check(harness, args)`` -> worst ratio
+    (<= 1 passes), raising :class:`PropertyViolation` or :class:`ImplementationFailure`;
+    ``applies(adapter, dtype)`` -> a skip reason or None.
+    """
+
+    component: str
+    name: str
+    summary: str
+    inputs: Inputs
+    check: Check
+    applies: Applies
+
+    @property
+    def id(self) -> str:
+        """``component.name``, e.g. ``"attention.causality"``."""
+        return f"{self.component}.{self.name}"
+
+
+# -- shared pieces ---------------------------------------------------------------------------
+
+
+def _applies(component: str) -> Applies:
+    def applies(adapter: Adapter, dtype: str) -> str | None:
+        if not adapter.provides(component):
+            return f"{adapter.name} does not provide {component}"
+        dt = canonical_dtype(dtype)
+        if dt not in tuple(canonical_dtype(d) for d in adapter.dtypes):
+            return (
+                f"{adapter.name} does not declare dtype {dt} (declares {', '.join(adapter.dtypes)})"
+            )
+        return None
+
+    return applies
+
+
+def example_rng(args: Mapping[str, Any], salt: str) -> np.random.Generator:
+    """A generator seeded by the example's bytes and a salt: same example, same draws."""
+    crc = zlib.crc32(salt.encode())
+    for key in sorted(args):
+        value = args[key]
+        if isinstance(value, np.ndarray):
+            crc = zlib.crc32(np.ascontiguousarray(value).tobytes(), crc)
+        else:
+            crc = zlib.crc32(repr(value).encode(), crc)
+    return np.random.default_rng(crc)
+
+
+def _equivalence(component: str) -> Check:
+    def check(harness: Harness, args: Args) -> float:
+        return harness.assert_equivalent(harness.call(component, args))
+
+    return check
+
+
+def _gap(*pairs: tuple[float, np.ndarray]) -> np.ndarray:
+    """|Σ c_i r_i| with non-finite references treated as 0 (they are judged elsewhere)."""
+    total: np.ndarray | None = None
+    for c, r in pairs:
+        term = c * np.where(np.isfinite(r), r, 0.0)
+        total = term if total is None else total + term
+    assert total is not None
+    return np.abs(total)
+
+
+def _finite_rows(*refs: np.ndarray) -> np.ndarray:
+    ok = np.ones(np.shape(refs[0]), dtype=bool)
+    for r in refs:
+        ok &= np.isfinite(r)
+    return ok
+
+
+def _shape_dtype(component: str) -> Check:
+    """The harness checks the native type, dtype and shape of every call; this check makes
+    that its verdict on inputs of every shape the strategies reach (ratio 0 when it holds)."""
+
+    def check(harness: Harness, args: Args) -> float:
+        harness.call(component, args)
+        return 0.0
+
+    return check
+
+
+def _error_statistic(component: str) -> Check:
+    def check(harness: Harness, args: Args) -> float:
+        from transpec.oracle.compare import error_statistic
+
+        call = harness.call(component, args)
+        stat = error_statistic(
+            component,
+            call.sent,
+            call.output,
+            call.reference,
+            conventions=harness.conventions,
+            dtype=harness.dtype,
+            precision=harness.precision(component),
+        )
+        if not stat.passed:
+            figures = dict(getattr(stat, "figures", {}) or {})
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in figures.items())
+            raise PropertyViolation(
+                f"error_statistic: RMS of |error|/absref is {float(stat.ratio):.3g}× the allowed "
+                f"multiple of a correct kernel emulated at {harness.precision(component)} "
+                f"({shown})",
+                ratio=float(stat.ratio),
+                details={"figures": figures},
+            )
+        return float(stat.ratio)
+
+    return check
+
+
+# -- attention: masks and heads ----------------------------------------------------------------
+
+
+def masked_keys(harness: Harness, call: Call) -> np.ndarray:
+    """(..., Hq, Lq, Lk) True where the key is masked for the query by the arguments'
+    semantics under the declared conventions (boolean mask, is_causal, additive -inf)."""
+    from transpec.oracle.reference import attention_setup
+
+    setup = attention_setup(**call.sent, conventions=harness.conventions)
+    masked = ~np.asarray(setup.visible)
+    if setup.additive is not None:
+        masked = masked | np.isneginf(np.broadcast_to(setup.additive, masked.shape))
+    return np.broadcast_to(masked, call.reference.value.shape[:-1] + masked.shape[-1:])
+
+
+def _kv_head_of(harness: Harness, h: int, q_heads: int, kv_heads: int) -> int:
+    if q_heads == kv_heads:
+        return h
+    if harness.conventions.gqa_mapping == "interleave":
+        return h // (q_heads // kv_heads)
+    return h % kv_heads
+
+
+def _expand_kv(harness: Harness, x: np.ndarray, groups: int) -> np.ndarray:
+    """K or V with each kv head repeated for its query heads, under the declared mapping."""
+    if groups == 1:
+        return x
+    if harness.conventions.gqa_mapping == "interleave":
+        return np.repeat(x, groups, axis=-3)
+    reps = [1] * x.ndim
+    reps[-3] = groups
+    return np.tile(x, reps)
+
+
+def _mask_slice(mask: Any, axis: int, index: int, size: int) -> Any:
+    """Slice a 4-d mask along ``axis`` where it has that axis at full size (else broadcast)."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    pos = m.ndim + axis if axis < 0 else axis - (4 - m.ndim)
+    if 0 <= pos < m.ndim and m.shape[pos] == size:
+        return np.take(m, [index], axis=pos)
+    return m
+
+
+def _take_mask(mask: Any, axis: int, order: np.ndarray, size: int) -> Any:
+    """Permute a mask along a negative ``axis`` where it is full size there."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.ndim >= -axis and m.shape[axis] == size:
+        return np.take(m, order, axis=axis)
+    return m
+
+
+def _perturb_like(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Fresh values of the same spread as ``x`` (so nothing overflows the dtype)."""
+    peak = float(np.max(np.abs(x))) if x.size else 1.0
+    std = float(np.std(x)) if x.size > 1 else peak
+    fresh = rng.standard_normal(x.shape) * (std if std > 0 else 1.0)
+    return np.clip(fresh, -peak, peak) if peak > 0 else fresh
+
+
+def _hidden_key_invariance(harness: Harness, args: Args, perturbed: np.ndarray, what: str) -> float:
+    """Change K and V at the keys ``perturbed`` (B, Lk) marks; every query row for which all
+    of them are masked must keep its output (bound: both tolerances + reference gap)."""
+    first = harness.call("attention", args)
+    rng = example_rng(args, what)
+    k = np.array(args["k"], dtype=np.float64)
+    v = np.array(args["v"], dtype=np.float64)
+    sel_k = np.broadcast_to(perturbed[:, None, :, None], k.shape)
+    sel_v = np.broadcast_to(perturbed[:, None, :, None], v.shape)
+    changed = dict(args)
+    changed["k"] = np.where(sel_k, _perturb_like(rng, k), k)
+    changed["v"] = np.where(sel_v, _perturb_like(rng, v) * 4.0, v)
+    second = harness.call("attention", changed)
+    masked = masked_keys(harness, first)  # (B, Hq, Lq, Lk)
+    pk = np.broadcast_to(perturbed[:, None, None, :], masked.shape)
+    blind = np.all(masked | ~pk, axis=-1)  # rows that see none of the perturbed keys
+    if not blind.any():
+        return 0.0
+    rows = np.broadcast_to(blind[..., None], first.output.shape)
+    bound = bound_of(first) + bound_of(second)
+    bound = bound + reference_gap(first.reference.value, second.reference.value)
+    return assert_related(
+        np.where(rows, second.output, 0.0),
+        np.where(rows, first.output, 0.0),
+        np.where(rows, bound, 0.0),
+        what=f"{what}: outputs of queries that cannot see the changed keys moved",
+        derivation="tolerance of both calls + |reference gap| "
+        "(masked keys get zero weight, so exact outputs are equal)",
+    )
+
+
+def _check_causality(harness: Harness, args: Args) -> float:
+    Lk = np.shape(args["k"])[-2]
+    B = np.shape(args["k"])[0]
+    if Lk < 2:
+        return 0.0
+    rng = example_rng(args, "causality-cut")
+    cut = int(rng.integers(1, Lk))
+    perturbed = np.broadcast_to(np.arange(Lk)[None, :] >= cut, (B, Lk))
+    return _hidden_key_invariance(harness, args, perturbed, "causality")
+
+
+def _check_key_padding(harness: Harness, args: Args) -> float:
+    mask = np.asarray(args["attn_mask"])
+    keep = mask if mask.dtype == np.bool_ else ~np.isneginf(mask)
+    B, Hq, Lq, _ = np.shape(args["q"])
+    Lk = np.shape(args["k"])[-2]
+    keep = np.broadcast_to(keep, (B, Hq, Lq, Lk))
+    padded = ~np.any(keep, axis=(1, 2))  # (B, Lk): keys no query of the example sees
+    if not padded.any():
+        return 0.0
+    return _hidden_key_invariance(harness, args, padded.reshape(B, Lk), "key_padding_invariance")
+
+
+def _check_batch_independence(harness: Harness, args: Args) -> float:
+    full = harness.call("attention", args)
+    B = np.shape(args["q"])[0]
+    worst = 0.0
+    for b in range(B):
+        alone = dict(args)
+        for name in ("q", "k", "v"):
+            alone[name] = np.asarray(args[name])[b : b + 1]
+        alone["attn_mask"] = _mask_slice(args["attn_mask"], 0, b, B)
+        single = harness.call("attention", alone)
+        bound = bound_of(full)[b : b + 1] + bound_of(single)
+        bound = bound + reference_gap(full.reference.value[b : b + 1], single.reference.value)
+        worst = max(
+            worst,
+            assert_related(
+                single.output,
+                full.output[b : b + 1],
+                bound,
+                what=f"batch_independence: example {b} computed alone differs from its "
+                "slice of the batched output",
+                derivation="tolerance of both calls + |reference gap|",
+            ),
+        )
+    return worst
+
+
+def _check_head_independence(harness: Harness, args: Args) -> float:
+    full = harness.call("attention", args)
+    Hq, Hkv = np.shape(args["q"])[1], np.shape(args["k"])[1]
+    worst = 0.0
+    for h in range(Hq):
+        g = _kv_head_of(harness, h, Hq, Hkv)
+        alone = dict(args)
+        alone["q"] = np.asarray(args["q"])[:, h : h + 1]
+        alone["k"] = np.asarray(args["k"])[:, g : g + 1]
+        alone["v"] = np.asarray(args["v"])[:, g : g + 1]
+        alone["enable_gqa"] = False
+        alone["attn_mask"] = _mask_slice(args["attn_mask"], 1, h, Hq)
+        single = harness.call("attention", alone)
+        ref_slice = full.reference.value[:, h : h + 1]
+        bound = bound_of(full)[:, h : h + 1] + bound_of(single)
+        bound = bound + reference_gap(ref_slice, single.reference.value)
+        worst = max(
+            worst,
+            assert_related(
+                single.output,
+                full.output[:, h : h + 1],
+                bound,
+                what=f"head_independence: query head {h} computed alone (with kv head {g}) "
+                "differs from its slice of the multi-head output",
+                derivation="tolerance of both calls + |reference gap|",
+            ),
+        )
+    return worst
+
+
+def _check_kv_permutation(harness: Harness, args: Args) -> float:
+    first = harness.call("attention", args)
+    Lk = np.shape(args["k"])[-2]
+    order = example_rng(args, "kv-permutation").permutation(Lk)
+    permuted = dict(args)
+    permuted["k"] = np.asarray(args["k"])[..., order, :]
+    permuted["v"] = np.asarray(args["v"])[..., order, :]
+    permuted["attn_mask"] = _take_mask(args["attn_mask"], -1, order, Lk)
+    second = harness.call("attention", permuted)
+    bound = bound_of(first) + bound_of(second)
+    bound = bound + reference_gap(first.reference.value, second.reference.value)
+    return assert_related(
+        second.output,
+        first.output,
+        bound,
+        what="kv_permutation_invariance: permuting keys, values and mask columns jointly "
+        "changed the output",
+        derivation="tolerance of both calls + |reference gap|",
+    )
+
+
+def _check_query_permutation(harness: Harness, args: Args) -> float:
+    first = harness.call("attention", args)
+    Lq = np.shape(args["q"])[-2]
+    order = example_rng(args, "query-permutation").permutation(Lq)
+    permuted = dict(args)
+    permuted["q"] = np.asarray(args["q"])[..., order, :]
+    permuted["attn_mask"] = _take_mask(args["attn_mask"], -2, order, Lq)
+    second = harness.call("attention", permuted)
+    expected = first.output[..., order, :]
+    bound = bound_of(first)[..., order, :] + bound_of(second)
+    bound = bound + reference_gap(first.reference.value[..., order, :], second.reference.value)
+    return assert_related(
+        second.output,
+        expected,
+        bound,
+        what="query_permutation_equivariance: permuting queries (and mask rows) did not "
+        "permute the output rows alike",
+        derivation="tolerance of both calls + |reference gap|",
+    )
+
+
+def _check_value_linearity(harness: Harness, args: Args) -> float:
+    rng = example_rng(args, "value-linearity")
+    a = float(rng.choice([-1.0, 1.0]) * 2.0 ** rng.uniform(-1.0, 1.0))
+    b = float(rng.choice([-1.0, 1.0]) * 2.0 ** rng.uniform(-1.0, 1.0))
+    if abs(a + b - 1.0) < 0.25:  # keep a + b away from 1, so an added constant shows
+        b = b + 0.5
+    v1 = np.asarray(args["v"], dtype=np.float64)
+    v2 = _perturb_like(rng, v1)
+    first = harness.call("attention", args)
+    second = harness.call("attention", {**args, "v": v2})
+    # the implementation receives round(a·V1 + b·V2); V1, V2 as it received them
+    combined = harness.call(
+        "attention", {**args, "v": a * first.inputs["v"] + b * second.inputs["v"]}
+    )
+    r1, r2, r3 = first.reference.value, second.reference.value, combined.reference.value
+    rows = _finite_rows(r1, r2, r3)
+    lhs = np.where(rows, combined.output, 0.0)
+    rhs = np.where(rows, a * first.output + b * second.output, 0.0)
+    arithmetic = (
+        4 * _U64 * (np.abs(lhs) + abs(a) * np.abs(first.output) + abs(b) * np.abs(second.output))
+    )
+    bound = (
+        bound_of(combined)
+        + abs(a) * bound_of(first)
+        + abs(b) * bound_of(second)
+        + _gap((1.0, r3), (-a, r1), (-b, r2))
+        + np.where(np.isfinite(arithmetic), arithmetic, 0.0)
+    )
+    return assert_related(
+        lhs,
+        rhs,
+        np.where(rows, bound, 0.0),
+        what=f"value_linearity: out({a:.4g}·V1 + {b:.4g}·V2) != {a:.4g}·out(V1) + {b:.4g}·out(V2)",
+        derivation="tolerance of the three calls (weighted by |a|, |b|) + |r3 - a r1 - b r2|",
+    )
+
+
+def _check_convex_hull(harness: Harness, args: Args) -> float:
+    call = harness.call("attention", args)
+    masked = masked_keys(harness, call)  # (B, Hq, Lq, Lk)
+    Hq, Hkv = np.shape(args["q"])[1], np.shape(args["k"])[1]
+    v = _expand_kv(harness, call.inputs["v"], Hq // Hkv)  # (B, Hq, Lk, Ev)
+    v = np.broadcast_to(v, call.output.shape[:-2] + v.shape[-2:])
+    seen = ~masked[..., :, :, None]  # (B, Hq, Lq, Lk, 1)
+    vv = v[..., None, :, :]  # (B, Hq, 1, Lk, Ev)
+    lo = np.min(np.where(seen, vv, np.inf), axis=-2)
+    hi = np.max(np.where(seen, vv, -np.inf), axis=-2)
+    live = np.isfinite(lo) & np.isfinite(call.reference.value)  # dead rows: see fully_masked_rows
+    out = call.output
+    excess = np.where(live, np.maximum(lo - out, out - hi), 0.0)
+    excess = np.where(np.isnan(out) & live, np.inf, np.maximum(excess, 0.0))
+    return assert_related(
+        excess,
+        np.zeros_like(excess),
+        np.where(live, bound_of(call), 0.0),
+        what="convex_hull: an output left [min, max] of the value rows its query can see "
+        "(by the amount shown as the error)",
+        derivation="tolerance of the call (the exact output is a convex combination)",
+    )
+
+
+def _check_fully_masked_rows(harness: Harness, args: Args) -> float:
+    call = harness.call("attention", args)
+    dead = np.all(masked_keys(harness, call), axis=-1)  # (B, Hq, Lq)
+    if not dead.any():
+        return 0.0
+    rows = np.broadcast_to(dead[..., None], call.output.shape)
+    conv = harness.conventions
+    if conv.mask_fill is None:
+        rule = f"fully_masked_row={conv.fully_masked_row!r}"
+    else:
+        rule = f"mask_fill={conv.mask_fill!r} (a uniform row: the mean of the visible V)"
+    return assert_related(
+        np.where(rows, call.output, 0.0),
+        np.where(rows, call.reference.value, 0.0),
+        np.where(rows, bound_of(call), 0.0),
+        what=f"fully_masked_rows: a query with every key masked did not follow {rule}",
+        derivation=call.tolerance.derivation,
+    )
+
+
+# -- GQA ---------------------------------------------------------------------------------------
+
+
+def gqa_support(adapter: Adapter, dtype: str) -> str | None:
+    """None when the adapter runs grouped-query attention, else why not (see
+    :meth:`Harness.gqa_support`)."""
+    return Harness(adapter, dtype).gqa_support()
+
+
+def _check_gqa(harness: Harness, args: Args) -> float:
+    grouped = harness.call("attention", args)
+    Hq, Hkv = np.shape(args["q"])[1], np.shape(args["k"])[1]
+    repeated_args = dict(args)
+    repeated_args["k"] = _expand_kv(harness, np.asarray(args["k"]), Hq // Hkv)
+    repeated_args["v"] = _expand_kv(harness, np.asarray(args["v"]), Hq // Hkv)
+    repeated_args["enable_gqa"] = False
+    repeated = harness.call("attention", repeated_args)
+    bound = bound_of(grouped) + bound_of(repeated)
+    bound = bound + reference_gap(grouped.reference.value, repeated.reference.value)
+    mapping = harness.conventions.gqa_mapping
+    return assert_related(
+        grouped.output,
+        repeated.output,
+        bound,
+        what=f"gqa: enable_gqa output differs from the implementation's own output on K/V "
+        f"repeated per gqa_mapping={mapping!r}",
+        derivation="tolerance of both calls + |reference gap|",
+    )
+
+
+def _gqa_applies(adapter: Adapter, dtype: str) -> str | None:
+    reason = _applies("attention")(adapter, dtype)
+    return reason if reason is not None else gqa_support(adapter, dtype)
+
+
+# -- norms and softmax -------------------------------------------------------------------------
+
+
+def _check_invariance(
+    component: str, transform: Callable[[np.random.Generator, Args], Args], what: str
+) -> Check:
+    """out(transform(args)) = out(args), within both tolerances + the reference gap."""
+
+    def check(harness: Harness, args: Args) -> float:
+        first = harness.call(component, args)
+        second = harness.call(component, transform(example_rng(args, what), args))
+        bound = bound_of(first) + bound_of(second)
+        bound = bound + reference_gap(first.reference.value, second.reference.value)
+        return assert_related(
+            second.output,
+            first.output,
+            bound,
+            what=f"{what}: the output changed",
+            derivation="tolerance of both calls + |reference gap| (eps effects, input rounding)",
+        )
+
+    return check
+
+
+def _shift_norm(rng: np.random.Generator, args: Args) -> Args:
+    x = np.asarray(args["x"], dtype=np.float64)
+    spread = float(np.max(np.abs(x))) if x.size else 1.0
+    return {**args, "x": x + float(rng.uniform(-2.0, 2.0)) * (spread if spread > 0 else 1.0)}
+
+
+def _scale_input(rng: np.random.Generator, args: Args) -> Args:
+    # powers of two scale exactly in every binary format (no rounding of the new input)
+    exponent = int(rng.choice([-3, -2, -1, 1, 2, 3]))
+    return {**args, "x": np.asarray(args["x"], dtype=np.float64) * 2.0**exponent}
+
+
+def _shift_softmax(rng: np.random.Generator, args: Args) -> Args:
+    return {**args, "x": np.asarray(args["x"], dtype=np.float64) + float(rng.uniform(-8.0, 8.0))}
+
+
+def _check_rows_sum_to_one(harness: Harness, args: Args) -> float:
+    call = harness.call("softmax", args)
+    dim = int(args.get("dim", -1))
+    n = call.output.shape[dim]
+    total = np.sum(call.output, axis=dim)
+    ref_total = np.sum(call.reference.value, axis=dim)
+    bound = (
+        np.sum(bound_of(call), axis=dim)
+        + np.abs(ref_total - 1.0)
+        + 2 * n * _U64 * np.sum(np.abs(call.output), axis=dim)
+    )
+    return assert_related(
+        total,
+        np.ones_like(total),
+        bound,
+        what="rows_sum_to_one: a softmax row does not sum to 1",
+        derivation="Σ per-element tolerances + |Σ reference - 1| + float64 summation error",
+    )
+
+
+# -- the catalogue -----------------------------------------------------------------------------
+
+
+def _attention(**options: Any) -> Inputs:
+    def inputs(dtype: str) -> st.SearchStrategy[Args]:
+        return strat.attention_inputs(dtype, **options)
+
+    return inputs
+
+
+def _strategy(factory: Callable[..., st.SearchStrategy[Args]], **options: Any) -> Inputs:
+    def inputs(dtype: str) -> st.SearchStrategy[Args]:
+        return factory(dtype, **options)
+
+    return inputs
+
+
+_NO_CAUSAL_FLAG = tuple(k for k in strat.MASK_KINDS if k != "is_causal")
+_LIVE_MASKS = tuple(k for k in strat.MASK_KINDS if k != "fully_masked_rows")
+_BIG_ATTENTION = strat.attention_shapes(
+    max_batch=1,
+    max_kv_heads=2,
+    max_groups=2,
+    min_len=8,
+    max_len=33,
+    long_lengths=(97, 113, 129, 257, 300),
+    max_head_dim=64,
+)
+_ATT = "attention"
+#: eps for the invariances of the norms (the eps = 0 limit): far below the variance of every
+#: standard-regime row (σ >= 2^-4), so that the exact outputs agree to far below the tolerance
+_SMALL_EPS = (1e-12, 1e-10)
+
+
+def _attention_properties() -> tuple[Property, ...]:
+    app = _applies(_ATT)
+    return (
+        Property(
+            _ATT,
+            "equivalence",
+            "every output element within the derived bound of the float64 reference; "
+            "NaN/inf positions exact",
+            _attention(),
+            _equivalence(_ATT),
+            app,
+        ),
+        Property(
+            _ATT,
+            "error_statistic",
+            "RMS of error/absref no worse than a correct kernel emulated at the declared "
+            "precision (long key sequences)",
+            _attention(
+                shapes=_BIG_ATTENTION,
+                mask_kinds=("none", "bool", "is_causal"),
+                logits=("moderate",),
+            ),
+            _error_statistic(_ATT),
+            app,
+        ),
+        Property(
+            _ATT,
+            "shape_dtype",
+            "a native array of shape (B, Hq, Lq, Ev) in the input dtype",
+            _attention(shapes=strat.attention_shapes(value_dim=True)),
+            _shape_dtype(_ATT),
+            app,
+        ),
+        Property(
+            _ATT,
+            "causality",
+            "with is_causal, changing keys/values a query must not see (under the "
+            "declared alignment) leaves its output unchanged",
+            _attention(shapes=strat.attention_shapes(min_len=2), mask_kinds=("is_causal",)),
+            _check_causality,
+            app,
+        ),
+        Property(
+            _ATT,
+            "key_padding_invariance",
+            "changing keys/values that the mask pads out leaves every output unchanged",
+            _attention(mask_kinds=("key_padding",)),
+            _check_key_padding,
+            app,
+        ),
+        Property(
+            _ATT,
+            "batch_independence",
+            "each batch example computed alone equals its slice of the batched output",
+            _attention(shapes=strat.attention_shapes(max_batch=3, long_lengths=())),
+            _check_batch_independence,
+            app,
+        ),
+        Property(
+            _ATT,
+            "head_independence",
+            "each query head computed alone with its kv head equals its slice of the "
+            "multi-head output",
+            _attention(shapes=strat.attention_shapes(long_lengths=())),
+            _check_head_independence,
+            app,
+        ),
+        Property(
+            _ATT,
+            "kv_permutation_invariance",
+            "permuting keys, values and mask columns jointly leaves the output unchanged",
+            _attention(mask_kinds=_NO_CAUSAL_FLAG),
+            _check_kv_permutation,
+            app,
+        ),
+        Property(
+            _ATT,
+            "query_permutation_equivariance",
+            "permuting queries and mask rows permutes the output rows alike",
+            _attention(mask_kinds=_NO_CAUSAL_FLAG),
+            _check_query_permutation,
+            app,
+        ),
+        Property(
+            _ATT,
+            "value_linearity",
+            "out(a·V1 + b·V2) = a·out(V1) + b·out(V2) within the three calls' bounds",
+            _attention(),
+            _check_value_linearity,
+            app,
+        ),
+        Property(
+            _ATT,
+            "convex_hull",
+            "each output element lies in [min, max] of the value rows its query sees",
+            _attention(mask_kinds=_LIVE_MASKS),
+            _check_convex_hull,
+            app,
+        ),
+        Property(
+            _ATT,
+            "fully_masked_rows",
+            "a query with every key masked outputs what the declared convention says "
+            "(zero, NaN, or the mean of V under a finite mask_fill)",
+            _attention(mask_kinds=("fully_masked_rows",)),
+            _check_fully_masked_rows,
+            app,
+        ),
+        Property(
+            _ATT,
+            "large_logits",
+            "no overflow or NaN, and equivalence, at logits beyond exp's overflow "
+            "threshold of the dtype",
+            _attention(logits=("large",)),
+            _equivalence(_ATT),
+            app,
+        ),
+        Property(
+            _ATT,
+            "gqa",
+            "enable_gqa equals the implementation's own output on K/V repeated per the "
+            "declared head mapping",
+            _attention(shapes=strat.attention_shapes(gqa=True)),
+            _check_gqa,
+            _gqa_applies,
+        ),
+    )
+
+
+def _norm_properties(component: str) -> tuple[Property, ...]:
+    app = _applies(component)
+    factory = strat.layer_norm_inputs if component == "layer_norm" else strat.rms_norm_inputs
+    props = [
+        Property(
+            component,
+            "equivalence",
+            "every output element within the derived bound of the float64 reference",
+            _strategy(factory),
+            _equivalence(component),
+            app,
+        ),
+        Property(
+            component,
+            "error_statistic",
+            "RMS of error/absref no worse than a correct kernel emulated at the declared "
+            "precision (256..512 features)",
+            _strategy(
+                factory,
+                regimes=("standard",),
+                max_normalized_dims=1,
+                min_features=256,
+                max_features=512,
+            ),
+            _error_statistic(component),
+            app,
+        ),
+        Property(
+            component,
+            "shape_dtype",
+            "a native array of x's shape in the input dtype",
+            _strategy(factory),
+            _shape_dtype(component),
+            app,
+        ),
+    ]
+    if component == "layer_norm":
+        props.append(
+            Property(
+                component,
+                "shift_invariance",
+                "x -> x + c leaves the output unchanged (eps small against the variance)",
+                _strategy(factory, regimes=("standard", "small_n")),
+                _check_invariance(component, _shift_norm, "shift_invariance"),
+                app,
+            )
+        )
+    props.append(
+        Property(
+            component,
+            "scale_invariance",
+            "x -> 2^k x leaves the output unchanged (eps small against the variance)",
+            _strategy(factory, regimes=("standard", "small_n")),
+            _check_invariance(component, _scale_input, "scale_invariance"),
+            app,
+        )
+    )
+    props.append(
+        Property(
+            component,
+            "small_variance",
+            "equivalence where σ² (mean(x²) for RMSNorm) is within ×10 of eps",
+            _strategy(factory, regimes=("small_variance",)),
+            _equivalence(component),
+            app,
+        )
+    )
+    if component == "layer_norm":
+        props.append(
+            Property(
+                component,
+                "large_mean",
+                "equivalence at |μ| ≫ σ, judged by the variance algorithm's own bound",
+                _strategy(factory, regimes=("large_mean",)),
+                _equivalence(component),
+                app,
+            )
+        )
+    props.append(
+        Property(
+            component,
+            "normalized_shape",
+            "equivalence over 2- and 3-dimensional normalized shapes",
+            _strategy(factory, min_normalized_dims=2),
+            _equivalence(component),
+            app,
+        )
+    )
+    return tuple(props)
+
+
+def _softmax_properties() -> tuple[Property, ...]:
+    app = _applies("softmax")
+    inputs = _strategy(strat.softmax_inputs)
+    return (
+        Property(
+            "softmax",
+            "equivalence",
+            "every output element within the derived bound of the float64 reference",
+            inputs,
+            _equivalence("softmax"),
+            app,
+        ),
+        Property(
+            "softmax",
+            "shape_dtype",
+            "a native array of x's shape in the input dtype",
+            inputs,
+            _shape_dtype("softmax"),
+            app,
+        ),
+        Property(
+            "softmax",
+            "rows_sum_to_one",
+            "every row sums to 1 within the sum of its elements' bounds",
+            inputs,
+            _check_rows_sum_to_one,
+            app,
+        ),
+        Property(
+            "softmax",
+            "shift_invariance",
+            "x -> x + c (a constant) leaves the output unchanged",
+            _strategy(strat.softmax_inputs, logits=("moderate",)),
+            _check_invariance("softmax", _shift_softmax, "shift_invariance"),
+            app,
+        ),
+        Property(
+            "softmax",
+            "large_logits",
+            "no overflow or NaN, and equivalence, at logits beyond exp's overflow "
+            "threshold of the dtype",
+            _strategy(strat.softmax_inputs, logits=("large",)),
+            _equivalence("softmax"),
+            app,
+        ),
+    )
+
+
+PROPERTIES: tuple[Property, ...] = (
+    *_softmax_properties(),
+    *_attention_properties(),
+    *_norm_properties("layer_norm"),
+    *_norm_properties("rms_norm"),
+)
+
+
+def select(
+    components: Iterable[str] | str | None = None, names: Iterable[str] | str | None = None
+) -> tuple[Property, ...]:
+    """The properties of the given components with the given names (None: all).
+
+    A name may be ``"equivalence"`` (every component's) or ``"attention.causality"``.
+    Unknown components or names raise ``ValueError`` listing the known ones.
+    """
+    comps = (
+        {components}
+        if isinstance(components, str)
+        else (None if components is None else set(components))
+    )
+    wanted = {names} if isinstance(names, str) else (None if names is None else set(names))
+    known_components = sorted({p.component for p in PROPERTIES})
+    if comps is not None:
+        unknown = sorted(comps - set(known_components))
+        if unknown:
+            raise ValueError(
+                f"unknown component(s) {', '.join(unknown)}; expected {', '.join(known_components)}"
+            )
+    if wanted is not None:
+        known_names = {p.name for p in PROPERTIES} | {p.id for p in PROPERTIES}
+        unknown = sorted(wanted - known_names)
+        if unknown:
+            raise ValueError(
+                f"unknown propert(y/ies) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted({p.name for p in PROPERTIES}))}"
+            )
+    chosen = tuple(
+        p
+        for p in PROPERTIES
+        if (comps is None or p.component in comps)
+        and (wanted is None or p.name in wanted or p.id in wanted)
+    )
+    if not chosen:
+        raise ValueError(
+            f"no property matches components={sorted(comps or [])} names={sorted(wanted or [])}"
+        )
+    return chosen
+
+
+def names(component: str | None = None) -> tuple[str, ...]:
+    """Property ids (``component.name``), optionally of one component."""
+    return tuple(p.id for p in PROPERTIES if component is None or p.component == component)

@@ -1,0 +1,571 @@
+"""Hypothesis strategies for the arguments of each building block, reaching every regime.
+
+Each public strategy is a function of the dtype under test (magnitudes are steered per dtype:
+inputs that are ill-conditioned for the question asked, or that overflow the dtype itself, are
+never generated) and keyword-only options whose defaults generate everything supported. Options
+are validated eagerly: a bad option raises ``ValueError``/``TypeError`` when the strategy is
+built, not when it is drawn from.
+
+Arguments are dicts keyed by the component's parameter names (see
+:data:`transpec.oracle.harness.ARGUMENTS`); arrays are float64 (masks: bool or float64) in
+transpec's canonical meaning (a boolean mask's ``True`` means *attend*). Array values come from
+a NumPy generator seeded by a drawn integer, while shapes, scales and regimes are drawn by
+Hypothesis, so examples stay cheap and still shrink (towards small shapes, seed 0, plain
+regimes).
+
+Regimes (``DESIGN.md``, "Properties and the regimes that expose bugs"):
+
+* attention -- ``Lq != Lk`` both ways, ``Lq = 1`` (decode), lengths that are not multiples of
+  8/64/128 (97, 113, up to 300 keys), head dims that are not multiples of 8, ``Ev != E``, GQA
+  with groups > 1, boolean/additive/causal/key-padding masks, fully masked rows, ``is_causal``,
+  custom and negative scales, rows of very different scale, logits beyond the exponential's
+  overflow threshold of the dtype (:data:`EXP_OVERFLOW`: > 11 in float16, > 88 in float32);
+* norms -- ``σ² ≈ eps``, small n (the biased/unbiased variance difference 1/(2n) is visible),
+  ``|μ| ≫ σ``, multi-dimensional ``normalized_shape``, with and without weight/bias;
+* softmax -- any axis, rows of very different scale, some -inf entries, large logits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from hypothesis import strategies as st
+
+from transpec.oracle.dtypes import FORMATS, canonical_dtype
+
+#: ln(largest finite value): exp overflows beyond it (float16: 11.09, float32/bfloat16: 88.72)
+EXP_OVERFLOW: dict[str, float] = {name: math.log(fmt.max_value) for name, fmt in FORMATS.items()}
+
+#: lengths that are not multiples of 8, 64 or 128, or sit just next to one
+SPECIAL_LENGTHS: tuple[int, ...] = (1, 2, 7, 8, 9, 15, 17, 31, 33, 63, 64, 65)
+#: occasional longer lengths (odd, so tiled kernels hit ragged tiles)
+LONG_LENGTHS: tuple[int, ...] = (97, 113, 129, 257, 300)
+
+MASK_KINDS: tuple[str, ...] = (
+    "none",
+    "bool",
+    "additive",
+    "causal_mask",
+    "key_padding",
+    "fully_masked_rows",
+    "is_causal",
+)
+SCALE_KINDS: tuple[str, ...] = ("default", "custom", "negative")
+LOGIT_REGIMES: tuple[str, ...] = ("moderate", "large")
+LAYER_NORM_REGIMES: tuple[str, ...] = ("standard", "small_n", "small_variance", "large_mean")
+RMS_NORM_REGIMES: tuple[str, ...] = ("standard", "small_n", "small_variance")
+
+#: |μ|/σ reached by the large-mean regime: large enough to break a one-pass variance, small
+#: enough that the inputs rounded to the dtype still carry σ with several bits (σ ≫ u·|μ|)
+LARGE_MEAN_RATIO: dict[str, float] = {
+    "float64": 1e6,
+    "float32": 4096.0,
+    "float16": 32.0,
+    "bfloat16": 8.0,
+}
+
+
+class AttentionShape(NamedTuple):
+    """Sizes of one attention example: q (B, Hq, Lq, E), k (B, Hkv, Lk, E), v (B, Hkv, Lk, Ev)."""
+
+    batch: int
+    q_heads: int
+    kv_heads: int
+    q_len: int
+    kv_len: int
+    head_dim: int
+    value_dim: int
+
+    @property
+    def groups(self) -> int:
+        return self.q_heads // self.kv_heads
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def _dtype(dtype: str) -> str:
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype must be a dtype name, got {type(dtype).__name__}")
+    return canonical_dtype(dtype)
+
+
+def _positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _subset(name: str, values: Sequence[str] | str, allowed: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(values, str):
+        values = (values,)
+    chosen = tuple(values)
+    bad = [v for v in chosen if v not in allowed]
+    if bad or not chosen:
+        raise ValueError(
+            f"{name} must be a non-empty selection of {', '.join(allowed)}; got {chosen!r}"
+        )
+    return chosen
+
+
+def _tristate(name: str, value: Any) -> st.SearchStrategy[bool]:
+    if value is None:
+        return st.booleans()
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True, False or None (both), got {value!r}")
+    return st.just(value)
+
+
+# -- building blocks -------------------------------------------------------------------------
+
+
+def lengths(
+    *, min_value: int = 1, max_value: int = 64, long: Sequence[int] = LONG_LENGTHS
+) -> st.SearchStrategy[int]:
+    """A sequence length: mostly in [min_value, max_value] (favouring :data:`SPECIAL_LENGTHS`),
+    about one draw in eight from ``long`` (pass ``long=()`` to stay short)."""
+    _positive_int("min_value", min_value)
+    _positive_int("max_value", max_value, minimum=min_value)
+    long = tuple(int(n) for n in long if int(n) >= min_value)
+    special = [n for n in SPECIAL_LENGTHS if min_value <= n <= max_value]
+    short = st.integers(min_value, max_value)
+    if special:
+        short = st.one_of(short, st.sampled_from(special))
+    if not long:
+        return short
+
+    @st.composite
+    def draw_length(draw: st.DrawFn) -> int:
+        if draw(st.integers(0, 7)) == 7:
+            return draw(st.sampled_from(long))
+        return draw(short)
+
+    return draw_length()
+
+
+def attention_shapes(
+    *,
+    max_batch: int = 2,
+    max_kv_heads: int = 2,
+    max_groups: int = 3,
+    min_len: int = 1,
+    max_len: int = 64,
+    long_lengths: Sequence[int] = LONG_LENGTHS,
+    max_head_dim: int = 40,
+    value_dim: bool | None = None,
+    gqa: bool | None = None,
+    decode: bool | None = None,
+) -> st.SearchStrategy[AttentionShape]:
+    """Attention sizes. ``gqa``: True forces groups > 1, False groups = 1, None both;
+    ``decode``: True forces Lq = 1; ``value_dim``: True forces Ev != E, False Ev = E.
+
+    Head dims include values that are not multiples of 8; lengths come from :func:`lengths`, so
+    Lq < Lk, Lq > Lk and Lq = Lk all occur.
+    """
+    for name, value in (
+        ("max_batch", max_batch),
+        ("max_kv_heads", max_kv_heads),
+        ("max_groups", max_groups),
+        ("max_head_dim", max_head_dim),
+    ):
+        _positive_int(name, value)
+    if gqa is True and max_groups < 2:
+        raise ValueError("gqa=True needs max_groups >= 2")
+    length = lengths(min_value=min_len, max_value=max_len, long=long_lengths)
+    short_length = lengths(min_value=min_len, max_value=max_len, long=())
+    head_dims = st.one_of(
+        st.integers(1, max_head_dim),
+        st.sampled_from([d for d in (3, 5, 8, 13, 16, 24, 33, 40) if d <= max_head_dim] or [1]),
+    )
+    gqa_s = _tristate("gqa", gqa) if max_groups > 1 else st.just(False)
+    decode_s = (
+        st.one_of(st.just(False), st.just(False), st.just(True))
+        if decode is None
+        else (_tristate("decode", decode))
+    )
+    value_s = _tristate("value_dim", value_dim)
+
+    @st.composite
+    def draw_shape(draw: st.DrawFn) -> AttentionShape:
+        batch = draw(st.integers(1, max_batch))
+        kv_heads = draw(st.integers(1, max_kv_heads))
+        groups = draw(st.integers(2, max_groups)) if draw(gqa_s) else 1
+        kv_len = draw(length)
+        # one long dimension per example keeps the cost moderate
+        q_len = 1 if draw(decode_s) else draw(short_length if kv_len > max_len else length)
+        head_dim = draw(head_dims)
+        ev = draw(head_dims) if draw(value_s) else head_dim
+        return AttentionShape(batch, kv_heads * groups, kv_heads, q_len, kv_len, head_dim, ev)
+
+    return draw_shape()
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def scaled_rows(rng: np.random.Generator, shape: tuple[int, ...], log2_spread: float) -> np.ndarray:
+    """Standard normal values whose rows (last axis) are scaled by 2^U(-spread, spread)."""
+    x = rng.standard_normal(shape)
+    if log2_spread > 0 and len(shape) >= 1:
+        exponents = rng.uniform(-log2_spread, log2_spread, size=(*shape[:-1], 1))
+        x = x * np.exp2(np.round(exponents))
+    return x
+
+
+def _mask_array(
+    rng: np.random.Generator, kind: str, shape: AttentionShape, additive: bool
+) -> np.ndarray:
+    """A canonical mask (True/0 = attend) broadcastable to (B, Hq, Lq, Lk)."""
+    B, H, Lq, Lk = shape.batch, shape.q_heads, shape.q_len, shape.kv_len
+    if kind == "causal_mask":
+        keep = np.tril(np.ones((Lq, Lk), dtype=bool))  # top-left alignment, explicit
+    elif kind == "key_padding":
+        valid = rng.integers(1, Lk + 1, size=B)
+        keep = (np.arange(Lk)[None, :] < valid[:, None])[:, None, None, :]
+    else:
+        layout = rng.integers(0, 3)
+        full = ((Lq, Lk), (B, 1, Lq, Lk), (B, H, Lq, Lk))[layout]
+        keep = rng.random(full) < rng.uniform(0.3, 0.95)
+        if kind == "fully_masked_rows":
+            rows = rng.random(full[:-1]) < 0.3
+            rows.flat[rng.integers(0, rows.size)] = True
+            keep = keep & ~rows[..., None]
+        else:
+            # every query keeps at least one key: fully masked rows are their own regime
+            first = rng.integers(0, Lk, size=full[:-1])
+            np.put_along_axis(keep, first[..., None], True, axis=-1)
+    if not additive:
+        return keep
+    bias = np.zeros(keep.shape)
+    if rng.random() < 0.5:  # a finite additive bias (ALiBi-like) on the kept positions
+        bias = rng.uniform(-2.0, 2.0, size=keep.shape)
+    return np.where(keep, bias, -np.inf)
+
+
+def _scale_value(rng: np.random.Generator, kind: str) -> float | None:
+    if kind == "default":
+        return None
+    magnitude = float(2.0 ** rng.uniform(-3.0, 1.0))
+    return -magnitude if kind == "negative" else magnitude
+
+
+@st.composite
+def _attention_args(
+    draw: st.DrawFn,
+    dtype: str,
+    shapes: st.SearchStrategy[AttentionShape],
+    mask_kinds: tuple[str, ...],
+    scales: tuple[str, ...],
+    logits: tuple[str, ...],
+    row_spread: float,
+    value_spread: float,
+) -> dict[str, Any]:
+    shape = draw(shapes)
+    kind = draw(st.sampled_from(mask_kinds))
+    additive = kind not in ("none", "is_causal") and draw(st.booleans())
+    scale_kind = draw(st.sampled_from(scales))
+    regime = draw(st.sampled_from(logits))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = _rng(seed)
+    B, Hq, Hkv = shape.batch, shape.q_heads, shape.kv_heads
+    Lq, Lk, E, Ev = shape.q_len, shape.kv_len, shape.head_dim, shape.value_dim
+    q = scaled_rows(rng, (B, Hq, Lq, E), row_spread)
+    k = scaled_rows(rng, (B, Hkv, Lk, E), 0.0)
+    v = scaled_rows(rng, (B, Hkv, Lk, Ev), value_spread)
+    scale = _scale_value(rng, scale_kind)
+    # steer the largest |logit| to a target: moderate, or beyond exp's overflow in this dtype
+    effective = scale if scale is not None else 1.0 / math.sqrt(E)
+    k_full = np.repeat(k, Hq // Hkv, axis=1)
+    logits_now = float(np.max(np.abs(effective * (q @ np.swapaxes(k_full, -1, -2)))))
+    if regime == "large":
+        target = EXP_OVERFLOW[dtype] * float(rng.uniform(1.1, 2.5))
+    else:
+        target = float(rng.uniform(0.5, 8.0))
+    if logits_now > 0:
+        q = q * (target / logits_now)
+    mask = None if kind in ("none", "is_causal") else _mask_array(rng, kind, shape, additive)
+    return {
+        "q": q,
+        "k": k,
+        "v": v,
+        "attn_mask": mask,
+        "is_causal": kind == "is_causal",
+        "scale": scale,
+        "enable_gqa": Hq != Hkv,
+    }
+
+
+def attention_inputs(
+    dtype: str,
+    *,
+    shapes: st.SearchStrategy[AttentionShape] | None = None,
+    mask_kinds: Sequence[str] = MASK_KINDS,
+    scales: Sequence[str] = SCALE_KINDS,
+    logits: Sequence[str] = LOGIT_REGIMES,
+    row_spread: float = 3.0,
+    value_spread: float = 4.0,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Arguments of ``scaled_dot_product_attention``: q, k, v, attn_mask, is_causal, scale,
+    enable_gqa (True exactly when Hq != Hkv).
+
+    ``mask_kinds``: any of :data:`MASK_KINDS` (``"causal_mask"`` is an explicit top-left causal
+    mask, ``"is_causal"`` sets the flag with no mask; boolean or additive -inf masks are drawn
+    for the others). ``scales``: default 1/√E, custom positive, negative. ``logits``:
+    ``"moderate"`` (max |logit| ≤ 8) or ``"large"`` (1.1–2.5 × :data:`EXP_OVERFLOW` of
+    ``dtype``). ``row_spread``/``value_spread``: query/value rows are scaled by powers of two
+    up to 2^±spread (rows of very different scale).
+    """
+    dt = _dtype(dtype)
+    kinds = _subset("mask_kinds", mask_kinds, MASK_KINDS)
+    scale_kinds = _subset("scales", scales, SCALE_KINDS)
+    regimes = _subset("logits", logits, LOGIT_REGIMES)
+    for name, spread in (("row_spread", row_spread), ("value_spread", value_spread)):
+        if not isinstance(spread, (int, float)) or not 0 <= spread <= 8:
+            raise ValueError(f"{name} must be a number in [0, 8], got {spread!r}")
+    if shapes is None:
+        shapes = attention_shapes()
+    elif not isinstance(shapes, st.SearchStrategy):
+        raise TypeError(f"shapes must be a strategy of AttentionShape, got {shapes!r}")
+    return _attention_args(dt, shapes, kinds, scale_kinds, regimes, row_spread, value_spread)
+
+
+# -- softmax ---------------------------------------------------------------------------------
+
+
+@st.composite
+def _softmax_args(
+    draw: st.DrawFn,
+    dtype: str,
+    max_dims: int,
+    logits: tuple[str, ...],
+    neg_inf: bool,
+    max_len: int,
+) -> dict[str, Any]:
+    ndim = draw(st.integers(1, max_dims))
+    axis_len = draw(lengths(max_value=max_len))
+    other = draw(st.lists(st.integers(1, 6), min_size=ndim - 1, max_size=ndim - 1))
+    dim = draw(st.integers(-ndim, ndim - 1))
+    regime = draw(st.sampled_from(logits))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = _rng(seed)
+    # build with the softmax axis last, then move it into place
+    x = scaled_rows(rng, (*other, axis_len), 2.0)
+    peak = np.max(np.abs(x), axis=-1, keepdims=True)
+    peak = np.where(peak > 0, peak, 1.0)
+    if regime == "large":
+        target = EXP_OVERFLOW[dtype] * rng.uniform(1.1, 2.5, size=peak.shape)
+    else:
+        target = rng.uniform(0.5, 8.0, size=peak.shape)
+    x = x / peak * target
+    if neg_inf and axis_len > 1 and rng.random() < 0.3:
+        holes = rng.random(x.shape) < 0.2
+        holes[..., int(rng.integers(0, axis_len))] = False  # no row entirely -inf
+        x = np.where(holes, -np.inf, x)
+    x = np.moveaxis(x, -1, dim % ndim)
+    return {"x": x, "dim": dim}
+
+
+def softmax_inputs(
+    dtype: str,
+    *,
+    max_dims: int = 4,
+    max_len: int = 64,
+    logits: Sequence[str] = LOGIT_REGIMES,
+    neg_inf: bool = True,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Arguments of ``softmax(x, dim)``: any axis of a 1..``max_dims``-dim array; rows scaled
+    to a drawn peak |x| (moderate ≤ 8, or beyond exp's overflow of ``dtype``); with ``neg_inf``
+    some entries are -inf (never a whole row)."""
+    dt = _dtype(dtype)
+    _positive_int("max_dims", max_dims)
+    _positive_int("max_len", max_len)
+    if not isinstance(neg_inf, bool):
+        raise TypeError(f"neg_inf must be a bool, got {neg_inf!r}")
+    return _softmax_args(dt, max_dims, _subset("logits", logits, LOGIT_REGIMES), neg_inf, max_len)
+
+
+# -- norms -----------------------------------------------------------------------------------
+
+
+def _eps_option(eps: Sequence[float] | None) -> tuple[float, ...] | None:
+    if eps is None:
+        return None
+    values = tuple(float(e) for e in eps)
+    if not values or not all(math.isfinite(e) and e > 0 for e in values):
+        raise ValueError(
+            f"eps must be a non-empty sequence of positive finite numbers, got {eps!r}"
+        )
+    return values
+
+
+def _eps_choices(dtype: str, regime: str) -> tuple[float, ...]:
+    if regime == "small_variance" and dtype == "float16":
+        # sqrt(eps) must be a normal float16 with full precision (smallest normal 6.1e-5)
+        return (1e-5, 1e-4, 1e-3)
+    return (1e-5, 1e-6, 1e-12, 1e-3)
+
+
+@st.composite
+def _norm_args(
+    draw: st.DrawFn,
+    component: str,
+    dtype: str,
+    regimes: tuple[str, ...],
+    normalized_dims: tuple[int, int],
+    features: tuple[int, int],
+    weight: st.SearchStrategy[bool],
+    bias: st.SearchStrategy[bool],
+    default_eps: bool,
+    eps_choices: tuple[float, ...] | None,
+) -> dict[str, Any]:
+    regime = draw(st.sampled_from(regimes))
+    n_axes = draw(st.integers(*normalized_dims))
+    lead = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=2)))
+    if regime == "small_n":
+        normalized = tuple(draw(st.lists(st.integers(1, 3), min_size=n_axes, max_size=n_axes)))
+        if math.prod(normalized) < 2:
+            normalized = (*normalized[:-1], 2)
+    else:
+        last = draw(lengths(min_value=features[0], max_value=features[1]))
+        inner = tuple(draw(st.lists(st.integers(1, 5), min_size=n_axes - 1, max_size=n_axes - 1)))
+        normalized = (*inner, last)
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = _rng(seed)
+    shape = (*lead, *normalized)
+    axes = tuple(range(-len(normalized), 0))
+    z = rng.standard_normal(shape)
+    # eps=None (the dtype's default) only outside the σ² ≈ eps regime, whose eps must be known
+    use_default_eps = (
+        component == "rms_norm"
+        and default_eps
+        and regime != "small_variance"
+        and draw(st.booleans())
+    )
+    eps: float | None = None
+    eps_value = 0.0
+    if not use_default_eps:
+        choices = eps_choices if eps_choices is not None else _eps_choices(dtype, regime)
+        eps = float(draw(st.sampled_from(choices)))
+        eps_value = eps
+    if regime == "small_variance":
+        # σ² (or mean(x²) for RMSNorm) within a factor 10 of eps, per normalized group
+        ratio = np.exp(rng.uniform(math.log(0.1), math.log(10.0), size=lead + (1,) * n_axes))
+        sigma = np.sqrt(eps_value * ratio)
+        z = z - z.mean(axis=axes, keepdims=True) if component == "layer_norm" else z
+        z = z / np.sqrt(np.mean(z * z, axis=axes, keepdims=True) + 1e-300)
+        x = sigma * z
+        if component == "layer_norm":
+            x = x + sigma * rng.uniform(-4.0, 4.0, size=sigma.shape)
+    elif regime == "large_mean":
+        ratio = LARGE_MEAN_RATIO[dtype] * float(2.0 ** rng.uniform(-3.0, 0.0))
+        sigma_l = float(2.0 ** rng.uniform(-3.0, 3.0))
+        mu = ratio * sigma_l * rng.choice([-1.0, 1.0], size=lead + (1,) * n_axes)
+        x = mu + sigma_l * z
+    else:
+        spread = rng.uniform(0.0, 4.0)
+        row_scale = np.exp2(np.round(rng.uniform(-spread, spread, size=lead + (1,) * n_axes)))
+        offset = (
+            rng.uniform(-2.0, 2.0, size=lead + (1,) * n_axes) if component == "layer_norm" else 0.0
+        )
+        x = row_scale * (z + offset)
+    args: dict[str, Any] = {"x": x, "normalized_shape": normalized}
+    args["weight"] = rng.normal(1.0, 0.5, size=normalized) if draw(weight) else None
+    if component == "layer_norm":
+        args["bias"] = rng.normal(0.0, 1.0, size=normalized) if draw(bias) else None
+    args["eps"] = eps
+    return args
+
+
+def layer_norm_inputs(
+    dtype: str,
+    *,
+    regimes: Sequence[str] = LAYER_NORM_REGIMES,
+    min_normalized_dims: int = 1,
+    max_normalized_dims: int = 3,
+    min_features: int = 2,
+    max_features: int = 64,
+    weight: bool | None = None,
+    bias: bool | None = None,
+    eps: Sequence[float] | None = None,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Arguments of ``layer_norm(x, normalized_shape, weight, bias, eps)``.
+
+    Regimes: ``"standard"`` (rows of different scale and offset), ``"small_n"`` (2..27
+    normalized elements), ``"small_variance"`` (σ² within ×10 of eps), ``"large_mean"``
+    (|μ|/σ up to :data:`LARGE_MEAN_RATIO` of the dtype). ``weight``/``bias``: True, False or
+    None (both). The last normalized dim comes from :func:`lengths` (occasionally 97..300).
+    ``eps``: the values eps is drawn from (default: 1e-5, 1e-6, 1e-12, 1e-3; for float16's
+    σ² ≈ eps regime 1e-5, 1e-4, 1e-3, so that sqrt(eps) is a normal float16).
+    """
+    dt = _dtype(dtype)
+    chosen = _subset("regimes", regimes, LAYER_NORM_REGIMES)
+    _positive_int("min_normalized_dims", min_normalized_dims)
+    _positive_int("max_normalized_dims", max_normalized_dims, minimum=min_normalized_dims)
+    _positive_int("min_features", min_features, minimum=2)
+    _positive_int("max_features", max_features, minimum=min_features)
+    return _norm_args(
+        "layer_norm",
+        dt,
+        chosen,
+        (min_normalized_dims, max_normalized_dims),
+        (min_features, max_features),
+        _tristate("weight", weight),
+        _tristate("bias", bias),
+        False,
+        _eps_option(eps),
+    )
+
+
+def rms_norm_inputs(
+    dtype: str,
+    *,
+    regimes: Sequence[str] = RMS_NORM_REGIMES,
+    min_normalized_dims: int = 1,
+    max_normalized_dims: int = 3,
+    min_features: int = 2,
+    max_features: int = 64,
+    weight: bool | None = None,
+    default_eps: bool = True,
+    eps: Sequence[float] | None = None,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Arguments of ``rms_norm(x, normalized_shape, weight, eps)``; regimes as
+    :func:`layer_norm_inputs` (``"small_variance"``: mean(x²) within ×10 of eps). With
+    ``default_eps`` eps is sometimes None (the dtype's machine epsilon 2u)."""
+    dt = _dtype(dtype)
+    chosen = _subset("regimes", regimes, RMS_NORM_REGIMES)
+    _positive_int("min_normalized_dims", min_normalized_dims)
+    _positive_int("max_normalized_dims", max_normalized_dims, minimum=min_normalized_dims)
+    _positive_int("min_features", min_features, minimum=2)
+    _positive_int("max_features", max_features, minimum=min_features)
+    if not isinstance(default_eps, bool):
+        raise TypeError(f"default_eps must be a bool, got {default_eps!r}")
+    return _norm_args(
+        "rms_norm",
+        dt,
+        chosen,
+        (min_normalized_dims, max_normalized_dims),
+        (min_features, max_features),
+        _tristate("weight", weight),
+        st.just(False),
+        default_eps,
+        _eps_option(eps),
+    )
+
+
+def inputs(component: str, dtype: str, **options: Any) -> st.SearchStrategy[dict[str, Any]]:
+    """The default strategy of ``component`` ("softmax", "attention", "layer_norm", "rms_norm")."""
+    table = {
+        "softmax": softmax_inputs,
+        "attention": attention_inputs,
+        "layer_norm": layer_norm_inputs,
+        "rms_norm": rms_norm_inputs,
+    }
+    if component not in table:
+        raise ValueError(f"unknown component {component!r}; expected one of {', '.join(table)}")
+    return table[component](dtype, **options)  # type: ignore[operator]
