@@ -46,16 +46,17 @@ def _ndim(value: Any) -> int:
     return len(tuple(value.shape))
 
 
-def _flash_cpu_restriction(args: Mapping[str, Any]) -> str | None:
-    """Why the CPU flash kernel rejects these arguments, or None when it takes them."""
-    q, v, mask = args.get("q"), args.get("v"), args.get("attn_mask")
+def _flash_cpu_restriction(args: Mapping[str, Any], *, mask: bool = True) -> str | None:
+    """Why the CPU flash kernel rejects these arguments (looking at the mask's rank only when
+    ``mask``), or None when it takes them."""
+    q, v, attn_mask = args.get("q"), args.get("v"), args.get("attn_mask")
     if q is None or v is None:
         return None
     if _ndim(q) != 4:
         return "the flash kernel takes 4-D (B, H, L, E) inputs only"
     if tuple(q.shape)[-1] != tuple(v.shape)[-1]:
         return "the flash kernel needs the value head dim Ev equal to the query head dim E"
-    if mask is not None and _ndim(mask) not in (2, 4):
+    if mask and attn_mask is not None and _ndim(attn_mask) not in (2, 4):
         return "the flash kernel takes a 2-D or 4-D attn_mask only"
     return None
 
@@ -165,7 +166,8 @@ class TorchAdapter(Adapter):
         on_cuda = device is not None and str(device).startswith("cuda")
         if mask is not None and causal and (on_cuda or flash is not None):
             return "F.scaled_dot_product_attention rejects attn_mask together with is_causal=True"
-        if not on_cuda and flash is None and mask is not None and _ndim(mask) == 1:
+        picks_flash = _flash_cpu_restriction(args, mask=False) is None
+        if not on_cuda and picks_flash and mask is not None and _ndim(mask) == 1:
             return "SDPA's default dispatch picks the flash kernel, which fails on a 1-D attn_mask"
         return None
 
