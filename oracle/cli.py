@@ -150,16 +150,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_adapter(spec: str, component: str | None) -> Any:
-    from transpec.adapters.registry import load_adapter
-
+    """Load ``spec``; ``component`` is used only when ``spec`` names a bare function."""
     try:
-        return load_adapter(spec, component=component)
+        return load_adapter_spec(spec, component)
     except KeyboardInterrupt:
         raise
     except (ValueError, TypeError, ImportError, AttributeError) as exc:
-        raise UsageError(_one_line(exc)) from None
+        message = _one_line(exc)
+        if component is None and "is a function" in message:
+            message += "; name it with --component"
+        raise UsageError(message) from None
     except Exception as exc:  # importing user code may raise anything
         raise UsageError(f"loading adapter {spec!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+def load_adapter_spec(spec: str, component: str | None) -> Any:
+    """An adapter from a spec string; a function spec takes ``component`` (when given)."""
+    from transpec.adapters.registry import load_adapter
+
+    try:
+        return load_adapter(spec)
+    except ValueError:
+        if component is None:
+            raise
+        # a bare function needs its component; anything else fails again with the first error
+        return load_adapter(spec, component=component)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -179,17 +194,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(_one_line(exc)) from None
     properties = _names(args.property)
     devices = _names(args.device)
-    if properties:
-        from transpec.oracle.properties import PROPERTIES
-
-        scope = components or list(COMPONENTS)
-        known = sorted({p.name for p in PROPERTIES if p.component in scope})
-        for name in properties:
-            if name not in known:
-                raise UsageError(
-                    f"unknown property {name!r} for {', '.join(scope)}; expected one of "
-                    f"{', '.join(known)}"
-                )
     spec = args.adapter or default_adapter()
     adapter = _load_adapter(spec, components[0] if components and len(components) == 1 else None)
 

@@ -116,10 +116,10 @@ def pytest_collection_modifyitems(
 
     components = _split(config.getoption("transpec_component"))
     try:
-        from transpec.adapters.registry import load_adapter
+        from transpec.oracle.cli import load_adapter_spec
 
-        adapter = load_adapter(
-            spec, component=components[0] if components and len(components) == 1 else None
+        adapter = load_adapter_spec(
+            spec, components[0] if components and len(components) == 1 else None
         )
         profile = resolve(
             config.getoption("transpec_profile"),

@@ -27,6 +27,7 @@ import json
 import shlex
 import time
 import traceback
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,12 +193,13 @@ def plan(
     if properties is not None:
         if isinstance(properties, str):
             properties = [properties]
-        known = sorted({p.name for p in PROPERTIES if p.component in comps})
+        scope = [p for p in PROPERTIES if p.component in comps]
+        known = {p.name for p in scope} | {f"{p.component}.{p.name}" for p in scope}
         for name in properties:
             if name not in known:
                 raise ValueError(
                     f"unknown property {name!r} for {', '.join(comps)}; "
-                    f"expected one of {', '.join(known)}"
+                    f"expected one of {', '.join(sorted({p.name for p in scope}))}"
                 )
     props = select(components=list(comps), names=list(properties) if properties else None)
     if dtypes is None:
@@ -693,10 +695,12 @@ def load_case(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"no such file: {p}")
+    if not zipfile.is_zipfile(p):
+        raise ValueError(f"{p} is not a transpec case file (not an .npz archive)")
     try:
         with np.load(p, allow_pickle=False) as data:
             if "__transpec__" not in data.files:
-                raise ValueError(f"{p} is not a transpec case file (no __transpec__ entry)")
+                raise ValueError("not a transpec case file (no __transpec__ entry)")
             meta = json.loads(str(data["__transpec__"]))
             arrays = {
                 k[len("arg_") :]: np.array(data[k]) for k in data.files if k.startswith("arg_")
@@ -704,7 +708,7 @@ def load_case(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except (OSError, EOFError) as exc:
         raise ValueError(f"{p} is not a readable .npz file: {exc}") from None
     except ValueError as exc:
-        raise ValueError(str(exc).splitlines()[0]) from None
+        raise ValueError(f"{p}: {str(exc).splitlines()[0]}") from None
     if meta.get("format") != FILE_FORMAT:
         raise ValueError(f"{p}: unsupported case file format {meta.get('format')!r}")
     values: dict[str, Any] = {k: decode_value(v) for k, v in meta.get("args", {}).items()}

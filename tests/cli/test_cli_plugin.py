@@ -1,0 +1,126 @@
+"""The pytest plugin: ``--transpec`` items under ``-n 2``, ``-k`` and ``--junitxml``; nothing
+without ``--transpec``; ``conformance_tests`` in a user's module; ``assert_conforms``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def _pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+
+
+def test_plugin_items_and_conformance_tests_under_xdist_with_k_and_junitxml(
+    tmp_path: Path,
+) -> None:
+    """One run: ``--transpec`` items and a user module's ``conformance_tests`` side by side."""
+    (tmp_path / "test_user.py").write_text(
+        "from transpec.oracle.plugin import conformance_tests\n"
+        "from cli_fixtures import WrongScaleAttention\n"
+        "test_mine = conformance_tests(WrongScaleAttention(), components=['attention'],\n"
+        "    properties=['equivalence', 'causality'], dtypes=['float32'], max_examples=4)\n"
+    )
+    junit = tmp_path / "junit.xml"
+    proc = _pytest(
+        tmp_path,
+        "-n",
+        "2",
+        "--transpec",
+        "cli_fixtures:WrongScaleAttention",
+        "--transpec-component",
+        "attention",
+        "--transpec-dtype",
+        "float32",
+        "--transpec-max-examples",
+        "4",
+        "-k",
+        "equivalence or causality",
+        f"--junitxml={junit}",
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "2 failed, 2 passed" in proc.stdout
+    # failures show transpec's report, not a traceback into transpec
+    assert "FAILED attention.equivalence[float32-cpu]" in proc.stdout
+    assert "reproduce: transpec reproduce" in proc.stdout
+    assert "tolerance derivation:" in proc.stdout
+    cases = ET.parse(junit).getroot().iter("testcase")
+    outcome = {
+        c.get("name"): ("failed" if c.find("failure") is not None else "passed") for c in cases
+    }
+    assert outcome == {
+        "attention.equivalence[float32-cpu]": "failed",
+        "attention.causality[float32-cpu]": "passed",
+        "test_mine[attention.equivalence-float32-cpu]": "failed",
+        "test_mine[attention.causality-float32-cpu]": "passed",
+    }
+
+
+def test_skipped_verdicts_are_pytest_skips_with_their_reason(tmp_path: Path) -> None:
+    proc = _pytest(
+        tmp_path,
+        "--transpec",
+        "numpy",
+        "--transpec-component",
+        "softmax",
+        "--transpec-property",
+        "equivalence",
+        "--transpec-dtype",
+        "bfloat16,float64",
+        "--transpec-max-examples",
+        "2",
+        "-rs",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed, 1 skipped" in proc.stdout
+    assert "adapter does not declare bfloat16" in proc.stdout
+
+
+def test_without_transpec_the_plugin_adds_nothing(tmp_path: Path) -> None:
+    (tmp_path / "test_plain.py").write_text("def test_one():\n    assert 1 + 1 == 2\n")
+    proc = _pytest(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout and "transpec" not in proc.stdout
+
+
+def test_bad_adapter_is_a_usage_error(tmp_path: Path) -> None:
+    proc = _pytest(tmp_path, "--transpec", "cli_fixtures:NoSuchThing")
+    assert proc.returncode == 4
+    assert "transpec: " in proc.stderr and "NoSuchThing" in proc.stderr
+
+
+def test_assert_conforms_raises_with_the_report(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.syspath_prepend(str(HERE))
+    from cli_fixtures import WrongScaleAttention
+
+    from transpec.adapters.numpy_adapter import NumpyAdapter
+    from transpec.oracle.plugin import assert_conforms
+
+    options = {
+        "components": ["attention"],
+        "properties": ["equivalence"],
+        "dtypes": ["float32"],
+        "max_examples": 4,
+        "failures_dir": tmp_path,
+    }
+    with pytest.raises(AssertionError, match=r"FAILED attention\.equivalence"):
+        assert_conforms(WrongScaleAttention(), **options)
+    assert assert_conforms(NumpyAdapter(), **options).counts()["passed"] == 1
