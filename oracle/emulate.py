@@ -114,10 +114,7 @@ def _attention(
             s = _store(acc.r(s + acc.a(setup.additive)), store, acc)
         fill = -math.inf if setup.fill is None else setup.fill
         t = np.where(setup.visible, s, acc.a(fill))
-        hard = ~setup.visible if setup.fill is None else np.zeros(setup.visible.shape, bool)
-        if setup.additive is not None:
-            hard = hard | np.isneginf(np.broadcast_to(setup.additive, hard.shape))
-        dead = np.broadcast_to(np.all(hard, axis=-1, keepdims=True), (*t.shape[:-1], 1))
+        dead = np.broadcast_to(setup.dead, (*t.shape[:-1], 1))
         t = np.where(dead, acc.a(0.0), t)
         p = _store(_softmax_last(t, acc), store, acc)
         p = np.where(dead, acc.a(0.0), p)

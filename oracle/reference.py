@@ -174,7 +174,8 @@ class AttentionSetup:
 
     ``visible``: keys a query may attend to by the boolean mask and the causal mask (broadcast
     to the score shape); ``additive``: the float mask (0 where none); ``fill``: the finite value
-    that replaces the scores of invisible keys, or None for -inf.
+    that replaces the scores of invisible keys, or None for -inf; ``dead``: (..., Lq, 1), True
+    on rows whose every score is -inf (``fully_masked_row`` decides their output).
     """
 
     q: FloatArray
@@ -186,6 +187,7 @@ class AttentionSetup:
     scale: float
     softcap: float | None
     fully_masked_row: str
+    dead: np.ndarray
 
 
 def attention_setup(
@@ -297,16 +299,21 @@ def attention_setup(
         j = np.arange(lk)[None, :]
         visible = visible & (j <= i + offset)
     visible = np.broadcast_to(visible, score_shape)
+    fill = None if conventions.mask_fill is None else float(conventions.mask_fill)
+    hard = ~visible if fill is None else np.zeros(score_shape, dtype=bool)
+    if additive is not None:
+        hard = hard | np.isneginf(np.broadcast_to(additive, score_shape))
     return AttentionSetup(
         q=qa,
         k=ka,
         v=va,
         visible=visible,
         additive=additive,
-        fill=None if conventions.mask_fill is None else float(conventions.mask_fill),
+        fill=fill,
         scale=s,
         softcap=cap,
         fully_masked_row=conventions.fully_masked_row,
+        dead=np.all(hard, axis=-1, keepdims=True),
     )
 
 
@@ -322,11 +329,7 @@ def attention_core(setup: AttentionSetup, *, xp: Any = np) -> tuple[Any, Any, np
         s = s + setup.additive
     fill = -math.inf if setup.fill is None else setup.fill
     t = xp.where(setup.visible, s, fill)
-    hard = ~setup.visible if setup.fill is None else np.zeros(setup.visible.shape, dtype=bool)
-    if setup.additive is not None:
-        hard = hard | np.isneginf(np.broadcast_to(setup.additive, setup.visible.shape))
-    dead = np.all(hard, axis=-1, keepdims=True)  # (..., Lq, 1)
-    dead = np.broadcast_to(dead, (*t.shape[:-1], 1))
+    dead = np.broadcast_to(setup.dead, (*t.shape[:-1], 1))
     if dead.any():
         # a dead row would be 0/0; give it a finite row and fix the result afterwards
         t = xp.where(dead, 0.0, t)
