@@ -100,6 +100,10 @@ class TorchAdapter(Adapter):
                               emulation is bit-exact on 91-96% of outputs, the float32 one on
                               65-69%); RMS error/(P|V|) 1.2-1.25x the float32 emulation's
     SDPA math fp32            q and k each scaled by sqrt(scale) in float32 before Q Kᵀ
+    defect: flash, causal,    ``is_causal=True`` with a negative ``scale`` gives NaN/inf or wrong
+    negative scale            rows on the CPU flash kernel (hence the default dispatch) in every
+                              dtype; math is right, and so is flash with the same causal mask
+                              passed as ``attn_mask``. Not declared away: the oracle reports it.
     ========================  =====================================================================
 
     Declared :class:`Precision` (accumulate, store) from these findings: float64 and float32 are

@@ -301,3 +301,16 @@ def test_half_norms_and_softmax_are_float32_math_rounded_once(dtype: str) -> Non
     # rounding the normalized value before the weight (store = dtype) is observably different
     y = F.rms_norm(xf, (129,), None, 1e-6).to(x.dtype) * w
     assert not torch.equal(adapter.rms_norm(x, (129,), w, 1e-6), y)
+
+
+def test_flash_is_causal_with_a_negative_scale_is_the_defect_documented() -> None:
+    """The table's one defect row: the CPU flash kernel breaks on is_causal with scale < 0,
+    while the same causal mask given explicitly is right. If torch fixes it, update the table."""
+    q, k, v = _qkv(torch.float64, 4, 6)
+    keep = torch.ones(4, 6, dtype=torch.bool).tril()
+    flash = TorchFlashAdapter()
+    explicit = flash.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=-0.3)
+    expected = TorchMathAdapter().scaled_dot_product_attention(q, k, v, is_causal=True, scale=-0.3)
+    assert torch.allclose(explicit, expected, rtol=0, atol=1e-12)
+    broken = flash.scaled_dot_product_attention(q, k, v, is_causal=True, scale=-0.3)
+    assert not torch.allclose(broken, expected, rtol=0, atol=1e-3)
