@@ -185,11 +185,12 @@ class TorchAdapter(Adapter):
     # -- conversion ---------------------------------------------------------------------------
 
     def to_native(self, array: np.ndarray, dtype: str, device: str) -> Any:
-        """float64 array -> tensor of ``dtype`` on ``device`` (rounded as ``round_to``)."""
+        """float64 array -> C-contiguous tensor of ``dtype`` on ``device`` (rounded as
+        ``round_to``); a bool array -> a bool tensor."""
         torch = _torch()
         arr = np.asarray(array)
         if arr.dtype == np.bool_:
-            return torch.from_numpy(np.array(arr, dtype=np.bool_)).to(device)
+            return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.bool_)).to(device)
         name = canonical_dtype(dtype)
         with np.errstate(over="ignore", invalid="ignore"):
             if name == "bfloat16":
@@ -197,6 +198,8 @@ class TorchAdapter(Adapter):
                 base = np.array(arr, dtype=np.float32)
             else:
                 base = np.array(arr, dtype=np.dtype(name))
+        # C-contiguous, whatever the NumPy layout (fused kernels need a unit last-dim stride)
+        base = np.ascontiguousarray(base)
         return torch.from_numpy(base).to(device=device, dtype=_torch_dtype(name))
 
     def from_native(self, value: Any) -> tuple[np.ndarray, str]:

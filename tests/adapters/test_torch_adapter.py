@@ -314,3 +314,17 @@ def test_flash_is_causal_with_a_negative_scale_is_the_defect_documented() -> Non
     assert torch.allclose(explicit, expected, rtol=0, atol=1e-12)
     broken = flash.scaled_dot_product_attention(q, k, v, is_causal=True, scale=-0.3)
     assert not torch.allclose(broken, expected, rtol=0, atol=1e-3)
+
+
+def test_to_native_gives_contiguous_tensors_for_any_numpy_layout() -> None:
+    """Fancy indexing can leave a unit last-dim stride != 1, which the flash kernel refuses."""
+    adapter = TorchFlashAdapter()
+    rng = np.random.default_rng(0)
+    q, k = rng.standard_normal((1, 2, 1, 1)), rng.standard_normal((1, 2, 2, 1))
+    permuted = k[..., [1, 0], :]
+    assert not permuted.flags["C_CONTIGUOUS"]
+    for array in (permuted, np.asfortranarray(rng.standard_normal((3, 4))), permuted > 0):
+        assert adapter.to_native(array, "float32", "cpu").is_contiguous()
+    native = {n: adapter.to_native(a, "float32", "cpu") for n, a in (("q", q), ("k", permuted))}
+    out = adapter.scaled_dot_product_attention(native["q"], native["k"], native["k"])
+    assert tuple(out.shape) == (1, 2, 1, 1)
