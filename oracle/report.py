@@ -247,7 +247,6 @@ def table(result: RunResult) -> str:
         (dtype, device) for device in result.devices for dtype in result.dtypes
     ]
     cells: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
-    skip_reasons: dict[tuple[str, str], set[str]] = {}
     for v in result.verdicts:
         row = (v.component, v.property)
         if v.status == "passed":
@@ -258,18 +257,14 @@ def table(result: RunResult) -> str:
             cell = "ERROR"
         else:
             cell = "skip"
-            skip_reasons.setdefault(row, set()).add(v.message)
         cells.setdefault(row, {})[(v.dtype, v.device)] = cell
     head = ["component", "property"] + [
         f"{dtype}/{device}" if multi_device else dtype for dtype, device in columns
     ]
-    rows: list[list[str]] = []
-    for (component, prop), by_col in cells.items():
-        row = [component, prop] + [by_col.get(col, "") for col in columns]
-        reasons = skip_reasons.get((component, prop))
-        if reasons and all(by_col.get(col, "skip") == "skip" for col in columns):
-            row = [component, prop] + ["skip"] * len(columns)
-        rows.append(row)
+    rows: list[list[str]] = [
+        [component, prop] + [by_col.get(col, "") for col in columns]
+        for (component, prop), by_col in cells.items()
+    ]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     out.append("  ".join("-" * w for w in widths))
@@ -277,9 +272,9 @@ def table(result: RunResult) -> str:
         out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     out.append("")
     out.append(summary_line(result))
-    reasons = sorted({v.message for v in result.verdicts if v.status == "skipped"})
-    if reasons:
-        out.append("skip reasons: " + "; ".join(reasons))
+    skip_reasons = sorted({v.message for v in result.verdicts if v.status == "skipped"})
+    if skip_reasons:
+        out.append("skip reasons: " + "; ".join(skip_reasons))
     return "\n".join(out)
 
 

@@ -21,6 +21,7 @@ result says ``interrupted``.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -78,7 +79,7 @@ class Verdict:
     worst: dict[str, Any] | None = None
     failure_kind: str | None = None
 
-    @property
+    @builtins.property  # the field ``property`` shadows the builtin in this class body
     def name(self) -> str:
         """``component.property[dtype-device]``: unique within a run."""
         return f"{self.component}.{self.property}[{self.dtype}-{self.device}]"
@@ -120,7 +121,7 @@ class RunResult:
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in STATUSES}
+        out: dict[str, int] = {s: 0 for s in STATUSES}
         for v in self.verdicts:
             out[v.status] += 1
         out["total"] = len(self.verdicts)
