@@ -12,6 +12,7 @@ Conversion (rounding float64 inputs to the dtype under test, and back) is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ import torch
 from transpec.adapters.base import Precision
 from transpec.adapters.torch_adapter import TorchAdapter
 from transpec.oracle.dtypes import canonical_dtype
+from transpec.spec.conventions import Conventions
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -68,9 +70,12 @@ class CorpusAdapter(TorchAdapter):
     """
 
     framework = "torch"
+    #: canonical unless an entry declares otherwise (TorchAdapter declares torch's own choices)
+    conventions = Conventions()
     dtypes = ("float64", "float32", "float16", "bfloat16")
     devices = ("cpu",)
     call_timeout = 120.0
+    attention_stores_half = False
     #: the one component this implementation provides (set by each component's base class)
     component: str = ""
 
@@ -84,6 +89,17 @@ class CorpusAdapter(TorchAdapter):
         dtype = canonical_dtype(dtype)
         c = "float32" if dtype in ("float16", "bfloat16") else dtype
         return Precision(accumulate=c, store=c)
+
+    def supports(
+        self,
+        component: str,
+        args: Mapping[str, Any],
+        *,
+        dtype: str | None = None,
+        device: str | None = None,
+    ) -> str | None:
+        """The corpus takes every input the spec defines (a mask together with is_causal too)."""
+        return None
 
     def available_devices(self) -> tuple[str, ...]:
         return ("cpu",)

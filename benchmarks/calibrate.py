@@ -1,0 +1,195 @@
+"""Calibration: transpec's tolerances on correct implementations, over many random cases.
+
+For each correct implementation (torch CPU in float64/float32/float16/bfloat16 and transpec's
+NumPy adapter in float64/float32/float16), each component and each dtype, cases are drawn from
+the default strategies (:func:`transpec.oracle.strategies.inputs`, every regime: large logits,
+fully masked rows, GQA, Lq != Lk, σ² ≈ eps, |μ| >> σ, small n, ...). Each case is called through
+the harness and judged two ways:
+
+* the per-element bound: ratio = max_i |out_i - ref_i| / bound_i (a false alarm when > 1,
+  or when NaN/inf positions differ);
+* the RMS statistic (:func:`transpec.oracle.compare.error_statistic`), where meaningful.
+
+Printed per adapter, component and dtype: cases, false alarms, and the median / p99 / max of
+both ratios. A correct implementation must give 0 false alarms. Tightness: a max ratio far
+below 1 (say < 1e-3) means the bound is looser than anything a correct kernel needs.
+
+    python benchmarks/calibrate.py                      # 10,000 cases per adapter and dtype
+    python benchmarks/calibrate.py --cases 2000 --jobs 2 --json calibration.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+COMPONENTS = ("softmax", "attention", "layer_norm", "rms_norm")
+
+
+@dataclass
+class Row:
+    adapter: str
+    component: str
+    dtype: str
+    cases: int = 0
+    rejected: int = 0
+    false_alarms: int = 0
+    failures: int = 0  # the implementation raised or returned an unusable array
+    stat_cases: int = 0
+    stat_false_alarms: int = 0
+    seconds: float = 0.0
+    ratios: list[float] = field(default_factory=list)
+    stat_ratios: list[float] = field(default_factory=list)
+    worst: str = ""
+
+    def summary(self, values: list[float]) -> tuple[float, float, float]:
+        if not values:
+            return (float("nan"),) * 3
+        a = np.asarray(values)
+        return float(np.median(a)), float(np.quantile(a, 0.99)), float(a.max())
+
+
+def _sample(adapter_name: str, component: str, dtype: str, cases: int, seed: int) -> Row:
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis.errors import UnsatisfiedAssumption
+
+    from transpec.adapters.registry import load_adapter
+    from transpec.oracle import strategies
+    from transpec.oracle.compare import compare, error_statistic
+    from transpec.oracle.harness import Harness
+    from transpec.oracle.outcome import ImplementationFailure
+
+    adapter = load_adapter(adapter_name)
+    harness = Harness(adapter, dtype, "cpu")
+    row = Row(adapter_name, component, dtype)
+
+    def test(args: dict) -> None:
+        try:
+            call = harness.call(component, args)
+        except UnsatisfiedAssumption:
+            row.rejected += 1
+            raise
+        except ImplementationFailure as exc:
+            row.cases += 1
+            row.failures += 1
+            row.worst = row.worst or exc.describe()
+            return
+        row.cases += 1
+        result = compare(call.output, call.reference, call.tolerance)
+        ratio = float(result.ratio)
+        row.ratios.append(ratio)
+        if not result.passed:
+            row.false_alarms += 1
+            if not row.worst:
+                row.worst = result.message
+        stat = error_statistic(
+            component,
+            call.sent,
+            call.output,
+            call.reference,
+            conventions=harness.conventions,
+            dtype=dtype,
+            precision=harness.precision(component),
+        )
+        if getattr(stat, "meaningful", True):
+            row.stat_cases += 1
+            row.stat_ratios.append(float(stat.ratio))
+            if not stat.passed:
+                row.stat_false_alarms += 1
+                if not row.worst:
+                    row.worst = f"statistic ratio {float(stat.ratio):.3g}: {stat.figures}"
+
+    run = settings(
+        max_examples=cases,
+        deadline=None,
+        database=None,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+    )(hypothesis_seed(seed)(given(strategies.inputs(component, dtype))(test)))
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run()
+    row.seconds = time.perf_counter() - start
+    return row
+
+
+def _job(job: tuple[str, str, str, int, int]) -> Row:
+    return _sample(*job)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cases",
+        type=int,
+        default=10_000,
+        help="cases per adapter and dtype (split evenly over the four components; default 10000)",
+    )
+    parser.add_argument("--adapters", default="torch,numpy")
+    parser.add_argument("--components", default=",".join(COMPONENTS))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=20260)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args(argv)
+
+    from transpec.adapters.registry import load_adapter
+
+    components = [c for c in args.components.split(",") if c]
+    per_component = max(1, args.cases // len(components))
+    jobs = []
+    for name in [a for a in args.adapters.split(",") if a]:
+        for dtype in load_adapter(name).dtypes:
+            for component in components:
+                jobs.append((name, component, dtype, per_component, args.seed))
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        rows = list(pool.map(_job, jobs))
+    wall = time.perf_counter() - start
+
+    print(
+        f"calibration: {per_component} cases per adapter x component x dtype "
+        f"({per_component * len(components)} per adapter and dtype), seed {args.seed}, "
+        f"{wall:.0f} s"
+    )
+    print()
+    head = (
+        f"{'adapter':7} {'component':10} {'dtype':8} {'cases':>6} {'false':>5} {'fail':>4} "
+        f"{'elem med':>9} {'p99':>9} {'max':>9}  {'stat n':>6} {'false':>5} "
+        f"{'stat med':>9} {'p99':>9} {'max':>9} {'s':>5}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        m, p, x = r.summary(r.ratios)
+        sm, sp, sx = r.summary(r.stat_ratios)
+        print(
+            f"{r.adapter:7} {r.component:10} {r.dtype:8} {r.cases:6d} {r.false_alarms:5d} "
+            f"{r.failures:4d} {m:9.2e} {p:9.2e} {x:9.2e}  {r.stat_cases:6d} "
+            f"{r.stat_false_alarms:5d} {sm:9.2e} {sp:9.2e} {sx:9.2e} {r.seconds:5.0f}"
+        )
+    alarms = sum(r.false_alarms + r.stat_false_alarms + r.failures for r in rows)
+    total = sum(r.cases for r in rows)
+    print()
+    print(f"false alarms: {alarms} in {total} cases")
+    for r in rows:
+        if r.worst:
+            print(f"  {r.adapter} {r.component} {r.dtype}: {r.worst[:300]}")
+    loose = [r for r in rows if r.ratios and max(r.ratios) < 1e-3]
+    for r in loose:
+        print(f"  LOOSE: {r.adapter} {r.component} {r.dtype}: max ratio {max(r.ratios):.2e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in rows]))
+    return 1 if alarms else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Judging corpus entries with transpec: one property at a time, stopping at the first kill.
+
+Two ways, on the same examples:
+
+* :func:`verdict` -- the runner itself (``transpec.oracle.runner.run``, the ``ci`` profile),
+  one property and one dtype: exactly what a user's CI would conclude;
+* :func:`first_kill` -- the runner's examples replayed without shrinking: the same seed per
+  (component, property, dtype, device) and the same strategy, so the examples are the runner's
+  up to the first failing one. It reports *which* example first kills and how long that took,
+  which a verdict (whose example count includes the shrinking) cannot say.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from transpec.adapters.base import Adapter
+from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.profiles import case_seed, resolve
+from transpec.oracle.runner import Verdict, check_once, plan, run
+
+
+def properties_of(component: str) -> tuple[str, ...]:
+    """The names of the component's properties, in the runner's order."""
+    from transpec.oracle.properties import select
+
+    return tuple(p.name for p in select(components=[component]))
+
+
+def verdict(
+    adapter: Adapter, component: str, prop: str, dtype: str, *, profile: str = "ci"
+) -> Verdict:
+    """The runner's verdict for one property of ``component`` in one dtype (nothing saved)."""
+    result = run(
+        adapter,
+        components=[component],
+        properties=[prop],
+        dtypes=[dtype],
+        devices=["cpu"],
+        profile=profile,
+        failures_dir=None,
+    )
+    (only,) = result.verdicts
+    return only
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Outcome of replaying one property's examples until the first failure."""
+
+    component: str
+    prop: str
+    dtype: str
+    status: str  # "killed", "survived", "skipped"
+    examples: int  # examples run (the killing one included)
+    seconds: float
+    message: str = ""
+
+
+def first_kill(
+    adapter: Adapter,
+    component: str,
+    prop: str,
+    dtype: str,
+    *,
+    profile: str = "ci",
+    max_examples: int | None = None,
+) -> Kill:
+    """Replay the runner's examples of one property, stop at the first failing one."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
+
+    from transpec.oracle.harness import Harness
+
+    (case,) = plan(
+        adapter, components=[component], properties=[prop], dtypes=[dtype], devices=["cpu"]
+    )
+    if case.skip is not None:
+        return Kill(component, prop, dtype, "skipped", 0, 0.0, case.skip)
+    resolved = resolve(profile, max_examples=max_examples)
+    harness = Harness(adapter, dtype, "cpu")
+    count = 0
+    failure: list[str] = []
+    killed_at: list[tuple[int, float]] = []  # (example number, seconds) of the first failure
+
+    def test(args: dict[str, Any]) -> None:
+        nonlocal count
+        count += 1
+        try:
+            check_once(case.prop, harness, args)
+        except (PropertyViolation, ImplementationFailure) as exc:
+            _note(exc.describe().splitlines()[0])
+            raise
+        except Exception as exc:  # anything else the implementation raised inside a property
+            _note(f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _note(message: str) -> None:
+        if not failure:  # Hypothesis replays the failing example once more to report it
+            failure.append(message)
+            killed_at.append((count, time.perf_counter() - start))
+
+    start = time.perf_counter()
+    seed = case_seed(resolved, component, prop, dtype, "cpu")
+    wrapped = settings(
+        max_examples=resolved.max_examples,
+        deadline=None,
+        database=None,
+        phases=(Phase.generate,),
+        report_multiple_bugs=False,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )(hypothesis_seed(seed)(given(case.prop.inputs(dtype))(test)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Hypothesis warns about large reprs of arrays
+            wrapped()
+    except Exception:
+        if not failure:
+            raise
+        n, seconds = killed_at[0]
+        return Kill(component, prop, dtype, "killed", n, seconds, failure[0])
+    return Kill(component, prop, dtype, "survived", count, time.perf_counter() - start)
