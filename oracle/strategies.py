@@ -423,10 +423,13 @@ def _norm_args(
     bias: st.SearchStrategy[bool],
     default_eps: bool,
     eps_choices: tuple[float, ...] | None,
+    min_rows: int,
 ) -> dict[str, Any]:
     regime = draw(st.sampled_from(regimes))
     n_axes = draw(st.integers(*normalized_dims))
     lead = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=2)))
+    if math.prod(lead) < min_rows:
+        lead = (*lead, -(-min_rows // math.prod(lead)))
     if regime == "small_n":
         normalized = tuple(draw(st.lists(st.integers(1, 3), min_size=n_axes, max_size=n_axes)))
         if math.prod(normalized) < 2:
@@ -493,6 +496,7 @@ def layer_norm_inputs(
     weight: bool | None = None,
     bias: bool | None = None,
     eps: Sequence[float] | None = None,
+    min_rows: int = 1,
 ) -> st.SearchStrategy[dict[str, Any]]:
     """Arguments of ``layer_norm(x, normalized_shape, weight, bias, eps)``.
 
@@ -500,7 +504,9 @@ def layer_norm_inputs(
     normalized elements), ``"small_variance"`` (σ² within ×10 of eps), ``"large_mean"``
     (|μ|/σ up to :data:`LARGE_MEAN_RATIO` of the dtype). ``weight``/``bias``: True, False or
     None (both). The last normalized dim comes from :func:`lengths` (occasionally 97..300).
-    ``eps``: the values eps is drawn from (default: 1e-5, 1e-6, 1e-12, 1e-3; for float16's
+    ``min_rows``: at least this many normalized groups (the statistical check needs many rows:
+    the rounding of a row's mean and 1/σ is shared by the whole row). ``eps``: the values eps
+    is drawn from (default: 1e-5, 1e-6, 1e-12, 1e-3; for float16's
     σ² ≈ eps regime 1e-5, 1e-4, 1e-3, so that sqrt(eps) is a normal float16).
     """
     dt = _dtype(dtype)
@@ -519,6 +525,7 @@ def layer_norm_inputs(
         _tristate("bias", bias),
         False,
         _eps_option(eps),
+        _positive_int("min_rows", min_rows),
     )
 
 
@@ -533,6 +540,7 @@ def rms_norm_inputs(
     weight: bool | None = None,
     default_eps: bool = True,
     eps: Sequence[float] | None = None,
+    min_rows: int = 1,
 ) -> st.SearchStrategy[dict[str, Any]]:
     """Arguments of ``rms_norm(x, normalized_shape, weight, eps)``; regimes as
     :func:`layer_norm_inputs` (``"small_variance"``: mean(x²) within ×10 of eps). With
@@ -555,6 +563,7 @@ def rms_norm_inputs(
         st.just(False),
         default_eps,
         _eps_option(eps),
+        _positive_int("min_rows", min_rows),
     )
 
 
