@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in adapter name or module:attr (default: torch if installed, else numpy)",
     )
     check.add_argument("--component", action="append", metavar="C", help="component(s) to test")
+    check.add_argument(
+        "--base",
+        metavar="ADAPTER",
+        help="for a function: the built-in adapter whose arrays it takes (default: numpy)",
+    )
     check.add_argument("--property", action="append", metavar="P", help="property name(s)")
     check.add_argument("--dtype", action="append", metavar="D", help="dtype(s) to test")
     check.add_argument("--device", action="append", metavar="DEV", help="device(s) to test")
@@ -118,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--adapter", metavar="SPEC", help="load this adapter instead of the saved one")
 
     der = sub.add_parser("derive", help="print the derivation of a building block")
-    der.add_argument("block", metavar="BLOCK", help="block name (see transpec derive --help)")
+    der.add_argument(
+        "block", metavar="BLOCK", help="block name (an unknown name lists the known ones)"
+    )
     der.add_argument("--format", choices=("markdown", "latex"), default="markdown")
     return parser
 
@@ -149,10 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- check --------------------------------------------------------------------------------------
 
 
-def _load_adapter(spec: str, component: str | None) -> Any:
+def _load_adapter(spec: str, component: str | None, base: str | None = None) -> Any:
     """Load ``spec``; ``component`` is used only when ``spec`` names a bare function."""
     try:
-        return load_adapter_spec(spec, component)
+        return load_adapter_spec(spec, component, base)
     except KeyboardInterrupt:
         raise
     except (ValueError, TypeError, ImportError, AttributeError) as exc:
@@ -164,8 +171,9 @@ def _load_adapter(spec: str, component: str | None) -> Any:
         raise UsageError(f"loading adapter {spec!r} failed: {type(exc).__name__}: {exc}") from None
 
 
-def load_adapter_spec(spec: str, component: str | None) -> Any:
-    """An adapter from a spec string; a function spec takes ``component`` (when given)."""
+def load_adapter_spec(spec: str, component: str | None, base: str | None = None) -> Any:
+    """An adapter from a spec string; a function spec takes ``component`` (when given) and
+    ``base``, the built-in adapter whose arrays, dtypes and devices it works with."""
     from transpec.adapters.registry import load_adapter
 
     try:
@@ -174,7 +182,7 @@ def load_adapter_spec(spec: str, component: str | None) -> Any:
         if component is None:
             raise
         # a bare function needs its component; anything else fails again with the first error
-        return load_adapter(spec, component=component)
+        return load_adapter(spec, component=component, base=base)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -195,7 +203,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     properties = _names(args.property)
     devices = _names(args.device)
     spec = args.adapter or default_adapter()
-    adapter = _load_adapter(spec, components[0] if components and len(components) == 1 else None)
+    adapter = _load_adapter(
+        spec, components[0] if components and len(components) == 1 else None, args.base
+    )
+    from transpec.adapters.base import FunctionAdapter
+
+    if args.base and not isinstance(adapter, FunctionAdapter):
+        raise UsageError(f"--base applies to functions only; {spec!r} is an adapter")
 
     from transpec.oracle import report
     from transpec.oracle.runner import RunResult, Verdict, run

@@ -46,8 +46,13 @@ def load_adapter_for(meta: dict[str, Any], adapter: Adapter | str | None) -> tup
         )
     from transpec.adapters.registry import load_adapter
 
-    component = meta.get("component") if meta.get("adapter_kind") == "function" else None
-    return load_adapter(str(spec), component=component), str(spec)
+    if meta.get("adapter_kind") == "function" and adapter is None:
+        base = meta.get("base")
+        impl = load_adapter(str(spec), component=str(meta["component"]), base=base or None)
+        return impl, str(spec)
+    from transpec.oracle.cli import load_adapter_spec
+
+    return load_adapter_spec(str(spec), str(meta["component"])), str(spec)
 
 
 def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verdict:
