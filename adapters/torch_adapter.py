@@ -84,15 +84,15 @@ class TorchAdapter(Adapter):
     ``enable_gqa``            query head h reads kv head h // (Hq / Hkv) (repeat_interleave)
     mask + ``is_causal``      math raises; flash (hence default on 4-D, Ev = E input) applies
                               both: mask AND top-left causal
-    rejected inputs           flash: not 4-D, Ev != E, a 1-D or 3-D mask ("No available
-                              kernel"); default: a 1-D mask on 4-D Ev = E input (flash is
-                              chosen, then fails); see :meth:`supports`
+    rejected inputs           flash: not 4-D, Ev != E, a 3-D mask ("No available kernel"), a
+                              1-D mask (IndexError); default: a 1-D mask on 4-D Ev = E input
+                              (flash is chosen, then fails); see :meth:`supports`
     softmax fp16/bf16         float32 math, one rounding of the output (bit-exact)
     layer_norm fp16/bf16      float32 statistics and affine, one rounding (bit-exact, >= 99.97%)
     rms_norm fp16/bf16        float32 throughout incl. the weight, one rounding (bit-exact)
     rms_norm ``eps=None``     finfo(float32).eps for fp16/bf16/fp32 inputs, finfo(float64).eps
-                              for fp64 (not finfo(input dtype).eps as torch's docs long said):
-                              declared ``rms_norm_default_eps="opmath"``
+                              for fp64 (not finfo(input dtype).eps as torch's docs said until
+                              pytorch#173039): declared ``rms_norm_default_eps="opmath"``
     SDPA math fp16/bf16       q, k, v upcast to float32, output rounded once (bit-exact with a
                               float32 emulation on 99.7-100% of the outputs, L = 64 and 300)
     SDPA flash fp16/bf16      float32 scores and softmax; the unnormalized exp(s - running max)
