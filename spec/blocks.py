@@ -425,13 +425,13 @@ def kv_head(h: int, hq: int, hkv: int, mapping: str) -> int:
 # Exact evaluation.
 def to_exact(value: Any) -> Any:
     """float / array of floats -> exact SymPy number / ImmutableMatrix (binary value kept exactly;
-    +-inf -> +-oo, NaN -> nan); bool arrays -> matrices of sympy.true/false."""
+    +-inf -> +-oo, NaN -> nan); bools -> 1 / 0 (a keep-mask is a 0/1 matrix)."""
     if value is None:
         return None
     if isinstance(value, (sp.Basic, sp.MatrixBase)):
         return value
     if isinstance(value, (bool, np.bool_)):
-        return sp.true if value else sp.false
+        return sp.Integer(1) if value else sp.Integer(0)
     if isinstance(value, (int, float, np.integer, np.floating)):
         f = float(value)
         if math.isnan(f):
@@ -447,11 +447,21 @@ def to_exact(value: Any) -> Any:
     return sp.ImmutableMatrix(arr.shape[0], arr.shape[1], [to_exact(a) for a in arr.ravel()])
 
 
-def _explicit(value: Any) -> Any:
+def _settle(entry: Any, digits: int) -> Any:
+    """Rationals and infinities stay exact; transcendental values become ``digits``-digit
+    Floats (so later steps do not drag ever larger symbolic trees along)."""
+    if entry.is_Rational or entry in (sp.oo, -sp.oo, sp.nan, sp.zoo):
+        return entry
+    return entry.evalf(digits)
+
+
+def _explicit(value: Any, digits: int = 50) -> Any:
+    if isinstance(value, MatrixExpr) and not isinstance(value, sp.MatrixBase):
+        value = value.doit()  # explicit products of explicit matrices (no Sum objects)
     if isinstance(value, MatrixExpr) and not isinstance(value, sp.MatrixBase):
         value = value.as_explicit()
     if isinstance(value, sp.MatrixBase):
-        return sp.ImmutableMatrix(value)
+        return sp.ImmutableMatrix(value.applyfunc(lambda e: _settle(e, digits)))
     return value
 
 
@@ -467,16 +477,16 @@ def _substitute(expr: Any, env: Mapping[str, Any]) -> Any:
     return expr.xreplace(rules)
 
 
-def _run(body: Sequence[Any], env: dict[str, Any]) -> tuple[Any, ...] | None:
+def _run(body: Sequence[Any], env: dict[str, Any], digits: int) -> tuple[Any, ...] | None:
     for step in body:
         if isinstance(step, Assign):
-            env[step.target] = _explicit(_substitute(step.expr, env))
+            env[step.target] = _explicit(_substitute(step.expr, env), digits)
         elif isinstance(step, If):
-            out = _run(step.body if step.holds(env) else step.orelse, env)
+            out = _run(step.body if step.holds(env) else step.orelse, env, digits)
             if out is not None:
                 return out
         elif isinstance(step, Return):
-            return tuple(_explicit(_substitute(e, env)) for e in step.exprs)
+            return tuple(_explicit(_substitute(e, env), digits) for e in step.exprs)
         elif isinstance(step, Code):
             continue  # shape bookkeeping: the exact inputs are 2-D already
         else:  # pragma: no cover - programs are built in this module
@@ -502,7 +512,7 @@ def evaluate(name: str, digits: int = 50, **inputs: Any) -> tuple[np.ndarray, ..
     for flag in kern.flags:
         env.setdefault(flag, {"eps_inside_sqrt": True}.get(flag, False))
         env[flag] = bool(env[flag] is sp.true or env[flag] is True)
-    out = _run(kern.body, env)
+    out = _run(kern.body, env, digits)
     assert out is not None
     return tuple(_to_float(o, digits) for o in out)
 
@@ -553,7 +563,7 @@ def attention_exact(
         kv_index = (
             (*index[:-1], kv_head(h, hq, hkv, conventions.gqa_mapping)) if q_.ndim >= 3 else index
         )
-        keep_m = sp.ones(lq, lk).applyfunc(lambda _: sp.true)
+        keep_m = sp.ones(lq, lk)
         bias_m = sp.zeros(lq, lk)
         if mask is not None and mask.dtype == bool:
             m = mask[index] if conventions.bool_mask == "keep" else ~mask[index]
@@ -561,8 +571,16 @@ def attention_exact(
         elif mask is not None:
             bias_m = to_exact(mask[index])
         if is_causal:
-            c = CausalKeep(lq, lk, conventions.causal_alignment == "bottom_right").as_explicit()
-            keep_m = sp.ImmutableMatrix(lq, lk, [a & b for a, b in zip(keep_m, c, strict=True)])
+            causal_m = CausalKeep(lq, lk, conventions.causal_alignment == "bottom_right")
+            keep_m = sp.ImmutableMatrix(
+                lq,
+                lk,
+                [
+                    keep_m[i, j] if causal_m._entry(i, j) is sp.true else 0
+                    for i in range(lq)
+                    for j in range(lk)
+                ],
+            )
         env = {
             "q": to_exact(q_[index]),
             "k": to_exact(k_[kv_index]),
@@ -573,8 +591,8 @@ def attention_exact(
             "bias": sp.ImmutableMatrix(bias_m),
             "fill": fill_value,
         }
-        scores = _explicit(_substitute(_scores_of(definition), env))
-        weights = _explicit(RowSoftmax(scores))
+        scores = _explicit(_substitute(_scores_of(definition), env), digits)
+        weights = _explicit(RowSoftmax(scores), digits)
         for i in range(lq):
             if all(scores[i, j] == -sp.oo for j in range(lk)):
                 row = sp.zeros(1, lk) if conventions.fully_masked_row == "zero" else None

@@ -26,7 +26,7 @@ from typing import Any
 from transpec.spec.blocks import KERNELS, Assign, Code, If, Kernel, Return, latex
 from transpec.spec.nodes import KernelPrinter
 
-__all__ = ["generate", "kernels_path", "main"]
+__all__ = ["function_source", "generate", "kernels_path", "main"]
 
 _HEADER = '''"""Numeric kernels of the building blocks (float64 or high precision).
 
@@ -121,6 +121,11 @@ def _docstring(kern: Kernel) -> list[str]:
     lines += [f"    {t}".rstrip() for t in text[1:]]
     lines.append('    """')
     return lines
+
+
+def function_source(kern: Kernel) -> str:
+    """The generated source of one kernel (before ``ruff format``)."""
+    return _function(kern)
 
 
 def _function(kern: Kernel) -> str:

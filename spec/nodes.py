@@ -224,7 +224,9 @@ class LayerNormRows(_RowOp):
     def variance(self, i: Any) -> sp.Expr:
         n = self.arg.shape[1]
         mu = self.mean(i)
-        return _row_sum(self.arg, i, lambda t: (t - mu) ** 2) / _choose(self.unbiased, n - 1, n)
+        return _row_sum(self.arg, i, lambda t: (t - mu) ** 2, "l") / _choose(
+            self.unbiased, n - 1, n
+        )
 
     def denominator(self, i: Any) -> sp.Expr:
         var = self.variance(i)
@@ -385,7 +387,7 @@ class ApplyKeep(_RowOp):
             return self.arg[i, j]
         if keep is sp.false or keep is False or keep == 0:
             return self.fill
-        return sp.Piecewise((self.arg[i, j], keep), (self.fill, True))
+        return sp.Piecewise((self.arg[i, j], sp.Eq(keep, 1)), (self.fill, True))
 
     def _latex(self, printer: Any) -> str:
         return (
