@@ -2,11 +2,15 @@
 
 Used by the statistical check (:func:`transpec.oracle.compare.error_statistic`) as the yardstick
 of "the typical rounding error of a correct implementation at this precision". Arithmetic runs
-in the NumPy dtype of the accumulation precision (float64, float32 or float16: sums and matrix
-products then carry that precision's own error; float16 sums are done by NumPy, whose float16
-arithmetic rounds each operation); bfloat16, which NumPy lacks, is float32 arithmetic rounded to
-bfloat16 (:func:`transpec.oracle.dtypes.round_to`) after every stage. Between stages the values
-are rounded to the storage precision:
+in the NumPy dtype of the accumulation precision (float64, float32 or float16, whose NumPy
+arithmetic rounds every operation); bfloat16, which NumPy lacks, is float32 arithmetic rounded
+to bfloat16 (:func:`transpec.oracle.dtypes.round_to`) after every operation of a reduction and
+every stage.
+
+Every sum and dot product is *recursive* (left to right, one rounding per addition): the
+textbook order, whose typical error (~sqrt(n)·u) is the largest of the usual algorithms, so
+that pairwise, blocked, Welford or FMA-based implementations come out at or below the yardstick
+(docs/tolerance.md §4.1). Between stages the values are rounded to the storage precision:
 
 ==========  ===========================================================================
 softmax     e = exp(x - m) [acc]; p = e / Σe [acc] -> output dtype
@@ -61,12 +65,36 @@ def _store(x: Any, store: str, acc: _Arith) -> np.ndarray:
     return acc.a(round_to(np.asarray(x, dtype=np.float64), store))
 
 
+def recursive_sum(x: np.ndarray, acc: _Arith, axes: tuple[int, ...] = (-1,)) -> np.ndarray:
+    """Σ over ``axes`` left to right, rounding each partial sum (keepdims)."""
+    x = np.asarray(x)
+    nd = x.ndim
+    axes = tuple(sorted(a % nd for a in axes))
+    moved = np.moveaxis(x, axes, tuple(range(nd - len(axes), nd)))
+    flat = moved.reshape((*moved.shape[: nd - len(axes)], -1))
+    total = np.zeros(flat.shape[:-1], dtype=acc.np_dtype)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        for j in range(flat.shape[-1]):
+            total = acc.r(total + flat[..., j])
+    return np.expand_dims(total, axes)
+
+
+def recursive_matmul(a: np.ndarray, b: np.ndarray, acc: _Arith) -> np.ndarray:
+    """a @ b with each dot product accumulated left to right (products and sums rounded)."""
+    shape = (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    total = np.zeros(shape, dtype=acc.np_dtype)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        for j in range(a.shape[-1]):
+            total = acc.r(total + acc.r(a[..., :, j : j + 1] * b[..., j : j + 1, :]))
+    return total
+
+
 def _softmax_last(x: np.ndarray, acc: _Arith) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
         m = np.max(x, axis=-1, keepdims=True)
         m = np.where(np.isneginf(m), 0, m).astype(x.dtype)
         e = acc.r(np.exp(acc.r(x - m)))
-        s = acc.r(np.sum(e, axis=-1, keepdims=True, dtype=acc.np_dtype))
+        s = recursive_sum(e, acc)
         return acc.r(e / s)
 
 
@@ -105,7 +133,7 @@ def _attention(
     setup = refmod.attention_setup(**dict(args), conventions=conventions)
     q, k, v = acc.a(setup.q), acc.a(setup.k), acc.a(setup.v)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        s = acc.r(np.matmul(q, np.swapaxes(k, -1, -2)))
+        s = recursive_matmul(q, np.swapaxes(k, -1, -2), acc)
         s = _store(acc.r(s * acc.a(setup.scale)), store, acc)
         if setup.softcap is not None:
             cap = acc.a(setup.softcap)
@@ -118,7 +146,7 @@ def _attention(
         t = np.where(dead, acc.a(0.0), t)
         p = _store(_softmax_last(t, acc), store, acc)
         p = np.where(dead, acc.a(0.0), p)
-        o = np.asarray(acc.r(np.matmul(p, v)), dtype=np.float64)
+        o = np.asarray(recursive_matmul(p, v, acc), dtype=np.float64)
         if setup.fully_masked_row == "nan":
             o = np.where(dead, math.nan, o)
     return round_to(o, dtype)
@@ -145,9 +173,9 @@ def _layer_norm(
     div = n - 1 if conventions.layer_norm_variance == "unbiased" else n
     x = acc.a(x64)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
-        mu = acc.r(np.sum(x, axis=axes, keepdims=True, dtype=acc.np_dtype) / acc.a(n))
+        mu = acc.r(recursive_sum(x, acc, axes) / acc.a(n))
         d = acc.r(x - mu)
-        var = acc.r(np.sum(acc.r(d * d), axis=axes, keepdims=True, dtype=acc.np_dtype))
+        var = recursive_sum(acc.r(d * d), acc, axes)
         var = acc.r(var / acc.a(div))
         if conventions.layer_norm_eps == "inside_sqrt":
             sigma = acc.r(np.sqrt(acc.r(var + acc.a(eps))))
@@ -170,7 +198,7 @@ def _rms_norm(
     n = math.prod(shape)
     x = acc.a(x64)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
-        ms = acc.r(np.sum(acc.r(x * x), axis=axes, keepdims=True, dtype=acc.np_dtype))
+        ms = recursive_sum(acc.r(x * x), acc, axes)
         ms = acc.r(ms / acc.a(n))
         if conventions.rms_norm_eps == "inside_sqrt":
             r = acc.r(np.sqrt(acc.r(ms + acc.a(eps))))
