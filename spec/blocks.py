@@ -380,9 +380,8 @@ _KV_HEADS = Kernel(
         Code(
             (
                 "if hkv <= 0 or hq % hkv != 0:",
-                "    raise ValueError(",
-                '        f"query heads ({hq}) must be a multiple of kv heads ({hkv})"',
-                "    )",
+                "    raise ValueError("
+                'f"query heads ({hq}) must be a multiple of kv heads ({hkv})")',
                 'if mapping == "interleave":',
                 "    return np.arange(hq) // (hq // hkv)",
                 'if mapping == "tile":',
@@ -505,13 +504,13 @@ def evaluate(name: str, digits: int = 50, **inputs: Any) -> tuple[np.ndarray, ..
     kern = kernel(name)
     if kern.name in ("sdpa", "kv_heads"):
         raise ValueError(f"{name} is evaluated by attention_exact")
+    defaults = {"eps_inside_sqrt": True}
+    flags = {f: bool(inputs.pop(f, defaults.get(f, False))) for f in kern.flags}
     env: dict[str, Any] = {key: to_exact(val) for key, val in inputs.items()}
     env.setdefault("softcap", None)
     env.setdefault("bias", None)
     env.setdefault("weight", None)
-    for flag in kern.flags:
-        env.setdefault(flag, {"eps_inside_sqrt": True}.get(flag, False))
-        env[flag] = bool(env[flag] is sp.true or env[flag] is True)
+    env.update(flags)
     out = _run(kern.body, env, digits)
     assert out is not None
     return tuple(_to_float(o, digits) for o in out)

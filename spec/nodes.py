@@ -153,7 +153,8 @@ class RowLogSumExp(MatrixExpr):
         return (self.arg.shape[0], sp.Integer(1))
 
     def _entry(self, i: Any, j: Any, **kwargs: Any) -> sp.Expr:
-        return sp.log(_row_sum(self.arg, i, sp.exp))
+        total = _row_sum(self.arg, i, sp.exp)
+        return -sp.oo if total.is_zero else sp.log(total)  # log 0 = -inf for a dead row
 
     def _latex(self, printer: Any) -> str:
         return rf"\operatorname{{logsumexp}}\left({printer._print(self.arg)}\right)"
