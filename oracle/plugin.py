@@ -197,10 +197,26 @@ class TranspecItem(pytest.Item):
         )
         self.user_properties.append(("ratio", _ratio_text(verdict.ratio)))
         self.user_properties.append(("examples", str(verdict.examples)))
+        if verdict.status in ("failed", "error"):
+            raise TranspecFailure(verdict)
         raise_for_verdict(verdict)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        """The failure report itself, not a traceback into transpec."""
+        if isinstance(excinfo.value, TranspecFailure):
+            return excinfo.value.verdict.report or excinfo.value.verdict.message
+        return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[str, int | None, str]:
         return ("transpec", None, self.name)
+
+
+class TranspecFailure(AssertionError):
+    """A failed (or errored) verdict inside pytest; its message is the verdict's one line."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message)
+        self.verdict = verdict
 
 
 def _ratio_text(ratio: float | None) -> str:

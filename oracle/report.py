@@ -95,7 +95,7 @@ def format_ratio(ratio: float | None) -> str:
         return "nan"
     if ratio == float("inf"):
         return "inf"
-    return f"{ratio:.2g}" if ratio < 100 else f"{ratio:.3g}"
+    return f"{ratio:.2g}" if ratio < 1 else f"{ratio:.3g}"
 
 
 def progress_line(verdict: Verdict) -> str:
@@ -261,10 +261,19 @@ def table(result: RunResult) -> str:
     head = ["component", "property"] + [
         f"{dtype}/{device}" if multi_device else dtype for dtype, device in columns
     ]
-    rows: list[list[str]] = [
-        [component, prop] + [by_col.get(col, "") for col in columns]
-        for (component, prop), by_col in cells.items()
-    ]
+    rows: list[list[str]] = []
+    collapsed: set[str] = set()
+    for (component, prop), by_col in cells.items():
+        if component in collapsed:
+            continue
+        mine = [v for v in result.verdicts if v.component == component]
+        if len(mine) > len(columns) and all(v.status == "skipped" for v in mine):
+            # a component the adapter does not provide: one row, not one per property
+            n = len({v.property for v in mine})
+            rows.append([component, f"({n} properties)"] + ["skip"] * len(columns))
+            collapsed.add(component)
+            continue
+        rows.append([component, prop] + [by_col.get(col, "") for col in columns])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     out.append("  ".join("-" * w for w in widths))

@@ -523,6 +523,8 @@ def _details(exc: PropertyViolation | ImplementationFailure) -> str:
         extra = exc.message.splitlines()[1:]
         lines = list(extra)
         for key, value in exc.details.items():
+            if value is None or (isinstance(value, (int, float)) and value == 0):
+                continue  # e.g. "nonfinite_mismatch: 0" says nothing
             if isinstance(value, Mapping):
                 value = ", ".join(f"{k}={_short(v)}" for k, v in value.items())
             lines.append(f"{key}: {_short(value)}")
