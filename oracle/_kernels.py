@@ -244,11 +244,13 @@ def sdpa(
         s = xp.where(keep, s, fill)
     if bias is not None:
         s = s + bias
+    # rows with no key to attend to: 0 or NaN per the convention, never 0/0
+    dead = xp.isneginf(xp.max(s, axis=-1, keepdims=True))
+    s = xp.where(dead, 0.0, s)
     m = xp.max(s, axis=-1, keepdims=True)
     shift = xp.where(xp.isneginf(m), 0.0, m)
     e = xp.exp(s - shift)
     p = e / xp.sum(e, axis=-1, keepdims=True)
-    if conventions.fully_masked_row == "zero":
-        dead = xp.isneginf(xp.max(s, axis=-1, keepdims=True))
-        p = xp.where(dead, 0.0, p)
+    dead_value = 0.0 if conventions.fully_masked_row == "zero" else float("nan")
+    p = xp.where(dead, dead_value, p)
     return xp.matmul(p, v), p

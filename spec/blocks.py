@@ -355,12 +355,18 @@ _SDPA = Kernel(
         *_SCORES_BODY,
         If("keep", (Assign("s", ApplyKeep(s, keep, fill)),)),
         If("bias", (Assign("s", BIASED),)),
+        Code(
+            (
+                "# rows with no key to attend to: 0 or NaN per the convention, never 0/0",
+                "dead = xp.isneginf(xp.max(s, axis=-1, keepdims=True))",
+                "s = xp.where(dead, 0.0, s)",
+            )
+        ),
         Assign("p", PROBS),
         Code(
             (
-                'if conventions.fully_masked_row == "zero":',
-                "    dead = xp.isneginf(xp.max(s, axis=-1, keepdims=True))",
-                "    p = xp.where(dead, 0.0, p)",
+                'dead_value = 0.0 if conventions.fully_masked_row == "zero" else float("nan")',
+                "p = xp.where(dead, dead_value, p)",
             )
         ),
         Return((OUTPUT, p)),

@@ -494,18 +494,37 @@ def _rms(transform: Callable[[Any], Any] = lambda t: t, e: Any = 0) -> Any:
     return _as_vector(RMSNormRows(_row(N), e, True)._entry(0, j), transform)
 
 
+def _ln_stats() -> tuple[Any, Any]:
+    node = LayerNormRows(_row(N), 0, False, True)
+    return _as_vector(node.mean(0)), _as_vector(node.variance(0))
+
+
 def _ln_mean_steps(broken: bool = False) -> list[Claim]:
     y = _ln()
     if broken:  # scaled but not centred
         y = y + sp.Sum(xs[i], (i, 0, N - 1)) / N / RMSNormRows(_row(N), 0, True).denominator(0)
         return [Claim(sp.Sum(y, (j, 0, N - 1)) / N, 0, "mean of x / sigma")]
-    return [Claim(sp.Sum(y, (j, 0, N - 1)) / N, 0, "mean of y at eps = 0, for every N")]
+    mu, var = _ln_stats()
+    centred = sp.Sum(xs[j] - mu, (j, 0, N - 1))
+    total = sp.Sum(xs[j], (j, 0, N - 1))
+    return [
+        Claim(centred, total - N * mu, "linearity: the mean is free of j"),
+        Claim(total - N * mu, 0, "the mean is (1/N) times the sum"),
+        Claim(sp.Sum(y, (j, 0, N - 1)) / N, centred / (N * sp.sqrt(var)), "sigma is free of j"),
+        Claim(sp.Sum(y, (j, 0, N - 1)) / N, 0, "mean of y at eps = 0, for every N"),
+    ]
 
 
 def _ln_var_steps(broken: bool = False) -> list[Claim]:
     y = _ln(unbiased=broken)
-    why = "with the unbiased variance" if broken else "biased variance, eps = 0, every N"
-    return [Claim(sp.Sum(y**2, (j, 0, N - 1)) / N, 1, why)]
+    if broken:
+        return [Claim(sp.Sum(y**2, (j, 0, N - 1)) / N, 1, "with the unbiased variance")]
+    mu, var = _ln_stats()
+    return [
+        Claim(sp.Sum((xs[j] - mu) ** 2, (j, 0, N - 1)), N * var, "the biased variance"),
+        Claim(y**2, (xs[j] - mu) ** 2 / var, "sigma^2 = v at eps = 0"),
+        Claim(sp.Sum(y**2, (j, 0, N - 1)) / N, 1, "biased variance, eps = 0, every N"),
+    ]
 
 
 def _ln_affine_steps(broken: bool = False) -> list[Claim]:
@@ -519,13 +538,25 @@ def _ln_affine_steps(broken: bool = False) -> list[Claim]:
 
 def _rms_unit_steps(broken: bool = False) -> list[Claim]:
     y = _rms(e=eps if broken else 0)
-    why = "with eps > 0" if broken else "eps = 0, every N"
-    return [Claim(sp.Sum(y**2, (j, 0, N - 1)) / N, 1, why)]
+    if broken:
+        return [Claim(sp.Sum(y**2, (j, 0, N - 1)) / N, 1, "with eps > 0")]
+    ms = _as_vector(RMSNormRows(_row(N), 0, True).mean_square(0))
+    return [
+        Claim(sp.Sum(xs[j] ** 2, (j, 0, N - 1)), N * ms, "the mean square"),
+        Claim(sp.Sum(y**2, (j, 0, N - 1)) / N, 1, "eps = 0, every N"),
+    ]
 
 
 def _rms_scale_steps(broken: bool = False) -> list[Claim]:
     scale = -a if broken else a
-    return [Claim(_rms(lambda t: scale * t), _rms(), "RMS(a x) = RMS(x), a > 0, eps = 0")]
+    claim = Claim(_rms(lambda t: scale * t), _rms(), "RMS(a x) = RMS(x), eps = 0, every N")
+    if broken:
+        return [claim]
+    root = sp.sqrt(sp.Sum((a * xs[j]) ** 2, (j, 0, N - 1)) / N)
+    return [
+        Claim(root, a * sp.sqrt(sp.Sum(xs[j] ** 2, (j, 0, N - 1)) / N), "a > 0 leaves the root"),
+        claim,
+    ]
 
 
 def _make(
