@@ -247,7 +247,8 @@ def _skip_reason(
         return f"adapter does not provide {prop.component}"
     if dtype not in declared_dtypes:
         return f"adapter does not declare {dtype}"
-    if device not in adapter.devices:
+    declared = set(adapter.devices) | set(getattr(type(adapter), "devices", ()))
+    if device not in declared:
         return f"adapter does not declare device {device}"
     if device not in available:
         return f"device {device} is not available on this machine"
