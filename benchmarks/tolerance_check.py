@@ -32,7 +32,12 @@ import numpy as np
 
 from transpec.adapters.base import Precision
 from transpec.oracle import reference as refmod
-from transpec.oracle.compare import RMS_RATIO_THRESHOLD, compare, error_statistic
+from transpec.oracle.compare import (
+    RMS_RATIO_THRESHOLD,
+    RMS_RATIO_THRESHOLD_FLOAT32,
+    compare,
+    error_statistic,
+)
 from transpec.oracle.dtypes import round_to
 from transpec.oracle.tolerance import tolerance
 from transpec.spec.conventions import CANONICAL, Conventions
@@ -350,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
             # softmax and attention all in dt; the norms' statistics in float32
             acc = dt if comp in ("softmax", "attention") else "float32"
             correct.append(("numpy", comp, fn, dt, Precision(acc, dt)))
-    print(f"RMS ratio threshold in use: {RMS_RATIO_THRESHOLD}")
+    print(
+        f"RMS ratio thresholds in use: {RMS_RATIO_THRESHOLD} (float16/bfloat16), "
+        f"{RMS_RATIO_THRESHOLD_FLOAT32} (float32)"
+    )
     header = (
         f"{'impl':6} {'component':10} {'dtype':8} {'cases':>5} {'fail':>4} "
         f"{'err/tol: median      p99      max':>34} | {'stat n':>6} {'fail':>4} "
