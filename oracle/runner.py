@@ -252,7 +252,11 @@ def _skip_reason(
         return f"adapter does not declare device {device}"
     if device not in available:
         return f"device {device} is not available on this machine"
-    return prop.applies(adapter, dtype)
+    try:
+        return prop.applies(adapter, dtype)
+    except Exception:
+        # undecidable here: run the property, whose verdict will show the problem
+        return None
 
 
 # -- running ------------------------------------------------------------------------------------
