@@ -332,7 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=200, help="cases per row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="comma-separated components")
+    parser.add_argument(
+        "--highprec",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: float64 reference vs 40 digits on N cases per block and regime",
+    )
     opts = parser.parse_args(argv)
+    if opts.highprec:
+        return highprec_report(opts.highprec, opts.seed)
     only = set(filter(None, opts.only.split(",")))
     rng = np.random.default_rng(opts.seed)
     t0 = time.time()
@@ -428,6 +437,63 @@ def small_n_case(rng: np.random.Generator) -> Case:
 
 def large_logit_case(rng: np.random.Generator) -> Case:
     return {"x": rng.standard_normal((8, 64)) * 40 + 60, "dim": -1}
+
+
+def _hp_case(component: str, hard: bool, rng: np.random.Generator) -> Case:
+    n = rng.standard_normal
+    if component == "softmax":
+        x = n((6, 64))
+        if hard:
+            x *= np.array([[1e-8], [1.0], [30.0], [3e3], [1e4], [1e4]])
+            x[5, :40] = -np.inf
+        return {"x": x, "dim": -1}
+    if component == "attention":
+        q, k, v = n((2, 4, 9, 16)), n((2, 2, 33, 16)), n((2, 2, 33, 8))
+        args: Case = {"q": q, "k": k, "v": v, "enable_gqa": True, "is_causal": True}
+        if hard:
+            args["q"] = q * np.array([1e-6, 1e-2, 1.0, 10.0, 30.0, 100, 100, 100, 100])[:, None]
+            args["k"] = k * 30
+            mask = rng.random((9, 33)) < 0.5
+            mask[3] = False
+            args["attn_mask"] = mask
+        return args
+    x = n((6, 64))
+    if hard:
+        x = x * np.array([[1e-3], [1e-3], [1e-2], [1.0], [1e-4], [1e150]])
+        x = x + np.array([[1e3], [-1e4], [0.0], [0.0], [0.0], [0.0]])
+    if component == "layer_norm":
+        return {"x": x, "normalized_shape": 64, "weight": n(64), "bias": n(64), "eps": 1e-5}
+    return {"x": x, "normalized_shape": 64, "weight": n(64), "eps": 1e-6}
+
+
+def highprec_report(cases: int, seed: int) -> int:
+    """Worst |ref64 - ref40digits| / absref and worst |ref64 - ref40| / float64 bound."""
+    from transpec.oracle import highprec
+
+    rng = np.random.default_rng(seed)
+    p64 = Precision("float64", "float64")
+    print(
+        f"{'component':10} {'regime':6} {'cases':>5} {'max rel (/absref)':>18} "
+        f"{'max err/bound':>14}"
+    )
+    for component in CASES:
+        for hard in (False, True):
+            worst_rel, worst_ratio = 0.0, 0.0
+            for _ in range(cases):
+                args = _hp_case(component, hard, rng)
+                ref = refmod.compute(component, args)
+                hp = highprec.compute(component, args, conventions=CANONICAL)
+                if not np.array_equal(np.isnan(ref.value), np.isnan(hp)):
+                    print(f"{component}: NaN positions differ", file=sys.stderr)
+                    return 1
+                ok = ~np.isnan(hp) & (ref.abs_value > 0)
+                err = np.abs(ref.value - hp)[ok]
+                bound = np.broadcast_to(tolerance(component, ref, "float64", p64).bound, hp.shape)
+                worst_rel = max(worst_rel, float(np.max(err / ref.abs_value[ok], initial=0.0)))
+                worst_ratio = max(worst_ratio, float(np.max(err / bound[ok], initial=0.0)))
+            regime = "hard" if hard else "unit"
+            print(f"{component:10} {regime:6} {cases:5d} {worst_rel:18.3g} {worst_ratio:14.3g}")
+    return 0
 
 
 if __name__ == "__main__":
