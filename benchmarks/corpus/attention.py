@@ -173,13 +173,16 @@ class AttentionOnlineBlock128(_OnlineSoftmax):
 
 @wheat("attention")
 class AttentionLogSumExp(AttentionBase):
-    """Weights as exp(s - logsumexp(s)) instead of a normalized exp."""
+    """Weights as exp((s - m) - log Σ exp(s - m)), the shifted log-sum-exp form."""
 
     def weights(self, s: torch.Tensor) -> torch.Tensor:
-        lse = torch.logsumexp(s, dim=-1, keepdim=True)
-        finite = ~torch.isneginf(lse)
-        safe = torch.where(finite, lse, torch.zeros_like(lse))
-        return torch.where(finite, torch.exp(s - safe), torch.zeros_like(s))
+        m = s.amax(dim=-1, keepdim=True)
+        m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+        shifted = s - m
+        total = torch.exp(shifted).sum(dim=-1, keepdim=True)
+        live = total > 0
+        lse = torch.log(torch.where(live, total, torch.ones_like(total)))
+        return torch.where(live, torch.exp(shifted - lse), torch.zeros_like(s))
 
 
 @wheat("attention")

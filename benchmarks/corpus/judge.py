@@ -54,7 +54,7 @@ class Kill:
     component: str
     prop: str
     dtype: str
-    status: str  # "killed", "survived", "skipped"
+    status: str  # "killed", "survived", "skipped", "error" (transpec itself raised)
     examples: int  # examples run (the killing one included)
     seconds: float
     message: str = ""
@@ -85,6 +85,7 @@ def first_kill(
     count = 0
     failure: list[str] = []
     killed_at: list[tuple[int, float]] = []  # (example number, seconds) of the first failure
+    internal: list[str] = []
 
     def test(args: dict[str, Any]) -> None:
         nonlocal count
@@ -94,8 +95,10 @@ def first_kill(
         except (PropertyViolation, ImplementationFailure) as exc:
             _note(exc.describe().splitlines()[0])
             raise
-        except Exception as exc:  # anything else the implementation raised inside a property
-            _note(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # not a verdict on the implementation: transpec raised
+            if type(exc).__name__ == "UnsatisfiedAssumption":  # hypothesis.reject()
+                raise
+            internal.append(f"{type(exc).__name__}: {exc}")
             raise
 
     def _note(message: str) -> None:
@@ -119,6 +122,9 @@ def first_kill(
             warnings.simplefilter("ignore")  # Hypothesis warns about large reprs of arrays
             wrapped()
     except Exception:
+        if internal and not failure:
+            elapsed = time.perf_counter() - start
+            return Kill(component, prop, dtype, "error", count, elapsed, internal[0])
         if not failure:
             raise
         n, seconds = killed_at[0]

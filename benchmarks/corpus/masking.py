@@ -275,18 +275,20 @@ class PaddingZeroesQueries(AttentionBase):
 
 
 class _FiniteFill(AttentionBase):
+    """Masked scores (boolean or causal) *replaced* by a finite fill; an additive mask is
+    added as it is (its -inf entries stay -inf)."""
+
     fill = -1e9
 
     def apply_masks(
         self, s: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool
     ) -> torch.Tensor:
+        if attn_mask is not None and attn_mask.dtype != torch.bool:
+            s = s + attn_mask
         if is_causal:
             s = s.masked_fill(~self.causal_keep(s.shape[-2], s.shape[-1]), self.fill)
-        if attn_mask is not None:
-            if attn_mask.dtype == torch.bool:
-                s = s.masked_fill(~attn_mask, self.fill)
-            else:
-                s = torch.where(torch.isneginf(attn_mask), self.fill, s + attn_mask)
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            s = s.masked_fill(~attn_mask, self.fill)
         return s
 
 

@@ -24,11 +24,52 @@ pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import corpus
-from corpus.judge import properties_of, verdict
+from corpus.judge import first_kill, properties_of, verdict
 
 #: tried first: the properties that kill most chaffs soonest (the kill matrix); the others follow
 #: in the runner's order
 PREFERRED = ("equivalence", "error_statistic", "fully_masked_rows", "large_logits", "gqa")
+
+#: (chaff, dtype) pairs where the defect is visible but the ci examples do not reach it: gaps of
+#: the strategies, reported to their owners. Strict: a fixed gap turns into a failing XPASS,
+#: and the entry must then be removed here.
+KNOWN_GAPS: dict[tuple[str, str], str] = {
+    ("attention_scale_from_value_dim", "float64"): (
+        "the 12 ci examples of no attention property draw Ev != E together with the default "
+        "scale in float64"
+    ),
+    ("attention_no_max_subtraction", "float16"): (
+        "the large-logit regime aims at 1.1-2.5 x the overflow of exp in the input dtype "
+        "(11-28 for float16); a float16 kernel whose exp runs in float32 overflows only past 88.7"
+    ),
+    ("softmax_no_max_subtraction", "float16"): (
+        "as attention_no_max_subtraction: float16 rows never exceed 88.7, the float32 exp limit"
+    ),
+    ("padding_zeroes_queries", "float64"): (
+        "needs a key-padding mask with a padded key and Lq == Lk; not among the ci examples of "
+        "equivalence, and key_padding_invariance cannot see it (it perturbs padded keys only)"
+    ),
+    ("padding_zeroes_queries", "float16"): "as in float64",
+    ("padding_zeroes_queries", "bfloat16"): "as in float64",
+    ("layer_norm_naive_variance", "float16"): (
+        "the large-mean regime stops at |mu|/sigma = 32 in float16; float32 math cancels visibly "
+        "(u32 (mu/sigma)^2 > u16) only beyond ~90"
+    ),
+    ("layer_norm_naive_variance", "bfloat16"): (
+        "the large-mean regime stops at |mu|/sigma = 8 in bfloat16; float32 math cancels "
+        "visibly only beyond ~256"
+    ),
+}
+
+
+#: (wheat, dtype) pairs that transpec wrongly flags: false alarms of the tolerance model,
+#: reported to its owners (strict, as above)
+KNOWN_FALSE_ALARMS: dict[tuple[str, str], str] = {
+    ("softmax_log_sum_exp", "float64"): (
+        "the underflow floor c·η is 0 in float64 (η = 2^-1074 / 2 rounds to 0), so a subnormal "
+        "weight one subnormal step off (4.9e-324, large_logits) has ratio inf"
+    ),
+}
 
 
 def _order(component: str) -> list[str]:
@@ -36,29 +77,58 @@ def _order(component: str) -> list[str]:
     return [p for p in PREFERRED if p in props] + [p for p in props if p not in PREFERRED]
 
 
-CHAFF_CASES = [
-    pytest.param(e.name, d, id=f"{e.name}-{d}") for e in corpus.CHAFFS for d in e.visible
-]
-WHEAT_CASES = [
-    pytest.param(e.name, d, id=f"{e.name}-{d}") for e in corpus.WHEATS for d in corpus.ALL_DTYPES
-]
+def _chaff_param(name: str, dtype: str) -> object:
+    gap = KNOWN_GAPS.get((name, dtype))
+    marks = [pytest.mark.xfail(strict=True, reason=f"strategy gap: {gap}")] if gap else []
+    return pytest.param(name, dtype, id=f"{name}-{dtype}", marks=marks)
+
+
+CHAFF_CASES = [_chaff_param(e.name, d) for e in corpus.CHAFFS for d in e.visible]
+
+
+def _wheat_param(name: str, dtype: str) -> object:
+    alarm = KNOWN_FALSE_ALARMS.get((name, dtype))
+    marks = [pytest.mark.xfail(strict=True, reason=f"false alarm: {alarm}")] if alarm else []
+    return pytest.param(name, dtype, id=f"{name}-{dtype}", marks=marks)
+
+
+WHEAT_CASES = [_wheat_param(e.name, d) for e in corpus.WHEATS for d in corpus.ALL_DTYPES]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "dtype"), CHAFF_CASES)
 def test_chaff_is_killed(name: str, dtype: str) -> None:
+    """The runner's ci examples, replayed property by property without shrinking, until one
+    fails (``corpus.judge.first_kill``: the same seeds and strategies as the runner)."""
     entry = corpus.entry(name)
     seen = []
     for prop in _order(entry.component):
-        v = verdict(entry.make(), entry.component, prop, dtype)
-        assert v.status != "error", f"transpec error in {prop}: {v.message}"
-        if v.status == "failed":
+        kill = first_kill(entry.make(), entry.component, prop, dtype)
+        if kill.status == "killed":
             return
-        seen.append(f"{prop}: {v.status} (ratio {v.ratio})")
+        seen.append(f"{prop}: {kill.status} after {kill.examples} examples {kill.message}")
     pytest.fail(
         f"chaff {name} survives in {dtype} ({entry.description}); its defect is visible "
         f"there because {entry.why}.\n" + "\n".join(seen)
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "prop", "dtype"),
+    [
+        ("attention_scale_sqrt_e_plus1", "equivalence", "bfloat16"),
+        ("causal_bottom_right_undeclared", "causality", "float32"),
+        ("layer_norm_unbiased_variance", "small_variance", "float16"),
+        ("rms_norm_one_plus_weight_undeclared", "equivalence", "float64"),
+        ("softmax_dim_ignored", "equivalence", "float32"),
+    ],
+)
+def test_runner_agrees_with_replay(name: str, prop: str, dtype: str) -> None:
+    """The runner itself (with shrinking) fails where the replay kills."""
+    entry = corpus.entry(name)
+    assert first_kill(entry.make(), entry.component, prop, dtype).status == "killed"
+    v = verdict(entry.make(), entry.component, prop, dtype)
+    assert v.status == "failed", v.message
 
 
 @pytest.mark.slow
