@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -181,7 +181,6 @@ class Kernel:
     definition: Any  # the matrix expression the docstring shows
     row_axis: str = "-1"
     flags: tuple[str, ...] = ()
-    extra_names: tuple[str, ...] = field(default=())
 
 
 _SOFTMAX = Kernel(

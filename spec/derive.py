@@ -328,3 +328,24 @@ def render(block: str, fmt: str = "markdown") -> str:
         control = "rejected" if neg.rejected else "ACCEPTED (the procedure is broken)"
         w.text(f"Negative control, {pr.control}: {control} by the same procedure.")
     return w.render()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m transpec.spec.derive [BLOCK ...] [--format latex]``: print derivations
+    (every block when none is named)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m transpec.spec.derive")
+    parser.add_argument("blocks", nargs="*", help=f"any of {', '.join(BLOCKS)} (default: all)")
+    parser.add_argument("--format", choices=("markdown", "latex"), default="markdown")
+    args = parser.parse_args(argv)
+    try:
+        texts = [render(block, args.format) for block in args.blocks or BLOCKS]
+    except ValueError as err:
+        parser.error(str(err))
+    print("\n".join(texts), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
