@@ -7,6 +7,7 @@ Command line (the plugin is registered through the ``pytest11`` entry point; wit
     pytest --transpec torch -m transpec -n 2                 # only transpec's tests, 2 workers
     pytest --transpec mypkg.kernels:MyAdapter --transpec-component attention \\
            --transpec-dtype float16 -k causality --junitxml=conformance.xml
+    pytest --transpec torch --transpec-device cuda -n 8 --transpec-gpus 0,1,2,3,4,5,6,7
 
 Each component × property × dtype (× device) is one test item named
 ``transpec::<component>.<property>[<dtype>-<device>]``, collected in a fixed order, so ``-k``,
@@ -32,6 +33,7 @@ the runner, Hypothesis and the adapters are imported only when transpec tests ar
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--transpec-seed", type=int, default=None, metavar="N")
     group.addoption("--transpec-max-examples", type=int, default=None, metavar="N")
     group.addoption(
+        "--transpec-gpus",
+        default=None,
+        metavar="IDS",
+        help="comma-separated GPU ids: xdist worker gwN sees only GPU IDS[N mod len] "
+        "(sets CUDA_VISIBLE_DEVICES before any framework starts)",
+    )
+    group.addoption(
         "--transpec-failures-dir",
         default="transpec-failures",
         metavar="DIR",
@@ -75,6 +84,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: a transpec conformance verdict")
+    gpus = _split([config.getoption("transpec_gpus") or ""])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if gpus and worker.startswith("gw") and worker[2:].isdigit():
+        # one worker per GPU: must happen before torch (or any framework) initializes CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[int(worker[2:]) % len(gpus)]
 
 
 def _split(values: Sequence[str] | None) -> list[str] | None:

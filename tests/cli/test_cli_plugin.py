@@ -37,11 +37,19 @@ def test_plugin_items_and_conformance_tests_under_xdist_with_k_and_junitxml(
         "test_mine = conformance_tests(WrongScaleAttention(), components=['attention'],\n"
         "    properties=['equivalence', 'causality'], dtypes=['float32'], max_examples=4)\n"
     )
+    (tmp_path / "test_gpu_per_worker.py").write_text(
+        "import os\n"
+        "def test_worker_sees_its_gpu():\n"
+        "    n = int(os.environ['PYTEST_XDIST_WORKER'][2:])\n"
+        "    assert os.environ['CUDA_VISIBLE_DEVICES'] == ['3', '5'][n % 2]\n"
+    )
     junit = tmp_path / "junit.xml"
     proc = _pytest(
         tmp_path,
         "-n",
         "2",
+        "--transpec-gpus",
+        "3,5",
         "--transpec",
         "cli_fixtures:WrongScaleAttention",
         "--transpec-component",
@@ -51,11 +59,11 @@ def test_plugin_items_and_conformance_tests_under_xdist_with_k_and_junitxml(
         "--transpec-max-examples",
         "4",
         "-k",
-        "equivalence or causality",
+        "equivalence or causality or gpu",
         f"--junitxml={junit}",
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "2 failed, 2 passed" in proc.stdout
+    assert "2 failed, 3 passed" in proc.stdout
     # failures show transpec's report, not a traceback into transpec
     assert "FAILED attention.equivalence[float32-cpu]" in proc.stdout
     assert "reproduce: transpec reproduce" in proc.stdout
@@ -65,6 +73,7 @@ def test_plugin_items_and_conformance_tests_under_xdist_with_k_and_junitxml(
         c.get("name"): ("failed" if c.find("failure") is not None else "passed") for c in cases
     }
     assert outcome == {
+        "test_worker_sees_its_gpu": "passed",
         "attention.equivalence[float32-cpu]": "failed",
         "attention.causality[float32-cpu]": "passed",
         "test_mine[attention.equivalence-float32-cpu]": "failed",
