@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sympy as sp
+from sympy.matrices.dense import MutableDenseMatrix as Matrix
 
 __all__ = [
     "LAYER_PROOFS",
@@ -63,7 +64,6 @@ __all__ = [
     "symbol_matrix",
 ]
 
-Matrix = sp.Matrix
 ExpFn = Callable[[sp.Expr], sp.Expr]
 
 
@@ -409,13 +409,16 @@ def encoder_layer(
     norm_first: bool = False,
     activation: str = "relu",
     eps: sp.Expr = DEFAULT_EPS,
+    scale: sp.Expr | None = None,
 ) -> Matrix:
     """``nn.TransformerEncoderLayer`` (eval) on one sequence: residual self-attention, then
-    residual feed-forward, each with its LayerNorm (``norm1``, ``norm2``)."""
+    residual feed-forward, each with its LayerNorm (``norm1``, ``norm2``). ``scale`` is the
+    attention scale (default :math:`D_h^{-1/2}`; a ``Float`` keeps a numeric evaluation
+    numeric)."""
     sa = _sub(params, "self_attn.")
 
     def attend(y: Matrix) -> Matrix:
-        return multi_head_attention(y, y, y, sa, nhead, mask=mask)
+        return multi_head_attention(y, y, y, sa, nhead, mask=mask, scale=scale)
 
     def ffn(y: Matrix) -> Matrix:
         return feed_forward(y, params, activation)
@@ -435,17 +438,18 @@ def decoder_layer(
     norm_first: bool = False,
     activation: str = "relu",
     eps: sp.Expr = DEFAULT_EPS,
+    scale: sp.Expr | None = None,
 ) -> Matrix:
     """``nn.TransformerDecoderLayer`` (eval) on one sequence: residual masked self-attention
     (``norm1``), residual cross-attention to ``memory`` (``norm2``), residual feed-forward
-    (``norm3``)."""
+    (``norm3``). ``scale`` as in :func:`encoder_layer`."""
     sa, ca = _sub(params, "self_attn."), _sub(params, "multihead_attn.")
 
     def attend(y: Matrix) -> Matrix:
-        return multi_head_attention(y, y, y, sa, nhead, mask=tgt_mask)
+        return multi_head_attention(y, y, y, sa, nhead, mask=tgt_mask, scale=scale)
 
     def cross(y: Matrix) -> Matrix:
-        return multi_head_attention(y, memory, memory, ca, nhead, mask=memory_mask)
+        return multi_head_attention(y, memory, memory, ca, nhead, mask=memory_mask, scale=scale)
 
     def ffn(y: Matrix) -> Matrix:
         return feed_forward(y, params, activation)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import sympy as sp
+from sympy.matrices.dense import MutableDenseMatrix as Matrix
 
 from transpec.spec.layers import Proof, Step, polynomial_residuals, symbol_matrix
 
@@ -50,7 +51,6 @@ __all__ = [
     "sinusoidal_encoding",
 ]
 
-Matrix = sp.Matrix
 Pairing = Literal["half", "interleaved"]
 Layout = Literal["interleaved", "concatenated"]
 
