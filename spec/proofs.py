@@ -81,7 +81,8 @@ def _linear_sum(s: sp.Sum) -> Any:
     j, a, b = s.limits[0]
     out = sp.Integer(0)
     for term in sp.Add.make_args(sp.expand(s.function)):
-        free, bound = [], []
+        free: list[Any] = []
+        bound: list[Any] = []
         for f in sp.Mul.make_args(term):
             (bound if j in f.free_symbols else free).append(f)
         if not bound:
