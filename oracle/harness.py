@@ -150,17 +150,25 @@ class Harness:
         return known[self.dtype]
 
     def require_supported(self, component: str, args: Mapping[str, Any]) -> None:
-        """Discard the example (``hypothesis.reject()``) when the adapter declares, through an
-        optional ``supports(component, args, dtype=, device=)`` method, that it rejects these
-        arguments by design (e.g. a kernel without ``Ev != E``): not a failure, not a pass."""
+        """Discard the example when the adapter declares, through an optional
+        ``supports(component, args, dtype=, device=)`` method, that it rejects these arguments
+        by design (e.g. a kernel without ``Ev != E``): neither a failure nor a pass.
+
+        Inside a Hypothesis test this is ``hypothesis.reject()``; outside one (a replay) it is
+        a ``ValueError`` naming the reason.
+        """
         supports = getattr(self.adapter, "supports", None)
         if supports is None:
             return
         reason = supports(component, args, dtype=self.dtype, device=self.device)
-        if reason is not None:
-            from hypothesis import reject
+        if reason is None:
+            return
+        from hypothesis import reject
+        from hypothesis.control import currently_in_test_context
 
+        if currently_in_test_context():
             reject()
+        raise ValueError(f"{self.adapter.name} does not take these {component} arguments: {reason}")
 
     def lower_gqa(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Attention arguments with grouped K/V repeated per the declared ``gqa_mapping`` and
@@ -187,9 +195,8 @@ class Harness:
         """The arguments in the adapter's declared meaning (boolean masks per ``bool_mask``)."""
         sent = dict(args)
         mask = sent.get("attn_mask") if component == "attention" else None
-        is_bool = isinstance(mask, np.ndarray) and mask.dtype == np.bool_
-        if is_bool and self.conventions.bool_mask == "ignore":
-            sent["attn_mask"] = ~mask
+        if isinstance(mask, np.ndarray) and mask.dtype == np.bool_:
+            sent["attn_mask"] = ~mask if self.conventions.bool_mask == "ignore" else mask
         return sent
 
     def round_inputs(

@@ -588,14 +588,17 @@ def _strategy(factory: Callable[..., st.SearchStrategy[Args]], **options: Any) -
 
 _NO_CAUSAL_FLAG = tuple(k for k in strat.MASK_KINDS if k != "is_causal")
 _LIVE_MASKS = tuple(k for k in strat.MASK_KINDS if k != "fully_masked_rows")
+#: examples for the statistical check: >= 16 query rows of >= 16 values, 8..300 keys
 _BIG_ATTENTION = strat.attention_shapes(
     max_batch=1,
     max_kv_heads=2,
     max_groups=2,
-    min_len=8,
+    min_len=16,
     max_len=33,
     long_lengths=(97, 113, 129, 257, 300),
+    min_head_dim=16,
     max_head_dim=64,
+    decode=False,
 )
 _ATT = "attention"
 #: rows per example of the statistical check of the norms: each row shares the rounding of its

@@ -156,6 +156,7 @@ def attention_shapes(
     min_len: int = 1,
     max_len: int = 64,
     long_lengths: Sequence[int] = LONG_LENGTHS,
+    min_head_dim: int = 1,
     max_head_dim: int = 40,
     value_dim: bool | None = None,
     gqa: bool | None = None,
@@ -171,17 +172,18 @@ def attention_shapes(
         ("max_batch", max_batch),
         ("max_kv_heads", max_kv_heads),
         ("max_groups", max_groups),
-        ("max_head_dim", max_head_dim),
+        ("min_head_dim", min_head_dim),
     ):
         _positive_int(name, value)
+    _positive_int("max_head_dim", max_head_dim, minimum=min_head_dim)
     if gqa is True and max_groups < 2:
         raise ValueError("gqa=True needs max_groups >= 2")
     length = lengths(min_value=min_len, max_value=max_len, long=long_lengths)
     short_length = lengths(min_value=min_len, max_value=max_len, long=())
-    head_dims = st.one_of(
-        st.integers(1, max_head_dim),
-        st.sampled_from([d for d in (3, 5, 8, 13, 16, 24, 33, 40) if d <= max_head_dim] or [1]),
-    )
+    special_dims = [d for d in (3, 5, 8, 13, 16, 24, 33, 40) if min_head_dim <= d <= max_head_dim]
+    head_dims = st.integers(min_head_dim, max_head_dim)
+    if special_dims:
+        head_dims = st.one_of(head_dims, st.sampled_from(special_dims))
     gqa_s = _tristate("gqa", gqa) if max_groups > 1 else st.just(False)
     decode_s = (
         st.one_of(st.just(False), st.just(False), st.just(True))
@@ -466,9 +468,9 @@ def _norm_args(
         if component == "layer_norm":
             x = x + sigma * rng.uniform(-4.0, 4.0, size=sigma.shape)
     elif regime == "large_mean":
-        ratio = LARGE_MEAN_RATIO[dtype] * float(2.0 ** rng.uniform(-3.0, 0.0))
+        mean_ratio = LARGE_MEAN_RATIO[dtype] * float(2.0 ** rng.uniform(-3.0, 0.0))
         sigma_l = float(2.0 ** rng.uniform(-3.0, 3.0))
-        mu = ratio * sigma_l * rng.choice([-1.0, 1.0], size=lead + (1,) * n_axes)
+        mu = mean_ratio * sigma_l * rng.choice([-1.0, 1.0], size=lead + (1,) * n_axes)
         x = mu + sigma_l * z
     else:
         spread = rng.uniform(0.0, 4.0)

@@ -64,7 +64,9 @@ class HalfProbabilities(_Wrong):
 
     def defect(self, q: Any, k: Any, v: Any, mask: Any, causal: bool, scale: Any, gqa: bool) -> Any:
         q32, k32, v32 = (a.astype(np.float32) for a in (q, k, v))
-        s = (1.0 / np.sqrt(q.shape[-1]) if scale is None else scale) * (q32 @ np.swapaxes(k32, -1, -2))
+        s = (1.0 / np.sqrt(q.shape[-1]) if scale is None else scale) * (
+            q32 @ np.swapaxes(k32, -1, -2)
+        )
         s = s + _additive(mask, s.shape).astype(np.float32)
         if causal:
             s = np.where(np.tril(np.ones(s.shape[-2:], dtype=bool)), s, -np.inf)
@@ -178,7 +180,7 @@ class NaNForMaskedRows(_Wrong):
 
     def defect(self, q: Any, k: Any, v: Any, mask: Any, causal: bool, scale: Any, gqa: bool) -> Any:
         out = self.correct(q, k, v, mask, causal, scale, gqa)
-        keep = np.ones(out.shape[:-1] + (k.shape[-2],), dtype=bool)
+        keep = np.ones((*out.shape[:-1], k.shape[-2]), dtype=bool)
         if mask is not None:
             keep = keep & (mask if mask.dtype == np.bool_ else ~np.isneginf(mask))
         if causal:
@@ -195,8 +197,9 @@ class NoMaxSubtraction(_Wrong):
     def defect(self, q: Any, k: Any, v: Any, mask: Any, causal: bool, scale: Any, gqa: bool) -> Any:
         g = q.shape[1] // k.shape[1]
         k, v = np.repeat(k, g, axis=1), np.repeat(v, g, axis=1)
-        s = (np.float32(1.0 / np.sqrt(q.shape[-1]) if scale is None else scale)
-             * (q @ np.swapaxes(k, -1, -2)))
+        s = np.float32(1.0 / np.sqrt(q.shape[-1]) if scale is None else scale) * (
+            q @ np.swapaxes(k, -1, -2)
+        )
         s = s + _additive(mask, s.shape).astype(s.dtype)
         if causal:
             s = np.where(np.tril(np.ones(s.shape[-2:], dtype=bool)), s, -np.inf)
@@ -238,7 +241,9 @@ WRONG = [
 
 
 @pytest.mark.parametrize(("name", "adapter", "dtype"), WRONG, ids=lambda x: getattr(x, "name", x))
-def test_rejects_the_wrong_implementation(name: str, adapter: Any, dtype: str, rejects: Any) -> None:
+def test_rejects_the_wrong_implementation(
+    name: str, adapter: Any, dtype: str, rejects: Any
+) -> None:
     rejects("attention", name, adapter, dtype)
 
 
@@ -254,8 +259,11 @@ def test_accepts_numpy(name: str, dtype: str, accepts: Any) -> None:
 
 @pytest.mark.parametrize(
     ("name", "adapter"),
-    [("value_linearity", Unnormalized()), ("convex_hull", ScaleByDPlusOne()),
-     ("causality", KeyPositionBias())],
+    [
+        ("value_linearity", Unnormalized()),
+        ("convex_hull", ScaleByDPlusOne()),
+        ("causality", KeyPositionBias()),
+    ],
     ids=["linearity-of-unnormalized", "hull-of-wrong-scale", "causality-of-position-bias"],
 )
 def test_properties_are_distinct(name: str, adapter: Any, accepts: Any) -> None:

@@ -130,8 +130,12 @@ def test_nan_output_is_a_property_violation_not_a_failure() -> None:
     assert np.isnan(call.output[0, 0])
     with pytest.raises(PropertyViolation):
         harness.assert_equivalent(call)
-    assert harness.assert_equivalent(Harness(NumpyAdapter(), "float32").call(
-        "softmax", _softmax_args())) <= 1.0
+    assert (
+        harness.assert_equivalent(
+            Harness(NumpyAdapter(), "float32").call("softmax", _softmax_args())
+        )
+        <= 1.0
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -151,8 +155,9 @@ class IgnoreMaskNumpy(NumpyAdapter):
     name = "ignore-mask"
     conventions = Conventions(bool_mask="ignore")
 
-    def scaled_dot_product_attention(self, q: Any, k: Any, v: Any, attn_mask: Any = None,
-                                     **kw: Any) -> Any:
+    def scaled_dot_product_attention(
+        self, q: Any, k: Any, v: Any, attn_mask: Any = None, **kw: Any
+    ) -> Any:
         keep = None if attn_mask is None else ~attn_mask
         return super().scaled_dot_product_attention(q, k, v, keep, **kw)
 
@@ -170,9 +175,16 @@ def test_boolean_masks_are_encoded_for_the_declared_meaning() -> None:
 class NoGQA(NumpyAdapter):
     name = "no-gqa"
 
-    def scaled_dot_product_attention(self, q: Any, k: Any, v: Any, attn_mask: Any = None,
-                                     is_causal: bool = False, scale: Any = None,
-                                     enable_gqa: bool = False) -> Any:
+    def scaled_dot_product_attention(
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        attn_mask: Any = None,
+        is_causal: bool = False,
+        scale: Any = None,
+        enable_gqa: bool = False,
+    ) -> Any:
         if enable_gqa:
             raise NotImplementedError("enable_gqa")
         return super().scaled_dot_product_attention(q, k, v, attn_mask, is_causal, scale)

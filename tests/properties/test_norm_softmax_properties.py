@@ -74,8 +74,9 @@ class SoftmaxNoMax(NumpyAdapter):
 class _LayerNorm(NumpyAdapter):
     """LayerNorm in float64 (or float32 for float16 inputs) with a replaceable statistic."""
 
-    def layer_norm(self, x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None,
-                   eps: float = 1e-5) -> Any:
+    def layer_norm(
+        self, x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5
+    ) -> Any:
         axes = _axes(x, normalized_shape)
         work = np.float32 if x.dtype == np.float16 else x.dtype
         y = self.normalize(x.astype(work), axes, eps)
@@ -92,8 +93,9 @@ class UnbiasedVariance(_LayerNorm):
     def normalize(self, x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
         n = int(np.prod([x.shape[a] for a in axes]))
         mu = x.mean(axis=axes, keepdims=True)
-        return (x - mu) / np.sqrt(((x - mu) ** 2).sum(axis=axes, keepdims=True) / max(n - 1, 1)
-                                  + eps)
+        return (x - mu) / np.sqrt(
+            ((x - mu) ** 2).sum(axis=axes, keepdims=True) / max(n - 1, 1) + eps
+        )
 
 
 class HalfRstd(_LayerNorm):
@@ -160,8 +162,9 @@ class LastDimOnly(_LayerNorm):
 
 
 class _RMSNorm(NumpyAdapter):
-    def rms_norm(self, x: Any, normalized_shape: Any, weight: Any = None,
-                 eps: float | None = None) -> Any:
+    def rms_norm(
+        self, x: Any, normalized_shape: Any, weight: Any = None, eps: float | None = None
+    ) -> Any:
         axes = _axes(x, normalized_shape)
         e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
         work = np.float32 if x.dtype == np.float16 else x.dtype
@@ -254,9 +257,7 @@ def test_every_property_has_a_wrong_implementation(component: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
-@pytest.mark.parametrize(
-    "prop", select(["softmax", "layer_norm", "rms_norm"]), ids=lambda p: p.id
-)
+@pytest.mark.parametrize("prop", select(["softmax", "layer_norm", "rms_norm"]), ids=lambda p: p.id)
 def test_accepts_numpy(prop: Any, dtype: str, accepts: Any) -> None:
     assert accepts(prop.component, prop.name, NumpyAdapter(), dtype, examples=5) <= 1.0
 
