@@ -54,9 +54,12 @@ __all__ = [
     "kernel",
     "latex",
     "layer_norm_definition",
+    "layer_norm_exact",
     "logsumexp_definition",
     "rms_norm_definition",
+    "rms_norm_exact",
     "softmax_definition",
+    "softmax_exact",
     "to_exact",
 ]
 
@@ -529,6 +532,76 @@ def _to_float(value: Any, digits: int) -> np.ndarray:
 
     n_rows, n_cols = value.shape
     return np.array([[one(value[i, j]) for j in range(n_cols)] for i in range(n_rows)])
+
+
+def _rows(x: np.ndarray, n_axes: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    x = np.asarray(x, dtype=float)
+    if not 0 <= n_axes <= x.ndim:
+        raise ValueError(f"cannot normalize over {n_axes} trailing axes of a {x.ndim}-D array")
+    width = int(np.prod(x.shape[x.ndim - n_axes :]))
+    return x.reshape(-1, width), x.shape
+
+
+def softmax_exact(x: np.ndarray, dim: int = -1, *, digits: int = 50) -> np.ndarray:
+    """Exact row softmax of an n-D array along ``dim`` (an all -inf row gives NaN)."""
+    moved = np.moveaxis(np.asarray(x, dtype=float), dim, -1)
+    rows, shape = _rows(moved, 1)
+    (p,) = evaluate("softmax", digits, x=rows)
+    return np.moveaxis(p.reshape(shape), -1, dim)
+
+
+def layer_norm_exact(
+    x_: np.ndarray,
+    normalized_shape: Sequence[int] | int,
+    weight_: np.ndarray | None = None,
+    bias_: np.ndarray | None = None,
+    eps_: float = 1e-5,
+    *,
+    conventions: Conventions = CANONICAL,
+    digits: int = 50,
+) -> np.ndarray:
+    """Exact LayerNorm over the trailing ``normalized_shape`` dims, under ``conventions``."""
+    dims = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    rows, shape = _rows(x_, len(dims))
+    if tuple(shape[len(shape) - len(dims) :]) != dims:
+        raise ValueError(f"normalized_shape {dims} does not end the input shape {shape}")
+    (y_,) = evaluate(
+        "layer_norm",
+        digits,
+        x=rows,
+        weight=None if weight_ is None else np.ravel(weight_),
+        bias=None if bias_ is None else np.ravel(bias_),
+        eps=eps_,
+        unbiased=conventions.layer_norm_variance == "unbiased",
+        eps_inside_sqrt=conventions.layer_norm_eps == "inside_sqrt",
+    )
+    return y_.reshape(shape)
+
+
+def rms_norm_exact(
+    x_: np.ndarray,
+    normalized_shape: Sequence[int] | int,
+    weight_: np.ndarray | None = None,
+    eps_: float = 1e-6,
+    *,
+    conventions: Conventions = CANONICAL,
+    digits: int = 50,
+) -> np.ndarray:
+    """Exact RMSNorm over the trailing ``normalized_shape`` dims, under ``conventions``."""
+    dims = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    rows, shape = _rows(x_, len(dims))
+    if tuple(shape[len(shape) - len(dims) :]) != dims:
+        raise ValueError(f"normalized_shape {dims} does not end the input shape {shape}")
+    (y_,) = evaluate(
+        "rms_norm",
+        digits,
+        x=rows,
+        weight=None if weight_ is None else np.ravel(weight_),
+        eps=eps_,
+        eps_inside_sqrt=conventions.rms_norm_eps == "inside_sqrt",
+        one_plus_weight=conventions.rms_norm_weight == "one_plus_w",
+    )
+    return y_.reshape(shape)
 
 
 def attention_exact(

@@ -238,3 +238,49 @@ def test_generated_kernels_run_over_the_mpmath_namespace() -> None:
             highprec.to_mp(x), 1, None, None, 1e-5, unbiased=True, xp=highprec.xp
         )
         assert_agrees(highprec.to_float64(got), want, np.abs(want))
+
+
+# ---------------------------------------------------------------------------------------------
+# The exact semantics against values worked out by hand.
+def test_exact_definitions_reproduce_hand_values() -> None:
+    from transpec.spec.blocks import layer_norm_exact, rms_norm_exact, softmax_exact
+
+    p = softmax_exact(np.array([[0.0, math.log(3.0)], [5.0, 5.0]]))
+    np.testing.assert_allclose(p, [[0.25, 0.75], [0.5, 0.5]], rtol=1e-15)
+    y = layer_norm_exact(np.array([1.0, 2.0, 3.0]), 3, eps_=0.0)
+    np.testing.assert_allclose(y, [-math.sqrt(1.5), 0.0, math.sqrt(1.5)], rtol=1e-15, atol=1e-300)
+    unbiased = Conventions(layer_norm_variance="unbiased")
+    y = layer_norm_exact(np.array([1.0, 2.0, 3.0]), (3,), eps_=0.0, conventions=unbiased)
+    np.testing.assert_allclose(y, [-1.0, 0.0, 1.0], rtol=1e-15, atol=1e-300)
+    y = layer_norm_exact(
+        np.array([1.0, 3.0]), 2, eps_=1.0, conventions=Conventions(layer_norm_eps="added_to_std")
+    )
+    np.testing.assert_allclose(y, [-0.5, 0.5], rtol=1e-15)  # (x - 2) / (1 + 1)
+    y = rms_norm_exact(np.array([3.0, 4.0]), 2, np.array([1.0, -1.0]), eps_=0.0)
+    r = math.sqrt(12.5)
+    np.testing.assert_allclose(y, [3 / r, -4 / r], rtol=1e-15)
+    gemma = Conventions(rms_norm_weight="one_plus_w", rms_norm_eps="added_to_rms")
+    y = rms_norm_exact(np.array([3.0, 4.0]), 2, np.array([1.0, -1.0]), eps_=0.5, conventions=gemma)
+    np.testing.assert_allclose(y, [2 * 3 / (r + 0.5), 0.0], rtol=1e-15, atol=1e-300)
+    with pytest.raises(ValueError, match="does not end"):
+        layer_norm_exact(np.ones((2, 3)), (2,))
+
+
+def test_exact_attention_hand_values() -> None:
+    # one query, keys with scores 0 and log 3 (scale 1): weights 1/4, 3/4
+    q = np.array([[[[1.0]]]])
+    k = np.array([[[[0.0], [math.log(3.0)]]]])
+    v = np.array([[[[4.0], [8.0]]]])
+    o, p = attention_exact(q, k, v, None, False, 1.0)
+    np.testing.assert_allclose(p[0, 0], [[0.25, 0.75]], rtol=1e-15)
+    np.testing.assert_allclose(o[0, 0], [[7.0]], rtol=1e-15)
+    # decode step (Lq = 1): bottom-right causal sees every key, top-left only the first
+    br = Conventions(causal_alignment="bottom_right")
+    o_br, _ = attention_exact(q, k, v, None, True, 1.0, conventions=br)
+    o_tl, _ = attention_exact(q, k, v, None, True, 1.0)
+    np.testing.assert_allclose(o_br[0, 0], [[7.0]], rtol=1e-15)
+    np.testing.assert_allclose(o_tl[0, 0], [[4.0]], rtol=1e-15)
+    # softcap 1: scores tanh(0) = 0 and tanh(log 3) = 0.8
+    _, pc = attention_exact(q, k, v, None, False, 1.0, 1.0)
+    w = math.exp(0.8)
+    np.testing.assert_allclose(pc[0, 0], [[1 / (1 + w), w / (1 + w)]], rtol=1e-15)
