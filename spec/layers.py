@@ -5,9 +5,8 @@ no batch axis; rows are positions, columns features, as ``batch_first`` inputs o
 
 * :func:`linear` -- :math:`XW^T + b`;
 * :func:`embedding` -- :math:`W[\text{ids}]`, optionally :math:`\cdot\sqrt{d}`;
-* :func:`softmax_rows` -- :math:`P_{ij} = e^{S_{ij}} / \sum_k e^{S_{ik}}`, with a pluggable
-  ``exp`` (SymPy's for the semantics, :class:`ExpAtoms` for the proofs); a score of
-  :math:`-\infty` contributes :math:`e^{-\infty} = 0`;
+* :func:`softmax_rows` -- :math:`P_{ij} = e^{S_{ij}} / \sum_k e^{S_{ik}}` (no max
+  subtraction: exact semantics); a score of :math:`-\infty` contributes :math:`e^{-\infty} = 0`;
 * :func:`multi_head_attention` -- ``nn.MultiheadAttention``:
   :math:`Y = [O_1 \cdots O_H] W_o^T + b_o`,
   :math:`O_h = \operatorname{softmax}(\alpha\, Q_h K_h^T + M) V_h`, :math:`Q_h` the columns
@@ -20,37 +19,44 @@ The float64 references of :mod:`transpec.oracle.reference_layers` are checked ag
 definitions at tiny sizes (tests/layers).
 
 Proofs (:data:`LAYER_PROOFS`; the positional ones live in :mod:`transpec.spec.positional`, and
-:func:`catalogue` lists both). Each proof is a decision procedure, never a heuristic:
+:func:`catalogue` lists both). They are :class:`transpec.spec.proofs.Proof` objects with the
+same result and step records, so they list together with :data:`transpec.spec.proofs.PROOFS`;
+each decides its claims with a decision procedure, never a heuristic:
 
-* exact polynomial algebra over generic symbolic matrices (``expand`` to the canonical
-  polynomial form, then compare with 0);
-* softmax identities: every :math:`e^{s}` is replaced by a positive symbol keyed by the exact
-  canonical polynomial form of :math:`s` (:class:`ExpAtoms`), so two exponentials are the same
-  symbol exactly when their exponents are the same polynomial; the identity becomes an identity
-  of rational functions in independent positive symbols, decided by ``cancel`` (a proof for all
-  positive values covers the actual exponentials);
+* :func:`decide_polynomial` -- exact polynomial algebra over generic symbolic matrices
+  (``expand``, the canonical polynomial form, compared with 0);
+* :func:`decide_exponential` -- softmax identities: every :math:`e^{s}` becomes a positive
+  symbol keyed by the exact canonical polynomial form of :math:`s` (:class:`ExpAtoms`), so two
+  exponentials are the same symbol exactly when their exponents are the same polynomial; the
+  claim becomes an identity of rational functions in independent positive symbols, decided by
+  cross-multiplying and expanding (a proof for all positive values covers the exponentials);
 * no ``simplify``, no ``Expr.equals``, no sampling.
 
-Each proof has negative controls: a deliberately broken variant that the same procedure rejects.
+Each proof has negative controls: deliberately broken variants the same procedure rejects.
+Run ``python -m transpec.spec.layers`` to print every proof with its time.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sympy as sp
 from sympy.matrices.dense import MutableDenseMatrix as Matrix
 
+from transpec.spec.proofs import Claim, Proof, ProofResult, Step
+
 __all__ = [
     "LAYER_PROOFS",
+    "DecidedProof",
     "ExpAtoms",
-    "Proof",
-    "ProofResult",
-    "Step",
     "catalogue",
+    "causal_mask",
+    "decide_exponential",
+    "decide_polynomial",
+    "decided_proof",
     "decoder_layer",
     "embedding",
     "encoder_layer",
@@ -58,6 +64,8 @@ __all__ = [
     "layer_norm",
     "linear",
     "multi_head_attention",
+    "permutation_matrix",
+    "rational_residual",
     "residual",
     "run_all",
     "softmax_rows",
@@ -68,137 +76,54 @@ ExpFn = Callable[[sp.Expr], sp.Expr]
 
 
 # ---------------------------------------------------------------------------------------------
-# Proof records
+# Decision procedures. Each takes one claim (lhs, rhs: expressions or matrices of the same
+# shape) and decides it exactly; each returns (holds, first non-zero residual or 0).
+
+Decider = Callable[[Any, Any], tuple[bool, sp.Expr]]
 
 
-@dataclass(frozen=True)
-class Step:
-    """One step of a proof: what was done and what it gave (a short printed expression)."""
-
-    description: str
-    result: str = ""
-
-
-@dataclass(frozen=True)
-class ProofResult:
-    """The outcome of running a decision procedure on one identity.
-
-    ``proved`` is True when every residual reduced exactly to 0; ``residual`` is the first
-    non-zero residual otherwise (printed), "0" when proved.
-    """
-
-    name: str
-    statement: str
-    proved: bool
-    steps: tuple[Step, ...]
-    residual: str
-    seconds: float
+def _pairs(lhs: Any, rhs: Any) -> list[tuple[sp.Expr, sp.Expr]]:
+    if isinstance(lhs, sp.MatrixBase) or isinstance(rhs, sp.MatrixBase):
+        if lhs.shape != rhs.shape:
+            raise ValueError(f"shapes differ: {lhs.shape} vs {rhs.shape}")
+        return list(zip(lhs, rhs, strict=True))
+    return [(sp.sympify(lhs), sp.sympify(rhs))]
 
 
-@dataclass(frozen=True)
-class Proof:
-    """An identity, the procedure that decides it, and broken variants it must reject.
-
-    ``check(control, steps)`` yields residuals (and appends what it does to ``steps``): the
-    identity holds iff every residual is the exact zero; deciding stops at the first non-zero
-    one. ``controls`` names the broken variants; ``check(name, steps)`` runs that variant.
-    """
-
-    name: str
-    statement: str
-    method: str
-    check: Callable[[str | None, list[Step]], Iterator[sp.Expr]] = field(repr=False)
-    controls: tuple[str, ...] = ()
-
-    def run(self) -> ProofResult:
-        """Decide the identity."""
-        return _decide(self, None)
-
-    def run_control(self, control: str) -> ProofResult:
-        """Decide the broken variant ``control`` (a sound procedure reports it unproved)."""
-        if control not in self.controls:
-            raise ValueError(
-                f"proof {self.name!r} has no control {control!r}; known: {', '.join(self.controls)}"
-            )
-        return _decide(self, control)
-
-
-def _decide(proof: Proof, control: str | None) -> ProofResult:
-    start = time.perf_counter()
-    steps: list[Step] = []
-    checked = 0
-    nonzero: sp.Expr | None = None
-    for residual in proof.check(control, steps):
-        checked += 1
-        if residual != 0:
-            nonzero = residual
-            break
-    if nonzero is None:
-        steps.append(Step(f"all {checked} residuals are exactly 0"))
-    else:
-        steps.append(Step(f"residual {checked} is not 0: rejected", _short(nonzero)))
-    name = proof.name if control is None else f"{proof.name} [control: {control}]"
-    return ProofResult(
-        name=name,
-        statement=proof.statement,
-        proved=nonzero is None,
-        steps=tuple(steps),
-        residual="0" if nonzero is None else _short(nonzero),
-        seconds=time.perf_counter() - start,
-    )
-
-
-def _short(expr: Any, limit: int = 160) -> str:
-    text = str(expr)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ---------------------------------------------------------------------------------------------
-# Decision helpers
-
-
-def polynomial_residuals(lhs: Matrix, rhs: Matrix) -> Iterator[sp.Expr]:
-    """Entrywise ``expand(lhs - rhs)``: the canonical polynomial form, 0 iff equal as
-    polynomials. Refuses entries that are not polynomials; ``ValueError`` on shape mismatch."""
-    if lhs.shape != rhs.shape:
-        raise ValueError(f"shapes differ: {lhs.shape} vs {rhs.shape}")
-    for a, b in zip(lhs, rhs, strict=True):
+def decide_polynomial(lhs: Any, rhs: Any) -> tuple[bool, sp.Expr]:
+    """Entrywise ``expand(lhs - rhs)``, the canonical form of a polynomial: the claim holds iff
+    every entry expands to 0. Refuses entries that are not polynomials."""
+    for a, b in _pairs(lhs, rhs):
         d = sp.expand(a - b)
         if not d.is_polynomial(*d.free_symbols):
             raise ValueError(f"not a polynomial: {_short(d)}")
-        yield d
+        if d != 0:
+            return False, d
+    return True, sp.Integer(0)
 
 
-def rational_residuals(lhs: Matrix, rhs: Matrix) -> Iterator[sp.Expr]:
-    """Entrywise cross-multiplied difference: with a = N_a/D_a and b = N_b/D_b (``together``),
-    the residual is ``expand(N_a D_b - N_b D_a)``, 0 iff a = b as rational functions. When
-    ``a - b`` is already the literal 0 (identical expressions), that is the residual.
-
-    Refuses entries that are not rational functions of their symbols (an ``exp`` left in, say),
-    so a transcendental identity can never pass by accident.
-    """
-    if lhs.shape != rhs.shape:
-        raise ValueError(f"shapes differ: {lhs.shape} vs {rhs.shape}")
-    for a, b in zip(lhs, rhs, strict=True):
-        for side in (a, b):
-            if not side.is_rational_function(*side.free_symbols):
-                raise ValueError(f"not a rational function: {_short(side)}")
-        if a - b == 0:  # the same expression after SymPy's automatic canonical ordering
-            yield sp.Integer(0)
-            continue
-        na, da = sp.fraction(sp.together(a))
-        nb, db = sp.fraction(sp.together(b))
-        if sp.expand(da) == 0 or sp.expand(db) == 0:
-            raise ValueError("a denominator is identically 0")
-        yield sp.expand(na * db - nb * da)
+def rational_residual(a: sp.Expr, b: sp.Expr) -> sp.Expr:
+    """``expand(N_a D_b - N_b D_a)`` with a = N_a/D_a, b = N_b/D_b (``together``): 0 iff a = b
+    as rational functions (the literal 0 when a - b already is). Refuses anything that is not a
+    rational function of its symbols, so a transcendental identity never passes by accident."""
+    for side in (a, b):
+        if not side.is_rational_function(*side.free_symbols):
+            raise ValueError(f"not a rational function: {_short(side)}")
+    if a - b == 0:  # identical expressions after SymPy's automatic canonical ordering
+        return sp.Integer(0)
+    na, da = sp.fraction(sp.together(a))
+    nb, db = sp.fraction(sp.together(b))
+    if sp.expand(da) == 0 or sp.expand(db) == 0:
+        raise ValueError("a denominator is identically 0")
+    return sp.expand(na * db - nb * da)
 
 
 class ExpAtoms:
-    r"""``exp`` for proofs: :math:`e^{s}` becomes a positive symbol keyed by ``expand(s)``.
+    r""":math:`e^{s}` -> a positive symbol keyed by ``expand(s)``; :math:`e^{-\infty} = 0`.
 
-    Two calls with exponents that are the same polynomial (after ``expand``) return the same
-    symbol; :math:`e^{-\infty}` is 0. Exponents must be polynomials in their symbols (the
-    scores of attention are), so the key is canonical.
+    Two exponentials become the same symbol exactly when their exponents are the same
+    polynomial (``expand`` is canonical on polynomials); exponents must be polynomials. A claim
+    proved for all positive values of the symbols holds for the actual exponentials.
     """
 
     def __init__(self, prefix: str = "e") -> None:
@@ -216,6 +141,100 @@ class ExpAtoms:
         if key not in self.table:
             self.table[key] = sp.Symbol(f"{self.prefix}{len(self.table)}", positive=True)
         return self.table[key]
+
+    def substitute(self, expr: sp.Expr) -> sp.Expr:
+        """Every ``exp(s)`` in ``expr`` replaced by its atom."""
+        return expr.replace(lambda e: isinstance(e, sp.exp), lambda e: self(e.args[0]))
+
+
+def decide_exponential(lhs: Any, rhs: Any) -> tuple[bool, sp.Expr]:
+    """Softmax identities: every ``exp(s)`` on both sides becomes its :class:`ExpAtoms`
+    symbol (one table for the claim), then :func:`rational_residual` entrywise."""
+    atoms = ExpAtoms()
+    for a, b in _pairs(lhs, rhs):
+        r = rational_residual(atoms.substitute(a), atoms.substitute(b))
+        if r != 0:
+            return False, r
+    return True, sp.Integer(0)
+
+
+def _short(expr: Any, limit: int = 160) -> str:
+    text = str(expr)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class DecidedProof(Proof):
+    """A proof of the catalogue of :mod:`transpec.spec.proofs` whose claims are decided by
+    ``decider`` (:func:`decide_polynomial`, :func:`decide_exponential`, or the circle reduction
+    of :mod:`transpec.spec.positional`) instead of :func:`transpec.spec.proofs.decide`.
+
+    ``steps()`` builds the claims of the identity and ``broken()`` those of the first negative
+    control; ``controls`` names every negative control and ``build(control)`` builds any of
+    them. Results are the shared :class:`~transpec.spec.proofs.ProofResult` and
+    :class:`~transpec.spec.proofs.Step`; a step's ``latex`` is the claim's label (the claims
+    are matrices too large to print).
+    """
+
+    decider: Decider = decide_polynomial
+    build: Callable[[str | None], Sequence[Claim]] = field(default=lambda control: (), repr=False)
+    controls: tuple[str, ...] = ()
+    method: str = ""
+
+    def _decide(self, title: str, control: str | None) -> ProofResult:
+        """Build the claims (timed too) and decide them in order."""
+        start = time.perf_counter()
+        done = []
+        for claim in self.build(control):
+            t0 = time.perf_counter()
+            holds, _ = self.decider(claim.lhs, claim.rhs)
+            done.append(Step(claim.label, claim.why, holds, time.perf_counter() - t0))
+            if not holds:
+                break  # one failed claim decides the proof; the rest would only cost time
+        proved = bool(done) and all(st.holds for st in done)
+        return ProofResult(title, proved, tuple(done), time.perf_counter() - start)
+
+    def prove(self) -> ProofResult:
+        """Decide every claim of the identity; proved when all hold."""
+        return self._decide(self.name, None)
+
+    def negative_control(self) -> ProofResult:
+        """Decide the first broken variant (:attr:`control`); it must come back rejected."""
+        return self.run_control(self.control)
+
+    def run_control(self, control: str) -> ProofResult:
+        """Decide the broken variant ``control``; a sound procedure rejects it."""
+        if control not in self.controls:
+            raise ValueError(
+                f"proof {self.name!r} has no control {control!r}; known: {', '.join(self.controls)}"
+            )
+        return self._decide(f"{self.name} (negative control: {control})", control)
+
+
+def decided_proof(
+    name: str,
+    block: str,
+    statement: str,
+    method: str,
+    decider: Decider,
+    build: Callable[[str | None], Sequence[Claim]],
+    controls: tuple[str, ...],
+) -> DecidedProof:
+    """A :class:`DecidedProof` with ``steps``/``broken`` wired to ``build``."""
+    if not controls:
+        raise ValueError(f"proof {name!r} needs at least one negative control")
+    return DecidedProof(
+        name=name,
+        block=block,
+        statement=statement,
+        steps=lambda: build(None),
+        broken=lambda: build(controls[0]),
+        control=controls[0],
+        decider=decider,
+        build=build,
+        controls=controls,
+        method=method,
+    )
 
 
 def symbol_matrix(name: str, rows: int, cols: int, **assumptions: Any) -> Matrix:
@@ -463,92 +482,99 @@ def decoder_layer(
 # Proofs
 
 
-def _mha_params(e: int, *, biases: bool = True, prefix: str = "") -> dict[str, Matrix]:
-    """Generic symbolic MHA parameters (fused in_proj), names as the state_dict."""
+def _mha_params(e: int, *, biases: bool = True) -> dict[str, Matrix]:
+    """Generic symbolic MHA parameters (fused in_proj), named as the state_dict."""
     params = {
-        "in_proj_weight": symbol_matrix(f"{prefix}W", 3 * e, e),
-        "out_proj.weight": symbol_matrix(f"{prefix}Wo", e, e),
+        "in_proj_weight": symbol_matrix("W", 3 * e, e),
+        "out_proj.weight": symbol_matrix("Wo", e, e),
     }
     if biases:
-        params["in_proj_bias"] = symbol_matrix(f"{prefix}b", 1, 3 * e)
-        params["out_proj.bias"] = symbol_matrix(f"{prefix}bo", 1, e)
+        params["in_proj_bias"] = symbol_matrix("b", 1, 3 * e)
+        params["out_proj.bias"] = symbol_matrix("bo", 1, e)
     return params
-
-
-def _concat_project(control: str | None, steps: list[Step]) -> Iterator[sp.Expr]:
-    L, H, dh = 2, 3, 2
-    e = H * dh
-    heads = [symbol_matrix(f"O{h}", L, dh) for h in range(H)]
-    w_o = symbol_matrix("Wo", e, e)
-    pairing = list(range(H)) if control is None else [(h + 1) % H for h in range(H)]
-    steps.append(Step(f"generic O_h ({L}x{dh}, H={H}) and W_o ({e}x{e}) as symbol matrices"))
-    lhs = Matrix.hstack(*heads) * w_o.T
-    rhs = sp.zeros(L, e)
-    for h in range(H):
-        g = pairing[h]
-        rhs += heads[h] * w_o[:, g * dh : (g + 1) * dh].T
-    steps.append(
-        Step(
-            "lhs = [O_1 ... O_H] W_o^T; rhs = sum_h O_h (W_o[:, block of head h])^T",
-            "" if control is None else f"control: head h paired with block {pairing[h]}",
-        )
-    )
-    steps.append(Step("residual: expand(lhs - rhs), entrywise"))
-    yield from polynomial_residuals(lhs, rhs)
-
-
-def _split_heads(control: str | None, steps: list[Step]) -> Iterator[sp.Expr]:
-    L, H, dh = 2, 2, 2
-    e = H * dh
-    x = symbol_matrix("X", L, e)
-    w = symbol_matrix("W", e, e)
-    b = symbol_matrix("b", 1, e)
-    steps.append(Step(f"generic X ({L}x{e}), W ({e}x{e}), b (1x{e}); H={H}, D_h={dh}"))
-    steps.append(
-        Step("residual: expand((X W^T + b)[:, block h] - (X W[block h, :]^T + b[block h]))")
-    )
-    full = linear(x, w, b)
-    for h in range(H):
-        rows = slice(h * dh, (h + 1) * dh)
-        if control == "columns of W instead of rows":
-            per_head = linear(x, w[:, rows].T, b[:, rows])
-        else:
-            per_head = linear(x, w[rows, :], b[:, rows])
-        yield from polynomial_residuals(full[:, rows], per_head)
 
 
 _PERMUTATIONS_3 = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
 
-def _self_attention_equivariance(control: str | None, steps: list[Step]) -> Iterator[sp.Expr]:
+def _perm_latex(perm: Sequence[int]) -> str:
+    return r"\pi = (" + ",".join(str(v) for v in perm) + ")"
+
+
+def _concat_project_claims(control: str | None) -> list[Claim]:
+    L, H, dh = 2, 3, 2
+    e = H * dh
+    heads = [symbol_matrix(f"O{h}", L, dh) for h in range(H)]
+    w_o = symbol_matrix("Wo", e, e)
+    pairing = list(range(H)) if control is None else [(h + 1) % H for h in range(H)]
+    rhs = sp.zeros(L, e)
+    for h in range(H):
+        g = pairing[h]
+        rhs += heads[h] * w_o[:, g * dh : (g + 1) * dh].T
+    return [
+        Claim(
+            Matrix.hstack(*heads) * w_o.T,
+            rhs,
+            f"generic O_h ({L}x{dh}), H={H}, W_o ({e}x{e}); expand, entrywise",
+            r"[O_1 \cdots O_H]\,W_o^	op = \sum_h O_h\,W_o[:, hD_h{:}(h+1)D_h]^	op",
+        )
+    ]
+
+
+def _split_heads_claims(control: str | None) -> list[Claim]:
+    L, H, dh = 2, 2, 2
+    e = H * dh
+    x = symbol_matrix("X", L, e)
+    w = symbol_matrix("W", e, e)
+    b = symbol_matrix("b", 1, e)
+    full = linear(x, w, b)
+    claims = []
+    for h in range(H):
+        block = slice(h * dh, (h + 1) * dh)
+        if control == "columns of W instead of rows":
+            per_head = linear(x, w[:, block].T, b[:, block])
+        else:
+            per_head = linear(x, w[block, :], b[:, block])
+        claims.append(
+            Claim(
+                full[:, block],
+                per_head,
+                f"generic X ({L}x{e}), W, b; head {h}; expand, entrywise",
+                rf"(XW^\top + b)[:, B_{h}] = X\,W[B_{h}, :]^\top + b[B_{h}]",
+            )
+        )
+    return claims
+
+
+def _self_attention_claims(control: str | None) -> list[Claim]:
     L, e, H = 3, 2, 2
     x = symbol_matrix("x", L, e)
     params = _mha_params(e)
     alpha = sp.Symbol("alpha", positive=True)
     pe = symbol_matrix("pe", L, e) if control == "with a positional encoding" else sp.zeros(L, e)
     mask = causal_mask(L) if control == "with the causal mask" else None
-    exp = ExpAtoms()
-    steps.append(
-        Step(
-            f"f(X) = MHA(X + PE, X + PE, X + PE), L={L}, E={e}, H={H}, generic in_proj, "
-            "out_proj, biases and scale alpha",
-            "PE = 0" if control is None else f"control: {control}",
-        )
-    )
-    steps.append(Step("exp(s) -> positive symbol keyed by expand(s) (ExpAtoms)"))
-    steps.append(Step("residual: cross-multiplied f(P X) - P f(X), all 6 permutations P"))
 
     def f(inp: Matrix) -> Matrix:
         y = inp + pe
-        return multi_head_attention(y, y, y, params, H, mask=mask, scale=alpha, exp=exp)
+        return multi_head_attention(y, y, y, params, H, mask=mask, scale=alpha)
 
     base = f(x)
+    claims = []
     for perm in _PERMUTATIONS_3:
         p = permutation_matrix(perm)
-        yield from rational_residuals(f(p * x), p * base)
+        claims.append(
+            Claim(
+                f(p * x),
+                p * base,
+                f"L={L}, E={e}, H={H}, generic in_proj, out_proj, biases, scale; "
+                "exp atoms, cross-multiplied",
+                r"f(PX) = P f(X),\ " + _perm_latex(perm),
+            )
+        )
+    return claims
 
 
-def _causal_independence(control: str | None, steps: list[Step]) -> Iterator[sp.Expr]:
+def _causal_claims(control: str | None) -> list[Claim]:
     L, e, H = 3, 2, 2
     x = symbol_matrix("x", L, e)
     y = symbol_matrix("y", L, e)  # the replacement future tokens
@@ -556,26 +582,27 @@ def _causal_independence(control: str | None, steps: list[Step]) -> Iterator[sp.
     alpha = sp.Symbol("alpha", positive=True)
     allowed = 1 if control == "mask lets each query see one future key" else 0
     mask = causal_mask(L, allowed_future=allowed)
-    exp = ExpAtoms()
-    steps.append(
-        Step(
-            f"f(X) = MHA(X, X, X, mask), L={L}, E={e}, H={H}, generic parameters, mask 0 for "
-            f"j <= i + {allowed} and -oo above (exp(-oo) = 0)"
-        )
-    )
-    steps.append(Step("exp(s) -> positive symbol keyed by expand(s) (ExpAtoms)"))
-    steps.append(Step("residual: cross-multiplied f(X')[i] - f(X)[i], X' = X with rows > i fresh"))
 
     def f(inp: Matrix) -> Matrix:
-        return multi_head_attention(inp, inp, inp, params, H, mask=mask, scale=alpha, exp=exp)
+        return multi_head_attention(inp, inp, inp, params, H, mask=mask, scale=alpha)
 
     base = f(x)
+    claims = []
     for i in range(L - 1):
         changed = Matrix.vstack(x[: i + 1, :], y[i + 1 :, :])
-        yield from rational_residuals(f(changed)[i, :], base[i, :])
+        claims.append(
+            Claim(
+                f(changed)[i, :],
+                base[i, :],
+                f"L={L}, E={e}, H={H}, mask -inf for j > i + {allowed}; rows after {i} "
+                "replaced by fresh symbols; exp atoms, cross-multiplied",
+                rf"f(X')_{{{i}}} = f(X)_{{{i}}},\ X'_{{j}} = Y_{{j}}\ (j > {i})",
+            )
+        )
+    return claims
 
 
-def _cross_attention_invariance(control: str | None, steps: list[Step]) -> Iterator[sp.Expr]:
+def _cross_attention_claims(control: str | None) -> list[Claim]:
     lt, s, e, H = 2, 3, 2, 2
     t = symbol_matrix("t", lt, e)
     m = symbol_matrix("m", s, e)
@@ -585,84 +612,107 @@ def _cross_attention_invariance(control: str | None, steps: list[Step]) -> Itera
     kpm = None
     if control == "key padding mask not permuted with the memory":
         kpm = Matrix([[0, -sp.oo, 0]] * lt)
-    exp = ExpAtoms()
-    steps.append(
-        Step(
-            f"f(M) = MHA(T, M, M), Lt={lt}, S={s}, E={e}, H={H}, generic parameters",
-            "" if control is None else f"control: {control}",
-        )
-    )
-    steps.append(Step("exp(s) -> positive symbol keyed by expand(s) (ExpAtoms)"))
-    steps.append(Step("residual: cross-multiplied f(P M) - f(M), all 6 permutations P"))
 
     def f(mem: Matrix) -> Matrix:
         if pe is not None:
             mem = mem + pe
-        return multi_head_attention(t, mem, mem, params, H, mask=kpm, scale=alpha, exp=exp)
+        return multi_head_attention(t, mem, mem, params, H, mask=kpm, scale=alpha)
 
     base = f(m)
+    claims = []
     for perm in _PERMUTATIONS_3:
-        yield from rational_residuals(f(permutation_matrix(perm) * m), base)
+        claims.append(
+            Claim(
+                f(permutation_matrix(perm) * m),
+                base,
+                f"Lt={lt}, S={s}, E={e}, H={H}, generic parameters; exp atoms, cross-multiplied",
+                r"f(T, PM) = f(T, M),\ " + _perm_latex(perm),
+            )
+        )
+    return claims
 
 
-LAYER_PROOFS: tuple[Proof, ...] = (
-    Proof(
+LAYER_PROOFS: tuple[DecidedProof, ...] = (
+    decided_proof(
         "mha_concat_project",
-        "[O_1 ... O_H] W_o^T = sum_h O_h W_o[:, hD_h:(h+1)D_h]^T (concat-then-project equals "
-        "the sum of per-head projections)",
+        "multi_head_attention",
+        r"[O_1 \cdots O_H]\,W_o^\top = \sum_{h=1}^{H} O_h\,W_o[:, hD_h{:}(h+1)D_h]^\top",
         "exact polynomial algebra on generic symbolic matrices",
-        _concat_project,
+        decide_polynomial,
+        _concat_project_claims,
         ("heads paired with the wrong column blocks",),
     ),
-    Proof(
+    decided_proof(
         "mha_split_heads",
-        "(X W^T + b)[:, hD_h:(h+1)D_h] = X W[hD_h:(h+1)D_h, :]^T + b[hD_h:(h+1)D_h] (head h "
-        "projects with its row block of the projection)",
+        "multi_head_attention",
+        r"(XW^\top + b)[:, hD_h{:}(h+1)D_h] = X\,W[hD_h{:}(h+1)D_h, :]^\top + b[hD_h{:}(h+1)D_h]",
         "exact polynomial algebra on generic symbolic matrices",
-        _split_heads,
+        decide_polynomial,
+        _split_heads_claims,
         ("columns of W instead of rows",),
     ),
-    Proof(
+    decided_proof(
         "self_attention_permutation_equivariance",
-        "MHA(PX, PX, PX) = P MHA(X, X, X) for every permutation P, without positional encoding",
-        "exp atoms keyed by exact exponents, rational-function cancellation",
-        _self_attention_equivariance,
+        "multi_head_attention",
+        r"\operatorname{MHA}(PX, PX, PX) = P\,\operatorname{MHA}(X, X, X)"
+        r"\ \text{for every permutation } P \text{ (no positional encoding)}",
+        "exp atoms keyed by exact exponents, rational-function identity",
+        decide_exponential,
+        _self_attention_claims,
         ("with a positional encoding", "with the causal mask"),
     ),
-    Proof(
+    decided_proof(
         "masked_self_attention_causality",
-        "under the causal mask, output position i of self-attention does not depend on the "
-        "tokens after i",
-        "exp atoms keyed by exact exponents, rational-function cancellation",
-        _causal_independence,
+        "masked_self_attention",
+        r"\text{causal mask: } \operatorname{MHA}(X, X, X)_i "
+        r"\text{ does not depend on } X_j,\ j > i",
+        "exp atoms keyed by exact exponents, rational-function identity",
+        decide_exponential,
+        _causal_claims,
         ("mask lets each query see one future key",),
     ),
-    Proof(
+    decided_proof(
         "cross_attention_memory_permutation_invariance",
-        "MHA(T, PM, PM) = MHA(T, M, M) for every permutation P of the encoder positions, "
-        "with no mask or encoding that distinguishes them",
-        "exp atoms keyed by exact exponents, rational-function cancellation",
-        _cross_attention_invariance,
-        (
-            "memory with a positional encoding",
-            "key padding mask not permuted with the memory",
-        ),
+        "cross_attention",
+        r"\operatorname{MHA}(T, PM, PM) = \operatorname{MHA}(T, M, M)"
+        r"\ \text{for every permutation } P \text{ of the encoder positions}",
+        "exp atoms keyed by exact exponents, rational-function identity",
+        decide_exponential,
+        _cross_attention_claims,
+        ("memory with a positional encoding", "key padding mask not permuted with the memory"),
     ),
 )
 
 
-def catalogue() -> tuple[Proof, ...]:
-    """Every layer and positional proof."""
+def catalogue() -> tuple[DecidedProof, ...]:
+    """Every layer and positional proof (list them after :data:`transpec.spec.proofs.PROOFS`)."""
     from transpec.spec.positional import POSITIONAL_PROOFS
 
     return LAYER_PROOFS + POSITIONAL_PROOFS
 
 
-def run_all(*, controls: bool = False) -> list[ProofResult]:
-    """Run the catalogue (and, with ``controls``, every negative control)."""
-    results = []
-    for proof in catalogue():
-        results.append(proof.run())
-        if controls:
-            results.extend(proof.run_control(c) for c in proof.controls)
-    return results
+def run_all(*, controls: bool = True) -> list[tuple[DecidedProof, ProofResult, list[ProofResult]]]:
+    """(proof, its result, the results of its negative controls) for the whole catalogue."""
+    out = []
+    for pr in catalogue():
+        negatives = [pr.run_control(c) for c in pr.controls] if controls else []
+        out.append((pr, pr.prove(), negatives))
+    return out
+
+
+def main() -> int:
+    """Print every layer/positional proof with its time and its negative controls' verdicts."""
+    ok = True
+    for pr, res, negs in run_all():
+        ok &= res.proved and all(n.rejected for n in negs)
+        controls = ", ".join(
+            f"{c}: {'rejected' if n.rejected else 'ACCEPTED'} {n.seconds:.2f} s"
+            for c, n in zip(pr.controls, negs, strict=True)
+        )
+        verdict = "proved" if res.proved else "NOT PROVED"
+        print(f"{pr.name:46s} {verdict:10s} {res.seconds:7.2f} s   controls: {controls}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,13 +30,14 @@ a canonical normal form and is 0 exactly when the identity holds on the circles
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import sympy as sp
 from sympy.matrices.dense import MutableDenseMatrix as Matrix
 
-from transpec.spec.layers import Proof, Step, polynomial_residuals, symbol_matrix
+from transpec.spec.layers import DecidedProof, decided_proof, symbol_matrix
+from transpec.spec.proofs import Claim
 
 __all__ = [
     "POSITIONAL_PROOFS",
@@ -215,13 +216,30 @@ class CircleAtoms:
         return sp.expand(remainder)
 
 
-def _rope_relative(pairing: Pairing) -> Callable[[str | None, list[Step]], Iterator[sp.Expr]]:
-    def check(control: str | None, steps: list[Step]) -> Iterator[sp.Expr]:
-        d = 4
+def decide_circle(lhs: Any, rhs: Any) -> tuple[bool, sp.Expr]:
+    """Trigonometric polynomial identities: addition theorem on sums of angles, cos/sin atoms
+    -> c_k, s_k (:class:`CircleAtoms`, one table for the claim), then the normal form of
+    lhs - rhs modulo c_k^2 + s_k^2 - 1, entrywise; the claim holds iff every normal form is 0."""
+    atoms = CircleAtoms()
+    lm = lhs if isinstance(lhs, sp.MatrixBase) else Matrix([[lhs]])
+    rm = rhs if isinstance(rhs, sp.MatrixBase) else Matrix([[rhs]])
+    if lm.shape != rm.shape:
+        raise ValueError(f"shapes differ: {lm.shape} vs {rm.shape}")
+    for a, b in zip(lm, rm, strict=True):
+        r = atoms.reduce(atoms(a) - atoms(b))
+        if not r.is_polynomial(*r.free_symbols):
+            raise ValueError(f"not a polynomial after substitution: {r}")
+        if r != 0:
+            return False, r
+    return True, sp.Integer(0)
+
+
+def _rope_claims(pairing: Pairing) -> Callable[[str | None], list[Claim]]:
+    def build(control: str | None) -> list[Claim]:
         m, n, t = sp.symbols("m n t", integer=True)
         thetas = sp.symbols("theta0 theta1", positive=True)
-        q = symbol_matrix("q", d, 1)
-        k = symbol_matrix("k", d, 1)
+        q = symbol_matrix("q", 4, 1)
+        k = symbol_matrix("k", 4, 1)
         k_pairing: Pairing = pairing
         if control == "q and k paired differently":
             k_pairing = "interleaved" if pairing == "half" else "half"
@@ -233,87 +251,77 @@ def _rope_relative(pairing: Pairing) -> Callable[[str | None, list[Step]], Itera
         def score(pm: Any, pn: Any) -> sp.Expr:
             return ((rope_matrix(pm, thetas, pairing=pairing) * q).T * (rotate_k(pn) * k))[0, 0]
 
-        steps.append(
-            Step(
-                f"score(m, n) = (R_m q) . (R_n k), d={d}, {pairing} pairing, symbolic positions "
-                "m, n, shift t, frequencies theta0, theta1, generic q, k",
-                "" if control is None else f"control: {control}",
+        return [
+            Claim(
+                score(m + t, n + t),
+                score(m, n),
+                f"d=4, {pairing} pairing, symbolic positions m, n, shift t, frequencies "
+                "theta0, theta1, generic q, k; addition theorem, reduction mod cos^2+sin^2-1",
+                r"(R_{m+t}q)^\top (R_{n+t}k) = (R_m q)^\top (R_n k)",
             )
-        )
-        atoms = CircleAtoms()
-        shifted = atoms(score(m + t, n + t))
-        plain = atoms(score(m, n))
-        steps.append(
-            Step(
-                "addition theorem on (m+t)theta_i, (n+t)theta_i; cos/sin atoms -> c_k, s_k",
-                f"{len(atoms.pairs)} angles",
-            )
-        )
-        steps.append(Step("residual: score(m+t, n+t) - score(m, n) reduced mod c_k^2+s_k^2-1"))
-        yield atoms.reduce(shifted - plain)
+        ]
 
-    return check
+    return build
 
 
-def _sinusoid_shift(control: str | None, steps: list[Step]) -> Iterator[sp.Expr]:
+def _sinusoid_claims(control: str | None) -> list[Claim]:
     p, k = sp.symbols("p k", integer=True)
     omegas = sp.symbols("omega0 omega1", positive=True)
+    claims = []
     layouts: tuple[Layout, ...] = ("interleaved", "concatenated")
-    steps.append(
-        Step(
-            "PE(p) for d=4, symbolic position p, shift k and frequencies omega0, omega1 "
-            "(any base, any frequency set), both layouts",
-            "" if control is None else f"control: {control}",
-        )
-    )
-    steps.append(
-        Step(
-            "residuals: PE(p+k) - M_k PE(p) (addition theorem, atoms -> c, s, expand), "
-            "M_k^T M_k - I and det M_k - 1 reduced mod c^2+s^2-1; p not free in M_k"
-        )
-    )
     for layout in layouts:
         map_layout: Layout = layout
         if control == "interleaved map applied to the concatenated layout":
             map_layout = "interleaved"
-        atoms = CircleAtoms()
         m_k = sinusoid_shift_map(k, omegas, layout=map_layout)
         if control == "inverse rotation (transposed blocks)":
             m_k = m_k.T
         if p in m_k.free_symbols:
             raise AssertionError("the shift map depends on the position")
-        lhs = sinusoidal_encoding(p + k, omegas, layout=layout).applyfunc(atoms)
-        rhs = (m_k * sinusoidal_encoding(p, omegas, layout=layout)).applyfunc(atoms)
-        yield from polynomial_residuals(lhs, rhs)
-        m_sym = m_k.applyfunc(atoms)
-        for r in m_sym.T * m_sym - sp.eye(4):
-            yield atoms.reduce(r)
-        yield atoms.reduce(m_sym.det() - 1)
+        where = f"d=4, {layout} layout, symbolic p, k, omega0, omega1"
+        claims += [
+            Claim(
+                sinusoidal_encoding(p + k, omegas, layout=layout),
+                m_k * sinusoidal_encoding(p, omegas, layout=layout),
+                f"{where}; addition theorem, expand",
+                r"PE(p + k) = M_k\,PE(p)",
+            ),
+            Claim(
+                m_k.T * m_k, sp.eye(4), f"{where}; reduction mod cos^2+sin^2-1", r"M_k^\top M_k = I"
+            ),
+            Claim(m_k.det(), 1, f"{where}; reduction mod cos^2+sin^2-1", r"\det M_k = 1"),
+        ]
+    return claims
 
 
-POSITIONAL_PROOFS: tuple[Proof, ...] = (
-    Proof(
+POSITIONAL_PROOFS: tuple[DecidedProof, ...] = (
+    decided_proof(
         "rope_relative_position_half",
-        "RoPE, half-split pairing: (R_{m+t} q) . (R_{n+t} k) = (R_m q) . (R_n k) for every "
-        "shift t, so the score depends only on n - m",
+        "rope",
+        r"\text{half-split RoPE: } (R_{m+t}q)^\top (R_{n+t}k) = (R_m q)^\top (R_n k)"
+        r"\ \forall t \text{ (the score depends only on } n - m)",
         "addition theorem, then reduction modulo cos^2 + sin^2 - 1 (Gröbner normal form)",
-        _rope_relative("half"),
+        decide_circle,
+        _rope_claims("half"),
         ("k rotated the wrong way (sign error)", "q and k paired differently"),
     ),
-    Proof(
+    decided_proof(
         "rope_relative_position_interleaved",
-        "RoPE, interleaved pairing: (R_{m+t} q) . (R_{n+t} k) = (R_m q) . (R_n k) for every "
-        "shift t, so the score depends only on n - m",
+        "rope",
+        r"\text{interleaved RoPE: } (R_{m+t}q)^\top (R_{n+t}k) = (R_m q)^\top (R_n k)"
+        r"\ \forall t \text{ (the score depends only on } n - m)",
         "addition theorem, then reduction modulo cos^2 + sin^2 - 1 (Gröbner normal form)",
-        _rope_relative("interleaved"),
+        decide_circle,
+        _rope_claims("interleaved"),
         ("k rotated the wrong way (sign error)", "q and k paired differently"),
     ),
-    Proof(
+    decided_proof(
         "sinusoidal_shift_is_rotation",
-        "PE(p + k) = M_k PE(p), M_k independent of p and a rotation on each frequency's "
-        "(sin, cos) pair (M_k^T M_k = I, det M_k = 1), both layouts",
+        "sinusoidal_pe",
+        r"PE(p + k) = M_k\,PE(p),\ M_k \text{ free of } p,\ M_k^\top M_k = I,\ \det M_k = 1",
         "addition theorem, exact polynomial algebra, reduction modulo cos^2 + sin^2 - 1",
-        _sinusoid_shift,
+        decide_circle,
+        _sinusoid_claims,
         (
             "inverse rotation (transposed blocks)",
             "interleaved map applied to the concatenated layout",
