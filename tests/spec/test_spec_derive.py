@@ -56,3 +56,18 @@ def test_unknown_block_and_format_are_value_errors() -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="format"):
         render("softmax", "html")
+
+
+def test_module_entry_points_print_derivations_and_proof_times(capsys) -> None:  # type: ignore[no-untyped-def]
+    from transpec.spec import derive, proofs
+
+    assert derive.main(["rms_norm", "--format", "latex"]) == 0
+    assert capsys.readouterr().out.startswith(r"\section*{RMSNorm")
+    with pytest.raises(SystemExit):
+        derive.main(["no_such_block"])
+    assert "known blocks" in capsys.readouterr().err
+    assert proofs.main() == 0
+    out = capsys.readouterr().out
+    for pr in PROOFS:
+        assert pr.name in out
+    assert "NOT PROVED" not in out and "ACCEPTED" not in out
