@@ -127,6 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"killed where visible: {total - len(survivors)} of {total} (chaff, dtype) pairs")
     for n, d, why in survivors:
         print(f"  SURVIVES {n} in {d}: visible because {why}")
+    unexpected = [
+        (n, d, next(k.prop for k in results[(n, d)] if k.status == "killed"))
+        for n in names
+        for d in dtypes
+        if d not in corpus.entry(n).visible and any(k.status == "killed" for k in results[(n, d)])
+    ]
+    if unexpected:
+        print("killed where the defect is declared invisible (a wrong claim, or a false alarm):")
+    for n, d, p in unexpected:
+        print(f"  {n} in {d} by {p}")
+    errors = [(n, d, k) for (n, d), ks in results.items() for k in ks if k.status == "error"]
+    for n, d, k in errors:
+        print(f"  transpec error: {n} {d} {k.prop}: {k.message[:200]}")
     if args.json:
         records = {f"{n}|{d}": [asdict(k) for k in ks] for (n, d), ks in results.items()}
         Path(args.json).write_text(json.dumps(records, indent=1))

@@ -28,29 +28,35 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _exact_dtype(dtype: torch.dtype) -> torch.dtype:
+    """A dtype in which one operation on two ``dtype`` values, rounded to ``dtype``, is the
+    correctly rounded ``dtype`` operation: float64 for float64, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def sequential_sum(x: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
     """sum over ``dim`` (keepdim) as a loop of additions, each rounded to ``dtype``.
 
     This emulates an accumulator held in ``dtype`` (torch's own CPU reductions of float16 and
     bfloat16 accumulate in float32, so they cannot show the defect).
     """
+    wide = _exact_dtype(dtype)
     x = x.movedim(dim, -1)
     acc = torch.zeros(x.shape[:-1], dtype=dtype)
     for j in range(x.shape[-1]):
-        acc = (acc.to(torch.float32) + x[..., j].to(torch.float32)).to(dtype)
+        acc = (acc.to(wide) + x[..., j].to(wide)).to(dtype)
     return acc.unsqueeze(-1).movedim(-1, dim)
 
 
 def sequential_matmul(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """a @ b with each product and each partial sum rounded to ``dtype`` (a ``dtype`` FMA-free
-    accumulator); the result is in ``dtype``."""
+    """a @ b with each product and each partial sum rounded to ``dtype`` (a ``dtype``
+    accumulator without fused multiply-add); the result is in ``dtype``."""
+    wide = _exact_dtype(dtype)
     out_shape = (*torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
     acc = torch.zeros(out_shape, dtype=dtype)
     for j in range(a.shape[-1]):
-        prod = (a[..., :, j : j + 1].to(torch.float32) * b[..., j : j + 1, :].to(torch.float32)).to(
-            dtype
-        )
-        acc = (acc.to(torch.float32) + prod.to(torch.float32)).to(dtype)
+        prod = (a[..., :, j : j + 1].to(wide) * b[..., j : j + 1, :].to(wide)).to(dtype)
+        acc = (acc.to(wide) + prod.to(wide)).to(dtype)
     return acc
 
 

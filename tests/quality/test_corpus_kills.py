@@ -51,6 +51,15 @@ KNOWN_GAPS: dict[tuple[str, str], str] = {
     ),
     ("padding_zeroes_queries", "float16"): "as in float64",
     ("padding_zeroes_queries", "bfloat16"): "as in float64",
+    **{
+        ("gqa_group_size_confused", d): (
+            "the harness probes enable_gqa once (Hq=2, Hkv=1); this chaff raises there, so the "
+            "harness declares GQA unsupported, lowers every GQA example to repeated K/V (which the "
+            "chaff gets right) and skips the gqa property: the crash on GQA input is never "
+            "reported (value_linearity and convex_hull then raise inside transpec)"
+        )
+        for d in corpus.ALL_DTYPES
+    },
     ("layer_norm_naive_variance", "float16"): (
         "the large-mean regime stops at |mu|/sigma = 32 in float16; float32 math cancels visibly "
         "(u32 (mu/sigma)^2 > u16) only beyond ~90"
