@@ -541,3 +541,107 @@ def test_encoder_layer_fully_padded_sequence_paths_disagree(
     kw: dict[str, Any] = {"src_key_padding_mask": kpm, "batch_first": True}
     _close(rl.transformer_encoder_layer(x, state, 2, **kw), slow)
     _close(rl.transformer_encoder_layer(x, state, 2, fully_masked_row="nan", **kw), fast_out)
+
+
+@pytest.mark.parametrize("average", [True, False])
+def test_mha_fast_path_with_merged_masks(average: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path merges attn_mask and key_padding_mask itself (merge_masks)."""
+    fast = _PathCounter(monkeypatch, "_native_multi_head_attention")
+    r = _rng(60)
+    e, h, b, length = 8, 2, 2, 4
+    m = _mha(e, h, batch_first=True, seed=61)
+    x = _t(r.standard_normal((b, length, e)))
+    am = np.triu(np.ones((length, length), dtype=bool), 1)
+    kpm = np.zeros((b, length), dtype=bool)
+    kpm[1, 2] = True
+    with torch.no_grad():
+        t_out, t_w = m(
+            x, x, x, attn_mask=_t(am), key_padding_mask=_t(kpm), average_attn_weights=average
+        )
+    assert fast.calls == 1
+    out, w = rl.multi_head_attention(
+        x.numpy(),
+        x.numpy(),
+        x.numpy(),
+        _state(m),
+        h,
+        attn_mask=am,
+        key_padding_mask=kpm,
+        average_attn_weights=average,
+        batch_first=True,
+    )
+    _close(out, t_out)
+    assert w is not None
+    _close(w, t_w)
+
+
+def test_masked_self_attention_and_cross_attention_wrappers() -> None:
+    r = _rng(62)
+    e, h, b, lt, ls = 6, 3, 2, 4, 5
+    m = _mha(e, h, batch_first=False, seed=63)
+    tgt = _inputs(r, b, lt, e, False)
+    mem = _inputs(r, b, ls, e, False)
+    causal = _t(rl.square_subsequent_mask(lt))
+    t_self, _ = m(_t(tgt), _t(tgt), _t(tgt), attn_mask=causal, need_weights=False)
+    _close(rl.masked_self_attention(tgt, _state(m), h), t_self)
+    mpad = np.zeros((b, ls), dtype=bool)
+    mpad[0, 3:] = True
+    t_cross, _ = m(_t(tgt), _t(mem), _t(mem), key_padding_mask=_t(mpad), need_weights=False)
+    _close(rl.cross_attention(tgt, mem, _state(m), h, memory_key_padding_mask=mpad), t_cross)
+
+
+def test_encoder_layer_unbatched_with_padding() -> None:
+    r = _rng(64)
+    m = _encoder(False, "relu", True, seed=65)
+    x = r.standard_normal((5, 8))
+    kpm = np.array([False, False, False, True, True])
+    out = m(_t(x), src_key_padding_mask=_t(kpm))
+    _close(rl.transformer_encoder_layer(x, _state(m), 2, src_key_padding_mask=kpm), out)
+
+
+def test_decoder_layer_output_is_causal_in_the_target() -> None:
+    """Changing target tokens after position i leaves outputs 0..i unchanged under the causal
+    mask, and changes them without it (so the check can fail)."""
+    r = _rng(66)
+    m = _decoder(True, "gelu", True, seed=67)
+    state = _state(m)
+    tgt, mem = r.standard_normal((2, 5, 8)), r.standard_normal((2, 3, 8))
+    changed = tgt.copy()
+    changed[:, 3:] = r.standard_normal((2, 2, 8))
+    kw = {"batch_first": True, "activation_name": "gelu", "norm_first": True}
+    causal = rl.square_subsequent_mask(5)
+    a = rl.transformer_decoder_layer(tgt, mem, state, 4, tgt_mask=causal, **kw)
+    c = rl.transformer_decoder_layer(changed, mem, state, 4, tgt_mask=causal, **kw)
+    np.testing.assert_array_equal(a[:, :3], c[:, :3])
+    assert np.max(np.abs(a[:, 3:] - c[:, 3:])) > 1e-3
+    a = rl.transformer_decoder_layer(tgt, mem, state, 4, **kw)
+    c = rl.transformer_decoder_layer(changed, mem, state, 4, **kw)
+    assert np.max(np.abs(a[:, :3] - c[:, :3])) > 1e-3
+
+
+def test_reference_rejects_bad_input() -> None:
+    m = _mha(4, 2, batch_first=True, seed=68)
+    state = _state(m)
+    x = np.zeros((1, 3, 4))
+    with pytest.raises(ValueError, match="not divisible"):
+        rl.multi_head_attention(x, x, x, state, 3, batch_first=True)
+    with pytest.raises(ValueError, match="attn_mask has shape"):
+        rl.multi_head_attention(x, x, x, state, 2, attn_mask=np.zeros((2, 3)), batch_first=True)
+    with pytest.raises(ValueError, match="key_padding_mask has shape"):
+        rl.multi_head_attention(
+            x, x, x, state, 2, key_padding_mask=np.zeros((1, 2), bool), batch_first=True
+        )
+    with pytest.raises(ValueError, match=r"missing parameter 'out_proj\.weight'"):
+        rl.multi_head_attention(
+            x, x, x, {"in_proj_weight": state["in_proj_weight"]}, 2, batch_first=True
+        )
+    with pytest.raises(ValueError, match="unknown MultiheadAttention parameter"):
+        rl.multi_head_attention(x, x, x, {**state, "extra": 1}, 2, batch_first=True)
+    with pytest.raises(ValueError, match="activation="):
+        rl.activation("swish")
+    with pytest.raises(ValueError, match="fully_masked_row="):
+        rl.multi_head_attention(x, x, x, state, 2, fully_masked_row="mean")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="boolean or floating"):
+        rl.multi_head_attention(
+            x, x, x, state, 2, attn_mask=np.zeros((3, 3), dtype=np.int64), batch_first=True
+        )
