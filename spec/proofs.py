@@ -88,6 +88,8 @@ def _linear_sum(s: sp.Sum) -> Any:
         if not bound:
             out += sp.Mul(*free) * (b - a + 1)
         else:
+            if sp.Mul(*bound).has(sp.Sum):  # renaming could capture an inner index
+                raise ValueError("nested sums that depend on the outer index are not decided")
             summand = sp.Mul(*bound).xreplace({j: _INDEX})
             out += sp.Mul(*free) * sp.Sum(summand, (_INDEX, a, b))
     return out

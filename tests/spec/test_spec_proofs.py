@@ -91,3 +91,10 @@ def test_decide_rejects_non_identities(lhs: sp.Expr, rhs: sp.Expr) -> None:
 def test_unknown_proof_name_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="known:"):
         proof("no_such_identity")
+
+
+def test_nested_dependent_sums_are_refused_not_guessed() -> None:
+    k = sp.Symbol("k", integer=True)
+    nested = sp.Sum(t[j] * sp.Sum(t[k + j], (k, 0, N - 1)), (j, 0, N - 1))
+    with pytest.raises(ValueError, match="nested"):
+        decide(nested, 0)
