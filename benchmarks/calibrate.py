@@ -32,6 +32,17 @@ import numpy as np
 
 COMPONENTS = ("softmax", "attention", "layer_norm", "rms_norm")
 
+#: inputs left out per (adapter, component): (why, strategy options). Not false alarms: real
+#: defects of the implementation, which transpec reports (and which calibration must not count)
+EXCLUDED: dict[tuple[str, str], tuple[str, dict[str, object]]] = {
+    ("torch", "attention"): (
+        "negative scales: with is_causal=True torch's CPU flash kernel (the default dispatch) "
+        "returns NaN for scale < 0 (torch 2.13; the math backend is right) -- a real defect "
+        "that transpec reports, not a false alarm",
+        {"scales": ("default", "custom")},
+    ),
+}
+
 
 @dataclass
 class Row:
@@ -107,13 +118,14 @@ def _sample(adapter_name: str, component: str, dtype: str, cases: int, seed: int
                 if not row.worst:
                     row.worst = f"statistic ratio {float(stat.ratio):.3g}: {stat.figures}"
 
+    options = EXCLUDED.get((adapter_name, component), (None, {}))[1]
     run = settings(
         max_examples=cases,
         deadline=None,
         database=None,
         phases=(Phase.generate,),
         suppress_health_check=list(HealthCheck),
-    )(hypothesis_seed(seed)(given(strategies.inputs(component, dtype))(test)))
+    )(hypothesis_seed(seed)(given(strategies.inputs(component, dtype, **options))(test)))
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -155,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = list(pool.map(_job, jobs))
     wall = time.perf_counter() - start
 
+    for (name, component), (why, _) in EXCLUDED.items():
+        print(f"excluded for {name} {component}: {why}")
     print(
         f"calibration: {per_component} cases per adapter x component x dtype "
         f"({per_component * len(components)} per adapter and dtype), seed {args.seed}, "
