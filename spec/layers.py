@@ -516,7 +516,7 @@ def _concat_project_claims(control: str | None) -> list[Claim]:
             Matrix.hstack(*heads) * w_o.T,
             rhs,
             f"generic O_h ({L}x{dh}), H={H}, W_o ({e}x{e}); expand, entrywise",
-            r"[O_1 \cdots O_H]\,W_o^	op = \sum_h O_h\,W_o[:, hD_h{:}(h+1)D_h]^	op",
+            r"[O_1 \cdots O_H]\,W_o^\top = \sum_h O_h\,W_o[:, hD_h{:}(h+1)D_h]^\top",
         )
     ]
 

@@ -30,6 +30,9 @@ def test_proof_proves(proof: layers.DecidedProof) -> None:
     assert result.proved
     assert result.steps and all(step.holds for step in result.steps)
     assert len(result.steps) == len(proof.steps())
+    # LaTeX for the derivations: printable (a lost backslash would leave a tab or a form feed)
+    assert proof.statement.isprintable()
+    assert all(step.latex.isprintable() for step in result.steps)
 
 
 @pytest.mark.parametrize(("proof", "control"), CONTROLS, ids=[f"{p.name}-{c}" for p, c in CONTROLS])
