@@ -344,8 +344,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if verdict.status == "passed":
         from transpec.oracle.report import format_ratio
 
-        line = f"passed {verdict.name}: {verdict.message} (error/tolerance "
-        sys.stdout.write(line + f"{format_ratio(verdict.ratio)})\n")
+        first, *notes = verdict.message.splitlines()
+        ratio = format_ratio(verdict.ratio)
+        sys.stdout.write(f"passed {verdict.name}: {first} (error/tolerance {ratio})\n")
+        for note in notes:
+            sys.stdout.write(note + "\n")
         return EXIT_OK
     sys.stdout.write(verdict.report + "\n")
     return EXIT_FAILED

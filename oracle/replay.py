@@ -113,17 +113,31 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
     verdict.seconds = time.perf_counter() - start
     note = conventions_note(meta, impl)
     if note:
-        verdict.message = f"{verdict.message} ({note})"
+        verdict.message = f"{verdict.message}\n{note}"
         if verdict.report:
             verdict.report = f"{verdict.report}\n  {note}"
     return verdict
+
+
+def _concerns(convention: str, component: str) -> bool:
+    """Whether a convention field can change the reference of ``component``."""
+    if component in ("layer_norm", "rms_norm"):
+        return convention.startswith(component)
+    if component == "attention":
+        return not convention.startswith(("layer_norm", "rms_norm"))
+    return False
 
 
 def conventions_note(meta: dict[str, Any], adapter: Adapter) -> str | None:
     """A warning when the adapter's conventions differ from those saved with the case."""
     saved = meta.get("conventions") or {}
     current = adapter.conventions.to_dict()
-    changed = {k: (saved.get(k), current.get(k)) for k in current if saved.get(k) != current.get(k)}
+    component = str(meta.get("component", ""))
+    changed = {
+        k: (saved.get(k), current.get(k))
+        for k in current
+        if saved.get(k) != current.get(k) and _concerns(k, component)
+    }
     if not changed or not saved:
         return None
     parts = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
