@@ -394,6 +394,41 @@ def assert_related(
     return worst_ratio
 
 
+def assert_relation(
+    actual: np.ndarray,
+    base: np.ndarray,
+    ref_actual: np.ndarray,
+    ref_base: np.ndarray,
+    bound: np.ndarray,
+    *,
+    what: str,
+    derivation: str,
+) -> float:
+    """Check ``actual ≈ base + (ref_actual - ref_base)`` within ``bound``.
+
+    ``actual`` and ``base`` are outputs that the relation makes equal in exact arithmetic;
+    ``ref_*`` their float64 references; ``bound`` the sum of the calls' tolerances. Since
+    |a - r_a| <= b_a and |b - r_b| <= b_b for a correct implementation,
+    |a - b - (r_a - r_b)| <= b_a + b_b: the references' own difference (the rounding of the
+    transformed inputs to the dtype under test, eps effects, float64 noise; zero where the
+    relation is exact) is subtracted, not tolerated. Non-finite references shift nothing.
+    """
+    u64 = 2.0**-53
+    r_a = np.asarray(ref_actual, dtype=np.float64)
+    r_b = np.asarray(ref_base, dtype=np.float64)
+    finite = np.isfinite(r_a) & np.isfinite(r_b)
+    shift = np.where(finite, r_a - np.where(finite, r_b, 0.0), 0.0)
+    expected = base + shift
+    arithmetic = 2 * u64 * np.where(finite, np.abs(base) + np.abs(r_a) + np.abs(r_b), 0.0)
+    return assert_related(
+        actual,
+        expected,
+        bound + np.where(np.isfinite(arithmetic), arithmetic, 0.0),
+        what=what,
+        derivation=derivation,
+    )
+
+
 def bound_of(call: Call) -> np.ndarray:
     """The per-element bound of a call's tolerance, broadcast to its output's shape."""
     return np.broadcast_to(np.asarray(call.tolerance.bound, dtype=np.float64), call.output.shape)

@@ -50,6 +50,7 @@ from transpec.oracle.harness import (
     Call,
     Harness,
     assert_related,
+    assert_relation,
     bound_of,
 )
 from transpec.oracle.outcome import PropertyViolation
@@ -122,40 +123,6 @@ def _equivalence(component: str) -> Check:
 
 
 _BOTH = "sum of both calls' tolerances (their references' difference subtracted)"
-
-
-def _relate(
-    actual: np.ndarray,
-    base: np.ndarray,
-    ref_actual: np.ndarray,
-    ref_base: np.ndarray,
-    bound: np.ndarray,
-    *,
-    what: str,
-    derivation: str,
-) -> float:
-    """Check ``actual ≈ base + (ref_actual - ref_base)`` within ``bound``.
-
-    ``actual`` and ``base`` are outputs that the relation makes equal in exact arithmetic;
-    ``ref_*`` their float64 references; ``bound`` the sum of the calls' tolerances. Since
-    |a - r_a| <= b_a and |b - r_b| <= b_b for a correct implementation,
-    |a - b - (r_a - r_b)| <= b_a + b_b: the references' own difference (the rounding of the
-    transformed inputs to the dtype under test, eps effects, float64 noise; zero where the
-    relation is exact) is subtracted, not tolerated. Non-finite references shift nothing.
-    """
-    r_a = np.asarray(ref_actual, dtype=np.float64)
-    r_b = np.asarray(ref_base, dtype=np.float64)
-    finite = np.isfinite(r_a) & np.isfinite(r_b)
-    shift = np.where(finite, r_a - np.where(finite, r_b, 0.0), 0.0)
-    expected = base + shift
-    arithmetic = 2 * _U64 * np.where(finite, np.abs(base) + np.abs(r_a) + np.abs(r_b), 0.0)
-    return assert_related(
-        actual,
-        expected,
-        bound + np.where(np.isfinite(arithmetic), arithmetic, 0.0),
-        what=what,
-        derivation=derivation,
-    )
 
 
 def _finite_rows(*refs: np.ndarray) -> np.ndarray:
@@ -270,7 +237,7 @@ def _perturb_like(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 def _hidden_key_invariance(harness: Harness, args: Args, perturbed: np.ndarray, what: str) -> float:
     """Change K and V at the keys ``perturbed`` (B, Lk) marks; every query row for which all
-    of them are masked must keep its output (bound: both tolerances, see :func:`_relate`)."""
+    of them are masked must keep its output (both tolerances: see ``assert_relation``)."""
     first = harness.call("attention", args)
     rng = example_rng(args, what)
     k = np.array(args["k"], dtype=np.float64)
@@ -288,7 +255,7 @@ def _hidden_key_invariance(harness: Harness, args: Args, perturbed: np.ndarray, 
         return 0.0
     rows = np.broadcast_to(blind[..., None], first.output.shape)
     bound = bound_of(first) + bound_of(second)
-    return _relate(
+    return assert_relation(
         np.where(rows, second.output, 0.0),
         np.where(rows, first.output, 0.0),
         np.where(rows, second.reference.value, 0.0),
@@ -335,7 +302,7 @@ def _check_batch_independence(harness: Harness, args: Args) -> float:
         bound = bound_of(full)[b : b + 1] + bound_of(single)
         worst = max(
             worst,
-            _relate(
+            assert_relation(
                 single.output,
                 full.output[b : b + 1],
                 single.reference.value,
@@ -366,7 +333,7 @@ def _check_head_independence(harness: Harness, args: Args) -> float:
         bound = bound_of(full)[:, h : h + 1] + bound_of(single)
         worst = max(
             worst,
-            _relate(
+            assert_relation(
                 single.output,
                 full.output[:, h : h + 1],
                 single.reference.value,
@@ -390,7 +357,7 @@ def _check_kv_permutation(harness: Harness, args: Args) -> float:
     permuted["attn_mask"] = _take_mask(args["attn_mask"], -1, order, Lk)
     second = harness.call("attention", permuted)
     bound = bound_of(first) + bound_of(second)
-    return _relate(
+    return assert_relation(
         second.output,
         first.output,
         second.reference.value,
@@ -412,7 +379,7 @@ def _check_query_permutation(harness: Harness, args: Args) -> float:
     second = harness.call("attention", permuted)
     expected = first.output[..., order, :]
     bound = bound_of(first)[..., order, :] + bound_of(second)
-    return _relate(
+    return assert_relation(
         second.output,
         expected,
         second.reference.value,
@@ -441,7 +408,7 @@ def _check_value_linearity(harness: Harness, args: Args) -> float:
     r1, r2, r3 = first.reference.value, second.reference.value, combined.reference.value
     rows = _finite_rows(r1, r2, r3)
     bound = bound_of(combined) + abs(a) * bound_of(first) + abs(b) * bound_of(second)
-    return _relate(
+    return assert_relation(
         np.where(rows, combined.output, 0.0),
         np.where(rows, a * first.output + b * second.output, 0.0),
         np.where(rows, r3, 0.0),
@@ -516,7 +483,7 @@ def _check_gqa(harness: Harness, args: Args) -> float:
     repeated = harness.call("attention", repeated_args)
     bound = bound_of(grouped) + bound_of(repeated)
     mapping = harness.conventions.gqa_mapping
-    return _relate(
+    return assert_relation(
         grouped.output,
         repeated.output,
         grouped.reference.value,
@@ -539,12 +506,12 @@ def _gqa_applies(adapter: Adapter, dtype: str) -> str | None:
 def _check_invariance(
     component: str, transform: Callable[[np.random.Generator, Args], Args], what: str
 ) -> Check:
-    """out(transform(args)) = out(args), within both tolerances (see :func:`_relate`)."""
+    """out(transform(args)) = out(args), within both tolerances (see ``assert_relation``)."""
 
     def check(harness: Harness, args: Args) -> float:
         first = harness.call(component, args)
         second = harness.call(component, transform(example_rng(args, what), args))
-        return _relate(
+        return assert_relation(
             second.output,
             first.output,
             second.reference.value,

@@ -223,3 +223,26 @@ def test_assert_related_checks_values_and_nonfinite_positions() -> None:
         assert_related(np.array([1.0, 2.0, 3.0]), a, 10.0, what="nan", derivation="d")
     gap = reference_gap(np.array([1.0, np.nan, np.inf]), np.array([1.5, np.nan, np.inf]))
     assert list(gap) == [0.5, 0.0, 0.0]
+
+
+def test_assert_relation_subtracts_the_references_difference() -> None:
+    from transpec.oracle.harness import assert_relation
+
+    base = np.array([1.0, 2.0])
+    ref_base = np.array([1.0, 2.0])
+    ref_actual = np.array([1.5, 2.0])  # exact arithmetic says the first element moves by 0.5
+    bound = np.array([0.1, 0.1])
+    assert (
+        assert_relation(
+            np.array([1.5, 2.0]),
+            base,
+            ref_actual,
+            ref_base,
+            bound,
+            what="moved as the references",
+            derivation="d",
+        )
+        < 1e-9
+    )
+    with pytest.raises(PropertyViolation):  # staying put is now the violation
+        assert_relation(base, base, ref_actual, ref_base, bound, what="stayed", derivation="d")
