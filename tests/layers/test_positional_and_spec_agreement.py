@@ -326,3 +326,48 @@ def test_spec_definition_detects_a_wrong_reference() -> None:
     )
     ref = rl.transformer_encoder_layer(x[:, None], params, 2, norm_first=True)[:, 0]
     assert np.max(np.abs(ref - exact)) > 1e-3
+
+
+def _neox_rope(x: np.ndarray, offset: int, base: float = 10000.0) -> np.ndarray:
+    """A transcription of GPT-NeoX / HF Llama: x * cos + rotate_half(x) * sin, with the
+    frequencies repeated as cat(freqs, freqs)."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / base ** (np.arange(0, d, 2) / d)
+    t = np.arange(offset, offset + x.shape[-2])
+    freqs = np.outer(t, inv_freq)
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    rotate_half = np.concatenate([-x2, x1], axis=-1)
+    return x * np.cos(emb) + rotate_half * np.sin(emb)
+
+
+def _gptj_rope(x: np.ndarray, offset: int, base: float = 10000.0) -> np.ndarray:
+    """A transcription of GPT-J: rotate_every_two with sin/cos repeated pairwise."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / base ** (np.arange(0, d, 2) / d)
+    t = np.arange(offset, offset + x.shape[-2])
+    freqs = np.outer(t, inv_freq)
+    sin, cos = np.repeat(np.sin(freqs), 2, axis=-1), np.repeat(np.cos(freqs), 2, axis=-1)
+    x1, x2 = x[..., ::2], x[..., 1::2]
+    rotate_every_two = np.stack([-x2, x1], axis=-1).reshape(x.shape)
+    return x * cos + rotate_every_two * sin
+
+
+def test_rope_pairings_match_the_libraries_that_name_them() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 7, 8))
+    for offset in (0, 5):
+        np.testing.assert_allclose(
+            rl.rotary_embedding(x, offset=offset, pairing="half"),
+            _neox_rope(x, offset),
+            rtol=0,
+            atol=1e-14,
+        )
+        np.testing.assert_allclose(
+            rl.rotary_embedding(x, offset=offset, pairing="interleaved"),
+            _gptj_rope(x, offset),
+            rtol=0,
+            atol=1e-14,
+        )
+    # the two pairings differ, so swapping them cannot pass
+    assert np.max(np.abs(_neox_rope(x, 1) - _gptj_rope(x, 1))) > 1e-2
