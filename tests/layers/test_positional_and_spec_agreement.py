@@ -371,3 +371,26 @@ def test_rope_pairings_match_the_libraries_that_name_them() -> None:
         )
     # the two pairings differ, so swapping them cannot pass
     assert np.max(np.abs(_neox_rope(x, 1) - _gptj_rope(x, 1))) > 1e-2
+
+
+def test_sinusoidal_layouts_match_the_code_that_names_them() -> None:
+    length, d = 9, 10
+    # the PyTorch tutorial's PositionalEncoding (interleaved, the paper's frequencies)
+    position = np.arange(length)[:, None]
+    div_term = np.exp(np.arange(0, d, 2) * (-math.log(10000.0) / d))
+    tutorial = np.zeros((length, d))
+    tutorial[:, 0::2] = np.sin(position * div_term)
+    tutorial[:, 1::2] = np.cos(position * div_term)
+    np.testing.assert_allclose(rl.sinusoidal_positional_encoding(length, d), tutorial, atol=1e-14)
+    # tensor2tensor's get_timing_signal_1d (concatenated, its own frequency set)
+    num_timescales = d // 2
+    increment = math.log(10000.0 / 1.0) / (num_timescales - 1)
+    inv_timescales = np.exp(np.arange(num_timescales) * -increment)
+    scaled_time = position * inv_timescales[None, :]
+    t2t = np.concatenate([np.sin(scaled_time), np.cos(scaled_time)], axis=1)
+    ours = rl.sinusoidal_positional_encoding(
+        length, d, layout="concatenated", frequencies="tensor2tensor"
+    )
+    np.testing.assert_allclose(ours, t2t, atol=1e-14)
+    # and the layouts really differ
+    assert np.max(np.abs(tutorial - t2t)) > 0.1
