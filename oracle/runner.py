@@ -323,6 +323,23 @@ def run(
     return result
 
 
+def _flaky_failure(exc: BaseException) -> PropertyViolation | ImplementationFailure | None:
+    """The implementation's failure inside Hypothesis's "Flaky" error, if that is what it is."""
+    from hypothesis.errors import Flaky
+
+    if not isinstance(exc, Flaky):
+        return None
+    found: list[BaseException] = [*getattr(exc, "exceptions", ())]
+    if exc.__cause__ is not None:
+        found.append(exc.__cause__)
+    for inner in found:
+        if isinstance(inner, (PropertyViolation, ImplementationFailure)):
+            return inner
+        if isinstance(inner, _Abort):
+            return inner.failure
+    return None
+
+
 class _Abort(BaseException):
     """Raised inside a Hypothesis test to stop at once (no shrinking): used for hangs, which
     would otherwise cost the call timeout on every shrink step."""
@@ -337,6 +354,8 @@ class _Trace:
     examples: int = 0
     ratio: float | None = None
     last_args: dict[str, Any] | None = None
+    #: the arguments of the last call that failed (the shrunk counterexample at the end)
+    failed_args: dict[str, Any] | None = None
 
 
 def check_once(prop: Property, harness: Harness, args: Mapping[str, Any]) -> float | None:
@@ -377,7 +396,19 @@ def run_case(
     except (PropertyViolation, ImplementationFailure) as exc:
         _fail(verdict, exc, trace, adapter, case, profile, failures_dir, adapter_spec)
     except Exception as exc:
-        _fail(verdict, exc, trace, adapter, case, profile, failures_dir, adapter_spec)
+        inner = _flaky_failure(exc)
+        if inner is not None:
+            # failed on an input, then passed on the same input: nondeterministic, still wrong
+            _fail(verdict, inner, trace, adapter, case, profile, failures_dir, adapter_spec)
+            verdict.message = (
+                "nondeterministic: failed on this input once and passed on it again; "
+                + verdict.message
+            )
+            verdict.report = verdict.report.replace(
+                "\n", "\n  (nondeterministic: the replay of this input passed)\n", 1
+            )
+        else:
+            _fail(verdict, exc, trace, adapter, case, profile, failures_dir, adapter_spec)
     else:
         verdict.status = "passed"
         verdict.ratio = trace.ratio
@@ -402,8 +433,12 @@ def _hypothesis_run(adapter: Adapter, case: Case, profile: Profile, trace: _Trac
         try:
             ratio = check_once(prop, harness, args)
         except ImplementationFailure as failure:
+            trace.failed_args = trace.last_args
             if failure.kind == "hung":
                 raise _Abort(failure) from None
+            raise
+        except Exception:
+            trace.failed_args = trace.last_args
             raise
         if ratio is not None and (trace.ratio is None or ratio > trace.ratio):
             trace.ratio = ratio
@@ -443,9 +478,9 @@ def _fail(
     failures_dir: str | Path | None,
     adapter_spec: str | None,
 ) -> None:
-    """Fill ``verdict`` from the failure ``exc`` raised on ``trace.last_args``; save the case."""
+    """Fill ``verdict`` from the failure ``exc`` raised on ``trace.failed_args``; save it."""
     classify(verdict, exc)
-    args = trace.last_args
+    args = trace.failed_args if trace.failed_args is not None else trace.last_args
     path: Path | None = None
     if args is not None and failures_dir is not None:
         try:

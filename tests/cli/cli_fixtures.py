@@ -99,6 +99,18 @@ class NaNSoftmax(_Broken):
         return np.full_like(super().softmax(x, dim), np.nan)
 
 
+class FlakySoftmax(_Broken):
+    """Right twice, then wrong (doubled) on every third call: a nondeterministic kernel."""
+
+    name = "flaky"
+    calls = 0
+
+    def softmax(self, x: Any, dim: int = -1) -> Any:
+        type(self).calls += 1
+        out = super().softmax(x, dim)
+        return out * 2 if type(self).calls % 3 == 0 else out
+
+
 class InterruptedSoftmax(_Broken):
     """Correct, but the twelfth call sends SIGINT to the process (a user pressing Ctrl-C)."""
 

@@ -147,6 +147,21 @@ def test_broken_implementation_is_a_failure_and_the_run_goes_on(
     assert result.exit_code == 1
 
 
+def test_a_nondeterministic_implementation_is_a_failure(tmp_path: Path) -> None:
+    """Hypothesis calls it Flaky (failed, then passed on replay); transpec calls it failed."""
+    result = run(
+        _fixtures().FlakySoftmax(),
+        components=["softmax"],
+        properties=["equivalence"],
+        max_examples=10,
+        failures_dir=tmp_path,
+    )
+    (verdict,) = result.verdicts
+    assert verdict.status == "failed" and verdict.failure_kind == "violation"
+    assert verdict.message.startswith("nondeterministic:")
+    assert verdict.failure_file and Path(verdict.failure_file).is_file()
+
+
 def test_an_exception_inside_transpec_is_an_error_verdict_not_a_crash(tmp_path: Path) -> None:
     from transpec.adapters.numpy_adapter import NumpyAdapter
     from transpec.oracle.properties import select
