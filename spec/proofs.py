@@ -8,7 +8,9 @@ rational-function identity and decides that:
    :math:`n` (the exponential law, the only fact used about exp);
 2. every finite sum :math:`\sum_{j=a}^{b} f_j` over a *symbolic* range is normalized by
    linearity (terms split, factors free of :math:`j` pulled out, :math:`\sum_{j=a}^{b} c =
-   (b - a + 1)\,c`, the index renamed canonically) and then replaced by an opaque atom, so a
+   (b - a + 1)\,c`, the index renamed canonically, and
+   :math:`\sum_k \delta_{jk} f_k = f_j` for an index :math:`j` of the range, the premise of
+   every statement about an entry :math:`j`) and then replaced by an opaque atom, so a
    statement proved this way holds for every length :math:`N`;
 3. :math:`\log` of a product of positive factors splits, and :math:`\log \varepsilon(t) = t`;
 4. a square root :math:`\sqrt{w}` has its radicand factored (which pulls out positive factors:
@@ -85,7 +87,19 @@ def _linear_sum(s: sp.Sum) -> Any:
         bound: list[Any] = []
         for f in sp.Mul.make_args(term):
             (bound if j in f.free_symbols else free).append(f)
-        if not bound:
+        delta = next(
+            (
+                f
+                for f in bound
+                if isinstance(f, sp.KroneckerDelta) and any(j not in g.free_symbols for g in f.args)
+            ),
+            None,
+        )
+        if delta is not None:  # sifting: sum_j delta(t, j) f_j = f_t, t an index of the range
+            target = next(g for g in delta.args if j not in g.free_symbols)
+            rest = sp.Mul(*[f for f in bound if f is not delta]).xreplace({j: target})
+            out += sp.Mul(*free) * rest
+        elif not bound:
             out += sp.Mul(*free) * (b - a + 1)
         else:
             if sp.Mul(*bound).has(sp.Sum):  # renaming could capture an inner index
@@ -321,17 +335,26 @@ def _shift_steps(broken: bool = False) -> list[Claim]:
 
 
 def _jacobian_steps(broken: bool = False) -> list[Claim]:
+    claims: list[Claim] = []
+    # every N: differentiate the definition; the sum's derivative sifts to e^{x_j}
+    k = sp.Symbol("k", integer=True, nonnegative=True)
+    total = sp.Sum(sp.exp(xs[k]), (k, 0, N - 1))
+    p_i, p_j = _softmax_entry(i), _softmax_entry(j)
+    delta = sp.KroneckerDelta(i, j)
+    want_n = delta * p_i - (0 if broken else p_i * p_j)
+    if not broken:
+        claims.append(Claim(sp.diff(total, xs[j]), sp.exp(xs[j]), "the sum's derivative sifts"))
+    claims.append(Claim(sp.diff(p_i, xs[j]), want_n, "diag(p) - p p^T, for every N"))
     n = 3
     xsym = sp.symbols(f"x_0:{n}", real=True)
     X = _row(n)
     p = [
         RowSoftmax(X)._entry(0, t).xreplace({X[0, u]: xsym[u] for u in range(n)}) for t in range(n)
     ]
-    claims = []
     for r in range(n):
         for col in range(n):
             want = (p[r] if r == col else 0) - (0 if broken else p[r] * p[col])
-            why = f"entry ({r}, {col}) of diag(p) - p p^T"
+            why = f"N = 3: entry ({r}, {col})"
             claims.append(Claim(sp.diff(p[r], xsym[col]), want, why))
     return claims
 
@@ -596,7 +619,7 @@ PROOFS: tuple[Proof, ...] = (
         "softmax_jacobian",
         "softmax",
         r"\frac{\partial p_i}{\partial x_j} = \delta_{ij} p_i - p_i p_j"
-        r"\quad (\text{all } i, j,\ N = 3)",
+        r"\quad \text{for every } N \text{ (and entry by entry at } N = 3)",
         _jacobian_steps,
         "the Jacobian without the outer product: diag(p)",
     ),

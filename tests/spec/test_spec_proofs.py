@@ -61,6 +61,7 @@ t = sp.IndexedBase("t", real=True)
         (sp.Sum(t[j] + 1, (j, 0, N - 1)), sp.Sum(t[j], (j, 0, N - 1)) + N),
         (sp.Sum(sp.exp(t[j] + x), (j, 0, N - 1)), sp.exp(x) * sp.Sum(sp.exp(t[j]), (j, 0, N - 1))),
         ((x**2 - y**2) / (x - y), x + y),
+        (sp.Sum(sp.KroneckerDelta(x, j) * t[j], (j, 0, N - 1)), t[x]),
         (
             sp.log(sp.exp(x) * sp.Sum(sp.exp(t[j]), (j, 0, N - 1))),
             x + sp.log(sp.Sum(sp.exp(t[j]), (j, 0, N - 1))),
@@ -81,6 +82,7 @@ def test_decide_accepts_identities(lhs: sp.Expr, rhs: sp.Expr) -> None:
         (sp.Sum(t[j], (j, 0, N - 1)), sp.Sum(t[j], (j, 0, N - 2))),
         (sp.Sum(t[j], (j, 0, N - 1)), sp.Sum(t[j], (j, 1, N))),
         (sp.tanh(x), x),
+        (sp.Sum(sp.KroneckerDelta(x, j) * t[j], (j, 0, N - 1)), t[y]),
         (x / (x + 1e-30), 1),
     ],
 )
