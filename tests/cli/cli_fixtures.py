@@ -17,7 +17,8 @@ from transpec.adapters.numpy_adapter import NumpyAdapter
 
 
 class WrongScaleAttention(NumpyAdapter):
-    """Attention with the scale 1/d instead of 1/sqrt(d) (a classic bug); the rest is right."""
+    """Attention that always scales by 1/d: the wrong default (1/sqrt(d) is right) and a given
+    ``scale`` ignored -- two classic bugs; masking, causality and the rest are right."""
 
     name = "wrong-scale"
 
@@ -31,8 +32,7 @@ class WrongScaleAttention(NumpyAdapter):
         scale: float | None = None,
         enable_gqa: bool = False,
     ) -> Any:
-        if scale is None:
-            scale = 1.0 / q.shape[-1]
+        scale = 1.0 / q.shape[-1]
         return super().scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa
         )
