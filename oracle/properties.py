@@ -630,7 +630,7 @@ def _attention_properties() -> tuple[Property, ...]:
             _ATT,
             "shape_dtype",
             "a native array of shape (B, Hq, Lq, Ev) in the input dtype",
-            _attention(shapes=strat.attention_shapes(value_dim=True)),
+            _attention(),
             _shape_dtype(_ATT),
             app,
         ),
