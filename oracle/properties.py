@@ -175,13 +175,19 @@ def _error_statistic(component: str) -> Check:
 # -- attention: masks and heads ----------------------------------------------------------------
 
 
-def masked_keys(harness: Harness, call: Call) -> np.ndarray:
+def masked_keys(harness: Harness, call: Call, *, zero_weight: bool = False) -> np.ndarray:
     """(..., Hq, Lq, Lk) True where the key is masked for the query by the arguments'
-    semantics under the declared conventions (boolean mask, is_causal, additive -inf)."""
+    semantics under the declared conventions (boolean mask, is_causal, additive -inf).
+
+    ``zero_weight``: only the keys whose weight is exactly zero -- under a finite
+    ``mask_fill`` a masked key's score is the fill, so only additive -inf keys qualify.
+    """
     from transpec.oracle.reference import attention_setup
 
     setup = attention_setup(**call.sent, conventions=harness.conventions)
     masked = ~np.asarray(setup.visible)
+    if zero_weight and setup.fill is not None:
+        masked = np.zeros_like(masked)
     if setup.additive is not None:
         masked = masked | np.isneginf(np.broadcast_to(setup.additive, masked.shape))
     return np.broadcast_to(masked, call.reference.value.shape[:-1] + masked.shape[-1:])
@@ -422,7 +428,7 @@ def _check_value_linearity(harness: Harness, args: Args) -> float:
 
 def _check_convex_hull(harness: Harness, args: Args) -> float:
     call = harness.call("attention", args)
-    masked = masked_keys(harness, call)  # (B, Hq, Lq, Lk)
+    masked = masked_keys(harness, call, zero_weight=True)  # (B, Hq, Lq, Lk)
     Hq, Hkv = np.shape(args["q"])[1], np.shape(args["k"])[1]
     v = _expand_kv(harness, call.inputs["v"], Hq // Hkv)  # (B, Hq, Lk, Ev)
     v = np.broadcast_to(v, call.output.shape[:-2] + v.shape[-2:])

@@ -129,3 +129,33 @@ def test_undeclared_finite_fill_fails_and_declared_conforms(accepts: Any, reject
         conventions = Conventions()
 
     rejects("attention", "fully_masked_rows", Undeclared(), "float64")
+
+
+class MildFill(FiniteFill):
+    """A fill of -2: masked keys keep a visible weight, as declared."""
+
+    name = "fill-2"
+    conventions = Conventions(mask_fill=-2.0)
+
+    def scaled_dot_product_attention(
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        attn_mask: Any = None,
+        is_causal: bool = False,
+        scale: Any = None,
+        enable_gqa: bool = False,
+    ) -> Any:
+        if attn_mask is not None and attn_mask.dtype == np.bool_:
+            s = (1.0 / np.sqrt(q.shape[-1]) if scale is None else scale) * (
+                q @ np.swapaxes(np.repeat(k, q.shape[1] // k.shape[1], axis=1), -1, -2)
+            )
+            attn_mask = np.where(attn_mask, 0.0, -2.0 - s).astype(q.dtype)  # score -> -2
+        return super().scaled_dot_product_attention(
+            q, k, v, attn_mask, is_causal, scale, enable_gqa
+        )
+
+
+def test_convex_hull_counts_keys_a_finite_fill_leaves_weighted(accepts: Any) -> None:
+    assert accepts("attention", "convex_hull", MildFill(), "float64", examples=15) <= 1.0
