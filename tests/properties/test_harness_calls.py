@@ -246,3 +246,28 @@ def test_assert_relation_subtracts_the_references_difference() -> None:
     )
     with pytest.raises(PropertyViolation):  # staying put is now the violation
         assert_relation(base, base, ref_actual, ref_base, bound, what="stayed", derivation="d")
+
+
+def test_torch_failure_kinds_and_bfloat16_rounding() -> None:
+    pytest.importorskip("torch")
+    from transpec.adapters.torch_adapter import TorchAdapter
+
+    class ReturnsNumpy(TorchAdapter):
+        def softmax(self, x: Any, dim: int = -1) -> Any:
+            return super().softmax(x, dim).float().numpy()
+
+    class ReturnsFloat32(TorchAdapter):
+        def softmax(self, x: Any, dim: int = -1) -> Any:
+            return super().softmax(x.float(), dim)
+
+    args = _softmax_args()
+    with pytest.raises(ImplementationFailure) as info:
+        Harness(ReturnsNumpy(), "bfloat16").call("softmax", args)
+    assert info.value.kind == "not_array"
+    with pytest.raises(ImplementationFailure) as info:
+        Harness(ReturnsFloat32(), "bfloat16").call("softmax", args)
+    assert info.value.kind == "dtype" and "float32" in info.value.message
+    harness = Harness(TorchAdapter(), "bfloat16")
+    call = harness.call("softmax", args)
+    assert np.array_equal(call.inputs["x"], round_to(args["x"], "bfloat16"))
+    assert harness.assert_equivalent(call) <= 1.0
