@@ -28,3 +28,33 @@ def torch_adapter() -> Any:
 @pytest.mark.parametrize("prop", PROPERTIES, ids=lambda p: p.id)
 def test_accepts_torch(prop: Any, dtype: str, torch_adapter: Any, accepts: Any) -> None:
     assert accepts(prop.component, prop.name, torch_adapter, dtype, examples=4) <= 1.0
+
+
+def test_bfloat16_sees_the_unbiased_variance_through_small_n(rejects: Any) -> None:
+    """1/(2n) is far below bfloat16's resolution for long rows; the small-n regime exposes it."""
+    import torch
+
+    from transpec.adapters.torch_adapter import TorchAdapter
+
+    class UnbiasedLayerNorm(TorchAdapter):
+        name = "torch-unbiased-layer-norm"
+
+        def layer_norm(
+            self,
+            x: Any,
+            normalized_shape: Any,
+            weight: Any = None,
+            bias: Any = None,
+            eps: float = 1e-5,
+        ) -> Any:
+            dims = tuple(range(-len(tuple(normalized_shape)), 0))
+            xf = x.float()
+            var = torch.var(xf, dim=dims, keepdim=True, unbiased=True)
+            y = (xf - xf.mean(dim=dims, keepdim=True)) / torch.sqrt(var + eps)
+            if weight is not None:
+                y = y * weight.float()
+            if bias is not None:
+                y = y + bias.float()
+            return y.to(x.dtype)
+
+    rejects("layer_norm", "equivalence", UnbiasedLayerNorm(), "bfloat16")
