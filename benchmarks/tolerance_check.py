@@ -285,6 +285,7 @@ def measure(
     cases: int,
     rng: np.random.Generator,
     case_fn: Callable[[np.random.Generator], Case] | None = None,
+    show: bool = False,
 ) -> dict[str, Any]:
     ratios, stats, fails, stat_fails, meaningful = [], [], 0, 0, 0
     for _ in range(cases):
@@ -312,6 +313,12 @@ def measure(
             meaningful += 1
             stats.append(st.figures["rms_ratio"])
             stat_fails += not st.passed
+        if show and (not cmp.passed or not st.passed):
+            shapes = {
+                key: np.shape(val) if isinstance(val, np.ndarray) else val
+                for key, val in args.items()
+            }
+            print(f"  alarm {component} {dt}: {shapes} {cmp.message[:200]} {st.figures}")
     return {
         "cases": cases,
         "fails": fails,
@@ -334,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=200, help="cases per row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="comma-separated components")
+    parser.add_argument(
+        "--show-alarms", action="store_true", help="print every rejected correct result"
+    )
     parser.add_argument(
         "--highprec",
         type=int,
@@ -383,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         conv = CANONICAL
         if prec is None:
             prec, conv = _precision_torch(comp, dt)
-        r = measure(comp, fn, dt, prec, conv, opts.cases, rng)
+        r = measure(comp, fn, dt, prec, conv, opts.cases, rng, show=opts.show_alarms)
         totals[dt].extend(r["ratios"])
         print(
             f"{name:6} {comp:10} {dt:8} {r['cases']:5d} {r['fails']:4d} {_fmt(r['ratios']):>34} "

@@ -153,10 +153,11 @@ def _nonfinite_reason(actual: float, expected: float, must_overflow: bool) -> st
 #: random examples, the subtle bugs of §4.3 exceed it.
 RMS_RATIO_THRESHOLD = 2.0
 
-#: The allowed ratio for float32 outputs, where the algorithm (FMA, the exp implementation,
-#: where the scale is applied, summation order) moves the typical error by up to 3x; there the
-#: element-wise bound is sharp enough for the bugs of §4.3 (docs/tolerance.md §4.2).
-RMS_RATIO_THRESHOLD_FLOAT32 = 4.0
+#: The allowed ratio for float32 outputs, where the algorithm (BLAS blocking, FMA, the exp
+#: implementation, where the scale is applied) moves the typical error by up to ~6x in the
+#: large-logit regime; there the element-wise bound is sharp enough for the bugs of §4.3
+#: (docs/tolerance.md §4.2).
+RMS_RATIO_THRESHOLD_FLOAT32 = 10.0
 
 #: The statistic is only computed on examples with at least this many finite elements with a
 #: nonzero absref (docs/tolerance.md §4.1): below it the RMS of a correct kernel scatters too much.
