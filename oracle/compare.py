@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.dtypes import FORMATS, canonical_dtype
 from transpec.oracle.outcome import Worst
 from transpec.oracle.reference import Reference
 from transpec.oracle.tolerance import Tolerance
@@ -190,21 +190,26 @@ class Statistic:
     reason: str = ""
 
 
-def relative_errors(actual: Any, reference: Reference) -> np.ndarray:
-    """|actual - ref| / absref over the finite elements with absref > 0 (a flat array)."""
+def relative_errors(actual: Any, reference: Reference, floor: float = 0.0) -> np.ndarray:
+    """|actual - ref| / max(absref, floor) over the finite elements with absref > 0 (flat).
+
+    ``floor`` is the smallest normal number of the output dtype in :func:`error_statistic`:
+    below it rounding errors are absolute (underflow), not relative, and a probability that
+    underflows to 0 would otherwise count as a relative error of 1.
+    """
     act = np.asarray(actual, dtype=np.float64)
     ref = np.asarray(reference.value, dtype=np.float64)
     absref = np.broadcast_to(np.asarray(reference.abs_value, dtype=np.float64), ref.shape)
     keep = np.isfinite(ref) & np.isfinite(act) & np.isfinite(absref) & (absref > 0)
-    return np.asarray(np.abs(act[keep] - ref[keep]) / absref[keep])
+    return np.asarray(np.abs(act[keep] - ref[keep]) / np.maximum(absref[keep], floor))
 
 
-def _magnitude_ratio(reference: Reference) -> np.ndarray:
-    """|ref| / absref over the elements :func:`relative_errors` uses."""
+def _magnitude_ratio(reference: Reference, floor: float) -> np.ndarray:
+    """|ref| / max(absref, floor) over the elements :func:`relative_errors` uses."""
     ref = np.asarray(reference.value, dtype=np.float64)
     absref = np.broadcast_to(np.asarray(reference.abs_value, dtype=np.float64), ref.shape)
     keep = np.isfinite(ref) & np.isfinite(absref) & (absref > 0)
-    return np.asarray(np.abs(ref[keep]) / absref[keep])
+    return np.asarray(np.abs(ref[keep]) / np.maximum(absref[keep], floor))
 
 
 def _rows(component: str, reference: Reference) -> int:
@@ -246,7 +251,8 @@ def error_statistic(
     from transpec.oracle.emulate import emulate
 
     dtype = canonical_dtype(dtype)
-    impl = relative_errors(actual, reference)
+    floor = FORMATS[dtype].smallest_normal
+    impl = relative_errors(actual, reference, floor)
     if dtype == "float64":
         return Statistic(
             True,
@@ -275,11 +281,11 @@ def error_statistic(
             f"only {rows} independent rows (< {MIN_ROWS})",
         )
     emulated = emulate(component, args, conventions=conventions, dtype=dtype, precision=precision)
-    emu = relative_errors(emulated, reference)
+    emu = relative_errors(emulated, reference, floor)
     rms_impl = rms(impl)
     rms_emu = rms(emu)
     u_out = unit_roundoff(dtype)
-    rounding_rms = u_out / math.sqrt(3.0) * rms(_magnitude_ratio(reference))
+    rounding_rms = u_out / math.sqrt(3.0) * rms(_magnitude_ratio(reference, floor))
     figures = {
         "elements": float(impl.size),
         "rms": rms_impl,

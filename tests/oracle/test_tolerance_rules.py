@@ -344,3 +344,83 @@ def test_statistic_is_not_meaningful_on_small_or_float64_examples() -> None:
         precision=HALF,
     )
     assert big.meaningful and not big.passed and big.ratio > 1
+
+
+# -- the bound holds for the emulated kernel at every declared precision --------------------------
+
+_PRECISIONS = [
+    ("float16", Precision("float16", "float16")),
+    ("bfloat16", Precision("bfloat16", "bfloat16")),  # 300-term sums: n·u > 0.5, γ capped
+    ("float16", Precision("float32", "float16")),
+    ("bfloat16", Precision("float32", "bfloat16")),
+    ("float32", Precision("float32", "float16")),
+]
+
+
+def _unit_args(component: str, rng: np.random.Generator) -> dict[str, Any]:
+    n = rng.standard_normal
+    if component == "softmax":
+        return {"x": n((16, 300)) * 3, "dim": -1}
+    if component == "attention":
+        return {"q": n((1, 2, 16, 64)), "k": n((1, 2, 300, 64)), "v": n((1, 2, 300, 16))}
+    if component == "layer_norm":
+        return {"x": n((16, 300)) + 3, "normalized_shape": 300, "weight": n(300), "bias": n(300)}
+    return {"x": n((16, 300)), "normalized_shape": 300, "weight": n(300), "eps": 1e-6}
+
+
+@pytest.mark.parametrize("component", ["softmax", "attention", "layer_norm", "rms_norm"])
+@pytest.mark.parametrize(("dt", "precision"), _PRECISIONS)
+def test_emulated_kernel_passes_its_own_bound(
+    component: str, dt: str, precision: Precision
+) -> None:
+    from transpec.oracle.emulate import emulate
+
+    args = _round(_unit_args(component, np.random.default_rng(13)), dt)
+    ref = ref_mod.compute(component, args, dtype=dt)
+    out = emulate(component, args, conventions=CANONICAL, dtype=dt, precision=precision)
+    cmp = compare(out, ref, tolerance(component, ref, dt, precision))
+    assert cmp.passed, cmp.message
+    stat = error_statistic(
+        component, args, out, ref, conventions=CANONICAL, dtype=dt, precision=precision
+    )
+    assert stat.passed
+
+
+def test_float16_accumulation_that_overflows_is_rejected() -> None:
+    # Σx² of values ~300 overflows float16 (65504): a kernel accumulating in float16 returns
+    # x/inf = 0, which is wrong however it is rounded; the bound models rounding, not range.
+    from transpec.oracle.emulate import emulate
+
+    x = round_to(np.random.default_rng(14).standard_normal((16, 64)) * 300, "float16")
+    args = {"x": x, "normalized_shape": 64, "weight": None, "eps": 1e-6}
+    ref = ref_mod.compute("rms_norm", args, dtype="float16")
+    fp16 = Precision("float16", "float16")
+    out = emulate("rms_norm", args, conventions=CANONICAL, dtype="float16", precision=fp16)
+    assert not compare(out, ref, tolerance("rms_norm", ref, "float16", fp16)).passed
+    fp32 = Precision("float32", "float16")
+    out = emulate("rms_norm", args, conventions=CANONICAL, dtype="float16", precision=fp32)
+    assert compare(out, ref, tolerance("rms_norm", ref, "float16", fp32)).passed
+
+
+@pytest.mark.parametrize("dt", ["float32", "float16", "bfloat16"])
+def test_rms_norm_eps_added_to_rms_rejected_at_small_rms(dt: str) -> None:
+    x = round_to(np.random.default_rng(15).standard_normal((16, 64)) * 1e-3, dt)
+    args = {"x": x, "normalized_shape": 64, "weight": None, "eps": 1e-5}
+    x32 = x.astype(np.float32)
+    ms = (x32 * x32).mean(axis=-1, keepdims=True)
+    good = round_to((x32 / np.sqrt(ms + np.float32(1e-5))).astype(np.float64), dt)
+    wrong = round_to((x32 / (np.sqrt(ms) + np.float32(1e-5))).astype(np.float64), dt)
+    assert _judge("rms_norm", args, good, dt, HALF) == (True, True)
+    assert _judge("rms_norm", args, wrong, dt, HALF)[0] is False
+    added = Conventions(rms_norm_eps="added_to_rms")
+    assert _judge("rms_norm", args, wrong, dt, HALF, added) == (True, True)
+
+
+@pytest.mark.parametrize("dt", ["float32", "float16"])
+def test_softmax_with_a_wrong_temperature_is_rejected(dt: str) -> None:
+    x = round_to(np.random.default_rng(16).standard_normal((16, 100)) * 4, dt)
+    good = _numpy_softmax(x, dt)
+    wrong = _numpy_softmax(x * (1 + 1 / 64), dt)
+    prec = Precision(dt, dt)
+    assert _judge("softmax", {"x": x, "dim": -1}, good, dt, prec) == (True, True)
+    assert _judge("softmax", {"x": x, "dim": -1}, wrong, dt, prec) == (False, False)
