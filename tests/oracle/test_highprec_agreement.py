@@ -63,6 +63,16 @@ def _case(name: str, rng: np.random.Generator) -> tuple[str, dict[str, Any], Con
         mask[..., 2, :] = False
         args = {"q": n((1, 2, 6, 8)), "k": n((1, 2, 9, 8)), "v": n((1, 2, 9, 4))}
         return "attention", {**args, "attn_mask": mask}, Conventions(fully_masked_row="nan")
+    if name == "hard attention additive -inf mask":
+        bias = n((6, 9)) * 3
+        bias[rng.random((6, 9)) < 0.4] = -np.inf
+        bias[4] = -np.inf
+        args = {"q": n((1, 2, 6, 8)) * 3, "k": n((1, 2, 9, 8)) * 3, "v": n((1, 2, 9, 4))}
+        return "attention", {**args, "attn_mask": bias, "softcap": 5.0}, CANONICAL
+    if name == "hard attention finite fill, GQA tile, bottom-right causal":
+        conv = Conventions(mask_fill=-1e4, gqa_mapping="tile", causal_alignment="bottom_right")
+        args = {"q": n((1, 4, 9, 8)) * 5, "k": n((1, 2, 6, 8)) * 5, "v": n((1, 2, 6, 4))}
+        return "attention", {**args, "is_causal": True, "enable_gqa": True}, conv
     if name == "hard attention rows of different scale":
         q = n((1, 1, 5, 8)) * np.array([1e-6, 1e-2, 1.0, 10.0, 40.0])[:, None]
         return "attention", {"q": q, "k": n((1, 1, 9, 8)), "v": n((1, 1, 9, 4))}, CANONICAL
@@ -93,6 +103,8 @@ HARD = [
     "hard attention logits 1e4",
     "hard attention moderate logits",
     "hard attention fully masked rows",
+    "hard attention additive -inf mask",
+    "hard attention finite fill, GQA tile, bottom-right causal",
     "hard attention rows of different scale",
     "hard layer_norm variance near eps",
     "hard layer_norm mean >> std",

@@ -424,3 +424,17 @@ def test_softmax_with_a_wrong_temperature_is_rejected(dt: str) -> None:
     prec = Precision(dt, dt)
     assert _judge("softmax", {"x": x, "dim": -1}, good, dt, prec) == (True, True)
     assert _judge("softmax", {"x": x, "dim": -1}, wrong, dt, prec) == (False, False)
+
+
+def test_inf_is_allowed_within_the_bound_of_overflowing() -> None:
+    # a reference just below float16's overflow threshold (65520): a correct kernel may round
+    # either way, so both the finite value and +inf pass; -inf never does
+    x = np.array([[-1.0, 1.0]])
+    w = np.array([65500.0, 65510.0])
+    ref = ref_mod.layer_norm(x, 2, weight=w, eps=0.0)
+    tol = tolerance("layer_norm", ref, "float16", HALF)
+    assert tol.may_overflow is not None and tol.may_overflow[0, 1]
+    assert tol.must_overflow is None or not tol.must_overflow[0, 1]
+    assert compare(np.array([[-65504.0, 65504.0]]), ref, tol).passed
+    assert compare(np.array([[-65504.0, np.inf]]), ref, tol).passed
+    assert not compare(np.array([[-65504.0, -np.inf]]), ref, tol).passed
