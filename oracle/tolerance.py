@@ -104,8 +104,17 @@ def gamma(n: float, u: float) -> float:
 
 
 def _eta(dtype: str) -> float:
-    """Half the subnormal spacing: the absolute underflow error of one rounding (docs §2.5)."""
-    return FORMATS[dtype].smallest_subnormal / 2.0
+    """Half the subnormal spacing: the absolute underflow error of one rounding (docs §2.5),
+    rounded up to a float64 number.
+
+    For float64 itself half the smallest subnormal, 2^-1075, is not a float64 number: the
+    division rounds it to 0, which would leave outputs that underflow with no floor at all (a
+    subnormal one step off would have ratio inf). Rounded up it is the smallest subnormal
+    2^-1074, so that c·η_out is at least the smallest subnormal of every output dtype.
+    """
+    smallest = FORMATS[dtype].smallest_subnormal
+    half = smallest / 2.0
+    return half if half > 0.0 else smallest
 
 
 @dataclass(frozen=True)
