@@ -73,12 +73,7 @@ KNOWN_GAPS: dict[tuple[str, str], str] = {
 
 #: (wheat, dtype) pairs that transpec wrongly flags: false alarms of the tolerance model,
 #: reported to its owners (strict, as above)
-KNOWN_FALSE_ALARMS: dict[tuple[str, str], str] = {
-    ("softmax_log_sum_exp", "float64"): (
-        "the underflow floor c·η is 0 in float64 (η = 2^-1074 / 2 rounds to 0), so a subnormal "
-        "weight one subnormal step off (4.9e-324, large_logits) has ratio inf"
-    ),
-}
+KNOWN_FALSE_ALARMS: dict[tuple[str, str], str] = {}
 
 
 def _order(component: str) -> list[str]:
