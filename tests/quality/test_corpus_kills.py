@@ -106,7 +106,10 @@ def test_chaff_is_killed(name: str, dtype: str) -> None:
     fails (``corpus.judge.first_kill``: the same seeds and strategies as the runner)."""
     entry = corpus.entry(name)
     seen = []
-    for prop in _order(entry.component):
+    order = _order(entry.component)
+    if (name, dtype) in KNOWN_GAPS:  # a known survivor: only where a fix of its gap would show
+        order = [p for p in order if p in PREFERRED]
+    for prop in order:
         kill = first_kill(entry.make(), entry.component, prop, dtype)
         if kill.status == "killed":
             return
