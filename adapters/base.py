@@ -13,12 +13,21 @@ An adapter is the implementation under test plus what it declares about itself:
                         scale=None, enable_gqa=False)``
   ``layer_norm``        ``layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)``
   ``rms_norm``          ``rms_norm(x, normalized_shape, weight=None, eps=None)``
+  ``embedding``         ``embedding(input, weight, scale_by_sqrt_d=False)``
+  ``sinusoidal_         ``sinusoidal_positional_encoding(length, d_model, offset=0, dtype=...)``
+  positional_encoding``
+  ``rotary_embedding``  ``rotary_embedding(x, positions=None, offset=0, base=10000.0)``
+  ``alibi_bias``        ``alibi_bias(num_heads, query_length, key_length, dtype=...)``
   ====================  ===========================================================================
 
   Shapes follow PyTorch: attention takes ``q: (..., Hq, Lq, E)``, ``k: (..., Hkv, Lk, E)``,
   ``v: (..., Hkv, Lk, Ev)`` and returns ``(..., Hq, Lq, Ev)``; ``attn_mask`` broadcasts to
   ``(..., Hq, Lq, Lk)`` and is boolean or additive (same float dtype as q).
   ``rms_norm`` with ``eps=None`` uses the machine epsilon of the input dtype (as ``F.rms_norm``).
+  The embedding and positional components are described in :mod:`transpec.adapters.positional`:
+  ``input`` and ``positions`` are integer arrays (converted by ``index_to_native``, never
+  rounded); components without a float input receive ``dtype``, the name of the dtype under test
+  (``"float16"``, ...), and return an array of that dtype.
 
 * **conventions** -- a :class:`transpec.spec.conventions.Conventions` naming every semantic
   choice where the implementation differs from transpec's canonical one.
@@ -52,6 +61,10 @@ COMPONENT_METHODS: dict[str, str] = {
     "attention": "scaled_dot_product_attention",
     "layer_norm": "layer_norm",
     "rms_norm": "rms_norm",
+    "embedding": "embedding",
+    "sinusoidal_positional_encoding": "sinusoidal_positional_encoding",
+    "rotary_embedding": "rotary_embedding",
+    "alibi_bias": "alibi_bias",
 }
 
 COMPONENTS: tuple[str, ...] = tuple(COMPONENT_METHODS)
@@ -127,6 +140,10 @@ class Adapter:
             return np.array(array, dtype=np.bool_)
         return np.asarray(array, dtype=np.dtype(canonical_dtype(dtype)))
 
+    def index_to_native(self, array: np.ndarray, device: str) -> Any:
+        """An integer NumPy array (token ids, positions) -> native int64 array on ``device``."""
+        return np.asarray(array, dtype=np.int64)
+
     def from_native(self, value: Any) -> tuple[np.ndarray, str]:
         """A native array -> (float64 NumPy array, canonical dtype name of the native array)."""
         arr = np.asarray(value)
@@ -190,6 +207,9 @@ class FunctionAdapter(Adapter):
 
     def to_native(self, array: np.ndarray, dtype: str, device: str) -> Any:
         return self._base.to_native(array, dtype, device)
+
+    def index_to_native(self, array: np.ndarray, device: str) -> Any:
+        return self._base.index_to_native(array, device)
 
     def from_native(self, value: Any) -> tuple[np.ndarray, str]:
         return self._base.from_native(value)

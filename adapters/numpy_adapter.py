@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from transpec.adapters.base import Adapter, Precision
+from transpec.adapters.positional import NumpyPositionalMixin
 from transpec.oracle.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
@@ -34,8 +35,9 @@ def _trailing_axes(x: np.ndarray, normalized_shape: int | Sequence[int]) -> tupl
     return tuple(range(x.ndim - len(shape), x.ndim))
 
 
-class NumpyAdapter(Adapter):
-    r"""NumPy softmax, scaled dot-product attention, LayerNorm and RMSNorm.
+class NumpyAdapter(NumpyPositionalMixin, Adapter):
+    r"""NumPy softmax, scaled dot-product attention, LayerNorm and RMSNorm (and the embedding
+    and positional components of :class:`~transpec.adapters.positional.NumpyPositionalMixin`).
 
     Canonical conventions throughout: boolean masks keep True, additive masks are added to the
     scaled scores, ``is_causal`` is top-left (query i sees keys j <= i) and is combined with a

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from transpec.adapters.base import Adapter, Precision
+from transpec.adapters.positional import TorchPositionalMixin
 from transpec.oracle.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
@@ -61,13 +62,15 @@ def _flash_cpu_restriction(args: Mapping[str, Any], *, mask: bool = True) -> str
     return None
 
 
-class TorchAdapter(Adapter):
+class TorchAdapter(TorchPositionalMixin, Adapter):
     r"""``torch.nn.functional`` on CPU (and CUDA when present); SDPA with its default dispatch.
 
     Components: ``torch.softmax``, ``F.scaled_dot_product_attention``, ``F.layer_norm``,
-    ``F.rms_norm``. Conversion: float64 NumPy arrays are rounded to the dtype under test exactly
-    as :func:`transpec.oracle.dtypes.round_to` rounds (float32/float16 by NumPy, bfloat16 from
-    float32 by torch, nearest-even), boolean arrays stay boolean.
+    ``F.rms_norm``, and the embedding and positional components of
+    :class:`~transpec.adapters.positional.TorchPositionalMixin`. Conversion: float64 NumPy
+    arrays are rounded to the dtype under test exactly as :func:`transpec.oracle.dtypes.round_to`
+    rounds (float32/float16 by NumPy, bfloat16 from float32 by torch, nearest-even), boolean
+    arrays stay boolean.
 
     What torch 2.13.0 (CPU) does, measured against float64 computations and bit-exact
     emulations (``tests/adapters/test_torch_adapter.py`` keeps each row checked):
@@ -142,7 +145,11 @@ class TorchAdapter(Adapter):
 
     def precision(self, component: str, dtype: str) -> Precision:
         """(dtype, dtype) for float64/float32; for float16/bfloat16 float32 math, intermediates
-        kept in float32 except attention's, which the flash kernels round to the input dtype."""
+        kept in float32 except attention's, which the flash kernels round to the input dtype
+        (positional components: :meth:`positional_precision`)."""
+        positional = self.positional_precision(component, dtype)
+        if positional is not None:
+            return positional
         dtype = canonical_dtype(dtype)
         if dtype not in _HALF:
             return Precision(accumulate=dtype, store=dtype)

@@ -49,6 +49,17 @@ ARRAY_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "attention": ("q", "k", "v", "attn_mask"),
     "layer_norm": ("x", "weight", "bias"),
     "rms_norm": ("x", "weight"),
+    "embedding": ("weight",),
+    "sinusoidal_positional_encoding": (),
+    "rotary_embedding": ("x",),
+    "alibi_bias": (),
+}
+
+#: the arguments of each component that are integer arrays (token ids, positions): converted
+#: with ``adapter.index_to_native``, never rounded
+INDEX_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "embedding": ("input",),
+    "rotary_embedding": ("positions",),
 }
 
 #: every argument of each component, in the order of the adapter method's signature
@@ -57,6 +68,10 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "attention": ("q", "k", "v", "attn_mask", "is_causal", "scale", "enable_gqa"),
     "layer_norm": ("x", "normalized_shape", "weight", "bias", "eps"),
     "rms_norm": ("x", "normalized_shape", "weight", "eps"),
+    "embedding": ("input", "weight", "scale_by_sqrt_d"),
+    "sinusoidal_positional_encoding": ("length", "d_model", "offset", "dtype"),
+    "rotary_embedding": ("x", "positions", "offset", "base"),
+    "alibi_bias": ("num_heads", "query_length", "key_length", "dtype"),
 }
 
 
@@ -205,7 +220,9 @@ class Harness:
         """(native arguments, their float64/bool copies as the implementation will see them).
 
         Float arrays go through ``adapter.to_native`` (which rounds to the dtype under test) and
-        back through ``adapter.from_native``; boolean arrays stay boolean.
+        back through ``adapter.from_native``; boolean arrays stay boolean; integer index arrays
+        (:data:`INDEX_ARGUMENTS`) go through ``adapter.index_to_native`` unrounded; plain
+        Python values (lengths, offsets, flags) pass through.
         """
         if component not in ARRAY_ARGUMENTS:
             raise ValueError(
@@ -217,7 +234,13 @@ class Harness:
         native: dict[str, Any] = {}
         rounded: dict[str, Any] = {}
         for name, value in args.items():
-            if name in ARRAY_ARGUMENTS[component] and value is not None:
+            if name in INDEX_ARGUMENTS.get(component, ()) and value is not None:
+                index = np.asarray(value)
+                if index.dtype == np.bool_ or not np.issubdtype(index.dtype, np.integer):
+                    raise TypeError(f"{component} argument {name} must be an integer array")
+                native[name] = self.adapter.index_to_native(index, self.device)
+                rounded[name] = np.array(index, dtype=np.int64)
+            elif name in ARRAY_ARGUMENTS[component] and value is not None:
                 arr = np.asarray(value)
                 if arr.dtype == np.bool_:
                     native[name] = self.adapter.to_native(arr, self.dtype, self.device)

@@ -878,11 +878,19 @@ def _softmax_properties() -> tuple[Property, ...]:
     )
 
 
+def _positional_properties() -> tuple[Property, ...]:
+    """The embedding and positional components' properties (their own module)."""
+    from transpec.oracle.properties_positional import positional_properties
+
+    return positional_properties()
+
+
 PROPERTIES: tuple[Property, ...] = (
     *_softmax_properties(),
     *_attention_properties(),
     *_norm_properties("layer_norm"),
     *_norm_properties("rms_norm"),
+    *_positional_properties(),
 )
 
 

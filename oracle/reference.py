@@ -604,6 +604,10 @@ def compute(
     ``dtype`` is the dtype under test; it matters only where the semantics depend on it
     (``rms_norm`` with ``eps=None``).
     """
+    from transpec.oracle import reference_positional
+
+    if component in reference_positional.COMPONENTS:
+        return reference_positional.compute(component, args, conventions=conventions)
     check_args(component, args)
     dtype = canonical_dtype(dtype)
     if component == "softmax":

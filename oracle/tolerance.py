@@ -361,13 +361,16 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
     ``reference`` must be the :class:`Reference` of that component on the inputs the
     implementation received. See the module docstring and docs/tolerance.md.
     """
-    if component not in _BLOCKS:
-        raise ValueError(f"unknown component {component!r}; expected one of {', '.join(_BLOCKS)}")
+    from transpec.oracle.tolerance_positional import BLOCKS as _POSITIONAL
+
+    blocks = {**_BLOCKS, **_POSITIONAL}
+    if component not in blocks:
+        raise ValueError(f"unknown component {component!r}; expected one of {', '.join(blocks)}")
     if not isinstance(reference, Reference):
         raise TypeError(f"reference must be a Reference, got {type(reference).__name__}")
     dtype = canonical_dtype(dtype)
     un = _units(dtype, precision)
-    bound, parts, derivation = _BLOCKS[component](reference, un)
+    bound, parts, derivation = blocks[component](reference, un)
     bound = np.broadcast_to(np.where(np.isnan(bound), np.inf, bound), reference.value.shape)
     thr = overflow_threshold(dtype)
     with np.errstate(invalid="ignore", over="ignore"):

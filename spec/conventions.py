@@ -38,6 +38,14 @@ field                  canonical                          variants
                        the machine epsilon of the input   epsilon of the math type, float32 for
                        dtype (2u)                         float16/bfloat16 inputs (``F.rms_norm``
                                                           since torch 2.6, measured on 2.13)
+``sinusoidal_layout``  ``"interleaved"``: PE[p, 2i] =     ``"concatenated"``: PE[p, i] = sin,
+                       sin(p w_i), PE[p, 2i+1] = cos      PE[p, d/2 + i] = cos (tensor2tensor,
+                       (the paper, the PyTorch tutorial)  fairseq)
+``sinusoidal_frequencies`` ``"paper"``: w_i =             ``"tensor2tensor"``: w_i =
+                       10000^(-2i/d)                      10000^(-i/(d/2 - 1)) (last one 1/10000)
+``rope_pairing``       ``"half_split"``: pair (x[i],      ``"interleaved"``: pair (x[2i], x[2i+1])
+                       x[i + d/2]) (GPT-NeoX, HF Llama    (GPT-J, RoFormer, Meta Llama's complex
+                       ``rotate_half``)                   form)
 =====================  =================================  ========================================
 
 Under a finite ``mask_fill`` a fully masked row is not special: every score of the row equals the
@@ -60,6 +68,9 @@ NormEps = Literal["inside_sqrt", "added_to_std"]
 RMSEps = Literal["inside_sqrt", "added_to_rms"]
 RMSWeight = Literal["w", "one_plus_w"]
 RMSDefaultEps = Literal["dtype", "opmath"]
+SinusoidalLayout = Literal["interleaved", "concatenated"]
+SinusoidalFrequencies = Literal["paper", "tensor2tensor"]
+RopePairing = Literal["half_split", "interleaved"]
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "bool_mask": ("keep", "ignore"),
@@ -71,6 +82,9 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "rms_norm_eps": ("inside_sqrt", "added_to_rms"),
     "rms_norm_weight": ("w", "one_plus_w"),
     "rms_norm_default_eps": ("dtype", "opmath"),
+    "sinusoidal_layout": ("interleaved", "concatenated"),
+    "sinusoidal_frequencies": ("paper", "tensor2tensor"),
+    "rope_pairing": ("half_split", "interleaved"),
 }
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -84,6 +98,9 @@ _DESCRIPTIONS: dict[str, str] = {
     "rms_norm_eps": "where RMSNorm adds eps",
     "rms_norm_weight": "how RMSNorm applies its weight",
     "rms_norm_default_eps": "RMSNorm eps for eps=None: epsilon of the dtype or of its math type",
+    "sinusoidal_layout": "where the sine and cosine of each frequency sit in the encoding",
+    "sinusoidal_frequencies": "the frequency set of the sinusoidal encoding",
+    "rope_pairing": "which coordinates RoPE rotates together",
 }
 
 
@@ -104,6 +121,9 @@ class Conventions:
     rms_norm_eps: RMSEps = "inside_sqrt"
     rms_norm_weight: RMSWeight = "w"
     rms_norm_default_eps: RMSDefaultEps = "dtype"
+    sinusoidal_layout: SinusoidalLayout = "interleaved"
+    sinusoidal_frequencies: SinusoidalFrequencies = "paper"
+    rope_pairing: RopePairing = "half_split"
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from transpec.adapters import AdapterLoadError, load_adapter
-from transpec.adapters.base import Adapter, FunctionAdapter
+from transpec.adapters.base import COMPONENTS, Adapter, FunctionAdapter
 from transpec.adapters.numpy_adapter import NumpyAdapter
 from transpec.adapters.registry import BUILTIN_ADAPTERS
 
@@ -140,12 +140,12 @@ ERRORS = {
     ),
     "function without component": (
         ("{m}:my_rms_norm", None),
-        "'{m}:my_rms_norm' is a function: say which component it implements (one of softmax, "
-        "attention, layer_norm, rms_norm)",
+        "'{m}:my_rms_norm' is a function: say which component it implements (one of "
+        f"{', '.join(COMPONENTS)})",
     ),
     "unknown component": (
         ("{m}:my_rms_norm", "rmsnorm"),
-        "unknown component 'rmsnorm'; expected one of softmax, attention, layer_norm, rms_norm",
+        f"unknown component 'rmsnorm'; expected one of {', '.join(COMPONENTS)}",
     ),
     "component with an adapter class": (
         ("{m}:MyAdapter", "softmax"),
