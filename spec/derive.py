@@ -16,8 +16,45 @@ from typing import Any
 
 __all__ = ["BLOCKS", "render"]
 
-#: The blocks :func:`render` knows, in order.
-BLOCKS: tuple[str, ...] = ("softmax", "logsumexp", "attention", "masking", "layer_norm", "rms_norm")
+#: The blocks :func:`render` knows, in order: the kernels, then the layer and positional blocks
+#: (definitions of :mod:`transpec.spec.layers` and :mod:`transpec.spec.positional`).
+BLOCKS: tuple[str, ...] = (
+    "softmax",
+    "logsumexp",
+    "attention",
+    "masking",
+    "layer_norm",
+    "rms_norm",
+    "embedding",
+    "positional_encoding",
+    "rope",
+    "alibi",
+    "multi_head_attention",
+    "masked_self_attention",
+    "cross_attention",
+    "feed_forward",
+    "encoder_layer",
+    "decoder_layer",
+)
+
+#: blocks defined in spec/layers.py and spec/positional.py: their numeric code is the float64
+#: reference of transpec.oracle.reference_layers (shown instead of a generated kernel)
+_LAYER_BLOCKS: dict[str, tuple[str, ...]] = {
+    "embedding": ("embedding",),
+    "positional_encoding": (
+        "sinusoid_frequencies",
+        "sinusoidal_positional_encoding",
+        "learned_positional_encoding",
+    ),
+    "rope": ("rope_frequencies", "rotary_embedding"),
+    "alibi": ("alibi_slopes", "alibi_bias"),
+    "multi_head_attention": ("multi_head_attention",),
+    "masked_self_attention": ("square_subsequent_mask", "masked_self_attention"),
+    "cross_attention": ("cross_attention",),
+    "feed_forward": ("linear", "gelu", "feed_forward"),
+    "encoder_layer": ("residual_layer_norm", "transformer_encoder_layer"),
+    "decoder_layer": ("transformer_decoder_layer",),
+}
 
 _TITLES = {
     "softmax": "Softmax",
@@ -26,6 +63,16 @@ _TITLES = {
     "masking": "Attention masking",
     "layer_norm": "LayerNorm",
     "rms_norm": "RMSNorm",
+    "embedding": "Token embedding",
+    "positional_encoding": "Sinusoidal positional encoding",
+    "rope": "Rotary position embedding (RoPE)",
+    "alibi": "ALiBi attention bias",
+    "multi_head_attention": "Multi-head attention",
+    "masked_self_attention": "Masked (causal) self-attention",
+    "cross_attention": "Cross-attention (encoder-decoder attention)",
+    "feed_forward": "Position-wise feed-forward",
+    "encoder_layer": "Transformer encoder layer",
+    "decoder_layer": "Transformer decoder layer",
 }
 
 _PROOF_BLOCKS = {
@@ -35,6 +82,17 @@ _PROOF_BLOCKS = {
     "masking": ("masking",),
     "layer_norm": ("layer_norm",),
     "rms_norm": ("rms_norm",),
+    "embedding": (),
+    "positional_encoding": ("sinusoidal_pe",),
+    "rope": ("rope",),
+    "alibi": (),
+    "multi_head_attention": ("multi_head_attention",),
+    "masked_self_attention": ("masked_self_attention",),
+    "cross_attention": ("cross_attention",),
+    "feed_forward": (),
+    # a layer's identities are those of its attention sublayers
+    "encoder_layer": ("multi_head_attention",),
+    "decoder_layer": ("masked_self_attention", "cross_attention"),
 }
 
 _KERNELS = {
@@ -275,13 +333,270 @@ def _definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant]]:
     return defs, variants
 
 
+def _layer_definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant]]:
+    """(caption, LaTeX) pairs and variants of a layer or positional block, printed from the
+    SymPy definitions of :mod:`transpec.spec.layers` and :mod:`transpec.spec.positional`
+    (general formulas over matrix symbols, and the definitions evaluated at small sizes)."""
+    import sympy as sp
+
+    from transpec.spec import layers as SL  # noqa: N812
+    from transpec.spec import positional as SP  # noqa: N812
+    from transpec.spec.nodes import RowSoftmax
+
+    tex = sp.latex
+    i, j = sp.symbols("i j", integer=True, nonnegative=True)
+    d, n_heads = sp.symbols("d H", integer=True, positive=True)
+    p, k = sp.symbols("p k", integer=True)
+    base = sp.Symbol("b", positive=True)
+    L, S, E, Dh = sp.symbols("L S E D_h", integer=True, positive=True)
+    defs: list[tuple[str, str]] = []
+    variants: list[_Variant] = []
+
+    def mha_formulas(xq: str, xkv: str) -> list[tuple[str, str]]:
+        Xq, Xkv = sp.MatrixSymbol(xq, L, E), sp.MatrixSymbol(xkv, S, E)
+        Wq, Wk, Wv, Wo = (sp.MatrixSymbol(f"W_{c}", E, E) for c in "qkvo")
+        bq, bk, bv = (sp.MatrixSymbol(f"b_{c}", 1, E) for c in "qkv")
+        Qh, Kh, Vh = (sp.MatrixSymbol(f"{c}_h", n, Dh) for c, n in (("Q", L), ("K", S), ("V", S)))
+        M = sp.MatrixSymbol("M", L, S)
+        alpha = sp.Symbol("alpha", positive=True)
+        return [
+            (
+                "Projections (rows are positions; the biases broadcast over rows)",
+                rf"Q = {tex(Xq * Wq.T)} + {tex(bq)},\quad K = {tex(Xkv * Wk.T)} + {tex(bk)},"
+                rf"\quad V = {tex(Xkv * Wv.T)} + {tex(bv)}",
+            ),
+            (
+                "Head h reads the columns $hD_h{:}(h+1)D_h$ of Q, K, V "
+                "(proved: `mha_split_heads`), $D_h = E/H$, $\\alpha = D_h^{-1/2}$",
+                f"O_h = {tex(RowSoftmax(sp.MatAdd(alpha * Qh * Kh.T, M)) * Vh)}",
+            ),
+            (
+                "Output projection (proved: `mha_concat_project`)",
+                rf"Y = [O_1 \cdots O_H]\,{tex(Wo.T)} + b_o = "
+                rf"\sum_h O_h\,W_o[:, hD_h{{:}}(h+1)D_h]^\top + b_o",
+            ),
+        ]
+
+    if block == "embedding":
+        w = sp.MatrixSymbol("W", 4, 3).as_explicit()
+        defs = [
+            (
+                "Definition: row $t$ of the output is row $\\mathrm{ids}_t$ of $W$ "
+                "($V \\times d$), times $\\sqrt{d}$ when scaled",
+                rf"y_{{t,j}} = {tex(sp.Indexed('W', sp.Symbol('ids_t'), j))}\cdot s,\quad "
+                rf"s \in \{{1, {tex(sp.sqrt(d))}\}}",
+            ),
+            (
+                "`transpec.spec.layers.embedding([2, 0, 2], W, scale=True)` at V = 4, d = 3",
+                tex(SL.embedding([2, 0, 2], w, scale=True)),
+            ),
+        ]
+        variants = [
+            _Variant("scale_by_sqrt_d", "False", True, "s = 1", "F.embedding, nn.Embedding"),
+            _Variant(
+                "scale_by_sqrt_d",
+                "True",
+                False,
+                f"s = {tex(sp.sqrt(d))}",
+                "an argument, not a convention: 'Attention Is All You Need' §3.4",
+            ),
+        ]
+    elif block == "positional_encoding":
+        w0, w1 = sp.symbols("omega_0 omega_1", positive=True)
+        defs = [
+            ("Frequencies", rf"\omega_i = {tex(base ** (-2 * i / d))},\quad b = 10000"),
+            (
+                "`sinusoidal_encoding(p, [omega_0, omega_1])` (d = 4, interleaved)",
+                f"PE(p) = {tex(SP.sinusoidal_encoding(p, [w0, w1]))}",
+            ),
+            (
+                "The shift map (proved: `sinusoidal_shift_is_rotation`): "
+                "$PE(p + k) = M_k\\,PE(p)$ with",
+                f"M_k = {tex(SP.sinusoid_shift_map(k, [w0, w1]))}",
+            ),
+            (
+                "Learned positions: rows offset..offset+L-1 of a table (the embedding block)",
+                r"PE(p) = W_{p,:}",
+            ),
+        ]
+        variants = [
+            _Variant(
+                "sinusoidal_layout",
+                "interleaved",
+                True,
+                tex(SP.sinusoidal_encoding(p, [w0, w1], layout="interleaved").T),
+                "the paper, the PyTorch tutorial",
+            ),
+            _Variant(
+                "sinusoidal_layout",
+                "concatenated",
+                False,
+                tex(SP.sinusoidal_encoding(p, [w0, w1], layout="concatenated").T),
+                "tensor2tensor, fairseq",
+            ),
+            _Variant(
+                "sinusoidal_frequencies", "paper", True, rf"\omega_i = {tex(base ** (-2 * i / d))}"
+            ),
+            _Variant(
+                "sinusoidal_frequencies",
+                "tensor2tensor",
+                False,
+                rf"\omega_i = {tex(base ** (-i / (d / 2 - 1)))}",
+                "get_timing_signal_1d: the last frequency is exactly 1/b",
+            ),
+        ]
+    elif block == "rope":
+        th = list(sp.symbols("theta_0 theta_1", positive=True))
+        xs = sp.Matrix(sp.symbols("x_0:4", real=True))
+        defs = [
+            ("Frequencies", rf"\theta_i = {tex(base ** (-2 * i / d))},\quad b = 10000"),
+            ("A pair rotated by $\\phi$", f"R(\\phi) = {tex(SP.rotation(sp.Symbol('phi')))}"),
+            (
+                "`rope_matrix(p, [theta_0, theta_1])` applied to x (d = 4, half-split); "
+                "positions $p = o + t$ with a KV-cache offset $o$",
+                f"R_p\\,x = {tex(SP.rope_matrix(p, th) * xs)}",
+            ),
+        ]
+        variants = [
+            _Variant(
+                "rope_pairing",
+                "half_split",
+                True,
+                f"R_p = {tex(SP.rope_matrix(p, th, pairing='half'))}",
+                "GPT-NeoX, Hugging Face rotate_half",
+            ),
+            _Variant(
+                "rope_pairing",
+                "interleaved",
+                False,
+                f"R_p = {tex(SP.rope_matrix(p, th, pairing='interleaved'))}",
+                "GPT-J rotate_every_two, RoFormer, Meta Llama's complex form",
+            ),
+        ]
+    elif block == "alibi":
+        h = sp.Symbol("h", integer=True, positive=True)
+        lq, lk = sp.symbols("L_q L_k", integer=True, positive=True)
+        bias = SP.alibi_bias(3, 2, 3)
+        defs = [
+            (
+                "Bias of head h, query i (at position $p_i = i + L_k - L_q$), key j",
+                rf"B_{{h,i,j}} = -m_h\,(i + {tex(lk - lq)} - j)",
+            ),
+            ("Slopes for H a power of 2", rf"m_h = {tex(sp.Integer(2) ** (-8 * h / n_heads))}"),
+            ("`alibi_slopes(8)`", tex(sp.Matrix([SP.alibi_slopes(8)]))),
+            (
+                "`alibi_slopes(6)`: the 4 slopes of H = 4, then every other slope of H = 8",
+                tex(sp.Matrix([SP.alibi_slopes(6)])),
+            ),
+            (
+                "`alibi_bias(3, 2, 3)` (H = 3, Lq = 2, Lk = 3), head by head",
+                r",\ ".join(tex(m) for m in bias),
+            ),
+        ]
+    elif block == "multi_head_attention":
+        defs = mha_formulas("X_q", "X_{kv}")
+        defs.append(
+            (
+                "Self-attention: $X_q = X_{kv} = X$; $M$ the additive mask (0 / $-\\infty$)",
+                "M_{ij} \\in \\{0, -\\infty\\}",
+            )
+        )
+    elif block == "masked_self_attention":
+        defs = mha_formulas("X", "X")
+        defs.append(
+            (
+                "The causal mask (`transpec.spec.layers.causal_mask(4)`): query i sees keys "
+                "$j \\le i$",
+                f"M = {tex(SL.causal_mask(4))}",
+            )
+        )
+    elif block == "cross_attention":
+        defs = mha_formulas("T", "M_{enc}")
+        defs.append(
+            (
+                "Queries from the target T, keys and values from the encoder output; the "
+                "memory padding mask hides padded source positions",
+                r"M_{ij} = -\infty \text{ where source position } j \text{ is padding}",
+            )
+        )
+    elif block == "feed_forward":
+        X = sp.MatrixSymbol("X", L, E)
+        W1, W2 = (
+            sp.MatrixSymbol("W_1", sp.Symbol("F"), E),
+            sp.MatrixSymbol("W_2", E, sp.Symbol("F")),
+        )
+        xv = sp.Symbol("x", real=True)
+        defs = [
+            (
+                "Definition (row-wise), $\\sigma$ applied elementwise",
+                rf"\mathrm{{FFN}}(X) = \sigma({tex(X * W1.T)} + b_1)\,{tex(W2.T)} + b_2",
+            ),
+        ]
+        for name, fn in SL.ACTIVATIONS.items():
+            variants.append(
+                _Variant("activation", name, name == "relu", rf"\sigma(x) = {tex(fn(xv))}")
+            )
+    elif block in ("encoder_layer", "decoder_layer"):
+        x = sp.Symbol("x")
+        post = [r"x \leftarrow \mathrm{LN}_1(x + \mathrm{SA}(x))"]
+        pre = [r"x \leftarrow x + \mathrm{SA}(\mathrm{LN}_1(x))"]
+        if block == "decoder_layer":
+            post.append(r"x \leftarrow \mathrm{LN}_2(x + \mathrm{CA}(x, m))")
+            pre.append(r"x \leftarrow x + \mathrm{CA}(\mathrm{LN}_2(x), m)")
+        last = "3" if block == "decoder_layer" else "2"
+        post.append(rf"x \leftarrow \mathrm{{LN}}_{last}(x + \mathrm{{FFN}}(x))")
+        pre.append(rf"x \leftarrow x + \mathrm{{FFN}}(\mathrm{{LN}}_{last}(x))")
+        xr = sp.MatrixSymbol("x", 1, 3).as_explicit()
+        ln = SL.layer_norm(xr, [1, 1, 1], None, sp.Symbol("epsilon", positive=True))
+        sa = "SA: masked self-attention (`tgt_mask`), CA: cross-attention to the memory m"
+        defs = [
+            (
+                "Sublayers: SA the multi-head self-attention block, FFN the feed-forward block"
+                + (f"; {sa}" if block == "decoder_layer" else ""),
+                r",\quad ".join(post),
+            ),
+            (
+                "LN: `transpec.spec.layers.layer_norm` (biased variance, eps inside the root), "
+                "here its first entry for a row of 3",
+                f"\\mathrm{{LN}}(x)_0 = {tex(ln[0, 0])}",
+            ),
+        ]
+        variants = [
+            _Variant(
+                "norm_first",
+                "False",
+                True,
+                r",\quad ".join(post),
+                "post-LN, 'Attention Is All You Need', nn.Transformer*Layer default",
+            ),
+            _Variant("norm_first", "True", False, r",\quad ".join(pre), "pre-LN (Xiong et al.)"),
+        ]
+        del x
+    return defs, variants
+
+
+def _catalogue() -> tuple[Any, ...]:
+    """Every proof: the kernel identities, then the layer and positional ones."""
+    from transpec.spec.layers import catalogue
+    from transpec.spec.proofs import PROOFS
+
+    return tuple(PROOFS) + tuple(catalogue())
+
+
 @functools.cache
 def _results(name: str) -> tuple[Any, Any]:
     """(proof result, negative control result) of a proof, run once per process."""
-    from transpec.spec.proofs import proof
-
-    pr = proof(name)
+    pr = next(p for p in _catalogue() if p.name == name)
     return pr.prove(), pr.negative_control()
+
+
+def _reference_source(name: str) -> str:
+    """The source of a float64 reference function of transpec.oracle.reference_layers."""
+    import inspect
+
+    from transpec.oracle import reference_layers
+
+    return inspect.getsource(getattr(reference_layers, name))
 
 
 def render(block: str, fmt: str = "markdown") -> str:
@@ -292,11 +607,11 @@ def render(block: str, fmt: str = "markdown") -> str:
         raise ValueError(f"unknown format {fmt!r}; use 'markdown' or 'latex'")
     from transpec.spec import blocks as B  # noqa: N812
     from transpec.spec.codegen import function_source
-    from transpec.spec.proofs import PROOFS
 
     w = _Writer(fmt)
     w.heading(f"{_TITLES[block]} ({block})", 1)
-    defs, variants = _definitions(block)
+    layer = block in _LAYER_BLOCKS
+    defs, variants = _layer_definitions(block) if layer else _definitions(block)
     w.heading("Definition", 2)
     for caption, latex in defs:
         w.text(caption + ":")
@@ -309,13 +624,19 @@ def render(block: str, fmt: str = "markdown") -> str:
         note = f" — {var.note}" if var.note else ""
         w.text(f"`{var.field}` = `{var.value}`{tag}{note}:")
         w.math(var.formula)
-    w.heading("Kernel (generated from the definition)", 2)
-    for name in _KERNELS[block]:
-        w.code(function_source(B.kernel(name)))
+    if layer:
+        w.heading("Kernel: the float64 reference (transpec.oracle.reference_layers)", 2)
+        for name in _LAYER_BLOCKS[block]:
+            w.code(_reference_source(name))
+    else:
+        w.heading("Kernel (generated from the definition)", 2)
+        for name in _KERNELS[block]:
+            w.code(function_source(B.kernel(name)))
     w.heading("Proved identities", 2)
-    for pr in PROOFS:
-        if pr.block not in _PROOF_BLOCKS[block]:
-            continue
+    proofs = [pr for pr in _catalogue() if pr.block in _PROOF_BLOCKS[block]]
+    if not proofs:
+        w.text("None in the proof catalogue: the block is checked numerically only.")
+    for pr in proofs:
         res, neg = _results(pr.name)
         verdict = "proved" if res.proved else "NOT PROVED"
         w.heading(f"{pr.name}: {verdict} in {res.seconds:.3f} s", 3)

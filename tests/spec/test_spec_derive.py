@@ -71,3 +71,62 @@ def test_module_entry_points_print_derivations_and_proof_times(capsys) -> None: 
     for pr in PROOFS:
         assert pr.name in out
     assert "NOT PROVED" not in out and "ACCEPTED" not in out
+
+
+LAYER_BLOCKS = (
+    "embedding",
+    "positional_encoding",
+    "rope",
+    "alibi",
+    "multi_head_attention",
+    "masked_self_attention",
+    "cross_attention",
+    "feed_forward",
+    "encoder_layer",
+    "decoder_layer",
+)
+
+
+def test_every_layer_and_positional_block_is_rendered() -> None:
+    assert set(LAYER_BLOCKS) <= set(BLOCKS)
+
+
+def test_layer_proofs_are_rendered_with_their_checked_steps() -> None:
+    from transpec.spec.layers import catalogue
+
+    shown = {
+        "rope": ("rope_relative_position_half", "rope_relative_position_interleaved"),
+        "positional_encoding": ("sinusoidal_shift_is_rotation",),
+        "multi_head_attention": ("mha_concat_project", "self_attention_permutation_equivariance"),
+        "masked_self_attention": ("masked_self_attention_causality",),
+        "cross_attention": ("cross_attention_memory_permutation_invariance",),
+    }
+    proofs = {pr.name: pr for pr in catalogue()}
+    for block, names in shown.items():
+        text = render(block)
+        for name in names:
+            assert f"### {name}: proved" in text, (block, name)
+            for step in proofs[name].prove().steps:
+                assert step.latex in text
+        assert "Negative control" in text and "rejected by the same procedure" in text
+    assert "None in the proof catalogue" in render("feed_forward")
+
+
+def test_positional_blocks_show_both_conventions_from_the_spec() -> None:
+    rope = render("rope")
+    assert "`rope_pairing` = `half_split` (canonical)" in rope
+    assert "`rope_pairing` = `interleaved`" in rope and r"\theta_{0}" in rope
+    pe = render("positional_encoding")
+    assert "`sinusoidal_layout` = `concatenated`" in pe and "tensor2tensor" in pe
+    alibi = render("alibi")  # non-power-of-2 heads: 4 slopes of H = 4, then 1/2, 1/8
+    assert r"\frac{1}{256} & \frac{1}{2} & \frac{1}{8}" in alibi
+    assert "def alibi_slopes" in alibi  # the float64 reference's code
+
+
+def test_transpec_derive_command_renders_a_layer_block(capsys) -> None:  # type: ignore[no-untyped-def]
+    from transpec.oracle.cli import main
+
+    assert main(["derive", "feed_forward"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# Position-wise feed-forward (feed_forward)")
+    assert "`activation` = `gelu_tanh`" in out
