@@ -18,6 +18,17 @@ An adapter is the implementation under test plus what it declares about itself:
   positional_encoding``
   ``rotary_embedding``  ``rotary_embedding(x, positions=None, offset=0, base=10000.0)``
   ``alibi_bias``        ``alibi_bias(num_heads, query_length, key_length, dtype=...)``
+  ``multi_head_``        ``multi_head_attention(query, key, value, params, num_heads,
+  attention``           key_padding_mask=None, attn_mask=None, is_causal=False,
+                        batch_first=True)``
+  ``feed_forward``      ``feed_forward(x, params, activation="relu")``
+  ``encoder_layer``     ``encoder_layer(src, params, nhead, norm_first=False, activation="relu",
+                        layer_norm_eps=1e-5, src_mask=None, src_key_padding_mask=None,
+                        is_causal=False, batch_first=True)``
+  ``decoder_layer``     ``decoder_layer(tgt, memory, params, nhead, norm_first=False,
+                        activation="relu", layer_norm_eps=1e-5, tgt_mask=None, memory_mask=None,
+                        tgt_key_padding_mask=None, memory_key_padding_mask=None,
+                        tgt_is_causal=False, batch_first=True)``
   ====================  ===========================================================================
 
   Shapes follow PyTorch: attention takes ``q: (..., Hq, Lq, E)``, ``k: (..., Hkv, Lk, E)``,
@@ -28,6 +39,18 @@ An adapter is the implementation under test plus what it declares about itself:
   ``input`` and ``positions`` are integer arrays (converted by ``index_to_native``, never
   rounded); components without a float input receive ``dtype``, the name of the dtype under test
   (``"float16"``, ...), and return an array of that dtype.
+
+  The layer components (:mod:`transpec.adapters.layers`) have the semantics of
+  ``nn.MultiheadAttention``, ``linear2(activation(linear1(x)))``, ``nn.TransformerEncoderLayer``
+  and ``nn.TransformerDecoderLayer`` in eval mode (no dropout). ``params`` is a dict of native
+  arrays named by the torch module's ``state_dict`` keys (``"in_proj_weight"``,
+  ``"self_attn.out_proj.bias"``, ``"linear1.weight"``, ``"norm2.bias"``, ...);
+  ``activation`` is ``"relu"``, ``"gelu"`` (exact, erf) or ``"gelu_tanh"``. Their masks have
+  ``nn.MultiheadAttention``'s meaning as part of the signature: a boolean mask is True where
+  attention is *not* allowed (whatever ``bool_mask`` declares: that convention belongs to the
+  ``attention`` component's SDPA signature), a float mask is added to the scaled scores.
+  Shapes: (B, L, E) with ``batch_first``, else (L, B, E); ``key_padding_mask`` (B, S);
+  ``attn_mask`` (L, S).
 
 * **conventions** -- a :class:`transpec.spec.conventions.Conventions` naming every semantic
   choice where the implementation differs from transpec's canonical one.
@@ -65,6 +88,10 @@ COMPONENT_METHODS: dict[str, str] = {
     "sinusoidal_positional_encoding": "sinusoidal_positional_encoding",
     "rotary_embedding": "rotary_embedding",
     "alibi_bias": "alibi_bias",
+    "multi_head_attention": "multi_head_attention",
+    "feed_forward": "feed_forward",
+    "encoder_layer": "encoder_layer",
+    "decoder_layer": "decoder_layer",
 }
 
 COMPONENTS: tuple[str, ...] = tuple(COMPONENT_METHODS)

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from transpec.adapters.base import Adapter, Precision
+from transpec.adapters.layers import NumpyLayers
 from transpec.adapters.positional import NumpyPositionalMixin
 from transpec.oracle.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
@@ -35,7 +36,7 @@ def _trailing_axes(x: np.ndarray, normalized_shape: int | Sequence[int]) -> tupl
     return tuple(range(x.ndim - len(shape), x.ndim))
 
 
-class NumpyAdapter(NumpyPositionalMixin, Adapter):
+class NumpyAdapter(NumpyLayers, NumpyPositionalMixin, Adapter):
     r"""NumPy softmax, scaled dot-product attention, LayerNorm and RMSNorm (and the embedding
     and positional components of :class:`~transpec.adapters.positional.NumpyPositionalMixin`).
 

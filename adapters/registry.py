@@ -73,6 +73,12 @@ BUILTIN_ADAPTERS: dict[str, BuiltinAdapter] = {
         "TorchAdapter",
         "torch",
     ),
+    "torch-slow": BuiltinAdapter(
+        "torch layer modules on their slow path (gradients enabled, need_weights=False)",
+        _TORCH,
+        "TorchSlowAdapter",
+        "torch",
+    ),
     "torch-math": BuiltinAdapter(
         "F.scaled_dot_product_attention on the math backend only",
         _TORCH,

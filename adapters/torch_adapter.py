@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from transpec.adapters.base import Adapter, Precision
+from transpec.adapters.layers import LAYER_COMPONENTS, TorchLayers
 from transpec.adapters.positional import TorchPositionalMixin
 from transpec.oracle.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
@@ -62,7 +63,7 @@ def _flash_cpu_restriction(args: Mapping[str, Any], *, mask: bool = True) -> str
     return None
 
 
-class TorchAdapter(TorchPositionalMixin, Adapter):
+class TorchAdapter(TorchLayers, TorchPositionalMixin, Adapter):
     r"""``torch.nn.functional`` on CPU (and CUDA when present); SDPA with its default dispatch.
 
     Components: ``torch.softmax``, ``F.scaled_dot_product_attention``, ``F.layer_norm``,
@@ -153,6 +154,9 @@ class TorchAdapter(TorchPositionalMixin, Adapter):
         dtype = canonical_dtype(dtype)
         if dtype not in _HALF:
             return Precision(accumulate=dtype, store=dtype)
+        if component in LAYER_COMPONENTS:
+            # modules: float32 math inside each kernel, every intermediate tensor in the dtype
+            return Precision(accumulate="float32", store=dtype)
         if component == "attention" and self.attention_stores_half:
             return Precision(accumulate="float32", store=dtype)
         return Precision(accumulate="float32", store="float32")
@@ -354,3 +358,15 @@ class TorchCuDNNAdapter(_SDPABackendAdapter):
     devices = ("cuda",)
     dtypes = ("float16", "bfloat16")
     sdpa_backends = ("CUDNN_ATTENTION",)
+
+
+class TorchSlowAdapter(TorchAdapter):
+    """The layer components on their slow path: the modules called with gradients enabled
+    (``nn.MultiheadAttention`` with ``need_weights=False``), never the fused fast path. The
+    fast-vs-slow property compares the default adapter with this one."""
+
+    name = "torch-slow"
+    layer_path = "slow"
+
+    def provides(self, component: str) -> bool:
+        return component in LAYER_COMPONENTS

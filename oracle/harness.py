@@ -53,6 +53,26 @@ ARRAY_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "sinusoidal_positional_encoding": (),
     "rotary_embedding": ("x",),
     "alibi_bias": (),
+    "multi_head_attention": ("query", "key", "value", "key_padding_mask", "attn_mask"),
+    "feed_forward": ("x",),
+    "encoder_layer": ("src", "src_mask", "src_key_padding_mask"),
+    "decoder_layer": (
+        "tgt",
+        "memory",
+        "tgt_mask",
+        "memory_mask",
+        "tgt_key_padding_mask",
+        "memory_key_padding_mask",
+    ),
+}
+
+#: the arguments of each layer component that are dicts of parameter arrays, keyed by the torch
+#: module's ``state_dict`` names: every float array in them is rounded like any input
+PARAM_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "multi_head_attention": ("params",),
+    "feed_forward": ("params",),
+    "encoder_layer": ("params",),
+    "decoder_layer": ("params",),
 }
 
 #: the arguments of each component that are integer arrays (token ids, positions): converted
@@ -72,6 +92,45 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "sinusoidal_positional_encoding": ("length", "d_model", "offset", "dtype"),
     "rotary_embedding": ("x", "positions", "offset", "base"),
     "alibi_bias": ("num_heads", "query_length", "key_length", "dtype"),
+    "multi_head_attention": (
+        "query",
+        "key",
+        "value",
+        "params",
+        "num_heads",
+        "key_padding_mask",
+        "attn_mask",
+        "is_causal",
+        "batch_first",
+    ),
+    "feed_forward": ("x", "params", "activation"),
+    "encoder_layer": (
+        "src",
+        "params",
+        "nhead",
+        "norm_first",
+        "activation",
+        "layer_norm_eps",
+        "src_mask",
+        "src_key_padding_mask",
+        "is_causal",
+        "batch_first",
+    ),
+    "decoder_layer": (
+        "tgt",
+        "memory",
+        "params",
+        "nhead",
+        "norm_first",
+        "activation",
+        "layer_norm_eps",
+        "tgt_mask",
+        "memory_mask",
+        "tgt_key_padding_mask",
+        "memory_key_padding_mask",
+        "tgt_is_causal",
+        "batch_first",
+    ),
 }
 
 
@@ -133,6 +192,10 @@ class Harness:
 
     def tolerance(self, component: str, reference: Reference) -> Tolerance:
         """The per-element bound of the tolerance model for ``reference`` in this dtype."""
+        if component in PARAM_ARGUMENTS:
+            from transpec.oracle.tolerance_layers import tolerance as layer_tolerance
+
+            return layer_tolerance(component, reference, self.dtype, self.precision(component))
         from transpec.oracle.tolerance import tolerance
 
         return tolerance(component, reference, self.dtype, self.precision(component))
@@ -234,6 +297,9 @@ class Harness:
         native: dict[str, Any] = {}
         rounded: dict[str, Any] = {}
         for name, value in args.items():
+            if name in PARAM_ARGUMENTS.get(component, ()) and value is not None:
+                native[name], rounded[name] = self.round_params(component, name, value)
+                continue
             if name in INDEX_ARGUMENTS.get(component, ()) and value is not None:
                 index = np.asarray(value)
                 if index.dtype == np.bool_ or not np.issubdtype(index.dtype, np.integer):
@@ -254,6 +320,31 @@ class Harness:
             else:
                 native[name] = value
                 rounded[name] = value
+        return native, rounded
+
+    def round_params(
+        self, component: str, name: str, params: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A dict of parameter arrays -> (native arrays, their float64 copies as sent): every
+        float array is rounded to the dtype under test like any input; None entries stay."""
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"{component} argument {name} must be a dict of arrays, got {type(params).__name__}"
+            )
+        native: dict[str, Any] = {}
+        rounded: dict[str, Any] = {}
+        for key, value in params.items():
+            if value is None:
+                native[key] = rounded[key] = None
+                continue
+            arr = np.asarray(value)
+            if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+                raise TypeError(f"{component} parameter {key!r} must be a float array")
+            arr = np.asarray(arr, dtype=np.float64)
+            nat = self.adapter.to_native(arr, self.dtype, self.device)
+            back, _ = self.adapter.from_native(nat)
+            native[key] = nat
+            rounded[key] = np.asarray(back, dtype=np.float64).reshape(arr.shape)
         return native, rounded
 
     def decode(self, component: str, sent: Mapping[str, Any]) -> dict[str, Any]:
@@ -323,7 +414,18 @@ class Harness:
         return out
 
     def reference(self, component: str, sent: Mapping[str, Any]) -> Reference:
-        """The float64 reference on the arguments as sent, under the declared conventions."""
+        """The float64 reference on the arguments as sent, under the declared conventions.
+
+        Layer components take the path-dependent semantics an adapter declares through an
+        optional ``layer_semantics(component, args)`` (see :mod:`transpec.adapters.layers`)."""
+        if component in PARAM_ARGUMENTS:
+            from transpec.oracle.tolerance_layers import layer_reference
+
+            declare = getattr(self.adapter, "layer_semantics", None)
+            semantics = declare(component, sent) if declare is not None else None
+            return layer_reference(
+                component, sent, conventions=self.conventions, dtype=self.dtype, semantics=semantics
+            )
         from transpec.oracle.reference import compute
 
         return compute(component, sent, conventions=self.conventions, dtype=self.dtype)

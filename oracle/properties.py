@@ -885,12 +885,19 @@ def _positional_properties() -> tuple[Property, ...]:
     return positional_properties()
 
 
+def _layer_properties() -> tuple[Property, ...]:
+    from transpec.oracle.properties_layers import layer_properties
+
+    return layer_properties()
+
+
 PROPERTIES: tuple[Property, ...] = (
     *_softmax_properties(),
     *_attention_properties(),
     *_norm_properties("layer_norm"),
     *_norm_properties("rms_norm"),
     *_positional_properties(),
+    *_layer_properties(),
 )
 
 

@@ -608,6 +608,12 @@ def compute(
 
     if component in reference_positional.COMPONENTS:
         return reference_positional.compute(component, args, conventions=conventions)
+    from transpec.oracle import tolerance_layers
+
+    if component in tolerance_layers.LAYER_COMPONENTS:
+        return tolerance_layers.layer_reference(
+            component, args, conventions=conventions, dtype=dtype
+        )
     check_args(component, args)
     dtype = canonical_dtype(dtype)
     if component == "softmax":

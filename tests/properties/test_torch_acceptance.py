@@ -24,8 +24,14 @@ def torch_adapter() -> Any:
     return TorchAdapter()
 
 
+#: fast_slow_agreement reports real disagreements between the fast and slow paths of torch's
+#: layer modules (fully masked rows, GELU tanh, float masks): its expected failures are asserted
+#: example by example in tests/layers_conformance/test_layers_torch_paths.py
+_ACCEPTED = tuple(p for p in PROPERTIES if p.name != "fast_slow_agreement")
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("prop", PROPERTIES, ids=lambda p: p.id)
+@pytest.mark.parametrize("prop", _ACCEPTED, ids=lambda p: p.id)
 def test_accepts_torch(prop: Any, dtype: str, torch_adapter: Any, accepts: Any) -> None:
     assert accepts(prop.component, prop.name, torch_adapter, dtype, examples=4) <= 1.0
 

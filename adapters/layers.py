@@ -1,0 +1,580 @@
+r"""The layer components: multi-head attention, feed-forward, encoder and decoder layers.
+
+Two mixins, inherited by :class:`~transpec.adapters.torch_adapter.TorchAdapter` and
+:class:`~transpec.adapters.numpy_adapter.NumpyAdapter`:
+
+* :class:`TorchLayers` runs the real modules (``nn.MultiheadAttention``,
+  ``nn.TransformerEncoderLayer``, ``nn.TransformerDecoderLayer``; ``F.linear`` and the activation
+  for the feed-forward block) in eval mode with the oracle's parameters loaded with
+  ``load_state_dict``: the adapter maps layouts (``batch_first``, the activation's name), never
+  the computation. ``layer_path = "default"`` calls the module as users do for inference,
+  under ``torch.no_grad()``, so torch takes its fast path where it does;
+  ``layer_path = "slow"`` calls it with gradients enabled (parameters require grad), which
+  forces the slow path, and ``need_weights=False`` for ``nn.MultiheadAttention`` (what the
+  layers pass internally).
+* :class:`NumpyLayers` is a plain NumPy implementation written from the formulas (it does not
+  call the oracle).
+
+Masks have ``nn.MultiheadAttention``'s polarity (bool True = not allowed; float masks added).
+
+What torch 2.13.0 (CPU) does on each path, measured (``tests/layers_conformance``), declared
+through :meth:`TorchLayers.layer_semantics` so that the reference follows the path taken:
+
+=====================================  ================================================
+path                                   fully masked query row / activation
+=====================================  ================================================
+MHA, slow, ``need_weights=True``       NaN (0/0 of the explicit softmax)
+MHA, slow, ``need_weights=False``      zero attention row (SDPA): output = out_proj.bias
+MHA fast path (no grad, self-attn,     NaN
+batch_first, even heads, bool masks)
+encoder layer, slow path               zero (its attention uses need_weights=False)
+encoder layer fast path (no grad,      NaN; ``activation="gelu_tanh"`` computes the *exact*
+batch_first, even heads, biases)       GELU (the layer records only "is a GELU"); a float
+                                       ``src_mask`` is read as boolean: every nonzero entry
+                                       hides its key (the slow path adds it to the scores)
+decoder layer, self-attention          NaN under no grad when the MHA fast path is taken
+                                       (batch_first, even heads, no float mask), else zero
+decoder layer, cross-attention         zero (never the fast path: query is not key)
+=====================================  ================================================
+
+The default path's disagreements with the slow path are real: the ``fast_slow_agreement``
+property reports them (docs: tests/layers_conformance).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+LAYER_COMPONENTS: tuple[str, ...] = (
+    "multi_head_attention",
+    "feed_forward",
+    "encoder_layer",
+    "decoder_layer",
+)
+
+_BOOL = np.bool_
+
+
+def _is_float_mask(mask: Any) -> bool:
+    if mask is None:
+        return False
+    dtype = getattr(mask, "dtype", None)
+    return dtype is not None and "bool" not in str(dtype)
+
+
+class LayerSemantics:
+    """What a layer implementation computes where conventions differ by path:
+    ``layer_semantics(component, args)`` -> ``{"fully_masked_row", "cross_fully_masked_row",
+    "activation"}`` overrides (default: none, the adapter's conventions apply)."""
+
+    def layer_semantics(self, component: str, args: Mapping[str, Any]) -> dict[str, str]:
+        return {}
+
+
+# -- torch -------------------------------------------------------------------------------------
+
+
+class TorchLayers(LayerSemantics):
+    """The layer components on torch modules (see the module docstring)."""
+
+    #: "default": as users call the module for inference (no grad, fast path where torch
+    #: takes it); "slow": gradients enabled, the slow path
+    layer_path: str = "default"
+
+    def slow_path_adapter(self) -> Any:
+        """The same adapter on the slow path (for ``fast_slow_agreement``)."""
+        from transpec.adapters.torch_adapter import TorchSlowAdapter
+
+        return TorchSlowAdapter()
+
+    # -- which path torch takes (mirrors the checks in torch/nn/modules/{activation,transformer}.py)
+
+    @staticmethod
+    def _mha_fast(batched: bool, batch_first: bool, heads: int, *masks: Any) -> bool:
+        return batched and batch_first and heads % 2 == 0 and not any(map(_is_float_mask, masks))
+
+    def layer_semantics(self, component: str, args: Mapping[str, Any]) -> dict[str, str]:
+        """The path's true conventions for these arguments (float64/bool NumPy args)."""
+        slow = self.layer_path == "slow"
+        act = str(args.get("activation", "relu"))
+        bf = bool(args.get("batch_first", True))
+        if component == "multi_head_attention":
+            # default path: need_weights=True (torch's default) -> NaN on both slow and fast
+            return {"fully_masked_row": "zero" if slow else "nan"}
+        if component == "encoder_layer":
+            src = np.asarray(args["src"])
+            fast = not slow and src.ndim == 3 and bf and int(args["nhead"]) % 2 == 0
+            if "self_attn.in_proj_bias" not in args["params"]:
+                fast = False
+            if fast:
+                return {
+                    "fully_masked_row": "nan",
+                    "activation": "gelu" if act == "gelu_tanh" else act,
+                    "float_attn_mask": "nonzero_is_masked",
+                }
+            return {"fully_masked_row": "zero"}
+        if component == "decoder_layer":
+            tgt = np.asarray(args["tgt"])
+            fast = (
+                not slow
+                and self._mha_fast(
+                    tgt.ndim == 3,
+                    bf,
+                    int(args["nhead"]),
+                    args.get("tgt_mask"),
+                    args.get("tgt_key_padding_mask"),
+                )
+                and "self_attn.in_proj_bias" in args["params"]
+            )
+            return {"fully_masked_row": "nan" if fast else "zero", "cross_fully_masked_row": "zero"}
+        return {}
+
+    # -- helpers
+
+    def _torch_call(self, build: Any, call: Any) -> Any:
+        """Build the module and call it on this adapter's path, on one intra-op thread: the
+        modules under test are tiny, and waking torch's thread pool on a busy machine costs
+        50-200 ms a call (measured on two loaded cores) against 0.5 ms; the path and the
+        semantics do not depend on the thread count."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            if self.layer_path == "slow":
+                with torch.enable_grad():
+                    return call(build()).detach()
+            with torch.no_grad():
+                return call(build())
+        finally:
+            torch.set_num_threads(threads)
+
+    @staticmethod
+    def _load(module: Any, params: Mapping[str, Any]) -> Any:
+        module.load_state_dict({k: v for k, v in params.items() if v is not None}, strict=True)
+        for p in module.parameters():
+            p.requires_grad_(True)
+        return module.eval()
+
+    @staticmethod
+    def _activation(name: str) -> Any:
+        import torch
+
+        if name == "gelu_tanh":
+            return torch.nn.GELU(approximate="tanh")
+        if name in ("relu", "gelu"):
+            return name
+        raise ValueError(f"unknown activation {name!r}; expected relu, gelu or gelu_tanh")
+
+    # -- components
+
+    def multi_head_attention(
+        self,
+        query: Any,
+        key: Any,
+        value: Any,
+        params: Mapping[str, Any],
+        num_heads: int,
+        key_padding_mask: Any = None,
+        attn_mask: Any = None,
+        is_causal: bool = False,
+        batch_first: bool = True,
+    ) -> Any:
+        """``nn.MultiheadAttention(E, num_heads, batch_first=...)(query, key, value, ...)``.
+
+        Equal query/key/value tensors are passed as one tensor, as users write self-attention
+        (``mha(x, x, x)``), so the fast path can be taken."""
+        import torch
+
+        if key is not query and key.shape == query.shape and torch.equal(key, query):
+            key = query
+        if value is not key and value.shape == key.shape and torch.equal(value, key):
+            value = key
+        e = int(query.shape[-1])
+        bias = params.get("in_proj_bias") is not None
+
+        def build() -> Any:
+            m = torch.nn.MultiheadAttention(
+                e,
+                int(num_heads),
+                bias=bias,
+                batch_first=batch_first,
+                device=query.device,
+                dtype=query.dtype,
+            )
+            return self._load(m, params)
+
+        need = self.layer_path != "slow"
+
+        def call(m: Any) -> Any:
+            out, _ = m(
+                query,
+                key,
+                value,
+                key_padding_mask=key_padding_mask,
+                attn_mask=attn_mask,
+                is_causal=is_causal,
+                need_weights=need,
+            )
+            return out
+
+        return self._torch_call(build, call)
+
+    def feed_forward(self, x: Any, params: Mapping[str, Any], activation: str = "relu") -> Any:
+        """``linear2(activation(linear1(x)))`` with ``F.linear`` and ``F.relu``/``F.gelu``."""
+        import torch
+
+        F = torch.nn.functional
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # see _torch_call
+        try:
+            return self._ffn(F, x, params, activation)
+        finally:
+            torch.set_num_threads(threads)
+
+    @staticmethod
+    def _ffn(F: Any, x: Any, params: Mapping[str, Any], activation: str) -> Any:
+        import torch
+
+        with torch.no_grad():
+            h = F.linear(x, params["linear1.weight"], params.get("linear1.bias"))
+            if activation == "relu":
+                h = F.relu(h)
+            elif activation in ("gelu", "gelu_tanh"):
+                h = F.gelu(h, approximate="tanh" if activation == "gelu_tanh" else "none")
+            else:
+                raise ValueError(f"unknown activation {activation!r}")
+            return F.linear(h, params["linear2.weight"], params.get("linear2.bias"))
+
+    def encoder_layer(
+        self,
+        src: Any,
+        params: Mapping[str, Any],
+        nhead: int,
+        norm_first: bool = False,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+        src_mask: Any = None,
+        src_key_padding_mask: Any = None,
+        is_causal: bool = False,
+        batch_first: bool = True,
+    ) -> Any:
+        """``nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0, ...)(src)``."""
+        import torch
+
+        d, ff = int(src.shape[-1]), int(params["linear1.weight"].shape[0])
+        bias = "linear1.bias" in params
+
+        def build() -> Any:
+            m = torch.nn.TransformerEncoderLayer(
+                d,
+                int(nhead),
+                ff,
+                dropout=0.0,
+                activation=self._activation(activation),
+                layer_norm_eps=layer_norm_eps,
+                batch_first=batch_first,
+                norm_first=norm_first,
+                bias=bias,
+                device=src.device,
+                dtype=src.dtype,
+            )
+            return self._load(m, params)
+
+        def call(m: Any) -> Any:
+            return m(
+                src,
+                src_mask=src_mask,
+                src_key_padding_mask=src_key_padding_mask,
+                is_causal=is_causal,
+            )
+
+        return self._torch_call(build, call)
+
+    def decoder_layer(
+        self,
+        tgt: Any,
+        memory: Any,
+        params: Mapping[str, Any],
+        nhead: int,
+        norm_first: bool = False,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+        tgt_mask: Any = None,
+        memory_mask: Any = None,
+        tgt_key_padding_mask: Any = None,
+        memory_key_padding_mask: Any = None,
+        tgt_is_causal: bool = False,
+        batch_first: bool = True,
+    ) -> Any:
+        """``nn.TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout=0, ...)``."""
+        import torch
+
+        d, ff = int(tgt.shape[-1]), int(params["linear1.weight"].shape[0])
+        bias = "linear1.bias" in params
+
+        def build() -> Any:
+            m = torch.nn.TransformerDecoderLayer(
+                d,
+                int(nhead),
+                ff,
+                dropout=0.0,
+                activation=self._activation(activation),
+                layer_norm_eps=layer_norm_eps,
+                batch_first=batch_first,
+                norm_first=norm_first,
+                bias=bias,
+                device=tgt.device,
+                dtype=tgt.dtype,
+            )
+            return self._load(m, params)
+
+        def call(m: Any) -> Any:
+            return m(
+                tgt,
+                memory,
+                tgt_mask=tgt_mask,
+                memory_mask=memory_mask,
+                tgt_key_padding_mask=tgt_key_padding_mask,
+                memory_key_padding_mask=memory_key_padding_mask,
+                tgt_is_causal=tgt_is_causal,
+            )
+
+        return self._torch_call(build, call)
+
+
+# -- numpy -------------------------------------------------------------------------------------
+
+
+def _np_work(x: np.ndarray) -> np.dtype:
+    return np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+
+
+def _np_erf(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
+
+
+def _np_act(h: np.ndarray, name: str) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(h, h.dtype.type(0))
+    if name == "gelu":
+        return h * h.dtype.type(0.5) * (h.dtype.type(1) + _np_erf(h / h.dtype.type(math.sqrt(2))))
+    if name == "gelu_tanh":
+        c = h.dtype.type(math.sqrt(2 / math.pi))
+        return (
+            h
+            * h.dtype.type(0.5)
+            * (h.dtype.type(1) + np.tanh(c * (h + h.dtype.type(0.044715) * h * h * h)))
+        )
+    raise ValueError(f"unknown activation {name!r}; expected relu, gelu or gelu_tanh")
+
+
+def _np_bias(mask: np.ndarray | None, work: np.dtype) -> np.ndarray | None:
+    """nn.MultiheadAttention polarity -> additive: bool True -> -inf; floats added as given."""
+    if mask is None:
+        return None
+    if mask.dtype == _BOOL:
+        return np.where(mask, work.type(-np.inf), work.type(0))
+    return mask.astype(work)
+
+
+class NumpyLayers(LayerSemantics):
+    """The layer components in plain NumPy, computed in the input dtype (float16: in float32,
+    rounded once at the end). A query row whose every key is masked attends to nothing: its
+    attention output is zero (transpec's canonical ``fully_masked_row="zero"``)."""
+
+    @staticmethod
+    def _linear(x: np.ndarray, params: Mapping[str, Any], name: str) -> np.ndarray:
+        w = params[f"{name}.weight"].astype(x.dtype)
+        y = x @ w.T
+        b = params.get(f"{name}.bias")
+        return y if b is None else y + b.astype(x.dtype)
+
+    @staticmethod
+    def _layer_norm(x: np.ndarray, params: Mapping[str, Any], name: str, eps: float) -> np.ndarray:
+        mu = x.mean(axis=-1, keepdims=True)
+        c = x - mu
+        var = (c * c).mean(axis=-1, keepdims=True)
+        y = c / np.sqrt(var + x.dtype.type(eps))
+        y = y * params[f"{name}.weight"].astype(x.dtype)
+        b = params.get(f"{name}.bias")
+        return y if b is None else y + b.astype(x.dtype)
+
+    def _mha(
+        self,
+        q_in: np.ndarray,
+        kv_in: np.ndarray,
+        v_in: np.ndarray,
+        params: Mapping[str, Any],
+        heads: int,
+        mask: np.ndarray | None,
+    ) -> np.ndarray:
+        """Batch-first (B, L, E) inputs in the work dtype; mask additive (B, 1, L, S) or None."""
+        work = q_in.dtype
+        b, lq, e = q_in.shape
+        ls = kv_in.shape[1]
+        dh = e // heads
+        w = params["in_proj_weight"].astype(work)
+        bias = params.get("in_proj_bias")
+        bias = None if bias is None else bias.astype(work)
+
+        def project(x: np.ndarray, i: int) -> np.ndarray:
+            y = x @ w[i * e : (i + 1) * e].T
+            if bias is not None:
+                y = y + bias[i * e : (i + 1) * e]
+            return y.reshape(x.shape[0], x.shape[1], heads, dh).transpose(0, 2, 1, 3)
+
+        q, k, v = project(q_in, 0), project(kv_in, 1), project(v_in, 2)  # (B, H, L, Dh)
+        s = (q @ k.transpose(0, 1, 3, 2)) * work.type(1.0 / math.sqrt(dh))  # (B, H, L, S)
+        if mask is not None:
+            s = s + mask
+        m = s.max(axis=-1, keepdims=True)
+        m = np.where(np.isneginf(m), work.type(0), m)
+        with np.errstate(invalid="ignore", over="ignore"):
+            p = np.exp(s - m)
+            tot = p.sum(axis=-1, keepdims=True)
+            p = p / np.where(tot == 0, work.type(1), tot)  # no visible key: weights stay 0
+        o = (p @ v).transpose(0, 2, 1, 3).reshape(b, lq, e)
+        del ls
+        out = o @ params["out_proj.weight"].astype(work).T
+        ob = params.get("out_proj.bias")
+        return out if ob is None else out + ob.astype(work)
+
+    @staticmethod
+    def _mask(attn_mask: Any, kpm: Any, work: np.dtype) -> np.ndarray | None:
+        a, k = _np_bias(attn_mask, work), _np_bias(kpm, work)
+        if a is None and k is None:
+            return None
+        total = np.zeros((), dtype=work)
+        if a is not None:
+            total = total + a[None, None]
+        if k is not None:
+            total = total + k[:, None, None, :]
+        return total
+
+    @staticmethod
+    def _bf(x: np.ndarray, batch_first: bool) -> np.ndarray:
+        return x if batch_first else x.transpose(1, 0, 2)
+
+    def multi_head_attention(
+        self,
+        query: np.ndarray,
+        key: np.ndarray,
+        value: np.ndarray,
+        params: Mapping[str, Any],
+        num_heads: int,
+        key_padding_mask: np.ndarray | None = None,
+        attn_mask: np.ndarray | None = None,
+        is_causal: bool = False,
+        batch_first: bool = True,
+    ) -> np.ndarray:
+        r"""Y = [O_1 ⋯ O_H] W_oᵀ + b_o, O_h = softmax(Q_h K_hᵀ/√D_h + M) V_h, Q = X_q W_qᵀ + b_q
+        (rows [0:E], [E:2E], [2E:3E] of ``in_proj_weight`` for Q, K, V); head h takes
+        columns h·D_h:(h+1)·D_h. ``is_causal`` is a hint: ``attn_mask`` is what applies."""
+        work = _np_work(query)
+        q, k, v = (self._bf(a.astype(work), batch_first) for a in (query, key, value))
+        mask = self._mask(attn_mask, key_padding_mask, work)
+        out = self._mha(q, k, v, params, int(num_heads), mask)
+        return self._bf(out, batch_first).astype(query.dtype)
+
+    def feed_forward(
+        self, x: np.ndarray, params: Mapping[str, Any], activation: str = "relu"
+    ) -> np.ndarray:
+        """FFN(x) = σ(x W_1ᵀ + b_1) W_2ᵀ + b_2."""
+        w = x.astype(_np_work(x))
+        h = _np_act(self._linear(w, params, "linear1"), activation)
+        return self._linear(h, params, "linear2").astype(x.dtype)
+
+    def _sublayer(
+        self,
+        x: np.ndarray,
+        f: Any,
+        params: Mapping[str, Any],
+        norm: str,
+        eps: float,
+        norm_first: bool,
+    ) -> np.ndarray:
+        if norm_first:
+            return x + f(self._layer_norm(x, params, norm, eps))
+        return self._layer_norm(x + f(x), params, norm, eps)
+
+    def encoder_layer(
+        self,
+        src: np.ndarray,
+        params: Mapping[str, Any],
+        nhead: int,
+        norm_first: bool = False,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+        src_mask: np.ndarray | None = None,
+        src_key_padding_mask: np.ndarray | None = None,
+        is_causal: bool = False,
+        batch_first: bool = True,
+    ) -> np.ndarray:
+        """post-LN: x = LN1(x + SA(x)); x = LN2(x + FFN(x)). pre-LN: x = x + SA(LN1(x));
+        x = x + FFN(LN2(x))."""
+        work = _np_work(src)
+        x = self._bf(src.astype(work), batch_first)
+        mask = self._mask(src_mask, src_key_padding_mask, work)
+        sa = {k[len("self_attn.") :]: v for k, v in params.items() if k.startswith("self_attn.")}
+
+        def attend(y: np.ndarray) -> np.ndarray:
+            return self._mha(y, y, y, sa, int(nhead), mask)
+
+        def ffn(y: np.ndarray) -> np.ndarray:
+            return self._linear(
+                _np_act(self._linear(y, params, "linear1"), activation), params, "linear2"
+            )
+
+        x = self._sublayer(x, attend, params, "norm1", layer_norm_eps, norm_first)
+        x = self._sublayer(x, ffn, params, "norm2", layer_norm_eps, norm_first)
+        return np.ascontiguousarray(self._bf(x, batch_first)).astype(src.dtype)
+
+    def decoder_layer(
+        self,
+        tgt: np.ndarray,
+        memory: np.ndarray,
+        params: Mapping[str, Any],
+        nhead: int,
+        norm_first: bool = False,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+        tgt_mask: np.ndarray | None = None,
+        memory_mask: np.ndarray | None = None,
+        tgt_key_padding_mask: np.ndarray | None = None,
+        memory_key_padding_mask: np.ndarray | None = None,
+        tgt_is_causal: bool = False,
+        batch_first: bool = True,
+    ) -> np.ndarray:
+        """post-LN: x = LN1(x + SA(x)); x = LN2(x + CA(x, m)); x = LN3(x + FFN(x)); pre-LN
+        applies each LN to the sublayer's input."""
+        work = _np_work(tgt)
+        x = self._bf(tgt.astype(work), batch_first)
+        mem = self._bf(memory.astype(work), batch_first)
+        self_mask = self._mask(tgt_mask, tgt_key_padding_mask, work)
+        cross_mask = self._mask(memory_mask, memory_key_padding_mask, work)
+
+        def sub(prefix: str) -> dict[str, Any]:
+            return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+        sa, ca = sub("self_attn."), sub("multihead_attn.")
+
+        def attend(y: np.ndarray) -> np.ndarray:
+            return self._mha(y, y, y, sa, int(nhead), self_mask)
+
+        def cross(y: np.ndarray) -> np.ndarray:
+            return self._mha(y, mem, mem, ca, int(nhead), cross_mask)
+
+        def ffn(y: np.ndarray) -> np.ndarray:
+            return self._linear(
+                _np_act(self._linear(y, params, "linear1"), activation), params, "linear2"
+            )
+
+        x = self._sublayer(x, attend, params, "norm1", layer_norm_eps, norm_first)
+        x = self._sublayer(x, cross, params, "norm2", layer_norm_eps, norm_first)
+        x = self._sublayer(x, ffn, params, "norm3", layer_norm_eps, norm_first)
+        return np.ascontiguousarray(self._bf(x, batch_first)).astype(tgt.dtype)

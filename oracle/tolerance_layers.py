@@ -1,0 +1,568 @@
+r"""References and derived tolerances of the layer components.
+
+The components ``multi_head_attention``, ``feed_forward``, ``encoder_layer`` and
+``decoder_layer`` have the semantics of ``nn.MultiheadAttention``,
+``linear2(activation(linear1(x)))``, ``nn.TransformerEncoderLayer`` and
+``nn.TransformerDecoderLayer`` in eval mode (:mod:`transpec.oracle.reference_layers`). This module
+computes their float64 reference (:func:`layer_reference`) and a per-element bound on the error of
+an implementation that rounds as its declared :class:`~transpec.adapters.base.Precision` says
+(:func:`tolerance`), derived, not guessed, by *componentwise forward error propagation* through the
+layer (docs/tolerance.md, "Composite layers"). Every intermediate ``z`` carries a first-order
+absolute error bound ``δz`` (an array of z's shape); each operation adds its own rounding and
+propagates the error of its inputs:
+
+==============  ==========================================================================
+operation       δ(output)
+==============  ==========================================================================
+linear          :math:`|\delta x|\,|W|^T + \gamma_{n+1}(u_{acc})\,(|x|\,|W|^T + |b|) +
+                u_{store}|y|` (n = in_features; W and b are exact: the oracle rounded them)
+attention head  the core bound of :func:`transpec.oracle.tolerance.tolerance` for
+                ``"attention"`` on the exact per-head Q, K, V (docs §3.2), plus the
+                propagation of δQ, δK, δV through the softmax:
+                :math:`\sum_j P_{ij}(\delta s_{ij} + \bar s_i)|v_j - o_i|\cdot\mathrm{amp}
+                + P\,\delta V` with :math:`\delta s_{ij} = \text{scale}\,(|\delta q_i|\cdot|k_j|
+                + |q_i|\cdot|\delta k_j| + |\delta q_i|\cdot|\delta k_j|)`,
+                :math:`\bar s_i = \sum_l P_{il}\delta s_{il}`, amp = expm1(2 max_j δs)/(2 max_j δs)
+                (the exact factor of the softmax's exponential sensitivity, ≥ 1)
+LayerNorm       :math:`|w|/\sigma\,(|\delta x| + \overline{|\delta x|} + |\hat y|\,
+                \overline{|\hat y||\delta x|})` (the absolute value of its Jacobian applied to
+                δx) plus the core bound for ``"layer_norm"`` (docs §3.3)
+activation      :math:`|\phi'(x)|\,\delta x + \tfrac12\max|\phi''|\,\delta x^2` plus
+                :math:`(u_{fn} + 3u_{acc})|x| + u_{store}|\phi(x)|` (relu: δx where x > -δx, exact)
+residual add    :math:`\delta a + \delta b + u_{store}|a + b|`
+==============  ==========================================================================
+
+The output gets :math:`u_{out}|y|` and an underflow floor; the sum is multiplied by the safety
+factor c = :data:`transpec.oracle.tolerance.SAFETY` (the core bounds enter divided by c, so c is
+applied once). A NaN of the reference (a fully masked row under ``fully_masked_row="nan"``) must
+be matched exactly (:func:`transpec.oracle.compare.compare`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from transpec.oracle import reference_layers as rl
+from transpec.oracle.dtypes import FORMATS, canonical_dtype
+from transpec.oracle.reference import Reference
+from transpec.spec.conventions import CANONICAL, Conventions
+
+if TYPE_CHECKING:
+    from transpec.adapters.base import Precision
+    from transpec.oracle.tolerance import Tolerance
+
+FloatArray = np.ndarray
+
+#: the layer components, in the order of :data:`transpec.adapters.base.COMPONENT_METHODS`
+LAYER_COMPONENTS: tuple[str, ...] = (
+    "multi_head_attention",
+    "feed_forward",
+    "encoder_layer",
+    "decoder_layer",
+)
+
+#: max |φ''| of GELU (exact and tanh form): φ''(0) = 2·pdf(0) = 0.798 (tanh form: 0.798 too)
+_GELU_CURVATURE = 0.8
+#: the keys of ``semantics`` (path-dependent behaviour an adapter declares, see
+#: :mod:`transpec.adapters.layers`)
+SEMANTICS_KEYS: tuple[str, ...] = (
+    "fully_masked_row",
+    "cross_fully_masked_row",
+    "activation",
+    "float_attn_mask",
+)
+#: how a float self-attention mask is read: ``"additive"`` (added to the scores, the modules'
+#: documented meaning) or ``"nonzero_is_masked"`` (every nonzero entry hides its key, as the
+#: fused kernel of nn.TransformerEncoderLayer's fast path reads it; torch 2.13)
+FLOAT_MASK_READINGS: tuple[str, ...] = ("additive", "nonzero_is_masked")
+
+
+@dataclass(frozen=True)
+class LayerReference(Reference):
+    """A layer reference: the value, plus the (rounded) arguments and the semantics it was
+    computed under, from which :func:`tolerance` propagates the rounding errors."""
+
+    component: str = ""
+    args: Mapping[str, Any] = field(default_factory=dict)
+    semantics: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Units:
+    dtype: str
+    precision: Any
+    acc: float
+    store: float
+    out: float
+    fn: float
+    eta_acc: float
+    eta_out: float
+
+
+@dataclass
+class _Stats:
+    """Numbers for the derivation text."""
+
+    max_score_error: float = 0.0
+    max_amplification: float = 1.0
+    reductions: set[int] = field(default_factory=set)
+
+
+# -- semantics and arguments -----------------------------------------------------------------
+
+
+def default_semantics(
+    component: str, args: Mapping[str, Any], conventions: Conventions = CANONICAL
+) -> dict[str, str]:
+    """Semantics without a path declaration: every fully masked row as
+    ``conventions.fully_masked_row`` says, the activation as named."""
+    fmr = conventions.fully_masked_row
+    return {
+        "fully_masked_row": fmr,
+        "cross_fully_masked_row": fmr,
+        "activation": str(args.get("activation", "relu")),
+        "float_attn_mask": "additive",
+    }
+
+
+def _semantics(
+    component: str,
+    args: Mapping[str, Any],
+    conventions: Conventions,
+    semantics: Mapping[str, str] | None,
+) -> dict[str, str]:
+    out = default_semantics(component, args, conventions)
+    if semantics:
+        unknown = sorted(set(semantics) - set(SEMANTICS_KEYS))
+        if unknown:
+            raise ValueError(f"unknown layer semantics {', '.join(unknown)}")
+        out.update({k: str(v) for k, v in semantics.items()})
+    for key in ("fully_masked_row", "cross_fully_masked_row"):
+        if out[key] not in ("zero", "nan"):
+            raise ValueError(f"{key}={out[key]!r} is not 'zero' or 'nan'")
+    if out["float_attn_mask"] not in FLOAT_MASK_READINGS:
+        raise ValueError(
+            f"float_attn_mask={out['float_attn_mask']!r} is not one of {FLOAT_MASK_READINGS}"
+        )
+    if out["activation"] not in rl.ACTIVATIONS:
+        raise ValueError(f"activation {out['activation']!r} is not one of {rl.ACTIVATIONS}")
+    return out
+
+
+def _additive(mask: Any) -> FloatArray | None:
+    """A mask in nn.MultiheadAttention polarity -> additive float64 (bool True -> -inf)."""
+    if mask is None:
+        return None
+    arr = np.asarray(mask)
+    if arr.dtype == np.bool_:
+        return np.where(arr, -np.inf, 0.0)
+    return np.asarray(arr, dtype=np.float64)
+
+
+def _combined_mask(attn_mask: Any, key_padding_mask: Any, batch: int, lq: int, lk: int) -> Any:
+    """attn_mask (L, S) and key_padding_mask (B, S) -> one additive (B, 1, L, S) mask or None."""
+    am, kpm = _additive(attn_mask), _additive(key_padding_mask)
+    if am is None and kpm is None:
+        return None
+    total = np.zeros((batch, 1, lq, lk))
+    if am is not None:
+        if am.shape != (lq, lk):
+            raise ValueError(f"attn_mask has shape {am.shape}, expected {(lq, lk)}")
+        total = total + am[None, None]
+    if kpm is not None:
+        if kpm.shape != (batch, lk):
+            raise ValueError(f"key_padding_mask has shape {kpm.shape}, expected {(batch, lk)}")
+        total = total + kpm[:, None, None, :]
+    return total
+
+
+def _batch_first(x: FloatArray, batch_first: bool) -> FloatArray:
+    if x.ndim != 3:
+        raise ValueError(f"expected a 3-D input (B, L, E) or (L, B, E), got shape {x.shape}")
+    return x if batch_first else x.transpose(1, 0, 2)
+
+
+# -- tracked operations ----------------------------------------------------------------------
+
+
+class _Tracker:
+    """Float64 forward pass of a layer with a first-order error bound on every intermediate.
+    ``un`` None: the value only (the reference)."""
+
+    def __init__(self, un: _Units | None) -> None:
+        self.un = un
+        self.stats = _Stats()
+
+    def gamma(self, n: int) -> float:
+        from transpec.oracle.tolerance import gamma
+
+        assert self.un is not None
+        self.stats.reductions.add(int(n))
+        return gamma(n, self.un.acc)
+
+    def linear(
+        self, x: FloatArray, dx: FloatArray, w: FloatArray, b: FloatArray | None
+    ) -> tuple[FloatArray, FloatArray]:
+        y = rl.linear(x, w, b)
+        if self.un is None:
+            return y, np.zeros_like(y)
+        aw = np.abs(w)
+        n = w.shape[1]
+        local = np.matmul(np.abs(x), aw.T) + (0.0 if b is None else np.abs(b))
+        dy = (
+            np.matmul(dx, aw.T)
+            + self.gamma(n + 1) * local
+            + self.un.store * np.abs(y)
+            + n * self.un.eta_acc
+        )
+        return y, dy
+
+    def add(
+        self, a: FloatArray, da: FloatArray, b: FloatArray, db: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        y = a + b
+        if self.un is None:
+            return y, da
+        return y, da + db + self.un.store * np.abs(y)
+
+    def layer_norm(
+        self, x: FloatArray, dx: FloatArray, norm: Mapping[str, Any], eps: float
+    ) -> tuple[FloatArray, FloatArray]:
+        from transpec.oracle import reference
+        from transpec.oracle.tolerance import SAFETY, tolerance
+
+        w = np.asarray(norm["weight"], dtype=np.float64)
+        b = norm.get("bias")
+        b = None if b is None else np.asarray(b, dtype=np.float64)
+        ref = reference.layer_norm(x, (x.shape[-1],), w, b, float(eps))
+        y = np.asarray(ref.value, dtype=np.float64)
+        if self.un is None:
+            return y, np.zeros_like(y)
+        own = np.asarray(tolerance("layer_norm", ref, self.un.dtype, self.un.precision).bound)
+        mu = np.mean(x, axis=-1, keepdims=True)
+        sigma = np.sqrt(np.mean((x - mu) ** 2, axis=-1, keepdims=True) + float(eps))
+        yhat = (x - mu) / sigma
+        jac = (
+            np.abs(w)
+            / sigma
+            * (
+                dx
+                + np.mean(dx, axis=-1, keepdims=True)
+                + np.abs(yhat) * np.mean(np.abs(yhat) * dx, axis=-1, keepdims=True)
+            )
+        )
+        return y, jac + own / SAFETY
+
+    def activation(self, x: FloatArray, dx: FloatArray, name: str) -> tuple[FloatArray, FloatArray]:
+        y = rl.activation(name)(x)
+        if self.un is None:
+            return y, np.zeros_like(y)
+        if name == "relu":
+            # 1-Lipschitz; exactly 0 where the whole interval [x - δx, x + δx] is negative
+            return y, np.where(x + dx > 0, dx, 0.0)
+        h = 1e-6
+        fn = rl.activation(name)
+        slope = np.abs((fn(x + h) - fn(x - h)) / (2 * h))
+        own = (self.un.fn + 3 * self.un.acc) * np.abs(x) + self.un.store * np.abs(y)
+        return y, slope * dx + 0.5 * _GELU_CURVATURE * dx * dx + own
+
+    def attention(
+        self,
+        q: FloatArray,
+        dq: FloatArray,
+        k: FloatArray,
+        dk: FloatArray,
+        v: FloatArray,
+        dv: FloatArray,
+        mask: FloatArray | None,
+        fully_masked_row: str,
+    ) -> tuple[FloatArray, FloatArray]:
+        """Heads (B, H, L, Dh): O = softmax(Q Kᵀ/√Dh + M) V with its error bound."""
+        from transpec.oracle import reference
+        from transpec.oracle.tolerance import SAFETY, tolerance
+
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        conv = Conventions(fully_masked_row=fully_masked_row)  # type: ignore[arg-type]
+        with np.errstate(invalid="ignore"):
+            ref = reference.attention(q, k, v, attn_mask=mask, scale=scale, conventions=conv)
+        o = np.asarray(ref.value, dtype=np.float64)
+        if self.un is None:
+            return o, np.zeros_like(o)
+        own = np.asarray(tolerance("attention", ref, self.un.dtype, self.un.precision).bound)
+        p = np.nan_to_num(np.asarray(ref.weights, dtype=np.float64), nan=0.0)
+        ak, aq = np.abs(k), np.abs(q)
+        ds = scale * (
+            np.matmul(dq, np.swapaxes(ak, -1, -2))
+            + np.matmul(aq, np.swapaxes(dk, -1, -2))
+            + np.matmul(dq, np.swapaxes(dk, -1, -2))
+        )  # (B, H, L, S)
+        ds = np.where(p > 0, ds, 0.0)
+        sbar = np.sum(p * ds, axis=-1, keepdims=True)
+        worst = 2.0 * np.max(ds, axis=-1, keepdims=True)
+        with np.errstate(over="ignore", invalid="ignore"):
+            amp = np.where(
+                worst > 1e-8, np.expm1(np.minimum(worst, 50.0)) / np.maximum(worst, 1e-300), 1.0
+            )
+        o0 = np.nan_to_num(o, nan=0.0)
+        # Σ_j P_ij (δs_ij + s̄_i) |v_j − o_i|, per value column
+        spread = np.abs(v[..., None, :, :] - o0[..., :, None, :])  # (B, H, L, S, Dh)
+        moved = np.einsum("bhls,bhlsd->bhld", p * (ds + sbar), spread) * amp
+        dout = moved + np.matmul(p, dv) + own / SAFETY
+        if ds.size:
+            self.stats.max_score_error = max(self.stats.max_score_error, float(np.max(ds)))
+            self.stats.max_amplification = max(self.stats.max_amplification, float(np.max(amp)))
+        return o, np.where(np.isnan(o), 0.0, dout)
+
+    def mha(
+        self,
+        xq: FloatArray,
+        dxq: FloatArray,
+        xkv: FloatArray,
+        dxkv: FloatArray,
+        xv: FloatArray,
+        dxv: FloatArray,
+        params: Mapping[str, Any],
+        num_heads: int,
+        mask: FloatArray | None,
+        fully_masked_row: str,
+    ) -> tuple[FloatArray, FloatArray]:
+        """nn.MultiheadAttention on batch-first (B, L, E) inputs."""
+        e = xq.shape[-1]
+        h = int(num_heads)
+        if h < 1 or e % h:
+            raise ValueError(f"embed_dim {e} is not divisible by num_heads {num_heads}")
+        w_in = np.asarray(params["in_proj_weight"], dtype=np.float64)
+        b_in = params.get("in_proj_bias")
+        b_in = None if b_in is None else np.asarray(b_in, dtype=np.float64)
+        parts = []
+        for i, (x, dx) in enumerate(((xq, dxq), (xkv, dxkv), (xv, dxv))):
+            w = w_in[i * e : (i + 1) * e]
+            b = None if b_in is None else b_in[i * e : (i + 1) * e]
+            y, dy = self.linear(x, dx, w, b)
+            parts.append((rl.split_heads(y, h), rl.split_heads(dy, h)))
+        (q, dq), (k, dk), (v, dv) = parts
+        o, do = self.attention(q, dq, k, dk, v, dv, mask, fully_masked_row)
+        w_out = np.asarray(params["out_proj.weight"], dtype=np.float64)
+        b_out = params.get("out_proj.bias")
+        b_out = None if b_out is None else np.asarray(b_out, dtype=np.float64)
+        return self.linear(rl.merge_heads(o), rl.merge_heads(do), w_out, b_out)
+
+    def ffn(
+        self, x: FloatArray, dx: FloatArray, params: Mapping[str, Any], activation: str
+    ) -> tuple[FloatArray, FloatArray]:
+        def p(key: str) -> FloatArray | None:
+            value = params.get(key)
+            return None if value is None else np.asarray(value, dtype=np.float64)
+
+        w1, w2 = p("linear1.weight"), p("linear2.weight")
+        if w1 is None or w2 is None:
+            raise ValueError("feed_forward needs linear1.weight and linear2.weight")
+        hdn, dh = self.linear(x, dx, w1, p("linear1.bias"))
+        act, da = self.activation(hdn, dh, activation)
+        return self.linear(act, da, w2, p("linear2.bias"))
+
+
+def _sub(params: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def _sublayer(
+    t: _Tracker,
+    x: FloatArray,
+    dx: FloatArray,
+    f: Any,
+    norm: Mapping[str, Any],
+    eps: float,
+    norm_first: bool,
+) -> tuple[FloatArray, FloatArray]:
+    """post-LN: LN(x + f(x)); pre-LN: x + f(LN(x)) (``residual_layer_norm``)."""
+    if norm_first:
+        n, dn = t.layer_norm(x, dx, norm, eps)
+        y, dy = f(n, dn)
+        return t.add(x, dx, y, dy)
+    y, dy = f(x, dx)
+    s, ds = t.add(x, dx, y, dy)
+    return t.layer_norm(s, ds, norm, eps)
+
+
+def _forward(
+    component: str, args: Mapping[str, Any], sem: Mapping[str, str], un: _Units | None
+) -> tuple[FloatArray, FloatArray, _Stats]:
+    t = _Tracker(un)
+    params = args["params"]
+    act = sem["activation"]
+    if component == "feed_forward":
+        x = np.asarray(args["x"], dtype=np.float64)
+        y, dy = t.ffn(x, np.zeros_like(x), params, act)
+        return y, dy, t.stats
+    batch_first = bool(args.get("batch_first", True))
+    if component == "multi_head_attention":
+        q = _batch_first(np.asarray(args["query"], dtype=np.float64), batch_first)
+        k = _batch_first(np.asarray(args["key"], dtype=np.float64), batch_first)
+        v = _batch_first(np.asarray(args["value"], dtype=np.float64), batch_first)
+        mask = _combined_mask(
+            args.get("attn_mask"), args.get("key_padding_mask"), q.shape[0], q.shape[1], k.shape[1]
+        )
+        z = np.zeros_like
+        y, dy = t.mha(
+            q, z(q), k, z(k), v, z(v), params, args["num_heads"], mask, sem["fully_masked_row"]
+        )
+    elif component == "encoder_layer":
+        x = _batch_first(np.asarray(args["src"], dtype=np.float64), batch_first)
+        b, length = x.shape[:2]
+        src_mask = args.get("src_mask")
+        if (
+            sem["float_attn_mask"] == "nonzero_is_masked"
+            and src_mask is not None
+            and np.asarray(src_mask).dtype != np.bool_
+        ):
+            src_mask = np.asarray(src_mask) != 0
+        mask = _combined_mask(src_mask, args.get("src_key_padding_mask"), b, length, length)
+        sa, h = _sub(params, "self_attn."), int(args["nhead"])
+        ff = {k: v for k, v in params.items() if k.startswith("linear")}
+        eps = float(args.get("layer_norm_eps", 1e-5))
+        nf = bool(args.get("norm_first", False))
+
+        def attend(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
+            return t.mha(y, dy, y, dy, y, dy, sa, h, mask, sem["fully_masked_row"])
+
+        def feed(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
+            return t.ffn(y, dy, ff, act)
+
+        y, dy = _sublayer(t, x, np.zeros_like(x), attend, _sub(params, "norm1."), eps, nf)
+        y, dy = _sublayer(t, y, dy, feed, _sub(params, "norm2."), eps, nf)
+    elif component == "decoder_layer":
+        x = _batch_first(np.asarray(args["tgt"], dtype=np.float64), batch_first)
+        mem = _batch_first(np.asarray(args["memory"], dtype=np.float64), batch_first)
+        b, lt = x.shape[:2]
+        ls = mem.shape[1]
+        self_mask = _combined_mask(
+            args.get("tgt_mask"), args.get("tgt_key_padding_mask"), b, lt, lt
+        )
+        cross_mask = _combined_mask(
+            args.get("memory_mask"), args.get("memory_key_padding_mask"), b, lt, ls
+        )
+        sa, ca, h = _sub(params, "self_attn."), _sub(params, "multihead_attn."), int(args["nhead"])
+        ff = {k: v for k, v in params.items() if k.startswith("linear")}
+        eps = float(args.get("layer_norm_eps", 1e-5))
+        nf = bool(args.get("norm_first", False))
+        zm = np.zeros_like(mem)
+
+        def self_attend(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
+            return t.mha(y, dy, y, dy, y, dy, sa, h, self_mask, sem["fully_masked_row"])
+
+        def cross(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
+            return t.mha(y, dy, mem, zm, mem, zm, ca, h, cross_mask, sem["cross_fully_masked_row"])
+
+        def feed(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
+            return t.ffn(y, dy, ff, act)
+
+        y, dy = _sublayer(t, x, np.zeros_like(x), self_attend, _sub(params, "norm1."), eps, nf)
+        y, dy = _sublayer(t, y, dy, cross, _sub(params, "norm2."), eps, nf)
+        y, dy = _sublayer(t, y, dy, feed, _sub(params, "norm3."), eps, nf)
+    else:
+        raise ValueError(
+            f"unknown layer component {component!r}; expected one of {', '.join(LAYER_COMPONENTS)}"
+        )
+    if not batch_first:
+        y, dy = y.transpose(1, 0, 2), dy.transpose(1, 0, 2)
+    return np.ascontiguousarray(y), np.ascontiguousarray(dy), t.stats
+
+
+# -- public ----------------------------------------------------------------------------------
+
+
+def layer_reference(
+    component: str,
+    args: Mapping[str, Any],
+    *,
+    conventions: Conventions = CANONICAL,
+    dtype: str = "float64",
+    semantics: Mapping[str, str] | None = None,
+) -> LayerReference:
+    """The float64 reference of a layer component on ``args`` (keyed by the adapter method's
+    parameters, masks in nn.MultiheadAttention polarity), under ``semantics``: the declared
+    ``fully_masked_row`` of self-attention (and of cross-attention, ``cross_fully_masked_row``)
+    and the ``activation`` the implementation computes (default: as named in ``args``)."""
+    if component not in LAYER_COMPONENTS:
+        raise ValueError(
+            f"unknown layer component {component!r}; expected one of {', '.join(LAYER_COMPONENTS)}"
+        )
+    if not isinstance(args, Mapping) or not isinstance(args.get("params"), Mapping):
+        raise TypeError(f"{component} needs args with a dict of parameter arrays 'params'")
+    sem = _semantics(component, args, conventions, semantics)
+    with np.errstate(invalid="ignore"):
+        value, _, _ = _forward(component, args, sem, None)
+    return LayerReference(
+        value=value,
+        abs_value=np.abs(np.nan_to_num(value, nan=0.0)),
+        terms={},
+        component=component,
+        args=dict(args),
+        semantics=sem,
+    )
+
+
+def _units(dtype: str, precision: Precision) -> _Units:
+    from transpec.oracle.tolerance import ELEMENTARY_ULPS
+
+    acc = canonical_dtype(precision.accumulate)
+    store = canonical_dtype(precision.store)
+    u_acc = FORMATS[acc].unit_roundoff
+    return _Units(
+        dtype=dtype,
+        precision=precision,
+        acc=u_acc,
+        store=FORMATS[store].unit_roundoff,
+        out=FORMATS[dtype].unit_roundoff,
+        fn=ELEMENTARY_ULPS * 2.0 * u_acc,
+        eta_acc=FORMATS[acc].smallest_subnormal / 2.0,
+        eta_out=FORMATS[dtype].smallest_subnormal / 2.0,
+    )
+
+
+def tolerance(component: str, reference: Reference, dtype: str, precision: Precision) -> Tolerance:
+    """The per-element bound for a layer component computed in ``dtype`` under ``precision``
+    (componentwise forward error propagation; see the module docstring)."""
+    from transpec.oracle.tolerance import SAFETY, Tolerance
+
+    if not isinstance(reference, LayerReference) or reference.component != component:
+        raise TypeError(f"{component}: reference must be the LayerReference of that component")
+    dtype = canonical_dtype(dtype)
+    un = _units(dtype, precision)
+    with np.errstate(invalid="ignore", over="ignore"):
+        value, delta, stats = _forward(component, reference.args, reference.semantics, un)
+        first_order = delta + un.out * np.abs(np.nan_to_num(value, nan=0.0)) + un.eta_out
+        bound = SAFETY * first_order
+    bound = np.where(np.isnan(bound), np.inf, bound)
+    sem = reference.semantics
+    rel = (
+        float(np.max(first_order / np.maximum(np.abs(np.nan_to_num(value)), 1.0)))
+        if value.size
+        else 0.0
+    )
+    derivation = (
+        f"{component}: c·(componentwise forward error propagation: linear |δx||W|ᵀ + "
+        "γ_(n+1)(|x||W|ᵀ+|b|) + u_store|y|; per head the attention core bound (§3.2) + "
+        "Σ_j P_ij(δs_ij + s̄_i)|v_j−o_i|·amp + P·δV; LayerNorm |w|/σ·(|δx| + mean|δx| + "
+        "|ŷ|·mean(|ŷ||δx|)) + its core bound (§3.3); activation |φ'|δx + ½·0.8·δx² + "
+        f"(u_fn+3u_acc)|x| + u_store|φ|; residual δa+δb+u_store|a+b|) + u_out|y|; c={SAFETY:g}, "
+        f"u_acc={un.acc:.3g}, u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g}, "
+        f"reductions n+1 in {sorted(n + 1 for n in stats.reductions)}, max score error "
+        f"δs={stats.max_score_error:.3g}, max softmax amplification {stats.max_amplification:.4g}, "
+        f"max first-order bound / max(|y|,1) = {rel:.3g}; activation {sem.get('activation')}, "
+        f"fully masked rows {sem.get('fully_masked_row')}"
+        + (f"/{sem.get('cross_fully_masked_row')} (cross)" if component == "decoder_layer" else "")
+        + " (docs/tolerance.md, composite layers)"
+    )
+    return Tolerance(
+        bound=np.array(bound),
+        derivation=derivation,
+        parts={"first_order": first_order},
+        dtype=dtype,
+    )
