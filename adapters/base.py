@@ -130,6 +130,13 @@ class Adapter:
     devices: tuple[str, ...] = ("cpu",)
     #: seconds one component call may take before it counts as hung
     call_timeout: float = 60.0
+    #: whether the attention method runs grouped-query attention (``enable_gqa=True`` with
+    #: Hq a multiple of Hkv). Declared, never probed: with True (the default) and a method that
+    #: accepts ``enable_gqa``, grouped inputs are passed as they are and a raise on them fails
+    #: the property that drew them. With False (or a method without an ``enable_gqa``
+    #: parameter), transpec passes K/V repeated per ``conventions.gqa_mapping`` instead and
+    #: reports the ``gqa`` property as skipped.
+    supports_gqa: bool = True
 
     # -- declarations -------------------------------------------------------------------------
 

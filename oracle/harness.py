@@ -27,8 +27,8 @@ between two outputs against the bound that the two tolerances imply.
 
 from __future__ import annotations
 
+import inspect
 import threading
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -154,10 +154,18 @@ class Call:
     tolerance: Tolerance = field(repr=False)
 
 
-#: per adapter instance and dtype: None when enable_gqa works, else why not
-_GQA_SUPPORT: weakref.WeakKeyDictionary[Adapter, dict[str, str | None]] = (
-    weakref.WeakKeyDictionary()
-)
+def accepts_argument(function: Any, name: str) -> bool:
+    """True when ``function`` can be called with the keyword argument ``name`` (a parameter of
+    that name, or ``**kwargs``); True as well when its signature cannot be read."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        or (p.name == name and p.kind is not inspect.Parameter.POSITIONAL_ONLY)
+        for p in parameters
+    )
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -201,31 +209,21 @@ class Harness:
         return tolerance(component, reference, self.dtype, self.precision(component))
 
     def gqa_support(self) -> str | None:
-        """None when the adapter runs grouped-query attention (``enable_gqa=True`` with
-        Hq = 2·Hkv), else why not. An adapter may declare ``supports_gqa = True/False``;
-        otherwise a tiny probe call decides, remembered per adapter instance and dtype."""
-        declared = getattr(self.adapter, "supports_gqa", None)
-        if declared is not None:
-            return None if declared else f"{self.adapter.name} declares supports_gqa = False"
-        known = _GQA_SUPPORT.setdefault(self.adapter, {})
-        if self.dtype not in known:
-            rng = np.random.default_rng(0)
-            probe = {
-                "q": rng.standard_normal((1, 2, 3, 4)),
-                "k": rng.standard_normal((1, 1, 5, 4)),
-                "v": rng.standard_normal((1, 1, 5, 4)),
-                "enable_gqa": True,
-            }
-            native, _ = self.round_inputs("attention", probe)
-            try:
-                result = self.invoke("attention", native)
-                self.convert_output("attention", result, (1, 2, 3, 4))
-                known[self.dtype] = None
-            except ImplementationFailure as exc:
-                known[self.dtype] = (
-                    f"{self.adapter.name} does not run enable_gqa=True (probe: {exc})"
-                )
-        return known[self.dtype]
+        """None when the adapter is judged on grouped-query attention (``enable_gqa=True`` with
+        Hq != Hkv), else why not.
+
+        Declared, never probed: GQA support is assumed when the adapter's attention method
+        accepts ``enable_gqa`` (a parameter of that name or ``**kwargs``), unless the adapter
+        declares ``supports_gqa = False`` (:class:`~transpec.adapters.base.Adapter`). A method
+        that then raises on grouped input fails the property that drew it, like any other
+        raise; a probe that took such a raise for "unsupported" would hide exactly that bug.
+        """
+        if getattr(self.adapter, "supports_gqa", True) is False:
+            return f"{self.adapter.name} declares supports_gqa = False"
+        method = getattr(self.adapter, COMPONENT_METHODS["attention"], None)
+        if method is not None and not accepts_argument(method, "enable_gqa"):
+            return f"{self.adapter.name}'s attention method takes no enable_gqa argument"
+        return None
 
     def require_supported(self, component: str, args: Mapping[str, Any]) -> None:
         """Discard the example when the adapter declares, through an optional
@@ -265,6 +263,21 @@ class Harness:
                 reps[-3] = groups
                 out[name] = np.tile(x, reps)
         out["enable_gqa"] = False
+        return out
+
+    def _regroup(self, rounded: Mapping[str, Any], kv_heads: int) -> dict[str, Any]:
+        """Inverse of :meth:`lower_gqa` on rounded arguments: K/V back to their ``kv_heads``
+        heads (rounding is elementwise, so these are exactly the grouped K/V rounded) and
+        ``enable_gqa=True``."""
+        out = dict(rounded)
+        for name in ("k", "v"):
+            x = np.asarray(rounded[name])
+            groups = x.shape[-3] // kv_heads
+            if self.conventions.gqa_mapping == "interleave":
+                out[name] = np.take(x, np.arange(0, x.shape[-3], groups), axis=-3)
+            else:
+                out[name] = np.take(x, np.arange(kv_heads), axis=-3)
+        out["enable_gqa"] = True
         return out
 
     # -- inputs --------------------------------------------------------------------------------
@@ -433,15 +446,31 @@ class Harness:
     def call(self, component: str, args: Mapping[str, Any]) -> Call:
         """Round ``args`` (canonical meaning), call the implementation, check, add the reference.
 
-        Grouped-query arguments go to an adapter that cannot run ``enable_gqa`` with K/V
-        repeated per its declared mapping (same semantics; the ``gqa`` property is skipped for
-        it). Raises :class:`ImplementationFailure` when no usable array comes back.
+        Grouped-query arguments go to an adapter without GQA support (:meth:`gqa_support`) with
+        K/V repeated per its declared mapping (same semantics; the ``gqa`` property is skipped
+        for it); ``Call.inputs`` then still holds the grouped K/V (rounded), in the layout of
+        ``args``, so that properties can reason in the layout they drew, while ``Call.sent``
+        holds what the implementation received. ``enable_gqa`` is not passed at all to a
+        method that takes no such argument. Raises :class:`ImplementationFailure` when no
+        usable array comes back.
         """
-        if component == "attention" and args.get("enable_gqa") and self.gqa_support():
+        lowered = (
+            component == "attention"
+            and bool(args.get("enable_gqa"))
+            and self.gqa_support() is not None
+        )
+        kv_heads = int(np.shape(args["k"])[-3]) if lowered else 0
+        if lowered:
             args = self.lower_gqa(args)
         self.require_supported(component, args)
         native, sent = self.round_inputs(component, self.encode(component, args))
         rounded = self.decode(component, sent)
+        if component == "attention" and "enable_gqa" in native and not native["enable_gqa"]:
+            method = getattr(self.adapter, COMPONENT_METHODS["attention"], None)
+            if method is not None and not accepts_argument(method, "enable_gqa"):
+                del native["enable_gqa"]
+        if lowered:
+            rounded = self._regroup(rounded, kv_heads)
         reference = self.reference(component, sent)
         result = self.invoke(component, native)
         output = self.convert_output(component, result, tuple(np.shape(reference.value)))

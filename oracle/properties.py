@@ -292,7 +292,45 @@ def _check_key_padding(harness: Harness, args: Args) -> float:
     padded = ~np.any(keep, axis=(1, 2))  # (B, Lk): keys no query of the example sees
     if not padded.any():
         return 0.0
-    return _hidden_key_invariance(harness, args, padded.reshape(B, Lk), "key_padding_invariance")
+    worst = _hidden_key_invariance(harness, args, padded.reshape(B, Lk), "key_padding_invariance")
+    return max(worst, _padded_keys_removed(harness, args, padded.reshape(B, Lk)))
+
+
+def _padded_keys_removed(harness: Harness, args: Args, padded: np.ndarray) -> float:
+    """Each example computed without its padded keys (K, V and mask columns removed) equals
+    its slice of the padded call: padding a key must act on that key only (for instance it
+    must not also zero the output of the query at the same position when Lq = Lk)."""
+    if args.get("is_causal"):
+        return 0.0  # removing keys would move the causal diagonal
+    full = harness.call("attention", args)
+    B, Hq, Lq, _ = np.shape(args["q"])
+    Lk = np.shape(args["k"])[-2]
+    mask = np.broadcast_to(np.asarray(args["attn_mask"]), (B, Hq, Lq, Lk))
+    worst = 0.0
+    for b in range(B):
+        kept = np.flatnonzero(~padded[b])
+        if kept.size in (0, Lk):
+            continue
+        alone = dict(args)
+        alone["q"] = np.asarray(args["q"])[b : b + 1]
+        alone["k"] = np.asarray(args["k"])[b : b + 1][..., kept, :]
+        alone["v"] = np.asarray(args["v"])[b : b + 1][..., kept, :]
+        alone["attn_mask"] = np.array(mask[b : b + 1][..., kept])
+        single = harness.call("attention", alone)
+        worst = max(
+            worst,
+            assert_relation(
+                single.output,
+                full.output[b : b + 1],
+                single.reference.value,
+                full.reference.value[b : b + 1],
+                bound_of(full)[b : b + 1] + bound_of(single),
+                what=f"key_padding_invariance: example {b} computed without its "
+                f"{Lk - kept.size} padded key(s) differs from its slice of the padded call",
+                derivation=_BOTH + " (padded keys get zero weight: the exact outputs are equal)",
+            ),
+        )
+    return worst
 
 
 def _check_batch_independence(harness: Harness, args: Args) -> float:
@@ -652,8 +690,14 @@ def _attention_properties() -> tuple[Property, ...]:
         Property(
             _ATT,
             "key_padding_invariance",
-            "changing keys/values that the mask pads out leaves every output unchanged",
-            _attention(mask_kinds=("key_padding",)),
+            "changing keys/values that the mask pads out, or removing them, leaves every "
+            "output unchanged",
+            _attention(
+                shapes=st.one_of(
+                    strat.attention_shapes(min_len=2, square=True), strat.attention_shapes()
+                ),
+                mask_kinds=("key_padding",),
+            ),
             _check_key_padding,
             app,
         ),

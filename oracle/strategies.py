@@ -18,8 +18,10 @@ Regimes (``DESIGN.md``, "Properties and the regimes that expose bugs"):
 * attention -- ``Lq != Lk`` both ways, ``Lq = 1`` (decode), lengths that are not multiples of
   8/64/128 (97, 113, up to 300 keys), head dims that are not multiples of 8, ``Ev != E``, GQA
   with groups > 1, boolean/additive/causal/key-padding masks, fully masked rows, ``is_causal``,
-  custom and negative scales, rows of very different scale, logits beyond the exponential's
-  overflow threshold of the dtype (:data:`EXP_OVERFLOW`: > 11 in float16, > 88 in float32);
+  custom and negative scales (the default scale half the time), rows of very different scale,
+  logits beyond the exponential's overflow threshold of the dtype (:data:`EXP_OVERFLOW`: > 11
+  in float16, > 88 in float32) and of the wider precisions its kernels may compute exp in
+  (:data:`LARGE_LOGIT_LIMITS`: > 88.7 and > 709.8 for float16 inputs);
 * norms -- ``σ² ≈ eps``, small n (the biased/unbiased variance difference 1/(2n) is visible),
   ``|μ| ≫ σ``, multi-dimensional ``normalized_shape``, with and without weight/bias;
 * softmax -- any axis, rows of very different scale, some -inf entries, large logits.
@@ -38,6 +40,16 @@ from transpec.oracle.dtypes import FORMATS, canonical_dtype
 
 #: ln(largest finite value): exp overflows beyond it (float16: 11.09, float32/bfloat16: 88.72)
 EXP_OVERFLOW: dict[str, float] = {name: math.log(fmt.max_value) for name, fmt in FORMATS.items()}
+
+#: the overflow thresholds a large logit must pass for inputs of each dtype: its own exp's, and
+#: those of every wider precision a kernel may run exp in (float16/bfloat16 inputs commonly get
+#: float32 math, float32 inputs sometimes float64), as long as the logit is representable
+LARGE_LOGIT_LIMITS: dict[str, tuple[float, ...]] = {
+    "float64": (EXP_OVERFLOW["float64"],),
+    "float32": (EXP_OVERFLOW["float32"], EXP_OVERFLOW["float64"]),
+    "float16": (EXP_OVERFLOW["float16"], EXP_OVERFLOW["float32"], EXP_OVERFLOW["float64"]),
+    "bfloat16": (EXP_OVERFLOW["bfloat16"], EXP_OVERFLOW["float64"]),
+}
 
 #: lengths that are not multiples of 8, 64 or 128, or sit just next to one
 SPECIAL_LENGTHS: tuple[int, ...] = (1, 2, 7, 8, 9, 15, 17, 31, 33, 63, 64, 65)
@@ -58,14 +70,37 @@ LOGIT_REGIMES: tuple[str, ...] = ("moderate", "large")
 LAYER_NORM_REGIMES: tuple[str, ...] = ("standard", "small_n", "small_variance", "large_mean")
 RMS_NORM_REGIMES: tuple[str, ...] = ("standard", "small_n", "small_variance")
 
-#: |μ|/σ reached by the large-mean regime: large enough to break a one-pass variance, small
-#: enough that the inputs rounded to the dtype still carry σ with several bits (σ ≫ u·|μ|)
+#: the largest |q| the logit steering puts on q alone (beyond it the factor is split between q
+#: and k): far inside every dtype's range (float16: 256 of 65504)
+_INPUT_LIMIT: dict[str, float] = {name: math.sqrt(fmt.max_value) for name, fmt in FORMATS.items()}
+
+#: |μ|/σ reached by the large-mean regime: large enough to break a one-pass variance
+#: E[x²] - μ² (whose relative error u_acc·(μ/σ)² must exceed the output's bound), small enough
+#: that the rows rounded to the dtype still have a spread. float64/float32 draw up to this
+#: ratio with σ ≫ u·|μ|; float16/bfloat16, whose own precision caps the ratio, build their
+#: rows on the dtype's grid instead (:data:`LARGE_MEAN_SPREAD_ULPS`) and reach it that way.
 LARGE_MEAN_RATIO: dict[str, float] = {
     "float64": 1e6,
     "float32": 4096.0,
-    "float16": 32.0,
-    "bfloat16": 8.0,
+    "float16": 1024.0,
+    "bfloat16": 1000.0,
 }
+
+#: the row spread σ of the large-mean regime in units of the spacing (ulp) of μ, for the
+#: formats whose precision caps |μ|/σ: a one-pass variance in float32 math (the usual for
+#: these inputs) loses u_32·(μ/σ)² of the variance, visible above the output's bound only
+#: from |μ|/σ ≈ 200 (float16) and ≈ 400 (bfloat16). float16 rows spread over 2-6 ulps of μ
+#: (|μ|/σ = 256-1024); bfloat16 rows, 8 bits, are μ with a sparse sprinkling of μ ± 1 ulp,
+#: at least one of each (σ = 0.15-0.5 ulp, |μ|/σ = 380-1700). Both are exact inputs with an
+#: exact reference, and well-conditioned for the float32 math of a correct kernel: the
+#: tolerance's own large-mean term γ_n(u_32)·|μ|/σ stays below ~0.02.
+LARGE_MEAN_SPREAD_ULPS: dict[str, tuple[float, float]] = {
+    "float16": (2.0, 6.0),
+    "bfloat16": (0.15, 0.5),
+}
+#: at least this many rows per large-mean example on the grid: the cancellation error of a
+#: one-pass variance depends on how μ² happens to round, one draw per row
+LARGE_MEAN_ROWS = 16
 
 
 class AttentionShape(NamedTuple):
@@ -161,12 +196,17 @@ def attention_shapes(
     value_dim: bool | None = None,
     gqa: bool | None = None,
     decode: bool | None = None,
+    square: bool | None = None,
 ) -> st.SearchStrategy[AttentionShape]:
     """Attention sizes. ``gqa``: True forces groups > 1, False groups = 1, None both;
-    ``decode``: True forces Lq = 1; ``value_dim``: True forces Ev != E, False Ev = E.
+    ``decode``: True forces Lq = 1; ``value_dim``: True forces Ev != E, False Ev = E (None:
+    each about half the time).
 
     Head dims include values that are not multiples of 8; lengths come from :func:`lengths`, so
-    Lq < Lk, Lq > Lk and Lq = Lk all occur.
+    Lq < Lk and Lq > Lk occur, and about a third of the non-decode examples with short keys are
+    square, Lq = Lk (self-attention: where a key-padding mask also pads the query positions).
+    ``square``: True forces Lq = Lk (no decode, keys up to ``max_len``), False leaves the
+    lengths independent, None mixes as described.
     """
     for name, value in (
         ("max_batch", max_batch),
@@ -178,6 +218,11 @@ def attention_shapes(
     _positive_int("max_head_dim", max_head_dim, minimum=min_head_dim)
     if gqa is True and max_groups < 2:
         raise ValueError("gqa=True needs max_groups >= 2")
+    if square is True and decode is True and min_len > 1:
+        raise ValueError("square=True and decode=True need min_len = 1")
+    if square is True:
+        long_lengths = ()
+        decode = False
     length = lengths(min_value=min_len, max_value=max_len, long=long_lengths)
     short_length = lengths(min_value=min_len, max_value=max_len, long=())
     special_dims = [d for d in (3, 5, 8, 13, 16, 24, 33, 40) if min_head_dim <= d <= max_head_dim]
@@ -191,6 +236,7 @@ def attention_shapes(
         else (_tristate("decode", decode))
     )
     value_s = _tristate("value_dim", value_dim)
+    square_s = st.integers(0, 2).map(lambda i: i == 2) if square is None else st.just(square)
 
     @st.composite
     def draw_shape(draw: st.DrawFn) -> AttentionShape:
@@ -199,9 +245,16 @@ def attention_shapes(
         groups = draw(st.integers(2, max_groups)) if draw(gqa_s) else 1
         kv_len = draw(length)
         # one long dimension per example keeps the cost moderate
-        q_len = 1 if draw(decode_s) else draw(short_length if kv_len > max_len else length)
+        if draw(decode_s):
+            q_len = 1
+        elif kv_len <= max_len and draw(square_s):
+            q_len = kv_len  # square
+        else:
+            q_len = draw(short_length if kv_len > max_len else length)
         head_dim = draw(head_dims)
-        ev = draw(head_dims) if draw(value_s) else head_dim
+        ev = head_dim
+        if draw(value_s) and max_head_dim > min_head_dim:
+            ev = draw(head_dims.filter(lambda d: d != head_dim))
         return AttentionShape(batch, kv_heads * groups, kv_heads, q_len, kv_len, head_dim, ev)
 
     return draw_shape()
@@ -209,6 +262,20 @@ def attention_shapes(
 
 def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def large_logit_target(
+    rng: np.random.Generator, dtype: str, size: tuple[int, ...] | None = None
+) -> Any:
+    """A peak |logit| beyond the overflow of exp in ``dtype`` *and* in the wider precision a
+    kernel may compute exp in (:data:`LARGE_LOGIT_LIMITS`): one limit is drawn per call (the
+    dtype's own in float64, else each equally often), the peak is 1.1-2.5 x the dtype's own
+    limit (11-28 for float16, 97-222 for float32/bfloat16, 780-1775 for float64) and 1.05-3.4
+    x a wider one (93-300 past float32's 88.7, 745-2400 past float64's 709.8)."""
+    limits = LARGE_LOGIT_LIMITS[dtype]
+    which = int(rng.integers(0, len(limits)))
+    low, high = (1.1, 2.5) if which == 0 else (1.05, 3.4)
+    return limits[which] * rng.uniform(low, high, size=size)
 
 
 def scaled_rows(rng: np.random.Generator, shape: tuple[int, ...], log2_spread: float) -> np.ndarray:
@@ -229,6 +296,8 @@ def _mask_array(
         keep = np.tril(np.ones((Lq, Lk), dtype=bool))  # top-left alignment, explicit
     elif kind == "key_padding":
         valid = rng.integers(1, Lk + 1, size=B)
+        if Lk > 1 and np.all(valid == Lk):  # at least one example pads at least one key
+            valid[int(rng.integers(0, B))] = int(rng.integers(1, Lk))
         keep = (np.arange(Lk)[None, :] < valid[:, None])[:, None, None, :]
     else:
         layout = rng.integers(0, 3)
@@ -271,7 +340,8 @@ def _attention_args(
     shape = draw(shapes)
     kind = draw(st.sampled_from(mask_kinds))
     additive = kind not in ("none", "is_causal") and draw(st.booleans())
-    scale_kind = draw(st.sampled_from(scales))
+    # the default scale half the time: a wrong default (1/√Ev, 1/E, ...) shows only there
+    scale_kind = draw(st.sampled_from(("default", *scales) if len(scales) > 1 else scales))
     regime = draw(st.sampled_from(logits))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = _rng(seed)
@@ -286,11 +356,16 @@ def _attention_args(
     k_full = np.repeat(k, Hq // Hkv, axis=1)
     logits_now = float(np.max(np.abs(effective * (q @ np.swapaxes(k_full, -1, -2)))))
     if regime == "large":
-        target = EXP_OVERFLOW[dtype] * float(rng.uniform(1.1, 2.5))
+        target = float(large_logit_target(rng, dtype))
     else:
         target = float(rng.uniform(0.5, 8.0))
     if logits_now > 0:
-        q = q * (target / logits_now)
+        factor = target / logits_now
+        if float(np.max(np.abs(q))) * factor > _INPUT_LIMIT[dtype]:
+            # a large factor on q alone could overflow the dtype: split it between q and k
+            q, k = q * math.sqrt(factor), k * math.sqrt(factor)
+        else:
+            q = q * factor
     mask = None if kind in ("none", "is_causal") else _mask_array(rng, kind, shape, additive)
     return {
         "q": q,
@@ -319,9 +394,10 @@ def attention_inputs(
     ``mask_kinds``: any of :data:`MASK_KINDS` (``"causal_mask"`` is an explicit top-left causal
     mask, ``"is_causal"`` sets the flag with no mask; boolean or additive -inf masks are drawn
     for the others). ``scales``: default 1/√E, custom positive, negative. ``logits``:
-    ``"moderate"`` (max |logit| ≤ 8) or ``"large"`` (1.1–2.5 × :data:`EXP_OVERFLOW` of
-    ``dtype``). ``row_spread``/``value_spread``: query/value rows are scaled by powers of two
-    up to 2^±spread (rows of very different scale).
+    ``"moderate"`` (max |logit| ≤ 8) or ``"large"`` (beyond exp's overflow in ``dtype`` and in
+    the wider precisions of :data:`LARGE_LOGIT_LIMITS`, see :func:`large_logit_target`).
+    ``row_spread``/``value_spread``: query/value rows are scaled by powers of two up to
+    2^±spread (rows of very different scale).
     """
     dt = _dtype(dtype)
     kinds = _subset("mask_kinds", mask_kinds, MASK_KINDS)
@@ -361,7 +437,7 @@ def _softmax_args(
     peak = np.max(np.abs(x), axis=-1, keepdims=True)
     peak = np.where(peak > 0, peak, 1.0)
     if regime == "large":
-        target = EXP_OVERFLOW[dtype] * rng.uniform(1.1, 2.5, size=peak.shape)
+        target = large_logit_target(rng, dtype, size=peak.shape)
     else:
         target = rng.uniform(0.5, 8.0, size=peak.shape)
     x = x / peak * target
@@ -413,6 +489,37 @@ def _eps_choices(dtype: str, regime: str) -> tuple[float, ...]:
     return (1e-5, 1e-6, 1e-12, 1e-3)
 
 
+def _large_mean_on_grid(
+    rng: np.random.Generator,
+    dtype: str,
+    z: np.ndarray,
+    axes: tuple[int, ...],
+    group_shape: tuple[int, ...],
+) -> np.ndarray:
+    """Rows x = (m + d)·h on the grid of ``dtype`` (:data:`LARGE_MEAN_SPREAD_ULPS`): h a power
+    of two (the spacing at μ, chosen so that σ is 2^-1..2^3, far above every eps drawn), m an
+    integer in the upper quarter of the binade [2^(p-1), 2^p) (the largest |μ|/σ for the
+    spread), d integer offsets of the drawn spread (never a constant row)."""
+    low, high = LARGE_MEAN_SPREAD_ULPS[dtype]
+    spread = float(np.exp(rng.uniform(math.log(low), math.log(high))))
+    digits = FORMATS[dtype].digits
+    sigma = float(2.0 ** rng.uniform(-1.0, 3.0))
+    h = float(2.0 ** round(math.log2(sigma / spread)))
+    top = 2**digits
+    m = rng.integers(3 * top // 4, top - 8, size=group_shape).astype(np.float64)
+    m = m * rng.choice([-1.0, 1.0], size=group_shape)
+    if spread >= 1.0:
+        d = np.round(spread * z)
+    else:  # sparse ±1: density spread² gives σ ≈ spread ulps
+        u = rng.random(z.shape)
+        d = np.where(u < spread**2 / 2, 1.0, np.where(u > 1.0 - spread**2 / 2, -1.0, 0.0))
+    # never a constant row: the first element of each group one ulp up, the last one down
+    flat = d.reshape(*group_shape[: d.ndim - len(axes)], -1)
+    flat[..., 0] = np.maximum(flat[..., 0], 1.0)
+    flat[..., -1] = np.minimum(flat[..., -1], -1.0)
+    return (m + flat.reshape(d.shape)) * h
+
+
 @st.composite
 def _norm_args(
     draw: st.DrawFn,
@@ -430,6 +537,9 @@ def _norm_args(
     regime = draw(st.sampled_from(regimes))
     n_axes = draw(st.integers(*normalized_dims))
     lead = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=2)))
+    if regime == "large_mean" and dtype in LARGE_MEAN_SPREAD_ULPS:
+        # each row's one-pass cancellation is a draw of its own: many rows, many chances
+        min_rows = max(min_rows, LARGE_MEAN_ROWS)
     if math.prod(lead) < min_rows:
         lead = (*lead, -(-min_rows // math.prod(lead)))
     if regime == "small_n":
@@ -467,6 +577,8 @@ def _norm_args(
         x = sigma * z
         if component == "layer_norm":
             x = x + sigma * rng.uniform(-4.0, 4.0, size=sigma.shape)
+    elif regime == "large_mean" and dtype in LARGE_MEAN_SPREAD_ULPS:
+        x = _large_mean_on_grid(rng, dtype, z, axes, lead + (1,) * n_axes)
     elif regime == "large_mean":
         mean_ratio = LARGE_MEAN_RATIO[dtype] * float(2.0 ** rng.uniform(-3.0, 0.0))
         sigma_l = float(2.0 ** rng.uniform(-3.0, 3.0))

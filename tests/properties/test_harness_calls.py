@@ -174,6 +174,7 @@ def test_boolean_masks_are_encoded_for_the_declared_meaning() -> None:
 
 class NoGQA(NumpyAdapter):
     name = "no-gqa"
+    supports_gqa = False
 
     def scaled_dot_product_attention(
         self,

@@ -96,9 +96,9 @@ def test_skip_reasons() -> None:
     assert "does not provide attention" in (equivalence.applies(only, "float32") or "")
 
 
-def test_gqa_is_skipped_when_the_adapter_cannot_run_it() -> None:
-    class NoGQA(NumpyAdapter):
-        name = "no-gqa"
+def test_gqa_is_skipped_only_when_the_adapter_declares_it_cannot_run_it() -> None:
+    class RaisesOnGQA(NumpyAdapter):
+        name = "raises-on-gqa"
 
         def scaled_dot_product_attention(
             self, q: Any, k: Any, v: Any, *args: Any, enable_gqa: bool = False, **kw: Any
@@ -107,11 +107,19 @@ def test_gqa_is_skipped_when_the_adapter_cannot_run_it() -> None:
                 raise NotImplementedError("grouped heads")
             return super().scaled_dot_product_attention(q, k, v, *args, **kw)
 
+    class NoGQAArgument(NumpyAdapter):
+        def scaled_dot_product_attention(  # type: ignore[override]
+            self, q: Any, k: Any, v: Any, attn_mask: Any = None, is_causal: bool = False
+        ) -> Any:
+            return super().scaled_dot_product_attention(q, k, v, attn_mask, is_causal)
+
     class Declared(NumpyAdapter):
         supports_gqa = False
 
     (gqa,) = select("attention", "gqa")
-    assert "probe" in (gqa.applies(NoGQA(), "float32") or "")
+    # accepting enable_gqa declares support: a raise on grouped input is then a failure
+    assert gqa.applies(RaisesOnGQA(), "float32") is None
+    assert "no enable_gqa" in (gqa.applies(NoGQAArgument(), "float32") or "")
     assert "declares" in (gqa.applies(Declared(), "float32") or "")
     assert gqa.applies(NumpyAdapter(), "float32") is None
 
