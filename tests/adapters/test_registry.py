@@ -100,8 +100,8 @@ def test_function_can_take_over_a_framework_adapters_conversion(user_dir: Path) 
 ERRORS = {
     "unknown built-in": (
         ("nonesuch", None),
-        "unknown adapter 'nonesuch'; built-in adapters: numpy, torch, torch-math, torch-flash, "
-        "torch-efficient, torch-cudnn (or give module:attribute)",
+        f"unknown adapter 'nonesuch'; built-in adapters: {', '.join(BUILTIN_ADAPTERS)} "
+        "(or give module:attribute)",
     ),
     "module not found": (
         ("transpec_no_such_module:X", None),
