@@ -18,7 +18,7 @@ An adapter is the implementation under test plus what it declares about itself:
   positional_encoding``
   ``rotary_embedding``  ``rotary_embedding(x, positions=None, offset=0, base=10000.0)``
   ``alibi_bias``        ``alibi_bias(num_heads, query_length, key_length, dtype=...)``
-  ``multi_head_``        ``multi_head_attention(query, key, value, params, num_heads,
+  ``multi_head_``       ``multi_head_attention(query, key, value, params, num_heads,
   attention``           key_padding_mask=None, attn_mask=None, is_causal=False,
                         batch_first=True)``
   ``feed_forward``      ``feed_forward(x, params, activation="relu")``

@@ -67,9 +67,12 @@ def _is_float_mask(mask: Any) -> bool:
 
 
 class LayerSemantics:
-    """What a layer implementation computes where conventions differ by path:
-    ``layer_semantics(component, args)`` -> ``{"fully_masked_row", "cross_fully_masked_row",
-    "activation"}`` overrides (default: none, the adapter's conventions apply)."""
+    """What a layer implementation computes where its paths differ:
+    ``layer_semantics(component, args)`` -> overrides of ``"fully_masked_row"`` (self-attention,
+    ``"zero"``/``"nan"``), ``"cross_fully_masked_row"`` (the decoder's cross-attention),
+    ``"activation"`` (the one actually computed) and ``"float_attn_mask"`` (``"additive"`` or
+    ``"nonzero_is_masked"``); default: none, the adapter's conventions and the arguments apply
+    (:func:`transpec.oracle.tolerance_layers.layer_reference`)."""
 
     def layer_semantics(self, component: str, args: Mapping[str, Any]) -> dict[str, str]:
         return {}
