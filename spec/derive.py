@@ -352,6 +352,30 @@ def _layer_definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant
     defs: list[tuple[str, str]] = []
     variants: list[_Variant] = []
 
+    mask_variants = [
+        _Variant(
+            "boolean masks",
+            "True = not allowed",
+            True,
+            r"M_{ij} = -\infty \text{ where the mask is True, else } 0",
+            "nn.MultiheadAttention's signature (the opposite of SDPA's keep-mask)",
+        ),
+        _Variant(
+            "fully_masked_row",
+            "nan",
+            False,
+            r"M_{i\cdot} \equiv -\infty \Rightarrow O_{h,i\cdot} = 0/0 = \mathrm{NaN}",
+            "need_weights=True and the fast paths",
+        ),
+        _Variant(
+            "fully_masked_row",
+            "zero",
+            False,
+            r"M_{i\cdot} \equiv -\infty \Rightarrow O_{h,i\cdot} = 0",
+            "need_weights=False slow path (it calls SDPA); the output projection still adds b_o",
+        ),
+    ]
+
     def mha_formulas(xq: str, xkv: str) -> list[tuple[str, str]]:
         Xq, Xkv = sp.MatrixSymbol(xq, L, E), sp.MatrixSymbol(xkv, S, E)
         Wq, Wk, Wv, Wo = (sp.MatrixSymbol(f"W_{c}", E, E) for c in "qkvo")
@@ -493,7 +517,33 @@ def _layer_definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant
                 r",\ ".join(tex(m) for m in bias),
             ),
         ]
+        jj = sp.Symbol("j", integer=True, nonnegative=True)
+        pi, mh = sp.Symbol("p_i", integer=True), sp.Symbol("m_h", positive=True)
+        variants = [
+            _Variant(
+                "bias form",
+                "distance",
+                True,
+                f"B_{{h,i,j}} = {tex(-mh * (pi - jj))}",
+                "Press et al.; the alibi_bias component",
+            ),
+            _Variant(
+                "bias form",
+                "key position",
+                False,
+                f"B_{{h,i,j}} = {tex(mh * jj)}",
+                "BLOOM: differs by -m_h p_i per query row, which the softmax cancels",
+            ),
+            _Variant(
+                "bias form",
+                "symmetric",
+                False,
+                f"B_{{h,i,j}} = {tex(-mh * sp.Abs(pi - jj))}",
+                "bidirectional encoders",
+            ),
+        ]
     elif block == "multi_head_attention":
+        variants = mask_variants
         defs = mha_formulas("X_q", "X_{kv}")
         defs.append(
             (
@@ -502,6 +552,7 @@ def _layer_definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant
             )
         )
     elif block == "masked_self_attention":
+        variants = mask_variants
         defs = mha_formulas("X", "X")
         defs.append(
             (
@@ -511,6 +562,7 @@ def _layer_definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant
             )
         )
     elif block == "cross_attention":
+        variants = mask_variants
         defs = mha_formulas("T", "M_{enc}")
         defs.append(
             (
