@@ -33,42 +33,7 @@ PREFERRED = ("equivalence", "error_statistic", "fully_masked_rows", "large_logit
 #: (chaff, dtype) pairs where the defect is visible but the ci examples do not reach it: gaps of
 #: the strategies, reported to their owners. Strict: a fixed gap turns into a failing XPASS,
 #: and the entry must then be removed here.
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("attention_scale_from_value_dim", "float64"): (
-        "the 12 ci examples of no attention property draw Ev != E together with the default "
-        "scale in float64"
-    ),
-    ("attention_no_max_subtraction", "float16"): (
-        "the large-logit regime aims at 1.1-2.5 x the overflow of exp in the input dtype "
-        "(11-28 for float16); a float16 kernel whose exp runs in float32 overflows only past 88.7"
-    ),
-    ("softmax_no_max_subtraction", "float16"): (
-        "as attention_no_max_subtraction: float16 rows never exceed 88.7, the float32 exp limit"
-    ),
-    ("padding_zeroes_queries", "float64"): (
-        "needs a key-padding mask with a padded key and Lq == Lk; not among the ci examples of "
-        "equivalence, and key_padding_invariance cannot see it (it perturbs padded keys only)"
-    ),
-    ("padding_zeroes_queries", "float16"): "as in float64",
-    ("padding_zeroes_queries", "bfloat16"): "as in float64",
-    **{
-        ("gqa_group_size_confused", d): (
-            "the harness probes enable_gqa once (Hq=2, Hkv=1); this chaff raises there, so the "
-            "harness declares GQA unsupported, lowers every GQA example to repeated K/V (which the "
-            "chaff gets right) and skips the gqa property: the crash on GQA input is never "
-            "reported (value_linearity and convex_hull then raise inside transpec)"
-        )
-        for d in corpus.ALL_DTYPES
-    },
-    ("layer_norm_naive_variance", "float16"): (
-        "the large-mean regime stops at |mu|/sigma = 32 in float16; float32 math cancels visibly "
-        "(u32 (mu/sigma)^2 > u16) only beyond ~90"
-    ),
-    ("layer_norm_naive_variance", "bfloat16"): (
-        "the large-mean regime stops at |mu|/sigma = 8 in bfloat16; float32 math cancels "
-        "visibly only beyond ~256"
-    ),
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 #: (wheat, dtype) pairs that transpec wrongly flags: false alarms of the tolerance model,
