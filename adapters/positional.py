@@ -131,14 +131,13 @@ class TorchPositionalMixin:
 
         length, dim = x.shape[-2], x.shape[-1]
         work = self._work(x.dtype)
-        inv_freq = 1.0 / (
-            base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(work) / dim)
-        )  # (D/2,)
+        steps = torch.arange(0, dim, 2, dtype=torch.int64, device=x.device).to(work)
+        inv_freq = 1.0 / (base ** (steps / dim))  # (D/2,)
         if positions is None:
-            pos = torch.arange(offset, offset + length, dtype=work)
+            pos = torch.arange(offset, offset + length, dtype=work, device=x.device)
         else:
             pos = positions.to(device=x.device, dtype=work)
-        freqs = torch.outer(pos, inv_freq.to(x.device))  # (L, D/2)
+        freqs = torch.outer(pos, inv_freq)  # (L, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (L, D)
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         x1, x2 = x[..., : dim // 2], x[..., dim // 2 :]
