@@ -95,8 +95,8 @@ class TorchAdapter(TorchLayers, TorchPositionalMixin, Adapter):
     layer_norm fp16/bf16      float32 statistics and affine, one rounding (bit-exact, >= 99.97%)
     rms_norm fp16/bf16        float32 throughout incl. the weight, one rounding (bit-exact)
     rms_norm ``eps=None``     finfo(float32).eps for fp16/bf16/fp32 inputs, finfo(float64).eps
-                              for fp64 (not finfo(input dtype).eps as torch's docs said until
-                              pytorch#173039): declared ``rms_norm_default_eps="opmath"``
+                              for fp64 (not finfo(input dtype).eps, as some versions of
+                              torch's docs say): declared ``rms_norm_default_eps="opmath"``
     SDPA math fp16/bf16       q, k, v upcast to float32, output rounded once (bit-exact with a
                               float32 emulation on 99.7-100% of the outputs, L = 64 and 300)
     SDPA flash fp16/bf16      float32 scores and softmax; the unnormalized exp(s - running max)
