@@ -38,6 +38,20 @@ LAYER_MASKS: tuple[str, ...] = (
 Args = dict[str, Any]
 
 
+class ParamDict(dict[str, np.ndarray]):
+    """A dict of parameter arrays whose repr gives each name with its shape and value range,
+    so a counterexample stays readable (the arrays themselves are in the saved case)."""
+
+    def __repr__(self) -> str:
+        def one(value: Any) -> str:
+            arr = np.asarray(value)
+            if not arr.size:
+                return f"{tuple(arr.shape)}"
+            return f"{tuple(arr.shape)} |x|<={float(np.max(np.abs(arr))):.3g}"
+
+        return "{" + ", ".join(f"{k}: {one(v)}" for k, v in self.items()) + "}"
+
+
 def _xavier(rng: np.random.Generator, out_f: int, in_f: int) -> np.ndarray:
     a = math.sqrt(6.0 / (in_f + out_f))
     return rng.uniform(-a, a, size=(out_f, in_f))
@@ -160,7 +174,7 @@ def layer_inputs(
             shape = d(st.sampled_from([(length, e), (batch, length, e)]))
             return {
                 "x": rng.standard_normal(shape),
-                "params": ffn_params(rng, e, f),
+                "params": ParamDict(ffn_params(rng, e, f)),
                 "activation": d(st.sampled_from(acts)),
             }
         kind = d(st.sampled_from(kinds))
@@ -177,7 +191,7 @@ def layer_inputs(
                 "query": q,
                 "key": k,
                 "value": v,
-                "params": mha_params(rng, e),
+                "params": ParamDict(mha_params(rng, e)),
                 "num_heads": heads,
                 "key_padding_mask": kpm,
                 "attn_mask": attn,
@@ -198,7 +212,7 @@ def layer_inputs(
             }
             return {
                 "src": seq(length),
-                "params": params,
+                "params": ParamDict(params),
                 "nhead": heads,
                 "norm_first": norm_first,
                 "activation": act,
@@ -225,7 +239,7 @@ def layer_inputs(
         return {
             "tgt": seq(length),
             "memory": seq(ls),
-            "params": params,
+            "params": ParamDict(params),
             "nhead": heads,
             "norm_first": norm_first,
             "activation": act,
