@@ -317,18 +317,25 @@ def attention_setup(
     )
 
 
-def attention_core(setup: AttentionSetup, *, xp: Any = np) -> tuple[Any, Any, np.ndarray]:
-    """O and P by the kernels, in the namespace ``xp``; also the fully-masked-row indicator.
-
-    T = where(visible, S + A, fill or -inf) with S = scale Q K^T (softcapped), A the additive
-    mask; P = softmax(T); O = P V. A row of T that is all -inf follows ``fully_masked_row``:
-    P = 0 and O = 0 ("zero") or O = NaN ("nan").
-    """
+def masked_scores(setup: AttentionSetup, *, xp: Any = np) -> Any:
+    """T = where(visible, S + A, fill or -inf); S = scale Q K^T (softcapped), A additive."""
     s = kernels.attention_scores(setup.q, setup.k, setup.scale, setup.softcap, xp=xp)
     if setup.additive is not None:
         s = s + setup.additive
     fill = -math.inf if setup.fill is None else setup.fill
-    t = xp.where(setup.visible, s, fill)
+    return xp.where(setup.visible, s, fill)
+
+
+def attention_core(
+    setup: AttentionSetup, *, xp: Any = np, scores: Any = None
+) -> tuple[Any, Any, np.ndarray]:
+    """O and P by the kernels, in the namespace ``xp``; also the fully-masked-row indicator.
+
+    T = :func:`masked_scores` (or ``scores``, when the caller already has them);
+    P = softmax(T); O = P V. A row of T that is all -inf follows ``fully_masked_row``:
+    P = 0 and O = 0 ("zero") or O = NaN ("nan").
+    """
+    t = masked_scores(setup, xp=xp) if scores is None else scores
     dead = np.broadcast_to(setup.dead, (*t.shape[:-1], 1))
     if dead.any():
         # a dead row would be 0/0; give it a finite row and fix the result afterwards
@@ -379,7 +386,8 @@ def attention(
         q, k, v, attn_mask, is_causal, scale, enable_gqa, softcap, conventions=conventions
     )
     with np.errstate(invalid="ignore", over="ignore"):
-        o, p, dead = attention_core(setup, xp=np)
+        t = masked_scores(setup, xp=np)
+        o, p, dead = attention_core(setup, xp=np, scores=t)
         o = np.asarray(o, dtype=np.float64)
         p = np.asarray(p, dtype=np.float64)
         absv = np.abs(setup.v)
@@ -389,10 +397,6 @@ def attention(
             c = c + np.where(np.isfinite(setup.additive), np.abs(setup.additive), 0.0)
         if setup.fill is not None:
             c = np.where(setup.visible, c, 0.0)  # a replaced score is exact
-        s = kernels.attention_scores(setup.q, setup.k, setup.scale, setup.softcap, xp=np)
-        if setup.additive is not None:
-            s = s + setup.additive
-        t = np.where(setup.visible, s, -math.inf if setup.fill is None else setup.fill)
         m = np.max(np.where(pos, t, -math.inf), axis=-1, keepdims=True)
         d = np.where(pos, np.abs(t - m), 0.0)
         pc = np.where(pos, p * c, 0.0)
