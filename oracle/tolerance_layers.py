@@ -509,7 +509,7 @@ def layer_reference(
 
 
 def _units(dtype: str, precision: Precision) -> _Units:
-    from transpec.oracle.tolerance import ELEMENTARY_ULPS
+    from transpec.oracle.tolerance import ELEMENTARY_ULPS, _eta
 
     acc = canonical_dtype(precision.accumulate)
     store = canonical_dtype(precision.store)
@@ -521,8 +521,8 @@ def _units(dtype: str, precision: Precision) -> _Units:
         store=FORMATS[store].unit_roundoff,
         out=FORMATS[dtype].unit_roundoff,
         fn=ELEMENTARY_ULPS * 2.0 * u_acc,
-        eta_acc=FORMATS[acc].smallest_subnormal / 2.0,
-        eta_out=FORMATS[dtype].smallest_subnormal / 2.0,
+        eta_acc=_eta(acc),
+        eta_out=_eta(dtype),
     )
 
 
