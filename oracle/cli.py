@@ -271,13 +271,25 @@ def _finish(result: Any, args: argparse.Namespace, out: TextIO) -> None:
 # -- list ---------------------------------------------------------------------------------------
 
 
-_SIGNATURES = {
-    "softmax": "softmax(x, dim=-1)",
-    "attention": "scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, "
-    "scale=None, enable_gqa=False)",
-    "layer_norm": "layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)",
-    "rms_norm": "rms_norm(x, normalized_shape, weight=None, eps=None)",
-}
+def component_signature(component: str) -> str:
+    """The adapter method of ``component`` with its parameters and defaults, e.g.
+    ``softmax(x, dim=-1)``: read from :class:`~transpec.adapters.numpy_adapter.NumpyAdapter`,
+    whose methods have the signatures every adapter's methods take (annotations dropped)."""
+    import inspect
+
+    from transpec.adapters.base import COMPONENT_METHODS
+    from transpec.adapters.numpy_adapter import NumpyAdapter
+
+    method = COMPONENT_METHODS[component]
+    function = getattr(NumpyAdapter, method, None)
+    if function is None:
+        return f"{method}(...)"
+    parameters = [
+        p.replace(annotation=inspect.Parameter.empty)
+        for p in inspect.signature(function).parameters.values()
+        if p.name != "self"
+    ]
+    return f"{method}({', '.join(map(str, parameters))})"
 
 
 def cmd_list(what: str | None, out: TextIO) -> int:
@@ -296,7 +308,7 @@ def _list_lines(section: str) -> list[str]:
         from transpec.adapters.base import COMPONENTS
 
         width = max(map(len, COMPONENTS))
-        return [f"{c:<{width}}  {_SIGNATURES.get(c, c)}" for c in COMPONENTS]
+        return [f"{c:<{width}}  {component_signature(c)}" for c in COMPONENTS]
     if section == "properties":
         from transpec.oracle.properties import PROPERTIES
 
