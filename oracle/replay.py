@@ -80,6 +80,12 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
         raise ValueError(f"adapter {impl.name!r} does not provide {component}")
     if device not in impl.available_devices():
         raise ValueError(f"device {device} is not available to adapter {impl.name!r} here")
+    try:
+        reason = prop.applies(impl, dtype)
+    except Exception:
+        reason = None  # undecidable here: run the check, whose verdict will show the problem
+    if reason:
+        raise ValueError(f"{component}.{name} does not apply to adapter {impl.name!r}: {reason}")
     verdict = Verdict(component, name, dtype, device, "passed")
     start = time.perf_counter()
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import copy
 import hashlib
 import json
 import shlex
@@ -462,10 +463,19 @@ def _quiet_hypothesis() -> Iterator[None]:
         yield
 
 
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return np.array(value, copy=True)
+    if isinstance(value, dict):  # a layer's parameter dict (its class kept: it prints short)
+        out = copy.copy(value)
+        for k, v in value.items():
+            out[k] = _copy_value(v)
+        return out
+    return value
+
+
 def _copy_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in args.items()
-    }
+    return {k: _copy_value(v) for k, v in args.items()}
 
 
 def _fail(
@@ -645,6 +655,8 @@ def reproduce_command(path: str | Path, adapter_spec: str | None) -> str:
 
 
 def _encode_value(value: Any) -> Any:
+    """A non-array argument as JSON: tuples, dicts and non-finite floats tagged (see
+    :func:`decode_value`); arrays are stored as ``.npz`` entries by :func:`save_case`."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, np.generic):
@@ -659,20 +671,61 @@ def _encode_value(value: Any) -> Any:
         return {"tuple": [_encode_value(v) for v in value]}
     if isinstance(value, list):
         return [_encode_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {"dict": [[_dict_key(k), _encode_value(v)] for k, v in value.items()]}
     raise TypeError(f"cannot save an argument of type {type(value).__name__}")
 
 
-def decode_value(value: Any) -> Any:
-    """Inverse of the encoding of non-array arguments in saved cases."""
+def _dict_key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"cannot save a dict argument with key {key!r} (keys must be strings)")
+    return key
+
+
+def decode_value(value: Any, arrays: Mapping[str, np.ndarray] | None = None) -> Any:
+    """Inverse of the encoding of non-array arguments in saved cases.
+
+    A dict argument (a layer's ``params``) is saved as ``{"dict": [[key, item], ...]}`` in its
+    original key order; an item that is an array is ``{"array": ENTRY}``, the name of its
+    ``.npz`` entry, looked up in ``arrays``.
+    """
     if isinstance(value, dict):
         if "tuple" in value:
-            return tuple(decode_value(v) for v in value["tuple"])
+            return tuple(decode_value(v, arrays) for v in value["tuple"])
         if "float" in value:
             return float(value["float"])
+        if "dict" in value:
+            return {str(k): decode_value(v, arrays) for k, v in value["dict"]}
+        if "array" in value:
+            entry = str(value["array"])
+            if arrays is None or entry not in arrays:
+                raise ValueError(f"the case file lacks the array entry {entry!r}")
+            return arrays[entry]
         raise ValueError(f"unexpected saved value {value!r}")
     if isinstance(value, list):
-        return [decode_value(v) for v in value]
+        return [decode_value(v, arrays) for v in value]
     return value
+
+
+#: prefix of the ``.npz`` entries of array arguments, and of arrays inside dict arguments
+_ARG_PREFIX, _DICT_PREFIX = "arg_", "dict_"
+
+
+def _encode_dict(
+    name: str, value: Mapping[Any, Any], entries: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """A dict argument ``name``: its arrays become entries ``dict_<name>.<key>`` of ``entries``
+    (the layers' state_dict keys contain dots; argument names do not), the rest JSON."""
+    items: list[list[Any]] = []
+    for key, item in value.items():
+        key = _dict_key(key)
+        if isinstance(item, np.ndarray):
+            entry = f"{_DICT_PREFIX}{name}.{key}"
+            entries[entry] = item
+            items.append([key, {"array": entry}])
+        else:
+            items.append([key, _encode_value(item)])
+    return {"dict": items}
 
 
 def save_case(
@@ -689,15 +742,25 @@ def save_case(
 
     The metadata (entry ``__transpec__``) names the adapter (spec string and description),
     component, property, dtype, device, the adapter's conventions, the transpec version, the
-    profile and seed, the verdict, and the non-array arguments.
+    profile and seed, the verdict, and the non-array arguments. Array arguments (float, bool or
+    integer, e.g. embedding indices) are entries ``arg_<name>``; a dict argument (a layer's
+    ``params``, keyed by ``state_dict`` names) keeps its key order in the metadata and its arrays
+    in entries ``dict_<name>.<key>``, so :func:`load_case` rebuilds it exactly.
     """
     arrays: dict[str, np.ndarray] = {}
+    dict_arrays: dict[str, np.ndarray] = {}
     scalars: dict[str, Any] = {}
     for key, value in args.items():
         if isinstance(value, np.ndarray):
             arrays[key] = value
+        elif isinstance(value, Mapping):
+            scalars[key] = _encode_dict(key, value, dict_arrays)
         else:
             scalars[key] = _encode_value(value)
+    entries = {f"{_ARG_PREFIX}{k}": v for k, v in arrays.items()} | dict_arrays
+    for entry, array in entries.items():
+        if array.dtype.hasobject:
+            raise TypeError(f"cannot save the object array {entry!r}")
     meta = {
         "format": FILE_FORMAT,
         "transpec_version": transpec.__version__,
@@ -720,14 +783,14 @@ def save_case(
     }
     text = json.dumps(meta, sort_keys=True)
     digest = hashlib.sha256(text.encode())
-    for key in sorted(arrays):
+    for key in sorted(entries):
         digest.update(key.encode())
-        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+        digest.update(np.ascontiguousarray(entries[key]).tobytes())
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"{case.prop.component}-{case.prop.name}-{case.dtype}-{case.device}"
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
     path = directory / f"{stem}-{digest.hexdigest()[:10]}.npz"
-    payload: dict[str, Any] = {f"arg_{k}": v for k, v in arrays.items()}
+    payload: dict[str, Any] = dict(entries)
     payload["__transpec__"] = np.array(text)
     with path.open("wb") as fh:
         np.savez_compressed(fh, **payload)
@@ -747,16 +810,28 @@ def load_case(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
                 raise ValueError("not a transpec case file (no __transpec__ entry)")
             meta = json.loads(str(data["__transpec__"]))
             arrays = {
-                k[len("arg_") :]: np.array(data[k]) for k in data.files if k.startswith("arg_")
+                k[len(_ARG_PREFIX) :]: np.array(data[k])
+                for k in data.files
+                if k.startswith(_ARG_PREFIX)
             }
+            dict_arrays = {k: np.array(data[k]) for k in data.files if k.startswith(_DICT_PREFIX)}
     except (OSError, EOFError) as exc:
         raise ValueError(f"{p} is not a readable .npz file: {exc}") from None
     except ValueError as exc:
         raise ValueError(f"{p}: {str(exc).splitlines()[0]}") from None
     if meta.get("format") != FILE_FORMAT:
         raise ValueError(f"{p}: unsupported case file format {meta.get('format')!r}")
-    values: dict[str, Any] = {k: decode_value(v) for k, v in meta.get("args", {}).items()}
+    try:
+        values: dict[str, Any] = {
+            k: decode_value(v, dict_arrays) for k, v in meta.get("args", {}).items()
+        }
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{p}: {str(exc).splitlines()[0]}") from None
     values.update(arrays)
+    if any(isinstance(v, dict) for v in values.values()):
+        from transpec.oracle.strategies_layers import ParamDict  # a dict; prints names, shapes
+
+        values = {k: ParamDict(v) if isinstance(v, dict) else v for k, v in values.items()}
     order = [k for k in meta.get("order", []) if k in values]
     args = {k: values[k] for k in order}
     args.update({k: v for k, v in values.items() if k not in args})
