@@ -12,10 +12,20 @@ its defect is visible and pass every wheat in every dtype (``tests/quality``).
 
 from __future__ import annotations
 
-from . import attention, masking, norms, softmax
-from ._registry import ALL_DTYPES, CHAFFS, HALF_DTYPES, WHEATS, Entry, chaff, wheat
+from . import _registry, attention, layers, masking, norms, positional, softmax
+from ._registry import ALL_DTYPES, HALF_DTYPES, Entry, chaff, wheat
 
-ENTRIES: list[Entry] = CHAFFS + WHEATS
+#: the components of the core corpus (softmax, attention and the norms)
+CORE_COMPONENTS: tuple[str, ...] = ("softmax", "attention", "layer_norm", "rms_norm")
+
+#: chaffs and wheats of the core components (the kill matrix, calibration and peers use these)
+CHAFFS: list[Entry] = [e for e in _registry.CHAFFS if e.component in CORE_COMPONENTS]
+WHEATS: list[Entry] = [e for e in _registry.WHEATS if e.component in CORE_COMPONENTS]
+#: chaffs and wheats of the layer and positional components (``layers``, ``positional``)
+LAYER_CHAFFS: list[Entry] = [e for e in _registry.CHAFFS if e.component not in CORE_COMPONENTS]
+LAYER_WHEATS: list[Entry] = [e for e in _registry.WHEATS if e.component not in CORE_COMPONENTS]
+
+ENTRIES: list[Entry] = CHAFFS + WHEATS + LAYER_CHAFFS + LAYER_WHEATS
 
 
 def entry(name: str) -> Entry:
@@ -38,15 +48,20 @@ def select(component: str | None = None, kind: str | None = None) -> list[Entry]
 __all__ = [
     "ALL_DTYPES",
     "CHAFFS",
+    "CORE_COMPONENTS",
     "ENTRIES",
     "HALF_DTYPES",
+    "LAYER_CHAFFS",
+    "LAYER_WHEATS",
     "WHEATS",
     "Entry",
     "attention",
     "chaff",
     "entry",
+    "layers",
     "masking",
     "norms",
+    "positional",
     "select",
     "softmax",
     "wheat",

@@ -1,0 +1,202 @@
+r"""Sinusoidal positional encoding and RoPE: textbook torch code, wrong variants, right ones.
+
+.. math::
+
+    PE[p, 2i] = \sin(p\,\omega_i), \quad PE[p, 2i+1] = \cos(p\,\omega_i), \quad
+    \omega_i = 10000^{-2i/d}
+
+for positions :math:`p = \text{offset} + 0..L-1`, and RoPE of ``x`` (..., L, D) rotating the
+half-split pairs :math:`(x_i, x_{i+D/2})` by :math:`p\,\theta_i`,
+:math:`\theta_i = \text{base}^{-2i/D}`: :math:`(a, b) \mapsto (a\cos\phi - b\sin\phi,\;
+a\sin\phi + b\cos\phi)`, positions ``positions`` or ``offset + arange(L)``
+(:mod:`transpec.adapters.positional`). The bases compute in the compute dtype (float32 for
+float16/bfloat16) and round once at the end, one method per step (``frequencies``,
+``place``, ``positions``, ``pairs``, ...), so each chaff overrides exactly its defect.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from transpec.spec.conventions import Conventions
+
+from ._registry import ALL_DTYPES, chaff, wheat
+from ._torch import CorpusAdapter, compute_dtype
+
+
+def _target(name: str) -> torch.dtype:
+    from transpec.oracle.dtypes import canonical_dtype
+
+    return getattr(torch, canonical_dtype(name))
+
+
+class SinusoidalBase(CorpusAdapter):
+    """The table from the frequencies 10000^(-2i/d) as a power, interleaved sin/cos."""
+
+    component = "sinusoidal_positional_encoding"
+
+    def frequencies(self, d_model: int, work: torch.dtype) -> torch.Tensor:
+        """ω_i = 10000^(-2i/d), i = 0..d/2-1."""
+        i = torch.arange(d_model // 2, dtype=work)
+        return torch.pow(torch.tensor(10000.0, dtype=work), -(2.0 * i) / d_model)
+
+    def angles(self, length: int, offset: int, omega: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(offset, offset + length, dtype=omega.dtype)
+        return pos[:, None] * omega[None, :]
+
+    def place(self, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+        """Interleaved: PE[:, 2i] = sin, PE[:, 2i+1] = cos."""
+        return torch.stack((sin, cos), dim=-1).reshape(sin.shape[0], -1)
+
+    def sinusoidal_positional_encoding(
+        self, length: int, d_model: int, offset: int = 0, dtype: str = "float32"
+    ) -> Any:
+        target = _target(dtype)
+        work = compute_dtype(target)
+        phi = self.angles(int(length), int(offset), self.frequencies(int(d_model), work))
+        return self.place(torch.sin(phi), torch.cos(phi)).to(target)
+
+
+class RopeBase(CorpusAdapter):
+    """Half-split RoPE with explicit cos/sin on (first half, second half) pairs."""
+
+    component = "rotary_embedding"
+
+    def positions(self, positions: Any, offset: int, length: int, work: torch.dtype) -> Any:
+        if positions is None:
+            return torch.arange(offset, offset + length, dtype=work)
+        return positions.to(work)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pairs (a_i, b_i) = (x_i, x_{i+D/2})."""
+        half = x.shape[-1] // 2
+        return x[..., :half], x[..., half:]
+
+    def join(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.cat((a, b), dim=-1)
+
+    def rotary_embedding(
+        self, x: Any, positions: Any = None, offset: int = 0, base: float = 10000.0
+    ) -> Any:
+        work = compute_dtype(x.dtype)
+        length, dim = x.shape[-2], x.shape[-1]
+        steps = torch.arange(0, dim, 2, dtype=work)
+        theta = 1.0 / (float(base) ** (steps / dim))
+        phi = self.positions(positions, int(offset), length, work)[:, None] * theta[None, :]
+        a, b = self.split(x.to(work))
+        c, s = torch.cos(phi), torch.sin(phi)
+        return self.join(a * c - b * s, a * s + b * c).to(x.dtype)
+
+
+class RopeInterleavedPairs(RopeBase):
+    """Pairs (x_{2i}, x_{2i+1}) (GPT-J), the base of the pairing chaff and its declared wheat."""
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[..., 0::2], x[..., 1::2]
+
+    def join(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.stack((a, b), dim=-1).flatten(-2)
+
+
+class SinusoidalConcatenated(SinusoidalBase):
+    """[sin | cos] halves (tensor2tensor), the base of the layout wheat."""
+
+    def place(self, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+        return torch.cat((sin, cos), dim=-1)
+
+
+# -- chaffs ------------------------------------------------------------------------------------
+
+
+@chaff(
+    "sinusoidal_positional_encoding",
+    visible=ALL_DTYPES,
+    why="ω_i = 10000^(-i/d): every frequency but ω_0 is larger (10000^(i/d) times), so any "
+    "row p >= 1 differs by O(1)",
+)
+class SinusoidalExponentIOverD(SinusoidalBase):
+    """Frequencies 10000^(-i/d) instead of 10000^(-2i/d)."""
+
+    def frequencies(self, d_model: int, work: torch.dtype) -> torch.Tensor:
+        i = torch.arange(d_model // 2, dtype=work)
+        return torch.pow(torch.tensor(10000.0, dtype=work), -i / d_model)
+
+
+@chaff(
+    "rotary_embedding",
+    visible=ALL_DTYPES,
+    why="for D >= 4 the rotated pairs are different coordinates: O(1) differences at any "
+    "position p >= 1 (D = 2 pairs coincide; D >= 4 is drawn in every dtype)",
+)
+class RopeInterleavedUndeclared(RopeInterleavedPairs):
+    """Interleaved pairs (2i, 2i+1) where half-split is declared."""
+
+
+@chaff(
+    "rotary_embedding",
+    visible=ALL_DTYPES,
+    why="every angle off by θ_i (θ_0 = 1 rad): O(1) differences whenever positions come "
+    "from the offset",
+)
+class RopeOffsetOffByOne(RopeBase):
+    """Positions offset + 1 .. offset + L when none are given."""
+
+    def positions(self, positions: Any, offset: int, length: int, work: torch.dtype) -> Any:
+        if positions is None:
+            return torch.arange(offset + 1, offset + length + 1, dtype=work)
+        return positions.to(work)
+
+
+@chaff(
+    "sinusoidal_positional_encoding",
+    visible=ALL_DTYPES,
+    why="for d >= 4 columns 1..d-2 hold other frequencies or the other function (row 0 "
+    "alone: [0..0 | 1..1] against [0, 1, 0, 1, ...]): O(1) differences",
+)
+class SinusoidalConcatenatedUndeclared(SinusoidalConcatenated):
+    """[sin | cos] halves where the interleaved layout is declared."""
+
+
+# -- wheats ------------------------------------------------------------------------------------
+
+
+@wheat("sinusoidal_positional_encoding")
+class SinusoidalExpLog(SinusoidalBase):
+    """Frequencies as exp(-2i·ln(10000)/d) (the PyTorch tutorial's div_term)."""
+
+    def frequencies(self, d_model: int, work: torch.dtype) -> torch.Tensor:
+        return torch.exp(torch.arange(0, d_model, 2, dtype=work) * (-math.log(10000.0) / d_model))
+
+
+@wheat("sinusoidal_positional_encoding")
+class SinusoidalConcatenatedDeclared(SinusoidalConcatenated):
+    """[sin | cos] halves, declared as sinusoidal_layout="concatenated"."""
+
+    conventions = Conventions(sinusoidal_layout="concatenated")
+
+
+@wheat("rotary_embedding")
+class RopeComplex(RopeBase):
+    """Half-split RoPE as complex multiplication (a + ib)·e^{iφ} (float64 complex inside)."""
+
+    def rotary_embedding(
+        self, x: Any, positions: Any = None, offset: int = 0, base: float = 10000.0
+    ) -> Any:
+        work = compute_dtype(x.dtype)
+        length, dim = x.shape[-2], x.shape[-1]
+        steps = torch.arange(0, dim, 2, dtype=work)
+        theta = 1.0 / (float(base) ** (steps / dim))
+        phi = self.positions(positions, int(offset), length, work)[:, None] * theta[None, :]
+        a, b = self.split(x.to(torch.float64))
+        z = torch.complex(a, b) * torch.polar(torch.ones_like(phi), phi).to(torch.complex128)
+        return self.join(z.real, z.imag).to(x.dtype)
+
+
+@wheat("rotary_embedding")
+class RopeInterleavedDeclared(RopeInterleavedPairs):
+    """Interleaved pairs (2i, 2i+1), declared as rope_pairing="interleaved"."""
+
+    conventions = Conventions(rope_pairing="interleaved")
