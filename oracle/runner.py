@@ -783,9 +783,10 @@ def save_case(
     }
     text = json.dumps(meta, sort_keys=True)
     digest = hashlib.sha256(text.encode())
-    for key in sorted(entries):
+    named = {**arrays, **dict_arrays}  # array arguments by their bare name, as files always were
+    for key in sorted(named):
         digest.update(key.encode())
-        digest.update(np.ascontiguousarray(entries[key]).tobytes())
+        digest.update(np.ascontiguousarray(named[key]).tobytes())
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"{case.prop.component}-{case.prop.name}-{case.dtype}-{case.device}"
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)

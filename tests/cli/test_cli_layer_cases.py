@@ -61,8 +61,10 @@ def test_wrong_layer_fails_saves_and_reproduces(
     assert "passed feed_forward.equivalence[float64-cpu]" in capsys.readouterr().out
 
 
-def _save(tmp_path: Path, component: str, args: dict[str, object]) -> Path:
-    prop = select(components=[component], names=["equivalence"])[0]
+def _save(
+    tmp_path: Path, component: str, args: dict[str, object], name: str = "equivalence"
+) -> Path:
+    prop = select(components=[component], names=[name])[0]
     adapter = NumpyAdapter()
     return save_case(
         tmp_path,
@@ -71,7 +73,7 @@ def _save(tmp_path: Path, component: str, args: dict[str, object]) -> Path:
         case=Case(prop, "float64", "cpu", None),
         args=args,
         profile=resolve("ci"),
-        verdict=Verdict(component, "equivalence", "float64", "cpu", "failed"),
+        verdict=Verdict(component, name, "float64", "cpu", "failed"),
     )
 
 
@@ -108,6 +110,20 @@ def test_unsavable_dicts_are_refused_with_a_message(tmp_path: Path) -> None:
         _save(tmp_path, "feed_forward", {"x": np.zeros((1, 2)), "params": {1: np.zeros(2)}})
     with pytest.raises(TypeError, match="object array"):
         _save(tmp_path, "feed_forward", {"params": {"w": np.array([None, 1])}})
+
+
+def test_reproduce_refuses_a_property_the_adapter_has_no_use_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = np.zeros((1, 2, 2))
+    path = _save(
+        tmp_path,
+        "multi_head_attention",
+        {"query": x, "key": x, "value": x, "params": {"in_proj_weight": np.zeros((6, 2))}},
+        name="fast_slow_agreement",
+    )
+    assert main(["reproduce", str(path)]) == 2  # saved with numpy: no slow path to compare
+    assert "does not apply to adapter 'numpy'" in capsys.readouterr().err
 
 
 def test_list_components_gives_every_signature(capsys: pytest.CaptureFixture[str]) -> None:
