@@ -525,8 +525,14 @@ def assert_related(
     mismatch = (nan_a != nan_e) | (inf_a != inf_e) | (inf_a & inf_e & (np.sign(a) != np.sign(e)))
     if mismatch.any():
         index = tuple(int(i) for i in np.argwhere(mismatch)[0])
+        bound_here = float(b[index]) if np.isfinite(b[index]) else 0.0
         worst = Worst(
-            index, float(a[index]), float(e[index]), float("inf"), float(b[index]), derivation
+            index,
+            float(a[index]),
+            float(e[index]),
+            float("inf"),
+            bound_here,
+            f"NaN/infinity positions must match exactly; {derivation}",
         )
         raise PropertyViolation(
             f"{what}: NaN/infinity at {int(mismatch.sum())} position(s) where the relation "

@@ -33,6 +33,8 @@ class Worst:
 
     @property
     def ratio(self) -> float:
+        if self.error == float("inf") or self.error != self.error:
+            return float("inf")  # a NaN/inf where a finite value belongs: unbounded error
         if self.tolerance > 0:
             return self.error / self.tolerance
         return 0.0 if self.error == 0 else float("inf")
