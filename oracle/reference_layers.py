@@ -786,8 +786,10 @@ def transformer_decoder_layer(
     ``tgt_mask`` (the causal mask for a decoder) and ``tgt_key_padding_mask``; CA is
     cross-attention with queries from x and keys/values from ``memory`` under ``memory_mask``
     and ``memory_key_padding_mask``. ``params``: the layer's state_dict (``self_attn.*``,
-    ``multihead_attn.*``, ``linear1/2.*``, ``norm1/2/3.*``). The layer has no fast path; its
-    attention calls use ``need_weights=False``, hence ``fully_masked_row="zero"``.
+    ``multihead_attn.*``, ``linear1/2.*``, ``norm1/2/3.*``). Its slow path calls attention
+    with ``need_weights=False``, hence ``fully_masked_row="zero"``; under ``torch.no_grad()``
+    with boolean target masks its self-attention takes ``nn.MultiheadAttention``'s fast path,
+    which gives NaN on a fully padded target row instead (declare ``"nan"`` for that path).
     """
     _check_keys(
         params,
