@@ -205,6 +205,8 @@ class TorchLayers(LayerSemantics):
                 e,
                 int(num_heads),
                 bias=bias,
+                kdim=int(key.shape[-1]),
+                vdim=int(value.shape[-1]),
                 batch_first=batch_first,
                 device=query.device,
                 dtype=query.dtype,
@@ -421,12 +423,16 @@ class NumpyLayers(LayerSemantics):
         b, lq, e = q_in.shape
         ls = kv_in.shape[1]
         dh = e // heads
-        w = params["in_proj_weight"].astype(work)
+        if params.get("in_proj_weight") is not None:
+            w_in = params["in_proj_weight"].astype(work)
+            ws = [w_in[i * e : (i + 1) * e] for i in range(3)]
+        else:  # kdim/vdim != embed_dim: separate projections
+            ws = [params[f"{n}_proj_weight"].astype(work) for n in "qkv"]
         bias = params.get("in_proj_bias")
         bias = None if bias is None else bias.astype(work)
 
         def project(x: np.ndarray, i: int) -> np.ndarray:
-            y = x @ w[i * e : (i + 1) * e].T
+            y = x @ ws[i].T
             if bias is not None:
                 y = y + bias[i * e : (i + 1) * e]
             return y.reshape(x.shape[0], x.shape[1], heads, dh).transpose(0, 2, 1, 3)
@@ -476,7 +482,8 @@ class NumpyLayers(LayerSemantics):
         batch_first: bool = True,
     ) -> np.ndarray:
         r"""Y = [O_1 ⋯ O_H] W_oᵀ + b_o, O_h = softmax(Q_h K_hᵀ/√D_h + M) V_h, Q = X_q W_qᵀ + b_q
-        (rows [0:E], [E:2E], [2E:3E] of ``in_proj_weight`` for Q, K, V); head h takes
+        (rows [0:E], [E:2E], [2E:3E] of ``in_proj_weight`` for Q, K, V, or ``q/k/v_proj_weight``
+        when kdim/vdim differ from E); head h takes
         columns h·D_h:(h+1)·D_h. ``is_causal`` is a hint: ``attn_mask`` is what applies."""
         work = _np_work(query)
         q, k, v = (self._bf(a.astype(work), batch_first) for a in (query, key, value))

@@ -105,9 +105,13 @@ def _check_head_independence(harness: Harness, args: Args) -> float:
     params["out_proj.weight"][:, cols] = 0.0
     base = {**args, "params": params}
     changed_params = {k: v.copy() for k, v in params.items()}
-    w = changed_params["in_proj_weight"]
-    for block in range(3):
-        rows = slice(block * e + g * dh, block * e + (g + 1) * dh)
+    if "in_proj_weight" in changed_params:
+        w = changed_params["in_proj_weight"]
+        blocks = [(w, block * e) for block in range(3)]
+    else:  # kdim/vdim != embed_dim: separate q/k/v projections
+        blocks = [(changed_params[f"{n}_proj_weight"], 0) for n in "qkv"]
+    for w, start in blocks:
+        rows = slice(start + g * dh, start + (g + 1) * dh)
         w[rows] = rng.uniform(-1.0, 1.0, w[rows].shape) * float(np.max(np.abs(w)))
     first = harness.call(MHA, base)
     second = harness.call(MHA, {**args, "params": changed_params})

@@ -67,6 +67,20 @@ def mha_params(rng: np.random.Generator, e: int, prefix: str = "") -> dict[str, 
     }
 
 
+def mha_params_kv(rng: np.random.Generator, e: int, kdim: int, vdim: int) -> dict[str, np.ndarray]:
+    """nn.MultiheadAttention(e, h, kdim=kdim, vdim=vdim) state_dict entries when kdim or vdim
+    differs from e: separate ``q_proj_weight`` (e, e), ``k_proj_weight`` (e, kdim) and
+    ``v_proj_weight`` (e, vdim) in place of ``in_proj_weight``."""
+    return {
+        "q_proj_weight": _xavier(rng, e, e),
+        "k_proj_weight": _xavier(rng, e, kdim),
+        "v_proj_weight": _xavier(rng, e, vdim),
+        "in_proj_bias": rng.normal(0.0, 0.1, 3 * e),
+        "out_proj.weight": _xavier(rng, e, e),
+        "out_proj.bias": rng.normal(0.0, 0.1, e),
+    }
+
+
 def ffn_params(rng: np.random.Generator, e: int, f: int) -> dict[str, np.ndarray]:
     return {
         "linear1.weight": _xavier(rng, f, e),
@@ -165,8 +179,8 @@ def layer_inputs(
         bf = d(st.booleans()) if batch_first is None else batch_first
         as_float = d(st.booleans())
 
-        def seq(n: int) -> np.ndarray:
-            x = rng.standard_normal((batch, n, e))
+        def seq(n: int, width: int = e) -> np.ndarray:
+            x = rng.standard_normal((batch, n, width))
             return x if bf else np.ascontiguousarray(x.transpose(1, 0, 2))
 
         if component == "feed_forward":
@@ -183,15 +197,23 @@ def layer_inputs(
             lk = length if selfish else d(st.integers(1, 16))
             if kind == "causal" and lk != length:
                 lk = length
+            # distinct key/value inputs may have their own widths (kdim, vdim != embed_dim)
+            kdim = vdim = e
+            if not selfish and d(st.booleans()):
+                kdim, vdim = d(st.integers(1, 16)), d(st.integers(1, 16))
+                if kdim == vdim == e:
+                    kdim = e + 1
             q = seq(length)
-            k = q if selfish else seq(lk)
-            v = q if selfish else seq(lk)
+            k = q if selfish else seq(lk, kdim)
+            v = q if selfish else seq(lk, vdim)
             attn, kpm, causal = _mask(rng, kind, batch, length, lk, as_float)
+            separate = (kdim, vdim) != (e, e)
+            params = mha_params_kv(rng, e, kdim, vdim) if separate else mha_params(rng, e)
             return {
                 "query": q,
                 "key": k,
                 "value": v,
-                "params": ParamDict(mha_params(rng, e)),
+                "params": ParamDict(params),
                 "num_heads": heads,
                 "key_padding_mask": kpm,
                 "attn_mask": attn,

@@ -336,12 +336,16 @@ class _Tracker:
         h = int(num_heads)
         if h < 1 or e % h:
             raise ValueError(f"embed_dim {e} is not divisible by num_heads {num_heads}")
-        w_in = np.asarray(params["in_proj_weight"], dtype=np.float64)
+        if params.get("in_proj_weight") is not None:
+            w_in = np.asarray(params["in_proj_weight"], dtype=np.float64)
+            ws = [w_in[i * e : (i + 1) * e] for i in range(3)]
+        else:  # kdim/vdim != embed_dim: separate q/k/v projections
+            ws = [np.asarray(params[f"{n}_proj_weight"], dtype=np.float64) for n in "qkv"]
         b_in = params.get("in_proj_bias")
         b_in = None if b_in is None else np.asarray(b_in, dtype=np.float64)
         parts = []
         for i, (x, dx) in enumerate(((xq, dxq), (xkv, dxkv), (xv, dxv))):
-            w = w_in[i * e : (i + 1) * e]
+            w = ws[i]
             b = None if b_in is None else b_in[i * e : (i + 1) * e]
             y, dy = self.linear(x, dx, w, b)
             parts.append((rl.split_heads(y, h), rl.split_heads(dy, h)))

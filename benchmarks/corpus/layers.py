@@ -61,9 +61,14 @@ class LayerBase(CorpusAdapter):
         return F.linear(x, w, None if b is None else b.to(x.dtype))
 
     def project(self, x: torch.Tensor, params: Params, i: int) -> torch.Tensor:
-        """Block i (0: Q, 1: K, 2: V) of the fused input projection."""
-        e = x.shape[-1]
-        w = params["in_proj_weight"].to(x.dtype)[i * e : (i + 1) * e]
+        """Block i (0: Q, 1: K, 2: V) of the fused input projection, or ``q/k/v_proj_weight``
+        when kdim/vdim differ from E."""
+        if params.get("in_proj_weight") is None:
+            w = params[f"{'qkv'[i]}_proj_weight"].to(x.dtype)
+            e = w.shape[0]
+        else:
+            e = params["in_proj_weight"].shape[1]
+            w = params["in_proj_weight"].to(x.dtype)[i * e : (i + 1) * e]
         b = params.get("in_proj_bias")
         return F.linear(x, w, None if b is None else b.to(x.dtype)[i * e : (i + 1) * e])
 
@@ -462,13 +467,18 @@ class MhaPerHeadProjections(MHABase):
     ) -> torch.Tensor:
         e = xq.shape[-1]
         dh = e // heads
-        w, b = params["in_proj_weight"], params.get("in_proj_bias")
+        b = params.get("in_proj_bias")
+        if params.get("in_proj_weight") is None:  # kdim/vdim != E: separate projections
+            ws = [params[f"{n}_proj_weight"] for n in "qkv"]
+        else:
+            ws = [params["in_proj_weight"][i * e : (i + 1) * e] for i in range(3)]
         outs = []
         for h in range(heads):
 
             def proj(x: torch.Tensor, i: int, h: int = h) -> torch.Tensor:
-                rows = slice(i * e + h * dh, i * e + (h + 1) * dh)
-                return F.linear(x, w[rows], None if b is None else b[rows]).unsqueeze(1)
+                rows = slice(h * dh, (h + 1) * dh)
+                bias_rows = slice(i * e + h * dh, i * e + (h + 1) * dh)
+                return F.linear(x, ws[i][rows], None if b is None else b[bias_rows]).unsqueeze(1)
 
             o = self.attend(proj(xq, 0), proj(xk, 1), proj(xv, 2), bias, dh)  # (B, 1, L, Dh)
             outs.append(o[:, 0])

@@ -33,7 +33,10 @@ def _mha(
     order, merged back the same way) or no 1/sqrt(d) scale."""
     b, lq, e = q_in.shape
     dh = e // heads
-    w = params["in_proj_weight"]
+    if params.get("in_proj_weight") is not None:
+        ws = [params["in_proj_weight"][i * e : (i + 1) * e] for i in range(3)]
+    else:
+        ws = [params[f"{n}_proj_weight"] for n in "qkv"]
     bias = params["in_proj_bias"]
 
     def split(y: np.ndarray) -> np.ndarray:
@@ -42,8 +45,7 @@ def _mha(
         return y.reshape(y.shape[0], y.shape[1], heads, dh).transpose(0, 2, 1, 3)
 
     q, k, v = (
-        split(x @ w[i * e : (i + 1) * e].T + bias[i * e : (i + 1) * e])
-        for i, x in enumerate((q_in, kv_in, v_in))
+        split(x @ ws[i].T + bias[i * e : (i + 1) * e]) for i, x in enumerate((q_in, kv_in, v_in))
     )
     s = q @ k.transpose(0, 1, 3, 2)
     if scaled:
