@@ -21,6 +21,10 @@ An adapter is the implementation under test plus what it declares about itself:
   ``multi_head_``       ``multi_head_attention(query, key, value, params, num_heads,
   attention``           key_padding_mask=None, attn_mask=None, is_causal=False,
                         batch_first=True)``
+  ``multi_head_``       ``multi_head_attention_weights(query, key, value, params, num_heads,
+  attention_weights``   key_padding_mask=None, attn_mask=None, is_causal=False, batch_first=True,
+                        average_attn_weights=True)``: the weights of ``need_weights=True``,
+                        (B, Lq, Lk) averaged over heads, else (B, H, Lq, Lk)
   ``feed_forward``      ``feed_forward(x, params, activation="relu")``
   ``encoder_layer``     ``encoder_layer(src, params, nhead, norm_first=False, activation="relu",
                         layer_norm_eps=1e-5, src_mask=None, src_key_padding_mask=None,
@@ -89,6 +93,7 @@ COMPONENT_METHODS: dict[str, str] = {
     "rotary_embedding": "rotary_embedding",
     "alibi_bias": "alibi_bias",
     "multi_head_attention": "multi_head_attention",
+    "multi_head_attention_weights": "multi_head_attention_weights",
     "feed_forward": "feed_forward",
     "encoder_layer": "encoder_layer",
     "decoder_layer": "decoder_layer",

@@ -51,6 +51,7 @@ import numpy as np
 
 LAYER_COMPONENTS: tuple[str, ...] = (
     "multi_head_attention",
+    "multi_head_attention_weights",
     "feed_forward",
     "encoder_layer",
     "decoder_layer",
@@ -108,6 +109,9 @@ class TorchLayers(LayerSemantics):
         if component == "multi_head_attention":
             # default path: need_weights=True (torch's default) -> NaN on both slow and fast
             return {"fully_masked_row": "zero" if slow else "nan"}
+        if component == "multi_head_attention_weights":
+            # need_weights=True on both paths: the explicit softmax, 0/0 = NaN rows
+            return {"fully_masked_row": "nan"}
         if component == "encoder_layer":
             src = np.asarray(args["src"])
             fast = not slow and src.ndim == 3 and bf and int(args["nhead"]) % 2 == 0
@@ -226,6 +230,55 @@ class TorchLayers(LayerSemantics):
                 need_weights=need,
             )
             return out
+
+        return self._torch_call(build, call)
+
+    def multi_head_attention_weights(
+        self,
+        query: Any,
+        key: Any,
+        value: Any,
+        params: Mapping[str, Any],
+        num_heads: int,
+        key_padding_mask: Any = None,
+        attn_mask: Any = None,
+        is_causal: bool = False,
+        batch_first: bool = True,
+        average_attn_weights: bool = True,
+    ) -> Any:
+        """The weights ``nn.MultiheadAttention(...)(query, key, value, need_weights=True,
+        average_attn_weights=...)`` returns: (B, Lq, Lk), or (B, H, Lq, Lk) per head. torch
+        takes no fast path with ``need_weights=True``: both paths run the explicit softmax."""
+        import torch
+
+        e = int(query.shape[-1])
+        bias = params.get("in_proj_bias") is not None
+
+        def build() -> Any:
+            m = torch.nn.MultiheadAttention(
+                e,
+                int(num_heads),
+                bias=bias,
+                kdim=int(key.shape[-1]),
+                vdim=int(value.shape[-1]),
+                batch_first=batch_first,
+                device=query.device,
+                dtype=query.dtype,
+            )
+            return self._load(m, params)
+
+        def call(m: Any) -> Any:
+            _, weights = m(
+                query,
+                key,
+                value,
+                key_padding_mask=key_padding_mask,
+                attn_mask=attn_mask,
+                is_causal=is_causal,
+                need_weights=True,
+                average_attn_weights=bool(average_attn_weights),
+            )
+            return weights
 
         return self._torch_call(build, call)
 
@@ -417,8 +470,10 @@ class NumpyLayers(LayerSemantics):
         params: Mapping[str, Any],
         heads: int,
         mask: np.ndarray | None,
+        weights: bool = False,
     ) -> np.ndarray:
-        """Batch-first (B, L, E) inputs in the work dtype; mask additive (B, 1, L, S) or None."""
+        """Batch-first (B, L, E) inputs in the work dtype; mask additive (B, 1, L, S) or None.
+        ``weights``: return the per-head attention weights P (B, H, L, S) instead."""
         work = q_in.dtype
         b, lq, e = q_in.shape
         ls = kv_in.shape[1]
@@ -447,6 +502,8 @@ class NumpyLayers(LayerSemantics):
             p = np.exp(s - m)
             tot = p.sum(axis=-1, keepdims=True)
             p = p / np.where(tot == 0, work.type(1), tot)  # no visible key: weights stay 0
+        if weights:
+            return p
         o = (p @ v).transpose(0, 2, 1, 3).reshape(b, lq, e)
         del ls
         out = o @ params["out_proj.weight"].astype(work).T
@@ -490,6 +547,31 @@ class NumpyLayers(LayerSemantics):
         mask = self._mask(attn_mask, key_padding_mask, work)
         out = self._mha(q, k, v, params, int(num_heads), mask)
         return self._bf(out, batch_first).astype(query.dtype)
+
+    def multi_head_attention_weights(
+        self,
+        query: np.ndarray,
+        key: np.ndarray,
+        value: np.ndarray,
+        params: Mapping[str, Any],
+        num_heads: int,
+        key_padding_mask: np.ndarray | None = None,
+        attn_mask: np.ndarray | None = None,
+        is_causal: bool = False,
+        batch_first: bool = True,
+        average_attn_weights: bool = True,
+    ) -> np.ndarray:
+        """P_h = softmax(Q_h K_hᵀ/√D_h + M) per head, (B, H, L, S), or its mean over the heads
+        (B, L, S) with ``average_attn_weights``; batch first whatever ``batch_first`` says (as
+        torch). A query row with no visible key has zero weights (``fully_masked_row="zero"``;
+        torch: NaN)."""
+        work = _np_work(query)
+        q, k, v = (self._bf(a.astype(work), batch_first) for a in (query, key, value))
+        mask = self._mask(attn_mask, key_padding_mask, work)
+        p = self._mha(q, k, v, params, int(num_heads), mask, weights=True)
+        if average_attn_weights:
+            p = p.mean(axis=1)
+        return np.ascontiguousarray(p).astype(query.dtype)
 
     def feed_forward(
         self, x: np.ndarray, params: Mapping[str, Any], activation: str = "relu"

@@ -54,6 +54,7 @@ ARRAY_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "rotary_embedding": ("x",),
     "alibi_bias": (),
     "multi_head_attention": ("query", "key", "value", "key_padding_mask", "attn_mask"),
+    "multi_head_attention_weights": ("query", "key", "value", "key_padding_mask", "attn_mask"),
     "feed_forward": ("x",),
     "encoder_layer": ("src", "src_mask", "src_key_padding_mask"),
     "decoder_layer": (
@@ -70,6 +71,7 @@ ARRAY_ARGUMENTS: dict[str, tuple[str, ...]] = {
 #: module's ``state_dict`` names: every float array in them is rounded like any input
 PARAM_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "multi_head_attention": ("params",),
+    "multi_head_attention_weights": ("params",),
     "feed_forward": ("params",),
     "encoder_layer": ("params",),
     "decoder_layer": ("params",),
@@ -102,6 +104,18 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
         "attn_mask",
         "is_causal",
         "batch_first",
+    ),
+    "multi_head_attention_weights": (
+        "query",
+        "key",
+        "value",
+        "params",
+        "num_heads",
+        "key_padding_mask",
+        "attn_mask",
+        "is_causal",
+        "batch_first",
+        "average_attn_weights",
     ),
     "feed_forward": ("x", "params", "activation"),
     "encoder_layer": (

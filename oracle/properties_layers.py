@@ -14,6 +14,10 @@ property                                   what it checks
 ``multi_head_attention.head_independence`` with head g's out_proj columns zeroed, replacing head
                                            g's Q/K/V projection rows leaves the output unchanged
                                            (a wrong head split mixes heads and fails)
+``multi_head_attention_weights.``          each row of the weights sums to 1 within the sum of
+``rows_sum_to_one``                        the row's bounds; a query row with no visible key is
+                                           NaN (torch, ``fully_masked_row="nan"``) or all zero
+                                           (``"zero"``, NumpyAdapter) as the adapter declares
 ``decoder_layer.decoder_causality``        causal target mask: changing target tokens after i
                                            leaves the outputs at positions <= i unchanged
 ``decoder_layer.source_key_padding_``      changing padded memory positions leaves the output
@@ -43,6 +47,7 @@ Args = dict[str, Any]
 _BOTH = "sum of both calls' tolerances (their references' difference subtracted)"
 
 MHA, FFN, ENC, DEC = "multi_head_attention", "feed_forward", "encoder_layer", "decoder_layer"
+MHAW = "multi_head_attention_weights"
 
 
 def _rng(args: Args, salt: str) -> np.random.Generator:
@@ -189,6 +194,27 @@ def _check_memory_padding(harness: Harness, args: Args) -> float:
     )
 
 
+def _check_rows_sum_to_one(harness: Harness, args: Args) -> float:
+    call = harness.call(MHAW, args)
+    ref = np.asarray(call.reference.value, dtype=np.float64)
+    out = np.asarray(call.output, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        sums = np.sum(out, axis=-1)
+        ref_sums = np.sum(ref, axis=-1)
+    # 1 per row; NaN or 0 where the reference's row has no visible key (declared convention)
+    expected = np.where(np.isnan(ref_sums), np.nan, np.where(ref_sums < 0.5, 0.0, 1.0))
+    n = ref.shape[-1]
+    bound = np.sum(bound_of(call), axis=-1) + n * np.finfo(np.float64).eps
+    return assert_related(
+        sums,
+        expected,
+        bound,
+        what="rows_sum_to_one: a row of the attention weights does not sum to 1",
+        derivation="sum of the row's element bounds (the row of the exact weights sums to 1) "
+        "+ n·eps64 for the float64 sum",
+    )
+
+
 def _check_fast_slow(component: str) -> Callable[[Harness, Args], float]:
     def check(harness: Harness, args: Args) -> float:
         slow_adapter = harness.adapter.slow_path_adapter()  # type: ignore[attr-defined]
@@ -232,7 +258,7 @@ def layer_properties() -> tuple[Any, ...]:
     from transpec.oracle.properties import Property, _equivalence, _shape_dtype
 
     props: list[Any] = []
-    for comp in (MHA, FFN, ENC, DEC):
+    for comp in (MHA, MHAW, FFN, ENC, DEC):
         app = _applies(comp)
         props.append(
             Property(
@@ -274,6 +300,17 @@ def layer_properties() -> tuple[Any, ...]:
             _inputs(MHA, min_heads=2),
             _check_head_independence,
             _applies(MHA),
+        )
+    )
+    props.append(
+        Property(
+            MHAW,
+            "rows_sum_to_one",
+            "each row of the attention weights sums to 1 within the sum of its bounds; rows "
+            "with no visible key NaN or zero as the adapter declares",
+            _inputs(MHAW),
+            _check_rows_sum_to_one,
+            _applies(MHAW),
         )
     )
     props.append(

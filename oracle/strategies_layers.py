@@ -162,7 +162,13 @@ def layer_inputs(
     query = key = value (True), distinct inputs (False) or both (None).
     """
     canonical_dtype(dtype)
-    if component not in ("multi_head_attention", "feed_forward", "encoder_layer", "decoder_layer"):
+    if component not in (
+        "multi_head_attention",
+        "multi_head_attention_weights",
+        "feed_forward",
+        "encoder_layer",
+        "decoder_layer",
+    ):
         raise ValueError(f"unknown layer component {component!r}")
     kinds = _choice(masks, LAYER_MASKS, "masks")
     mem_kinds = _choice(memory_masks, LAYER_MASKS, "memory_masks")
@@ -192,7 +198,7 @@ def layer_inputs(
                 "activation": d(st.sampled_from(acts)),
             }
         kind = d(st.sampled_from(kinds))
-        if component == "multi_head_attention":
+        if component in ("multi_head_attention", "multi_head_attention_weights"):
             selfish = d(st.booleans()) if self_attention is None else self_attention
             lk = length if selfish else d(st.integers(1, 16))
             if kind == "causal" and lk != length:
@@ -209,7 +215,7 @@ def layer_inputs(
             attn, kpm, causal = _mask(rng, kind, batch, length, lk, as_float)
             separate = (kdim, vdim) != (e, e)
             params = mha_params_kv(rng, e, kdim, vdim) if separate else mha_params(rng, e)
-            return {
+            drawn = {
                 "query": q,
                 "key": k,
                 "value": v,
@@ -220,6 +226,9 @@ def layer_inputs(
                 "is_causal": causal,
                 "batch_first": bf,
             }
+            if component == "multi_head_attention_weights":
+                drawn["average_attn_weights"] = d(st.booleans())
+            return drawn
         f = d(st.integers(1, 64))
         act = d(st.sampled_from(acts))
         norm_first = d(st.booleans())

@@ -36,6 +36,10 @@ The output gets :math:`u_{out}|y|` and an underflow floor; the sum is multiplied
 factor c = :data:`transpec.oracle.tolerance.SAFETY` (the core bounds enter divided by c, so c is
 applied once). A NaN of the reference (a fully masked row under ``fully_masked_row="nan"``) must
 be matched exactly (:func:`transpec.oracle.compare.compare`).
+
+``multi_head_attention_weights`` (the weights of ``need_weights=True``, averaged over heads or
+per head) reuses the projections and bounds each head's softmax by the softmax rule on scores
+carrying the propagated error (:meth:`_Tracker.weights`; docs/tolerance.md §3.7).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ FloatArray = np.ndarray
 #: the layer components, in the order of :data:`transpec.adapters.base.COMPONENT_METHODS`
 LAYER_COMPONENTS: tuple[str, ...] = (
     "multi_head_attention",
+    "multi_head_attention_weights",
     "feed_forward",
     "encoder_layer",
     "decoder_layer",
@@ -318,6 +323,96 @@ class _Tracker:
             self.stats.max_amplification = max(self.stats.max_amplification, float(np.max(amp)))
         return o, np.where(np.isnan(o), 0.0, dout)
 
+    def weights(
+        self,
+        q: FloatArray,
+        dq: FloatArray,
+        k: FloatArray,
+        dk: FloatArray,
+        mask: FloatArray | None,
+        fully_masked_row: str,
+    ) -> tuple[FloatArray, FloatArray]:
+        """Heads (B, H, L, Dh): P = softmax(Q Kᵀ/√Dh + M) with its error bound, the softmax rule
+        (docs §3.1) on scores that carry the propagated error of Q and K plus their own
+        rounding: |δP_ij| <= P_ij(δs_ij + Σ_l P_il δs_il)·amp + P_ij(2u_fn + 2u_store + γ_n +
+        u_acc)."""
+        from transpec.oracle import reference
+
+        dh = q.shape[-1]
+        scale = 1.0 / math.sqrt(dh)
+        conv = Conventions(fully_masked_row=fully_masked_row)  # type: ignore[arg-type]
+        v = np.zeros((*q.shape[:-2], k.shape[-2], 1))
+        with np.errstate(invalid="ignore"):
+            ref = reference.attention(q, k, v, attn_mask=mask, scale=scale, conventions=conv)
+        w = np.asarray(ref.weights, dtype=np.float64)
+        if mask is not None and fully_masked_row == "nan":
+            # no visible key: 0/0 of the explicit softmax, as torch's need_weights=True path
+            full = np.all(np.isneginf(mask), axis=-1, keepdims=True)
+            w = np.where(np.broadcast_to(full, (*w.shape[:-1], 1)), np.nan, w)
+        if self.un is None:
+            return w, np.zeros_like(w)
+        un = self.un
+        p = np.nan_to_num(w, nan=0.0)
+        ak, aq = np.abs(k), np.abs(q)
+        kt = np.swapaxes(ak, -1, -2)
+        s = scale * np.matmul(q, np.swapaxes(k, -1, -2))
+        if mask is not None:
+            s = s + mask
+        with np.errstate(invalid="ignore"):
+            m = np.max(np.where(p > 0, s, -np.inf), axis=-1, keepdims=True)
+            shift = np.where(p > 0, np.abs(s - m), 0.0)
+            s_abs = np.where(p > 0, np.abs(s), 0.0)
+        prop = scale * (
+            np.matmul(dq, kt)
+            + np.matmul(aq, np.swapaxes(dk, -1, -2))
+            + np.matmul(dq, np.swapaxes(dk, -1, -2))
+        )
+        own = (self.gamma(dh + 1) + un.store + un.acc) * scale * np.matmul(aq, kt)
+        ds = np.where(p > 0, prop + own + un.store * s_abs + un.acc * shift, 0.0)
+        sbar = np.sum(p * ds, axis=-1, keepdims=True)
+        worst = 2.0 * np.max(ds, axis=-1, keepdims=True) if ds.size else ds
+        with np.errstate(over="ignore", invalid="ignore"):
+            amp = np.where(
+                worst > 1e-8, np.expm1(np.minimum(worst, 50.0)) / np.maximum(worst, 1e-300), 1.0
+            )
+        n = k.shape[-2]
+        rounding = 2.0 * un.fn + 2.0 * un.store + self.gamma(n) + un.acc
+        dp = p * (ds + sbar) * amp + p * rounding + un.eta_acc
+        if ds.size:
+            self.stats.max_score_error = max(self.stats.max_score_error, float(np.max(ds)))
+            self.stats.max_amplification = max(self.stats.max_amplification, float(np.max(amp)))
+        return w, np.where(np.isnan(w), 0.0, dp)
+
+    def project(
+        self,
+        xq: FloatArray,
+        dxq: FloatArray,
+        xkv: FloatArray,
+        dxkv: FloatArray,
+        xv: FloatArray,
+        dxv: FloatArray,
+        params: Mapping[str, Any],
+        num_heads: int,
+    ) -> list[tuple[FloatArray, FloatArray]]:
+        """The Q, K, V projections of nn.MultiheadAttention, split into heads (B, H, L, Dh)."""
+        e = xq.shape[-1]
+        h = int(num_heads)
+        if h < 1 or e % h:
+            raise ValueError(f"embed_dim {e} is not divisible by num_heads {num_heads}")
+        if params.get("in_proj_weight") is not None:
+            w_in = np.asarray(params["in_proj_weight"], dtype=np.float64)
+            ws = [w_in[i * e : (i + 1) * e] for i in range(3)]
+        else:  # kdim/vdim != embed_dim: separate q/k/v projections
+            ws = [np.asarray(params[f"{n}_proj_weight"], dtype=np.float64) for n in "qkv"]
+        b_in = params.get("in_proj_bias")
+        b_in = None if b_in is None else np.asarray(b_in, dtype=np.float64)
+        parts = []
+        for i, (x, dx) in enumerate(((xq, dxq), (xkv, dxkv), (xv, dxv))):
+            b = None if b_in is None else b_in[i * e : (i + 1) * e]
+            y, dy = self.linear(x, dx, ws[i], b)
+            parts.append((rl.split_heads(y, h), rl.split_heads(dy, h)))
+        return parts
+
     def mha(
         self,
         xq: FloatArray,
@@ -405,6 +500,27 @@ def _forward(
         y, dy = t.ffn(x, np.zeros_like(x), params, act)
         return y, dy, t.stats
     batch_first = bool(args.get("batch_first", True))
+    if component == "multi_head_attention_weights":
+        q = _batch_first(np.asarray(args["query"], dtype=np.float64), batch_first)
+        k = _batch_first(np.asarray(args["key"], dtype=np.float64), batch_first)
+        v = _batch_first(np.asarray(args["value"], dtype=np.float64), batch_first)
+        mask = _combined_mask(
+            args.get("attn_mask"), args.get("key_padding_mask"), q.shape[0], q.shape[1], k.shape[1]
+        )
+        z = np.zeros_like
+        (hq, dq), (hk, dk), _ = t.project(q, z(q), k, z(k), v, z(v), params, args["num_heads"])
+        w, dw = t.weights(hq, dq, hk, dk, mask, sem["fully_masked_row"])
+        if bool(args.get("average_attn_weights", True)):
+            heads = w.shape[1]
+            w = np.mean(w, axis=1)
+            if un is None:
+                dw = np.zeros_like(w)
+            else:  # the mean of the heads' bounds + the rounding of the sum and the division
+                dw = np.mean(dw, axis=1) + (t.gamma(heads) + un.acc + un.store) * np.abs(
+                    np.nan_to_num(w, nan=0.0)
+                )
+        # torch returns the weights batch first whatever batch_first says
+        return np.ascontiguousarray(w), np.ascontiguousarray(dw), t.stats
     if component == "multi_head_attention":
         q = _batch_first(np.asarray(args["query"], dtype=np.float64), batch_first)
         k = _batch_first(np.asarray(args["key"], dtype=np.float64), batch_first)
@@ -550,6 +666,28 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
         if value.size
         else 0.0
     )
+    if component == "multi_head_attention_weights":
+        derivation = (
+            f"{component}: c·(per head the softmax rule (§3.1) on scores carrying "
+            "δs = scale(|δq||k|ᵀ + |q||δk|ᵀ + |δq||δk|ᵀ) from the projections (linear |δx||W|ᵀ + "
+            "γ_(n+1)(|x||W|ᵀ+|b|) + u_store|y|) + (γ_(Dh+1) + u_store + u_acc)scale|q||k|ᵀ + "
+            "u_store|s| + u_acc|s−m|: P(δs + Σ_l P δs)·amp + P(2u_fn + 2u_store + γ_n + u_acc)"
+            + (
+                "; averaged over heads: mean of the bounds + (γ_H + u_acc + u_store)|P̄|"
+                if bool(reference.args.get("average_attn_weights", True))
+                else ""
+            )
+            + f") + u_out|P|; c={SAFETY:g}, u_acc={un.acc:.3g}, u_store={un.store:.3g}, "
+            f"u_out={un.out:.3g}, max score error δs={stats.max_score_error:.3g}, max softmax "
+            f"amplification {stats.max_amplification:.4g}; rows with no visible key "
+            f"{sem.get('fully_masked_row')} (docs/tolerance.md §3.7, attention weights)"
+        )
+        return Tolerance(
+            bound=np.array(bound),
+            derivation=derivation,
+            parts={"first_order": first_order},
+            dtype=dtype,
+        )
     derivation = (
         f"{component}: c·(componentwise forward error propagation: linear |δx||W|ᵀ + "
         "γ_(n+1)(|x||W|ᵀ+|b|) + u_store|y|; per head the attention core bound (§3.2) + "
