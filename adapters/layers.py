@@ -177,6 +177,35 @@ class TorchLayers(LayerSemantics):
             return name
         raise ValueError(f"unknown activation {name!r}; expected relu, gelu or gelu_tanh")
 
+    def _build_layer(
+        self,
+        module_class: Any,
+        x: Any,
+        params: Mapping[str, Any],
+        nhead: int,
+        *,
+        norm_first: bool,
+        activation: str,
+        layer_norm_eps: float,
+        batch_first: bool,
+    ) -> Any:
+        """An encoder or decoder layer module of ``x``'s width, dtype and device, dropout 0,
+        sized by ``params`` (dim_feedforward, bias) and loaded with them."""
+        m = module_class(
+            int(x.shape[-1]),
+            int(nhead),
+            int(params["linear1.weight"].shape[0]),
+            dropout=0.0,
+            activation=self._activation(activation),
+            layer_norm_eps=layer_norm_eps,
+            batch_first=batch_first,
+            norm_first=norm_first,
+            bias="linear1.bias" in params,
+            device=x.device,
+            dtype=x.dtype,
+        )
+        return self._load(m, params)
+
     # -- components
 
     def multi_head_attention(
@@ -324,24 +353,17 @@ class TorchLayers(LayerSemantics):
         """``nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0, ...)(src)``."""
         import torch
 
-        d, ff = int(src.shape[-1]), int(params["linear1.weight"].shape[0])
-        bias = "linear1.bias" in params
-
         def build() -> Any:
-            m = torch.nn.TransformerEncoderLayer(
-                d,
-                int(nhead),
-                ff,
-                dropout=0.0,
-                activation=self._activation(activation),
+            return self._build_layer(
+                torch.nn.TransformerEncoderLayer,
+                src,
+                params,
+                nhead,
+                norm_first=norm_first,
+                activation=activation,
                 layer_norm_eps=layer_norm_eps,
                 batch_first=batch_first,
-                norm_first=norm_first,
-                bias=bias,
-                device=src.device,
-                dtype=src.dtype,
             )
-            return self._load(m, params)
 
         def call(m: Any) -> Any:
             return m(
@@ -372,24 +394,17 @@ class TorchLayers(LayerSemantics):
         """``nn.TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout=0, ...)``."""
         import torch
 
-        d, ff = int(tgt.shape[-1]), int(params["linear1.weight"].shape[0])
-        bias = "linear1.bias" in params
-
         def build() -> Any:
-            m = torch.nn.TransformerDecoderLayer(
-                d,
-                int(nhead),
-                ff,
-                dropout=0.0,
-                activation=self._activation(activation),
+            return self._build_layer(
+                torch.nn.TransformerDecoderLayer,
+                tgt,
+                params,
+                nhead,
+                norm_first=norm_first,
+                activation=activation,
                 layer_norm_eps=layer_norm_eps,
                 batch_first=batch_first,
-                norm_first=norm_first,
-                bias=bias,
-                device=tgt.device,
-                dtype=tgt.dtype,
             )
-            return self._load(m, params)
 
         def call(m: Any) -> Any:
             return m(
