@@ -698,6 +698,40 @@ def _batched_mask(mask: Any, unbatched: bool) -> Any:
     return np.asarray(mask)[None]
 
 
+def _attention_sublayer(
+    params: Params,
+    nhead: int,
+    *,
+    memory: FloatArray | None = None,
+    key_padding_mask: Any,
+    attn_mask: Any,
+    is_causal: bool,
+    fully_masked_row: FullyMaskedRow,
+) -> Callable[[FloatArray], FloatArray]:
+    """The attention sublayer of an encoder/decoder layer as a function of its input y
+    (B, L, E): self-attention on y, or cross-attention of y on ``memory``, with
+    ``need_weights=False`` as the layers call it."""
+
+    def sublayer(y: FloatArray) -> FloatArray:
+        kv = y if memory is None else memory
+        out, _ = multi_head_attention(
+            y,
+            kv,
+            kv,
+            params,
+            nhead,
+            key_padding_mask=key_padding_mask,
+            need_weights=False,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            batch_first=True,
+            fully_masked_row=fully_masked_row,
+        )
+        return out
+
+    return sublayer
+
+
 def transformer_encoder_layer(
     src: npt.ArrayLike,
     params: Params,
@@ -732,21 +766,14 @@ def transformer_encoder_layer(
     sa = _sub(params, "self_attn.")
     ff = {k: v for k, v in params.items() if k.startswith("linear")}
 
-    def self_attention(y: FloatArray) -> FloatArray:
-        out, _ = multi_head_attention(
-            y,
-            y,
-            y,
-            sa,
-            nhead,
-            key_padding_mask=_batched_mask(src_key_padding_mask, unbatched),
-            need_weights=False,
-            attn_mask=src_mask,
-            is_causal=is_causal,
-            batch_first=True,
-            fully_masked_row=fully_masked_row,
-        )
-        return out
+    self_attention = _attention_sublayer(
+        sa,
+        nhead,
+        key_padding_mask=_batched_mask(src_key_padding_mask, unbatched),
+        attn_mask=src_mask,
+        is_causal=is_causal,
+        fully_masked_row=fully_masked_row,
+    )
 
     def ffn(y: FloatArray) -> FloatArray:
         return feed_forward(y, ff, activation_name=activation_name)
@@ -807,37 +834,24 @@ def transformer_decoder_layer(
     ca = _sub(params, "multihead_attn.")
     ff = {k: v for k, v in params.items() if k.startswith("linear")}
 
-    def self_attention(y: FloatArray) -> FloatArray:
-        out, _ = multi_head_attention(
-            y,
-            y,
-            y,
-            sa,
-            nhead,
-            key_padding_mask=_batched_mask(tgt_key_padding_mask, unbatched),
-            need_weights=False,
-            attn_mask=tgt_mask,
-            is_causal=tgt_is_causal,
-            batch_first=True,
-            fully_masked_row=fully_masked_row,
-        )
-        return out
+    self_attention = _attention_sublayer(
+        sa,
+        nhead,
+        key_padding_mask=_batched_mask(tgt_key_padding_mask, unbatched),
+        attn_mask=tgt_mask,
+        is_causal=tgt_is_causal,
+        fully_masked_row=fully_masked_row,
+    )
 
-    def cross(y: FloatArray) -> FloatArray:
-        out, _ = multi_head_attention(
-            y,
-            mem,
-            mem,
-            ca,
-            nhead,
-            key_padding_mask=_batched_mask(memory_key_padding_mask, unbatched),
-            need_weights=False,
-            attn_mask=memory_mask,
-            is_causal=memory_is_causal,
-            batch_first=True,
-            fully_masked_row=fully_masked_row,
-        )
-        return out
+    cross = _attention_sublayer(
+        ca,
+        nhead,
+        memory=mem,
+        key_padding_mask=_batched_mask(memory_key_padding_mask, unbatched),
+        attn_mask=memory_mask,
+        is_causal=memory_is_causal,
+        fully_masked_row=fully_masked_row,
+    )
 
     def ffn(y: FloatArray) -> FloatArray:
         return feed_forward(y, ff, activation_name=activation_name)
