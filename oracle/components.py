@@ -1,0 +1,368 @@
+"""The component registry: one record per building block, the single source of truth.
+
+A *component* is one building block an adapter can implement (``softmax``, ``attention``,
+``encoder_layer``, ...). Its :class:`Component` record says everything the rest of transpec
+needs to know about it:
+
+* ``name``         -- the one name used everywhere: the CLI, reports, case files, derivations;
+* ``method``       -- the adapter method that implements it, and ``arguments``, its signature
+  with the kind of every argument (:data:`ARGUMENT_KINDS`), which tells the harness how to
+  hand each one to the implementation;
+* ``family``       -- the oracle module family that holds its reference, tolerance, strategy
+  and properties (``"softmax"``, ``"attention"``, ``"norms"``, ``"positional"``, ``"layers"``);
+* ``reference``, ``tolerance``, ``strategy``, ``properties`` -- where those live, as
+  ``"module:function"`` paths resolved on first use, so that importing the registry imports
+  nothing (no NumPy, Hypothesis, SymPy or torch);
+* ``summary``      -- what the block is and the regimes its properties reach, one line;
+* ``derive_page``  -- the page of ``transpec derive`` that derives it.
+
+The functions a record names follow one protocol, whatever the family:
+
+* ``reference(component, args, *, conventions, dtype, semantics) -> Reference``: the float64
+  reference on ``args`` (keyed by the adapter method's parameters) under the declared
+  conventions; ``semantics`` is the adapter's ``layer_semantics(component, args)`` or None;
+* ``tolerance(component, reference, dtype, precision) -> Tolerance``: the per-element bound;
+* ``strategy(component, dtype, **options) -> SearchStrategy[dict]``: the default arguments;
+* ``properties() -> tuple[Property, ...]``: the family's properties (the registry keeps those
+  of the component).
+
+Everything that lists or dispatches on components iterates over :data:`REGISTRY` or looks one up
+with :func:`get`, which owns the only "unknown component" message.
+
+Adding a block: write its SymPy definition (``spec/``), its oracle module (reference, tolerance,
+strategy and properties under the protocol above), its adapter methods, and one record here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ARGUMENT_KINDS",
+    "REGISTRY",
+    "Argument",
+    "Component",
+    "UnknownComponentError",
+    "get",
+    "names",
+]
+
+ArgumentKind = Literal["array", "mask", "layer_mask", "index", "params", "value"]
+
+#: how the harness hands each kind of argument to an implementation
+ARGUMENT_KINDS: dict[str, str] = {
+    "array": "float array: rounded to the dtype under test (a boolean array stays boolean)",
+    "mask": (
+        "attention mask, boolean or additive: a boolean one in the meaning the adapter declares "
+        "(conventions.bool_mask), an additive one rounded like any float array"
+    ),
+    "layer_mask": (
+        "nn.MultiheadAttention mask: boolean True = not allowed whatever bool_mask declares, "
+        "or float (added), rounded like any float array"
+    ),
+    "index": "integer array (token ids, positions): converted unrounded",
+    "params": "dict of parameter arrays named by the torch module's state_dict keys: rounded",
+    "value": "plain Python value (a flag, a size, a scalar, a dtype name): passed as it is",
+}
+
+
+class UnknownComponentError(ValueError):
+    """A component name that is not in the registry."""
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One parameter of a component's adapter method: its name and kind."""
+
+    name: str
+    kind: ArgumentKind = "value"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ARGUMENT_KINDS:
+            raise ValueError(f"unknown argument kind {self.kind!r}")
+
+
+def _resolve(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class Component:
+    """The record of one component (see the module docstring)."""
+
+    name: str
+    method: str
+    family: str
+    arguments: tuple[Argument, ...]
+    summary: str
+    derive_page: str
+    reference: str
+    tolerance: str
+    strategy: str
+    properties: str
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    # -- the signature ----------------------------------------------------------------------
+
+    @property
+    def argument_names(self) -> tuple[str, ...]:
+        """Every parameter of the adapter method, in the order of its signature."""
+        return tuple(a.name for a in self.arguments)
+
+    def arguments_of(self, *kinds: ArgumentKind) -> tuple[str, ...]:
+        """The names of the arguments of the given kinds."""
+        return tuple(a.name for a in self.arguments if a.kind in kinds)
+
+    @property
+    def takes_params(self) -> bool:
+        """True for the layer components, whose weights come as a dict of arrays."""
+        return bool(self.arguments_of("params"))
+
+    @property
+    def groups_kv(self) -> bool:
+        """True when the component takes grouped K/V (an ``enable_gqa`` flag)."""
+        return "enable_gqa" in self.argument_names
+
+    # -- the oracle -------------------------------------------------------------------------
+
+    def _function(self, role: str) -> Callable[..., Any]:
+        if role not in self._cache:
+            self._cache[role] = _resolve(getattr(self, role))
+        return self._cache[role]  # type: ignore[no-any-return]
+
+    def compute_reference(
+        self,
+        args: Any,
+        *,
+        conventions: Any,
+        dtype: str = "float64",
+        semantics: Any = None,
+    ) -> Any:
+        """The float64 reference on ``args`` (see the protocol in the module docstring)."""
+        return self._function("reference")(
+            self.name, args, conventions=conventions, dtype=dtype, semantics=semantics
+        )
+
+    def compute_tolerance(self, reference: Any, dtype: str, precision: Any) -> Any:
+        """The per-element bound of the tolerance model for ``reference``."""
+        return self._function("tolerance")(self.name, reference, dtype, precision)
+
+    def inputs(self, dtype: str, **options: Any) -> Any:
+        """The default strategy of this component's arguments in ``dtype``."""
+        return self._function("strategy")(self.name, dtype, **options)
+
+    def property_list(self) -> tuple[Any, ...]:
+        """This component's properties, in catalogue order."""
+        return tuple(p for p in self._function("properties")() if p.component == self.name)
+
+
+def _args(*spec: str) -> tuple[Argument, ...]:
+    """``"q:array"``, ``"scale"`` (a value) ... -> Arguments."""
+    out = []
+    for item in spec:
+        name, _, kind = item.partition(":")
+        out.append(Argument(name, kind or "value"))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+_CORE = "transpec.oracle"
+_MHA_ARGS = (
+    "query:array",
+    "key:array",
+    "value:array",
+    "params:params",
+    "num_heads",
+    "key_padding_mask:layer_mask",
+    "attn_mask:layer_mask",
+    "is_causal",
+    "batch_first",
+)
+
+
+def _core(
+    name: str, method: str, family: str, arguments: tuple[Argument, ...], **kw: str
+) -> Component:
+    return Component(
+        name=name,
+        method=method,
+        family=family,
+        arguments=arguments,
+        reference=f"{_CORE}.reference:compute_component",
+        tolerance=f"{_CORE}.tolerance:tolerance",
+        strategy=f"{_CORE}.strategies:inputs",
+        properties=f"{_CORE}.properties:core_properties",
+        **kw,
+    )
+
+
+def _positional(name: str, arguments: tuple[Argument, ...], **kw: str) -> Component:
+    return Component(
+        name=name,
+        method=name,
+        family="positional",
+        arguments=arguments,
+        reference=f"{_CORE}.reference_positional:compute_component",
+        tolerance=f"{_CORE}.tolerance:tolerance",
+        strategy=f"{_CORE}.strategies_positional:inputs",
+        properties=f"{_CORE}.properties_positional:positional_properties",
+        **kw,
+    )
+
+
+def _layer(name: str, arguments: tuple[Argument, ...], **kw: str) -> Component:
+    return Component(
+        name=name,
+        method=name,
+        family="layers",
+        arguments=arguments,
+        reference=f"{_CORE}.tolerance_layers:compute_component",
+        tolerance=f"{_CORE}.tolerance_layers:tolerance",
+        strategy=f"{_CORE}.strategies_layers:layer_inputs",
+        properties=f"{_CORE}.properties_layers:layer_properties",
+        **kw,
+    )
+
+
+_RECORDS: tuple[Component, ...] = (
+    _core(
+        "softmax",
+        "softmax",
+        "softmax",
+        _args("x:array", "dim"),
+        summary="row softmax; large logits past exp overflow, -inf entries, rows of one scale",
+        derive_page="softmax",
+    ),
+    _core(
+        "attention",
+        "scaled_dot_product_attention",
+        "attention",
+        _args(
+            "q:array", "k:array", "v:array", "attn_mask:mask", "is_causal", "scale", "enable_gqa"
+        ),
+        summary=(
+            "scaled dot-product attention; Lq != Lk both ways, decode, odd lengths, GQA, boolean "
+            "and additive masks, fully masked rows, large logits, custom and negative scale"
+        ),
+        derive_page="attention",
+    ),
+    _core(
+        "layer_norm",
+        "layer_norm",
+        "norms",
+        _args("x:array", "normalized_shape", "weight:array", "bias:array", "eps"),
+        summary="LayerNorm; sigma^2 near eps, |mu| >> sigma, small n, multi-dim normalized shapes",
+        derive_page="layer_norm",
+    ),
+    _core(
+        "rms_norm",
+        "rms_norm",
+        "norms",
+        _args("x:array", "normalized_shape", "weight:array", "eps"),
+        summary="RMSNorm; tiny mean square, eps=None (the dtype's machine epsilon), multi-dim",
+        derive_page="rms_norm",
+    ),
+    _positional(
+        "embedding",
+        _args("input:index", "weight:array", "scale_by_sqrt_d"),
+        summary="token embedding lookup, optionally scaled by sqrt(d); repeated and boundary ids",
+        derive_page="embedding",
+    ),
+    _positional(
+        "sinusoidal_positional_encoding",
+        _args("length", "d_model", "offset", "dtype"),
+        summary="sinusoidal table; long positions, odd d_model, offsets",
+        derive_page="sinusoidal_positional_encoding",
+    ),
+    _positional(
+        "rotary_embedding",
+        _args("x:array", "positions:index", "offset", "base"),
+        summary="rotary embedding (RoPE); explicit positions, offsets, bases, long positions",
+        derive_page="rotary_embedding",
+    ),
+    _positional(
+        "alibi_bias",
+        _args("num_heads", "query_length", "key_length", "dtype"),
+        summary="ALiBi bias; head counts that are and are not powers of two, Lq != Lk",
+        derive_page="alibi_bias",
+    ),
+    _layer(
+        "multi_head_attention",
+        _args(*_MHA_ARGS),
+        summary=(
+            "nn.MultiheadAttention output; self and cross attention, kdim/vdim, masks, "
+            "batch_first both ways"
+        ),
+        derive_page="multi_head_attention",
+    ),
+    _layer(
+        "multi_head_attention_weights",
+        _args(*_MHA_ARGS, "average_attn_weights"),
+        summary="the attention weights nn.MultiheadAttention returns with need_weights=True",
+        derive_page="multi_head_attention",
+    ),
+    _layer(
+        "feed_forward",
+        _args("x:array", "params:params", "activation"),
+        summary="linear2(activation(linear1(x))) with relu, exact and tanh GELU",
+        derive_page="feed_forward",
+    ),
+    _layer(
+        "encoder_layer",
+        _args(
+            "src:array",
+            "params:params",
+            "nhead",
+            "norm_first",
+            "activation",
+            "layer_norm_eps",
+            "src_mask:layer_mask",
+            "src_key_padding_mask:layer_mask",
+            "is_causal",
+            "batch_first",
+        ),
+        summary="nn.TransformerEncoderLayer in eval mode; pre- and post-LN, masks, activations",
+        derive_page="encoder_layer",
+    ),
+    _layer(
+        "decoder_layer",
+        _args(
+            "tgt:array",
+            "memory:array",
+            "params:params",
+            "nhead",
+            "norm_first",
+            "activation",
+            "layer_norm_eps",
+            "tgt_mask:layer_mask",
+            "memory_mask:layer_mask",
+            "tgt_key_padding_mask:layer_mask",
+            "memory_key_padding_mask:layer_mask",
+            "tgt_is_causal",
+            "batch_first",
+        ),
+        summary="nn.TransformerDecoderLayer in eval mode; causal self-attention, memory padding",
+        derive_page="decoder_layer",
+    ),
+)
+
+#: every component, by name, in the order reports list them
+REGISTRY: dict[str, Component] = {record.name: record for record in _RECORDS}
+
+
+def names(family: str | None = None) -> tuple[str, ...]:
+    """The registered component names (of one family)."""
+    return tuple(n for n, c in REGISTRY.items() if family is None or c.family == family)
+
+
+def get(name: str) -> Component:
+    """The record of component ``name``; the one place an unknown name is reported."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise UnknownComponentError(
+            f"unknown component {name!r}; expected one of {', '.join(REGISTRY)}"
+        ) from None
