@@ -26,9 +26,9 @@ BLOCKS: tuple[str, ...] = (
     "layer_norm",
     "rms_norm",
     "embedding",
-    "positional_encoding",
-    "rope",
-    "alibi",
+    "sinusoidal_positional_encoding",
+    "rotary_embedding",
+    "alibi_bias",
     "multi_head_attention",
     "masked_self_attention",
     "cross_attention",
@@ -41,13 +41,13 @@ BLOCKS: tuple[str, ...] = (
 #: reference of transpec.oracle.reference_layers (shown instead of a generated kernel)
 _LAYER_BLOCKS: dict[str, tuple[str, ...]] = {
     "embedding": ("embedding",),
-    "positional_encoding": (
+    "sinusoidal_positional_encoding": (
         "sinusoid_frequencies",
         "sinusoidal_positional_encoding",
         "learned_positional_encoding",
     ),
-    "rope": ("rope_frequencies", "rotary_embedding"),
-    "alibi": ("alibi_slopes", "alibi_bias"),
+    "rotary_embedding": ("rope_frequencies", "rotary_embedding"),
+    "alibi_bias": ("alibi_slopes", "alibi_bias"),
     "multi_head_attention": ("multi_head_attention",),
     "masked_self_attention": ("square_subsequent_mask", "masked_self_attention"),
     "cross_attention": ("cross_attention",),
@@ -64,9 +64,9 @@ _TITLES = {
     "layer_norm": "LayerNorm",
     "rms_norm": "RMSNorm",
     "embedding": "Token embedding",
-    "positional_encoding": "Sinusoidal positional encoding",
-    "rope": "Rotary position embedding (RoPE)",
-    "alibi": "ALiBi attention bias",
+    "sinusoidal_positional_encoding": "Sinusoidal positional encoding",
+    "rotary_embedding": "Rotary position embedding (RoPE)",
+    "alibi_bias": "ALiBi attention bias",
     "multi_head_attention": "Multi-head attention",
     "masked_self_attention": "Masked (causal) self-attention",
     "cross_attention": "Cross-attention (encoder-decoder attention)",
@@ -83,9 +83,9 @@ _PROOF_BLOCKS = {
     "layer_norm": ("layer_norm",),
     "rms_norm": ("rms_norm",),
     "embedding": (),
-    "positional_encoding": ("sinusoidal_pe",),
-    "rope": ("rope",),
-    "alibi": (),
+    "sinusoidal_positional_encoding": ("sinusoidal_positional_encoding",),
+    "rotary_embedding": ("rotary_embedding",),
+    "alibi_bias": (),
     "multi_head_attention": ("multi_head_attention",),
     "masked_self_attention": ("masked_self_attention",),
     "cross_attention": ("cross_attention",),
@@ -425,7 +425,7 @@ def _layer_definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant
                 "an argument, not a convention: 'Attention Is All You Need' §3.4",
             ),
         ]
-    elif block == "positional_encoding":
+    elif block == "sinusoidal_positional_encoding":
         w0, w1 = sp.symbols("omega_0 omega_1", positive=True)
         defs = [
             ("Frequencies", rf"\omega_i = {tex(base ** (-2 * i / d))},\quad b = 10000"),
@@ -469,7 +469,7 @@ def _layer_definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant
                 "get_timing_signal_1d: the last frequency is exactly 1/b",
             ),
         ]
-    elif block == "rope":
+    elif block == "rotary_embedding":
         th = list(sp.symbols("theta_0 theta_1", positive=True))
         xs = sp.Matrix(sp.symbols("x_0:4", real=True))
         defs = [
@@ -497,7 +497,7 @@ def _layer_definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant
                 "GPT-J rotate_every_two, RoFormer, Meta Llama's complex form",
             ),
         ]
-    elif block == "alibi":
+    elif block == "alibi_bias":
         h = sp.Symbol("h", integer=True, positive=True)
         lq, lk = sp.symbols("L_q L_k", integer=True, positive=True)
         bias = SP.alibi_bias(3, 2, 3)

@@ -297,7 +297,7 @@ def _sinusoid_claims(control: str | None) -> list[Claim]:
 POSITIONAL_PROOFS: tuple[DecidedProof, ...] = (
     decided_proof(
         "rope_relative_position_half",
-        "rope",
+        "rotary_embedding",
         r"\text{half-split RoPE: } (R_{m+t}q)^\top (R_{n+t}k) = (R_m q)^\top (R_n k)"
         r"\ \forall t \text{ (the score depends only on } n - m)",
         "addition theorem, then reduction modulo cos^2 + sin^2 - 1 (Gröbner normal form)",
@@ -307,7 +307,7 @@ POSITIONAL_PROOFS: tuple[DecidedProof, ...] = (
     ),
     decided_proof(
         "rope_relative_position_interleaved",
-        "rope",
+        "rotary_embedding",
         r"\text{interleaved RoPE: } (R_{m+t}q)^\top (R_{n+t}k) = (R_m q)^\top (R_n k)"
         r"\ \forall t \text{ (the score depends only on } n - m)",
         "addition theorem, then reduction modulo cos^2 + sin^2 - 1 (Gröbner normal form)",
@@ -317,7 +317,7 @@ POSITIONAL_PROOFS: tuple[DecidedProof, ...] = (
     ),
     decided_proof(
         "sinusoidal_shift_is_rotation",
-        "sinusoidal_pe",
+        "sinusoidal_positional_encoding",
         r"PE(p + k) = M_k\,PE(p),\ M_k \text{ free of } p,\ M_k^\top M_k = I,\ \det M_k = 1",
         "addition theorem, exact polynomial algebra, reduction modulo cos^2 + sin^2 - 1",
         decide_circle,

@@ -75,9 +75,9 @@ def test_module_entry_points_print_derivations_and_proof_times(capsys) -> None: 
 
 LAYER_BLOCKS = (
     "embedding",
-    "positional_encoding",
-    "rope",
-    "alibi",
+    "sinusoidal_positional_encoding",
+    "rotary_embedding",
+    "alibi_bias",
     "multi_head_attention",
     "masked_self_attention",
     "cross_attention",
@@ -95,8 +95,8 @@ def test_layer_proofs_are_rendered_with_their_checked_steps() -> None:
     from transpec.spec.layers import catalogue
 
     shown = {
-        "rope": ("rope_relative_position_half", "rope_relative_position_interleaved"),
-        "positional_encoding": ("sinusoidal_shift_is_rotation",),
+        "rotary_embedding": ("rope_relative_position_half", "rope_relative_position_interleaved"),
+        "sinusoidal_positional_encoding": ("sinusoidal_shift_is_rotation",),
         "multi_head_attention": ("mha_concat_project", "self_attention_permutation_equivariance"),
         "masked_self_attention": ("masked_self_attention_causality",),
         "cross_attention": ("cross_attention_memory_permutation_invariance",),
@@ -113,12 +113,12 @@ def test_layer_proofs_are_rendered_with_their_checked_steps() -> None:
 
 
 def test_positional_blocks_show_both_conventions_from_the_spec() -> None:
-    rope = render("rope")
+    rope = render("rotary_embedding")
     assert "`rope_pairing` = `half_split` (canonical)" in rope
     assert "`rope_pairing` = `interleaved`" in rope and r"\theta_{0}" in rope
-    pe = render("positional_encoding")
+    pe = render("sinusoidal_positional_encoding")
     assert "`sinusoidal_layout` = `concatenated`" in pe and "tensor2tensor" in pe
-    alibi = render("alibi")  # non-power-of-2 heads: 4 slopes of H = 4, then 1/2, 1/8
+    alibi = render("alibi_bias")  # non-power-of-2 heads: 4 slopes of H = 4, then 1/2, 1/8
     assert r"\frac{1}{256} & \frac{1}{2} & \frac{1}{8}" in alibi
     assert "def alibi_slopes" in alibi  # the float64 reference's code
 
