@@ -4,36 +4,11 @@ An adapter is the implementation under test plus what it declares about itself:
 
 * **components** -- methods that mirror the PyTorch functional signatures people know. A method
   that is absent (or ``None``) means "not provided": its properties are reported as skipped.
-
-  ====================  ===========================================================================
-  component             method
-  ====================  ===========================================================================
-  ``softmax``           ``softmax(x, dim=-1)``
-  ``attention``         ``scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False,
-                        scale=None, enable_gqa=False)``
-  ``layer_norm``        ``layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)``
-  ``rms_norm``          ``rms_norm(x, normalized_shape, weight=None, eps=None)``
-  ``embedding``         ``embedding(input, weight, scale_by_sqrt_d=False)``
-  ``sinusoidal_         ``sinusoidal_positional_encoding(length, d_model, offset=0, dtype=...)``
-  positional_encoding``
-  ``rotary_embedding``  ``rotary_embedding(x, positions=None, offset=0, base=10000.0)``
-  ``alibi_bias``        ``alibi_bias(num_heads, query_length, key_length, dtype=...)``
-  ``multi_head_``       ``multi_head_attention(query, key, value, params, num_heads,
-  attention``           key_padding_mask=None, attn_mask=None, is_causal=False,
-                        batch_first=True)``
-  ``multi_head_``       ``multi_head_attention_weights(query, key, value, params, num_heads,
-  attention_weights``   key_padding_mask=None, attn_mask=None, is_causal=False, batch_first=True,
-                        average_attn_weights=True)``: the weights of ``need_weights=True``,
-                        (B, Lq, Lk) averaged over heads, else (B, H, Lq, Lk)
-  ``feed_forward``      ``feed_forward(x, params, activation="relu")``
-  ``encoder_layer``     ``encoder_layer(src, params, nhead, norm_first=False, activation="relu",
-                        layer_norm_eps=1e-5, src_mask=None, src_key_padding_mask=None,
-                        is_causal=False, batch_first=True)``
-  ``decoder_layer``     ``decoder_layer(tgt, memory, params, nhead, norm_first=False,
-                        activation="relu", layer_norm_eps=1e-5, tgt_mask=None, memory_mask=None,
-                        tgt_key_padding_mask=None, memory_key_padding_mask=None,
-                        tgt_is_causal=False, batch_first=True)``
-  ====================  ===========================================================================
+  Every component's method and signature is in its registry record
+  (:mod:`transpec.oracle.components`); ``transpec list components`` prints them, e.g.
+  ``softmax(x, dim=-1)``, ``scaled_dot_product_attention(q, k, v, attn_mask=None,
+  is_causal=False, scale=None, enable_gqa=False)``, ``layer_norm(x, normalized_shape,
+  weight=None, bias=None, eps=1e-5)``, ``encoder_layer(src, params, nhead, ...)``.
 
   Shapes follow PyTorch: attention takes ``q: (..., Hq, Lq, E)``, ``k: (..., Hkv, Lk, E)``,
   ``v: (..., Hkv, Lk, Ev)`` and returns ``(..., Hq, Lq, Ev)``; ``attn_mask`` broadcasts to
@@ -73,33 +48,19 @@ failure, never a crash of the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from transpec.oracle import components as registry
+from transpec.oracle.components import names as component_names
 from transpec.oracle.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
-#: component name -> name of the adapter method that implements it
-COMPONENT_METHODS: dict[str, str] = {
-    "softmax": "softmax",
-    "attention": "scaled_dot_product_attention",
-    "layer_norm": "layer_norm",
-    "rms_norm": "rms_norm",
-    "embedding": "embedding",
-    "sinusoidal_positional_encoding": "sinusoidal_positional_encoding",
-    "rotary_embedding": "rotary_embedding",
-    "alibi_bias": "alibi_bias",
-    "multi_head_attention": "multi_head_attention",
-    "multi_head_attention_weights": "multi_head_attention_weights",
-    "feed_forward": "feed_forward",
-    "encoder_layer": "encoder_layer",
-    "decoder_layer": "decoder_layer",
-}
-
-COMPONENTS: tuple[str, ...] = tuple(COMPONENT_METHODS)
+#: every component name, in registry order (:data:`transpec.oracle.components.REGISTRY`)
+COMPONENTS: tuple[str, ...] = component_names()
 
 
 @dataclass(frozen=True)
@@ -154,8 +115,8 @@ class Adapter:
 
     def provides(self, component: str) -> bool:
         """True when the adapter implements ``component``."""
-        method = COMPONENT_METHODS.get(component)
-        return method is not None and callable(getattr(self, method, None))
+        record = registry.REGISTRY.get(component)
+        return record is not None and callable(getattr(self, record.method, None))
 
     def components(self) -> tuple[str, ...]:
         return tuple(c for c in COMPONENTS if self.provides(c))
@@ -163,6 +124,36 @@ class Adapter:
     def available_devices(self) -> tuple[str, ...]:
         """The declared devices that exist on this machine (default: all declared)."""
         return self.devices
+
+    # -- optional declarations (defaults: none) -------------------------------------------------
+
+    def supports(
+        self,
+        component: str,
+        args: Mapping[str, Any],
+        *,
+        dtype: str | None = None,
+        device: str | None = None,
+    ) -> str | None:
+        """Why the implementation rejects these arguments *by design* (e.g. a kernel without
+        ``Ev != E``), or None when it takes them. An example it rejects is discarded: neither a
+        failure nor a pass. ``args`` hold NumPy arrays (read their shapes, not their values).
+        Default: every argument is taken."""
+        return None
+
+    def layer_semantics(self, component: str, args: Mapping[str, Any]) -> dict[str, str]:
+        """What a layer implementation computes where its code paths differ, for these
+        arguments: overrides of ``"fully_masked_row"`` (self-attention, ``"zero"``/``"nan"``),
+        ``"cross_fully_masked_row"`` (the decoder's cross-attention), ``"activation"`` (the one
+        actually computed) and ``"float_attn_mask"`` (``"additive"`` or
+        ``"nonzero_is_masked"``). Default: none; the conventions and the arguments apply
+        (:func:`transpec.oracle.tolerance_layers.layer_reference`)."""
+        return {}
+
+    def slow_path_adapter(self) -> Adapter | None:
+        """The same implementation on its other code path, for ``fast_slow_agreement`` (torch's
+        modules have a fused fast path and a slow one); None when it has one path (default)."""
+        return None
 
     def describe(self) -> str:
         """One line for report headers: name, framework, versions."""
@@ -203,7 +194,8 @@ class FunctionAdapter(Adapter):
     ...     ...
     >>> adapter = FunctionAdapter(my_attention, component="attention")
 
-    The function is called with the component's signature (see :data:`COMPONENT_METHODS`),
+    The function is called with the component's signature (its registry record,
+    :func:`transpec.oracle.components.get`),
     on arrays produced by ``base`` (NumPy by default; pass a framework adapter to take over its
     conversion, dtypes and devices).
     """
@@ -218,10 +210,7 @@ class FunctionAdapter(Adapter):
         dtypes: Sequence[str] | None = None,
         name: str | None = None,
     ) -> None:
-        if component not in COMPONENT_METHODS:
-            raise ValueError(
-                f"unknown component {component!r}; expected one of {', '.join(COMPONENTS)}"
-            )
+        record = registry.get(component)
         if not callable(function):
             raise TypeError(f"{function!r} is not callable")
         self._function = function
@@ -233,7 +222,7 @@ class FunctionAdapter(Adapter):
         self.call_timeout = self._base.call_timeout
         self.name = name or str(getattr(function, "__qualname__", "function"))
         self.framework = self._base.framework
-        setattr(self, COMPONENT_METHODS[component], function)
+        setattr(self, record.method, function)
 
     def provides(self, component: str) -> bool:
         return component == self._component

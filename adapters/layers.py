@@ -49,13 +49,10 @@ from typing import Any
 
 import numpy as np
 
-LAYER_COMPONENTS: tuple[str, ...] = (
-    "multi_head_attention",
-    "multi_head_attention_weights",
-    "feed_forward",
-    "encoder_layer",
-    "decoder_layer",
-)
+from transpec.oracle import components
+
+#: the layer components (the registry's family "layers")
+LAYER_COMPONENTS: tuple[str, ...] = components.names("layers")
 
 _BOOL = np.bool_
 
@@ -67,22 +64,10 @@ def _is_float_mask(mask: Any) -> bool:
     return dtype is not None and "bool" not in str(dtype)
 
 
-class LayerSemantics:
-    """What a layer implementation computes where its paths differ:
-    ``layer_semantics(component, args)`` -> overrides of ``"fully_masked_row"`` (self-attention,
-    ``"zero"``/``"nan"``), ``"cross_fully_masked_row"`` (the decoder's cross-attention),
-    ``"activation"`` (the one actually computed) and ``"float_attn_mask"`` (``"additive"`` or
-    ``"nonzero_is_masked"``); default: none, the adapter's conventions and the arguments apply
-    (:func:`transpec.oracle.tolerance_layers.layer_reference`)."""
-
-    def layer_semantics(self, component: str, args: Mapping[str, Any]) -> dict[str, str]:
-        return {}
-
-
 # -- torch -------------------------------------------------------------------------------------
 
 
-class TorchLayers(LayerSemantics):
+class TorchLayers:
     """The layer components on torch modules (see the module docstring)."""
 
     #: "default": as users call the module for inference (no grad, fast path where torch
@@ -455,7 +440,7 @@ def _np_bias(mask: np.ndarray | None, work: np.dtype) -> np.ndarray | None:
     return mask.astype(work)
 
 
-class NumpyLayers(LayerSemantics):
+class NumpyLayers:
     """The layer components in plain NumPy, computed in the input dtype (float16: in float32,
     rounded once at the end). A query row whose every key is masked attends to nothing: its
     attention output is zero (transpec's canonical ``fully_masked_row="zero"``)."""

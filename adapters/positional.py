@@ -38,15 +38,11 @@ from typing import Any
 import numpy as np
 
 from transpec.adapters.base import Precision
+from transpec.oracle import components
 from transpec.oracle.dtypes import canonical_dtype
 
 #: the components this module provides
-POSITIONAL_COMPONENTS: tuple[str, ...] = (
-    "embedding",
-    "sinusoidal_positional_encoding",
-    "rotary_embedding",
-    "alibi_bias",
-)
+POSITIONAL_COMPONENTS: tuple[str, ...] = components.names("positional")
 
 
 def alibi_slopes(n: int) -> list[float]:

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from transpec.adapters.base import COMPONENT_METHODS, COMPONENTS, Adapter, FunctionAdapter
+from transpec.adapters.base import Adapter, FunctionAdapter
+from transpec.oracle import components
 
 
 class AdapterLoadError(ValueError):
@@ -168,10 +169,10 @@ def _resolve(spec: str) -> Any:
 
 
 def _check_component(component: str) -> None:
-    if component not in COMPONENT_METHODS:
-        raise AdapterLoadError(
-            f"unknown component {component!r}; expected one of {', '.join(COMPONENTS)}"
-        )
+    try:
+        components.get(component)
+    except components.UnknownComponentError as err:
+        raise AdapterLoadError(str(err)) from None
 
 
 def load_adapter(
@@ -231,7 +232,7 @@ def load_adapter(
         if component is None:
             raise AdapterLoadError(
                 f"{spec!r} is a function: say which component it implements "
-                f"(one of {', '.join(COMPONENTS)})"
+                f"(one of {', '.join(components.names())})"
             )
         base_adapter = _load_base(base)
         function: Callable[..., Any] = obj

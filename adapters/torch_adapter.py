@@ -368,5 +368,9 @@ class TorchSlowAdapter(TorchAdapter):
     name = "torch-slow"
     layer_path = "slow"
 
+    def slow_path_adapter(self) -> None:
+        """None: this adapter is the slow path."""
+        return None
+
     def provides(self, component: str) -> bool:
         return component in LAYER_COMPONENTS

@@ -186,14 +186,16 @@ def load_adapter_spec(spec: str, component: str | None, base: str | None = None)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from transpec.adapters.base import COMPONENTS
+    from transpec.oracle import components as registry
     from transpec.oracle.dtypes import canonical_dtype
     from transpec.oracle.profiles import resolve
 
     components = _names(args.component)
     for c in components or ():
-        if c not in COMPONENTS:
-            raise UsageError(f"unknown component {c!r}; expected one of {', '.join(COMPONENTS)}")
+        try:
+            registry.get(c)
+        except registry.UnknownComponentError as unknown:
+            raise UsageError(str(unknown)) from None
     dtypes = _names(args.dtype)
     try:
         dtypes = [canonical_dtype(d) for d in dtypes] if dtypes else None
@@ -277,10 +279,10 @@ def component_signature(component: str) -> str:
     whose methods have the signatures every adapter's methods take (annotations dropped)."""
     import inspect
 
-    from transpec.adapters.base import COMPONENT_METHODS
     from transpec.adapters.numpy_adapter import NumpyAdapter
+    from transpec.oracle import components
 
-    method = COMPONENT_METHODS[component]
+    method = components.get(component).method
     function = getattr(NumpyAdapter, method, None)
     if function is None:
         return f"{method}(...)"
@@ -305,10 +307,10 @@ def cmd_list(what: str | None, out: TextIO) -> int:
 
 def _list_lines(section: str) -> list[str]:
     if section == "components":
-        from transpec.adapters.base import COMPONENTS
+        from transpec.oracle import components
 
-        width = max(map(len, COMPONENTS))
-        return [f"{c:<{width}}  {component_signature(c)}" for c in COMPONENTS]
+        width = max(map(len, components.REGISTRY))
+        return [f"{c:<{width}}  {component_signature(c)}" for c in components.REGISTRY]
     if section == "properties":
         from transpec.oracle.properties import PROPERTIES
 

@@ -8,11 +8,11 @@ needs to know about it:
 * ``method``       -- the adapter method that implements it, and ``arguments``, its signature
   with the kind of every argument (:data:`ARGUMENT_KINDS`), which tells the harness how to
   hand each one to the implementation;
-* ``family``       -- the oracle module family that holds its reference, tolerance, strategy
-  and properties (``"softmax"``, ``"attention"``, ``"norms"``, ``"positional"``, ``"layers"``);
-* ``reference``, ``tolerance``, ``strategy``, ``properties`` -- where those live, as
-  ``"module:function"`` paths resolved on first use, so that importing the registry imports
-  nothing (no NumPy, Hypothesis, SymPy or torch);
+* ``family``       -- the :class:`Family` of blocks whose oracle code shares modules
+  (:data:`KERNELS`, :data:`POSITIONAL`, :data:`LAYERS`, ...): it says where the block's
+  ``reference``, ``tolerance``, ``strategy`` and ``properties`` are, as ``"module:function"``
+  paths resolved on first use, so that importing the registry imports nothing (no NumPy,
+  Hypothesis, SymPy or torch);
 * ``summary``      -- what the block is and the regimes its properties reach, one line;
 * ``derive_page``  -- the page of ``transpec derive`` that derives it.
 
@@ -35,6 +35,7 @@ strategy and properties under the protocol above), its adapter methods, and one 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ __all__ = [
     "REGISTRY",
     "Argument",
     "Component",
+    "Family",
     "UnknownComponentError",
     "get",
     "names",
@@ -90,21 +92,41 @@ def _resolve(path: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+@functools.cache
+def _family_properties(path: str) -> tuple[Any, ...]:
+    """The properties a family's ``properties()`` builds, built once per process."""
+    return tuple(_resolve(path)())
+
+
 @dataclass(frozen=True)
-class Component:
-    """The record of one component (see the module docstring)."""
+class Family:
+    """Blocks whose oracle code lives in the same modules: where their reference, tolerance,
+    strategy and properties are, as ``"module:function"`` paths (the protocol of the module
+    docstring)."""
 
     name: str
-    method: str
-    family: str
-    arguments: tuple[Argument, ...]
-    summary: str
-    derive_page: str
     reference: str
     tolerance: str
     strategy: str
     properties: str
+
+
+@dataclass(frozen=True)
+class Component:
+    """The record of one component (see the module docstring). ``method`` defaults to
+    ``name``."""
+
+    name: str
+    family: Family
+    arguments: tuple[Argument, ...]
+    summary: str
+    derive_page: str
+    method: str = ""
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.method:
+            object.__setattr__(self, "method", self.name)
 
     # -- the signature ----------------------------------------------------------------------
 
@@ -129,10 +151,30 @@ class Component:
 
     # -- the oracle -------------------------------------------------------------------------
 
+    @property
+    def reference(self) -> str:
+        """Where the float64 reference is (``"module:function"``)."""
+        return self.family.reference
+
+    @property
+    def tolerance(self) -> str:
+        """Where the tolerance rule is."""
+        return self.family.tolerance
+
+    @property
+    def strategy(self) -> str:
+        """Where the default input strategy is."""
+        return self.family.strategy
+
+    @property
+    def properties(self) -> str:
+        """Where the family's properties are built."""
+        return self.family.properties
+
     def _function(self, role: str) -> Callable[..., Any]:
         if role not in self._cache:
             self._cache[role] = _resolve(getattr(self, role))
-        return self._cache[role]  # type: ignore[no-any-return]
+        return self._cache[role]
 
     def compute_reference(
         self,
@@ -157,7 +199,7 @@ class Component:
 
     def property_list(self) -> tuple[Any, ...]:
         """This component's properties, in catalogue order."""
-        return tuple(p for p in self._function("properties")() if p.component == self.name)
+        return tuple(p for p in _family_properties(self.properties) if p.component == self.name)
 
 
 def _args(*spec: str) -> tuple[Argument, ...]:
@@ -169,7 +211,6 @@ def _args(*spec: str) -> tuple[Argument, ...]:
     return tuple(out)
 
 
-_CORE = "transpec.oracle"
 _MHA_ARGS = (
     "query:array",
     "key:array",
@@ -182,64 +223,42 @@ _MHA_ARGS = (
     "batch_first",
 )
 
-
-def _core(
-    name: str, method: str, family: str, arguments: tuple[Argument, ...], **kw: str
-) -> Component:
-    return Component(
-        name=name,
-        method=method,
-        family=family,
-        arguments=arguments,
-        reference=f"{_CORE}.reference:compute_component",
-        tolerance=f"{_CORE}.tolerance:tolerance",
-        strategy=f"{_CORE}.strategies:inputs",
-        properties=f"{_CORE}.properties:core_properties",
-        **kw,
-    )
-
-
-def _positional(name: str, arguments: tuple[Argument, ...], **kw: str) -> Component:
-    return Component(
-        name=name,
-        method=name,
-        family="positional",
-        arguments=arguments,
-        reference=f"{_CORE}.reference_positional:compute_component",
-        tolerance=f"{_CORE}.tolerance:tolerance",
-        strategy=f"{_CORE}.strategies_positional:inputs",
-        properties=f"{_CORE}.properties_positional:positional_properties",
-        **kw,
-    )
-
-
-def _layer(name: str, arguments: tuple[Argument, ...], **kw: str) -> Component:
-    return Component(
-        name=name,
-        method=name,
-        family="layers",
-        arguments=arguments,
-        reference=f"{_CORE}.tolerance_layers:compute_component",
-        tolerance=f"{_CORE}.tolerance_layers:tolerance",
-        strategy=f"{_CORE}.strategies_layers:layer_inputs",
-        properties=f"{_CORE}.properties_layers:layer_properties",
-        **kw,
-    )
-
+#: softmax, attention and the norms: the kernels generated from the SymPy definitions
+KERNELS = Family(
+    "kernels",
+    reference="transpec.oracle.reference:compute_component",
+    tolerance="transpec.oracle.tolerance:tolerance",
+    strategy="transpec.oracle.strategies:inputs",
+    properties="transpec.oracle.properties:core_properties",
+)
+#: the token embedding and the positional encodings
+POSITIONAL = Family(
+    "positional",
+    reference="transpec.oracle.reference_positional:compute_component",
+    tolerance="transpec.oracle.tolerance:tolerance",
+    strategy="transpec.oracle.strategies_positional:inputs",
+    properties="transpec.oracle.properties_positional:positional_properties",
+)
+#: the layers with nn.MultiheadAttention / nn.Transformer*Layer semantics
+LAYERS = Family(
+    "layers",
+    reference="transpec.oracle.tolerance_layers:layer_reference",
+    tolerance="transpec.oracle.tolerance_layers:tolerance",
+    strategy="transpec.oracle.strategies_layers:layer_inputs",
+    properties="transpec.oracle.properties_layers:layer_properties",
+)
 
 _RECORDS: tuple[Component, ...] = (
-    _core(
+    Component(
         "softmax",
-        "softmax",
-        "softmax",
+        KERNELS,
         _args("x:array", "dim"),
         summary="row softmax; large logits past exp overflow, -inf entries, rows of one scale",
         derive_page="softmax",
     ),
-    _core(
+    Component(
         "attention",
-        "scaled_dot_product_attention",
-        "attention",
+        KERNELS,
         _args(
             "q:array", "k:array", "v:array", "attn_mask:mask", "is_causal", "scale", "enable_gqa"
         ),
@@ -248,49 +267,53 @@ _RECORDS: tuple[Component, ...] = (
             "and additive masks, fully masked rows, large logits, custom and negative scale"
         ),
         derive_page="attention",
+        method="scaled_dot_product_attention",
     ),
-    _core(
+    Component(
         "layer_norm",
-        "layer_norm",
-        "norms",
+        KERNELS,
         _args("x:array", "normalized_shape", "weight:array", "bias:array", "eps"),
         summary="LayerNorm; sigma^2 near eps, |mu| >> sigma, small n, multi-dim normalized shapes",
         derive_page="layer_norm",
     ),
-    _core(
+    Component(
         "rms_norm",
-        "rms_norm",
-        "norms",
+        KERNELS,
         _args("x:array", "normalized_shape", "weight:array", "eps"),
         summary="RMSNorm; tiny mean square, eps=None (the dtype's machine epsilon), multi-dim",
         derive_page="rms_norm",
     ),
-    _positional(
+    Component(
         "embedding",
+        POSITIONAL,
         _args("input:index", "weight:array", "scale_by_sqrt_d"),
         summary="token embedding lookup, optionally scaled by sqrt(d); repeated and boundary ids",
         derive_page="embedding",
     ),
-    _positional(
+    Component(
         "sinusoidal_positional_encoding",
+        POSITIONAL,
         _args("length", "d_model", "offset", "dtype"),
         summary="sinusoidal table; long positions, odd d_model, offsets",
         derive_page="sinusoidal_positional_encoding",
     ),
-    _positional(
+    Component(
         "rotary_embedding",
+        POSITIONAL,
         _args("x:array", "positions:index", "offset", "base"),
         summary="rotary embedding (RoPE); explicit positions, offsets, bases, long positions",
         derive_page="rotary_embedding",
     ),
-    _positional(
+    Component(
         "alibi_bias",
+        POSITIONAL,
         _args("num_heads", "query_length", "key_length", "dtype"),
         summary="ALiBi bias; head counts that are and are not powers of two, Lq != Lk",
         derive_page="alibi_bias",
     ),
-    _layer(
+    Component(
         "multi_head_attention",
+        LAYERS,
         _args(*_MHA_ARGS),
         summary=(
             "nn.MultiheadAttention output; self and cross attention, kdim/vdim, masks, "
@@ -298,20 +321,23 @@ _RECORDS: tuple[Component, ...] = (
         ),
         derive_page="multi_head_attention",
     ),
-    _layer(
+    Component(
         "multi_head_attention_weights",
+        LAYERS,
         _args(*_MHA_ARGS, "average_attn_weights"),
         summary="the attention weights nn.MultiheadAttention returns with need_weights=True",
         derive_page="multi_head_attention",
     ),
-    _layer(
+    Component(
         "feed_forward",
+        LAYERS,
         _args("x:array", "params:params", "activation"),
         summary="linear2(activation(linear1(x))) with relu, exact and tanh GELU",
         derive_page="feed_forward",
     ),
-    _layer(
+    Component(
         "encoder_layer",
+        LAYERS,
         _args(
             "src:array",
             "params:params",
@@ -327,8 +353,9 @@ _RECORDS: tuple[Component, ...] = (
         summary="nn.TransformerEncoderLayer in eval mode; pre- and post-LN, masks, activations",
         derive_page="encoder_layer",
     ),
-    _layer(
+    Component(
         "decoder_layer",
+        LAYERS,
         _args(
             "tgt:array",
             "memory:array",
@@ -355,7 +382,7 @@ REGISTRY: dict[str, Component] = {record.name: record for record in _RECORDS}
 
 def names(family: str | None = None) -> tuple[str, ...]:
     """The registered component names (of one family)."""
-    return tuple(n for n, c in REGISTRY.items() if family is None or c.family == family)
+    return tuple(n for n, c in REGISTRY.items() if family is None or c.family.name == family)
 
 
 def get(name: str) -> Component:

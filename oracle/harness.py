@@ -1,7 +1,9 @@
 """Calling an implementation under test: rounding, time limits, output checks, the reference.
 
 A property never calls an adapter directly. It hands a component's arguments (float64 or bool
-NumPy arrays and plain Python values, see :data:`ARRAY_ARGUMENTS`) to a :class:`Harness`, which
+NumPy arrays and plain Python values, keyed by the adapter method's parameters, whose kinds the
+component's registry record gives: :mod:`transpec.oracle.components`) to a :class:`Harness`,
+which
 
 1. encodes boolean attention masks for the adapter: the arguments a property builds use
    transpec's canonical meaning (``True`` = attend); an adapter that declares
@@ -35,117 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transpec.adapters.base import COMPONENT_METHODS, Adapter, Precision
+from transpec.adapters.base import Adapter, Precision
+from transpec.oracle import components as registry
 from transpec.oracle.dtypes import canonical_dtype
 from transpec.oracle.outcome import ImplementationFailure, PropertyViolation, Worst
 
 if TYPE_CHECKING:
     from transpec.oracle.reference import Reference
     from transpec.oracle.tolerance import Tolerance
-
-#: the arguments of each component that are arrays (rounded to the dtype under test unless bool)
-ARRAY_ARGUMENTS: dict[str, tuple[str, ...]] = {
-    "softmax": ("x",),
-    "attention": ("q", "k", "v", "attn_mask"),
-    "layer_norm": ("x", "weight", "bias"),
-    "rms_norm": ("x", "weight"),
-    "embedding": ("weight",),
-    "sinusoidal_positional_encoding": (),
-    "rotary_embedding": ("x",),
-    "alibi_bias": (),
-    "multi_head_attention": ("query", "key", "value", "key_padding_mask", "attn_mask"),
-    "multi_head_attention_weights": ("query", "key", "value", "key_padding_mask", "attn_mask"),
-    "feed_forward": ("x",),
-    "encoder_layer": ("src", "src_mask", "src_key_padding_mask"),
-    "decoder_layer": (
-        "tgt",
-        "memory",
-        "tgt_mask",
-        "memory_mask",
-        "tgt_key_padding_mask",
-        "memory_key_padding_mask",
-    ),
-}
-
-#: the arguments of each layer component that are dicts of parameter arrays, keyed by the torch
-#: module's ``state_dict`` names: every float array in them is rounded like any input
-PARAM_ARGUMENTS: dict[str, tuple[str, ...]] = {
-    "multi_head_attention": ("params",),
-    "multi_head_attention_weights": ("params",),
-    "feed_forward": ("params",),
-    "encoder_layer": ("params",),
-    "decoder_layer": ("params",),
-}
-
-#: the arguments of each component that are integer arrays (token ids, positions): converted
-#: with ``adapter.index_to_native``, never rounded
-INDEX_ARGUMENTS: dict[str, tuple[str, ...]] = {
-    "embedding": ("input",),
-    "rotary_embedding": ("positions",),
-}
-
-#: every argument of each component, in the order of the adapter method's signature
-ARGUMENTS: dict[str, tuple[str, ...]] = {
-    "softmax": ("x", "dim"),
-    "attention": ("q", "k", "v", "attn_mask", "is_causal", "scale", "enable_gqa"),
-    "layer_norm": ("x", "normalized_shape", "weight", "bias", "eps"),
-    "rms_norm": ("x", "normalized_shape", "weight", "eps"),
-    "embedding": ("input", "weight", "scale_by_sqrt_d"),
-    "sinusoidal_positional_encoding": ("length", "d_model", "offset", "dtype"),
-    "rotary_embedding": ("x", "positions", "offset", "base"),
-    "alibi_bias": ("num_heads", "query_length", "key_length", "dtype"),
-    "multi_head_attention": (
-        "query",
-        "key",
-        "value",
-        "params",
-        "num_heads",
-        "key_padding_mask",
-        "attn_mask",
-        "is_causal",
-        "batch_first",
-    ),
-    "multi_head_attention_weights": (
-        "query",
-        "key",
-        "value",
-        "params",
-        "num_heads",
-        "key_padding_mask",
-        "attn_mask",
-        "is_causal",
-        "batch_first",
-        "average_attn_weights",
-    ),
-    "feed_forward": ("x", "params", "activation"),
-    "encoder_layer": (
-        "src",
-        "params",
-        "nhead",
-        "norm_first",
-        "activation",
-        "layer_norm_eps",
-        "src_mask",
-        "src_key_padding_mask",
-        "is_causal",
-        "batch_first",
-    ),
-    "decoder_layer": (
-        "tgt",
-        "memory",
-        "params",
-        "nhead",
-        "norm_first",
-        "activation",
-        "layer_norm_eps",
-        "tgt_mask",
-        "memory_mask",
-        "tgt_key_padding_mask",
-        "memory_key_padding_mask",
-        "tgt_is_causal",
-        "batch_first",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -214,13 +113,8 @@ class Harness:
 
     def tolerance(self, component: str, reference: Reference) -> Tolerance:
         """The per-element bound of the tolerance model for ``reference`` in this dtype."""
-        if component in PARAM_ARGUMENTS:
-            from transpec.oracle.tolerance_layers import tolerance as layer_tolerance
-
-            return layer_tolerance(component, reference, self.dtype, self.precision(component))
-        from transpec.oracle.tolerance import tolerance
-
-        return tolerance(component, reference, self.dtype, self.precision(component))
+        record = registry.get(component)
+        return record.compute_tolerance(reference, self.dtype, self.precision(component))
 
     def gqa_support(self) -> str | None:
         """None when the adapter is judged on grouped-query attention (``enable_gqa=True`` with
@@ -232,9 +126,9 @@ class Harness:
         that then raises on grouped input fails the property that drew it, like any other
         raise; a probe that took such a raise for "unsupported" would hide exactly that bug.
         """
-        if getattr(self.adapter, "supports_gqa", True) is False:
+        if self.adapter.supports_gqa is False:
             return f"{self.adapter.name} declares supports_gqa = False"
-        method = getattr(self.adapter, COMPONENT_METHODS["attention"], None)
+        method = getattr(self.adapter, registry.get("attention").method, None)
         if method is not None and not accepts_argument(method, "enable_gqa"):
             return f"{self.adapter.name}'s attention method takes no enable_gqa argument"
         return None
@@ -247,10 +141,7 @@ class Harness:
         Inside a Hypothesis test this is ``hypothesis.reject()``; outside one (a replay) it is
         a ``ValueError`` naming the reason.
         """
-        supports = getattr(self.adapter, "supports", None)
-        if supports is None:
-            return
-        reason = supports(component, args, dtype=self.dtype, device=self.device)
+        reason = self.adapter.supports(component, args, dtype=self.dtype, device=self.device)
         if reason is None:
             return
         from hypothesis import reject
@@ -299,9 +190,12 @@ class Harness:
     def encode(self, component: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """The arguments in the adapter's declared meaning (boolean masks per ``bool_mask``)."""
         sent = dict(args)
-        mask = sent.get("attn_mask") if component == "attention" else None
-        if isinstance(mask, np.ndarray) and mask.dtype == np.bool_:
-            sent["attn_mask"] = ~mask if self.conventions.bool_mask == "ignore" else mask
+        if self.conventions.bool_mask != "ignore":
+            return sent
+        for name in registry.get(component).arguments_of("mask"):
+            mask = sent.get(name)
+            if isinstance(mask, np.ndarray) and mask.dtype == np.bool_:
+                sent[name] = ~mask
         return sent
 
     def round_inputs(
@@ -311,29 +205,29 @@ class Harness:
 
         Float arrays go through ``adapter.to_native`` (which rounds to the dtype under test) and
         back through ``adapter.from_native``; boolean arrays stay boolean; integer index arrays
-        (:data:`INDEX_ARGUMENTS`) go through ``adapter.index_to_native`` unrounded; plain
+        (argument kind ``"index"``) go through ``adapter.index_to_native`` unrounded; plain
         Python values (lengths, offsets, flags) pass through.
         """
-        if component not in ARRAY_ARGUMENTS:
-            raise ValueError(
-                f"unknown component {component!r}; expected one of {', '.join(ARRAY_ARGUMENTS)}"
-            )
-        unknown = sorted(set(args) - set(ARGUMENTS[component]))
+        record = registry.get(component)
+        unknown = sorted(set(args) - set(record.argument_names))
         if unknown:
             raise ValueError(f"unknown argument(s) of {component}: {', '.join(unknown)}")
+        params = record.arguments_of("params")
+        indices = record.arguments_of("index")
+        arrays = record.arguments_of("array", "mask", "layer_mask")
         native: dict[str, Any] = {}
         rounded: dict[str, Any] = {}
         for name, value in args.items():
-            if name in PARAM_ARGUMENTS.get(component, ()) and value is not None:
+            if name in params and value is not None:
                 native[name], rounded[name] = self.round_params(component, name, value)
                 continue
-            if name in INDEX_ARGUMENTS.get(component, ()) and value is not None:
+            if name in indices and value is not None:
                 index = np.asarray(value)
                 if index.dtype == np.bool_ or not np.issubdtype(index.dtype, np.integer):
                     raise TypeError(f"{component} argument {name} must be an integer array")
                 native[name] = self.adapter.index_to_native(index, self.device)
                 rounded[name] = np.array(index, dtype=np.int64)
-            elif name in ARRAY_ARGUMENTS[component] and value is not None:
+            elif name in arrays and value is not None:
                 arr = np.asarray(value)
                 if arr.dtype == np.bool_:
                     native[name] = self.adapter.to_native(arr, self.dtype, self.device)
@@ -386,8 +280,8 @@ class Harness:
         Raises :class:`ImplementationFailure` ``"raised"`` or ``"hung"``; returns the raw result.
         A hung call keeps running in its daemon thread; the run goes on without it.
         """
-        method_name = COMPONENT_METHODS.get(component)
-        if method_name is None or not self.adapter.provides(component):
+        method_name = registry.get(component).method
+        if not self.adapter.provides(component):
             raise ValueError(f"adapter {self.adapter.name!r} does not provide {component!r}")
         method = getattr(self.adapter, method_name)
         box: dict[str, Any] = {}
@@ -445,17 +339,13 @@ class Harness:
 
         Layer components take the path-dependent semantics an adapter declares through an
         optional ``layer_semantics(component, args)`` (see :mod:`transpec.adapters.layers`)."""
-        if component in PARAM_ARGUMENTS:
-            from transpec.oracle.tolerance_layers import layer_reference
-
-            declare = getattr(self.adapter, "layer_semantics", None)
-            semantics = declare(component, sent) if declare is not None else None
-            return layer_reference(
-                component, sent, conventions=self.conventions, dtype=self.dtype, semantics=semantics
-            )
-        from transpec.oracle.reference import compute
-
-        return compute(component, sent, conventions=self.conventions, dtype=self.dtype)
+        record = registry.get(component)
+        semantics = None
+        if record.takes_params:
+            semantics = self.adapter.layer_semantics(component, sent)
+        return record.compute_reference(
+            sent, conventions=self.conventions, dtype=self.dtype, semantics=semantics
+        )
 
     def call(self, component: str, args: Mapping[str, Any]) -> Call:
         """Round ``args`` (canonical meaning), call the implementation, check, add the reference.
@@ -468,10 +358,9 @@ class Harness:
         method that takes no such argument. Raises :class:`ImplementationFailure` when no
         usable array comes back.
         """
+        record = registry.get(component)
         lowered = (
-            component == "attention"
-            and bool(args.get("enable_gqa"))
-            and self.gqa_support() is not None
+            record.groups_kv and bool(args.get("enable_gqa")) and self.gqa_support() is not None
         )
         kv_heads = int(np.shape(args["k"])[-3]) if lowered else 0
         if lowered:
@@ -479,8 +368,8 @@ class Harness:
         self.require_supported(component, args)
         native, sent = self.round_inputs(component, self.encode(component, args))
         rounded = self.decode(component, sent)
-        if component == "attention" and "enable_gqa" in native and not native["enable_gqa"]:
-            method = getattr(self.adapter, COMPONENT_METHODS["attention"], None)
+        if record.groups_kv and "enable_gqa" in native and not native["enable_gqa"]:
+            method = getattr(self.adapter, record.method, None)
             if method is not None and not accepts_argument(method, "enable_gqa"):
                 del native["enable_gqa"]
         if lowered:

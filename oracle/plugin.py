@@ -124,7 +124,7 @@ def pytest_collection_modifyitems(
     spec = config.getoption("transpec")
     if not spec:
         return
-    from transpec.adapters.base import COMPONENTS
+    from transpec.oracle import components as registry
     from transpec.oracle.profiles import resolve
     from transpec.oracle.runner import plan
 
@@ -141,10 +141,7 @@ def pytest_collection_modifyitems(
             max_examples=config.getoption("transpec_max_examples"),
         )
         for c in components or ():
-            if c not in COMPONENTS:
-                raise ValueError(
-                    f"unknown component {c!r}; expected one of {', '.join(COMPONENTS)}"
-                )
+            registry.get(c)
         cases = plan(
             adapter,
             components=components,

@@ -922,27 +922,24 @@ def _softmax_properties() -> tuple[Property, ...]:
     )
 
 
-def _positional_properties() -> tuple[Property, ...]:
-    """The embedding and positional components' properties (their own module)."""
-    from transpec.oracle.properties_positional import positional_properties
-
-    return positional_properties()
-
-
-def _layer_properties() -> tuple[Property, ...]:
-    from transpec.oracle.properties_layers import layer_properties
-
-    return layer_properties()
+def core_properties() -> tuple[Property, ...]:
+    """The properties of the kernels: softmax, attention, LayerNorm, RMSNorm."""
+    return (
+        *_softmax_properties(),
+        *_attention_properties(),
+        *_norm_properties("layer_norm"),
+        *_norm_properties("rms_norm"),
+    )
 
 
-PROPERTIES: tuple[Property, ...] = (
-    *_softmax_properties(),
-    *_attention_properties(),
-    *_norm_properties("layer_norm"),
-    *_norm_properties("rms_norm"),
-    *_positional_properties(),
-    *_layer_properties(),
-)
+def _catalogue() -> tuple[Property, ...]:
+    from transpec.oracle import components
+
+    return tuple(p for record in components.REGISTRY.values() for p in record.property_list())
+
+
+#: every property of every registered component, component by component in registry order
+PROPERTIES: tuple[Property, ...] = _catalogue()
 
 
 def select(
@@ -959,13 +956,11 @@ def select(
         else (None if components is None else set(components))
     )
     wanted = {names} if isinstance(names, str) else (None if names is None else set(names))
-    known_components = sorted({p.component for p in PROPERTIES})
     if comps is not None:
-        unknown = sorted(comps - set(known_components))
-        if unknown:
-            raise ValueError(
-                f"unknown component(s) {', '.join(unknown)}; expected {', '.join(known_components)}"
-            )
+        from transpec.oracle import components as registry
+
+        for component in sorted(comps):
+            registry.get(component)
     if wanted is not None:
         known_names = {p.name for p in PROPERTIES} | {p.id for p in PROPERTIES}
         unknown = sorted(wanted - known_names)

@@ -583,9 +583,10 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 def check_args(component: str, args: Mapping[str, Any]) -> None:
     """Raise ValueError for an unknown component, a missing or an unknown argument."""
     if component not in _ARGUMENTS:
-        raise ValueError(
-            f"unknown component {component!r}; expected one of {', '.join(COMPONENTS)}"
-        )
+        from transpec.oracle import components
+
+        components.get(component)  # the message for an unknown name
+        raise ValueError(f"{component} is not one of the kernels {', '.join(COMPONENTS)}")
     if not isinstance(args, Mapping):
         raise TypeError(f"args must be a mapping, got {type(args).__name__}")
     unknown = sorted(set(args) - set(_ARGUMENTS[component]))
@@ -603,21 +604,26 @@ def compute(
     conventions: Conventions = CANONICAL,
     dtype: str = "float64",
 ) -> Reference:
-    """The reference of ``component`` on ``args`` (keyed by the adapter method's parameters).
+    """The reference of any registered component on ``args`` (keyed by the adapter method's
+    parameters), found through its registry record (:mod:`transpec.oracle.components`).
 
     ``dtype`` is the dtype under test; it matters only where the semantics depend on it
     (``rms_norm`` with ``eps=None``).
     """
-    from transpec.oracle import reference_positional
+    from transpec.oracle import components
 
-    if component in reference_positional.COMPONENTS:
-        return reference_positional.compute(component, args, conventions=conventions)
-    from transpec.oracle import tolerance_layers
+    return components.get(component).compute_reference(args, conventions=conventions, dtype=dtype)
 
-    if component in tolerance_layers.LAYER_COMPONENTS:
-        return tolerance_layers.layer_reference(
-            component, args, conventions=conventions, dtype=dtype
-        )
+
+def compute_component(
+    component: str,
+    args: Mapping[str, Any],
+    *,
+    conventions: Conventions = CANONICAL,
+    dtype: str = "float64",
+    semantics: Mapping[str, str] | None = None,
+) -> Reference:
+    """The reference of one of the kernels (:data:`COMPONENTS`); the registry's protocol."""
     check_args(component, args)
     dtype = canonical_dtype(dtype)
     if component == "softmax":

@@ -31,16 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from transpec.oracle import components
 from transpec.oracle import reference_layers as rl
 from transpec.oracle.reference import Reference
 from transpec.spec.conventions import CANONICAL, Conventions
 
-COMPONENTS: tuple[str, ...] = (
-    "embedding",
-    "sinusoidal_positional_encoding",
-    "rotary_embedding",
-    "alibi_bias",
-)
+#: the positional components (the registry's family "positional")
+COMPONENTS: tuple[str, ...] = components.names("positional")
 
 _ARGUMENTS: dict[str, tuple[str, ...]] = {
     "embedding": ("input", "weight", "scale_by_sqrt_d"),
@@ -209,9 +206,8 @@ def alibi_bias(
 def check_args(component: str, args: Mapping[str, Any]) -> None:
     """Raise ValueError for an unknown component, a missing or an unknown argument."""
     if component not in _ARGUMENTS:
-        raise ValueError(
-            f"unknown component {component!r}; expected one of {', '.join(COMPONENTS)}"
-        )
+        components.get(component)  # the message for an unknown name
+        raise ValueError(f"{component} is not one of {', '.join(COMPONENTS)}")
     unknown = sorted(set(args) - set(_ARGUMENTS[component]))
     if unknown:
         raise ValueError(f"{component}: unknown argument(s) {', '.join(unknown)}")
@@ -220,10 +216,16 @@ def check_args(component: str, args: Mapping[str, Any]) -> None:
         raise ValueError(f"{component}: missing argument(s) {', '.join(missing)}")
 
 
-def compute(
-    component: str, args: Mapping[str, Any], *, conventions: Conventions = CANONICAL
+def compute_component(
+    component: str,
+    args: Mapping[str, Any],
+    *,
+    conventions: Conventions = CANONICAL,
+    dtype: str = "float64",
+    semantics: Mapping[str, str] | None = None,
 ) -> Reference:
-    """The reference of one of :data:`COMPONENTS` on ``args`` under ``conventions``."""
+    """The reference of one of :data:`COMPONENTS` on ``args`` under ``conventions`` (the
+    registry's protocol: ``dtype`` and ``semantics`` change nothing here)."""
     check_args(component, args)
     functions = {
         "embedding": embedding,

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 import transpec
-from transpec.adapters.base import COMPONENTS, Adapter, FunctionAdapter
+from transpec.adapters.base import Adapter, FunctionAdapter
+from transpec.oracle import components as registry
 from transpec.oracle.dtypes import DTYPES, canonical_dtype
 from transpec.oracle.outcome import ImplementationFailure, PropertyViolation, Worst
 from transpec.oracle.profiles import Profile, case_seed, hypothesis_settings, resolve
@@ -189,9 +190,11 @@ def plan(
     """
     from transpec.oracle.properties import PROPERTIES, select
 
-    comps = _validated(components, COMPONENTS, "component")
-    if comps is None:
-        comps = COMPONENTS
+    if components is None:
+        comps = registry.names()
+    else:
+        chosen = [components] if isinstance(components, str) else components
+        comps = tuple(dict.fromkeys(registry.get(c).name for c in chosen))
     if properties is not None:
         if isinstance(properties, str):
             properties = [properties]

@@ -6,14 +6,14 @@ never generated) and keyword-only options whose defaults generate everything sup
 are validated eagerly: a bad option raises ``ValueError``/``TypeError`` when the strategy is
 built, not when it is drawn from.
 
-Arguments are dicts keyed by the component's parameter names (see
-:data:`transpec.oracle.harness.ARGUMENTS`); arrays are float64 (masks: bool or float64) in
-transpec's canonical meaning (a boolean mask's ``True`` means *attend*). Array values come from
-a NumPy generator seeded by a drawn integer, while shapes, scales and regimes are drawn by
+Arguments are dicts keyed by the component's parameter names (its registry record,
+:mod:`transpec.oracle.components`); arrays are float64 (masks: bool or float64) in transpec's
+canonical meaning (a boolean mask's ``True`` means *attend*). Array values come from a NumPy
+generator seeded by a drawn integer, while shapes, scales and regimes are drawn by
 Hypothesis, so examples stay cheap and still shrink (towards small shapes, seed 0, plain
 regimes).
 
-Regimes (``DESIGN.md``, "Properties and the regimes that expose bugs"):
+Regimes (the ones where kernels are known to break):
 
 * attention -- ``Lq != Lk`` both ways, ``Lq = 1`` (decode), lengths that are not multiples of
   8/64/128 (97, 113, up to 300 keys), head dims that are not multiples of 8, ``Ev != E``, GQA
@@ -690,5 +690,5 @@ def inputs(component: str, dtype: str, **options: Any) -> st.SearchStrategy[dict
         "rms_norm": rms_norm_inputs,
     }
     if component not in table:
-        raise ValueError(f"unknown component {component!r}; expected one of {', '.join(table)}")
+        raise ValueError(f"{component} is not one of the kernels {', '.join(table)}")
     return table[component](dtype, **options)  # type: ignore[operator]

@@ -146,3 +146,16 @@ def alibi_inputs(dtype: str) -> st.SearchStrategy[dict[str, Any]]:
         }
 
     return draw()
+
+
+def inputs(component: str, dtype: str, **options: Any) -> st.SearchStrategy[dict[str, Any]]:
+    """The default strategy of one of the positional components (the registry's protocol)."""
+    table: dict[str, Any] = {
+        "embedding": embedding_inputs,
+        "sinusoidal_positional_encoding": sinusoidal_inputs,
+        "rotary_embedding": rotary_inputs,
+        "alibi_bias": alibi_inputs,
+    }
+    if component not in table:
+        raise ValueError(f"{component} is not one of the positional components {', '.join(table)}")
+    return table[component](dtype, **options)

@@ -365,7 +365,10 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
 
     blocks = {**_BLOCKS, **_POSITIONAL}
     if component not in blocks:
-        raise ValueError(f"unknown component {component!r}; expected one of {', '.join(blocks)}")
+        from transpec.oracle import components
+
+        components.get(component)  # the message for an unknown name
+        raise ValueError(f"{component} has no rule here; its registry record names its tolerance")
     if not isinstance(reference, Reference):
         raise TypeError(f"reference must be a Reference, got {type(reference).__name__}")
     dtype = canonical_dtype(dtype)

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from transpec.oracle import components
 from transpec.oracle import reference_layers as rl
 from transpec.oracle.dtypes import FORMATS, canonical_dtype
 from transpec.oracle.reference import Reference
@@ -62,14 +63,8 @@ if TYPE_CHECKING:
 
 FloatArray = np.ndarray
 
-#: the layer components, in the order of :data:`transpec.adapters.base.COMPONENT_METHODS`
-LAYER_COMPONENTS: tuple[str, ...] = (
-    "multi_head_attention",
-    "multi_head_attention_weights",
-    "feed_forward",
-    "encoder_layer",
-    "decoder_layer",
-)
+#: the layer components (the registry's family "layers")
+LAYER_COMPONENTS: tuple[str, ...] = components.names("layers")
 
 #: max |φ''| of GELU (exact and tanh form): φ''(0) = 2·pdf(0) = 0.798 (tanh form: 0.798 too)
 _GELU_CURVATURE = 0.8
@@ -586,9 +581,7 @@ def _forward(
         y, dy = _sublayer(t, y, dy, cross, _sub(params, "norm2."), eps, nf)
         y, dy = _sublayer(t, y, dy, feed, _sub(params, "norm3."), eps, nf)
     else:
-        raise ValueError(
-            f"unknown layer component {component!r}; expected one of {', '.join(LAYER_COMPONENTS)}"
-        )
+        raise ValueError(f"{component} is not one of the layers {', '.join(LAYER_COMPONENTS)}")
     if not batch_first:
         y, dy = y.transpose(1, 0, 2), dy.transpose(1, 0, 2)
     return np.ascontiguousarray(y), np.ascontiguousarray(dy), t.stats
@@ -610,9 +603,8 @@ def layer_reference(
     ``fully_masked_row`` of self-attention (and of cross-attention, ``cross_fully_masked_row``)
     and the ``activation`` the implementation computes (default: as named in ``args``)."""
     if component not in LAYER_COMPONENTS:
-        raise ValueError(
-            f"unknown layer component {component!r}; expected one of {', '.join(LAYER_COMPONENTS)}"
-        )
+        components.get(component)  # the message for an unknown name
+        raise ValueError(f"{component} is not one of the layers {', '.join(LAYER_COMPONENTS)}")
     if not isinstance(args, Mapping) or not isinstance(args.get("params"), Mapping):
         raise TypeError(f"{component} needs args with a dict of parameter arrays 'params'")
     sem = _semantics(component, args, conventions, semantics)

@@ -12,11 +12,13 @@ its defect is visible and pass every wheat in every dtype (``tests/quality``).
 
 from __future__ import annotations
 
+from transpec.oracle import components
+
 from . import _registry, attention, layers, masking, norms, positional, softmax
 from ._registry import ALL_DTYPES, HALF_DTYPES, Entry, chaff, wheat
 
-#: the components of the core corpus (softmax, attention and the norms)
-CORE_COMPONENTS: tuple[str, ...] = ("softmax", "attention", "layer_norm", "rms_norm")
+#: the components of the core corpus: the kernels (softmax, attention and the norms)
+CORE_COMPONENTS: tuple[str, ...] = components.names("kernels")
 
 #: chaffs and wheats of the core components (the kill matrix, calibration and peers use these)
 CHAFFS: list[Entry] = [e for e in _registry.CHAFFS if e.component in CORE_COMPONENTS]

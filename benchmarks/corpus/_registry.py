@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from transpec.adapters.base import COMPONENT_METHODS, Adapter
+from transpec.adapters.base import Adapter
+from transpec.oracle import components
 from transpec.oracle.dtypes import DTYPES
 
 ALL_DTYPES: tuple[str, ...] = DTYPES
@@ -78,8 +79,7 @@ def _snake(name: str) -> str:
 
 
 def _register(kind: str, component: str, visible: tuple[str, ...], why: str) -> Callable[[A], A]:
-    if component not in COMPONENT_METHODS:
-        raise ValueError(f"unknown component {component!r}")
+    components.get(component)
     for d in visible:
         if d not in ALL_DTYPES:
             raise ValueError(f"unknown dtype {d!r}")

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transpec.adapters.base import COMPONENT_METHODS, COMPONENTS, Precision
+from transpec.adapters.base import COMPONENTS, Precision
 from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.oracle import components
 from transpec.oracle.cli import component_signature, main
 from transpec.oracle.profiles import resolve
 from transpec.oracle.properties import select
@@ -133,7 +134,8 @@ def test_list_components_gives_every_signature(capsys: pytest.CaptureFixture[str
     by_name = dict(line.split(None, 1) for line in lines)
     assert by_name["feed_forward"] == "feed_forward(x, params, activation='relu')"
     assert by_name["softmax"] == "softmax(x, dim=-1)"
-    for component, method in COMPONENT_METHODS.items():
+    for component, record in components.REGISTRY.items():
+        method = record.method
         names = [
             p for p in inspect.signature(getattr(NumpyAdapter, method)).parameters if p != "self"
         ]

@@ -139,5 +139,5 @@ def test_layer_references_equal_reference_layers() -> None:
 def test_layer_reference_rejects_unknown_semantics() -> None:
     with pytest.raises(ValueError, match="unknown layer semantics"):
         layer_reference("encoder_layer", _encoder_args(), semantics={"colour": "red"})
-    with pytest.raises(ValueError, match="unknown layer component"):
+    with pytest.raises(ValueError, match="unknown component"):
         layer_reference("transformer", _encoder_args())
