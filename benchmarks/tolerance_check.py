@@ -2,9 +2,9 @@
 
     python benchmarks/tolerance_check.py --cases 400 --seed 0
 
-For every component and dtype it draws random cases over the regimes of DESIGN.md (unit scale,
-large logits, rows of very different scale, fully masked rows, causal and GQA attention with
-Lq != Lk, LayerNorm with |mean| >> std and variance near eps, small n), runs correct
+For every component and dtype it draws random cases over the regimes the strategies target
+(unit scale, large logits, rows of very different scale, fully masked rows, causal and GQA
+attention with Lq != Lk, LayerNorm with |mean| >> std and variance near eps, small n), runs correct
 implementations (torch CPU: F.softmax, F.scaled_dot_product_attention, F.layer_norm,
 F.rms_norm, with the precisions and conventions TorchAdapter declares; NumPy computed plainly
 in float32/float16) and subtly wrong ones, and prints:

@@ -217,7 +217,9 @@ def _check_rows_sum_to_one(harness: Harness, args: Args) -> float:
 
 def _check_fast_slow(component: str) -> Callable[[Harness, Args], float]:
     def check(harness: Harness, args: Args) -> float:
-        slow_adapter = harness.adapter.slow_path_adapter()  # type: ignore[attr-defined]
+        slow_adapter = harness.adapter.slow_path_adapter()
+        if slow_adapter is None:
+            raise ValueError(f"{harness.adapter.name} has no separate slow path")
         slow = Harness(slow_adapter, harness.dtype, harness.device)
         a = harness.call(component, args)
         b = slow.call(component, args)
@@ -244,10 +246,8 @@ def _fast_slow_applies(component: str) -> Callable[[Adapter, str], str | None]:
         reason = _applies(component)(adapter, dtype)
         if reason is not None:
             return reason
-        if not callable(getattr(adapter, "slow_path_adapter", None)):
+        if adapter.slow_path_adapter() is None:
             return f"{adapter.name} has no separate slow path"
-        if getattr(adapter, "layer_path", "default") == "slow":
-            return f"{adapter.name} is the slow path itself"
         return None
 
     return applies

@@ -42,8 +42,9 @@ Params = Mapping[str, Any]
 class LayerBase(CorpusAdapter):
     """The four layer components written step by step in torch (compute dtype throughout)."""
 
-    #: not a torch module: no second path to compare with (see the module docstring)
-    slow_path_adapter = None
+    def slow_path_adapter(self) -> None:
+        """None: not a torch module, no second path to compare with (module docstring)."""
+        return None
 
     def layer_semantics(self, component: str, args: Mapping[str, Any]) -> dict[str, str]:
         """Canonical everywhere: zero rows for fully masked queries, the activation asked."""

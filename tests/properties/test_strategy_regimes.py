@@ -1,4 +1,5 @@
-"""The strategies reach every regime of DESIGN.md, never overflow the dtype, validate eagerly."""
+"""The strategies reach every regime the oracle targets, never overflow the dtype, validate
+eagerly."""
 
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ def test_layer_corpus_shape() -> None:
         assert adapter.components() == (e.component,), e.name
         assert set(adapter.dtypes) == set(corpus.ALL_DTYPES)
         if e.component in LAYER_COMPONENTS:  # positional components have no module paths
-            assert getattr(adapter, "slow_path_adapter", None) is None
+            assert adapter.slow_path_adapter() is None
         assert e.visible if e.is_chaff else not e.visible
 
 
