@@ -30,18 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import corpus
+import numpy as np
 
 METHODS = ("transpec", "assert_close", "flash", "onnx")
 ASSERT_CLOSE_DEFAULTS = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +100,6 @@ NO_CHAFF_YET = frozenset({"embedding", "alibi_bias", "multi_head_attention_weigh
 )
 def test_every_component_has_a_chaff_in_the_corpus(record: components.Component) -> None:
     pytest.importorskip("torch")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     import corpus
 
     chaffs = [e for e in corpus.ENTRIES if e.kind == "chaff" and e.component == record.name]

@@ -90,7 +90,7 @@ def _expected_disagreement(component: str, args: dict[str, Any]) -> set[str]:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("component", ["multi_head_attention", "encoder_layer", "decoder_layer"])
 def test_fast_slow_fails_exactly_where_torch_disagrees(
-    component: str, dtype: str, layer_runner: Callable[..., float]
+    component: str, dtype: str, run_property: Callable[..., float]
 ) -> None:
     (prop,) = select(component, "fast_slow_agreement")
     seen = {"nan": 0, "gelu": 0, "mask": 0, "agree": 0}
@@ -106,7 +106,7 @@ def test_fast_slow_fails_exactly_where_torch_disagrees(
             seen["agree"] += 1
         # "gelu" in a low precision: the difference may hide below the bound; either verdict
 
-    layer_runner(prop, TorchAdapter(), dtype, 20, on_example=on_example)
+    run_property(prop, TorchAdapter(), dtype, 20, on_example=on_example)
     assert seen["agree"] > 0
 
 

@@ -95,7 +95,7 @@ def test_numpy_mha_matches_reference_kdim_vdim() -> None:
     np.testing.assert_allclose(ours, np.asarray(ref), rtol=1e-12, atol=1e-12)
 
 
-def test_k_projected_with_q_weight_rejected(layer_runner: Callable[..., float]) -> None:
+def test_k_projected_with_q_weight_rejected(run_property: Callable[..., float]) -> None:
     (prop,) = select(MHA, "equivalence")
 
     def keep(args: dict[str, Any]) -> bool:
@@ -104,25 +104,25 @@ def test_k_projected_with_q_weight_rejected(layer_runner: Callable[..., float]) 
     base = prop.inputs
     wrong = dataclasses.replace(prop, inputs=lambda dtype: base(dtype).filter(keep))
     with pytest.raises((PropertyViolation, ImplementationFailure)):
-        layer_runner(wrong, KWithQWeight(), "float64", 20)
-    assert layer_runner(wrong, NumpyAdapter(), "float64", 10) <= 1.0
+        run_property(wrong, KWithQWeight(), "float64", 20)
+    assert run_property(wrong, NumpyAdapter(), "float64", 10) <= 1.0
 
 
 @pytest.mark.parametrize("dtype", NumpyAdapter.dtypes)
-def test_numpy_kdim_vdim_accepted(dtype: str, layer_runner: Callable[..., float]) -> None:
+def test_numpy_kdim_vdim_accepted(dtype: str, run_property: Callable[..., float]) -> None:
     (prop,) = select(MHA, "equivalence")
-    assert layer_runner(_kdim_only(prop), NumpyAdapter(), dtype, 8) <= 1.0
+    assert run_property(_kdim_only(prop), NumpyAdapter(), dtype, 8) <= 1.0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("path", ["torch", "torch-slow"])
 @pytest.mark.parametrize("name", ["equivalence", "head_independence"])
 def test_torch_kdim_vdim_accepted(
-    path: str, name: str, dtype: str, layer_runner: Callable[..., float]
+    path: str, name: str, dtype: str, run_property: Callable[..., float]
 ) -> None:
     pytest.importorskip("torch")
     from transpec.adapters.torch_adapter import TorchAdapter, TorchSlowAdapter
 
     adapter = TorchAdapter() if path == "torch" else TorchSlowAdapter()
     (prop,) = select(MHA, name)
-    assert layer_runner(_kdim_only(prop), adapter, dtype, 8) <= 1.0
+    assert run_property(_kdim_only(prop), adapter, dtype, 8) <= 1.0

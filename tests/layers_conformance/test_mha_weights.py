@@ -88,33 +88,33 @@ def test_fast_slow_agreement_not_registered() -> None:
     assert {"equivalence", "shape_dtype", "rows_sum_to_one"} <= names
 
 
-def test_head_zero_rejected(layer_runner: Callable[..., float]) -> None:
+def test_head_zero_rejected(run_property: Callable[..., float]) -> None:
     (prop,) = select(MHAW, "equivalence")
     with pytest.raises(PropertyViolation):
-        layer_runner(prop, HeadZero(), "float64", 30)
+        run_property(prop, HeadZero(), "float64", 30)
 
 
-def test_before_masking_rejected(layer_runner: Callable[..., float]) -> None:
+def test_before_masking_rejected(run_property: Callable[..., float]) -> None:
     (prop,) = select(MHAW, "equivalence")
     with pytest.raises(PropertyViolation):
-        layer_runner(prop, BeforeMasking(), "float64", 30)
+        run_property(prop, BeforeMasking(), "float64", 30)
 
 
 @pytest.mark.parametrize("dtype", NumpyAdapter.dtypes)
 @pytest.mark.parametrize("name", ["equivalence", "shape_dtype", "rows_sum_to_one"])
-def test_numpy_accepted(name: str, dtype: str, layer_runner: Callable[..., float]) -> None:
+def test_numpy_accepted(name: str, dtype: str, run_property: Callable[..., float]) -> None:
     (prop,) = select(MHAW, name)
-    assert layer_runner(prop, NumpyAdapter(), dtype, 15) <= 1.0
+    assert run_property(prop, NumpyAdapter(), dtype, 15) <= 1.0
 
 
 @pytest.mark.parametrize("dtype", TORCH_DTYPES)
 @pytest.mark.parametrize("name", ["equivalence", "shape_dtype", "rows_sum_to_one"])
-def test_torch_accepted(name: str, dtype: str, layer_runner: Callable[..., float]) -> None:
+def test_torch_accepted(name: str, dtype: str, run_property: Callable[..., float]) -> None:
     pytest.importorskip("torch")
     from transpec.adapters.torch_adapter import TorchAdapter
 
     (prop,) = select(MHAW, name)
-    assert layer_runner(prop, TorchAdapter(), dtype, 15) <= 1.0
+    assert run_property(prop, TorchAdapter(), dtype, 15) <= 1.0
 
 
 def test_torch_fully_padded_rows_nan() -> None:

@@ -4,56 +4,25 @@ implementation is rejected by the property meant to catch it; declared variants 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, given, settings
 
 from transpec.adapters.base import Adapter
 from transpec.adapters.numpy_adapter import NumpyAdapter
 from transpec.adapters.torch_adapter import TorchAdapter
 from transpec.oracle.harness import Harness
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
-from transpec.oracle.properties import PROPERTIES, Property, select
+from transpec.oracle.outcome import PropertyViolation
+from transpec.oracle.properties import PROPERTIES, select
 from transpec.spec.conventions import Conventions
 
 POSITIONAL = ("embedding", "sinusoidal_positional_encoding", "rotary_embedding", "alibi_bias")
 
 
-def worst_ratio(prop: Property, adapter: Adapter, dtype: str, examples: int = 20) -> float:
-    """The worst ratio over derandomized examples (no shrinking); failures propagate."""
-    assert prop.applies(adapter, dtype) is None
-    harness = Harness(adapter, dtype)
-    worst = [0.0]
-
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=(Phase.explicit, Phase.generate),
-        print_blob=False,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(prop.inputs(dtype))
-    def test(args: dict[str, Any]) -> None:
-        ratio = prop.check(harness, args)
-        assert ratio <= 1.0
-        worst[0] = max(worst[0], ratio)
-
-    test()
-    return worst[0]
-
-
-def rejected(prop_id: str, adapter: Adapter, dtype: str = "float32", examples: int = 40) -> str:
-    """The message of the violation ``prop_id`` finds in ``adapter`` (fails if none)."""
-    component, name = prop_id.split(".")
-    (prop,) = select(component, name)
-    with pytest.raises((PropertyViolation, ImplementationFailure)) as info:
-        worst_ratio(prop, adapter, dtype, examples)
-    return str(info.value)
+Runner = Callable[..., float]
 
 
 def test_catalogue_has_the_positional_properties() -> None:
@@ -71,17 +40,17 @@ def test_catalogue_has_the_positional_properties() -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
-def test_torch_passes_every_positional_property(dtype: str) -> None:
+def test_torch_passes_every_positional_property(dtype: str, run_property: Runner) -> None:
     adapter = TorchAdapter()
     for prop in select(POSITIONAL):
-        assert worst_ratio(prop, adapter, dtype, examples=8) <= 1.0, prop.id
+        assert run_property(prop, adapter, dtype, 8) <= 1.0, prop.id
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
-def test_numpy_passes_every_positional_property(dtype: str) -> None:
+def test_numpy_passes_every_positional_property(dtype: str, run_property: Runner) -> None:
     adapter = NumpyAdapter()
     for prop in select(POSITIONAL):
-        assert worst_ratio(prop, adapter, dtype, examples=8) <= 1.0, prop.id
+        assert run_property(prop, adapter, dtype, 8) <= 1.0, prop.id
 
 
 # -- wrong implementations ---------------------------------------------------------------------
@@ -299,8 +268,11 @@ WRONG = [
 @pytest.mark.parametrize(
     ("prop_id", "cls", "dtype"), WRONG, ids=[f"{p}-{c.__name__}-{d}" for p, c, d in WRONG]
 )
-def test_wrong_implementation_is_rejected(prop_id: str, cls: type[Adapter], dtype: str) -> None:
-    message = rejected(prop_id, cls(), dtype)
+def test_wrong_implementation_is_rejected(
+    prop_id: str, cls: type[Adapter], dtype: str, rejects: Callable[..., BaseException]
+) -> None:
+    component, name = prop_id.split(".")
+    message = str(rejects(component, name, cls(), dtype, 40))
     assert message and "\n" not in message.strip().splitlines()[0]
 
 
@@ -311,10 +283,12 @@ def test_wrong_implementation_is_rejected(prop_id: str, cls: type[Adapter], dtyp
         (RopeInterleavedDeclared, "rotary_embedding"),
     ],
 )
-def test_declared_variant_conforms(cls: type[Adapter], component: str) -> None:
+def test_declared_variant_conforms(
+    cls: type[Adapter], component: str, run_property: Runner
+) -> None:
     for dtype in ("float32", "bfloat16"):
         for prop in select(component):
-            assert worst_ratio(prop, cls(), dtype, examples=6) <= 1.0, prop.id
+            assert run_property(prop, cls(), dtype, 6) <= 1.0, prop.id
 
 
 def test_torch_sinusoid_far_positions_within_the_angle_bound() -> None:

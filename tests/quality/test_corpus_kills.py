@@ -14,14 +14,10 @@ corpus: ``python benchmarks/kill_matrix.py --only NAME`` shows which property se
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("torch")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import corpus
 from corpus.judge import first_kill, properties_of, verdict

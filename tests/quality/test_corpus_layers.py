@@ -18,14 +18,10 @@ A surviving chaff is a gap in the oracle, never a reason to weaken the corpus.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("torch")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import corpus
 from corpus.judge import first_kill, properties_of
