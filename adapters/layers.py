@@ -17,28 +17,11 @@ Two mixins, inherited by :class:`~transpec.adapters.torch_adapter.TorchAdapter` 
 
 Masks have ``nn.MultiheadAttention``'s polarity (bool True = not allowed; float masks added).
 
-What torch 2.13.0 (CPU) does on each path, measured (``tests/layers_conformance``), declared
-through :meth:`TorchLayers.layer_semantics` so that the reference follows the path taken:
-
-=====================================  ================================================
-path                                   fully masked query row / activation
-=====================================  ================================================
-MHA, slow, ``need_weights=True``       NaN (0/0 of the explicit softmax)
-MHA, slow, ``need_weights=False``      zero attention row (SDPA): output = out_proj.bias
-MHA fast path (no grad, self-attn,     NaN
-batch_first, even heads, bool masks)
-encoder layer, slow path               zero (its attention uses need_weights=False)
-encoder layer fast path (no grad,      NaN; ``activation="gelu_tanh"`` computes the *exact*
-batch_first, even heads, biases)       GELU (the layer records only "is a GELU"); a float
-                                       ``src_mask`` is read as boolean: every nonzero entry
-                                       hides its key (the slow path adds it to the scores)
-decoder layer, self-attention          NaN under no grad when the MHA fast path is taken
-                                       (batch_first, even heads, no float mask), else zero
-decoder layer, cross-attention         zero (never the fast path: query is not key)
-=====================================  ================================================
-
-The default path's disagreements with the slow path are real: the ``fast_slow_agreement``
-property reports them (docs: tests/layers_conformance).
+What torch does on each path (the fully masked query row, the activation, the float mask) is
+measured and tabled in docs/torch.md (``tests/layers_conformance`` keeps it checked) and
+declared through :meth:`TorchLayers.layer_semantics`, so that the reference follows the path
+taken. The default path's disagreements with the slow path are real: the
+``fast_slow_agreement`` property reports them.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 torch is imported lazily, when an adapter is instantiated, never when this module is imported
 (``import transpec.adapters`` stays cheap for people who test other frameworks).
 
-Measured on torch 2.13.0 (CPU build), see :class:`TorchAdapter` for the table and
-``tests/adapters/test_torch_adapter.py`` for the checks that keep it true.
+What it declares rests on measurements of torch on CPU (docs/torch.md), which
+``tests/adapters/test_torch_adapter.py`` keeps checked.
 """
 
 from __future__ import annotations
@@ -73,42 +73,10 @@ class TorchAdapter(TorchLayers, TorchPositionalMixin, Adapter):
     rounds (float32/float16 by NumPy, bfloat16 from float32 by torch, nearest-even), boolean
     arrays stay boolean.
 
-    What torch 2.13.0 (CPU) does, measured against float64 computations and bit-exact
-    emulations (``tests/adapters/test_torch_adapter.py`` keeps each row checked):
-
-    ========================  =====================================================================
-    question                  finding (CPU; default dispatch = the flash kernel whenever it
-                              takes the input, else math)
-    ========================  =====================================================================
-    boolean mask              True = attend, every backend
-    fully masked row          zero output for an all-False bool row and for an all -inf additive
-                              row, in every dtype, default/math/flash (a ``finfo.min`` fill is a
-                              finite score: the mean of V, as the spec says)
-    ``is_causal``, Lq != Lk   top-left (query i sees keys j <= i), every backend
-    ``enable_gqa``            query head h reads kv head h // (Hq / Hkv) (repeat_interleave)
-    mask + ``is_causal``      math raises; flash (hence default on 4-D, Ev = E input) applies
-                              both: mask AND top-left causal
-    rejected inputs           flash: not 4-D, Ev != E, a 3-D mask ("No available kernel"), a
-                              1-D mask (IndexError); default: a 1-D mask on 4-D Ev = E input
-                              (flash is chosen, then fails); see :meth:`supports`
-    softmax fp16/bf16         float32 math, one rounding of the output (bit-exact)
-    layer_norm fp16/bf16      float32 statistics and affine, one rounding (bit-exact, >= 99.97%)
-    rms_norm fp16/bf16        float32 throughout incl. the weight, one rounding (bit-exact)
-    rms_norm ``eps=None``     finfo(float32).eps for fp16/bf16/fp32 inputs, finfo(float64).eps
-                              for fp64 (not finfo(input dtype).eps, as some versions of
-                              torch's docs say): declared ``rms_norm_default_eps="opmath"``
-    SDPA math fp16/bf16       q, k, v upcast to float32, output rounded once (bit-exact with a
-                              float32 emulation on 99.7-100% of the outputs, L = 64 and 300)
-    SDPA flash fp16/bf16      float32 scores and softmax; the unnormalized exp(s - running max)
-                              rounded to the input dtype before the P·V product (bf16: that
-                              emulation is bit-exact on 91-96% of outputs, the float32 one on
-                              65-69%); RMS error/(P|V|) 1.2-1.25x the float32 emulation's
-    SDPA math fp32            q and k each scaled by sqrt(scale) in float32 before Q Kᵀ
-    defect: flash, causal,    ``is_causal=True`` with a negative ``scale`` gives NaN/inf or wrong
-    negative scale            rows on the CPU flash kernel (hence the default dispatch) in every
-                              dtype; math is right, and so is flash with the same causal mask
-                              passed as ``attn_mask``. Not declared away: the oracle reports it.
-    ========================  =====================================================================
+    What torch does on CPU (boolean masks, fully masked rows, causal alignment, GQA, the inputs
+    each SDPA backend rejects, the precision of every kernel, the defects found) is measured
+    and tabled in docs/torch.md; ``tests/adapters/test_torch_adapter.py`` keeps each row
+    checked on the installed torch.
 
     Declared :class:`Precision` (accumulate, store) from these findings: float64 and float32 are
     (dtype, dtype); for float16/bfloat16, softmax, layer_norm, rms_norm and math-backend
