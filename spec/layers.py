@@ -11,6 +11,8 @@ no batch axis; rows are positions, columns features, as ``batch_first`` inputs o
   :math:`Y = [O_1 \cdots O_H] W_o^T + b_o`,
   :math:`O_h = \operatorname{softmax}(\alpha\, Q_h K_h^T + M) V_h`, :math:`Q_h` the columns
   :math:`hD_h:(h+1)D_h` of :math:`Q = X_q W_q^T + b_q` (likewise K, V), :math:`\alpha = D_h^{-1/2}`;
+* :func:`silu` -- :math:`z\,\sigma(z) = z / (1 + e^{-z})`, and :func:`swiglu_feed_forward` --
+  LLaMA's bias-free :math:`(\operatorname{silu}(XW_1^T) \odot XW_3^T)\,W_2^T`;
 * :func:`feed_forward`, :func:`layer_norm`, :func:`residual` (post-LN / pre-LN),
   :func:`encoder_layer`, :func:`decoder_layer` -- ``nn.TransformerEncoderLayer`` /
   ``nn.TransformerDecoderLayer`` (eval), parameters named as their ``state_dict`` keys.
@@ -68,7 +70,10 @@ __all__ = [
     "rational_residual",
     "residual",
     "run_all",
+    "sigmoid",
+    "silu",
     "softmax_rows",
+    "swiglu_feed_forward",
     "symbol_matrix",
 ]
 
@@ -384,6 +389,31 @@ def feed_forward(x: Matrix, params: Mapping[str, Any], activation: str = "relu")
     return linear(hidden, Matrix(params["linear2.weight"]), _row(params, "linear2.bias"))
 
 
+def sigmoid(value: sp.Expr, exp: ExpFn = sp.exp) -> sp.Expr:
+    r""":math:`\sigma(z) = 1 / (1 + e^{-z})`."""
+    return 1 / (1 + exp(-value))
+
+
+def silu(value: sp.Expr, exp: ExpFn = sp.exp) -> sp.Expr:
+    r""":math:`\operatorname{silu}(z) = z\,\sigma(z) = z / (1 + e^{-z})` (``F.silu``, the
+    swish of LLaMA's gate)."""
+    return value * sigmoid(value, exp)
+
+
+def swiglu_feed_forward(x: Matrix, params: Mapping[str, Any], exp: ExpFn = sp.exp) -> Matrix:
+    r"""LLaMA's SwiGLU FFN, bias-free, rows of ``x`` the tokens:
+
+    .. math:: \mathrm{SwiGLU}(X) = \big(\operatorname{silu}(X W_1^\top) \odot X W_3^\top\big)
+              W_2^\top
+
+    with ``params`` ``"w1.weight"`` (hidden x d, the gate), ``"w3.weight"`` (hidden x d, the up
+    projection), ``"w2.weight"`` (d x hidden, the down projection); silu elementwise, ⊙ the
+    elementwise product."""
+    gate = linear(x, Matrix(params["w1.weight"])).applyfunc(lambda z: silu(z, exp))
+    up = linear(x, Matrix(params["w3.weight"]))
+    return linear(gate.multiply_elementwise(up), Matrix(params["w2.weight"]))
+
+
 def layer_norm(x: Matrix, weight: Any, bias: Any, eps: sp.Expr) -> Matrix:
     r"""Row-wise :math:`(x - \mu)/\sqrt{\sigma^2 + \epsilon}\cdot\gamma + \beta`, biased
     variance (``nn.LayerNorm``)."""
@@ -632,6 +662,107 @@ def _cross_attention_claims(control: str | None) -> list[Claim]:
     return claims
 
 
+def _swiglu_params(d: int, hidden: int, tag: str = "") -> dict[str, Matrix]:
+    """Generic symbolic SwiGLU weights, named as the state_dict."""
+    return {
+        "w1.weight": symbol_matrix(f"A{tag}", hidden, d),
+        "w2.weight": symbol_matrix(f"D{tag}", d, hidden),
+        "w3.weight": symbol_matrix(f"U{tag}", hidden, d),
+    }
+
+
+def _swiglu_variant(control: str | None) -> Callable[[Matrix, Mapping[str, Any]], Matrix]:
+    """The SwiGLU definition, or a deliberately broken variant of it (a negative control)."""
+    if control == "gate and up projections swapped":
+        return lambda x, p: swiglu_feed_forward(
+            x, {**p, "w1.weight": p["w3.weight"], "w3.weight": p["w1.weight"]}
+        )
+    if control == "silu applied after the gating product":
+
+        def after(x: Matrix, p: Mapping[str, Any]) -> Matrix:
+            prod = linear(x, Matrix(p["w1.weight"])).multiply_elementwise(
+                linear(x, Matrix(p["w3.weight"]))
+            )
+            return linear(prod.applyfunc(silu), Matrix(p["w2.weight"]))
+
+        return after
+    return swiglu_feed_forward
+
+
+def _swiglu_linearity_claims(control: str | None) -> list[Claim]:
+    L, d, hidden = 2, 2, 2
+    x = symbol_matrix("x", L, d)
+    p = _swiglu_params(d, hidden)
+    other = _swiglu_params(d, hidden, "p")
+    a, b = sp.symbols("alpha beta", real=True)
+    f = _swiglu_variant(control)
+    claims = []
+    for key, name in (("w3.weight", "W_3"), ("w2.weight", "W_2")):
+        mixed = {**p, key: a * p[key] + b * other[key]}
+        claims.append(
+            Claim(
+                f(x, mixed),
+                a * f(x, p) + b * f(x, {**p, key: other[key]}),
+                f"L={L}, d={d}, hidden={hidden}, generic x, W_1, W_2, W_3, {name}', α, β; "
+                "exp atoms, cross-multiplied",
+                rf"f(X; \alpha {name} + \beta {name}') = \alpha f(X; {name}) + "
+                rf"\beta f(X; {name}')",
+            )
+        )
+    return claims
+
+
+def _swiglu_permutation_claims(control: str | None) -> list[Claim]:
+    L, d, hidden = 3, 2, 2
+    x = symbol_matrix("x", L, d)
+    p = _swiglu_params(d, hidden)
+    pe = symbol_matrix("pe", L, d) if control == "with a positional encoding" else sp.zeros(L, d)
+
+    def f(inp: Matrix) -> Matrix:
+        return swiglu_feed_forward(inp + pe, p)
+
+    base = f(x)
+    claims = []
+    for perm in _PERMUTATIONS_3:
+        q = permutation_matrix(perm)
+        claims.append(
+            Claim(
+                f(q * x),
+                q * base,
+                f"L={L}, d={d}, hidden={hidden}, generic x, W_1, W_2, W_3; exp atoms, "
+                "cross-multiplied",
+                r"f(PX) = P f(X),\ " + _perm_latex(perm),
+            )
+        )
+    return claims
+
+
+def _swiglu_hidden_permutation_claims(control: str | None) -> list[Claim]:
+    L, d, hidden = 2, 2, 3
+    x = symbol_matrix("x", L, d)
+    p = _swiglu_params(d, hidden)
+    claims = []
+    for perm in _PERMUTATIONS_3[1:]:
+        q = permutation_matrix(perm)
+        moved = {
+            "w1.weight": q * p["w1.weight"],
+            "w3.weight": p["w3.weight"]
+            if control == "gate rows permuted, up rows not"
+            else (q * p["w3.weight"]),
+            "w2.weight": p["w2.weight"] * q.T,
+        }
+        claims.append(
+            Claim(
+                swiglu_feed_forward(x, moved),
+                swiglu_feed_forward(x, p),
+                f"L={L}, d={d}, hidden={hidden}, generic x, W_1, W_2, W_3; exp atoms, "
+                "cross-multiplied",
+                r"f(X; PW_1, W_2P^\top, PW_3) = f(X; W_1, W_2, W_3),\ " + _perm_latex(perm),
+            )
+        )
+    return claims
+
+
 LAYER_PROOFS: tuple[DecidedProof, ...] = (
     decided_proof(
         "mha_concat_project",
@@ -680,6 +811,36 @@ LAYER_PROOFS: tuple[DecidedProof, ...] = (
         decide_exponential,
         _cross_attention_claims,
         ("memory with a positional encoding", "key padding mask not permuted with the memory"),
+    ),
+    decided_proof(
+        "swiglu_linear_in_up_and_down",
+        "swiglu_feed_forward",
+        r"f(X; \alpha W + \beta W') = \alpha f(X; W) + \beta f(X; W')"
+        r"\ \text{for } W = W_3 \text{ (up) and } W = W_2 \text{ (down)}",
+        "exp atoms keyed by exact exponents, rational-function identity",
+        decide_exponential,
+        _swiglu_linearity_claims,
+        ("gate and up projections swapped", "silu applied after the gating product"),
+    ),
+    decided_proof(
+        "swiglu_token_permutation_equivariance",
+        "swiglu_feed_forward",
+        r"\mathrm{SwiGLU}(PX) = P\,\mathrm{SwiGLU}(X)\ \text{for every permutation } P"
+        r"\text{ of the tokens}",
+        "exp atoms keyed by exact exponents, rational-function identity",
+        decide_exponential,
+        _swiglu_permutation_claims,
+        ("with a positional encoding",),
+    ),
+    decided_proof(
+        "swiglu_hidden_unit_permutation_invariance",
+        "swiglu_feed_forward",
+        r"f(X; PW_1, W_2P^\top, PW_3) = f(X; W_1, W_2, W_3)\ \text{for every permutation } P"
+        r"\text{ of the hidden units}",
+        "exp atoms keyed by exact exponents, rational-function identity",
+        decide_exponential,
+        _swiglu_hidden_permutation_claims,
+        ("gate rows permuted, up rows not",),
     ),
 )
 
