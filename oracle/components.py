@@ -239,6 +239,14 @@ POSITIONAL = Family(
     strategy="transpec.oracle.strategies_positional:inputs",
     properties="transpec.oracle.properties_positional:positional_properties",
 )
+#: LLaMA's SwiGLU feed-forward: one block, one module
+SWIGLU = Family(
+    "swiglu",
+    reference="transpec.oracle.swiglu:compute_component",
+    tolerance="transpec.oracle.swiglu:tolerance",
+    strategy="transpec.oracle.swiglu:inputs",
+    properties="transpec.oracle.swiglu:properties",
+)
 #: the layers with nn.MultiheadAttention / nn.Transformer*Layer semantics
 LAYERS = Family(
     "layers",
@@ -373,6 +381,16 @@ _RECORDS: tuple[Component, ...] = (
         ),
         summary="nn.TransformerDecoderLayer in eval mode; causal self-attention, memory padding",
         derive_page="decoder_layer",
+    ),
+    Component(
+        "swiglu_feed_forward",
+        SWIGLU,
+        _args("x:array", "params:params"),
+        summary=(
+            "LLaMA's SwiGLU FFN w2(silu(w1 x) * w3 x), bias-free; d = 1, hidden sizes not "
+            "multiples of 8, leading dims, saturating silu, negative gates"
+        ),
+        derive_page="swiglu_feed_forward",
     ),
 )
 
