@@ -15,6 +15,10 @@ Two mixins, inherited by :class:`~transpec.adapters.torch_adapter.TorchAdapter` 
 * :class:`NumpyLayers` is a plain NumPy implementation written from the formulas (it does not
   call the oracle).
 
+Both also provide ``swiglu_feed_forward(x, params)``, LLaMA's bias-free SwiGLU FFN
+``w2(silu(w1(x)) * w3(x))`` with ``params`` ``"w1.weight"``, ``"w2.weight"``, ``"w3.weight"``:
+torch calls ``F.linear`` and ``F.silu`` as users do; NumPy computes it from the formula.
+
 Masks have ``nn.MultiheadAttention``'s polarity (bool True = not allowed; float masks added).
 
 What torch does on each path (the fully masked query row, the activation, the float mask) is
@@ -34,8 +38,11 @@ import numpy as np
 
 from transpec.oracle import components
 
-#: the layer components (the registry's family "layers")
+#: the layer components (the registry's family "layers"): torch's nn modules
 LAYER_COMPONENTS: tuple[str, ...] = components.names("layers")
+#: the components torch computes as a chain of kernels (the modules, and SwiGLU's F.linear /
+#: F.silu steps): float32 math inside each kernel, every intermediate tensor in the dtype
+CHAINED_COMPONENTS: tuple[str, ...] = LAYER_COMPONENTS + components.names("swiglu")
 
 _BOOL = np.bool_
 
@@ -305,6 +312,21 @@ class TorchLayers:
                 raise ValueError(f"unknown activation {activation!r}")
             return F.linear(h, params["linear2.weight"], params.get("linear2.bias"))
 
+    def swiglu_feed_forward(self, x: Any, params: Mapping[str, Any]) -> Any:
+        """LLaMA's SwiGLU FFN ``w2(F.silu(w1(x)) * w3(x))`` with ``F.linear`` and ``F.silu``
+        (bias-free ``w1``, ``w2``, ``w3``), on one intra-op thread as :meth:`feed_forward`."""
+        import torch
+
+        F = torch.nn.functional
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # see _torch_call
+        try:
+            with torch.no_grad():
+                gate = F.silu(F.linear(x, params["w1.weight"]))
+                return F.linear(gate * F.linear(x, params["w3.weight"]), params["w2.weight"])
+        finally:
+            torch.set_num_threads(threads)
+
     def encoder_layer(
         self,
         src: Any,
@@ -563,6 +585,16 @@ class NumpyLayers:
         w = x.astype(_np_work(x))
         h = _np_act(self._linear(w, params, "linear1"), activation)
         return self._linear(h, params, "linear2").astype(x.dtype)
+
+    def swiglu_feed_forward(self, x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+        """SwiGLU(x) = (silu(x W_1ᵀ) ⊙ x W_3ᵀ) W_2ᵀ, silu(z) = z·σ(z), bias-free (LLaMA's
+        FeedForward); σ as 1/(1 + e^-z) for z >= 0 and e^z/(1 + e^z) for z < 0."""
+        w = x.astype(_np_work(x))
+        a = self._linear(w, params, "w1")
+        e = np.exp(-np.abs(a))
+        one = a.dtype.type(1)
+        gate = a * np.where(a >= 0, one / (one + e), e / (one + e))
+        return self._linear(gate * self._linear(w, params, "w3"), params, "w2").astype(x.dtype)
 
     def _sublayer(
         self,

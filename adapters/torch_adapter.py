@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from transpec.adapters.base import Adapter, Precision
-from transpec.adapters.layers import LAYER_COMPONENTS, TorchLayers
+from transpec.adapters.layers import CHAINED_COMPONENTS, LAYER_COMPONENTS, TorchLayers
 from transpec.adapters.positional import TorchPositionalMixin
 from transpec.oracle.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
@@ -122,7 +122,7 @@ class TorchAdapter(TorchLayers, TorchPositionalMixin, Adapter):
         dtype = canonical_dtype(dtype)
         if dtype not in _HALF:
             return Precision(accumulate=dtype, store=dtype)
-        if component in LAYER_COMPONENTS:
+        if component in CHAINED_COMPONENTS:
             # modules: float32 math inside each kernel, every intermediate tensor in the dtype
             return Precision(accumulate="float32", store=dtype)
         if component == "attention" and self.attention_stores_half:
