@@ -19,6 +19,10 @@ Post-LN sublayers are :math:`\mathrm{LN}(x + f(x))`, pre-LN ones :math:`x + f(\m
 The base computes in the compute dtype (float32 for float16/bfloat16) and rounds once at the
 end, one method per step (``project``, ``split_heads``, ``merge_heads``, ``scale``, ``masks``,
 ``sublayer``, ``activation``, ...), so each chaff overrides exactly the step with its defect.
+The SwiGLU feed-forward block (LLaMA's bias-free
+:math:`(\operatorname{silu}(xW_1^\top) \odot xW_3^\top)W_2^\top`) has the same structure,
+one method per step (``gate_up``, ``gate``, ``combine``, ``down``).
+
 These are the corpus's own implementations, not torch modules with a fast and a slow path:
 they declare no path-dependent semantics and have no slow path (``fast_slow_agreement``, which
 compares torch's module paths, does not apply to them).
@@ -513,3 +517,124 @@ class FfnErfByHand(FFNBase):
             c = math.sqrt(2.0 / math.pi)
             return 0.5 * h * (1.0 + torch.tanh(c * (h + 0.044715 * h * h * h)))
         return super().activation(h, name)
+
+
+# -- the SwiGLU feed-forward block ---------------------------------------------------------------
+
+
+class SwigluBase(LayerBase):
+    r"""LLaMA's SwiGLU FFN :math:`(\operatorname{silu}(xW_1^\top) \odot xW_3^\top)W_2^\top`,
+    bias-free, step by step: ``gate_up`` (the two input projections), ``gate`` (silu),
+    ``combine`` (the gating product), ``down`` (the output projection over a token matrix)."""
+
+    component = "swiglu_feed_forward"
+
+    def gate_up(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x W_1ᵀ, x W_3ᵀ): the gate's and the up projection's pre-activations."""
+        return F.linear(x, params["w1.weight"]), F.linear(x, params["w3.weight"])
+
+    def gate(self, a: torch.Tensor) -> torch.Tensor:
+        return F.silu(a)
+
+    def combine(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.gate(a) * b
+
+    def down(self, h: torch.Tensor, params: Params, shape: torch.Size) -> torch.Tensor:
+        """h W_2ᵀ over the tokens of ``h`` (..., hidden), returned in ``shape`` (..., d)."""
+        return F.linear(h, params["w2.weight"]).reshape(shape)
+
+    def swiglu_feed_forward(self, x: Any, params: Params) -> Any:
+        """SwiGLU(x) = (silu(x W_1ᵀ) ⊙ x W_3ᵀ) W_2ᵀ in the compute dtype, rounded once."""
+        work = self._work(x)
+        p = self._params(params, work)
+        a, b = self.gate_up(x.to(work), p)
+        return self.down(self.combine(a, b), p, x.shape).to(x.dtype)
+
+
+@chaff(
+    "swiglu_feed_forward",
+    visible=ALL_DTYPES,
+    why="silu(xW_3ᵀ)·xW_1ᵀ differs from silu(xW_1ᵀ)·xW_3ᵀ by O(1) relative wherever the two "
+    "projections differ (independent W_1, W_3 drawn in every dtype)",
+)
+class SwigluGateUpSwapped(SwigluBase):
+    """Gate and up projections swapped: w2(silu(w3 x) * w1 x)."""
+
+    def gate_up(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = super().gate_up(x, params)
+        return b, a
+
+
+@chaff(
+    "swiglu_feed_forward",
+    visible=ALL_DTYPES,
+    why="silu(ab) is not silu(a)·b: an O(1) change of every hidden unit with |a|, |b| ~ 1",
+)
+class SwigluSiluAfterProduct(SwigluBase):
+    """silu applied after the gating product: w2(silu(w1 x * w3 x))."""
+
+    def combine(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.gate(a * b)
+
+
+@chaff(
+    "swiglu_feed_forward",
+    visible=ALL_DTYPES,
+    why="σ(a) = silu(a)/a: the hidden units are off by the factor a, O(1) for |a| ~ 1",
+)
+class SwigluSigmoidGate(SwigluBase):
+    """sigmoid instead of silu as the gate (GLU, not SwiGLU): w2(σ(w1 x) * w3 x)."""
+
+    def gate(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(a)
+
+
+@chaff(
+    "swiglu_feed_forward",
+    visible=ALL_DTYPES,
+    why="with two or more tokens and d >= 2 (drawn in every dtype) the (d, N) result read "
+    "back row-major puts features of one token into others: O(1) changes",
+)
+class SwigluTokensReshaped(SwigluBase):
+    """Down projection computed as W_2 hᵀ (d, tokens) and reshaped, not transposed, back."""
+
+    def down(self, h: torch.Tensor, params: Params, shape: torch.Size) -> torch.Tensor:
+        tokens = h.reshape(-1, h.shape[-1])
+        return (params["w2.weight"] @ tokens.T).reshape(shape)
+
+
+@chaff(
+    "swiglu_feed_forward",
+    visible=("float16", "bfloat16"),
+    why="for float16/bfloat16 inputs the result stays in the float32 compute dtype (for "
+    "float64/float32 the compute dtype is the input dtype)",
+)
+class SwigluComputeDtypeReturned(SwigluBase):
+    """Returns the float32 compute-dtype result for float16/bfloat16 inputs (no final cast)."""
+
+    def swiglu_feed_forward(self, x: Any, params: Params) -> Any:
+        work = self._work(x)
+        p = self._params(params, work)
+        a, b = self.gate_up(x.to(work), p)
+        return self.down(self.combine(a, b), p, x.shape)
+
+
+@wheat("swiglu_feed_forward")
+class SwigluFusedGateUp(SwigluBase):
+    """W_1 and W_3 fused into one (2·hidden, d) projection, split after; silu as a·σ(a)."""
+
+    def gate_up(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        fused = torch.cat([params["w1.weight"], params["w3.weight"]], dim=0)
+        a, b = F.linear(x, fused).chunk(2, dim=-1)
+        return a, b
+
+    def gate(self, a: torch.Tensor) -> torch.Tensor:
+        return a * torch.sigmoid(a)
+
+
+@wheat("swiglu_feed_forward")
+class SwigluFloat64Internals(SwigluBase):
+    """Computed entirely in float64 and rounded once to the input dtype."""
+
+    def _work(self, x: torch.Tensor) -> torch.dtype:
+        return torch.float64
