@@ -35,6 +35,7 @@ BLOCKS: tuple[str, ...] = (
     "feed_forward",
     "encoder_layer",
     "decoder_layer",
+    "swiglu_feed_forward",
 )
 
 #: blocks defined in spec/layers.py and spec/positional.py: their numeric code is the float64
@@ -54,6 +55,10 @@ _LAYER_BLOCKS: dict[str, tuple[str, ...]] = {
     "feed_forward": ("linear", "gelu", "feed_forward"),
     "encoder_layer": ("residual_layer_norm", "transformer_encoder_layer"),
     "decoder_layer": ("transformer_decoder_layer",),
+    "swiglu_feed_forward": (
+        "transpec.oracle.swiglu:silu",
+        "transpec.oracle.swiglu:swiglu_feed_forward",
+    ),
 }
 
 _TITLES = {
@@ -73,6 +78,7 @@ _TITLES = {
     "feed_forward": "Position-wise feed-forward",
     "encoder_layer": "Transformer encoder layer",
     "decoder_layer": "Transformer decoder layer",
+    "swiglu_feed_forward": "SwiGLU feed-forward",
 }
 
 _PROOF_BLOCKS = {
@@ -93,6 +99,7 @@ _PROOF_BLOCKS = {
     # a layer's identities are those of its attention sublayers
     "encoder_layer": ("multi_head_attention",),
     "decoder_layer": ("masked_self_attention", "cross_attention"),
+    "swiglu_feed_forward": ("swiglu_feed_forward",),
 }
 
 _KERNELS = {
@@ -624,6 +631,34 @@ def _layer_definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant
             _Variant("norm_first", "True", False, r",\quad ".join(pre), "pre-LN (Xiong et al.)"),
         ]
         del x
+    elif block == "swiglu_feed_forward":
+        X, hid = sp.MatrixSymbol("X", L, E), sp.Symbol("F")
+        W1, W3 = sp.MatrixSymbol("W_1", hid, E), sp.MatrixSymbol("W_3", hid, E)
+        W2 = sp.MatrixSymbol("W_2", E, hid)
+        zv = sp.Symbol("z", real=True)
+        xr = sp.MatrixSymbol("x", 1, 2).as_explicit()
+        small = {
+            "w1.weight": sp.MatrixSymbol("A", 1, 2).as_explicit(),
+            "w3.weight": sp.MatrixSymbol("U", 1, 2).as_explicit(),
+            "w2.weight": sp.MatrixSymbol("D", 2, 1).as_explicit(),
+        }
+        defs = [
+            (
+                "Definition (row-wise, rows are tokens), bias-free; silu elementwise, "
+                "$\\odot$ the elementwise product; $W_1$ the gate (`w1.weight`), $W_3$ the up "
+                "projection (`w3.weight`), $W_2$ the down projection (`w2.weight`)",
+                rf"\mathrm{{SwiGLU}}(X) = \left(\operatorname{{silu}}({tex(X * W1.T)}) \odot "
+                rf"{tex(X * W3.T)}\right) {tex(W2.T)}",
+            ),
+            (
+                "silu (`transpec.spec.layers.silu`)",
+                rf"\operatorname{{silu}}(z) = {tex(SL.silu(zv))}",
+            ),
+            (
+                "`transpec.spec.layers.swiglu_feed_forward` on one token of d = 2, hidden = 1",
+                tex(SL.swiglu_feed_forward(xr, small)),
+            ),
+        ]
     return defs, variants
 
 
@@ -643,12 +678,14 @@ def _results(name: str) -> tuple[Any, Any]:
 
 
 def _reference_source(name: str) -> str:
-    """The source of a float64 reference function of transpec.oracle.reference_layers."""
+    """The source of a float64 reference function: ``name`` in
+    transpec.oracle.reference_layers, or ``"module:function"``."""
+    import importlib
     import inspect
 
-    from transpec.oracle import reference_layers
-
-    return inspect.getsource(getattr(reference_layers, name))
+    module, _, attr = name.rpartition(":")
+    source = importlib.import_module(module or "transpec.oracle.reference_layers")
+    return inspect.getsource(getattr(source, attr))
 
 
 def render(block: str, fmt: str = "markdown") -> str:
@@ -677,7 +714,9 @@ def render(block: str, fmt: str = "markdown") -> str:
         w.text(f"`{var.field}` = `{var.value}`{tag}{note}:")
         w.math(var.formula)
     if layer:
-        w.heading("Kernel: the float64 reference (transpec.oracle.reference_layers)", 2)
+        first = _LAYER_BLOCKS[block][0]
+        module = first.rpartition(":")[0] or "transpec.oracle.reference_layers"
+        w.heading(f"Kernel: the float64 reference ({module})", 2)
         for name in _LAYER_BLOCKS[block]:
             w.code(_reference_source(name))
     else:
