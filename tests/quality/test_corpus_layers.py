@@ -127,6 +127,7 @@ def test_layer_corpus_shape() -> None:
         "decoder_layer",
         "sinusoidal_positional_encoding",
         "rotary_embedding",
+        "swiglu_feed_forward",
     ):
         assert corpus.select(component, "chaff"), component
         assert corpus.select(component, "wheat"), component

@@ -1,0 +1,72 @@
+"""The SwiGLU corpus: every chaff is killed in every dtype where its defect is visible, every
+wheat passes every property in every dtype, and every property kills a known chaff."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import corpus
+
+from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
+
+from .conftest import PROPERTIES, run_property
+
+COMPONENT = "swiglu_feed_forward"
+CHAFFS = corpus.select(COMPONENT, "chaff")
+WHEATS = corpus.select(COMPONENT, "wheat")
+
+#: each property, and the chaff that shows it can fail (killed in every dtype listed)
+KILLS: dict[str, str] = {
+    "equivalence": "swiglu_gate_up_swapped",
+    "shape_dtype": "swiglu_compute_dtype_returned",
+    "token_permutation_equivariance": "swiglu_tokens_reshaped",
+    "up_projection_homogeneity": "swiglu_silu_after_product",
+}
+
+
+def _killed(name: str, prop: str, dtype: str, examples: int = 15) -> bool:
+    try:
+        run_property(prop, corpus.entry(name).make(), dtype, examples)
+    except (PropertyViolation, ImplementationFailure):
+        return True
+    return False
+
+
+def test_the_corpus_has_swiglu_chaffs_and_wheats() -> None:
+    assert len(CHAFFS) >= 1 and len(WHEATS) >= 1
+    assert set(KILLS.values()) <= {e.name for e in CHAFFS}
+    assert set(KILLS) == set(PROPERTIES)
+    for e in CHAFFS + WHEATS:
+        assert e.make().components() == (COMPONENT,)
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [pytest.param(e.name, d, id=f"{e.name}-{d}") for e in CHAFFS for d in e.visible],
+)
+def test_chaff_is_killed(name: str, dtype: str) -> None:
+    order = ["equivalence", *(p for p in PROPERTIES if p != "equivalence")]
+    assert any(_killed(name, prop, dtype) for prop in order), f"{name} survives in {dtype}"
+
+
+@pytest.mark.parametrize("prop", sorted(KILLS))
+def test_every_property_kills_a_known_chaff(prop: str) -> None:
+    entry = corpus.entry(KILLS[prop])
+    for dtype in entry.visible:
+        assert _killed(entry.name, prop, dtype), f"{prop} misses {entry.name} in {dtype}"
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [pytest.param(e.name, d, id=f"{e.name}-{d}") for e in WHEATS for d in corpus.ALL_DTYPES],
+)
+def test_wheat_passes_every_property(name: str, dtype: str) -> None:
+    for prop in PROPERTIES:
+        assert run_property(prop, corpus.entry(name).make(), dtype, 20) <= 1.0
