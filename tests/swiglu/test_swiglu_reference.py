@@ -38,7 +38,7 @@ def _highprec(args: dict, digits: int = 40) -> np.ndarray:
 
 def test_the_registry_record_resolves_to_this_module() -> None:
     record = components.get("swiglu_feed_forward")
-    assert record.family == "swiglu" and record.takes_params
+    assert record.family.name == "swiglu" and record.takes_params
     assert record.argument_names == ("x", "params")
     assert record.arguments_of("array") == ("x",) and record.arguments_of("params") == ("params",)
     args = _args(np.random.default_rng(0), (2, 3, 5), 7, 1.0)
