@@ -18,8 +18,8 @@ Post-LN sublayers are :math:`\mathrm{LN}(x + f(x))`, pre-LN ones :math:`x + f(\m
 
 The base computes in the compute dtype (float32 for float16/bfloat16) and rounds once at the
 end, one method per step (``project``, ``split_heads``, ``merge_heads``, ``scale``, ``masks``,
-``sublayer``, ``activation``, ...), so each chaff overrides exactly the step with its defect.
-The SwiGLU feed-forward block (LLaMA's bias-free
+``scores``, ``softmax_rows``, ``sublayer``, ``activation``, ...), so each chaff overrides
+exactly the step with its defect. The SwiGLU feed-forward block (LLaMA's bias-free
 :math:`(\operatorname{silu}(xW_1^\top) \odot xW_3^\top)W_2^\top`) has the same structure,
 one method per step (``gate_up``, ``gate``, ``combine``, ``down``).
 
@@ -103,19 +103,24 @@ class LayerBase(CorpusAdapter):
             total = bias if total is None else total + bias
         return total
 
-    def attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Any, head_dim: int
-    ) -> torch.Tensor:
-        """softmax(q kᵀ·scale + bias) v per head; a row with no visible key gives zeros."""
+    def scores(self, q: torch.Tensor, k: torch.Tensor, bias: Any, head_dim: int) -> torch.Tensor:
+        """q kᵀ·scale + bias per head."""
         s = (q @ k.transpose(-2, -1)) * self.scale(head_dim)
-        if bias is not None:
-            s = s + bias
+        return s if bias is None else s + bias
+
+    def softmax_rows(self, s: torch.Tensor) -> torch.Tensor:
+        """softmax over the keys; a row with no visible key gives zeros."""
         m = s.amax(dim=-1, keepdim=True)
         m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
         p = torch.exp(s - m)
         tot = p.sum(dim=-1, keepdim=True)
-        p = p / torch.where(tot == 0, torch.ones_like(tot), tot)
-        return p @ v
+        return p / torch.where(tot == 0, torch.ones_like(tot), tot)
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Any, head_dim: int
+    ) -> torch.Tensor:
+        """softmax(q kᵀ·scale + bias) v per head; a row with no visible key gives zeros."""
+        return self.softmax_rows(self.scores(q, k, bias, head_dim)) @ v
 
     def mha(
         self,
