@@ -1,7 +1,9 @@
-r"""Sinusoidal positional encoding and RoPE: textbook torch code, wrong variants, right ones.
+r"""Token embedding, sinusoidal encoding and RoPE: textbook torch code, wrong variants, right
+ones.
 
 .. math::
 
+    y = W[\text{input}]\ (\times \sqrt{d}), \qquad
     PE[p, 2i] = \sin(p\,\omega_i), \quad PE[p, 2i+1] = \cos(p\,\omega_i), \quad
     \omega_i = 10000^{-2i/d}
 
@@ -10,8 +12,9 @@ half-split pairs :math:`(x_i, x_{i+D/2})` by :math:`p\,\theta_i`,
 :math:`\theta_i = \text{base}^{-2i/D}`: :math:`(a, b) \mapsto (a\cos\phi - b\sin\phi,\;
 a\sin\phi + b\cos\phi)`, positions ``positions`` or ``offset + arange(L)``
 (:mod:`transpec.adapters.positional`). The bases compute in the compute dtype (float32 for
-float16/bfloat16) and round once at the end, one method per step (``frequencies``,
-``place``, ``positions``, ``pairs``, ...), so each chaff overrides exactly its defect.
+float16/bfloat16) and round once at the end, one method per step (``lookup``, ``factor``,
+``frequencies``, ``place``, ``positions``, ``pairs``, ...), so each chaff overrides exactly its
+defect.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from transpec.spec.conventions import Conventions
 
 from ._registry import ALL_DTYPES, chaff, wheat
 from ._torch import CorpusAdapter, compute_dtype
+
+F = torch.nn.functional
 
 
 def _target(name: str) -> torch.dtype:
@@ -89,6 +94,26 @@ class RopeBase(CorpusAdapter):
         a, b = self.split(x.to(work))
         c, s = torch.cos(phi), torch.sin(phi)
         return self.join(a * c - b * s, a * s + b * c).to(x.dtype)
+
+
+class EmbeddingBase(CorpusAdapter):
+    """Row lookup by advanced indexing, then the √d scale in the compute dtype."""
+
+    component = "embedding"
+
+    def lookup(self, input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """W[input]: input.shape + (d,)."""
+        return weight[input]
+
+    def factor(self, weight: torch.Tensor) -> float:
+        """√d, d the width of a row ("Attention Is All You Need" §3.4)."""
+        return math.sqrt(weight.shape[-1])
+
+    def embedding(self, input: Any, weight: Any, scale_by_sqrt_d: bool = False) -> Any:
+        rows = self.lookup(input, weight)
+        if not scale_by_sqrt_d:
+            return rows
+        return (rows.to(compute_dtype(weight.dtype)) * self.factor(weight)).to(weight.dtype)
 
 
 class RopeInterleavedPairs(RopeBase):
@@ -160,6 +185,32 @@ class SinusoidalConcatenatedUndeclared(SinusoidalConcatenated):
     """[sin | cos] halves where the interleaved layout is declared."""
 
 
+@chaff(
+    "embedding",
+    visible=ALL_DTYPES,
+    why="with scale_by_sqrt_d and d >= 2 (drawn in every dtype) every value is √d >= 1.41 "
+    "times too large",
+)
+class EmbeddingScaleByD(EmbeddingBase):
+    """Rows scaled by d instead of √d."""
+
+    def factor(self, weight: torch.Tensor) -> float:
+        return float(weight.shape[-1])
+
+
+@chaff(
+    "embedding",
+    visible=ALL_DTYPES,
+    why="with scale_by_sqrt_d every value is off by √(V/d): O(1) whenever the vocabulary "
+    "size V and the width d differ (V = 1000 against d <= 300 is drawn in every dtype)",
+)
+class EmbeddingScaleByVocab(EmbeddingBase):
+    """Rows scaled by √V, V = weight.shape[0] the vocabulary size, instead of √d."""
+
+    def factor(self, weight: torch.Tensor) -> float:
+        return math.sqrt(weight.shape[0])
+
+
 # -- wheats ------------------------------------------------------------------------------------
 
 
@@ -200,3 +251,26 @@ class RopeInterleavedDeclared(RopeInterleavedPairs):
     """Interleaved pairs (2i, 2i+1), declared as rope_pairing="interleaved"."""
 
     conventions = Conventions(rope_pairing="interleaved")
+
+
+@wheat("embedding")
+class EmbeddingOneHotMatmul(EmbeddingBase):
+    """Lookup as a one-hot matrix times the table, in the compute dtype (exact: one term)."""
+
+    def lookup(self, input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        work = compute_dtype(weight.dtype)
+        hot = F.one_hot(input, weight.shape[0]).to(work)
+        return (hot @ weight.to(work)).to(weight.dtype)
+
+
+@wheat("embedding")
+class EmbeddingTableScaledFirst(EmbeddingBase):
+    """The whole table scaled by √d first (the scale folded into the weights), then
+    index_select on the flattened ids."""
+
+    def embedding(self, input: Any, weight: Any, scale_by_sqrt_d: bool = False) -> Any:
+        table = weight
+        if scale_by_sqrt_d:
+            table = (weight.to(compute_dtype(weight.dtype)) * self.factor(weight)).to(weight.dtype)
+        rows = torch.index_select(table, 0, input.reshape(-1))
+        return rows.reshape(*input.shape, weight.shape[-1])
