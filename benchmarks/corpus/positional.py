@@ -1,5 +1,5 @@
-r"""Token embedding, sinusoidal encoding and RoPE: textbook torch code, wrong variants, right
-ones.
+r"""Token embedding, sinusoidal encoding, RoPE and ALiBi: textbook torch code, wrong variants,
+right ones.
 
 .. math::
 
@@ -10,11 +10,12 @@ ones.
 for positions :math:`p = \text{offset} + 0..L-1`, and RoPE of ``x`` (..., L, D) rotating the
 half-split pairs :math:`(x_i, x_{i+D/2})` by :math:`p\,\theta_i`,
 :math:`\theta_i = \text{base}^{-2i/D}`: :math:`(a, b) \mapsto (a\cos\phi - b\sin\phi,\;
-a\sin\phi + b\cos\phi)`, positions ``positions`` or ``offset + arange(L)``
-(:mod:`transpec.adapters.positional`). The bases compute in the compute dtype (float32 for
-float16/bfloat16) and round once at the end, one method per step (``lookup``, ``factor``,
-``frequencies``, ``place``, ``positions``, ``pairs``, ...), so each chaff overrides exactly its
-defect.
+a\sin\phi + b\cos\phi)`, positions ``positions`` or ``offset + arange(L)``; the ALiBi bias
+:math:`m_h\,(j - p_i)`, :math:`p_i = i + L_k - L_q`, with the slopes of the authors'
+``get_slopes`` (:mod:`transpec.adapters.positional`). The bases compute in the compute dtype
+(float32 for float16/bfloat16) and round once at the end, one method per step (``lookup``,
+``factor``, ``frequencies``, ``place``, ``positions``, ``pairs``, ``slopes``, ``distance``,
+...), so each chaff overrides exactly its defect.
 """
 
 from __future__ import annotations
@@ -116,6 +117,51 @@ class EmbeddingBase(CorpusAdapter):
         return (rows.to(compute_dtype(weight.dtype)) * self.factor(weight)).to(weight.dtype)
 
 
+def get_slopes(n: int) -> list[float]:
+    """The ALiBi authors' ``get_slopes`` (Press et al., ``attention_with_linear_biases``)."""
+
+    def get_slopes_power_of_2(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        ratio = start
+        return [start * ratio**i for i in range(n)]
+
+    if math.log2(n).is_integer():
+        return get_slopes_power_of_2(n)
+    closest_power_of_2 = 2 ** math.floor(math.log2(n))
+    return (
+        get_slopes_power_of_2(closest_power_of_2)
+        + get_slopes(2 * closest_power_of_2)[0::2][: n - closest_power_of_2]
+    )
+
+
+class AlibiBase(CorpusAdapter):
+    """``get_slopes`` times the relative distance j - p_i, in the compute dtype."""
+
+    component = "alibi_bias"
+
+    def slopes(self, num_heads: int, work: torch.dtype) -> torch.Tensor:
+        """m_h of Press et al. (the interpolation rule when H is not a power of 2)."""
+        return torch.tensor(get_slopes(num_heads), dtype=work)
+
+    def query_positions(self, query_length: int, key_length: int) -> torch.Tensor:
+        """p_i = i + Lk - Lq: the queries are the last Lq of the Lk positions (KV cache)."""
+        return torch.arange(query_length) + (key_length - query_length)
+
+    def distance(self, query_positions: torch.Tensor, key_length: int) -> torch.Tensor:
+        """(Lq, Lk) signed distance j - p_i: <= 0 for the keys a causal query sees."""
+        return torch.arange(key_length)[None, :] - query_positions[:, None]
+
+    def alibi_bias(
+        self, num_heads: int, query_length: int, key_length: int, dtype: str = "float32"
+    ) -> Any:
+        target = _target(dtype)
+        work = compute_dtype(target)
+        m = self.slopes(int(num_heads), work)
+        p = self.query_positions(int(query_length), int(key_length))
+        dist = self.distance(p, int(key_length)).to(work)
+        return (m[:, None, None] * dist[None]).to(target)
+
+
 class RopeInterleavedPairs(RopeBase):
     """Pairs (x_{2i}, x_{2i+1}) (GPT-J), the base of the pairing chaff and its declared wheat."""
 
@@ -211,6 +257,47 @@ class EmbeddingScaleByVocab(EmbeddingBase):
         return math.sqrt(weight.shape[0])
 
 
+@chaff(
+    "alibi_bias",
+    visible=ALL_DTYPES,
+    why="for H not a power of 2 (3, 5, 6, 12, 20, ... drawn in every dtype) the slopes "
+    "differ by O(1) factors (H = 3: 2^(-8/3), 2^(-16/3), 2^-8 against 2^-4, 2^-8, 2^-2), "
+    "seen wherever the distance is nonzero (L_k >= 2)",
+)
+class AlibiGeometricSlopes(AlibiBase):
+    """Slopes 2^(-8h/H), h = 1..H, for every H: the power-of-2 formula used for all head counts."""
+
+    def slopes(self, num_heads: int, work: torch.dtype) -> torch.Tensor:
+        h = torch.arange(1, num_heads + 1, dtype=work)
+        return torch.pow(torch.tensor(2.0, dtype=work), -8.0 * h / num_heads)
+
+
+@chaff(
+    "alibi_bias",
+    visible=ALL_DTYPES,
+    why="every bias has the wrong sign (+m_h·(p_i - j)): O(1) wherever the distance is "
+    "nonzero (L_k >= 2, drawn in every dtype)",
+)
+class AlibiDistanceSignFlipped(AlibiBase):
+    """Distance p_i - j instead of j - p_i: far keys are favoured instead of penalized."""
+
+    def distance(self, query_positions: torch.Tensor, key_length: int) -> torch.Tensor:
+        return query_positions[:, None] - torch.arange(key_length)[None, :]
+
+
+@chaff(
+    "alibi_bias",
+    visible=ALL_DTYPES,
+    why="when L_q < L_k (decode, L_q = 1, drawn in every dtype) every row is shifted by "
+    "m_h·(L_k - L_q): the query's own key gets a nonzero bias",
+)
+class AlibiQueriesFromZero(AlibiBase):
+    """Query positions 0..Lq-1 instead of the last Lq positions: ignores the KV cache."""
+
+    def query_positions(self, query_length: int, key_length: int) -> torch.Tensor:
+        return torch.arange(query_length)
+
+
 # -- wheats ------------------------------------------------------------------------------------
 
 
@@ -274,3 +361,21 @@ class EmbeddingTableScaledFirst(EmbeddingBase):
             table = (weight.to(compute_dtype(weight.dtype)) * self.factor(weight)).to(weight.dtype)
         rows = torch.index_select(table, 0, input.reshape(-1))
         return rows.reshape(*input.shape, weight.shape[-1])
+
+
+@wheat("alibi_bias")
+class AlibiSlopesAsPowers(AlibiBase):
+    """Slopes as BLOOM's ``build_alibi_tensor`` computes them: torch.pow(base, 1..N) for the
+    nearest power of 2 N, then the odd powers of the base of 2N for the remaining heads."""
+
+    def slopes(self, num_heads: int, work: torch.dtype) -> torch.Tensor:
+        closest = 2 ** math.floor(math.log2(num_heads))
+        base = torch.tensor(2 ** (-(2 ** -(math.log2(closest) - 3))), dtype=work)
+        powers = torch.arange(1, 1 + closest, dtype=torch.int32)
+        slopes = torch.pow(base, powers)
+        if closest != num_heads:
+            extra_base = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest) - 3))), dtype=work)
+            remaining = min(closest, num_heads - closest)
+            extra_powers = torch.arange(1, 1 + 2 * remaining, 2, dtype=torch.int32)
+            slopes = torch.cat([slopes, torch.pow(extra_base, extra_powers)], dim=0)
+        return slopes
