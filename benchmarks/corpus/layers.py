@@ -1,5 +1,6 @@
-r"""Multi-head attention, feed-forward, encoder and decoder layers: a stepwise torch
-implementation, its wrong variants, and right ones computed another way.
+r"""Multi-head attention (its output and its attention weights), feed-forward, encoder and
+decoder layers: a stepwise torch implementation, its wrong variants, and right ones computed
+another way.
 
 The semantics are ``nn.MultiheadAttention``, ``linear2(act(linear1(x)))``,
 ``nn.TransformerEncoderLayer`` and ``nn.TransformerDecoderLayer`` in eval mode
@@ -14,14 +15,17 @@ with :math:`Q = X_q W_q^\top + b_q` (rows ``[0:E]``, ``[E:2E]``, ``[2E:3E]`` of
 ``in_proj_weight`` for Q, K, V), head h the columns :math:`h D_h .. (h+1) D_h - 1`, masks in
 ``nn.MultiheadAttention`` polarity (bool True = not allowed, floats added) and a query row with
 no visible key giving a zero attention row (transpec's canonical ``fully_masked_row="zero"``).
+The weights (``need_weights=True``) are
+:math:`P_h = \mathrm{softmax}(Q_h K_h^\top/\sqrt{D_h} + M)`, (B, H, L, S), or their mean over
+the heads (B, L, S) with ``average_attn_weights``.
 Post-LN sublayers are :math:`\mathrm{LN}(x + f(x))`, pre-LN ones :math:`x + f(\mathrm{LN}(x))`.
 
 The base computes in the compute dtype (float32 for float16/bfloat16) and rounds once at the
 end, one method per step (``project``, ``split_heads``, ``merge_heads``, ``scale``, ``masks``,
-``scores``, ``softmax_rows``, ``sublayer``, ``activation``, ...), so each chaff overrides
-exactly the step with its defect. The SwiGLU feed-forward block (LLaMA's bias-free
-:math:`(\operatorname{silu}(xW_1^\top) \odot xW_3^\top)W_2^\top`) has the same structure,
-one method per step (``gate_up``, ``gate``, ``combine``, ``down``).
+``scores``, ``softmax_rows``, ``head_average``, ``sublayer``, ``activation``, ...), so each
+chaff overrides exactly the step with its defect. The SwiGLU feed-forward block (LLaMA's
+bias-free :math:`(\operatorname{silu}(xW_1^\top) \odot xW_3^\top)W_2^\top`) has the same
+structure, one method per step (``gate_up``, ``gate``, ``combine``, ``down``).
 
 These are the corpus's own implementations, not torch modules with a fast and a slow path:
 they declare no path-dependent semantics and have no slow path (``fast_slow_agreement``, which
@@ -299,6 +303,47 @@ class MHABase(LayerBase):
     component = "multi_head_attention"
 
 
+class MHAWeightsBase(LayerBase):
+    """The attention weights of multi-head attention (``need_weights=True``), step by step."""
+
+    component = "multi_head_attention_weights"
+
+    def head_scores(
+        self, xq: torch.Tensor, xk: torch.Tensor, params: Params, heads: int, bias: Any
+    ) -> torch.Tensor:
+        """(B, H, L, S) scores Q_h K_hᵀ/√D_h + M of every head."""
+        e = xq.shape[-1]
+        q = self.split_heads(self.project(xq, params, 0), heads)
+        k = self.split_heads(self.project(xk, params, 1), heads)
+        return self.scores(q, k, bias, e // heads)
+
+    def head_average(self, s: torch.Tensor) -> torch.Tensor:
+        """(B, H, L, S) scores -> (B, L, S): the mean over the heads of their weights."""
+        return self.softmax_rows(s).mean(dim=1)
+
+    def multi_head_attention_weights(
+        self,
+        query: Any,
+        key: Any,
+        value: Any,
+        params: Params,
+        num_heads: int,
+        key_padding_mask: Any = None,
+        attn_mask: Any = None,
+        is_causal: bool = False,
+        batch_first: bool = True,
+        average_attn_weights: bool = True,
+    ) -> Any:
+        """(B, H, L, S) weights, or their mean over the heads; batch first whatever
+        ``batch_first`` says (as ``nn.MultiheadAttention``)."""
+        work = self._work(query)
+        q, k = (self._bf(a.to(work), batch_first) for a in (query, key))
+        bias = self.masks(attn_mask, key_padding_mask, work)
+        s = self.head_scores(q, k, self._params(params, work), int(num_heads), bias)
+        p = self.head_average(s) if average_attn_weights else self.softmax_rows(s)
+        return p.to(query.dtype).contiguous()
+
+
 class FFNBase(LayerBase):
     """The position-wise feed-forward block."""
 
@@ -384,6 +429,47 @@ class MhaScaleMissing(MHABase):
 
     def scale(self, head_dim: int) -> float:
         return 1.0
+
+
+@chaff(
+    "multi_head_attention_weights",
+    visible=ALL_DTYPES,
+    why="with average_attn_weights and H >= 2 (both drawn in every dtype) every weight is H "
+    "times too large: rows sum to H",
+)
+class MhawHeadSumNotMean(MHAWeightsBase):
+    """Heads "averaged" by summing their weights without dividing by H."""
+
+    def head_average(self, s: torch.Tensor) -> torch.Tensor:
+        return self.softmax_rows(s).sum(dim=1)
+
+
+@chaff(
+    "multi_head_attention_weights",
+    visible=ALL_DTYPES,
+    why="softmax of the mean score is not the mean of the softmaxes (softmax is not linear): "
+    "with average_attn_weights, H >= 2 and L_k >= 2 (drawn in every dtype) the heads score "
+    "keys differently and the weights move by up to 0.2 (median largest difference 0.03 on "
+    "drawn unmasked examples), above the bf16 bound",
+)
+class MhawSoftmaxOfMeanScores(MHAWeightsBase):
+    """Heads averaged before the softmax: softmax of the mean scores, not the mean weights."""
+
+    def head_average(self, s: torch.Tensor) -> torch.Tensor:
+        return self.softmax_rows(s.mean(dim=1))
+
+
+@chaff(
+    "multi_head_attention_weights",
+    visible=ALL_DTYPES,
+    why="hidden keys get O(1/L_k) weight (needs a mask that hides a key or adds a bias: "
+    "padding, boolean, causal and additive masks are drawn in every dtype)",
+)
+class MhawWeightsBeforeMask(MHAWeightsBase):
+    """The weights returned are the softmax of the scores before the mask is added."""
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor, bias: Any, head_dim: int) -> torch.Tensor:
+        return super().scores(q, k, None, head_dim)
 
 
 @chaff(
@@ -493,6 +579,38 @@ class MhaPerHeadProjections(MHABase):
             o = self.attend(proj(xq, 0), proj(xk, 1), proj(xv, 2), bias, dh)  # (B, 1, L, Dh)
             outs.append(o[:, 0])
         return self.linear(torch.cat(outs, dim=-1), params, "out_proj")
+
+
+@wheat("multi_head_attention_weights")
+class MhawPerHeadRunningMean(MHAWeightsBase):
+    """Weights head by head from each head's rows of the projections; the mean as a running
+    sum divided by H at the end."""
+
+    def head_scores(
+        self, xq: torch.Tensor, xk: torch.Tensor, params: Params, heads: int, bias: Any
+    ) -> torch.Tensor:
+        e = xq.shape[-1]
+        dh = e // heads
+        b = params.get("in_proj_bias")
+        if params.get("in_proj_weight") is None:  # kdim != E: separate projections
+            wq, wk = params["q_proj_weight"], params["k_proj_weight"]
+        else:
+            wq, wk = params["in_proj_weight"][:e], params["in_proj_weight"][e : 2 * e]
+        per_head = []
+        for h in range(heads):
+            rows = slice(h * dh, (h + 1) * dh)
+            bq = None if b is None else b[h * dh : (h + 1) * dh]
+            bk = None if b is None else b[e + h * dh : e + (h + 1) * dh]
+            q = F.linear(xq, wq[rows], bq).unsqueeze(1)  # (B, 1, L, Dh)
+            k = F.linear(xk, wk[rows], bk).unsqueeze(1)
+            per_head.append(self.scores(q, k, bias, dh))
+        return torch.cat(per_head, dim=1)
+
+    def head_average(self, s: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros_like(s[:, 0])
+        for h in range(s.shape[1]):
+            total = total + self.softmax_rows(s[:, h])
+        return total / s.shape[1]
 
 
 @wheat("encoder_layer")
