@@ -84,20 +84,7 @@ def test_every_component_has_a_derive_page(record: components.Component) -> None
     assert record.derive_page in BLOCKS
 
 
-#: components whose chaff is still to be written (strict: a chaff added turns this into XPASS)
-NO_CHAFF_YET = frozenset({"embedding", "alibi_bias", "multi_head_attention_weights"})
-
-
-@pytest.mark.parametrize(
-    "record",
-    [
-        pytest.param(r, marks=pytest.mark.xfail(strict=True, reason="no chaff yet"))
-        if r.name in NO_CHAFF_YET
-        else r
-        for r in RECORDS
-    ],
-    ids=IDS,
-)
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
 def test_every_component_has_a_chaff_in_the_corpus(record: components.Component) -> None:
     pytest.importorskip("torch")
     import corpus

@@ -1,8 +1,9 @@
 """The layer and positional corpus: every known bug is killed, every correct implementation passes.
 
 The same guarantees as ``test_corpus_kills.py``, for ``corpus.LAYER_CHAFFS`` and
-``corpus.LAYER_WHEATS`` (multi-head attention, feed-forward, encoder and decoder layers,
-sinusoidal encoding, RoPE), with the runner's ``ci`` profile:
+``corpus.LAYER_WHEATS`` (multi-head attention and its weights, feed-forward, encoder and
+decoder layers, token embedding, sinusoidal encoding, RoPE, ALiBi), with the runner's ``ci``
+profile:
 
 * each chaff fails at least one property of its component in every dtype where its defect is
   visible (properties replayed one at a time, stopping at the first kill);
@@ -115,20 +116,16 @@ def test_gelu_tanh_chaff_is_hidden_in_bfloat16() -> None:
 
 
 def test_layer_corpus_shape() -> None:
-    """Every new component has chaffs and wheats; each entry is a one-component torch adapter
+    """Every component outside the kernels has chaffs and wheats; each entry is a one-component torch adapter
     over all four dtypes (the layers without a slow path); the core lists hold only the core
     components."""
     from transpec.adapters.layers import LAYER_COMPONENTS
 
-    for component in (
-        "multi_head_attention",
-        "feed_forward",
-        "encoder_layer",
-        "decoder_layer",
-        "sinusoidal_positional_encoding",
-        "rotary_embedding",
-        "swiglu_feed_forward",
-    ):
+    from transpec.oracle import components
+
+    for component in components.names():
+        if component in corpus.CORE_COMPONENTS:
+            continue
         assert corpus.select(component, "chaff"), component
         assert corpus.select(component, "wheat"), component
     assert all(e.component in corpus.CORE_COMPONENTS for e in corpus.CHAFFS + corpus.WHEATS)
