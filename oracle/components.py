@@ -104,7 +104,7 @@ class Component:
     tolerance: str
     strategy: str
     properties: str
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- the signature ----------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ class Component:
     def _function(self, role: str) -> Callable[..., Any]:
         if role not in self._cache:
             self._cache[role] = _resolve(getattr(self, role))
-        return self._cache[role]  # type: ignore[no-any-return]
+        return self._cache[role]
 
     def compute_reference(
         self,
