@@ -22,10 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from transpec.adapters.base import COMPONENT_METHODS, COMPONENTS, Adapter, FunctionAdapter
-
-
-class AdapterLoadError(ValueError):
-    """An adapter specification could not be turned into an adapter (one-line message)."""
+from transpec.errors import AdapterLoadError
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,9 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 import transpec
+from transpec.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for: reported in one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):

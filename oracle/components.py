@@ -40,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from transpec.errors import UnknownComponentError
+
 __all__ = [
     "ARGUMENT_KINDS",
     "REGISTRY",
@@ -67,10 +69,6 @@ ARGUMENT_KINDS: dict[str, str] = {
     "params": "dict of parameter arrays named by the torch module's state_dict keys: rounded",
     "value": "plain Python value (a flag, a size, a scalar, a dtype name): passed as it is",
 }
-
-
-class UnknownComponentError(ValueError):
-    """A component name that is not in the registry."""
 
 
 @dataclass(frozen=True)
