@@ -4,8 +4,12 @@ The package is split by concern:
 
 * :mod:`transpec.spec`     -- SymPy definitions, proofs of their identities, derivations;
 * :mod:`transpec.oracle`   -- float64 and high-precision references, the tolerance model,
-  properties, strategies, the runner, the CLI and the pytest plugin;
-* :mod:`transpec.adapters` -- the implementations under test, wrapped.
+  properties, strategies;
+* :mod:`transpec.adapters` -- the implementations under test, wrapped;
+* the user-facing layer: :mod:`transpec.runs` (the run: planning, execution, verdicts),
+  :mod:`transpec.reports` (text, JSON, JUnit), :mod:`transpec.cases` (saved cases, reproduce),
+  :mod:`transpec.cli` (the ``transpec`` command), :mod:`transpec.plugin` (pytest), and
+  :mod:`transpec.errors`.
 
 ``import transpec`` is cheap: it imports neither torch nor sympy.
 """

@@ -43,9 +43,9 @@ def test_the_load_and_case_errors_are_still_value_errors(cls: type[Exception]) -
 
 
 def test_the_old_homes_re_export_the_same_classes() -> None:
-    from transpec import adapters
+    from transpec import adapters, cli
     from transpec.adapters import registry
-    from transpec.oracle import cli, components
+    from transpec.oracle import components
 
     assert adapters.AdapterLoadError is registry.AdapterLoadError is AdapterLoadError
     assert cli.UsageError is UsageError
@@ -83,8 +83,8 @@ def test_unknown_component_error_is_raised_with_its_message() -> None:
 
 
 def test_case_file_errors(tmp_path: Path) -> None:
-    from transpec.oracle.replay import reproduce
-    from transpec.oracle.runner import load_case
+    from transpec.cases import reproduce
+    from transpec.runs import load_case
 
     missing = tmp_path / "missing.npz"
     with pytest.raises(CaseFileError, match=r"^no such file: "):
@@ -108,8 +108,8 @@ def test_case_file_errors(tmp_path: Path) -> None:
 def test_a_case_file_naming_an_unknown_property(tmp_path: Path) -> None:
     import json
 
-    from transpec.oracle.replay import reproduce
-    from transpec.oracle.runner import FILE_FORMAT
+    from transpec.cases import reproduce
+    from transpec.runs import FILE_FORMAT
 
     path = tmp_path / "case.npz"
     meta = {

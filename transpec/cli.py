@@ -208,8 +208,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.base and not isinstance(adapter, FunctionAdapter):
         raise UsageError(f"--base applies to functions only; {spec!r} is an adapter")
 
-    from transpec.oracle import report
-    from transpec.oracle.runner import RunResult, Verdict, run
+    from transpec import reports as report
+    from transpec.runs import RunResult, Verdict, run
 
     out, err = sys.stdout, sys.stderr
 
@@ -245,7 +245,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _finish(result: Any, args: argparse.Namespace, out: TextIO) -> None:
-    from transpec.oracle import report
+    from transpec import reports as report
 
     out.write("\n" + report.table(result) + "\n")
     failures = report.failures_section(result)
@@ -344,14 +344,14 @@ def _adapter_summary(entry: Any) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from transpec.oracle.replay import reproduce
+    from transpec.cases import reproduce
 
     try:
         verdict = reproduce(args.file, adapter=args.adapter)
     except (ValueError, TypeError, ImportError) as exc:
         raise UsageError(_one_line(exc)) from None
     if verdict.status == "passed":
-        from transpec.oracle.report import format_ratio
+        from transpec.reports import format_ratio
 
         first, *notes = verdict.message.splitlines()
         ratio = format_ratio(verdict.ratio)

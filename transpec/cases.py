@@ -1,16 +1,16 @@
 """Replaying a saved counterexample: ``transpec reproduce FILE [--adapter SPEC]``.
 
 A failing case is saved by the runner as a ``.npz`` file (see
-:func:`transpec.oracle.runner.save_case`): the component's arguments exactly as Hypothesis
+:func:`transpec.runs.save_case`): the component's arguments exactly as Hypothesis
 generated them (before rounding to the dtype under test) and a JSON entry naming the adapter,
 component, property, dtype, device and conventions. Replaying loads the adapter again (the spec
 string saved in the file, or ``adapter`` to test a fixed version), runs the property's check once
-on the saved arguments and returns a :class:`~transpec.oracle.runner.Verdict` with the same
+on the saved arguments and returns a :class:`~transpec.runs.Verdict` with the same
 failure report the run printed -- or ``passed`` when the implementation now conforms.
 
 From Python::
 
-    from transpec.oracle.replay import reproduce
+    from transpec.cases import reproduce
     verdict = reproduce("transpec-failures/attention-equivalence-float16-cpu-0123456789.npz")
     print(verdict.report or verdict.status)
 """
@@ -25,7 +25,7 @@ import transpec
 from transpec.adapters.base import Adapter
 from transpec.errors import CaseFileError
 from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
-from transpec.oracle.runner import (
+from transpec.runs import (
     Verdict,
     check_once,
     classify,
@@ -52,7 +52,7 @@ def load_adapter_for(meta: dict[str, Any], adapter: Adapter | str | None) -> tup
         base = meta.get("base")
         impl = load_adapter(str(spec), component=str(meta["component"]), base=base or None)
         return impl, str(spec)
-    from transpec.oracle.cli import load_adapter_spec
+    from transpec.cli import load_adapter_spec
 
     return load_adapter_spec(str(spec), str(meta["component"])), str(spec)
 

@@ -548,7 +548,7 @@ def describe_failure(
     adapter_spec: str | None,
 ) -> None:
     """Fill the counterexample summary, file, reproduce command and full report of ``verdict``."""
-    from transpec.oracle.report import failure_report, summarize_args
+    from transpec.reports import failure_report, summarize_args
 
     if args is not None:
         try:
