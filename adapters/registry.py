@@ -22,11 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from transpec.adapters.base import Adapter, FunctionAdapter
+from transpec.errors import AdapterLoadError
 from transpec.oracle import components
-
-
-class AdapterLoadError(ValueError):
-    """An adapter specification could not be turned into an adapter (one-line message)."""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from transpec.errors import UnknownComponentError
+
 __all__ = [
     "ARGUMENT_KINDS",
     "REGISTRY",
@@ -69,10 +71,6 @@ ARGUMENT_KINDS: dict[str, str] = {
     "params": "dict of parameter arrays named by the torch module's state_dict keys: rounded",
     "value": "plain Python value (a flag, a size, a scalar, a dtype name): passed as it is",
 }
-
-
-class UnknownComponentError(ValueError):
-    """A component name that is not in the registry."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,7 @@ class Component:
     summary: str
     derive_page: str
     method: str = ""
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.method:

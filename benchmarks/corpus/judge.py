@@ -2,7 +2,7 @@
 
 Two ways, on the same examples:
 
-* :func:`verdict` -- the runner itself (``transpec.oracle.runner.run``, the ``ci`` profile),
+* :func:`verdict` -- the runner itself (``transpec.runs.run``, the ``ci`` profile),
   one property and one dtype: exactly what a user's CI would conclude;
 * :func:`first_kill` -- the runner's examples replayed without shrinking: the same seed per
   (component, property, dtype, device) and the same strategy, so the examples are the runner's
@@ -20,7 +20,7 @@ from typing import Any
 from transpec.adapters.base import Adapter
 from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
 from transpec.oracle.profiles import case_seed, resolve
-from transpec.oracle.runner import Verdict, check_once, plan, run
+from transpec.runs import Verdict, check_once, plan, run
 
 
 def properties_of(component: str) -> tuple[str, ...]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from transpec.oracle.cli import main
+from transpec.cli import main
 from transpec.oracle.profiles import resolve
-from transpec.oracle.runner import Case, load_case, run, run_case
+from transpec.runs import Case, load_case, run, run_case
 
 HERE = Path(__file__).resolve().parent
 WRONG = "cli_fixtures:WrongScaleAttention"
@@ -190,7 +190,7 @@ def test_ctrl_c_keeps_the_verdicts_so_far(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "transpec.oracle.cli",
+            "transpec.cli",
             "check",
             "cli_fixtures:InterruptedSoftmax",
             "--component",

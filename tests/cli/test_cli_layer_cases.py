@@ -13,11 +13,11 @@ import pytest
 
 from transpec.adapters.base import COMPONENTS, Precision
 from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.cli import component_signature, main
 from transpec.oracle import components
-from transpec.oracle.cli import component_signature, main
 from transpec.oracle.profiles import resolve
 from transpec.oracle.properties import select
-from transpec.oracle.runner import Case, Verdict, load_case, save_case
+from transpec.runs import Case, Verdict, load_case, save_case
 
 HERE = Path(__file__).resolve().parent
 WRONG = "cli_layer_fixtures:WrongActivationFeedForward"

@@ -32,7 +32,7 @@ def test_plugin_items_and_conformance_tests_under_xdist_with_k_and_junitxml(
 ) -> None:
     """One run: ``--transpec`` items and a user module's ``conformance_tests`` side by side."""
     (tmp_path / "test_user.py").write_text(
-        "from transpec.oracle.plugin import conformance_tests\n"
+        "from transpec.plugin import conformance_tests\n"
         "from cli_fixtures import WrongScaleAttention\n"
         "test_mine = conformance_tests(WrongScaleAttention(), components=['attention'],\n"
         "    properties=['equivalence', 'causality'], dtypes=['float32'], max_examples=4)\n"
@@ -121,7 +121,7 @@ def test_assert_conforms_raises_with_the_report(
     from cli_fixtures import WrongScaleAttention
 
     from transpec.adapters.numpy_adapter import NumpyAdapter
-    from transpec.oracle.plugin import assert_conforms
+    from transpec.plugin import assert_conforms
 
     options = {
         "components": ["attention"],

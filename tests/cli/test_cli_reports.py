@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from transpec.oracle import report
+from transpec import reports as report
 from transpec.oracle.profiles import resolve
-from transpec.oracle.runner import RunResult, Verdict
+from transpec.runs import RunResult, Verdict
 
 
 def _result() -> RunResult:

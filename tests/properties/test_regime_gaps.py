@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from transpec.adapters.numpy_adapter import NumpyAdapter
-from transpec.oracle.runner import run
 from transpec.oracle.strategies import EXP_OVERFLOW, large_logit_target
+from transpec.runs import run
 
 
 def _verdicts(adapter: Any, component: str, prop: str, dtype: str) -> list[Any]:

@@ -102,7 +102,7 @@ def test_runner_agrees_with_replay(name: str, prop: str, dtype: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "dtype"), WHEAT_CASES)
 def test_wheat_passes(name: str, dtype: str) -> None:
-    from transpec.oracle.runner import run
+    from transpec.runs import run
 
     entry = corpus.entry(name)
     result = run(

@@ -76,7 +76,7 @@ def test_layer_chaff_is_killed(name: str, dtype: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "dtype"), WHEAT_CASES)
 def test_layer_wheat_passes(name: str, dtype: str) -> None:
-    from transpec.oracle.runner import run
+    from transpec.runs import run
 
     entry = corpus.entry(name)
     result = run(

@@ -124,7 +124,7 @@ def test_positional_blocks_show_both_conventions_from_the_spec() -> None:
 
 
 def test_transpec_derive_command_renders_a_layer_block(capsys) -> None:  # type: ignore[no-untyped-def]
-    from transpec.oracle.cli import main
+    from transpec.cli import main
 
     assert main(["derive", "feed_forward"]) == 0
     out = capsys.readouterr().out

@@ -28,7 +28,7 @@ import numpy as np
 import transpec
 
 if TYPE_CHECKING:
-    from transpec.oracle.runner import RunResult, Verdict
+    from transpec.runs import RunResult, Verdict
 
 
 # -- environment and header ---------------------------------------------------------------------

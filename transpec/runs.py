@@ -551,7 +551,7 @@ def describe_failure(
     adapter_spec: str | None,
 ) -> None:
     """Fill the counterexample summary, file, reproduce command and full report of ``verdict``."""
-    from transpec.oracle.report import failure_report, summarize_args
+    from transpec.reports import failure_report, summarize_args
 
     if args is not None:
         try:
@@ -802,16 +802,19 @@ def save_case(
 
 
 def load_case(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metadata, args) of a saved case; ``ValueError`` when it is not a transpec case file."""
+    """(metadata, args) of a saved case; :class:`~transpec.errors.CaseFileError` (a
+    ``ValueError``) when it is not a transpec case file."""
+    from transpec.errors import CaseFileError
+
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"no such file: {p}")
+        raise CaseFileError(f"no such file: {p}")
     if not zipfile.is_zipfile(p):
-        raise ValueError(f"{p} is not a transpec case file (not an .npz archive)")
+        raise CaseFileError(f"{p} is not a transpec case file (not an .npz archive)")
     try:
         with np.load(p, allow_pickle=False) as data:
             if "__transpec__" not in data.files:
-                raise ValueError("not a transpec case file (no __transpec__ entry)")
+                raise CaseFileError("not a transpec case file (no __transpec__ entry)")
             meta = json.loads(str(data["__transpec__"]))
             arrays = {
                 k[len(_ARG_PREFIX) :]: np.array(data[k])
@@ -820,17 +823,17 @@ def load_case(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
             }
             dict_arrays = {k: np.array(data[k]) for k in data.files if k.startswith(_DICT_PREFIX)}
     except (OSError, EOFError) as exc:
-        raise ValueError(f"{p} is not a readable .npz file: {exc}") from None
+        raise CaseFileError(f"{p} is not a readable .npz file: {exc}") from None
     except ValueError as exc:
-        raise ValueError(f"{p}: {str(exc).splitlines()[0]}") from None
+        raise CaseFileError(f"{p}: {str(exc).splitlines()[0]}") from None
     if meta.get("format") != FILE_FORMAT:
-        raise ValueError(f"{p}: unsupported case file format {meta.get('format')!r}")
+        raise CaseFileError(f"{p}: unsupported case file format {meta.get('format')!r}")
     try:
         values: dict[str, Any] = {
             k: decode_value(v, dict_arrays) for k, v in meta.get("args", {}).items()
         }
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{p}: {str(exc).splitlines()[0]}") from None
+        raise CaseFileError(f"{p}: {str(exc).splitlines()[0]}") from None
     values.update(arrays)
     if any(isinstance(v, dict) for v in values.values()):
         from transpec.oracle.strategies_layers import ParamDict  # a dict; prints names, shapes

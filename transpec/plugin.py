@@ -18,7 +18,7 @@ command).
 
 In a test module of your own::
 
-    from transpec.oracle.plugin import conformance_tests
+    from transpec.plugin import conformance_tests
     from mypkg.kernels import MyAdapter
 
     test_my_kernels = conformance_tests(MyAdapter(), dtypes=["float32", "float16"])
@@ -42,7 +42,7 @@ import pytest
 if TYPE_CHECKING:
     from transpec.adapters.base import Adapter
     from transpec.oracle.profiles import Profile
-    from transpec.oracle.runner import Case, RunResult, Verdict
+    from transpec.runs import Case, RunResult, Verdict
 
 MARKER = "transpec"
 
@@ -126,11 +126,11 @@ def pytest_collection_modifyitems(
         return
     from transpec.oracle import components as registry
     from transpec.oracle.profiles import resolve
-    from transpec.oracle.runner import plan
+    from transpec.runs import plan
 
     components = _split(config.getoption("transpec_component"))
     try:
-        from transpec.oracle.cli import load_adapter_spec
+        from transpec.cli import load_adapter_spec
 
         adapter = load_adapter_spec(
             spec, components[0] if components and len(components) == 1 else None
@@ -197,7 +197,7 @@ class TranspecItem(pytest.Item):
         self.add_marker(MARKER)
 
     def runtest(self) -> None:
-        from transpec.oracle.runner import run_case
+        from transpec.runs import run_case
 
         verdict = run_case(
             self.adapter,
@@ -231,7 +231,7 @@ class TranspecFailure(AssertionError):
 
 
 def _ratio_text(ratio: float | None) -> str:
-    from transpec.oracle.report import format_ratio
+    from transpec.reports import format_ratio
 
     return format_ratio(ratio)
 
@@ -267,7 +267,7 @@ def conformance_tests(
     ``ValueError`` when the module is imported.
     """
     from transpec.oracle.profiles import resolve
-    from transpec.oracle.runner import infer_spec, plan, run_case
+    from transpec.runs import infer_spec, plan, run_case
 
     resolved = resolve(profile, seed=seed, max_examples=max_examples)
     cases = plan(
@@ -289,12 +289,12 @@ def _case_id(case: Case) -> str:
 
 
 def assert_conforms(adapter: Adapter, **options: Any) -> RunResult:
-    """Run :func:`transpec.oracle.runner.run` and raise ``AssertionError`` on any failure.
+    """Run :func:`transpec.runs.run` and raise ``AssertionError`` on any failure.
 
     The message is the failure reports of every failed verdict. Returns the run's result
     otherwise (skips allowed). ``options`` are those of ``run``.
     """
-    from transpec.oracle.runner import run
+    from transpec.runs import run
 
     result = run(adapter, **options)
     if result.interrupted:

@@ -1,16 +1,16 @@
 """Replaying a saved counterexample: ``transpec reproduce FILE [--adapter SPEC]``.
 
 A failing case is saved by the runner as a ``.npz`` file (see
-:func:`transpec.oracle.runner.save_case`): the component's arguments exactly as Hypothesis
+:func:`transpec.runs.save_case`): the component's arguments exactly as Hypothesis
 generated them (before rounding to the dtype under test) and a JSON entry naming the adapter,
 component, property, dtype, device and conventions. Replaying loads the adapter again (the spec
 string saved in the file, or ``adapter`` to test a fixed version), runs the property's check once
-on the saved arguments and returns a :class:`~transpec.oracle.runner.Verdict` with the same
+on the saved arguments and returns a :class:`~transpec.runs.Verdict` with the same
 failure report the run printed -- or ``passed`` when the implementation now conforms.
 
 From Python::
 
-    from transpec.oracle.replay import reproduce
+    from transpec.cases import reproduce
     verdict = reproduce("transpec-failures/attention-equivalence-float16-cpu-0123456789.npz")
     print(verdict.report or verdict.status)
 """
@@ -23,8 +23,9 @@ from typing import Any
 
 import transpec
 from transpec.adapters.base import Adapter
+from transpec.errors import CaseFileError
 from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
-from transpec.oracle.runner import (
+from transpec.runs import (
     Verdict,
     check_once,
     classify,
@@ -35,12 +36,13 @@ from transpec.oracle.runner import (
 
 
 def load_adapter_for(meta: dict[str, Any], adapter: Adapter | str | None) -> tuple[Adapter, str]:
-    """The adapter to replay with and its spec string (``ValueError`` when none can be found)."""
+    """The adapter to replay with and its spec string (:class:`CaseFileError` when none can be
+    found)."""
     if isinstance(adapter, Adapter):
         return adapter, infer_spec(adapter) or meta.get("adapter") or "?"
     spec = adapter if adapter is not None else meta.get("adapter")
     if not spec:
-        raise ValueError(
+        raise CaseFileError(
             "the case file does not say how to load its adapter (it was not importable); "
             "pass --adapter MODULE:ATTR"
         )
@@ -50,7 +52,7 @@ def load_adapter_for(meta: dict[str, Any], adapter: Adapter | str | None) -> tup
         base = meta.get("base")
         impl = load_adapter(str(spec), component=str(meta["component"]), base=base or None)
         return impl, str(spec)
-    from transpec.oracle.cli import load_adapter_spec
+    from transpec.cli import load_adapter_spec
 
     return load_adapter_spec(str(spec), str(meta["component"])), str(spec)
 
@@ -59,8 +61,9 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
     """Re-run the saved case at ``path``; a passed or failed :class:`Verdict` with its report.
 
     ``adapter``: an adapter object or spec string that replaces the one named in the file.
-    Raises ``ValueError`` for an unreadable file, an unknown property, or an adapter that cannot
-    run the case.
+    Raises :class:`~transpec.errors.CaseFileError` (a ``ValueError``) for an unreadable file, an
+    unknown property, or an adapter that cannot run the case; an adapter spec that does not load
+    raises :class:`~transpec.errors.AdapterLoadError`.
     """
     from transpec.oracle.harness import Harness
     from transpec.oracle.properties import PROPERTIES
@@ -70,22 +73,22 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
     dtype, device = str(meta["dtype"]), str(meta["device"])
     matches = [p for p in PROPERTIES if p.component == component and p.name == name]
     if not matches:
-        raise ValueError(
+        raise CaseFileError(
             f"the case file names property {component}.{name}, which transpec "
             f"{transpec.__version__} does not have"
         )
     prop = matches[0]
     impl, spec = load_adapter_for(meta, adapter)
     if not impl.provides(component):
-        raise ValueError(f"adapter {impl.name!r} does not provide {component}")
+        raise CaseFileError(f"adapter {impl.name!r} does not provide {component}")
     if device not in impl.available_devices():
-        raise ValueError(f"device {device} is not available to adapter {impl.name!r} here")
+        raise CaseFileError(f"device {device} is not available to adapter {impl.name!r} here")
     try:
         reason = prop.applies(impl, dtype)
     except Exception:
         reason = None  # undecidable here: run the check, whose verdict will show the problem
     if reason:
-        raise ValueError(f"{component}.{name} does not apply to adapter {impl.name!r}: {reason}")
+        raise CaseFileError(f"{component}.{name} does not apply to adapter {impl.name!r}: {reason}")
     verdict = Verdict(component, name, dtype, device, "passed")
     start = time.perf_counter()
     try:

@@ -31,12 +31,9 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 import transpec
+from transpec.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for: reported in one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -213,8 +210,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.base and not isinstance(adapter, FunctionAdapter):
         raise UsageError(f"--base applies to functions only; {spec!r} is an adapter")
 
-    from transpec.oracle import report
-    from transpec.oracle.runner import RunResult, Verdict, run
+    from transpec import reports as report
+    from transpec.runs import RunResult, Verdict, run
 
     out, err = sys.stdout, sys.stderr
 
@@ -250,7 +247,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _finish(result: Any, args: argparse.Namespace, out: TextIO) -> None:
-    from transpec.oracle import report
+    from transpec import reports as report
 
     out.write("\n" + report.table(result) + "\n")
     failures = report.failures_section(result)
@@ -349,14 +346,14 @@ def _adapter_summary(entry: Any) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from transpec.oracle.replay import reproduce
+    from transpec.cases import reproduce
 
     try:
         verdict = reproduce(args.file, adapter=args.adapter)
     except (ValueError, TypeError, ImportError) as exc:
         raise UsageError(_one_line(exc)) from None
     if verdict.status == "passed":
-        from transpec.oracle.report import format_ratio
+        from transpec.reports import format_ratio
 
         first, *notes = verdict.message.splitlines()
         ratio = format_ratio(verdict.ratio)

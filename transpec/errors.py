@@ -1,0 +1,47 @@
+"""transpec's exceptions: one root, :class:`TranspecError`, for what transpec cannot do as asked.
+
+::
+
+    TranspecError
+    ├── UsageError                          (the transpec command: one line, exit status 2)
+    ├── AdapterLoadError       (ValueError) an adapter spec that gives no adapter
+    ├── CaseFileError          (ValueError) a saved case that cannot be read or replayed here
+    └── UnknownComponentError  (ValueError) a component name that is not in the registry
+
+``except transpec.TranspecError`` catches all of them; the ``ValueError`` ones are still caught
+by ``except ValueError``, as before there was a root. A property that an implementation breaks
+is not an error of this kind: it is a ``failed`` verdict in the run's result.
+
+Importing this module imports nothing else (no NumPy, Hypothesis, SymPy or torch).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdapterLoadError",
+    "CaseFileError",
+    "TranspecError",
+    "UnknownComponentError",
+    "UsageError",
+]
+
+
+class TranspecError(Exception):
+    """The root of the exceptions transpec raises about what it was asked to do."""
+
+
+class UsageError(TranspecError):
+    """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+class AdapterLoadError(TranspecError, ValueError):
+    """An adapter specification could not be turned into an adapter (one-line message)."""
+
+
+class CaseFileError(TranspecError, ValueError):
+    """A saved case file that is not one, cannot be read, or cannot be replayed here (a property
+    this version does not have, an adapter that cannot run the case)."""
+
+
+class UnknownComponentError(TranspecError, ValueError):
+    """A component name that is not in the registry."""
