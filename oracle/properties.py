@@ -54,8 +54,8 @@ from transpec.oracle.harness import (
     bound_of,
 )
 from transpec.oracle.outcome import PropertyViolation
+from transpec.oracle.strategies import Args
 
-Args = dict[str, Any]
 Check = Callable[[Harness, Args], float]
 Inputs = Callable[[str], "st.SearchStrategy[Args]"]
 Applies = Callable[[Adapter, str], "str | None"]

@@ -42,8 +42,8 @@ from hypothesis import strategies as st
 from transpec.adapters.base import Adapter
 from transpec.oracle import strategies_layers as sl
 from transpec.oracle.harness import Harness, assert_related, assert_relation, bound_of
+from transpec.oracle.strategies import Args
 
-Args = dict[str, Any]
 _BOTH = "sum of both calls' tolerances (their references' difference subtracted)"
 
 MHA, FFN, ENC, DEC = "multi_head_attention", "feed_forward", "encoder_layer", "decoder_layer"

@@ -33,11 +33,11 @@ from hypothesis import strategies as st
 
 from transpec.oracle import strategies_positional as sp
 from transpec.oracle.harness import Harness, assert_related, assert_relation, bound_of
+from transpec.oracle.strategies import Args
 
 if TYPE_CHECKING:
     from transpec.oracle.properties import Property
 
-Args = dict[str, Any]
 _U64 = 2.0**-53
 _BOTH = "sum of both calls' tolerances (their references' difference subtracted)"
 

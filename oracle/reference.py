@@ -37,10 +37,8 @@ from typing import Any
 import numpy as np
 
 from transpec.oracle import _kernels as kernels
-from transpec.oracle.dtypes import canonical_dtype, unit_roundoff
+from transpec.oracle.dtypes import FloatArray, canonical_dtype, unit_roundoff
 from transpec.spec.conventions import CANONICAL, Conventions
-
-FloatArray = np.ndarray
 
 COMPONENTS: tuple[str, ...] = ("softmax", "attention", "layer_norm", "rms_norm")
 

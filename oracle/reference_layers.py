@@ -43,8 +43,8 @@ import numpy as np
 import numpy.typing as npt
 
 from transpec.oracle import _kernels
+from transpec.oracle.dtypes import FloatArray
 
-FloatArray = npt.NDArray[np.float64]
 Params = Mapping[str, Any]
 Activation = Literal["relu", "gelu", "gelu_tanh"]
 FullyMaskedRow = Literal["nan", "zero"]

@@ -38,6 +38,10 @@ from hypothesis import strategies as st
 
 from transpec.oracle.dtypes import FORMATS, canonical_dtype
 
+#: the arguments of one component call, keyed by the adapter method's parameters (float64 or
+#: bool arrays, integer index arrays, plain Python values, a dict of parameter arrays)
+Args = dict[str, Any]
+
 #: ln(largest finite value): exp overflows beyond it (float16: 11.09, float32/bfloat16: 88.72)
 EXP_OVERFLOW: dict[str, float] = {name: math.log(fmt.max_value) for name, fmt in FORMATS.items()}
 
