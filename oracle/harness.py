@@ -442,12 +442,9 @@ def assert_related(
             "says otherwise",
             worst=worst,
         )
-    finite = np.isfinite(a) & np.isfinite(e)
-    err = np.where(finite, np.abs(a - e), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(b > 0, err / np.where(b > 0, b, 1.0), np.where(err > 0, np.inf, 0.0))
-    flat = int(np.argmax(ratio))
-    index = tuple(int(i) for i in np.unravel_index(flat, ratio.shape))
+    from transpec.oracle.compare import error_ratios
+
+    err, ratio, index = error_ratios(a, e, b, np.isfinite(a) & np.isfinite(e))
     worst_ratio = float(ratio[index])
     if worst_ratio > 1.0:
         worst = Worst(
