@@ -38,6 +38,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -46,12 +47,14 @@ from hypothesis import strategies as st
 from transpec.adapters.base import Adapter
 from transpec.oracle import strategies as strat
 from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.error_model import U64
 from transpec.oracle.harness import (
     Call,
     Harness,
     assert_related,
     assert_relation,
     bound_of,
+    relate,
 )
 from transpec.oracle.outcome import PropertyViolation
 from transpec.oracle.strategies import Args
@@ -59,9 +62,6 @@ from transpec.oracle.strategies import Args
 Check = Callable[[Harness, Args], float]
 Inputs = Callable[[str], "st.SearchStrategy[Args]"]
 Applies = Callable[[Adapter, str], "str | None"]
-
-#: float64 unit roundoff, for the rounding of the relation's own arithmetic
-_U64 = 2.0**-53
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,6 @@ def _equivalence(component: str) -> Check:
         return harness.assert_equivalent(harness.call(component, args))
 
     return check
-
-
-_BOTH = "sum of both calls' tolerances (their references' difference subtracted)"
 
 
 def _finite_rows(*refs: np.ndarray) -> np.ndarray:
@@ -243,7 +240,7 @@ def _perturb_like(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 def _hidden_key_invariance(harness: Harness, args: Args, perturbed: np.ndarray, what: str) -> float:
     """Change K and V at the keys ``perturbed`` (B, Lk) marks; every query row for which all
-    of them are masked must keep its output (both tolerances: see ``assert_relation``)."""
+    of them are masked must keep its output (both tolerances: see ``relate``)."""
     first = harness.call("attention", args)
     rng = example_rng(args, what)
     k = np.array(args["k"], dtype=np.float64)
@@ -259,16 +256,12 @@ def _hidden_key_invariance(harness: Harness, args: Args, perturbed: np.ndarray, 
     blind = np.all(masked | ~pk, axis=-1)  # rows that see none of the perturbed keys
     if not blind.any():
         return 0.0
-    rows = np.broadcast_to(blind[..., None], first.output.shape)
-    bound = bound_of(first) + bound_of(second)
-    return assert_relation(
-        np.where(rows, second.output, 0.0),
-        np.where(rows, first.output, 0.0),
-        np.where(rows, second.reference.value, 0.0),
-        np.where(rows, first.reference.value, 0.0),
-        np.where(rows, bound, 0.0),
+    return relate(
+        second,
+        first,
+        rows=np.broadcast_to(blind[..., None], first.output.shape),
         what=f"{what}: outputs of queries that cannot see the changed keys moved",
-        derivation=_BOTH + " (masked keys get zero weight: the exact outputs are equal)",
+        why="masked keys get zero weight: the exact outputs are equal",
     )
 
 
@@ -319,15 +312,13 @@ def _padded_keys_removed(harness: Harness, args: Args, padded: np.ndarray) -> fl
         single = harness.call("attention", alone)
         worst = max(
             worst,
-            assert_relation(
-                single.output,
-                full.output[b : b + 1],
-                single.reference.value,
-                full.reference.value[b : b + 1],
-                bound_of(full)[b : b + 1] + bound_of(single),
+            relate(
+                single,
+                full,
+                transform=itemgetter(np.s_[b : b + 1]),
                 what=f"key_padding_invariance: example {b} computed without its "
                 f"{Lk - kept.size} padded key(s) differs from its slice of the padded call",
-                derivation=_BOTH + " (padded keys get zero weight: the exact outputs are equal)",
+                why="padded keys get zero weight: the exact outputs are equal",
             ),
         )
     return worst
@@ -343,18 +334,14 @@ def _check_batch_independence(harness: Harness, args: Args) -> float:
             alone[name] = np.asarray(args[name])[b : b + 1]
         alone["attn_mask"] = _mask_slice(args["attn_mask"], 0, b, B)
         single = harness.call("attention", alone)
-        bound = bound_of(full)[b : b + 1] + bound_of(single)
         worst = max(
             worst,
-            assert_relation(
-                single.output,
-                full.output[b : b + 1],
-                single.reference.value,
-                full.reference.value[b : b + 1],
-                bound,
+            relate(
+                single,
+                full,
+                transform=itemgetter(np.s_[b : b + 1]),
                 what=f"batch_independence: example {b} computed alone differs from its "
                 "slice of the batched output",
-                derivation=_BOTH,
             ),
         )
     return worst
@@ -373,19 +360,14 @@ def _check_head_independence(harness: Harness, args: Args) -> float:
         alone["enable_gqa"] = False
         alone["attn_mask"] = _mask_slice(args["attn_mask"], 1, h, Hq)
         single = harness.call("attention", alone)
-        ref_slice = full.reference.value[:, h : h + 1]
-        bound = bound_of(full)[:, h : h + 1] + bound_of(single)
         worst = max(
             worst,
-            assert_relation(
-                single.output,
-                full.output[:, h : h + 1],
-                single.reference.value,
-                ref_slice,
-                bound,
+            relate(
+                single,
+                full,
+                transform=itemgetter(np.s_[:, h : h + 1]),
                 what=f"head_independence: query head {h} computed alone (with kv head {g}) "
                 "differs from its slice of the multi-head output",
-                derivation=_BOTH,
             ),
         )
     return worst
@@ -400,16 +382,11 @@ def _check_kv_permutation(harness: Harness, args: Args) -> float:
     permuted["v"] = np.asarray(args["v"])[..., order, :]
     permuted["attn_mask"] = _take_mask(args["attn_mask"], -1, order, Lk)
     second = harness.call("attention", permuted)
-    bound = bound_of(first) + bound_of(second)
-    return assert_relation(
-        second.output,
-        first.output,
-        second.reference.value,
-        first.reference.value,
-        bound,
+    return relate(
+        second,
+        first,
         what="kv_permutation_invariance: permuting keys, values and mask columns jointly "
         "changed the output",
-        derivation=_BOTH,
     )
 
 
@@ -421,17 +398,12 @@ def _check_query_permutation(harness: Harness, args: Args) -> float:
     permuted["q"] = np.asarray(args["q"])[..., order, :]
     permuted["attn_mask"] = _take_mask(args["attn_mask"], -2, order, Lq)
     second = harness.call("attention", permuted)
-    expected = first.output[..., order, :]
-    bound = bound_of(first)[..., order, :] + bound_of(second)
-    return assert_relation(
-        second.output,
-        expected,
-        second.reference.value,
-        first.reference.value[..., order, :],
-        bound,
+    return relate(
+        second,
+        first,
+        transform=lambda x: x[..., order, :],
         what="query_permutation_equivariance: permuting queries (and mask rows) did not "
         "permute the output rows alike",
-        derivation=_BOTH,
     )
 
 
@@ -457,7 +429,7 @@ def _check_value_linearity(harness: Harness, args: Args) -> float:
         np.where(rows, a * first.output + b * second.output, 0.0),
         np.where(rows, r3, 0.0),
         np.where(rows, a * r1 + b * r2, 0.0),
-        np.where(rows, bound + 4 * _U64 * (abs(a) * np.abs(r1) + abs(b) * np.abs(r2)), 0.0),
+        np.where(rows, bound + 4 * U64 * (abs(a) * np.abs(r1) + abs(b) * np.abs(r2)), 0.0),
         what=f"value_linearity: out({a:.4g}·V1 + {b:.4g}·V2) != {a:.4g}·out(V1) + {b:.4g}·out(V2)",
         derivation="tolerance of the three calls, weighted by |a|, |b| (the references' "
         "r3 - a·r1 - b·r2, from rounding a·V1 + b·V2 to the dtype, is subtracted)",
@@ -525,17 +497,12 @@ def _check_gqa(harness: Harness, args: Args) -> float:
     repeated_args["v"] = _expand_kv(harness, np.asarray(args["v"]), Hq // Hkv)
     repeated_args["enable_gqa"] = False
     repeated = harness.call("attention", repeated_args)
-    bound = bound_of(grouped) + bound_of(repeated)
     mapping = harness.conventions.gqa_mapping
-    return assert_relation(
-        grouped.output,
-        repeated.output,
-        grouped.reference.value,
-        repeated.reference.value,
-        bound,
+    return relate(
+        grouped,
+        repeated,
         what=f"gqa: enable_gqa output differs from the implementation's own output on K/V "
         f"repeated per gqa_mapping={mapping!r}",
-        derivation=_BOTH,
     )
 
 
@@ -550,20 +517,12 @@ def _gqa_applies(adapter: Adapter, dtype: str) -> str | None:
 def _check_invariance(
     component: str, transform: Callable[[np.random.Generator, Args], Args], what: str
 ) -> Check:
-    """out(transform(args)) = out(args), within both tolerances (see ``assert_relation``)."""
+    """out(transform(args)) = out(args), within both tolerances (see ``relate``)."""
 
     def check(harness: Harness, args: Args) -> float:
         first = harness.call(component, args)
         second = harness.call(component, transform(example_rng(args, what), args))
-        return assert_relation(
-            second.output,
-            first.output,
-            second.reference.value,
-            first.reference.value,
-            bound_of(first) + bound_of(second),
-            what=f"{what}: the output changed",
-            derivation=_BOTH,
-        )
+        return relate(second, first, what=f"{what}: the output changed")
 
     return check
 
@@ -592,7 +551,7 @@ def _check_rows_sum_to_one(harness: Harness, args: Args) -> float:
     n = call.output.shape[dim]
     total = np.sum(call.output, axis=dim)
     ref_total = np.sum(call.reference.value, axis=dim)
-    bound = np.sum(bound_of(call), axis=dim) + 2 * n * _U64 * (
+    bound = np.sum(bound_of(call), axis=dim) + 2 * n * U64 * (
         np.sum(np.abs(call.output), axis=dim) + np.abs(ref_total)
     )
     return assert_related(

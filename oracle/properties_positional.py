@@ -32,14 +32,13 @@ import numpy as np
 from hypothesis import strategies as st
 
 from transpec.oracle import strategies_positional as sp
-from transpec.oracle.harness import Harness, assert_related, assert_relation, bound_of
+from transpec.oracle.error_model import U64
+from transpec.oracle.harness import Harness, assert_related, assert_relation, bound_of, relate
 from transpec.oracle.strategies import Args
 
 if TYPE_CHECKING:
     from transpec.oracle.properties import Property
 
-_U64 = 2.0**-53
-_BOTH = "sum of both calls' tolerances (their references' difference subtracted)"
 
 EMB, PE, ROPE, ALIBI = (
     "embedding",
@@ -111,7 +110,7 @@ def _check_shift_rotation(harness: Harness, args: Args) -> float:
         rotate(call.output),
         call.reference.value[k:],
         rotate(call.reference.value),
-        b[k:] + spread + 4 * _U64,
+        b[k:] + spread + 4 * U64,
         what=f"sinusoidal_shift_is_rotation: PE(p + {k}) is not the rotation by {k}·ω of PE(p)",
         derivation="b(p+k) + (|cos kω| + |sin kω|)·(b_sin(p) + b_cos(p))",
     )
@@ -121,15 +120,12 @@ def _check_pe_offset(harness: Harness, args: Args) -> float:
     offset, length = int(args["offset"]), int(args["length"])
     shifted = harness.call(PE, args)
     full = harness.call(PE, {**args, "offset": 0, "length": offset + length})
-    return assert_relation(
-        shifted.output,
-        full.output[offset:],
-        shifted.reference.value,
-        full.reference.value[offset:],
-        bound_of(shifted) + bound_of(full)[offset:],
+    return relate(
+        shifted,
+        full,
+        transform=lambda x: x[offset:],
         what=f"position_offset: the table at offset {offset} is not rows {offset}.. of the "
         "table from position 0",
-        derivation=_BOTH,
     )
 
 
@@ -142,15 +138,11 @@ def _check_rope_offset(harness: Harness, args: Args) -> float:
     by_offset = harness.call(ROPE, {**args, "positions": None})
     explicit = {**args, "positions": np.arange(offset, offset + length, dtype=np.int64)}
     by_positions = harness.call(ROPE, {**explicit, "offset": 0})
-    return assert_relation(
-        by_offset.output,
-        by_positions.output,
-        by_offset.reference.value,
-        by_positions.reference.value,
-        bound_of(by_offset) + bound_of(by_positions),
+    return relate(
+        by_offset,
+        by_positions,
         what=f"position_offset: offset={offset} differs from the positions "
         f"{offset}..{offset + length - 1}",
-        derivation=_BOTH,
     )
 
 
@@ -177,7 +169,7 @@ def _check_relative_position(harness: Harness, args: Args) -> float:
         bound = _scores(bq, ak) + _scores(aq, bk) + _scores(bq, bk)
         ref = _scores(cq.reference.value, ck.reference.value)
         d = x.shape[-1]
-        arithmetic = 2 * d * _U64 * _scores(np.abs(cq.reference.value), np.abs(ck.reference.value))
+        arithmetic = 2 * d * U64 * _scores(np.abs(cq.reference.value), np.abs(ck.reference.value))
         return _scores(cq.output, ck.output), ref, bound + arithmetic
 
     s0, r0, b0 = scores(0)
@@ -207,7 +199,7 @@ def _check_norm_preservation(harness: Harness, args: Args) -> float:
     return assert_related(
         norm_out,
         norm_in,
-        b[..., first] + b[..., second] + 4 * _U64 * norm_in,
+        b[..., first] + b[..., second] + 4 * U64 * norm_in,
         what="rope_norm_preservation: a rotated pair changed its norm",
         derivation="| |o| - |x| | <= |o - r| <= b_first + b_second (r the exact rotation)",
     )
