@@ -89,7 +89,10 @@ class Property:
 # -- shared pieces ---------------------------------------------------------------------------
 
 
-def _applies(component: str) -> Applies:
+def applies_when_declared(component: str) -> Applies:
+    """The skip rule of most properties: ``component`` runs for an adapter that provides it in
+    a dtype it declares; otherwise the reason it does not."""
+
     def applies(adapter: Adapter, dtype: str) -> str | None:
         if not adapter.provides(component):
             return f"{adapter.name} does not provide {component}"
@@ -115,7 +118,9 @@ def example_rng(args: Mapping[str, Any], salt: str) -> np.random.Generator:
     return np.random.default_rng(crc)
 
 
-def _equivalence(component: str) -> Check:
+def equivalence_check(component: str) -> Check:
+    """The ``equivalence`` property: one call within its tolerance of the reference."""
+
     def check(harness: Harness, args: Args) -> float:
         return harness.assert_equivalent(harness.call(component, args))
 
@@ -129,7 +134,7 @@ def _finite_rows(*refs: np.ndarray) -> np.ndarray:
     return ok
 
 
-def _shape_dtype(component: str) -> Check:
+def shape_dtype_check(component: str) -> Check:
     """The harness checks the native type, dtype and shape of every call; this check makes
     that its verdict on inputs of every shape the strategies reach (ratio 0 when it holds)."""
 
@@ -507,7 +512,7 @@ def _check_gqa(harness: Harness, args: Args) -> float:
 
 
 def _gqa_applies(adapter: Adapter, dtype: str) -> str | None:
-    reason = _applies("attention")(adapter, dtype)
+    reason = applies_when_declared("attention")(adapter, dtype)
     return reason if reason is not None else gqa_support(adapter, dtype)
 
 
@@ -605,7 +610,7 @@ _SMALL_EPS = (1e-12, 1e-10)
 
 
 def _attention_properties() -> tuple[Property, ...]:
-    app = _applies(_ATT)
+    app = applies_when_declared(_ATT)
     return (
         Property(
             _ATT,
@@ -613,7 +618,7 @@ def _attention_properties() -> tuple[Property, ...]:
             "every output element within the derived bound of the float64 reference; "
             "NaN/inf positions exact",
             _attention(),
-            _equivalence(_ATT),
+            equivalence_check(_ATT),
             app,
         ),
         Property(
@@ -634,7 +639,7 @@ def _attention_properties() -> tuple[Property, ...]:
             "shape_dtype",
             "a native array of shape (B, Hq, Lq, Ev) in the input dtype",
             _attention(),
-            _shape_dtype(_ATT),
+            shape_dtype_check(_ATT),
             app,
         ),
         Property(
@@ -724,7 +729,7 @@ def _attention_properties() -> tuple[Property, ...]:
             "no overflow or NaN, and equivalence, at logits beyond exp's overflow "
             "threshold of the dtype",
             _attention(logits=("large",)),
-            _equivalence(_ATT),
+            equivalence_check(_ATT),
             app,
         ),
         Property(
@@ -740,7 +745,7 @@ def _attention_properties() -> tuple[Property, ...]:
 
 
 def _norm_properties(component: str) -> tuple[Property, ...]:
-    app = _applies(component)
+    app = applies_when_declared(component)
     factory = strat.layer_norm_inputs if component == "layer_norm" else strat.rms_norm_inputs
     # RMSNorm's eps=None is the dtype's epsilon (float16: ~1e-3), not small against σ²
     no_default_eps = {} if component == "layer_norm" else {"default_eps": False}
@@ -750,7 +755,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
             "equivalence",
             "every output element within the derived bound of the float64 reference",
             _strategy(factory),
-            _equivalence(component),
+            equivalence_check(component),
             app,
         ),
         Property(
@@ -774,7 +779,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
             "shape_dtype",
             "a native array of x's shape in the input dtype",
             _strategy(factory),
-            _shape_dtype(component),
+            shape_dtype_check(component),
             app,
         ),
     ]
@@ -805,7 +810,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
             "small_variance",
             "equivalence where σ² (mean(x²) for RMSNorm) is within ×10 of eps",
             _strategy(factory, regimes=("small_variance",)),
-            _equivalence(component),
+            equivalence_check(component),
             app,
         )
     )
@@ -816,7 +821,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
                 "large_mean",
                 "equivalence at |μ| ≫ σ, judged by the variance algorithm's own bound",
                 _strategy(factory, regimes=("large_mean",)),
-                _equivalence(component),
+                equivalence_check(component),
                 app,
             )
         )
@@ -826,7 +831,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
             "normalized_shape",
             "equivalence over 2- and 3-dimensional normalized shapes",
             _strategy(factory, min_normalized_dims=2),
-            _equivalence(component),
+            equivalence_check(component),
             app,
         )
     )
@@ -834,7 +839,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
 
 
 def _softmax_properties() -> tuple[Property, ...]:
-    app = _applies("softmax")
+    app = applies_when_declared("softmax")
     inputs = _strategy(strat.softmax_inputs)
     return (
         Property(
@@ -842,7 +847,7 @@ def _softmax_properties() -> tuple[Property, ...]:
             "equivalence",
             "every output element within the derived bound of the float64 reference",
             inputs,
-            _equivalence("softmax"),
+            equivalence_check("softmax"),
             app,
         ),
         Property(
@@ -850,7 +855,7 @@ def _softmax_properties() -> tuple[Property, ...]:
             "shape_dtype",
             "a native array of x's shape in the input dtype",
             inputs,
-            _shape_dtype("softmax"),
+            shape_dtype_check("softmax"),
             app,
         ),
         Property(
@@ -875,7 +880,7 @@ def _softmax_properties() -> tuple[Property, ...]:
             "no overflow or NaN, and equivalence, at logits beyond exp's overflow "
             "threshold of the dtype",
             _strategy(strat.softmax_inputs, logits=("large",)),
-            _equivalence("softmax"),
+            equivalence_check("softmax"),
             app,
         ),
     )

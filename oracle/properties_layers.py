@@ -220,9 +220,9 @@ def _check_fast_slow(component: str) -> Callable[[Harness, Args], float]:
 
 
 def _applies(component: str) -> Callable[[Adapter, str], str | None]:
-    from transpec.oracle.properties import _applies as base
+    from transpec.oracle.properties import applies_when_declared
 
-    return base(component)
+    return applies_when_declared(component)
 
 
 def _fast_slow_applies(component: str) -> Callable[[Adapter, str], str | None]:
@@ -239,7 +239,7 @@ def _fast_slow_applies(component: str) -> Callable[[Adapter, str], str | None]:
 
 def layer_properties() -> tuple[Any, ...]:
     """The layer properties, as :class:`transpec.oracle.properties.Property` objects."""
-    from transpec.oracle.properties import Property, _equivalence, _shape_dtype
+    from transpec.oracle.properties import Property, equivalence_check, shape_dtype_check
 
     props: list[Any] = []
     for comp in (MHA, MHAW, FFN, ENC, DEC):
@@ -251,7 +251,7 @@ def layer_properties() -> tuple[Any, ...]:
                 "every element within the bound propagated through the layer from the float64 "
                 "reference; NaN positions exact",
                 _inputs(comp),
-                _equivalence(comp),
+                equivalence_check(comp),
                 app,
             )
         )
@@ -261,7 +261,7 @@ def layer_properties() -> tuple[Any, ...]:
                 "shape_dtype",
                 "a native array of the reference's shape in the input dtype",
                 _inputs(comp),
-                _shape_dtype(comp),
+                shape_dtype_check(comp),
                 app,
             )
         )

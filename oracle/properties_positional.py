@@ -217,17 +217,22 @@ def _inputs(factory: Callable[..., st.SearchStrategy[Args]], **options: Any) -> 
 
 def positional_properties() -> tuple[Property, ...]:
     """Every property of the embedding and positional components."""
-    from transpec.oracle.properties import Property, _applies, _equivalence, _shape_dtype
+    from transpec.oracle.properties import (
+        Property,
+        applies_when_declared,
+        equivalence_check,
+        shape_dtype_check,
+    )
 
     def common(component: str, factory: Callable[..., Any], shape: str) -> list[Property]:
-        app = _applies(component)
+        app = applies_when_declared(component)
         return [
             Property(
                 component,
                 "equivalence",
                 "every output element within the derived bound of the float64 reference",
                 _inputs(factory),
-                _equivalence(component),
+                equivalence_check(component),
                 app,
             ),
             Property(
@@ -235,7 +240,7 @@ def positional_properties() -> tuple[Property, ...]:
                 "shape_dtype",
                 f"a native array of shape {shape} in the dtype under test",
                 _inputs(factory),
-                _shape_dtype(component),
+                shape_dtype_check(component),
                 app,
             ),
         ]
@@ -248,7 +253,7 @@ def positional_properties() -> tuple[Property, ...]:
             "without scaling the output is the rounded weight rows, bit for bit",
             _inputs(sp.embedding_inputs, scale_by_sqrt_d=False),
             _check_lookup_exact,
-            _applies(EMB),
+            applies_when_declared(EMB),
         ),
         *common(PE, sp.sinusoidal_inputs, "(length, d_model)"),
         Property(
@@ -258,7 +263,7 @@ def positional_properties() -> tuple[Property, ...]:
             "layout and frequencies",
             _inputs(sp.sinusoidal_inputs, min_length=2),
             _check_shift_rotation,
-            _applies(PE),
+            applies_when_declared(PE),
         ),
         Property(
             PE,
@@ -266,7 +271,7 @@ def positional_properties() -> tuple[Property, ...]:
             "the table at offset t equals rows t.. of the table from position 0",
             _inputs(sp.sinusoidal_inputs, min_offset=1, max_offset=300),
             _check_pe_offset,
-            _applies(PE),
+            applies_when_declared(PE),
         ),
         *common(ROPE, sp.rotary_inputs, "x.shape"),
         Property(
@@ -275,7 +280,7 @@ def positional_properties() -> tuple[Property, ...]:
             "scores q_m·k_n of rotated q, k are unchanged when both positions shift alike",
             _inputs(sp.rotary_inputs),
             _check_relative_position,
-            _applies(ROPE),
+            applies_when_declared(ROPE),
         ),
         Property(
             ROPE,
@@ -283,7 +288,7 @@ def positional_properties() -> tuple[Property, ...]:
             "each rotated coordinate pair keeps its norm",
             _inputs(sp.rotary_inputs),
             _check_norm_preservation,
-            _applies(ROPE),
+            applies_when_declared(ROPE),
         ),
         Property(
             ROPE,
@@ -291,7 +296,7 @@ def positional_properties() -> tuple[Property, ...]:
             "rotating with offset t equals rotating at the explicit positions t..t+L-1",
             _inputs(sp.rotary_inputs, position_modes=("offset",), min_offset=1),
             _check_rope_offset,
-            _applies(ROPE),
+            applies_when_declared(ROPE),
         ),
         *common(ALIBI, sp.alibi_inputs, "(num_heads, query_length, key_length)"),
     )
