@@ -99,6 +99,12 @@ class _Stats:
     max_amplification: float = 1.0
     reductions: set[int] = field(default_factory=set)
 
+    def record(self, ds: FloatArray, amp: FloatArray) -> None:
+        """Keep the largest score error δs and softmax amplification seen so far."""
+        if ds.size:
+            self.max_score_error = max(self.max_score_error, float(np.max(ds)))
+            self.max_amplification = max(self.max_amplification, float(np.max(amp)))
+
 
 # -- semantics and arguments -----------------------------------------------------------------
 
@@ -305,9 +311,7 @@ class _Tracker:
         spread = np.abs(v[..., None, :, :] - o0[..., :, None, :])  # (B, H, L, S, Dh)
         moved = np.einsum("bhls,bhlsd->bhld", p * (ds + sbar), spread) * amp
         dout = moved + np.matmul(p, dv) + own / SAFETY
-        if ds.size:
-            self.stats.max_score_error = max(self.stats.max_score_error, float(np.max(ds)))
-            self.stats.max_amplification = max(self.stats.max_amplification, float(np.max(amp)))
+        self.stats.record(ds, amp)
         return o, np.where(np.isnan(o), 0.0, dout)
 
     def weights(
@@ -362,9 +366,7 @@ class _Tracker:
         n = k.shape[-2]
         rounding = 2.0 * un.fn + 2.0 * un.store + self.gamma(n) + un.acc
         dp = p * (ds + sbar) * amp + p * rounding + un.eta_acc
-        if ds.size:
-            self.stats.max_score_error = max(self.stats.max_score_error, float(np.max(ds)))
-            self.stats.max_amplification = max(self.stats.max_amplification, float(np.max(amp)))
+        self.stats.record(ds, amp)
         return w, np.where(np.isnan(w), 0.0, dp)
 
     def project(
@@ -432,10 +434,6 @@ class _Tracker:
         hdn, dh = self.linear(x, dx, w1, p("linear1.bias"))
         act, da = self.activation(hdn, dh, activation)
         return self.linear(act, da, w2, p("linear2.bias"))
-
-
-def _sub(params: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def _sublayer(
@@ -515,8 +513,8 @@ def _forward(
         ):
             src_mask = np.asarray(src_mask) != 0
         mask = _combined_mask(src_mask, args.get("src_key_padding_mask"), b, length, length)
-        sa, h = _sub(params, "self_attn."), int(args["nhead"])
-        ff = {k: v for k, v in params.items() if k.startswith("linear")}
+        sa, h = rl.sub_params(params, "self_attn."), int(args["nhead"])
+        ff = rl.feed_forward_params(params)
         eps = float(args.get("layer_norm_eps", 1e-5))
         nf = bool(args.get("norm_first", False))
 
@@ -526,8 +524,8 @@ def _forward(
         def feed(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
             return t.ffn(y, dy, ff, act)
 
-        y, dy = _sublayer(t, x, np.zeros_like(x), attend, _sub(params, "norm1."), eps, nf)
-        y, dy = _sublayer(t, y, dy, feed, _sub(params, "norm2."), eps, nf)
+        y, dy = _sublayer(t, x, np.zeros_like(x), attend, rl.sub_params(params, "norm1."), eps, nf)
+        y, dy = _sublayer(t, y, dy, feed, rl.sub_params(params, "norm2."), eps, nf)
     elif component == "decoder_layer":
         x = _batch_first(np.asarray(args["tgt"], dtype=np.float64), batch_first)
         mem = _batch_first(np.asarray(args["memory"], dtype=np.float64), batch_first)
@@ -539,8 +537,12 @@ def _forward(
         cross_mask = _combined_mask(
             args.get("memory_mask"), args.get("memory_key_padding_mask"), b, lt, ls
         )
-        sa, ca, h = _sub(params, "self_attn."), _sub(params, "multihead_attn."), int(args["nhead"])
-        ff = {k: v for k, v in params.items() if k.startswith("linear")}
+        sa, ca, h = (
+            rl.sub_params(params, "self_attn."),
+            rl.sub_params(params, "multihead_attn."),
+            int(args["nhead"]),
+        )
+        ff = rl.feed_forward_params(params)
         eps = float(args.get("layer_norm_eps", 1e-5))
         nf = bool(args.get("norm_first", False))
         zm = np.zeros_like(mem)
@@ -554,9 +556,11 @@ def _forward(
         def feed(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
             return t.ffn(y, dy, ff, act)
 
-        y, dy = _sublayer(t, x, np.zeros_like(x), self_attend, _sub(params, "norm1."), eps, nf)
-        y, dy = _sublayer(t, y, dy, cross, _sub(params, "norm2."), eps, nf)
-        y, dy = _sublayer(t, y, dy, feed, _sub(params, "norm3."), eps, nf)
+        y, dy = _sublayer(
+            t, x, np.zeros_like(x), self_attend, rl.sub_params(params, "norm1."), eps, nf
+        )
+        y, dy = _sublayer(t, y, dy, cross, rl.sub_params(params, "norm2."), eps, nf)
+        y, dy = _sublayer(t, y, dy, feed, rl.sub_params(params, "norm3."), eps, nf)
     else:
         raise ValueError(f"{component} is not one of the layers {', '.join(LAYER_COMPONENTS)}")
     if not batch_first:
