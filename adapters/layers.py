@@ -181,6 +181,31 @@ class TorchLayers:
         )
         return self._load(m, params)
 
+    def _build_mha(
+        self,
+        query: Any,
+        key: Any,
+        value: Any,
+        params: Mapping[str, Any],
+        num_heads: int,
+        batch_first: bool,
+    ) -> Any:
+        """An ``nn.MultiheadAttention`` of ``query``'s width, dtype and device, with the kdim and
+        vdim of ``key`` and ``value`` and a bias where ``params`` has one, loaded with them."""
+        import torch
+
+        m = torch.nn.MultiheadAttention(
+            int(query.shape[-1]),
+            int(num_heads),
+            bias=params.get("in_proj_bias") is not None,
+            kdim=int(key.shape[-1]),
+            vdim=int(value.shape[-1]),
+            batch_first=batch_first,
+            device=query.device,
+            dtype=query.dtype,
+        )
+        return self._load(m, params)
+
     # -- components
 
     def multi_head_attention(
@@ -205,21 +230,9 @@ class TorchLayers:
             key = query
         if value is not key and value.shape == key.shape and torch.equal(value, key):
             value = key
-        e = int(query.shape[-1])
-        bias = params.get("in_proj_bias") is not None
 
         def build() -> Any:
-            m = torch.nn.MultiheadAttention(
-                e,
-                int(num_heads),
-                bias=bias,
-                kdim=int(key.shape[-1]),
-                vdim=int(value.shape[-1]),
-                batch_first=batch_first,
-                device=query.device,
-                dtype=query.dtype,
-            )
-            return self._load(m, params)
+            return self._build_mha(query, key, value, params, num_heads, batch_first)
 
         need = self.layer_path != "slow"
 
@@ -253,23 +266,9 @@ class TorchLayers:
         """The weights ``nn.MultiheadAttention(...)(query, key, value, need_weights=True,
         average_attn_weights=...)`` returns: (B, Lq, Lk), or (B, H, Lq, Lk) per head. torch
         takes no fast path with ``need_weights=True``: both paths run the explicit softmax."""
-        import torch
-
-        e = int(query.shape[-1])
-        bias = params.get("in_proj_bias") is not None
 
         def build() -> Any:
-            m = torch.nn.MultiheadAttention(
-                e,
-                int(num_heads),
-                bias=bias,
-                kdim=int(key.shape[-1]),
-                vdim=int(value.shape[-1]),
-                batch_first=batch_first,
-                device=query.device,
-                dtype=query.dtype,
-            )
-            return self._load(m, params)
+            return self._build_mha(query, key, value, params, num_heads, batch_first)
 
         def call(m: Any) -> Any:
             _, weights = m(
@@ -436,6 +435,11 @@ def _np_act(h: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"unknown activation {name!r}; expected relu, gelu or gelu_tanh")
 
 
+def _np_sub(params: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of ``params`` under ``prefix`` (``"self_attn."``), with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
 def _np_bias(mask: np.ndarray | None, work: np.dtype) -> np.ndarray | None:
     """nn.MultiheadAttention polarity -> additive: bool True -> -inf; floats added as given."""
     if mask is None:
@@ -582,9 +586,13 @@ class NumpyLayers:
         self, x: np.ndarray, params: Mapping[str, Any], activation: str = "relu"
     ) -> np.ndarray:
         """FFN(x) = σ(x W_1ᵀ + b_1) W_2ᵀ + b_2."""
-        w = x.astype(_np_work(x))
-        h = _np_act(self._linear(w, params, "linear1"), activation)
-        return self._linear(h, params, "linear2").astype(x.dtype)
+        return self._ffn(x.astype(_np_work(x)), params, activation).astype(x.dtype)
+
+    def _ffn(self, x: np.ndarray, params: Mapping[str, Any], activation: str) -> np.ndarray:
+        """σ(x W_1ᵀ + b_1) W_2ᵀ + b_2 in the dtype of ``x`` (the working precision)."""
+        return self._linear(
+            _np_act(self._linear(x, params, "linear1"), activation), params, "linear2"
+        )
 
     def swiglu_feed_forward(self, x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
         """SwiGLU(x) = (silu(x W_1ᵀ) ⊙ x W_3ᵀ) W_2ᵀ, silu(z) = z·σ(z), bias-free (LLaMA's
@@ -627,15 +635,13 @@ class NumpyLayers:
         work = _np_work(src)
         x = self._bf(src.astype(work), batch_first)
         mask = self._mask(src_mask, src_key_padding_mask, work)
-        sa = {k[len("self_attn.") :]: v for k, v in params.items() if k.startswith("self_attn.")}
+        sa = _np_sub(params, "self_attn.")
 
         def attend(y: np.ndarray) -> np.ndarray:
             return self._mha(y, y, y, sa, int(nhead), mask)
 
         def ffn(y: np.ndarray) -> np.ndarray:
-            return self._linear(
-                _np_act(self._linear(y, params, "linear1"), activation), params, "linear2"
-            )
+            return self._ffn(y, params, activation)
 
         x = self._sublayer(x, attend, params, "norm1", layer_norm_eps, norm_first)
         x = self._sublayer(x, ffn, params, "norm2", layer_norm_eps, norm_first)
@@ -665,10 +671,7 @@ class NumpyLayers:
         self_mask = self._mask(tgt_mask, tgt_key_padding_mask, work)
         cross_mask = self._mask(memory_mask, memory_key_padding_mask, work)
 
-        def sub(prefix: str) -> dict[str, Any]:
-            return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
-
-        sa, ca = sub("self_attn."), sub("multihead_attn.")
+        sa, ca = _np_sub(params, "self_attn."), _np_sub(params, "multihead_attn.")
 
         def attend(y: np.ndarray) -> np.ndarray:
             return self._mha(y, y, y, sa, int(nhead), self_mask)
@@ -677,9 +680,7 @@ class NumpyLayers:
             return self._mha(y, mem, mem, ca, int(nhead), cross_mask)
 
         def ffn(y: np.ndarray) -> np.ndarray:
-            return self._linear(
-                _np_act(self._linear(y, params, "linear1"), activation), params, "linear2"
-            )
+            return self._ffn(y, params, activation)
 
         x = self._sublayer(x, attend, params, "norm1", layer_norm_eps, norm_first)
         x = self._sublayer(x, cross, params, "norm2", layer_norm_eps, norm_first)

@@ -54,6 +54,25 @@ def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
 
 
+def error_ratios(
+    actual: np.ndarray, expected: np.ndarray, bound: np.ndarray, finite: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """(err, ratio, index of the worst element) of ``actual`` against ``expected``.
+
+    err = |actual - expected| where ``finite``, else 0; ratio = err / bound where bound > 0,
+    else inf where err > 0 and 0 where err = 0 (a zero bound demands equality); the worst
+    element is the first with the largest ratio (C order). All four arrays have one shape.
+    Shared by :func:`compare` (output against reference) and
+    :func:`transpec.oracle.harness.assert_related` (output against a relation's prediction).
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        err = np.where(finite, np.abs(actual - expected), 0.0)
+        ratio = np.where(
+            bound > 0, err / np.where(bound > 0, bound, 1.0), np.where(err > 0, np.inf, 0.0)
+        )
+    return err, ratio, _index(int(np.argmax(ratio)), ratio.shape)
+
+
 def compare(actual: Any, reference: Reference, tol: Tolerance) -> Comparison:
     """Compare ``actual`` with ``reference.value`` under the per-element bound ``tol``."""
     if not isinstance(reference, Reference):
@@ -106,17 +125,7 @@ def compare(actual: Any, reference: Reference, tol: Tolerance) -> Comparison:
     finite = ~(ref_nan | act_inf | act_nan)
     if not finite.any():
         return Comparison(True, 0.0, None, 0, "no finite element to compare; non-finite match")
-    with np.errstate(invalid="ignore", over="ignore"):
-        err = np.where(finite, np.abs(act - ref), 0.0)
-        ratio = np.where(
-            finite,
-            np.where(
-                bound > 0, err / np.where(bound > 0, bound, 1.0), np.where(err > 0, np.inf, 0.0)
-            ),
-            0.0,
-        )
-    flat = int(np.argmax(ratio))
-    idx = _index(flat, shape)
+    err, ratio, idx = error_ratios(act, ref, bound, finite)
     worst_ratio = float(ratio[idx])
     worst = Worst(
         index=idx,

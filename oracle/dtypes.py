@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+#: a float64 NumPy array: the type of every reference, bound and output the oracle compares
 FloatArray = npt.NDArray[np.float64]
 
 

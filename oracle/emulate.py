@@ -162,6 +162,14 @@ def _norm_setup(
     return x, len(shape), shape, None if w is None else np.asarray(w, dtype=np.float64)
 
 
+def _root_plus_eps(v: np.ndarray, eps: float, inside: bool, acc: _Arith) -> np.ndarray:
+    """The normalizing denominator in the accumulation arithmetic: √(v + eps) when eps is
+    inside the square root, else √v + eps, each operation rounded."""
+    if inside:
+        return acc.r(np.sqrt(acc.r(v + acc.a(eps))))
+    return acc.r(acc.r(np.sqrt(v)) + acc.a(eps))
+
+
 def _layer_norm(
     args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
 ) -> np.ndarray:
@@ -177,10 +185,7 @@ def _layer_norm(
         d = acc.r(x - mu)
         var = recursive_sum(acc.r(d * d), acc, axes)
         var = acc.r(var / acc.a(div))
-        if conventions.layer_norm_eps == "inside_sqrt":
-            sigma = acc.r(np.sqrt(acc.r(var + acc.a(eps))))
-        else:
-            sigma = acc.r(acc.r(np.sqrt(var)) + acc.a(eps))
+        sigma = _root_plus_eps(var, eps, conventions.layer_norm_eps == "inside_sqrt", acc)
         y = _store(acc.r(d / sigma), store, acc)
         if w is not None:
             y = acc.r(y * acc.a(w))
@@ -200,10 +205,7 @@ def _rms_norm(
     with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
         ms = recursive_sum(acc.r(x * x), acc, axes)
         ms = acc.r(ms / acc.a(n))
-        if conventions.rms_norm_eps == "inside_sqrt":
-            r = acc.r(np.sqrt(acc.r(ms + acc.a(eps))))
-        else:
-            r = acc.r(acc.r(np.sqrt(ms)) + acc.a(eps))
+        r = _root_plus_eps(ms, eps, conventions.rms_norm_eps == "inside_sqrt", acc)
         y = _store(acc.r(x / r), store, acc)
         if w is not None:
             ww = acc.a(w)

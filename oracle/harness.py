@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ import numpy as np
 from transpec.adapters.base import Adapter, Precision
 from transpec.oracle import components as registry
 from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.error_model import U64
 from transpec.oracle.outcome import ImplementationFailure, PropertyViolation, Worst
 
 if TYPE_CHECKING:
@@ -442,12 +443,9 @@ def assert_related(
             "says otherwise",
             worst=worst,
         )
-    finite = np.isfinite(a) & np.isfinite(e)
-    err = np.where(finite, np.abs(a - e), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(b > 0, err / np.where(b > 0, b, 1.0), np.where(err > 0, np.inf, 0.0))
-    flat = int(np.argmax(ratio))
-    index = tuple(int(i) for i in np.unravel_index(flat, ratio.shape))
+    from transpec.oracle.compare import error_ratios
+
+    err, ratio, index = error_ratios(a, e, b, np.isfinite(a) & np.isfinite(e))
     worst_ratio = float(ratio[index])
     if worst_ratio > 1.0:
         worst = Worst(
@@ -476,13 +474,12 @@ def assert_relation(
     transformed inputs to the dtype under test, eps effects, float64 noise; zero where the
     relation is exact) is subtracted, not tolerated. Non-finite references shift nothing.
     """
-    u64 = 2.0**-53
     r_a = np.asarray(ref_actual, dtype=np.float64)
     r_b = np.asarray(ref_base, dtype=np.float64)
     finite = np.isfinite(r_a) & np.isfinite(r_b)
     shift = np.where(finite, r_a - np.where(finite, r_b, 0.0), 0.0)
     expected = base + shift
-    arithmetic = 2 * u64 * np.where(finite, np.abs(base) + np.abs(r_a) + np.abs(r_b), 0.0)
+    arithmetic = 2 * U64 * np.where(finite, np.abs(base) + np.abs(r_a) + np.abs(r_b), 0.0)
     return assert_related(
         actual,
         expected,
@@ -495,6 +492,54 @@ def assert_relation(
 def bound_of(call: Call) -> np.ndarray:
     """The per-element bound of a call's tolerance, broadcast to its output's shape."""
     return np.broadcast_to(np.asarray(call.tolerance.bound, dtype=np.float64), call.output.shape)
+
+
+#: the derivation of :func:`relate`: two calls whose exact outputs are equal
+BOTH_TOLERANCES = "sum of both calls' tolerances (their references' difference subtracted)"
+
+
+def relate(
+    actual: Call,
+    base: Call,
+    *,
+    what: str,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    rows: np.ndarray | None = None,
+    why: str = "",
+) -> float:
+    """Check ``out(actual) ≈ T(out(base))`` for two calls whose exact outputs the relation
+    makes equal after ``transform`` T (a slice, a permutation; the identity by default).
+
+    That is :func:`assert_relation` with expected ``T(out_base) + (r_actual - T(r_base))`` and
+    bound ``b_actual + T(b_base)`` (r the references, b :func:`bound_of` the per-element bounds).
+    ``rows``: a boolean array of the output's shape; where it is False both sides, both
+    references and the bound are set to 0 (the relation says nothing there). The derivation is
+    :data:`BOTH_TOLERANCES`, followed by `` (why)`` when ``why`` is given.
+    """
+
+    def same(x: np.ndarray) -> np.ndarray:
+        return x
+
+    t = same if transform is None else transform
+    sides = [
+        actual.output,
+        t(base.output),
+        actual.reference.value,
+        t(base.reference.value),
+        bound_of(actual) + t(bound_of(base)),
+    ]
+    if rows is not None:
+        sides = [np.where(rows, side, 0.0) for side in sides]
+    out, expected, ref_out, ref_expected, bound = sides
+    return assert_relation(
+        out,
+        expected,
+        ref_out,
+        ref_expected,
+        bound,
+        what=what,
+        derivation=BOTH_TOLERANCES + (f" ({why})" if why else ""),
+    )
 
 
 def reference_gap(first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -46,22 +47,21 @@ from hypothesis import strategies as st
 from transpec.adapters.base import Adapter
 from transpec.oracle import strategies as strat
 from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.error_model import U64
 from transpec.oracle.harness import (
     Call,
     Harness,
     assert_related,
     assert_relation,
     bound_of,
+    relate,
 )
 from transpec.oracle.outcome import PropertyViolation
+from transpec.oracle.strategies import Args
 
-Args = dict[str, Any]
 Check = Callable[[Harness, Args], float]
 Inputs = Callable[[str], "st.SearchStrategy[Args]"]
 Applies = Callable[[Adapter, str], "str | None"]
-
-#: float64 unit roundoff, for the rounding of the relation's own arithmetic
-_U64 = 2.0**-53
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,10 @@ class Property:
 # -- shared pieces ---------------------------------------------------------------------------
 
 
-def _applies(component: str) -> Applies:
+def applies_when_declared(component: str) -> Applies:
+    """The skip rule of most properties: ``component`` runs for an adapter that provides it in
+    a dtype it declares; otherwise the reason it does not."""
+
     def applies(adapter: Adapter, dtype: str) -> str | None:
         if not adapter.provides(component):
             return f"{adapter.name} does not provide {component}"
@@ -115,14 +118,13 @@ def example_rng(args: Mapping[str, Any], salt: str) -> np.random.Generator:
     return np.random.default_rng(crc)
 
 
-def _equivalence(component: str) -> Check:
+def equivalence_check(component: str) -> Check:
+    """The ``equivalence`` property: one call within its tolerance of the reference."""
+
     def check(harness: Harness, args: Args) -> float:
         return harness.assert_equivalent(harness.call(component, args))
 
     return check
-
-
-_BOTH = "sum of both calls' tolerances (their references' difference subtracted)"
 
 
 def _finite_rows(*refs: np.ndarray) -> np.ndarray:
@@ -132,7 +134,7 @@ def _finite_rows(*refs: np.ndarray) -> np.ndarray:
     return ok
 
 
-def _shape_dtype(component: str) -> Check:
+def shape_dtype_check(component: str) -> Check:
     """The harness checks the native type, dtype and shape of every call; this check makes
     that its verdict on inputs of every shape the strategies reach (ratio 0 when it holds)."""
 
@@ -243,7 +245,7 @@ def _perturb_like(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 def _hidden_key_invariance(harness: Harness, args: Args, perturbed: np.ndarray, what: str) -> float:
     """Change K and V at the keys ``perturbed`` (B, Lk) marks; every query row for which all
-    of them are masked must keep its output (both tolerances: see ``assert_relation``)."""
+    of them are masked must keep its output (both tolerances: see ``relate``)."""
     first = harness.call("attention", args)
     rng = example_rng(args, what)
     k = np.array(args["k"], dtype=np.float64)
@@ -259,16 +261,12 @@ def _hidden_key_invariance(harness: Harness, args: Args, perturbed: np.ndarray, 
     blind = np.all(masked | ~pk, axis=-1)  # rows that see none of the perturbed keys
     if not blind.any():
         return 0.0
-    rows = np.broadcast_to(blind[..., None], first.output.shape)
-    bound = bound_of(first) + bound_of(second)
-    return assert_relation(
-        np.where(rows, second.output, 0.0),
-        np.where(rows, first.output, 0.0),
-        np.where(rows, second.reference.value, 0.0),
-        np.where(rows, first.reference.value, 0.0),
-        np.where(rows, bound, 0.0),
+    return relate(
+        second,
+        first,
+        rows=np.broadcast_to(blind[..., None], first.output.shape),
         what=f"{what}: outputs of queries that cannot see the changed keys moved",
-        derivation=_BOTH + " (masked keys get zero weight: the exact outputs are equal)",
+        why="masked keys get zero weight: the exact outputs are equal",
     )
 
 
@@ -319,15 +317,13 @@ def _padded_keys_removed(harness: Harness, args: Args, padded: np.ndarray) -> fl
         single = harness.call("attention", alone)
         worst = max(
             worst,
-            assert_relation(
-                single.output,
-                full.output[b : b + 1],
-                single.reference.value,
-                full.reference.value[b : b + 1],
-                bound_of(full)[b : b + 1] + bound_of(single),
+            relate(
+                single,
+                full,
+                transform=itemgetter(np.s_[b : b + 1]),
                 what=f"key_padding_invariance: example {b} computed without its "
                 f"{Lk - kept.size} padded key(s) differs from its slice of the padded call",
-                derivation=_BOTH + " (padded keys get zero weight: the exact outputs are equal)",
+                why="padded keys get zero weight: the exact outputs are equal",
             ),
         )
     return worst
@@ -343,18 +339,14 @@ def _check_batch_independence(harness: Harness, args: Args) -> float:
             alone[name] = np.asarray(args[name])[b : b + 1]
         alone["attn_mask"] = _mask_slice(args["attn_mask"], 0, b, B)
         single = harness.call("attention", alone)
-        bound = bound_of(full)[b : b + 1] + bound_of(single)
         worst = max(
             worst,
-            assert_relation(
-                single.output,
-                full.output[b : b + 1],
-                single.reference.value,
-                full.reference.value[b : b + 1],
-                bound,
+            relate(
+                single,
+                full,
+                transform=itemgetter(np.s_[b : b + 1]),
                 what=f"batch_independence: example {b} computed alone differs from its "
                 "slice of the batched output",
-                derivation=_BOTH,
             ),
         )
     return worst
@@ -373,19 +365,14 @@ def _check_head_independence(harness: Harness, args: Args) -> float:
         alone["enable_gqa"] = False
         alone["attn_mask"] = _mask_slice(args["attn_mask"], 1, h, Hq)
         single = harness.call("attention", alone)
-        ref_slice = full.reference.value[:, h : h + 1]
-        bound = bound_of(full)[:, h : h + 1] + bound_of(single)
         worst = max(
             worst,
-            assert_relation(
-                single.output,
-                full.output[:, h : h + 1],
-                single.reference.value,
-                ref_slice,
-                bound,
+            relate(
+                single,
+                full,
+                transform=itemgetter(np.s_[:, h : h + 1]),
                 what=f"head_independence: query head {h} computed alone (with kv head {g}) "
                 "differs from its slice of the multi-head output",
-                derivation=_BOTH,
             ),
         )
     return worst
@@ -400,16 +387,11 @@ def _check_kv_permutation(harness: Harness, args: Args) -> float:
     permuted["v"] = np.asarray(args["v"])[..., order, :]
     permuted["attn_mask"] = _take_mask(args["attn_mask"], -1, order, Lk)
     second = harness.call("attention", permuted)
-    bound = bound_of(first) + bound_of(second)
-    return assert_relation(
-        second.output,
-        first.output,
-        second.reference.value,
-        first.reference.value,
-        bound,
+    return relate(
+        second,
+        first,
         what="kv_permutation_invariance: permuting keys, values and mask columns jointly "
         "changed the output",
-        derivation=_BOTH,
     )
 
 
@@ -421,17 +403,12 @@ def _check_query_permutation(harness: Harness, args: Args) -> float:
     permuted["q"] = np.asarray(args["q"])[..., order, :]
     permuted["attn_mask"] = _take_mask(args["attn_mask"], -2, order, Lq)
     second = harness.call("attention", permuted)
-    expected = first.output[..., order, :]
-    bound = bound_of(first)[..., order, :] + bound_of(second)
-    return assert_relation(
-        second.output,
-        expected,
-        second.reference.value,
-        first.reference.value[..., order, :],
-        bound,
+    return relate(
+        second,
+        first,
+        transform=lambda x: x[..., order, :],
         what="query_permutation_equivariance: permuting queries (and mask rows) did not "
         "permute the output rows alike",
-        derivation=_BOTH,
     )
 
 
@@ -457,7 +434,7 @@ def _check_value_linearity(harness: Harness, args: Args) -> float:
         np.where(rows, a * first.output + b * second.output, 0.0),
         np.where(rows, r3, 0.0),
         np.where(rows, a * r1 + b * r2, 0.0),
-        np.where(rows, bound + 4 * _U64 * (abs(a) * np.abs(r1) + abs(b) * np.abs(r2)), 0.0),
+        np.where(rows, bound + 4 * U64 * (abs(a) * np.abs(r1) + abs(b) * np.abs(r2)), 0.0),
         what=f"value_linearity: out({a:.4g}·V1 + {b:.4g}·V2) != {a:.4g}·out(V1) + {b:.4g}·out(V2)",
         derivation="tolerance of the three calls, weighted by |a|, |b| (the references' "
         "r3 - a·r1 - b·r2, from rounding a·V1 + b·V2 to the dtype, is subtracted)",
@@ -525,22 +502,17 @@ def _check_gqa(harness: Harness, args: Args) -> float:
     repeated_args["v"] = _expand_kv(harness, np.asarray(args["v"]), Hq // Hkv)
     repeated_args["enable_gqa"] = False
     repeated = harness.call("attention", repeated_args)
-    bound = bound_of(grouped) + bound_of(repeated)
     mapping = harness.conventions.gqa_mapping
-    return assert_relation(
-        grouped.output,
-        repeated.output,
-        grouped.reference.value,
-        repeated.reference.value,
-        bound,
+    return relate(
+        grouped,
+        repeated,
         what=f"gqa: enable_gqa output differs from the implementation's own output on K/V "
         f"repeated per gqa_mapping={mapping!r}",
-        derivation=_BOTH,
     )
 
 
 def _gqa_applies(adapter: Adapter, dtype: str) -> str | None:
-    reason = _applies("attention")(adapter, dtype)
+    reason = applies_when_declared("attention")(adapter, dtype)
     return reason if reason is not None else gqa_support(adapter, dtype)
 
 
@@ -550,20 +522,12 @@ def _gqa_applies(adapter: Adapter, dtype: str) -> str | None:
 def _check_invariance(
     component: str, transform: Callable[[np.random.Generator, Args], Args], what: str
 ) -> Check:
-    """out(transform(args)) = out(args), within both tolerances (see ``assert_relation``)."""
+    """out(transform(args)) = out(args), within both tolerances (see ``relate``)."""
 
     def check(harness: Harness, args: Args) -> float:
         first = harness.call(component, args)
         second = harness.call(component, transform(example_rng(args, what), args))
-        return assert_relation(
-            second.output,
-            first.output,
-            second.reference.value,
-            first.reference.value,
-            bound_of(first) + bound_of(second),
-            what=f"{what}: the output changed",
-            derivation=_BOTH,
-        )
+        return relate(second, first, what=f"{what}: the output changed")
 
     return check
 
@@ -592,7 +556,7 @@ def _check_rows_sum_to_one(harness: Harness, args: Args) -> float:
     n = call.output.shape[dim]
     total = np.sum(call.output, axis=dim)
     ref_total = np.sum(call.reference.value, axis=dim)
-    bound = np.sum(bound_of(call), axis=dim) + 2 * n * _U64 * (
+    bound = np.sum(bound_of(call), axis=dim) + 2 * n * U64 * (
         np.sum(np.abs(call.output), axis=dim) + np.abs(ref_total)
     )
     return assert_related(
@@ -646,7 +610,7 @@ _SMALL_EPS = (1e-12, 1e-10)
 
 
 def _attention_properties() -> tuple[Property, ...]:
-    app = _applies(_ATT)
+    app = applies_when_declared(_ATT)
     return (
         Property(
             _ATT,
@@ -654,7 +618,7 @@ def _attention_properties() -> tuple[Property, ...]:
             "every output element within the derived bound of the float64 reference; "
             "NaN/inf positions exact",
             _attention(),
-            _equivalence(_ATT),
+            equivalence_check(_ATT),
             app,
         ),
         Property(
@@ -675,7 +639,7 @@ def _attention_properties() -> tuple[Property, ...]:
             "shape_dtype",
             "a native array of shape (B, Hq, Lq, Ev) in the input dtype",
             _attention(),
-            _shape_dtype(_ATT),
+            shape_dtype_check(_ATT),
             app,
         ),
         Property(
@@ -765,7 +729,7 @@ def _attention_properties() -> tuple[Property, ...]:
             "no overflow or NaN, and equivalence, at logits beyond exp's overflow "
             "threshold of the dtype",
             _attention(logits=("large",)),
-            _equivalence(_ATT),
+            equivalence_check(_ATT),
             app,
         ),
         Property(
@@ -781,7 +745,7 @@ def _attention_properties() -> tuple[Property, ...]:
 
 
 def _norm_properties(component: str) -> tuple[Property, ...]:
-    app = _applies(component)
+    app = applies_when_declared(component)
     factory = strat.layer_norm_inputs if component == "layer_norm" else strat.rms_norm_inputs
     # RMSNorm's eps=None is the dtype's epsilon (float16: ~1e-3), not small against σ²
     no_default_eps = {} if component == "layer_norm" else {"default_eps": False}
@@ -791,7 +755,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
             "equivalence",
             "every output element within the derived bound of the float64 reference",
             _strategy(factory),
-            _equivalence(component),
+            equivalence_check(component),
             app,
         ),
         Property(
@@ -815,7 +779,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
             "shape_dtype",
             "a native array of x's shape in the input dtype",
             _strategy(factory),
-            _shape_dtype(component),
+            shape_dtype_check(component),
             app,
         ),
     ]
@@ -846,7 +810,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
             "small_variance",
             "equivalence where σ² (mean(x²) for RMSNorm) is within ×10 of eps",
             _strategy(factory, regimes=("small_variance",)),
-            _equivalence(component),
+            equivalence_check(component),
             app,
         )
     )
@@ -857,7 +821,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
                 "large_mean",
                 "equivalence at |μ| ≫ σ, judged by the variance algorithm's own bound",
                 _strategy(factory, regimes=("large_mean",)),
-                _equivalence(component),
+                equivalence_check(component),
                 app,
             )
         )
@@ -867,7 +831,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
             "normalized_shape",
             "equivalence over 2- and 3-dimensional normalized shapes",
             _strategy(factory, min_normalized_dims=2),
-            _equivalence(component),
+            equivalence_check(component),
             app,
         )
     )
@@ -875,7 +839,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
 
 
 def _softmax_properties() -> tuple[Property, ...]:
-    app = _applies("softmax")
+    app = applies_when_declared("softmax")
     inputs = _strategy(strat.softmax_inputs)
     return (
         Property(
@@ -883,7 +847,7 @@ def _softmax_properties() -> tuple[Property, ...]:
             "equivalence",
             "every output element within the derived bound of the float64 reference",
             inputs,
-            _equivalence("softmax"),
+            equivalence_check("softmax"),
             app,
         ),
         Property(
@@ -891,7 +855,7 @@ def _softmax_properties() -> tuple[Property, ...]:
             "shape_dtype",
             "a native array of x's shape in the input dtype",
             inputs,
-            _shape_dtype("softmax"),
+            shape_dtype_check("softmax"),
             app,
         ),
         Property(
@@ -916,7 +880,7 @@ def _softmax_properties() -> tuple[Property, ...]:
             "no overflow or NaN, and equivalence, at logits beyond exp's overflow "
             "threshold of the dtype",
             _strategy(strat.softmax_inputs, logits=("large",)),
-            _equivalence("softmax"),
+            equivalence_check("softmax"),
             app,
         ),
     )

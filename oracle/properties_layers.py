@@ -41,10 +41,8 @@ from hypothesis import strategies as st
 
 from transpec.adapters.base import Adapter
 from transpec.oracle import strategies_layers as sl
-from transpec.oracle.harness import Harness, assert_related, assert_relation, bound_of
-
-Args = dict[str, Any]
-_BOTH = "sum of both calls' tolerances (their references' difference subtracted)"
+from transpec.oracle.harness import Harness, assert_related, bound_of, relate
+from transpec.oracle.strategies import Args
 
 MHA, FFN, ENC, DEC = "multi_head_attention", "feed_forward", "encoder_layer", "decoder_layer"
 MHAW = "multi_head_attention_weights"
@@ -84,14 +82,11 @@ def _check_permutation(component: str) -> Callable[[Harness, Args], float]:
         if component == MHA and args["key"] is args["query"]:
             permuted["key"] = permuted["value"] = permuted["query"]
         second = harness.call(component, permuted)
-        return assert_relation(
-            second.output,
-            np.take(first.output, order, axis=axis),
-            second.reference.value,
-            np.take(first.reference.value, order, axis=axis),
-            bound_of(second) + np.take(bound_of(first), order, axis=axis),
+        return relate(
+            second,
+            first,
+            transform=lambda x: np.take(x, order, axis=axis),
             what="permutation_equivariance: permuting the sequence did not permute the output",
-            derivation=_BOTH,
         )
 
     return check
@@ -120,15 +115,11 @@ def _check_head_independence(harness: Harness, args: Args) -> float:
         w[rows] = rng.uniform(-1.0, 1.0, w[rows].shape) * float(np.max(np.abs(w)))
     first = harness.call(MHA, base)
     second = harness.call(MHA, {**args, "params": changed_params})
-    return assert_relation(
-        second.output,
-        first.output,
-        second.reference.value,
-        first.reference.value,
-        bound_of(first) + bound_of(second),
+    return relate(
+        second,
+        first,
         what=f"head_independence: with head {g}'s output projection zeroed, changing its "
         "Q/K/V projection rows changed the output",
-        derivation=_BOTH,
     )
 
 
@@ -156,17 +147,13 @@ def _check_decoder_causality(harness: Harness, args: Args) -> float:
     keep = np.take(np.arange(length) <= cut, np.arange(length))
     shape = [1, 1, 1]
     shape[axis] = length
-    rows = np.broadcast_to(keep.reshape(shape), first.output.shape)
-    bound = bound_of(first) + bound_of(second)
-    return assert_relation(
-        np.where(rows, second.output, 0.0),
-        np.where(rows, first.output, 0.0),
-        np.where(rows, second.reference.value, 0.0),
-        np.where(rows, first.reference.value, 0.0),
-        np.where(rows, bound, 0.0),
+    return relate(
+        second,
+        first,
+        rows=np.broadcast_to(keep.reshape(shape), first.output.shape),
         what=f"decoder_causality: changing target tokens after position {cut} moved outputs "
         f"at positions <= {cut}",
-        derivation=_BOTH + " (the causal mask hides later tokens: exact outputs equal)",
+        why="the causal mask hides later tokens: exact outputs equal",
     )
 
 
@@ -183,14 +170,11 @@ def _check_memory_padding(harness: Harness, args: Args) -> float:
     changed = {**args, "memory": _perturb_positions(rng, np.asarray(args["memory"]), padded, axis)}
     first = harness.call(DEC, args)
     second = harness.call(DEC, changed)
-    return assert_relation(
-        second.output,
-        first.output,
-        second.reference.value,
-        first.reference.value,
-        bound_of(first) + bound_of(second),
+    return relate(
+        second,
+        first,
         what="source_key_padding_invariance: changing padded memory positions changed the output",
-        derivation=_BOTH + " (padded keys get zero weight: exact outputs equal)",
+        why="padded keys get zero weight: exact outputs equal",
     )
 
 
@@ -236,9 +220,9 @@ def _check_fast_slow(component: str) -> Callable[[Harness, Args], float]:
 
 
 def _applies(component: str) -> Callable[[Adapter, str], str | None]:
-    from transpec.oracle.properties import _applies as base
+    from transpec.oracle.properties import applies_when_declared
 
-    return base(component)
+    return applies_when_declared(component)
 
 
 def _fast_slow_applies(component: str) -> Callable[[Adapter, str], str | None]:
@@ -255,7 +239,7 @@ def _fast_slow_applies(component: str) -> Callable[[Adapter, str], str | None]:
 
 def layer_properties() -> tuple[Any, ...]:
     """The layer properties, as :class:`transpec.oracle.properties.Property` objects."""
-    from transpec.oracle.properties import Property, _equivalence, _shape_dtype
+    from transpec.oracle.properties import Property, equivalence_check, shape_dtype_check
 
     props: list[Any] = []
     for comp in (MHA, MHAW, FFN, ENC, DEC):
@@ -267,7 +251,7 @@ def layer_properties() -> tuple[Any, ...]:
                 "every element within the bound propagated through the layer from the float64 "
                 "reference; NaN positions exact",
                 _inputs(comp),
-                _equivalence(comp),
+                equivalence_check(comp),
                 app,
             )
         )
@@ -277,7 +261,7 @@ def layer_properties() -> tuple[Any, ...]:
                 "shape_dtype",
                 "a native array of the reference's shape in the input dtype",
                 _inputs(comp),
-                _shape_dtype(comp),
+                shape_dtype_check(comp),
                 app,
             )
         )

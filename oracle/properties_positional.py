@@ -32,14 +32,13 @@ import numpy as np
 from hypothesis import strategies as st
 
 from transpec.oracle import strategies_positional as sp
-from transpec.oracle.harness import Harness, assert_related, assert_relation, bound_of
+from transpec.oracle.error_model import U64
+from transpec.oracle.harness import Harness, assert_related, assert_relation, bound_of, relate
+from transpec.oracle.strategies import Args
 
 if TYPE_CHECKING:
     from transpec.oracle.properties import Property
 
-Args = dict[str, Any]
-_U64 = 2.0**-53
-_BOTH = "sum of both calls' tolerances (their references' difference subtracted)"
 
 EMB, PE, ROPE, ALIBI = (
     "embedding",
@@ -111,7 +110,7 @@ def _check_shift_rotation(harness: Harness, args: Args) -> float:
         rotate(call.output),
         call.reference.value[k:],
         rotate(call.reference.value),
-        b[k:] + spread + 4 * _U64,
+        b[k:] + spread + 4 * U64,
         what=f"sinusoidal_shift_is_rotation: PE(p + {k}) is not the rotation by {k}·ω of PE(p)",
         derivation="b(p+k) + (|cos kω| + |sin kω|)·(b_sin(p) + b_cos(p))",
     )
@@ -121,15 +120,12 @@ def _check_pe_offset(harness: Harness, args: Args) -> float:
     offset, length = int(args["offset"]), int(args["length"])
     shifted = harness.call(PE, args)
     full = harness.call(PE, {**args, "offset": 0, "length": offset + length})
-    return assert_relation(
-        shifted.output,
-        full.output[offset:],
-        shifted.reference.value,
-        full.reference.value[offset:],
-        bound_of(shifted) + bound_of(full)[offset:],
+    return relate(
+        shifted,
+        full,
+        transform=lambda x: x[offset:],
         what=f"position_offset: the table at offset {offset} is not rows {offset}.. of the "
         "table from position 0",
-        derivation=_BOTH,
     )
 
 
@@ -142,15 +138,11 @@ def _check_rope_offset(harness: Harness, args: Args) -> float:
     by_offset = harness.call(ROPE, {**args, "positions": None})
     explicit = {**args, "positions": np.arange(offset, offset + length, dtype=np.int64)}
     by_positions = harness.call(ROPE, {**explicit, "offset": 0})
-    return assert_relation(
-        by_offset.output,
-        by_positions.output,
-        by_offset.reference.value,
-        by_positions.reference.value,
-        bound_of(by_offset) + bound_of(by_positions),
+    return relate(
+        by_offset,
+        by_positions,
         what=f"position_offset: offset={offset} differs from the positions "
         f"{offset}..{offset + length - 1}",
-        derivation=_BOTH,
     )
 
 
@@ -177,7 +169,7 @@ def _check_relative_position(harness: Harness, args: Args) -> float:
         bound = _scores(bq, ak) + _scores(aq, bk) + _scores(bq, bk)
         ref = _scores(cq.reference.value, ck.reference.value)
         d = x.shape[-1]
-        arithmetic = 2 * d * _U64 * _scores(np.abs(cq.reference.value), np.abs(ck.reference.value))
+        arithmetic = 2 * d * U64 * _scores(np.abs(cq.reference.value), np.abs(ck.reference.value))
         return _scores(cq.output, ck.output), ref, bound + arithmetic
 
     s0, r0, b0 = scores(0)
@@ -207,7 +199,7 @@ def _check_norm_preservation(harness: Harness, args: Args) -> float:
     return assert_related(
         norm_out,
         norm_in,
-        b[..., first] + b[..., second] + 4 * _U64 * norm_in,
+        b[..., first] + b[..., second] + 4 * U64 * norm_in,
         what="rope_norm_preservation: a rotated pair changed its norm",
         derivation="| |o| - |x| | <= |o - r| <= b_first + b_second (r the exact rotation)",
     )
@@ -225,17 +217,22 @@ def _inputs(factory: Callable[..., st.SearchStrategy[Args]], **options: Any) -> 
 
 def positional_properties() -> tuple[Property, ...]:
     """Every property of the embedding and positional components."""
-    from transpec.oracle.properties import Property, _applies, _equivalence, _shape_dtype
+    from transpec.oracle.properties import (
+        Property,
+        applies_when_declared,
+        equivalence_check,
+        shape_dtype_check,
+    )
 
     def common(component: str, factory: Callable[..., Any], shape: str) -> list[Property]:
-        app = _applies(component)
+        app = applies_when_declared(component)
         return [
             Property(
                 component,
                 "equivalence",
                 "every output element within the derived bound of the float64 reference",
                 _inputs(factory),
-                _equivalence(component),
+                equivalence_check(component),
                 app,
             ),
             Property(
@@ -243,7 +240,7 @@ def positional_properties() -> tuple[Property, ...]:
                 "shape_dtype",
                 f"a native array of shape {shape} in the dtype under test",
                 _inputs(factory),
-                _shape_dtype(component),
+                shape_dtype_check(component),
                 app,
             ),
         ]
@@ -256,7 +253,7 @@ def positional_properties() -> tuple[Property, ...]:
             "without scaling the output is the rounded weight rows, bit for bit",
             _inputs(sp.embedding_inputs, scale_by_sqrt_d=False),
             _check_lookup_exact,
-            _applies(EMB),
+            applies_when_declared(EMB),
         ),
         *common(PE, sp.sinusoidal_inputs, "(length, d_model)"),
         Property(
@@ -266,7 +263,7 @@ def positional_properties() -> tuple[Property, ...]:
             "layout and frequencies",
             _inputs(sp.sinusoidal_inputs, min_length=2),
             _check_shift_rotation,
-            _applies(PE),
+            applies_when_declared(PE),
         ),
         Property(
             PE,
@@ -274,7 +271,7 @@ def positional_properties() -> tuple[Property, ...]:
             "the table at offset t equals rows t.. of the table from position 0",
             _inputs(sp.sinusoidal_inputs, min_offset=1, max_offset=300),
             _check_pe_offset,
-            _applies(PE),
+            applies_when_declared(PE),
         ),
         *common(ROPE, sp.rotary_inputs, "x.shape"),
         Property(
@@ -283,7 +280,7 @@ def positional_properties() -> tuple[Property, ...]:
             "scores q_m·k_n of rotated q, k are unchanged when both positions shift alike",
             _inputs(sp.rotary_inputs),
             _check_relative_position,
-            _applies(ROPE),
+            applies_when_declared(ROPE),
         ),
         Property(
             ROPE,
@@ -291,7 +288,7 @@ def positional_properties() -> tuple[Property, ...]:
             "each rotated coordinate pair keeps its norm",
             _inputs(sp.rotary_inputs),
             _check_norm_preservation,
-            _applies(ROPE),
+            applies_when_declared(ROPE),
         ),
         Property(
             ROPE,
@@ -299,7 +296,7 @@ def positional_properties() -> tuple[Property, ...]:
             "rotating with offset t equals rotating at the explicit positions t..t+L-1",
             _inputs(sp.rotary_inputs, position_modes=("offset",), min_offset=1),
             _check_rope_offset,
-            _applies(ROPE),
+            applies_when_declared(ROPE),
         ),
         *common(ALIBI, sp.alibi_inputs, "(num_heads, query_length, key_length)"),
     )

@@ -37,10 +37,8 @@ from typing import Any
 import numpy as np
 
 from transpec.oracle import _kernels as kernels
-from transpec.oracle.dtypes import canonical_dtype, unit_roundoff
+from transpec.oracle.dtypes import FloatArray, canonical_dtype, unit_roundoff
 from transpec.spec.conventions import CANONICAL, Conventions
-
-FloatArray = np.ndarray
 
 COMPONENTS: tuple[str, ...] = ("softmax", "attention", "layer_norm", "rms_norm")
 
@@ -580,21 +578,39 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_args(component: str, args: Mapping[str, Any]) -> None:
-    """Raise ValueError for an unknown component, a missing or an unknown argument."""
-    if component not in _ARGUMENTS:
+def check_arguments(
+    component: str,
+    args: Mapping[str, Any],
+    arguments: Mapping[str, tuple[str, ...]],
+    required: Mapping[str, tuple[str, ...]],
+    family: str,
+) -> None:
+    """Check ``args`` of ``component`` against a family's tables: ``arguments[component]`` the
+    names it takes, ``required[component]`` those it needs.
+
+    A component outside the tables raises the registry's error for an unknown name, else
+    ``ValueError("{component} is not one of {family}")``; ``args`` not a mapping raises
+    ``TypeError``; an unknown or a missing argument ``ValueError``.
+    """
+    if component not in arguments:
         from transpec.oracle import components
 
         components.get(component)  # the message for an unknown name
-        raise ValueError(f"{component} is not one of the kernels {', '.join(COMPONENTS)}")
+        raise ValueError(f"{component} is not one of {family}")
     if not isinstance(args, Mapping):
         raise TypeError(f"args must be a mapping, got {type(args).__name__}")
-    unknown = sorted(set(args) - set(_ARGUMENTS[component]))
+    unknown = sorted(set(args) - set(arguments[component]))
     if unknown:
         raise ValueError(f"{component}: unknown argument(s) {', '.join(unknown)}")
-    missing = [a for a in _REQUIRED[component] if a not in args]
+    missing = [a for a in required[component] if a not in args]
     if missing:
         raise ValueError(f"{component}: missing argument(s) {', '.join(missing)}")
+
+
+def check_args(component: str, args: Mapping[str, Any]) -> None:
+    """Raise ValueError for an unknown kernel (:data:`COMPONENTS`), a missing or an unknown
+    argument (:func:`check_arguments`)."""
+    check_arguments(component, args, _ARGUMENTS, _REQUIRED, f"the kernels {', '.join(COMPONENTS)}")
 
 
 def compute(

@@ -43,8 +43,8 @@ import numpy as np
 import numpy.typing as npt
 
 from transpec.oracle import _kernels
+from transpec.oracle.dtypes import FloatArray
 
-FloatArray = npt.NDArray[np.float64]
 Params = Mapping[str, Any]
 Activation = Literal["relu", "gelu", "gelu_tanh"]
 FullyMaskedRow = Literal["nan", "zero"]
@@ -93,9 +93,15 @@ def _optional(params: Params, key: str, shape: tuple[int, ...]) -> FloatArray | 
     return _param(params, key, shape)
 
 
-def _sub(params: Params, prefix: str) -> dict[str, Any]:
+def sub_params(params: Params, prefix: str) -> dict[str, Any]:
     """The entries of ``params`` under ``prefix`` (``"self_attn."``), with the prefix removed."""
     return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def feed_forward_params(params: Params) -> dict[str, Any]:
+    """The feed-forward entries of a layer's ``params`` (``linear1.*``, ``linear2.*``), keys
+    kept."""
+    return {k: v for k, v in params.items() if k.startswith("linear")}
 
 
 def _check_keys(params: Params, allowed: set[str], what: str) -> None:
@@ -732,6 +738,18 @@ def _attention_sublayer(
     return sublayer
 
 
+def _feed_forward_sublayer(
+    params: Params, activation_name: str
+) -> Callable[[FloatArray], FloatArray]:
+    """The feed-forward sublayer of an encoder/decoder layer as a function of its input."""
+    ff = feed_forward_params(params)
+
+    def ffn(y: FloatArray) -> FloatArray:
+        return feed_forward(y, ff, activation_name=activation_name)
+
+    return ffn
+
+
 def transformer_encoder_layer(
     src: npt.ArrayLike,
     params: Params,
@@ -763,8 +781,7 @@ def transformer_encoder_layer(
     x_in = _f64("src", src)
     unbatched = x_in.ndim == 2
     x = _seq_first(x_in, batch_first)
-    sa = _sub(params, "self_attn.")
-    ff = {k: v for k, v in params.items() if k.startswith("linear")}
+    sa = sub_params(params, "self_attn.")
 
     self_attention = _attention_sublayer(
         sa,
@@ -775,14 +792,13 @@ def transformer_encoder_layer(
         fully_masked_row=fully_masked_row,
     )
 
-    def ffn(y: FloatArray) -> FloatArray:
-        return feed_forward(y, ff, activation_name=activation_name)
+    ffn = _feed_forward_sublayer(params, activation_name)
 
     eps = layer_norm_eps
     x = residual_layer_norm(
-        x, self_attention, _sub(params, "norm1."), eps=eps, norm_first=norm_first
+        x, self_attention, sub_params(params, "norm1."), eps=eps, norm_first=norm_first
     )
-    x = residual_layer_norm(x, ffn, _sub(params, "norm2."), eps=eps, norm_first=norm_first)
+    x = residual_layer_norm(x, ffn, sub_params(params, "norm2."), eps=eps, norm_first=norm_first)
     return _restore(x, x_in, batch_first)
 
 
@@ -830,9 +846,8 @@ def transformer_decoder_layer(
     unbatched = x_in.ndim == 2
     x = _seq_first(x_in, batch_first)
     mem = _seq_first(m_in, batch_first)
-    sa = _sub(params, "self_attn.")
-    ca = _sub(params, "multihead_attn.")
-    ff = {k: v for k, v in params.items() if k.startswith("linear")}
+    sa = sub_params(params, "self_attn.")
+    ca = sub_params(params, "multihead_attn.")
 
     self_attention = _attention_sublayer(
         sa,
@@ -853,13 +868,12 @@ def transformer_decoder_layer(
         fully_masked_row=fully_masked_row,
     )
 
-    def ffn(y: FloatArray) -> FloatArray:
-        return feed_forward(y, ff, activation_name=activation_name)
+    ffn = _feed_forward_sublayer(params, activation_name)
 
     eps = layer_norm_eps
     x = residual_layer_norm(
-        x, self_attention, _sub(params, "norm1."), eps=eps, norm_first=norm_first
+        x, self_attention, sub_params(params, "norm1."), eps=eps, norm_first=norm_first
     )
-    x = residual_layer_norm(x, cross, _sub(params, "norm2."), eps=eps, norm_first=norm_first)
-    x = residual_layer_norm(x, ffn, _sub(params, "norm3."), eps=eps, norm_first=norm_first)
+    x = residual_layer_norm(x, cross, sub_params(params, "norm2."), eps=eps, norm_first=norm_first)
+    x = residual_layer_norm(x, ffn, sub_params(params, "norm3."), eps=eps, norm_first=norm_first)
     return _restore(x, x_in, batch_first)

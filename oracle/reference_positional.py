@@ -33,7 +33,7 @@ import numpy as np
 
 from transpec.oracle import components
 from transpec.oracle import reference_layers as rl
-from transpec.oracle.reference import Reference
+from transpec.oracle.reference import Reference, check_arguments
 from transpec.spec.conventions import CANONICAL, Conventions
 
 #: the positional components (the registry's family "positional")
@@ -204,16 +204,9 @@ def alibi_bias(
 
 
 def check_args(component: str, args: Mapping[str, Any]) -> None:
-    """Raise ValueError for an unknown component, a missing or an unknown argument."""
-    if component not in _ARGUMENTS:
-        components.get(component)  # the message for an unknown name
-        raise ValueError(f"{component} is not one of {', '.join(COMPONENTS)}")
-    unknown = sorted(set(args) - set(_ARGUMENTS[component]))
-    if unknown:
-        raise ValueError(f"{component}: unknown argument(s) {', '.join(unknown)}")
-    missing = [a for a in _REQUIRED[component] if a not in args]
-    if missing:
-        raise ValueError(f"{component}: missing argument(s) {', '.join(missing)}")
+    """Raise ValueError for an unknown positional component (:data:`COMPONENTS`), a missing or
+    an unknown argument (:func:`~transpec.oracle.reference.check_arguments`)."""
+    check_arguments(component, args, _ARGUMENTS, _REQUIRED, ", ".join(COMPONENTS))
 
 
 def compute_component(

@@ -38,6 +38,10 @@ from hypothesis import strategies as st
 
 from transpec.oracle.dtypes import FORMATS, canonical_dtype
 
+#: the arguments of one component call, keyed by the adapter method's parameters (float64 or
+#: bool arrays, integer index arrays, plain Python values, a dict of parameter arrays)
+Args = dict[str, Any]
+
 #: ln(largest finite value): exp overflows beyond it (float16: 11.09, float32/bfloat16: 88.72)
 EXP_OVERFLOW: dict[str, float] = {name: math.log(fmt.max_value) for name, fmt in FORMATS.items()}
 
@@ -122,7 +126,8 @@ class AttentionShape(NamedTuple):
 # -- validation ------------------------------------------------------------------------------
 
 
-def _dtype(dtype: str) -> str:
+def checked_dtype(dtype: str) -> str:
+    """The canonical name of ``dtype``; ``TypeError`` when it is not a string."""
     if not isinstance(dtype, str):
         raise TypeError(f"dtype must be a dtype name, got {type(dtype).__name__}")
     return canonical_dtype(dtype)
@@ -136,7 +141,9 @@ def _positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
     return value
 
 
-def _subset(name: str, values: Sequence[str] | str, allowed: Sequence[str]) -> tuple[str, ...]:
+def selection(name: str, values: Sequence[str] | str, allowed: Sequence[str]) -> tuple[str, ...]:
+    """``values`` (one name or several) as a tuple; ``ValueError`` when it is empty or names
+    anything outside ``allowed``."""
     if isinstance(values, str):
         values = (values,)
     chosen = tuple(values)
@@ -148,7 +155,8 @@ def _subset(name: str, values: Sequence[str] | str, allowed: Sequence[str]) -> t
     return chosen
 
 
-def _tristate(name: str, value: Any) -> st.SearchStrategy[bool]:
+def tristate(name: str, value: Any) -> st.SearchStrategy[bool]:
+    """A strategy for a flag: both values when ``value`` is None, else just ``value``."""
     if value is None:
         return st.booleans()
     if not isinstance(value, bool):
@@ -229,13 +237,13 @@ def attention_shapes(
     head_dims = st.integers(min_head_dim, max_head_dim)
     if special_dims:
         head_dims = st.one_of(head_dims, st.sampled_from(special_dims))
-    gqa_s = _tristate("gqa", gqa) if max_groups > 1 else st.just(False)
+    gqa_s = tristate("gqa", gqa) if max_groups > 1 else st.just(False)
     decode_s = (
         st.one_of(st.just(False), st.just(False), st.just(True))
         if decode is None
-        else (_tristate("decode", decode))
+        else (tristate("decode", decode))
     )
-    value_s = _tristate("value_dim", value_dim)
+    value_s = tristate("value_dim", value_dim)
     square_s = st.integers(0, 2).map(lambda i: i == 2) if square is None else st.just(square)
 
     @st.composite
@@ -260,7 +268,8 @@ def attention_shapes(
     return draw_shape()
 
 
-def _rng(seed: int) -> np.random.Generator:
+def seeded_rng(seed: int) -> np.random.Generator:
+    """The NumPy generator the strategies draw arrays from, seeded by a drawn integer."""
     return np.random.default_rng(seed)
 
 
@@ -344,7 +353,7 @@ def _attention_args(
     scale_kind = draw(st.sampled_from(("default", *scales) if len(scales) > 1 else scales))
     regime = draw(st.sampled_from(logits))
     seed = draw(st.integers(0, 2**32 - 1))
-    rng = _rng(seed)
+    rng = seeded_rng(seed)
     B, Hq, Hkv = shape.batch, shape.q_heads, shape.kv_heads
     Lq, Lk, E, Ev = shape.q_len, shape.kv_len, shape.head_dim, shape.value_dim
     q = scaled_rows(rng, (B, Hq, Lq, E), row_spread)
@@ -399,10 +408,10 @@ def attention_inputs(
     ``row_spread``/``value_spread``: query/value rows are scaled by powers of two up to
     2^±spread (rows of very different scale).
     """
-    dt = _dtype(dtype)
-    kinds = _subset("mask_kinds", mask_kinds, MASK_KINDS)
-    scale_kinds = _subset("scales", scales, SCALE_KINDS)
-    regimes = _subset("logits", logits, LOGIT_REGIMES)
+    dt = checked_dtype(dtype)
+    kinds = selection("mask_kinds", mask_kinds, MASK_KINDS)
+    scale_kinds = selection("scales", scales, SCALE_KINDS)
+    regimes = selection("logits", logits, LOGIT_REGIMES)
     for name, spread in (("row_spread", row_spread), ("value_spread", value_spread)):
         if not isinstance(spread, (int, float)) or not 0 <= spread <= 8:
             raise ValueError(f"{name} must be a number in [0, 8], got {spread!r}")
@@ -431,7 +440,7 @@ def _softmax_args(
     dim = draw(st.integers(-ndim, ndim - 1))
     regime = draw(st.sampled_from(logits))
     seed = draw(st.integers(0, 2**32 - 1))
-    rng = _rng(seed)
+    rng = seeded_rng(seed)
     # build with the softmax axis last, then move it into place
     x = scaled_rows(rng, (*other, axis_len), 2.0)
     peak = np.max(np.abs(x), axis=-1, keepdims=True)
@@ -460,12 +469,12 @@ def softmax_inputs(
     """Arguments of ``softmax(x, dim)``: any axis of a 1..``max_dims``-dim array; rows scaled
     to a drawn peak |x| (moderate ≤ 8, or beyond exp's overflow of ``dtype``); with ``neg_inf``
     some entries are -inf (never a whole row)."""
-    dt = _dtype(dtype)
+    dt = checked_dtype(dtype)
     _positive_int("max_dims", max_dims)
     _positive_int("max_len", max_len)
     if not isinstance(neg_inf, bool):
         raise TypeError(f"neg_inf must be a bool, got {neg_inf!r}")
-    return _softmax_args(dt, max_dims, _subset("logits", logits, LOGIT_REGIMES), neg_inf, max_len)
+    return _softmax_args(dt, max_dims, selection("logits", logits, LOGIT_REGIMES), neg_inf, max_len)
 
 
 # -- norms -----------------------------------------------------------------------------------
@@ -551,7 +560,7 @@ def _norm_args(
         inner = tuple(draw(st.lists(st.integers(1, 5), min_size=n_axes - 1, max_size=n_axes - 1)))
         normalized = (*inner, last)
     seed = draw(st.integers(0, 2**32 - 1))
-    rng = _rng(seed)
+    rng = seeded_rng(seed)
     shape = (*lead, *normalized)
     axes = tuple(range(-len(normalized), 0))
     z = rng.standard_normal(shape)
@@ -623,8 +632,8 @@ def layer_norm_inputs(
     is drawn from (default: 1e-5, 1e-6, 1e-12, 1e-3; for float16's
     σ² ≈ eps regime 1e-5, 1e-4, 1e-3, so that sqrt(eps) is a normal float16).
     """
-    dt = _dtype(dtype)
-    chosen = _subset("regimes", regimes, LAYER_NORM_REGIMES)
+    dt = checked_dtype(dtype)
+    chosen = selection("regimes", regimes, LAYER_NORM_REGIMES)
     _positive_int("min_normalized_dims", min_normalized_dims)
     _positive_int("max_normalized_dims", max_normalized_dims, minimum=min_normalized_dims)
     _positive_int("min_features", min_features, minimum=2)
@@ -635,8 +644,8 @@ def layer_norm_inputs(
         chosen,
         (min_normalized_dims, max_normalized_dims),
         (min_features, max_features),
-        _tristate("weight", weight),
-        _tristate("bias", bias),
+        tristate("weight", weight),
+        tristate("bias", bias),
         False,
         _eps_option(eps),
         _positive_int("min_rows", min_rows),
@@ -659,8 +668,8 @@ def rms_norm_inputs(
     """Arguments of ``rms_norm(x, normalized_shape, weight, eps)``; regimes as
     :func:`layer_norm_inputs` (``"small_variance"``: mean(x²) within ×10 of eps). With
     ``default_eps`` eps is sometimes None (the dtype's machine epsilon 2u)."""
-    dt = _dtype(dtype)
-    chosen = _subset("regimes", regimes, RMS_NORM_REGIMES)
+    dt = checked_dtype(dtype)
+    chosen = selection("regimes", regimes, RMS_NORM_REGIMES)
     _positive_int("min_normalized_dims", min_normalized_dims)
     _positive_int("max_normalized_dims", max_normalized_dims, minimum=min_normalized_dims)
     _positive_int("min_features", min_features, minimum=2)
@@ -673,7 +682,7 @@ def rms_norm_inputs(
         chosen,
         (min_normalized_dims, max_normalized_dims),
         (min_features, max_features),
-        _tristate("weight", weight),
+        tristate("weight", weight),
         st.just(False),
         default_eps,
         _eps_option(eps),

@@ -24,6 +24,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.strategies import Args
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "gelu_tanh")
 LAYER_MASKS: tuple[str, ...] = (
@@ -34,8 +35,6 @@ LAYER_MASKS: tuple[str, ...] = (
     "causal",
     "additive",
 )
-
-Args = dict[str, Any]
 
 
 class ParamDict(dict[str, np.ndarray]):

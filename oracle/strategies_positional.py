@@ -24,7 +24,14 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from transpec.oracle.strategies import _dtype, _rng, _subset, _tristate, lengths, scaled_rows
+from transpec.oracle.strategies import (
+    checked_dtype,
+    lengths,
+    scaled_rows,
+    seeded_rng,
+    selection,
+    tristate,
+)
 
 #: row-scale spread (log2) of float inputs per dtype: wide, and never near the overflow of the
 #: dtype once multiplied by sqrt(d) <= 23
@@ -54,15 +61,15 @@ def embedding_inputs(
     dtype: str, *, scale_by_sqrt_d: bool | None = None
 ) -> st.SearchStrategy[dict[str, Any]]:
     """``{"input", "weight", "scale_by_sqrt_d"}``: int64 ids of 0-3 dims into a (V, d) table."""
-    dt = _dtype(dtype)
-    scale = _tristate("scale_by_sqrt_d", scale_by_sqrt_d)
+    dt = checked_dtype(dtype)
+    scale = tristate("scale_by_sqrt_d", scale_by_sqrt_d)
 
     @st.composite
     def draw(d: st.DrawFn) -> dict[str, Any]:
         vocab = d(st.one_of(st.integers(1, 64), st.sampled_from((1, 2, 1000))))
         width = d(lengths(max_value=64, long=(97, 128, 300)))
         shape = tuple(d(st.lists(st.integers(1, 9), min_size=0, max_size=3)))
-        rng = _rng(d(st.integers(0, 2**32 - 1)))
+        rng = seeded_rng(d(st.integers(0, 2**32 - 1)))
         ids = rng.integers(0, vocab, size=shape, dtype=np.int64)
         weight = scaled_rows(rng, (vocab, width), _SPREAD[dt])
         return {"input": ids, "weight": weight, "scale_by_sqrt_d": d(scale)}
@@ -75,7 +82,7 @@ def sinusoidal_inputs(
 ) -> st.SearchStrategy[dict[str, Any]]:
     """``{"length", "d_model", "offset", "dtype"}``: an even d_model >= 4 (every layout and
     frequency set is defined there), offsets in [min_offset, max_offset]."""
-    dt = _dtype(dtype)
+    dt = checked_dtype(dtype)
     top = _max_offset(max_offset)
     if not 0 <= min_offset <= top:
         raise ValueError(f"min_offset must be in [0, max_offset], got {min_offset!r}")
@@ -99,8 +106,8 @@ def rotary_inputs(
 ) -> st.SearchStrategy[dict[str, Any]]:
     """``{"x", "positions", "offset", "base"}``: x (*lead, L, D) with 0-2 leading dims, D even;
     positions either from ``offset`` (``positions=None``) or an explicit int64 array."""
-    dt = _dtype(dtype)
-    modes = _subset("position_modes", position_modes, POSITION_MODES)
+    dt = checked_dtype(dtype)
+    modes = selection("position_modes", position_modes, POSITION_MODES)
     top = _max_offset(max_offset)
     if not 0 <= min_offset <= top:
         raise ValueError(f"min_offset must be in [0, max_offset], got {min_offset!r}")
@@ -114,7 +121,7 @@ def rotary_inputs(
             st.one_of(st.sampled_from((2, 8, 64, 128)), st.integers(1, 40).map(lambda h: 2 * h))
         )
         base = d(st.sampled_from((10000.0, 500000.0, 1000000.0, 100.0)))
-        rng = _rng(d(st.integers(0, 2**32 - 1)))
+        rng = seeded_rng(d(st.integers(0, 2**32 - 1)))
         x = scaled_rows(rng, (*lead, length, head), _SPREAD[dt])
         mode = d(st.sampled_from(modes))
         offset = d(offsets)
@@ -129,7 +136,7 @@ def rotary_inputs(
 
 def alibi_inputs(dtype: str) -> st.SearchStrategy[dict[str, Any]]:
     """``{"num_heads", "query_length", "key_length", "dtype"}``, Lq <= Lk."""
-    dt = _dtype(dtype)
+    dt = checked_dtype(dtype)
 
     @st.composite
     def draw(d: st.DrawFn) -> dict[str, Any]:

@@ -14,8 +14,10 @@ Higham, "Accurately computing the log-sum-exp and softmax functions", IMA J. Num
 2021, §3). The floor accounts for underflow (Higham §2.1: fl(x) = x(1 + δ) + η, |η| <= half the
 subnormal spacing).
 
-Every constant below names the section of ``docs/tolerance.md`` that derives it. The reference
-(:mod:`transpec.oracle.reference`) supplies the magnitudes the bound is made of
+The primitives of that model (γ_n, η, the unit roundoffs of a call, ``SAFETY``,
+``ELEMENTARY_ULPS``) are those of :mod:`transpec.oracle.error_model`, shared with the positional
+and layer rules. Every constant names the section of ``docs/tolerance.md`` that derives it. The
+reference (:mod:`transpec.oracle.reference`) supplies the magnitudes the bound is made of
 (``Reference.terms``); this module only combines them with the unit roundoffs of the declared
 :class:`~transpec.adapters.base.Precision`.
 
@@ -29,31 +31,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transpec.oracle.dtypes import FORMATS, canonical_dtype, ulp
+from transpec.oracle.dtypes import FORMATS, FloatArray, canonical_dtype, ulp
+from transpec.oracle.error_model import SAFETY, Units, gamma, term, units
 from transpec.oracle.reference import Reference
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Precision
-
-FloatArray = np.ndarray
-
-#: c, the safety factor on the first-order bound: absorbs the dropped O(u²) terms and the
-#: algorithm-dependent constants (blocked/online softmax rescaling, reciprocal-then-multiply
-#: instead of division). docs/tolerance.md §2.6.
-SAFETY = 2.0
-
-#: Error of exp, tanh, sqrt/rsqrt in ulps of the accumulation precision. Correctly rounded
-#: functions have 0.5 ulp; vectorized libraries (SLEEF u10/u35, CUDA __expf, torch's exp_u20)
-#: guarantee 1 to 3.5 ulp. docs/tolerance.md §2.3.
-ELEMENTARY_ULPS = 4.0
-
-#: nu at which γ_n = nu/(1-nu) stops being a useful bound; beyond it a relative error of 1 is
-#: assumed (the convex-hull and |ŷ| <= sqrt(n) caps then decide). docs/tolerance.md §2.2.
-GAMMA_LIMIT = 0.5
 
 #: the argument of exp() in the nonlinear amplification factor is clipped here (e^50 ≈ 5e21
 #: makes any first-order term larger than the caps, which then decide). docs/tolerance.md §3.2.
@@ -95,68 +82,6 @@ class Tolerance:
         return tuple(np.broadcast_shapes(*shapes))
 
 
-def gamma(n: float, u: float) -> float:
-    """γ_n = n·u / (1 - n·u) (Higham §3.1); 1.0 once n·u >= GAMMA_LIMIT (docs §2.2)."""
-    nu = float(n) * u
-    if nu >= GAMMA_LIMIT:
-        return 1.0
-    return nu / (1.0 - nu)
-
-
-def _eta(dtype: str) -> float:
-    """Half the subnormal spacing: the absolute underflow error of one rounding (docs §2.5),
-    rounded up to a float64 number.
-
-    For float64 itself half the smallest subnormal, 2^-1075, is not a float64 number: the
-    division rounds it to 0, which would leave outputs that underflow with no floor at all (a
-    subnormal one step off would have ratio inf). Rounded up it is the smallest subnormal
-    2^-1074, so that c·η_out is at least the smallest subnormal of every output dtype.
-    """
-    smallest = FORMATS[dtype].smallest_subnormal
-    half = smallest / 2.0
-    return half if half > 0.0 else smallest
-
-
-@dataclass(frozen=True)
-class _Units:
-    acc: float
-    store: float
-    out: float
-    fn: float
-    eta_acc: float
-    eta_store: float
-    eta_out: float
-
-
-def _units(dtype: str, precision: Any) -> _Units:
-    try:
-        acc = canonical_dtype(precision.accumulate)
-        store = canonical_dtype(precision.store)
-    except AttributeError:
-        raise TypeError(
-            f"precision must have .accumulate and .store dtype names, got {precision!r}"
-        ) from None
-    u_acc = FORMATS[acc].unit_roundoff
-    return _Units(
-        acc=u_acc,
-        store=FORMATS[store].unit_roundoff,
-        out=FORMATS[dtype].unit_roundoff,
-        fn=ELEMENTARY_ULPS * 2.0 * u_acc,
-        eta_acc=_eta(acc),
-        eta_store=_eta(store),
-        eta_out=_eta(dtype),
-    )
-
-
-def _term(ref: Reference, name: str) -> Any:
-    try:
-        return ref.terms[name]
-    except KeyError:
-        raise ValueError(
-            f"reference lacks the term {name!r}; was it computed for another component?"
-        ) from None
-
-
 def _amplify(first_order_rel: FloatArray) -> FloatArray:
     """expm1(x)/x ≥ 1: turns a first-order relative bound x into the exact e^x - 1 form."""
     x = np.minimum(np.asarray(first_order_rel, dtype=np.float64), AMPLIFICATION_CLIP)
@@ -167,16 +92,16 @@ def _amplify(first_order_rel: FloatArray) -> FloatArray:
 # -- the blocks --------------------------------------------------------------------------------
 
 
-def _softmax(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def _softmax(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     p = np.nan_to_num(ref.value, nan=0.0)
-    shift = np.asarray(_term(ref, "shift"))
-    n = float(_term(ref, "n"))
+    shift = np.asarray(term(ref, "shift"))
+    n = float(term(ref, "n"))
     g = gamma(n, un.acc)
     # docs §3.1: p̃_i/p_i - 1 <= e^{a_i + Ā} - 1, a_j = u_acc|x_j - m| + u_fn + u_store,
     # Ā = log Σ_j p_j e^{a_j} (>= Σ p_j a_j), then γ_n for the sum and u_acc for the division.
     a = un.acc * shift + un.fn + un.store
     with np.errstate(over="ignore", invalid="ignore"):
-        abar_lin = np.asarray(_term(ref, "mean_shift")) * un.acc + un.fn + un.store
+        abar_lin = np.asarray(term(ref, "mean_shift")) * un.acc + un.fn + un.store
         rel = a + abar_lin + g + un.acc
     internal = p * rel * _amplify(rel)
     output = un.out * np.abs(p)
@@ -191,12 +116,12 @@ def _softmax(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArr
     return bound, {"internal": internal, "output": output, "floor": floor}, derivation
 
 
-def _attention(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def _attention(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     o = np.nan_to_num(ref.value, nan=0.0)
     a_ref = ref.abs_value
-    e = float(_term(ref, "n_dot"))
-    lk = float(_term(ref, "n_keys"))
-    softcap = float(_term(ref, "softcap"))
+    e = float(term(ref, "n_dot"))
+    lk = float(term(ref, "n_keys"))
+    softcap = float(term(ref, "softcap"))
     g_dot = gamma(e, un.acc)
     g_keys = gamma(lk, un.acc)
     cap_note = " + u_fn + 2u_acc" if softcap > 0 else ""
@@ -204,10 +129,10 @@ def _attention(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatA
     eps_s = g_dot + 2.0 * un.store + un.acc
     if softcap > 0:
         eps_s += un.fn + 2.0 * un.acc
-    sw = np.asarray(_term(ref, "score_weighted"))
-    sm = np.asarray(_term(ref, "score_mean"))
-    hw = np.asarray(_term(ref, "shift_weighted"))
-    hm = np.asarray(_term(ref, "shift_mean"))
+    sw = np.asarray(term(ref, "score_weighted"))
+    sm = np.asarray(term(ref, "score_mean"))
+    hw = np.asarray(term(ref, "shift_weighted"))
+    hm = np.asarray(term(ref, "shift_mean"))
     const = 2.0 * un.fn + 2.0 * un.store + 2.0 * g_keys + un.acc
     with np.errstate(over="ignore", invalid="ignore"):
         scores = eps_s * (sw + sm * a_ref)
@@ -216,20 +141,20 @@ def _attention(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatA
         worst_rel = (
             2.0
             * (
-                eps_s * np.asarray(_term(ref, "score_max"))
-                + un.acc * np.asarray(_term(ref, "shift_max"))
+                eps_s * np.asarray(term(ref, "score_max"))
+                + un.acc * np.asarray(term(ref, "shift_max"))
             )
             + const
         )
         amp = _amplify(worst_rel)
         internal = (scores + shifts + rounding) * amp
     output = un.out * np.abs(o)
-    vrange = np.asarray(_term(ref, "v_range"))
-    vabs = np.asarray(_term(ref, "max_abs_v"))
+    vrange = np.asarray(term(ref, "v_range"))
+    vabs = np.asarray(term(ref, "max_abs_v"))
     cap = vrange + (2.0 * g_keys + 2.0 * un.store + un.acc) * vabs + un.out * vabs
     floor = (
         un.eta_out
-        + (un.eta_store + un.eta_acc) * np.asarray(_term(ref, "sum_abs_v"))
+        + (un.eta_store + un.eta_acc) * np.asarray(term(ref, "sum_abs_v"))
         + lk * un.eta_acc
     )
     bound = np.minimum(SAFETY * (internal + output), SAFETY * cap) + SAFETY * floor
@@ -253,19 +178,19 @@ def _attention(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatA
     return bound, parts, derivation
 
 
-def _layer_norm(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def _layer_norm(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     y = np.nan_to_num(ref.value, nan=0.0)
-    n = float(_term(ref, "n"))
-    mean_abs = np.asarray(_term(ref, "mean_abs"))
-    mad = np.asarray(_term(ref, "mean_abs_dev"))
-    var = np.asarray(_term(ref, "var"))
-    sd = np.asarray(_term(ref, "sd"))
-    eps = float(_term(ref, "eps"))
-    inside = float(_term(ref, "eps_inside")) > 0
-    inv = np.asarray(_term(ref, "inv_sigma"))
-    dev = np.asarray(_term(ref, "abs_centered"))
-    aw = np.asarray(_term(ref, "abs_weight"))
-    ab = np.asarray(_term(ref, "abs_bias"))
+    n = float(term(ref, "n"))
+    mean_abs = np.asarray(term(ref, "mean_abs"))
+    mad = np.asarray(term(ref, "mean_abs_dev"))
+    var = np.asarray(term(ref, "var"))
+    sd = np.asarray(term(ref, "sd"))
+    eps = float(term(ref, "eps"))
+    inside = float(term(ref, "eps_inside")) > 0
+    inv = np.asarray(term(ref, "inv_sigma"))
+    dev = np.asarray(term(ref, "abs_centered"))
+    aw = np.asarray(term(ref, "abs_weight"))
+    ab = np.asarray(term(ref, "abs_bias"))
     g_n = gamma(n, un.acc)
     g_var = gamma(n + 2, un.acc)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -300,16 +225,16 @@ def _layer_norm(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, Float
     return bound, parts, derivation
 
 
-def _rms_norm(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def _rms_norm(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     y = np.nan_to_num(ref.value, nan=0.0)
-    n = float(_term(ref, "n"))
-    ms = np.asarray(_term(ref, "ms"))
-    eps = float(_term(ref, "eps"))
-    inside = float(_term(ref, "eps_inside")) > 0
-    one_plus = float(_term(ref, "one_plus_w")) > 0
-    inv = np.asarray(_term(ref, "inv_rms"))
-    ax = np.asarray(_term(ref, "abs_x"))
-    aw = np.asarray(_term(ref, "abs_weight"))
+    n = float(term(ref, "n"))
+    ms = np.asarray(term(ref, "ms"))
+    eps = float(term(ref, "eps"))
+    inside = float(term(ref, "eps_inside")) > 0
+    one_plus = float(term(ref, "one_plus_w")) > 0
+    inv = np.asarray(term(ref, "inv_rms"))
+    ax = np.asarray(term(ref, "abs_x"))
+    aw = np.asarray(term(ref, "abs_weight"))
     g = gamma(n + 1, un.acc)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         d_ms = g * ms  # docs §3.4: all terms positive, relative error γ_{n+1}
@@ -372,7 +297,7 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
     if not isinstance(reference, Reference):
         raise TypeError(f"reference must be a Reference, got {type(reference).__name__}")
     dtype = canonical_dtype(dtype)
-    un = _units(dtype, precision)
+    un = units(dtype, precision)
     bound, parts, derivation = blocks[component](reference, un)
     bound = np.broadcast_to(np.where(np.isnan(bound), np.inf, bound), reference.value.shape)
     thr = overflow_threshold(dtype)

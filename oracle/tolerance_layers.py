@@ -33,7 +33,7 @@ residual add    :math:`\delta a + \delta b + u_{store}|a + b|`
 ==============  ==========================================================================
 
 The output gets :math:`u_{out}|y|` and an underflow floor; the sum is multiplied by the safety
-factor c = :data:`transpec.oracle.tolerance.SAFETY` (the core bounds enter divided by c, so c is
+factor c = :data:`transpec.oracle.error_model.SAFETY` (the core bounds enter divided by c, so c is
 applied once). A NaN of the reference (a fully masked row under ``fully_masked_row="nan"``) must
 be matched exactly (:func:`transpec.oracle.compare.compare`).
 
@@ -53,15 +53,14 @@ import numpy as np
 
 from transpec.oracle import components
 from transpec.oracle import reference_layers as rl
-from transpec.oracle.dtypes import FORMATS, canonical_dtype
+from transpec.oracle.dtypes import FloatArray, canonical_dtype
+from transpec.oracle.error_model import SAFETY, Units, gamma, units
 from transpec.oracle.reference import Reference
 from transpec.spec.conventions import CANONICAL, Conventions
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Precision
     from transpec.oracle.tolerance import Tolerance
-
-FloatArray = np.ndarray
 
 #: the layer components (the registry's family "layers")
 LAYER_COMPONENTS: tuple[str, ...] = components.names("layers")
@@ -92,18 +91,6 @@ class LayerReference(Reference):
     semantics: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Units:
-    dtype: str
-    precision: Any
-    acc: float
-    store: float
-    out: float
-    fn: float
-    eta_acc: float
-    eta_out: float
-
-
 @dataclass
 class _Stats:
     """Numbers for the derivation text."""
@@ -111,6 +98,12 @@ class _Stats:
     max_score_error: float = 0.0
     max_amplification: float = 1.0
     reductions: set[int] = field(default_factory=set)
+
+    def record(self, ds: FloatArray, amp: FloatArray) -> None:
+        """Keep the largest score error δs and softmax amplification seen so far."""
+        if ds.size:
+            self.max_score_error = max(self.max_score_error, float(np.max(ds)))
+            self.max_amplification = max(self.max_amplification, float(np.max(amp)))
 
 
 # -- semantics and arguments -----------------------------------------------------------------
@@ -190,17 +183,25 @@ def _batch_first(x: FloatArray, batch_first: bool) -> FloatArray:
 # -- tracked operations ----------------------------------------------------------------------
 
 
+def _exp_amplification(worst: FloatArray) -> FloatArray:
+    """amp = expm1(min(w, 50)) / w for w = 2·max_j δs_ij > 1e-8, else 1: the exact factor of the
+    softmax's exponential sensitivity to score errors of at most δs (>= 1; the clip at e^50 makes
+    any first-order term larger than the caps)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(
+            worst > 1e-8, np.expm1(np.minimum(worst, 50.0)) / np.maximum(worst, 1e-300), 1.0
+        )
+
+
 class _Tracker:
     """Float64 forward pass of a layer with a first-order error bound on every intermediate.
     ``un`` None: the value only (the reference)."""
 
-    def __init__(self, un: _Units | None) -> None:
+    def __init__(self, un: Units | None) -> None:
         self.un = un
         self.stats = _Stats()
 
     def gamma(self, n: int) -> float:
-        from transpec.oracle.tolerance import gamma
-
         assert self.un is not None
         self.stats.reductions.add(int(n))
         return gamma(n, self.un.acc)
@@ -234,7 +235,7 @@ class _Tracker:
         self, x: FloatArray, dx: FloatArray, norm: Mapping[str, Any], eps: float
     ) -> tuple[FloatArray, FloatArray]:
         from transpec.oracle import reference
-        from transpec.oracle.tolerance import SAFETY, tolerance
+        from transpec.oracle.tolerance import tolerance
 
         w = np.asarray(norm["weight"], dtype=np.float64)
         b = norm.get("bias")
@@ -284,7 +285,7 @@ class _Tracker:
     ) -> tuple[FloatArray, FloatArray]:
         """Heads (B, H, L, Dh): O = softmax(Q Kᵀ/√Dh + M) V with its error bound."""
         from transpec.oracle import reference
-        from transpec.oracle.tolerance import SAFETY, tolerance
+        from transpec.oracle.tolerance import tolerance
 
         scale = 1.0 / math.sqrt(q.shape[-1])
         conv = Conventions(fully_masked_row=fully_masked_row)  # type: ignore[arg-type]
@@ -304,18 +305,13 @@ class _Tracker:
         ds = np.where(p > 0, ds, 0.0)
         sbar = np.sum(p * ds, axis=-1, keepdims=True)
         worst = 2.0 * np.max(ds, axis=-1, keepdims=True)
-        with np.errstate(over="ignore", invalid="ignore"):
-            amp = np.where(
-                worst > 1e-8, np.expm1(np.minimum(worst, 50.0)) / np.maximum(worst, 1e-300), 1.0
-            )
+        amp = _exp_amplification(worst)
         o0 = np.nan_to_num(o, nan=0.0)
         # Σ_j P_ij (δs_ij + s̄_i) |v_j − o_i|, per value column
         spread = np.abs(v[..., None, :, :] - o0[..., :, None, :])  # (B, H, L, S, Dh)
         moved = np.einsum("bhls,bhlsd->bhld", p * (ds + sbar), spread) * amp
         dout = moved + np.matmul(p, dv) + own / SAFETY
-        if ds.size:
-            self.stats.max_score_error = max(self.stats.max_score_error, float(np.max(ds)))
-            self.stats.max_amplification = max(self.stats.max_amplification, float(np.max(amp)))
+        self.stats.record(ds, amp)
         return o, np.where(np.isnan(o), 0.0, dout)
 
     def weights(
@@ -366,16 +362,11 @@ class _Tracker:
         ds = np.where(p > 0, prop + own + un.store * s_abs + un.acc * shift, 0.0)
         sbar = np.sum(p * ds, axis=-1, keepdims=True)
         worst = 2.0 * np.max(ds, axis=-1, keepdims=True) if ds.size else ds
-        with np.errstate(over="ignore", invalid="ignore"):
-            amp = np.where(
-                worst > 1e-8, np.expm1(np.minimum(worst, 50.0)) / np.maximum(worst, 1e-300), 1.0
-            )
+        amp = _exp_amplification(worst)
         n = k.shape[-2]
         rounding = 2.0 * un.fn + 2.0 * un.store + self.gamma(n) + un.acc
         dp = p * (ds + sbar) * amp + p * rounding + un.eta_acc
-        if ds.size:
-            self.stats.max_score_error = max(self.stats.max_score_error, float(np.max(ds)))
-            self.stats.max_amplification = max(self.stats.max_amplification, float(np.max(amp)))
+        self.stats.record(ds, amp)
         return w, np.where(np.isnan(w), 0.0, dp)
 
     def project(
@@ -422,23 +413,7 @@ class _Tracker:
         fully_masked_row: str,
     ) -> tuple[FloatArray, FloatArray]:
         """nn.MultiheadAttention on batch-first (B, L, E) inputs."""
-        e = xq.shape[-1]
-        h = int(num_heads)
-        if h < 1 or e % h:
-            raise ValueError(f"embed_dim {e} is not divisible by num_heads {num_heads}")
-        if params.get("in_proj_weight") is not None:
-            w_in = np.asarray(params["in_proj_weight"], dtype=np.float64)
-            ws = [w_in[i * e : (i + 1) * e] for i in range(3)]
-        else:  # kdim/vdim != embed_dim: separate q/k/v projections
-            ws = [np.asarray(params[f"{n}_proj_weight"], dtype=np.float64) for n in "qkv"]
-        b_in = params.get("in_proj_bias")
-        b_in = None if b_in is None else np.asarray(b_in, dtype=np.float64)
-        parts = []
-        for i, (x, dx) in enumerate(((xq, dxq), (xkv, dxkv), (xv, dxv))):
-            w = ws[i]
-            b = None if b_in is None else b_in[i * e : (i + 1) * e]
-            y, dy = self.linear(x, dx, w, b)
-            parts.append((rl.split_heads(y, h), rl.split_heads(dy, h)))
+        parts = self.project(xq, dxq, xkv, dxkv, xv, dxv, params, num_heads)
         (q, dq), (k, dk), (v, dv) = parts
         o, do = self.attention(q, dq, k, dk, v, dv, mask, fully_masked_row)
         w_out = np.asarray(params["out_proj.weight"], dtype=np.float64)
@@ -461,10 +436,6 @@ class _Tracker:
         return self.linear(act, da, w2, p("linear2.bias"))
 
 
-def _sub(params: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
-
-
 def _sublayer(
     t: _Tracker,
     x: FloatArray,
@@ -484,8 +455,22 @@ def _sublayer(
     return t.layer_norm(s, ds, norm, eps)
 
 
+def _attention_inputs(
+    args: Mapping[str, Any], batch_first: bool
+) -> tuple[FloatArray, FloatArray, FloatArray, Any]:
+    """query, key, value of nn.MultiheadAttention batch first (B, L, E) and their one additive
+    (B, 1, L, S) mask (None without masks)."""
+    q = _batch_first(np.asarray(args["query"], dtype=np.float64), batch_first)
+    k = _batch_first(np.asarray(args["key"], dtype=np.float64), batch_first)
+    v = _batch_first(np.asarray(args["value"], dtype=np.float64), batch_first)
+    mask = _combined_mask(
+        args.get("attn_mask"), args.get("key_padding_mask"), q.shape[0], q.shape[1], k.shape[1]
+    )
+    return q, k, v, mask
+
+
 def _forward(
-    component: str, args: Mapping[str, Any], sem: Mapping[str, str], un: _Units | None
+    component: str, args: Mapping[str, Any], sem: Mapping[str, str], un: Units | None
 ) -> tuple[FloatArray, FloatArray, _Stats]:
     t = _Tracker(un)
     params = args["params"]
@@ -496,12 +481,7 @@ def _forward(
         return y, dy, t.stats
     batch_first = bool(args.get("batch_first", True))
     if component == "multi_head_attention_weights":
-        q = _batch_first(np.asarray(args["query"], dtype=np.float64), batch_first)
-        k = _batch_first(np.asarray(args["key"], dtype=np.float64), batch_first)
-        v = _batch_first(np.asarray(args["value"], dtype=np.float64), batch_first)
-        mask = _combined_mask(
-            args.get("attn_mask"), args.get("key_padding_mask"), q.shape[0], q.shape[1], k.shape[1]
-        )
+        q, k, v, mask = _attention_inputs(args, batch_first)
         z = np.zeros_like
         (hq, dq), (hk, dk), _ = t.project(q, z(q), k, z(k), v, z(v), params, args["num_heads"])
         w, dw = t.weights(hq, dq, hk, dk, mask, sem["fully_masked_row"])
@@ -517,12 +497,7 @@ def _forward(
         # torch returns the weights batch first whatever batch_first says
         return np.ascontiguousarray(w), np.ascontiguousarray(dw), t.stats
     if component == "multi_head_attention":
-        q = _batch_first(np.asarray(args["query"], dtype=np.float64), batch_first)
-        k = _batch_first(np.asarray(args["key"], dtype=np.float64), batch_first)
-        v = _batch_first(np.asarray(args["value"], dtype=np.float64), batch_first)
-        mask = _combined_mask(
-            args.get("attn_mask"), args.get("key_padding_mask"), q.shape[0], q.shape[1], k.shape[1]
-        )
+        q, k, v, mask = _attention_inputs(args, batch_first)
         z = np.zeros_like
         y, dy = t.mha(
             q, z(q), k, z(k), v, z(v), params, args["num_heads"], mask, sem["fully_masked_row"]
@@ -538,8 +513,8 @@ def _forward(
         ):
             src_mask = np.asarray(src_mask) != 0
         mask = _combined_mask(src_mask, args.get("src_key_padding_mask"), b, length, length)
-        sa, h = _sub(params, "self_attn."), int(args["nhead"])
-        ff = {k: v for k, v in params.items() if k.startswith("linear")}
+        sa, h = rl.sub_params(params, "self_attn."), int(args["nhead"])
+        ff = rl.feed_forward_params(params)
         eps = float(args.get("layer_norm_eps", 1e-5))
         nf = bool(args.get("norm_first", False))
 
@@ -549,8 +524,8 @@ def _forward(
         def feed(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
             return t.ffn(y, dy, ff, act)
 
-        y, dy = _sublayer(t, x, np.zeros_like(x), attend, _sub(params, "norm1."), eps, nf)
-        y, dy = _sublayer(t, y, dy, feed, _sub(params, "norm2."), eps, nf)
+        y, dy = _sublayer(t, x, np.zeros_like(x), attend, rl.sub_params(params, "norm1."), eps, nf)
+        y, dy = _sublayer(t, y, dy, feed, rl.sub_params(params, "norm2."), eps, nf)
     elif component == "decoder_layer":
         x = _batch_first(np.asarray(args["tgt"], dtype=np.float64), batch_first)
         mem = _batch_first(np.asarray(args["memory"], dtype=np.float64), batch_first)
@@ -562,8 +537,12 @@ def _forward(
         cross_mask = _combined_mask(
             args.get("memory_mask"), args.get("memory_key_padding_mask"), b, lt, ls
         )
-        sa, ca, h = _sub(params, "self_attn."), _sub(params, "multihead_attn."), int(args["nhead"])
-        ff = {k: v for k, v in params.items() if k.startswith("linear")}
+        sa, ca, h = (
+            rl.sub_params(params, "self_attn."),
+            rl.sub_params(params, "multihead_attn."),
+            int(args["nhead"]),
+        )
+        ff = rl.feed_forward_params(params)
         eps = float(args.get("layer_norm_eps", 1e-5))
         nf = bool(args.get("norm_first", False))
         zm = np.zeros_like(mem)
@@ -577,9 +556,11 @@ def _forward(
         def feed(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
             return t.ffn(y, dy, ff, act)
 
-        y, dy = _sublayer(t, x, np.zeros_like(x), self_attend, _sub(params, "norm1."), eps, nf)
-        y, dy = _sublayer(t, y, dy, cross, _sub(params, "norm2."), eps, nf)
-        y, dy = _sublayer(t, y, dy, feed, _sub(params, "norm3."), eps, nf)
+        y, dy = _sublayer(
+            t, x, np.zeros_like(x), self_attend, rl.sub_params(params, "norm1."), eps, nf
+        )
+        y, dy = _sublayer(t, y, dy, cross, rl.sub_params(params, "norm2."), eps, nf)
+        y, dy = _sublayer(t, y, dy, feed, rl.sub_params(params, "norm3."), eps, nf)
     else:
         raise ValueError(f"{component} is not one of the layers {', '.join(LAYER_COMPONENTS)}")
     if not batch_first:
@@ -620,33 +601,15 @@ def layer_reference(
     )
 
 
-def _units(dtype: str, precision: Precision) -> _Units:
-    from transpec.oracle.tolerance import ELEMENTARY_ULPS, _eta
-
-    acc = canonical_dtype(precision.accumulate)
-    store = canonical_dtype(precision.store)
-    u_acc = FORMATS[acc].unit_roundoff
-    return _Units(
-        dtype=dtype,
-        precision=precision,
-        acc=u_acc,
-        store=FORMATS[store].unit_roundoff,
-        out=FORMATS[dtype].unit_roundoff,
-        fn=ELEMENTARY_ULPS * 2.0 * u_acc,
-        eta_acc=_eta(acc),
-        eta_out=_eta(dtype),
-    )
-
-
 def tolerance(component: str, reference: Reference, dtype: str, precision: Precision) -> Tolerance:
     """The per-element bound for a layer component computed in ``dtype`` under ``precision``
     (componentwise forward error propagation; see the module docstring)."""
-    from transpec.oracle.tolerance import SAFETY, Tolerance
+    from transpec.oracle.tolerance import Tolerance
 
     if not isinstance(reference, LayerReference) or reference.component != component:
         raise TypeError(f"{component}: reference must be the LayerReference of that component")
     dtype = canonical_dtype(dtype)
-    un = _units(dtype, precision)
+    un = units(dtype, precision)
     with np.errstate(invalid="ignore", over="ignore"):
         value, delta, stats = _forward(component, reference.args, reference.semantics, un)
         first_order = delta + un.out * np.abs(np.nan_to_num(value, nan=0.0)) + un.eta_out

@@ -36,54 +36,30 @@ subnormal spacing, c = ``SAFETY``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from transpec.oracle.dtypes import FloatArray
+from transpec.oracle.error_model import SAFETY, Units, gamma, term
 from transpec.oracle.reference import Reference
 
-if TYPE_CHECKING:
-    from transpec.oracle.tolerance import _Units
-
-FloatArray = np.ndarray
-Rule = Callable[[Reference, "_Units"], tuple[FloatArray, dict[str, FloatArray], str]]
+Rule = Callable[[Reference, Units], tuple[FloatArray, dict[str, FloatArray], str]]
 
 #: roundings in forming an angle p·ω from ℓ = |ln ω| (per unit of ℓ + 1): docs §7.2
 ANGLE_ROUNDINGS = 3.0
 
 
-def _safety() -> float:
-    from transpec.oracle.tolerance import SAFETY
-
-    return SAFETY
-
-
-def _gamma(n: float, u: float) -> float:
-    from transpec.oracle.tolerance import gamma
-
-    return gamma(n, u)
-
-
-def _term(ref: Reference, name: str) -> Any:
-    try:
-        return ref.terms[name]
-    except KeyError:
-        raise ValueError(
-            f"reference lacks the term {name!r}; was it computed for another component?"
-        ) from None
-
-
-def angle_error(ref: Reference, un: _Units) -> FloatArray:
+def angle_error(ref: Reference, un: Units) -> FloatArray:
     """δφ = |φ|·(3·u_acc·(ℓ + 1) + u_fn), ℓ = |ln ω| (docs/tolerance.md §7.2)."""
-    angle = np.asarray(_term(ref, "angle"), dtype=np.float64)
-    ell = np.asarray(_term(ref, "log_freq"), dtype=np.float64)
+    angle = np.asarray(term(ref, "angle"), dtype=np.float64)
+    ell = np.asarray(term(ref, "log_freq"), dtype=np.float64)
     return angle * (ANGLE_ROUNDINGS * un.acc * (ell + 1.0) + un.fn)
 
 
-def _embedding(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
-    c = _safety()
+def _embedding(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+    c = SAFETY
     y = np.abs(ref.value)
-    if float(_term(ref, "scaled")) == 0.0:
+    if float(term(ref, "scaled")) == 0.0:
         zero = np.zeros(y.shape)
         return (
             zero,
@@ -97,21 +73,21 @@ def _embedding(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatA
     bound = c * (internal + output) + c * floor
     derivation = (
         "embedding·√d: c·((u_fn + u_store + u_acc + u_out)·|y|) + c·η; "
-        f"c={c:g}, d={int(float(_term(ref, 'd_model')))}, u_acc={un.acc:.3g}, "
+        f"c={c:g}, d={int(float(term(ref, 'd_model')))}, u_acc={un.acc:.3g}, "
         f"u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g} (docs/tolerance.md §7.1)"
     )
     return bound, {"internal": internal, "output": output, "floor": floor}, derivation
 
 
-def _sinusoidal(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
-    c = _safety()
+def _sinusoidal(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+    c = SAFETY
     pe = np.abs(ref.value)
     d_phi = angle_error(ref, un)
     function = (un.fn + un.store) * pe
     output = un.out * pe
     floor = np.full(pe.shape, un.eta_out + un.eta_store + un.eta_acc)
     bound = c * (d_phi + function + output) + c * floor
-    worst = float(np.max(np.asarray(_term(ref, "angle")))) if pe.size else 0.0
+    worst = float(np.max(np.asarray(term(ref, "angle")))) if pe.size else 0.0
     derivation = (
         "sinusoidal_positional_encoding: c·(δφ + (u_fn + u_store + u_out)·|PE|) + c·η, "
         "δφ = |pω|·(3u_acc(|ln ω| + 1) + u_fn); "
@@ -121,18 +97,18 @@ def _sinusoidal(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, Float
     return bound, {"angle": d_phi, "function": function, "output": output}, derivation
 
 
-def _rotary(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
-    c = _safety()
+def _rotary(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+    c = SAFETY
     y = np.abs(np.nan_to_num(ref.value, nan=0.0))
-    g2 = _gamma(2, un.acc)
+    g2 = gamma(2, un.acc)
     d_phi = angle_error(ref, un)
-    pair = np.asarray(_term(ref, "pair_abs"), dtype=np.float64)
+    pair = np.asarray(term(ref, "pair_abs"), dtype=np.float64)
     products = (un.fn + 2.0 * un.store + g2) * np.asarray(ref.abs_value)
     angle = pair * d_phi
     output = un.out * y
     floor = np.full(y.shape, un.eta_out + 2.0 * (un.eta_store + un.eta_acc))
     bound = c * (products + angle + output) + c * floor
-    worst = float(np.max(np.asarray(_term(ref, "angle")))) if y.size else 0.0
+    worst = float(np.max(np.asarray(term(ref, "angle")))) if y.size else 0.0
     derivation = (
         "rotary_embedding: c·((u_fn + 2u_store + γ_2)·(|a||cos φ| + |b||sin φ|) "
         "+ (|a| + |b|)·δφ + u_out·|y|) + c·η, δφ = |φ|·(3u_acc(|ln θ| + 1) + u_fn); "
@@ -142,11 +118,11 @@ def _rotary(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArra
     return bound, {"products": products, "angle": angle, "output": output}, derivation
 
 
-def _alibi(ref: Reference, un: _Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
-    c = _safety()
+def _alibi(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+    c = SAFETY
     b = np.abs(ref.value)
-    log_slope = np.asarray(_term(ref, "log_slope"), dtype=np.float64)
-    head = np.asarray(_term(ref, "head"), dtype=np.float64)
+    log_slope = np.asarray(term(ref, "log_slope"), dtype=np.float64)
+    head = np.asarray(term(ref, "head"), dtype=np.float64)
     slope = (un.acc * (log_slope + head + 2.0) + un.fn) * b
     stored = un.store * b
     output = un.out * b

@@ -1,0 +1,128 @@
+"""The rounding-error model every tolerance rule is built from (docs/tolerance.md §2).
+
+The standard model of floating-point arithmetic (Higham, *Accuracy and Stability of Numerical
+Algorithms*, 2nd ed., §2.2): every operation rounds its exact result,
+``fl(a op b) = (a op b)(1 + δ) + η`` with ``|δ| <= u`` (u the unit roundoff of the format the
+result is rounded to) and ``|η| <= η_fmt``, the absolute error of a result that underflows
+(Higham §2.1). On that model:
+
+* a sum or dot product of n terms, in any order, has a relative error of at most
+  ``γ_n = n·u / (1 - n·u)`` (Higham §3.1, Lemma 3.1 and (3.4)-(3.5)): :func:`gamma`;
+* ``η_fmt`` is half the smallest subnormal spacing of the format (rounded up to a float64
+  number): :func:`eta`;
+* an elementary function (exp, tanh, sqrt, ...) computed in the accumulation precision errs by
+  ``u_fn = ELEMENTARY_ULPS · 2 · u_acc`` (one ulp is 2u): :attr:`Units.fn`;
+* a first-order bound is multiplied by the safety factor ``c = SAFETY``.
+
+:class:`Units` gathers the unit roundoffs and floors of one call (the declared
+:class:`~transpec.adapters.base.Precision` and the output dtype); :func:`term` reads one of the
+magnitudes a reference supplies (``Reference.terms``). The rules themselves live in
+:mod:`transpec.oracle.tolerance`, :mod:`transpec.oracle.tolerance_positional` and
+:mod:`transpec.oracle.tolerance_layers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from transpec.oracle.dtypes import FORMATS, canonical_dtype
+
+if TYPE_CHECKING:
+    from transpec.oracle.reference import Reference
+
+#: c, the safety factor on the first-order bound: absorbs the dropped O(u²) terms and the
+#: algorithm-dependent constants (blocked/online softmax rescaling, reciprocal-then-multiply
+#: instead of division). docs/tolerance.md §2.6.
+SAFETY = 2.0
+
+#: Error of exp, tanh, sqrt/rsqrt in ulps of the accumulation precision. Correctly rounded
+#: functions have 0.5 ulp; vectorized libraries (SLEEF u10/u35, CUDA __expf, torch's exp_u20)
+#: guarantee 1 to 3.5 ulp. docs/tolerance.md §2.3.
+ELEMENTARY_ULPS = 4.0
+
+#: nu at which γ_n = nu/(1-nu) stops being a useful bound; beyond it a relative error of 1 is
+#: assumed (the convex-hull and |ŷ| <= sqrt(n) caps then decide). docs/tolerance.md §2.2.
+GAMMA_LIMIT = 0.5
+
+#: the unit roundoff of float64, u = 2^-53: the rounding of the oracle's own float64 arithmetic
+#: (the sums and differences a metamorphic relation computes)
+U64 = 2.0**-53
+
+
+def gamma(n: float, u: float) -> float:
+    """γ_n = n·u / (1 - n·u) (Higham §3.1); 1.0 once n·u >= GAMMA_LIMIT (docs §2.2)."""
+    nu = float(n) * u
+    if nu >= GAMMA_LIMIT:
+        return 1.0
+    return nu / (1.0 - nu)
+
+
+def eta(dtype: str) -> float:
+    """η = s/2, s the smallest subnormal of ``dtype``: half the subnormal spacing, the absolute
+    underflow error of one rounding (docs §2.5), rounded up to a float64 number.
+
+    For float64 itself half the smallest subnormal, 2^-1075, is not a float64 number: the
+    division rounds it to 0, which would leave outputs that underflow with no floor at all (a
+    subnormal one step off would have ratio inf). Rounded up it is the smallest subnormal
+    2^-1074, so that c·η_out is at least the smallest subnormal of every output dtype.
+    """
+    smallest = FORMATS[dtype].smallest_subnormal
+    half = smallest / 2.0
+    return half if half > 0.0 else smallest
+
+
+@dataclass(frozen=True)
+class Units:
+    """The unit roundoffs and underflow floors of one call.
+
+    ``acc``, ``store``, ``out``: u of the declared accumulation and storage precision and of the
+    output ``dtype``; ``fn`` = ELEMENTARY_ULPS · 2 · u_acc, the error of an elementary function;
+    ``eta_acc``, ``eta_store``, ``eta_out``: :func:`eta` of the same three formats.
+    ``dtype`` (canonical name) and ``precision`` are the declaration they were derived from.
+    """
+
+    dtype: str
+    precision: Any
+    acc: float
+    store: float
+    out: float
+    fn: float
+    eta_acc: float
+    eta_store: float
+    eta_out: float
+
+
+def units(dtype: str, precision: Any) -> Units:
+    """The :class:`Units` of output ``dtype`` (a canonical name) under ``precision`` (anything
+    with ``.accumulate`` and ``.store`` dtype names; ``TypeError`` otherwise)."""
+    try:
+        acc = canonical_dtype(precision.accumulate)
+        store = canonical_dtype(precision.store)
+    except AttributeError:
+        raise TypeError(
+            f"precision must have .accumulate and .store dtype names, got {precision!r}"
+        ) from None
+    u_acc = FORMATS[acc].unit_roundoff
+    return Units(
+        dtype=dtype,
+        precision=precision,
+        acc=u_acc,
+        store=FORMATS[store].unit_roundoff,
+        out=FORMATS[dtype].unit_roundoff,
+        fn=ELEMENTARY_ULPS * 2.0 * u_acc,
+        eta_acc=eta(acc),
+        eta_store=eta(store),
+        eta_out=eta(dtype),
+    )
+
+
+def term(ref: Reference, name: str) -> Any:
+    """``ref.terms[name]``, or a ``ValueError`` saying the reference lacks it (a reference of
+    another component)."""
+    try:
+        return ref.terms[name]
+    except KeyError:
+        raise ValueError(
+            f"reference lacks the term {name!r}; was it computed for another component?"
+        ) from None
