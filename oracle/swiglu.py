@@ -36,11 +36,13 @@ import numpy as np
 import numpy.typing as npt
 from hypothesis import strategies as st
 
-from transpec.oracle.dtypes import FORMATS, canonical_dtype
+from transpec.oracle.dtypes import FloatArray, canonical_dtype
+from transpec.oracle.error_model import Units, gamma, units
 from transpec.oracle.reference import Reference
+from transpec.oracle.strategies import Args
 
 if TYPE_CHECKING:
-    from transpec.adapters.base import Adapter, Precision
+    from transpec.adapters.base import Precision
     from transpec.oracle.harness import Harness
     from transpec.oracle.properties import Property
     from transpec.oracle.tolerance import Tolerance
@@ -60,8 +62,6 @@ __all__ = [
     "tolerance",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-Args = dict[str, Any]
 
 COMPONENT = "swiglu_feed_forward"
 #: the state_dict names of the three bias-free linear maps (LLaMA's FeedForward)
@@ -166,55 +166,16 @@ def compute_component(
 # -- the tolerance -----------------------------------------------------------------------------
 
 
-def _gamma(n: int, u: float) -> float:
-    from transpec.oracle.tolerance import gamma
-
-    return gamma(n, u)
-
-
-def _eta(dtype: str) -> float:
-    """Half the subnormal spacing of ``dtype`` rounded up to a float64 number (docs §2.5)."""
-    smallest = FORMATS[dtype].smallest_subnormal
-    return smallest / 2.0 if smallest / 2.0 > 0.0 else smallest
-
-
-@dataclass(frozen=True)
-class _Units:
-    acc: float
-    store: float
-    out: float
-    fn: float
-    eta_acc: float
-    eta_store: float
-    eta_out: float
-
-
-def _units(dtype: str, precision: Precision) -> _Units:
-    from transpec.oracle.tolerance import ELEMENTARY_ULPS
-
-    acc, store = canonical_dtype(precision.accumulate), canonical_dtype(precision.store)
-    u_acc = FORMATS[acc].unit_roundoff
-    return _Units(
-        acc=u_acc,
-        store=FORMATS[store].unit_roundoff,
-        out=FORMATS[dtype].unit_roundoff,
-        fn=ELEMENTARY_ULPS * 2.0 * u_acc,
-        eta_acc=_eta(acc),
-        eta_store=_eta(store),
-        eta_out=_eta(dtype),
-    )
-
-
 def _propagate(
-    x: FloatArray, w1: FloatArray, w2: FloatArray, w3: FloatArray, un: _Units
+    x: FloatArray, w1: FloatArray, w2: FloatArray, w3: FloatArray, un: Units
 ) -> tuple[FloatArray, dict[str, FloatArray]]:
     """(y, named first-order bounds) of the forward pass (see :func:`tolerance`)."""
     d, hidden = x.shape[-1], w1.shape[0]
     ax = np.abs(x)
     a, b = np.matmul(x, w1.T), np.matmul(x, w3.T)
     # the two input projections: a dot product of d terms, stored
-    da = _gamma(d, un.acc) * np.matmul(ax, np.abs(w1).T) + un.store * np.abs(a)
-    db = _gamma(d, un.acc) * np.matmul(ax, np.abs(w3).T) + un.store * np.abs(b)
+    da = gamma(d, un.acc) * np.matmul(ax, np.abs(w1).T) + un.store * np.abs(a)
+    db = gamma(d, un.acc) * np.matmul(ax, np.abs(w3).T) + un.store * np.abs(b)
     floor_in = d * un.eta_acc + un.eta_store
     da, db = da + floor_in, db + floor_in
     # silu: Taylor with |silu''| <= 1/2, plus its own evaluation (exp, 1 +, /, ·) and storage
@@ -242,7 +203,7 @@ def _propagate(
     y = np.matmul(h, w2.T)
     propagated = np.matmul(dh, aw2.T)
     own = (
-        _gamma(hidden, un.acc) * np.matmul(np.abs(h), aw2.T)
+        gamma(hidden, un.acc) * np.matmul(np.abs(h), aw2.T)
         + un.store * np.abs(y)
         + hidden * un.eta_acc
         + un.eta_store
@@ -264,12 +225,13 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
     allowed (required) where the reference is within (beyond) the bound of the overflow
     threshold of ``dtype``.
     """
-    from transpec.oracle.tolerance import SAFETY, Tolerance, overflow_threshold
+    from transpec.oracle.error_model import SAFETY
+    from transpec.oracle.tolerance import Tolerance, overflow_threshold
 
     if component != COMPONENT or not isinstance(reference, SwigluReference):
         raise TypeError(f"{component}: reference must be the SwigluReference of {COMPONENT}")
     dtype = canonical_dtype(dtype)
-    un = _units(dtype, precision)
+    un = units(dtype, precision)
     params = reference.args["params"]
     x = np.asarray(reference.args["x"], dtype=np.float64)
     w1, w2, w3 = (np.asarray(params[k], dtype=np.float64) for k in PARAM_KEYS)
@@ -402,17 +364,6 @@ def _rng(args: Args, salt: str) -> np.random.Generator:
     return example_rng(flat, salt)
 
 
-def _check_equivalence(harness: Harness, args: Args) -> float:
-    return harness.assert_equivalent(harness.call(COMPONENT, args))
-
-
-def _check_shape_dtype(harness: Harness, args: Args) -> float:
-    """The harness checks the native type, dtype and shape of every call (ratio 0 when it
-    holds)."""
-    harness.call(COMPONENT, args)
-    return 0.0
-
-
 def _check_permutation(harness: Harness, args: Args) -> float:
     """Permuting the tokens permutes the output: every token is transformed on its own."""
     from transpec.oracle.harness import assert_relation, bound_of
@@ -464,15 +415,6 @@ def _check_homogeneity(harness: Harness, args: Args) -> float:
     )
 
 
-def _applies(adapter: Adapter, dtype: str) -> str | None:
-    if not adapter.provides(COMPONENT):
-        return f"{adapter.name} does not provide {COMPONENT}"
-    dt = canonical_dtype(dtype)
-    if dt not in tuple(canonical_dtype(d) for d in adapter.dtypes):
-        return f"{adapter.name} does not declare dtype {dt} (declares {', '.join(adapter.dtypes)})"
-    return None
-
-
 def _inputs(**options: Any) -> Callable[[str], st.SearchStrategy[Args]]:
     def strategy(dtype: str) -> st.SearchStrategy[Args]:
         return inputs(COMPONENT, dtype, **options)
@@ -483,8 +425,14 @@ def _inputs(**options: Any) -> Callable[[str], st.SearchStrategy[Args]]:
 def properties() -> tuple[Property, ...]:
     """The properties of ``swiglu_feed_forward``, as
     :class:`transpec.oracle.properties.Property` objects."""
-    from transpec.oracle.properties import Property
+    from transpec.oracle.properties import (
+        Property,
+        applies_when_declared,
+        equivalence_check,
+        shape_dtype_check,
+    )
 
+    applies = applies_when_declared(COMPONENT)
     return (
         Property(
             COMPONENT,
@@ -492,16 +440,16 @@ def properties() -> tuple[Property, ...]:
             "every element within the bound propagated through the three projections, silu and "
             "the gating product from the float64 reference",
             _inputs(),
-            _check_equivalence,
-            _applies,
+            equivalence_check(COMPONENT),
+            applies,
         ),
         Property(
             COMPONENT,
             "shape_dtype",
             "a native array of the reference's shape in the input dtype",
             _inputs(),
-            _check_shape_dtype,
-            _applies,
+            shape_dtype_check(COMPONENT),
+            applies,
         ),
         Property(
             COMPONENT,
@@ -509,7 +457,7 @@ def properties() -> tuple[Property, ...]:
             "permuting the tokens permutes the output (each token is transformed on its own)",
             _inputs(min_tokens=2),
             _check_permutation,
-            _applies,
+            applies,
         ),
         Property(
             COMPONENT,
@@ -518,6 +466,6 @@ def properties() -> tuple[Property, ...]:
             "projection; a swapped gate or a silu after the product is not)",
             _inputs(),
             _check_homogeneity,
-            _applies,
+            applies,
         ),
     )
