@@ -56,7 +56,7 @@ import numpy as np
 
 from transpec.oracle import components as registry
 from transpec.oracle.components import names as component_names
-from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
 #: every component name, in registry order (:data:`transpec.oracle.components.REGISTRY`)
@@ -147,7 +147,7 @@ class Adapter:
         ``"cross_fully_masked_row"`` (the decoder's cross-attention), ``"activation"`` (the one
         actually computed) and ``"float_attn_mask"`` (``"additive"`` or
         ``"nonzero_is_masked"``). Default: none; the conventions and the arguments apply
-        (:func:`transpec.oracle.tolerance_layers.layer_reference`)."""
+        (:func:`transpec.oracle.layers.tolerance.layer_reference`)."""
         return {}
 
     def slow_path_adapter(self) -> Adapter | None:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from transpec.adapters.base import Adapter, Precision
 from transpec.adapters.layers import NumpyLayers
 from transpec.adapters.positional import NumpyPositionalMixin
-from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
 Array = npt.NDArray[np.floating]

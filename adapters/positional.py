@@ -39,7 +39,7 @@ import numpy as np
 
 from transpec.adapters.base import Precision
 from transpec.oracle import components
-from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.engine.dtypes import canonical_dtype
 
 #: the components this module provides
 POSITIONAL_COMPONENTS: tuple[str, ...] = components.names("positional")

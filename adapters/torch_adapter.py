@@ -20,7 +20,7 @@ import numpy as np
 from transpec.adapters.base import Adapter, Precision
 from transpec.adapters.layers import CHAINED_COMPONENTS, LAYER_COMPONENTS, TorchLayers
 from transpec.adapters.positional import TorchPositionalMixin
-from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
 _HALF = ("float16", "bfloat16")
@@ -69,9 +69,9 @@ class TorchAdapter(TorchLayers, TorchPositionalMixin, Adapter):
     Components: ``torch.softmax``, ``F.scaled_dot_product_attention``, ``F.layer_norm``,
     ``F.rms_norm``, and the embedding and positional components of
     :class:`~transpec.adapters.positional.TorchPositionalMixin`. Conversion: float64 NumPy
-    arrays are rounded to the dtype under test exactly as :func:`transpec.oracle.dtypes.round_to`
-    rounds (float32/float16 by NumPy, bfloat16 from float32 by torch, nearest-even), boolean
-    arrays stay boolean.
+    arrays are rounded to the dtype under test exactly as
+    :func:`transpec.oracle.engine.dtypes.round_to` rounds (float32/float16 by NumPy, bfloat16 from
+    float32 by torch, nearest-even), boolean arrays stay boolean.
 
     What torch does on CPU (boolean masks, fully masked rows, causal alignment, GQA, the inputs
     each SDPA backend rejects, the precision of every kernel, the defects found) is measured

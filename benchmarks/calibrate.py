@@ -2,13 +2,13 @@
 
 For each correct implementation (torch CPU in float64/float32/float16/bfloat16 and transpec's
 NumPy adapter in float64/float32/float16), each component and each dtype, cases are drawn from
-the default strategies (:func:`transpec.oracle.strategies.inputs`, every regime: large logits,
-fully masked rows, GQA, Lq != Lk, σ² ≈ eps, |μ| >> σ, small n, ...). Each case is called through
-the harness and judged two ways:
+the default strategies (:func:`transpec.oracle.kernels.strategies.inputs`, every regime: large
+logits, fully masked rows, GQA, Lq != Lk, σ² ≈ eps, |μ| >> σ, small n, ...). Each case is called
+through the harness and judged two ways:
 
 * the per-element bound: ratio = max_i |out_i - ref_i| / bound_i (a false alarm when > 1,
   or when NaN/inf positions differ);
-* the RMS statistic (:func:`transpec.oracle.compare.error_statistic`), where meaningful.
+* the RMS statistic (:func:`transpec.oracle.engine.compare.error_statistic`), where meaningful.
 
 Printed per adapter, component and dtype: cases, false alarms, and the median / p99 / max of
 both ratios. A correct implementation must give 0 false alarms. Tightness: a max ratio far
@@ -73,10 +73,10 @@ def _sample(adapter_name: str, component: str, dtype: str, cases: int, seed: int
     from hypothesis.errors import UnsatisfiedAssumption
 
     from transpec.adapters.registry import load_adapter
-    from transpec.oracle import strategies
-    from transpec.oracle.compare import compare, error_statistic
-    from transpec.oracle.harness import Harness
-    from transpec.oracle.outcome import ImplementationFailure
+    from transpec.oracle.engine.compare import compare, error_statistic
+    from transpec.oracle.engine.harness import Harness
+    from transpec.oracle.engine.outcome import ImplementationFailure
+    from transpec.oracle.kernels import strategies
 
     adapter = load_adapter(adapter_name)
     harness = Harness(adapter, dtype, "cpu")

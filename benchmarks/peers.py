@@ -1,9 +1,9 @@
 """transpec side by side with the tolerance rules people use today, on the same cases.
 
 Every chaff and wheat of the corpus is called on the same cases (drawn once per component and
-dtype from :func:`transpec.oracle.strategies.inputs`, a fixed seed) and each output is judged by
-four rules against the same float64 reference (computed on the inputs as rounded to the dtype,
-under the entry's declared conventions -- so only the tolerance rule differs):
+dtype from :func:`transpec.oracle.kernels.strategies.inputs`, a fixed seed) and each output is
+judged by four rules against the same float64 reference (computed on the inputs as rounded to the
+dtype, under the entry's declared conventions -- so only the tolerance rule differs):
 
 ``transpec``      the per-element bound of the tolerance model (NaN/inf positions exact) and the
                   RMS error statistic against an emulated correct kernel;
@@ -58,7 +58,7 @@ def draw_cases(component: str, dtype: str, n: int, seed: int) -> list[dict[str, 
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
 
-    from transpec.oracle import strategies
+    from transpec.oracle.kernels import strategies
 
     out: list[dict[str, Any]] = []
 
@@ -79,7 +79,7 @@ def draw_cases(component: str, dtype: str, n: int, seed: int) -> list[dict[str, 
 def _in_dtype(values: np.ndarray, dtype: str) -> Any:
     import torch
 
-    from transpec.oracle.dtypes import round_to
+    from transpec.oracle.engine.dtypes import round_to
 
     t = {"float64": torch.float64, "float32": torch.float32}.get(dtype)
     if t is None:
@@ -92,10 +92,10 @@ def judge_entry(name: str, dtype: str, n: int, seed: int) -> dict[str, Any]:
     import torch
 
     from transpec.adapters.base import Precision
-    from transpec.oracle.compare import compare, error_statistic
-    from transpec.oracle.emulate import emulate
-    from transpec.oracle.harness import Harness
-    from transpec.oracle.outcome import ImplementationFailure
+    from transpec.oracle.engine.compare import compare, error_statistic
+    from transpec.oracle.engine.harness import Harness
+    from transpec.oracle.engine.outcome import ImplementationFailure
+    from transpec.oracle.kernels.emulate import emulate
 
     entry = corpus.entry(name)
     adapter = entry.make()

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from transpec.oracle import highprec, reference
+from transpec.oracle.kernels import highprec, reference
 
 
 def best_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -110,7 +110,7 @@ def highprec_row(repeat: int) -> str:
 
 def import_row() -> str:
     code = (
-        "import sys, time; t = time.perf_counter(); import transpec.oracle.reference, "
+        "import sys, time; t = time.perf_counter(); import transpec.oracle.kernels.reference, "
         "transpec.adapters.registry; dt = time.perf_counter() - t; "
         "print(f'{1e3 * dt:.1f}', 'torch' in sys.modules, 'sympy' in sys.modules)"
     )
@@ -118,7 +118,7 @@ def import_row() -> str:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     return (
-        f"import transpec.oracle.reference + adapters.registry: {out[0]} ms; "
+        f"import transpec.oracle.kernels.reference + adapters.registry: {out[0]} ms; "
         f"torch imported: {out[1]}, sympy imported: {out[2]}"
     )
 

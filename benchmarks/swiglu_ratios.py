@@ -27,8 +27,8 @@ import corpus
 
 from transpec.adapters.base import Adapter
 from transpec.oracle import swiglu
-from transpec.oracle.harness import Harness
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.engine.harness import Harness
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 
 
 def measure(adapter: Adapter, dtype: str, prop: Any, examples: int, run_seed: int) -> str:

@@ -31,15 +31,15 @@ from typing import Any
 import numpy as np
 
 from transpec.adapters.base import Precision
-from transpec.oracle import reference as refmod
-from transpec.oracle.compare import (
+from transpec.oracle.engine.compare import (
     RMS_RATIO_THRESHOLD,
     RMS_RATIO_THRESHOLD_FLOAT32,
     compare,
     error_statistic,
 )
-from transpec.oracle.dtypes import round_to
-from transpec.oracle.tolerance import tolerance
+from transpec.oracle.engine.dtypes import round_to
+from transpec.oracle.kernels import reference as refmod
+from transpec.oracle.kernels.tolerance import tolerance
 from transpec.spec.conventions import CANONICAL, Conventions
 
 Case = dict[str, Any]
@@ -480,7 +480,7 @@ def _hp_case(component: str, hard: bool, rng: np.random.Generator) -> Case:
 
 def highprec_report(cases: int, seed: int) -> int:
     """Worst |ref64 - ref40digits| / absref and worst |ref64 - ref40| / float64 bound."""
-    from transpec.oracle import highprec
+    from transpec.oracle.kernels import highprec
 
     rng = np.random.default_rng(seed)
     p64 = Precision("float64", "float64")

@@ -224,18 +224,18 @@ _MHA_ARGS = (
 #: softmax, attention and the norms: the kernels generated from the SymPy definitions
 KERNELS = Family(
     "kernels",
-    reference="transpec.oracle.reference:compute_component",
-    tolerance="transpec.oracle.tolerance:tolerance",
-    strategy="transpec.oracle.strategies:inputs",
-    properties="transpec.oracle.properties:core_properties",
+    reference="transpec.oracle.kernels.reference:compute_component",
+    tolerance="transpec.oracle.kernels.tolerance:tolerance",
+    strategy="transpec.oracle.kernels.strategies:inputs",
+    properties="transpec.oracle.kernels.properties:core_properties",
 )
 #: the token embedding and the positional encodings
 POSITIONAL = Family(
     "positional",
-    reference="transpec.oracle.reference_positional:compute_component",
-    tolerance="transpec.oracle.tolerance:tolerance",
-    strategy="transpec.oracle.strategies_positional:inputs",
-    properties="transpec.oracle.properties_positional:positional_properties",
+    reference="transpec.oracle.positional.reference:compute_component",
+    tolerance="transpec.oracle.kernels.tolerance:tolerance",
+    strategy="transpec.oracle.positional.strategies:inputs",
+    properties="transpec.oracle.positional.properties:positional_properties",
 )
 #: LLaMA's SwiGLU feed-forward: one block, one module
 SWIGLU = Family(
@@ -248,10 +248,10 @@ SWIGLU = Family(
 #: the layers with nn.MultiheadAttention / nn.Transformer*Layer semantics
 LAYERS = Family(
     "layers",
-    reference="transpec.oracle.tolerance_layers:layer_reference",
-    tolerance="transpec.oracle.tolerance_layers:tolerance",
-    strategy="transpec.oracle.strategies_layers:layer_inputs",
-    properties="transpec.oracle.properties_layers:layer_properties",
+    reference="transpec.oracle.layers.tolerance:layer_reference",
+    tolerance="transpec.oracle.layers.tolerance:tolerance",
+    strategy="transpec.oracle.layers.strategies:layer_inputs",
+    properties="transpec.oracle.layers.properties:layer_properties",
 )
 
 _RECORDS: tuple[Component, ...] = (

@@ -36,16 +36,16 @@ import numpy as np
 import numpy.typing as npt
 from hypothesis import strategies as st
 
-from transpec.oracle.dtypes import FloatArray, canonical_dtype
-from transpec.oracle.error_model import Units, gamma, units
-from transpec.oracle.reference import Reference
-from transpec.oracle.strategies import Args
+from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype
+from transpec.oracle.engine.error_model import Units, gamma, units
+from transpec.oracle.kernels.reference import Reference
+from transpec.oracle.kernels.strategies import Args
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Precision
-    from transpec.oracle.harness import Harness
-    from transpec.oracle.properties import Property
-    from transpec.oracle.tolerance import Tolerance
+    from transpec.oracle.engine.harness import Harness
+    from transpec.oracle.kernels.properties import Property
+    from transpec.oracle.kernels.tolerance import Tolerance
 
 __all__ = [
     "COMPONENT",
@@ -221,12 +221,12 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
     * δh = |g|δb + |b|δg + δgδb + (u_acc + u_store)|h| + η_acc + η_store;
     * δy = δh|W2|ᵀ + γ_m(u_acc)|h||W2|ᵀ + u_store|y| + m·η_acc + η_store;
 
-    bound = c·(δy + u_out|y| + η_out), c = :data:`transpec.oracle.tolerance.SAFETY`; ±inf is
+    bound = c·(δy + u_out|y| + η_out), c = :data:`transpec.oracle.kernels.tolerance.SAFETY`; ±inf is
     allowed (required) where the reference is within (beyond) the bound of the overflow
     threshold of ``dtype``.
     """
-    from transpec.oracle.error_model import SAFETY
-    from transpec.oracle.tolerance import Tolerance, overflow_threshold
+    from transpec.oracle.engine.error_model import SAFETY
+    from transpec.oracle.kernels.tolerance import Tolerance, overflow_threshold
 
     if component != COMPONENT or not isinstance(reference, SwigluReference):
         raise TypeError(f"{component}: reference must be the SwigluReference of {COMPONENT}")
@@ -356,7 +356,7 @@ def _token_axis(x: np.ndarray) -> int | None:
 
 
 def _rng(args: Args, salt: str) -> np.random.Generator:
-    from transpec.oracle.properties import example_rng
+    from transpec.oracle.kernels.properties import example_rng
 
     flat = {"x": np.asarray(args["x"])}
     for key, value in sorted(args["params"].items()):
@@ -366,7 +366,7 @@ def _rng(args: Args, salt: str) -> np.random.Generator:
 
 def _check_permutation(harness: Harness, args: Args) -> float:
     """Permuting the tokens permutes the output: every token is transformed on its own."""
-    from transpec.oracle.harness import assert_relation, bound_of
+    from transpec.oracle.engine.harness import assert_relation, bound_of
 
     x = np.asarray(args["x"])
     axis = _token_axis(x)
@@ -395,7 +395,7 @@ _ALPHAS: tuple[float, ...] = (-2.0, -1.0, 0.5, 2.0)
 
 def _check_homogeneity(harness: Harness, args: Args) -> float:
     """f(x; W1, W2, αW3) = α·f(x; W1, W2, W3): the block is linear in the up projection."""
-    from transpec.oracle.harness import assert_relation, bound_of
+    from transpec.oracle.engine.harness import assert_relation, bound_of
 
     alpha = float(_rng(args, "swiglu-up-homogeneity").choice(_ALPHAS))
     params = {k: np.asarray(v, dtype=np.float64) for k, v in args["params"].items()}
@@ -424,8 +424,8 @@ def _inputs(**options: Any) -> Callable[[str], st.SearchStrategy[Args]]:
 
 def properties() -> tuple[Property, ...]:
     """The properties of ``swiglu_feed_forward``, as
-    :class:`transpec.oracle.properties.Property` objects."""
-    from transpec.oracle.properties import (
+    :class:`transpec.oracle.kernels.properties.Property` objects."""
+    from transpec.oracle.kernels.properties import (
         Property,
         applies_when_declared,
         equivalence_check,

@@ -1,6 +1,6 @@
 r"""The building blocks, defined once in SymPy.
 
-Every numeric kernel of :mod:`transpec.oracle._kernels` is a :class:`Kernel` here: a short
+Every numeric kernel of :mod:`transpec.oracle.kernels._kernels` is a :class:`Kernel` here: a short
 program of assignments whose right-hand sides are SymPy matrix expressions built from the nodes
 of :mod:`transpec.spec.nodes`. The same program is
 
@@ -401,7 +401,7 @@ _KV_HEADS = Kernel(
     definition=None,
 )
 
-#: The kernels of :mod:`transpec.oracle._kernels`, in file order.
+#: The kernels of :mod:`transpec.oracle.kernels._kernels`, in file order.
 KERNELS: tuple[Kernel, ...] = (
     _SOFTMAX,
     _LOGSUMEXP,

@@ -1,8 +1,9 @@
-"""Generate :mod:`transpec.oracle._kernels` from the definitions of :mod:`transpec.spec.blocks`.
+"""Generate :mod:`transpec.oracle.kernels._kernels` from the definitions of
+:mod:`transpec.spec.blocks`.
 
 Usage::
 
-    python -m transpec.spec.codegen            # rewrite oracle/_kernels.py
+    python -m transpec.spec.codegen            # rewrite oracle/kernels/_kernels.py
     python -m transpec.spec.codegen --check    # exit 1 if the committed file is out of date
 
 Each kernel's program is printed by :class:`~transpec.spec.nodes.KernelPrinter`: matrix products
@@ -34,7 +35,7 @@ GENERATED from transpec.spec (spec/blocks.py, spec/nodes.py); do not edit by han
 Regenerate with ``python -m transpec.spec.codegen``; a test checks this file is in sync.
 
 Every kernel takes ``xp``, a math namespace (NumPy for float64, the mpmath namespace of
-:mod:`transpec.oracle.highprec` for object arrays of ``mpmath.mpf``), calls only ``xp.max``,
+:mod:`transpec.oracle.kernels.highprec` for object arrays of ``mpmath.mpf``), calls only ``xp.max``,
 ``xp.sum``, ``xp.exp``, ``xp.log``, ``xp.sqrt``, ``xp.tanh``, ``xp.where``, ``xp.isneginf``,
 ``xp.matmul``, ``xp.swapaxes`` and arithmetic on values, and works on any leading batch/head
 dimensions. Index bookkeeping (reduction axes, kv heads, the causal mask) uses NumPy directly.
@@ -54,8 +55,8 @@ Array = Any
 
 
 def kernels_path() -> Path:
-    """oracle/_kernels.py of this source tree."""
-    return Path(__file__).resolve().parent.parent / "oracle" / "_kernels.py"
+    """oracle/kernels/_kernels.py of this source tree."""
+    return Path(__file__).resolve().parent.parent / "oracle" / "kernels" / "_kernels.py"
 
 
 def _params(kern: Kernel) -> set[str]:
@@ -159,7 +160,7 @@ def _ruff_format(text: str, path: Path) -> str:
 
 
 def generate(*, format_with_ruff: bool = True) -> str:
-    """The text of oracle/_kernels.py (deterministic)."""
+    """The text of oracle/kernels/_kernels.py (deterministic)."""
     parts = [_HEADER] + [_function(kern) for kern in KERNELS]
     text = "\n\n".join(parts)
     return _ruff_format(text, kernels_path()) if format_with_ruff else text

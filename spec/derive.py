@@ -39,7 +39,7 @@ BLOCKS: tuple[str, ...] = (
 )
 
 #: blocks defined in spec/layers.py and spec/positional.py: their numeric code is the float64
-#: reference of transpec.oracle.reference_layers (shown instead of a generated kernel)
+#: reference of transpec.oracle.layers.reference (shown instead of a generated kernel)
 _LAYER_BLOCKS: dict[str, tuple[str, ...]] = {
     "embedding": ("embedding",),
     "sinusoidal_positional_encoding": (
@@ -679,12 +679,12 @@ def _results(name: str) -> tuple[Any, Any]:
 
 def _reference_source(name: str) -> str:
     """The source of a float64 reference function: ``name`` in
-    transpec.oracle.reference_layers, or ``"module:function"``."""
+    transpec.oracle.layers.reference, or ``"module:function"``."""
     import importlib
     import inspect
 
     module, _, attr = name.rpartition(":")
-    source = importlib.import_module(module or "transpec.oracle.reference_layers")
+    source = importlib.import_module(module or "transpec.oracle.layers.reference")
     return inspect.getsource(getattr(source, attr))
 
 
@@ -715,7 +715,7 @@ def render(block: str, fmt: str = "markdown") -> str:
         w.math(var.formula)
     if layer:
         first = _LAYER_BLOCKS[block][0]
-        module = first.rpartition(":")[0] or "transpec.oracle.reference_layers"
+        module = first.rpartition(":")[0] or "transpec.oracle.layers.reference"
         w.heading(f"Kernel: the float64 reference ({module})", 2)
         for name in _LAYER_BLOCKS[block]:
             w.code(_reference_source(name))

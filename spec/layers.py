@@ -17,7 +17,7 @@ no batch axis; rows are positions, columns features, as ``batch_first`` inputs o
   :func:`encoder_layer`, :func:`decoder_layer` -- ``nn.TransformerEncoderLayer`` /
   ``nn.TransformerDecoderLayer`` (eval), parameters named as their ``state_dict`` keys.
 
-The float64 references of :mod:`transpec.oracle.reference_layers` are checked against these
+The float64 references of :mod:`transpec.oracle.layers.reference` are checked against these
 definitions at tiny sizes (tests/layers).
 
 Proofs (:data:`LAYER_PROOFS`; the positional ones live in :mod:`transpec.spec.positional`, and

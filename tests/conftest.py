@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
 from transpec.adapters.base import Adapter
-from transpec.oracle.harness import Harness
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
-from transpec.oracle.properties import Property, select
+from transpec.oracle.engine.harness import Harness
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.kernels.properties import Property, select
 
 Example = Callable[[Harness, dict[str, Any]], None]
 

@@ -24,7 +24,7 @@ from typing import Any
 import transpec
 from transpec.adapters.base import Adapter
 from transpec.errors import CaseFileError
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 from transpec.runs import (
     Verdict,
     check_once,
@@ -65,8 +65,8 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
     unknown property, or an adapter that cannot run the case; an adapter spec that does not load
     raises :class:`~transpec.errors.AdapterLoadError`.
     """
-    from transpec.oracle.harness import Harness
-    from transpec.oracle.properties import PROPERTIES
+    from transpec.oracle.engine.harness import Harness
+    from transpec.oracle.kernels.properties import PROPERTIES
 
     meta, args = load_case(path)
     component, name = str(meta["component"]), str(meta["property"])

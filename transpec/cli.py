@@ -184,8 +184,8 @@ def load_adapter_spec(spec: str, component: str | None, base: str | None = None)
 
 def cmd_check(args: argparse.Namespace) -> int:
     from transpec.oracle import components as registry
-    from transpec.oracle.dtypes import canonical_dtype
-    from transpec.oracle.profiles import resolve
+    from transpec.oracle.engine.dtypes import canonical_dtype
+    from transpec.oracle.engine.profiles import resolve
 
     components = _names(args.component)
     for c in components or ():
@@ -309,7 +309,7 @@ def _list_lines(section: str) -> list[str]:
         width = max(map(len, components.REGISTRY))
         return [f"{c:<{width}}  {component_signature(c)}" for c in components.REGISTRY]
     if section == "properties":
-        from transpec.oracle.properties import PROPERTIES
+        from transpec.oracle.kernels.properties import PROPERTIES
 
         names = [f"{p.component}.{p.name}" for p in PROPERTIES]
         width = max(map(len, names), default=0)

@@ -41,7 +41,7 @@ import pytest
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Adapter
-    from transpec.oracle.profiles import Profile
+    from transpec.oracle.engine.profiles import Profile
     from transpec.runs import Case, RunResult, Verdict
 
 MARKER = "transpec"
@@ -125,7 +125,7 @@ def pytest_collection_modifyitems(
     if not spec:
         return
     from transpec.oracle import components as registry
-    from transpec.oracle.profiles import resolve
+    from transpec.oracle.engine.profiles import resolve
     from transpec.runs import plan
 
     components = _split(config.getoption("transpec_component"))
@@ -266,7 +266,7 @@ def conformance_tests(
     workers); skipped verdicts skip, failures show the failure report. Unknown names raise
     ``ValueError`` when the module is imported.
     """
-    from transpec.oracle.profiles import resolve
+    from transpec.oracle.engine.profiles import resolve
     from transpec.runs import infer_spec, plan, run_case
 
     resolved = resolve(profile, seed=seed, max_examples=max_examples)

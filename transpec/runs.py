@@ -3,7 +3,7 @@
 For each case the runner either skips it with a reason (the adapter does not provide the
 component, does not declare the dtype or device, the device is absent, or the property says it
 does not apply) or runs the property under Hypothesis (``@given(prop.inputs(dtype))`` with the
-settings of :mod:`transpec.oracle.profiles`). A case ends in one :class:`Verdict`:
+settings of :mod:`transpec.oracle.engine.profiles`). A case ends in one :class:`Verdict`:
 
 * ``passed``  -- every example passed; ``ratio`` is the worst error-to-tolerance ratio seen
   (max over examples of max_i |out_i - ref_i| / bound_i, <= 1);
@@ -40,13 +40,13 @@ import numpy as np
 import transpec
 from transpec.adapters.base import Adapter, FunctionAdapter
 from transpec.oracle import components as registry
-from transpec.oracle.dtypes import DTYPES, canonical_dtype
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation, Worst
-from transpec.oracle.profiles import Profile, case_seed, hypothesis_settings, resolve
+from transpec.oracle.engine.dtypes import DTYPES, canonical_dtype
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation, Worst
+from transpec.oracle.engine.profiles import Profile, case_seed, hypothesis_settings, resolve
 
 if TYPE_CHECKING:
-    from transpec.oracle.harness import Harness
-    from transpec.oracle.properties import Property
+    from transpec.oracle.engine.harness import Harness
+    from transpec.oracle.kernels.properties import Property
 
 Status = Literal["passed", "failed", "skipped", "error"]
 STATUSES: tuple[Status, ...] = ("passed", "failed", "skipped", "error")
@@ -188,7 +188,7 @@ def plan(
     declares (all components, so that missing ones are reported as skipped). Unknown names raise
     ``ValueError`` with a one-line message.
     """
-    from transpec.oracle.properties import PROPERTIES, select
+    from transpec.oracle.kernels.properties import PROPERTIES, select
 
     if components is None:
         comps = registry.names()
@@ -426,7 +426,7 @@ def _hypothesis_run(adapter: Adapter, case: Case, profile: Profile, trace: _Trac
     from hypothesis import given
     from hypothesis import seed as hypothesis_seed
 
-    from transpec.oracle.harness import Harness
+    from transpec.oracle.engine.harness import Harness
 
     prop = case.prop
     harness = Harness(adapter, case.dtype, case.device)
@@ -836,7 +836,7 @@ def load_case(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CaseFileError(f"{p}: {str(exc).splitlines()[0]}") from None
     values.update(arrays)
     if any(isinstance(v, dict) for v in values.values()):
-        from transpec.oracle.strategies_layers import ParamDict  # a dict; prints names, shapes
+        from transpec.oracle.layers.strategies import ParamDict  # a dict; prints names, shapes
 
         values = {k: ParamDict(v) if isinstance(v, dict) else v for k, v in values.items()}
     order = [k for k in meta.get("order", []) if k in values]

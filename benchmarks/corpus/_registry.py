@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from transpec.adapters.base import Adapter
 from transpec.oracle import components
-from transpec.oracle.dtypes import DTYPES
+from transpec.oracle.engine.dtypes import DTYPES
 
 ALL_DTYPES: tuple[str, ...] = DTYPES
 HALF_DTYPES: tuple[str, ...] = ("float16", "bfloat16")

@@ -19,7 +19,7 @@ import torch
 
 from transpec.adapters.base import Precision
 from transpec.adapters.torch_adapter import TorchAdapter
-from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from transpec.adapters.base import Adapter
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
-from transpec.oracle.profiles import case_seed, resolve
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.engine.profiles import case_seed, resolve
 from transpec.runs import Verdict, check_once, plan, run
 
 
 def properties_of(component: str) -> tuple[str, ...]:
     """The names of the component's properties, in the runner's order."""
-    from transpec.oracle.properties import select
+    from transpec.oracle.kernels.properties import select
 
     return tuple(p.name for p in select(components=[component]))
 
@@ -73,7 +73,7 @@ def first_kill(
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
 
-    from transpec.oracle.harness import Harness
+    from transpec.oracle.engine.harness import Harness
 
     (case,) = plan(
         adapter, components=[component], properties=[prop], dtypes=[dtype], devices=["cpu"]

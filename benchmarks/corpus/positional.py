@@ -34,7 +34,7 @@ F = torch.nn.functional
 
 
 def _target(name: str) -> torch.dtype:
-    from transpec.oracle.dtypes import canonical_dtype
+    from transpec.oracle.engine.dtypes import canonical_dtype
 
     return getattr(torch, canonical_dtype(name))
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from transpec.oracle.dtypes import round_to
+from transpec.oracle.engine.dtypes import round_to
 
 torch = pytest.importorskip("torch")
 

@@ -35,7 +35,7 @@ def _user_modules(names: list[str]) -> list[str]:
 def test_the_lower_layers_never_import_the_user_layer(folder: str) -> None:
     offenders = {
         str(path.relative_to(ROOT)): found
-        for path in sorted((ROOT / folder).glob("*.py"))
+        for path in sorted((ROOT / folder).rglob("*.py"))
         if (found := _user_modules(_imported(ast.parse(path.read_text()))))
     }
     assert offenders == {}

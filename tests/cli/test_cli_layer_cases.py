@@ -15,8 +15,8 @@ from transpec.adapters.base import COMPONENTS, Precision
 from transpec.adapters.numpy_adapter import NumpyAdapter
 from transpec.cli import component_signature, main
 from transpec.oracle import components
-from transpec.oracle.profiles import resolve
-from transpec.oracle.properties import select
+from transpec.oracle.engine.profiles import resolve
+from transpec.oracle.kernels.properties import select
 from transpec.runs import Case, Verdict, load_case, save_case
 
 HERE = Path(__file__).resolve().parent
@@ -144,7 +144,7 @@ def test_list_components_gives_every_signature(capsys: pytest.CaptureFixture[str
 
 
 def test_layer_underflow_floor_is_positive_in_float64() -> None:
-    from transpec.oracle.tolerance_layers import layer_reference, tolerance
+    from transpec.oracle.layers.tolerance import layer_reference, tolerance
 
     zero = {
         "linear1.weight": np.zeros((3, 2)),

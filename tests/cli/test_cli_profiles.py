@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from transpec.oracle.profiles import (
+from transpec.oracle.engine.profiles import (
     CI_MAX_EXAMPLES,
     DATABASE_DIR,
     THOROUGH_MAX_EXAMPLES,

@@ -6,7 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 
 from transpec import reports as report
-from transpec.oracle.profiles import resolve
+from transpec.oracle.engine.profiles import resolve
 from transpec.runs import RunResult, Verdict
 
 

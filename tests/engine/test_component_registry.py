@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 
 from transpec.adapters.numpy_adapter import NumpyAdapter
 from transpec.oracle import components
-from transpec.oracle.harness import Harness
-from transpec.oracle.properties import PROPERTIES
+from transpec.oracle.engine.harness import Harness
+from transpec.oracle.kernels.properties import PROPERTIES
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS = list(components.REGISTRY.values())
@@ -96,7 +96,11 @@ def test_every_component_has_a_chaff_in_the_corpus(record: components.Component)
 def test_unknown_names_are_reported_by_the_registry_alone() -> None:
     with pytest.raises(components.UnknownComponentError, match="unknown component 'gelu'"):
         components.get("gelu")
-    sources = [*ROOT.glob("oracle/*.py"), *ROOT.glob("adapters/*.py"), *ROOT.glob("transpec/*.py")]
+    sources = [
+        *ROOT.glob("oracle/**/*.py"),
+        *ROOT.glob("adapters/**/*.py"),
+        *ROOT.glob("transpec/*.py"),
+    ]
     owners = [
         p.relative_to(ROOT).as_posix()
         for p in sources

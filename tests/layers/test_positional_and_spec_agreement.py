@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from transpec.oracle import reference_layers as rl
+from transpec.oracle.layers import reference as rl
 from transpec.spec import layers as sl
 from transpec.spec import positional as sp_pos
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from transpec.oracle import reference_layers as rl
+from transpec.oracle.layers import reference as rl
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

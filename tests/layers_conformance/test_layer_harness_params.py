@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from transpec.adapters.numpy_adapter import NumpyAdapter
-from transpec.oracle import reference_layers as rl
-from transpec.oracle import strategies_layers as sl
-from transpec.oracle.dtypes import round_to
-from transpec.oracle.harness import Harness
-from transpec.oracle.reference import compute
-from transpec.oracle.tolerance_layers import layer_reference
+from transpec.oracle.engine.dtypes import round_to
+from transpec.oracle.engine.harness import Harness
+from transpec.oracle.kernels.reference import compute
+from transpec.oracle.layers import reference as rl
+from transpec.oracle.layers import strategies as sl
+from transpec.oracle.layers.tolerance import layer_reference
 
 
 def _encoder_args(seed: int = 0, e: int = 8, heads: int = 2) -> dict:

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from transpec.oracle import strategies_layers as sl
-from transpec.oracle.harness import Harness
-from transpec.oracle.outcome import PropertyViolation
-from transpec.oracle.properties import select
-from transpec.oracle.tolerance_layers import layer_reference
+from transpec.oracle.engine.harness import Harness
+from transpec.oracle.engine.outcome import PropertyViolation
+from transpec.oracle.kernels.properties import select
+from transpec.oracle.layers import strategies as sl
+from transpec.oracle.layers.tolerance import layer_reference
 
 torch = pytest.importorskip("torch")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from transpec.adapters.numpy_adapter import NumpyAdapter
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 

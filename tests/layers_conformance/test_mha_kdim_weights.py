@@ -15,10 +15,10 @@ from hypothesis import given, settings
 
 from transpec.adapters.layers import NumpyLayers
 from transpec.adapters.numpy_adapter import NumpyAdapter
-from transpec.oracle import strategies_layers as sl
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
-from transpec.oracle.properties import Property, select
-from transpec.oracle.reference_layers import multi_head_attention as reference_mha
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.kernels.properties import Property, select
+from transpec.oracle.layers import strategies as sl
+from transpec.oracle.layers.reference import multi_head_attention as reference_mha
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 

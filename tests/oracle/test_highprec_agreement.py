@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from transpec.adapters.base import Precision
-from transpec.oracle import highprec
-from transpec.oracle import reference as ref_mod
-from transpec.oracle.tolerance import tolerance
+from transpec.oracle.kernels import highprec
+from transpec.oracle.kernels import reference as ref_mod
+from transpec.oracle.kernels.tolerance import tolerance
 from transpec.spec.conventions import CANONICAL, Conventions
 
 P64 = Precision("float64", "float64")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from transpec.oracle import reference as ref_mod
+from transpec.oracle.kernels import reference as ref_mod
 from transpec.spec.conventions import CANONICAL, Conventions
 
 RNG = np.random.default_rng(1234)

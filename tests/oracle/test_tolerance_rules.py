@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from transpec.adapters.base import Precision
-from transpec.oracle import reference as ref_mod
-from transpec.oracle.compare import compare, error_statistic
-from transpec.oracle.dtypes import round_to
-from transpec.oracle.tolerance import Tolerance, gamma, tolerance
+from transpec.oracle.engine.compare import compare, error_statistic
+from transpec.oracle.engine.dtypes import round_to
+from transpec.oracle.kernels import reference as ref_mod
+from transpec.oracle.kernels.tolerance import Tolerance, gamma, tolerance
 from transpec.spec.conventions import CANONICAL, Conventions
 
 HALF = Precision("float32", "float32")
@@ -373,7 +373,7 @@ def _unit_args(component: str, rng: np.random.Generator) -> dict[str, Any]:
 def test_emulated_kernel_passes_its_own_bound(
     component: str, dt: str, precision: Precision
 ) -> None:
-    from transpec.oracle.emulate import emulate
+    from transpec.oracle.kernels.emulate import emulate
 
     args = _round(_unit_args(component, np.random.default_rng(13)), dt)
     ref = ref_mod.compute(component, args, dtype=dt)
@@ -389,7 +389,7 @@ def test_emulated_kernel_passes_its_own_bound(
 def test_float16_accumulation_that_overflows_is_rejected() -> None:
     # Σx² of values ~300 overflows float16 (65504): a kernel accumulating in float16 returns
     # x/inf = 0, which is wrong however it is rounded; the bound models rounding, not range.
-    from transpec.oracle.emulate import emulate
+    from transpec.oracle.kernels.emulate import emulate
 
     x = round_to(np.random.default_rng(14).standard_normal((16, 64)) * 300, "float16")
     args = {"x": x, "normalized_shape": 64, "weight": None, "eps": 1e-6}

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from transpec.adapters.base import Precision
-from transpec.oracle.compare import compare
-from transpec.oracle.dtypes import FORMATS, round_to
-from transpec.oracle.reference import softmax
-from transpec.oracle.tolerance import tolerance
+from transpec.oracle.engine.compare import compare
+from transpec.oracle.engine.dtypes import FORMATS, round_to
+from transpec.oracle.kernels.reference import softmax
+from transpec.oracle.kernels.tolerance import tolerance
 
 #: the declared precision of a typical kernel: float32 math for the half formats
 PRECISION = {

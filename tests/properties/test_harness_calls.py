@@ -10,9 +10,9 @@ import pytest
 
 from transpec.adapters.base import Adapter
 from transpec.adapters.numpy_adapter import NumpyAdapter
-from transpec.oracle.dtypes import round_to
-from transpec.oracle.harness import Harness, assert_related, reference_gap
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.engine.dtypes import round_to
+from transpec.oracle.engine.harness import Harness, assert_related, reference_gap
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 from transpec.spec.conventions import Conventions
 
 
@@ -227,7 +227,7 @@ def test_assert_related_checks_values_and_nonfinite_positions() -> None:
 
 
 def test_assert_relation_subtracts_the_references_difference() -> None:
-    from transpec.oracle.harness import assert_relation
+    from transpec.oracle.engine.harness import assert_relation
 
     base = np.array([1.0, 2.0])
     ref_base = np.array([1.0, 2.0])

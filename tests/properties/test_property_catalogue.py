@@ -12,8 +12,8 @@ from hypothesis.errors import Unsatisfiable
 
 from transpec.adapters.base import FunctionAdapter
 from transpec.adapters.numpy_adapter import NumpyAdapter
-from transpec.oracle.harness import Harness
-from transpec.oracle.properties import PROPERTIES, example_rng, names, select
+from transpec.oracle.engine.harness import Harness
+from transpec.oracle.kernels.properties import PROPERTIES, example_rng, names, select
 
 EXPECTED = {
     "softmax": {

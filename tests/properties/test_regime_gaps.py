@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from transpec.adapters.numpy_adapter import NumpyAdapter
-from transpec.oracle.strategies import EXP_OVERFLOW, large_logit_target
+from transpec.oracle.kernels.strategies import EXP_OVERFLOW, large_logit_target
 from transpec.runs import run
 
 
@@ -237,8 +237,8 @@ def test_large_mean_rows_on_the_half_grids_are_exact_and_never_constant(
 ) -> None:
     from hypothesis import given, settings
 
-    from transpec.oracle.dtypes import round_to
-    from transpec.oracle.strategies import LARGE_MEAN_ROWS, layer_norm_inputs
+    from transpec.oracle.engine.dtypes import round_to
+    from transpec.oracle.kernels.strategies import LARGE_MEAN_ROWS, layer_norm_inputs
 
     @settings(max_examples=20, deadline=None, database=None, derandomize=True)
     @given(layer_norm_inputs(dtype, regimes="large_mean"))

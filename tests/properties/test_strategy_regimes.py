@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from transpec.oracle import strategies as strat
-from transpec.oracle.dtypes import FORMATS, round_to
+from transpec.oracle.engine.dtypes import FORMATS, round_to
+from transpec.oracle.kernels import strategies as strat
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from transpec.oracle.properties import PROPERTIES
+from transpec.oracle.kernels.properties import PROPERTIES
 
 pytest.importorskip("torch")
 

@@ -12,7 +12,7 @@ import pytest
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-import transpec.oracle._kernels as kernels
+import transpec.oracle.kernels._kernels as kernels
 from transpec.spec.blocks import KERNELS
 from transpec.spec.codegen import generate, kernels_path
 from transpec.spec.nodes import XP_FUNCTIONS, KernelPrinter, RowSoftmax

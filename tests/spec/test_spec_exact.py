@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import transpec.oracle._kernels as kernels
+import transpec.oracle.kernels._kernels as kernels
 from transpec.spec.blocks import attention_exact, evaluate, kv_head
 from transpec.spec.conventions import Conventions
 
@@ -209,8 +209,9 @@ def test_exact_semantics_tell_the_conventions_apart() -> None:
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_generated_kernels_run_over_the_mpmath_namespace() -> None:
-    """The same generated code over object arrays of mpf (oracle/highprec.py) matches exact."""
-    highprec = pytest.importorskip("transpec.oracle.highprec")
+    """The same generated code over object arrays of mpf (oracle/kernels/highprec.py) matches
+    exact."""
+    highprec = pytest.importorskip("transpec.oracle.kernels.highprec")
     mpmath = pytest.importorskip("mpmath")
     r = rng_for("mp")
     q, k, v = r.normal(size=(1, 4, 2, 3)), r.normal(size=(1, 2, 3, 3)), r.normal(size=(1, 2, 3, 2))

@@ -16,7 +16,7 @@ CHECK = (
 
 
 @pytest.mark.parametrize(
-    "module", ["transpec.spec", "transpec.spec.conventions", "transpec.oracle._kernels"]
+    "module", ["transpec.spec", "transpec.spec.conventions", "transpec.oracle.kernels._kernels"]
 )
 def test_light_modules_do_not_import_sympy_or_torch(module: str) -> None:
     done = subprocess.run(

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from transpec.adapters.base import Adapter
 from transpec.oracle import swiglu
-from transpec.oracle.harness import Harness
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.engine.harness import Harness
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 
 Runner = Callable[..., float]
 PROPERTIES = {p.name: p for p in swiglu.properties()}

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import corpus
 
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 
 from .conftest import PROPERTIES, run_property
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from transpec.adapters.base import Precision
-from transpec.oracle import components, highprec, swiglu
+from transpec.oracle import components, swiglu
+from transpec.oracle.kernels import highprec
 from transpec.spec.conventions import CANONICAL
 
 P64 = Precision("float64", "float64")

@@ -68,4 +68,4 @@ def test_derive_page() -> None:
     for proof in PROOFS:
         assert f"### {proof.name}: proved" in text
     assert "NOT PROVED" not in text and "ACCEPTED" not in text
-    assert render("feed_forward").count("transpec.oracle.reference_layers") >= 1
+    assert render("feed_forward").count("transpec.oracle.layers.reference") >= 1

@@ -10,8 +10,8 @@ import pytest
 from transpec.adapters.base import Precision
 from transpec.adapters.numpy_adapter import NumpyAdapter
 from transpec.oracle import swiglu
-from transpec.oracle.harness import Harness
-from transpec.oracle.outcome import PropertyViolation
+from transpec.oracle.engine.harness import Harness
+from transpec.oracle.engine.outcome import PropertyViolation
 
 NUMERIC = ("equivalence", "token_permutation_equivariance", "up_projection_homogeneity")
 

@@ -3,7 +3,7 @@ r"""References and derived tolerances of the layer components.
 The components ``multi_head_attention``, ``feed_forward``, ``encoder_layer`` and
 ``decoder_layer`` have the semantics of ``nn.MultiheadAttention``,
 ``linear2(activation(linear1(x)))``, ``nn.TransformerEncoderLayer`` and
-``nn.TransformerDecoderLayer`` in eval mode (:mod:`transpec.oracle.reference_layers`). This module
+``nn.TransformerDecoderLayer`` in eval mode (:mod:`transpec.oracle.layers.reference`). This module
 computes their float64 reference (:func:`layer_reference`) and a per-element bound on the error of
 an implementation that rounds as its declared :class:`~transpec.adapters.base.Precision` says
 (:func:`tolerance`), derived, not guessed, by *componentwise forward error propagation* through the
@@ -16,7 +16,7 @@ operation       δ(output)
 ==============  ==========================================================================
 linear          :math:`|\delta x|\,|W|^T + \gamma_{n+1}(u_{acc})\,(|x|\,|W|^T + |b|) +
                 u_{store}|y|` (n = in_features; W and b are exact: the oracle rounded them)
-attention head  the core bound of :func:`transpec.oracle.tolerance.tolerance` for
+attention head  the core bound of :func:`transpec.oracle.kernels.tolerance.tolerance` for
                 ``"attention"`` on the exact per-head Q, K, V (docs §3.2), plus the
                 propagation of δQ, δK, δV through the softmax:
                 :math:`\sum_j P_{ij}(\delta s_{ij} + \bar s_i)|v_j - o_i|\cdot\mathrm{amp}
@@ -33,9 +33,9 @@ residual add    :math:`\delta a + \delta b + u_{store}|a + b|`
 ==============  ==========================================================================
 
 The output gets :math:`u_{out}|y|` and an underflow floor; the sum is multiplied by the safety
-factor c = :data:`transpec.oracle.error_model.SAFETY` (the core bounds enter divided by c, so c is
-applied once). A NaN of the reference (a fully masked row under ``fully_masked_row="nan"``) must
-be matched exactly (:func:`transpec.oracle.compare.compare`).
+factor c = :data:`transpec.oracle.engine.error_model.SAFETY` (the core bounds enter divided by c, so
+c is applied once). A NaN of the reference (a fully masked row under ``fully_masked_row="nan"``)
+must be matched exactly (:func:`transpec.oracle.engine.compare.compare`).
 
 ``multi_head_attention_weights`` (the weights of ``need_weights=True``, averaged over heads or
 per head) reuses the projections and bounds each head's softmax by the softmax rule on scores
@@ -52,15 +52,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transpec.oracle import components
-from transpec.oracle import reference_layers as rl
-from transpec.oracle.dtypes import FloatArray, canonical_dtype
-from transpec.oracle.error_model import SAFETY, Units, gamma, units
-from transpec.oracle.reference import Reference
+from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype
+from transpec.oracle.engine.error_model import SAFETY, Units, gamma, units
+from transpec.oracle.kernels.reference import Reference
+from transpec.oracle.layers import reference as rl
 from transpec.spec.conventions import CANONICAL, Conventions
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Precision
-    from transpec.oracle.tolerance import Tolerance
+    from transpec.oracle.kernels.tolerance import Tolerance
 
 #: the layer components (the registry's family "layers")
 LAYER_COMPONENTS: tuple[str, ...] = components.names("layers")
@@ -234,8 +234,8 @@ class _Tracker:
     def layer_norm(
         self, x: FloatArray, dx: FloatArray, norm: Mapping[str, Any], eps: float
     ) -> tuple[FloatArray, FloatArray]:
-        from transpec.oracle import reference
-        from transpec.oracle.tolerance import tolerance
+        from transpec.oracle.kernels import reference
+        from transpec.oracle.kernels.tolerance import tolerance
 
         w = np.asarray(norm["weight"], dtype=np.float64)
         b = norm.get("bias")
@@ -284,8 +284,8 @@ class _Tracker:
         fully_masked_row: str,
     ) -> tuple[FloatArray, FloatArray]:
         """Heads (B, H, L, Dh): O = softmax(Q Kᵀ/√Dh + M) V with its error bound."""
-        from transpec.oracle import reference
-        from transpec.oracle.tolerance import tolerance
+        from transpec.oracle.kernels import reference
+        from transpec.oracle.kernels.tolerance import tolerance
 
         scale = 1.0 / math.sqrt(q.shape[-1])
         conv = Conventions(fully_masked_row=fully_masked_row)  # type: ignore[arg-type]
@@ -327,7 +327,7 @@ class _Tracker:
         (docs §3.1) on scores that carry the propagated error of Q and K plus their own
         rounding: |δP_ij| <= P_ij(δs_ij + Σ_l P_il δs_il)·amp + P_ij(2u_fn + 2u_store + γ_n +
         u_acc)."""
-        from transpec.oracle import reference
+        from transpec.oracle.kernels import reference
 
         dh = q.shape[-1]
         scale = 1.0 / math.sqrt(dh)
@@ -604,7 +604,7 @@ def layer_reference(
 def tolerance(component: str, reference: Reference, dtype: str, precision: Precision) -> Tolerance:
     """The per-element bound for a layer component computed in ``dtype`` under ``precision``
     (componentwise forward error propagation; see the module docstring)."""
-    from transpec.oracle.tolerance import Tolerance
+    from transpec.oracle.kernels.tolerance import Tolerance
 
     if not isinstance(reference, LayerReference) or reference.component != component:
         raise TypeError(f"{component}: reference must be the LayerReference of that component")

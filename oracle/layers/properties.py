@@ -1,11 +1,11 @@
 """The properties of the layer components (registered into
-:data:`transpec.oracle.properties.PROPERTIES`).
+:data:`transpec.oracle.kernels.properties.PROPERTIES`).
 
 =========================================  =========================================================
 property                                   what it checks
 =========================================  =========================================================
 ``<component>.equivalence``                every element within the propagated bound of the float64
-                                           reference (:mod:`transpec.oracle.tolerance_layers`);
+                                           reference (:mod:`transpec.oracle.layers.tolerance`);
                                            NaN positions exact
 ``<component>.shape_dtype``                a native array of the reference's shape in the dtype
 ``multi_head_attention.permutation_``      self-attention without masks: permuting the sequence
@@ -27,7 +27,7 @@ property                                   what it checks
                                            both bounds, NaN positions equal
 =========================================  =========================================================
 
-Metamorphic bounds follow :mod:`transpec.oracle.properties`: the sum of the calls' derived
+Metamorphic bounds follow :mod:`transpec.oracle.kernels.properties`: the sum of the calls' derived
 tolerances, with the references' own difference subtracted (``assert_relation``).
 """
 
@@ -40,16 +40,16 @@ import numpy as np
 from hypothesis import strategies as st
 
 from transpec.adapters.base import Adapter
-from transpec.oracle import strategies_layers as sl
-from transpec.oracle.harness import Harness, assert_related, bound_of, relate
-from transpec.oracle.strategies import Args
+from transpec.oracle.engine.harness import Harness, assert_related, bound_of, relate
+from transpec.oracle.kernels.strategies import Args
+from transpec.oracle.layers import strategies as sl
 
 MHA, FFN, ENC, DEC = "multi_head_attention", "feed_forward", "encoder_layer", "decoder_layer"
 MHAW = "multi_head_attention_weights"
 
 
 def _rng(args: Args, salt: str) -> np.random.Generator:
-    from transpec.oracle.properties import example_rng
+    from transpec.oracle.kernels.properties import example_rng
 
     flat = {k: v for k, v in args.items() if k != "params"}
     for key, value in sorted(args.get("params", {}).items()):
@@ -220,7 +220,7 @@ def _check_fast_slow(component: str) -> Callable[[Harness, Args], float]:
 
 
 def _applies(component: str) -> Callable[[Adapter, str], str | None]:
-    from transpec.oracle.properties import applies_when_declared
+    from transpec.oracle.kernels.properties import applies_when_declared
 
     return applies_when_declared(component)
 
@@ -238,8 +238,8 @@ def _fast_slow_applies(component: str) -> Callable[[Adapter, str], str | None]:
 
 
 def layer_properties() -> tuple[Any, ...]:
-    """The layer properties, as :class:`transpec.oracle.properties.Property` objects."""
-    from transpec.oracle.properties import Property, equivalence_check, shape_dtype_check
+    """The layer properties, as :class:`transpec.oracle.kernels.properties.Property` objects."""
+    from transpec.oracle.kernels.properties import Property, equivalence_check, shape_dtype_check
 
     props: list[Any] = []
     for comp in (MHA, MHAW, FFN, ENC, DEC):

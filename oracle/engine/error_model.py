@@ -17,8 +17,8 @@ result is rounded to) and ``|η| <= η_fmt``, the absolute error of a result tha
 :class:`Units` gathers the unit roundoffs and floors of one call (the declared
 :class:`~transpec.adapters.base.Precision` and the output dtype); :func:`term` reads one of the
 magnitudes a reference supplies (``Reference.terms``). The rules themselves live in
-:mod:`transpec.oracle.tolerance`, :mod:`transpec.oracle.tolerance_positional` and
-:mod:`transpec.oracle.tolerance_layers`.
+:mod:`transpec.oracle.kernels.tolerance`, :mod:`transpec.oracle.positional.tolerance` and
+:mod:`transpec.oracle.layers.tolerance`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from transpec.oracle.dtypes import FORMATS, canonical_dtype
+from transpec.oracle.engine.dtypes import FORMATS, canonical_dtype
 
 if TYPE_CHECKING:
-    from transpec.oracle.reference import Reference
+    from transpec.oracle.kernels.reference import Reference
 
 #: c, the safety factor on the first-order bound: absorbs the dropped O(u²) terms and the
 #: algorithm-dependent constants (blocked/online softmax rescaling, reciprocal-then-multiply

@@ -1,6 +1,6 @@
 """Judging an output against its reference: the per-element bound and the error statistic.
 
-:func:`compare` applies a :class:`~transpec.oracle.tolerance.Tolerance` element by element.
+:func:`compare` applies a :class:`~transpec.oracle.kernels.tolerance.Tolerance` element by element.
 NaN and ±inf positions must match exactly (never ``equal_nan`` by default): a NaN is expected
 exactly where the reference is NaN (a declared ``fully_masked_row="nan"``, a softmax over an
 all -inf slice), ±inf where the reference overflows the output dtype by more than the bound
@@ -9,9 +9,9 @@ all -inf slice), ±inf where the reference overflows the output dtype by more th
 
 :func:`error_statistic` is the statistical check of docs/tolerance.md §4: the RMS over one
 example of |error| / absref (``absref = Reference.abs_value``), against the same statistic of a
-correct kernel emulated at the declared precision (:mod:`transpec.oracle.emulate`). Worst-case
-bounds must hold for every summation order and so cannot see a bug whose effect is a few times
-the *typical* rounding error (a 1/sqrt(d+1) scale in bf16 with 1000 keys); the RMS ratio does.
+correct kernel emulated at the declared precision (:mod:`transpec.oracle.kernels.emulate`).
+Worst-case bounds must hold for every summation order and so cannot see a bug whose effect is a few
+times the *typical* rounding error (a 1/sqrt(d+1) scale in bf16 with 1000 keys); the RMS ratio does.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transpec.oracle.dtypes import FORMATS, canonical_dtype
-from transpec.oracle.outcome import Worst
-from transpec.oracle.reference import Reference
-from transpec.oracle.tolerance import Tolerance
+from transpec.oracle.engine.dtypes import FORMATS, canonical_dtype
+from transpec.oracle.engine.outcome import Worst
+from transpec.oracle.kernels.reference import Reference
+from transpec.oracle.kernels.tolerance import Tolerance
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Precision
@@ -63,7 +63,7 @@ def error_ratios(
     else inf where err > 0 and 0 where err = 0 (a zero bound demands equality); the worst
     element is the first with the largest ratio (C order). All four arrays have one shape.
     Shared by :func:`compare` (output against reference) and
-    :func:`transpec.oracle.harness.assert_related` (output against a relation's prediction).
+    :func:`transpec.oracle.engine.harness.assert_related` (output against a relation's prediction).
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         err = np.where(finite, np.abs(actual - expected), 0.0)
@@ -256,8 +256,8 @@ def error_statistic(
     fewer than MIN_ROWS rows, or an emulated RMS below MIN_EMULATED_FRACTION times that of
     rounding the exact result to the output dtype.
     """
-    from transpec.oracle.dtypes import unit_roundoff
-    from transpec.oracle.emulate import emulate
+    from transpec.oracle.engine.dtypes import unit_roundoff
+    from transpec.oracle.kernels.emulate import emulate
 
     dtype = canonical_dtype(dtype)
     floor = FORMATS[dtype].smallest_normal

@@ -1,10 +1,10 @@
 """High-precision reference: the same kernels over object arrays of ``mpmath.mpf``.
 
-The kernels of :mod:`transpec.oracle._kernels` take a math namespace ``xp``; :data:`xp` here
+The kernels of :mod:`transpec.oracle.kernels._kernels` take a math namespace ``xp``; :data:`xp` here
 implements the functions they use (max, sum, exp, log, sqrt, tanh, where, isneginf, matmul,
 swapaxes) on NumPy object arrays whose elements are ``mpmath.mpf`` numbers, so that the one
 definition of every block runs in float64 (NumPy) and in arbitrary precision (this module).
-Conventions are resolved by the very functions of :mod:`transpec.oracle.reference` that the
+Conventions are resolved by the very functions of :mod:`transpec.oracle.kernels.reference` that the
 float64 reference uses (masks, GQA head map, fully masked rows), so the two references differ in
 rounding only.
 
@@ -25,9 +25,9 @@ from typing import Any
 import mpmath
 import numpy as np
 
-from transpec.oracle import _kernels as kernels
-from transpec.oracle import reference as refmod
-from transpec.oracle.dtypes import canonical_dtype
+from transpec.oracle.engine.dtypes import canonical_dtype
+from transpec.oracle.kernels import _kernels as kernels
+from transpec.oracle.kernels import reference as refmod
 from transpec.spec.conventions import CANONICAL, Conventions
 
 #: the fewest significant decimal digits accepted: float64 needs 17 to round-trip, and the
@@ -121,7 +121,7 @@ def compute(
 ) -> np.ndarray:
     """The value of ``component`` on ``args`` computed with ``digits`` significant digits.
 
-    Same arguments and conventions as :func:`transpec.oracle.reference.compute`; returns the
+    Same arguments and conventions as :func:`transpec.oracle.kernels.reference.compute`; returns the
     result as float64 (NaN where the convention asks for NaN).
     """
     refmod.check_args(component, args)

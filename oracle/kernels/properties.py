@@ -1,11 +1,11 @@
 """The property catalogue: what transpec checks about each building block, one verdict each.
 
 A :class:`Property` pairs a strategy of arguments (``inputs(dtype)``) with a ``check`` that calls
-the implementation through a :class:`~transpec.oracle.harness.Harness` and returns the worst
+the implementation through a :class:`~transpec.oracle.engine.harness.Harness` and returns the worst
 error-to-tolerance ratio it saw (<= 1 passes) or raises
-:class:`~transpec.oracle.outcome.PropertyViolation` /
-:class:`~transpec.oracle.outcome.ImplementationFailure`. ``applies(adapter, dtype)`` returns a
-reason to skip (component not provided, dtype not declared) or None.
+:class:`~transpec.oracle.engine.outcome.PropertyViolation` /
+:class:`~transpec.oracle.engine.outcome.ImplementationFailure`. ``applies(adapter, dtype)`` returns
+a reason to skip (component not provided, dtype not declared) or None.
 
 Two kinds of checks:
 
@@ -45,10 +45,9 @@ import numpy as np
 from hypothesis import strategies as st
 
 from transpec.adapters.base import Adapter
-from transpec.oracle import strategies as strat
-from transpec.oracle.dtypes import canonical_dtype
-from transpec.oracle.error_model import U64
-from transpec.oracle.harness import (
+from transpec.oracle.engine.dtypes import canonical_dtype
+from transpec.oracle.engine.error_model import U64
+from transpec.oracle.engine.harness import (
     Call,
     Harness,
     assert_related,
@@ -56,8 +55,9 @@ from transpec.oracle.harness import (
     bound_of,
     relate,
 )
-from transpec.oracle.outcome import PropertyViolation
-from transpec.oracle.strategies import Args
+from transpec.oracle.engine.outcome import PropertyViolation
+from transpec.oracle.kernels import strategies as strat
+from transpec.oracle.kernels.strategies import Args
 
 Check = Callable[[Harness, Args], float]
 Inputs = Callable[[str], "st.SearchStrategy[Args]"]
@@ -147,7 +147,7 @@ def shape_dtype_check(component: str) -> Check:
 
 def _error_statistic(component: str) -> Check:
     def check(harness: Harness, args: Args) -> float:
-        from transpec.oracle.compare import error_statistic
+        from transpec.oracle.engine.compare import error_statistic
 
         call = harness.call(component, args)
         stat = error_statistic(
@@ -184,7 +184,7 @@ def masked_keys(harness: Harness, call: Call, *, zero_weight: bool = False) -> n
     ``zero_weight``: only the keys whose weight is exactly zero -- under a finite
     ``mask_fill`` a masked key's score is the fill, so only additive -inf keys qualify.
     """
-    from transpec.oracle.reference import attention_setup
+    from transpec.oracle.kernels.reference import attention_setup
 
     setup = attention_setup(**call.sent, conventions=harness.conventions)
     masked = ~np.asarray(setup.visible)

@@ -1,10 +1,10 @@
 """The float64 reference of every building block, under any declared :class:`Conventions`.
 
-The numbers come from the kernels of :mod:`transpec.oracle._kernels` (generated from the SymPy
-definitions); this module turns a component call into kernel calls: it validates the arguments,
-applies the conventions (mask polarity, finite fills, causal alignment, fully masked rows, GQA
-head map, norm variants) and computes, next to the value, what the tolerance model of
-:mod:`transpec.oracle.tolerance` needs:
+The numbers come from the kernels of :mod:`transpec.oracle.kernels._kernels` (generated from the
+SymPy definitions); this module turns a component call into kernel calls: it validates the
+arguments, applies the conventions (mask polarity, finite fills, causal alignment, fully masked
+rows, GQA head map, norm variants) and computes, next to the value, what the tolerance model of
+:mod:`transpec.oracle.kernels.tolerance` needs:
 
 * ``abs_value`` -- the *componentwise absolute-value reference*: the same computation with every
   input replaced by its absolute value where the rounding errors scale with it.
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from transpec.oracle import _kernels as kernels
-from transpec.oracle.dtypes import FloatArray, canonical_dtype, unit_roundoff
+from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype, unit_roundoff
+from transpec.oracle.kernels import _kernels as kernels
 from transpec.spec.conventions import CANONICAL, Conventions
 
 COMPONENTS: tuple[str, ...] = ("softmax", "attention", "layer_norm", "rms_norm")

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from transpec.oracle.dtypes import canonical_dtype
-from transpec.oracle.strategies import Args
+from transpec.oracle.engine.dtypes import canonical_dtype
+from transpec.oracle.kernels.strategies import Args
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "gelu_tanh")
 LAYER_MASKS: tuple[str, ...] = (

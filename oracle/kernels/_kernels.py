@@ -4,7 +4,7 @@ GENERATED from transpec.spec (spec/blocks.py, spec/nodes.py); do not edit by han
 Regenerate with ``python -m transpec.spec.codegen``; a test checks this file is in sync.
 
 Every kernel takes ``xp``, a math namespace (NumPy for float64, the mpmath namespace of
-:mod:`transpec.oracle.highprec` for object arrays of ``mpmath.mpf``), calls only ``xp.max``,
+:mod:`transpec.oracle.kernels.highprec` for object arrays of ``mpmath.mpf``), calls only ``xp.max``,
 ``xp.sum``, ``xp.exp``, ``xp.log``, ``xp.sqrt``, ``xp.tanh``, ``xp.where``, ``xp.isneginf``,
 ``xp.matmul``, ``xp.swapaxes`` and arithmetic on values, and works on any leading batch/head
 dimensions. Index bookkeeping (reduction axes, kv heads, the causal mask) uses NumPy directly.

@@ -15,15 +15,16 @@ Higham, "Accurately computing the log-sum-exp and softmax functions", IMA J. Num
 subnormal spacing).
 
 The primitives of that model (γ_n, η, the unit roundoffs of a call, ``SAFETY``,
-``ELEMENTARY_ULPS``) are those of :mod:`transpec.oracle.error_model`, shared with the positional
-and layer rules. Every constant names the section of ``docs/tolerance.md`` that derives it. The
-reference (:mod:`transpec.oracle.reference`) supplies the magnitudes the bound is made of
-(``Reference.terms``); this module only combines them with the unit roundoffs of the declared
-:class:`~transpec.adapters.base.Precision`.
+``ELEMENTARY_ULPS``) are those of :mod:`transpec.oracle.engine.error_model`, shared with the
+positional and layer rules. Every constant names the section of ``docs/tolerance.md`` that derives
+it. The reference (:mod:`transpec.oracle.kernels.reference`) supplies the magnitudes the bound is
+made of (``Reference.terms``); this module only combines them with the unit roundoffs of the
+declared :class:`~transpec.adapters.base.Precision`.
 
 Overflow: where the reference exceeds the largest finite number of the output dtype (fp16:
 65504) by more than the bound, ±inf of the reference's sign is *required*; where it is within the
-bound of that threshold, ±inf is *allowed*. :func:`transpec.oracle.compare.compare` applies both.
+bound of that threshold, ±inf is *allowed*. :func:`transpec.oracle.engine.compare.compare` applies
+both.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transpec.oracle.dtypes import FORMATS, FloatArray, canonical_dtype, ulp
-from transpec.oracle.error_model import SAFETY, Units, gamma, term, units
-from transpec.oracle.reference import Reference
+from transpec.oracle.engine.dtypes import FORMATS, FloatArray, canonical_dtype, ulp
+from transpec.oracle.engine.error_model import SAFETY, Units, gamma, term, units
+from transpec.oracle.kernels.reference import Reference
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Precision
@@ -286,7 +287,7 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
     ``reference`` must be the :class:`Reference` of that component on the inputs the
     implementation received. See the module docstring and docs/tolerance.md.
     """
-    from transpec.oracle.tolerance_positional import BLOCKS as _POSITIONAL
+    from transpec.oracle.positional.tolerance import BLOCKS as _POSITIONAL
 
     blocks = {**_BLOCKS, **_POSITIONAL}
     if component not in blocks:

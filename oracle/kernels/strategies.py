@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from hypothesis import strategies as st
 
-from transpec.oracle.dtypes import FORMATS, canonical_dtype
+from transpec.oracle.engine.dtypes import FORMATS, canonical_dtype
 
 #: the arguments of one component call, keyed by the adapter method's parameters (float64 or
 #: bool arrays, integer index arrays, plain Python values, a dict of parameter arrays)

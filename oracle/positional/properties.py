@@ -1,11 +1,12 @@
 r"""Properties of the embedding and positional components (registered in
-:data:`transpec.oracle.properties.PROPERTIES`).
+:data:`transpec.oracle.kernels.properties.PROPERTIES`).
 
 Oracle checks: ``equivalence`` (every element within the bound of
-:mod:`transpec.oracle.tolerance_positional`) and ``shape_dtype`` for each component. Metamorphic
-checks, with bounds derived from the calls' tolerances as in :mod:`transpec.oracle.properties`
-(if each output is within b of its reference, a relation that exact arithmetic makes true holds
-within the combination of the b's; the references' own difference is subtracted):
+:mod:`transpec.oracle.positional.tolerance`) and ``shape_dtype`` for each component. Metamorphic
+checks, with bounds derived from the calls' tolerances as in
+:mod:`transpec.oracle.kernels.properties` (if each output is within b of its reference, a relation
+that exact arithmetic makes true holds within the combination of the b's; the references' own
+difference is subtracted):
 
 * ``embedding.lookup_exact`` -- without scaling, the output *is* the rounded weight rows:
   bitwise equal to ``weight[input]`` (bound 0);
@@ -31,13 +32,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from hypothesis import strategies as st
 
-from transpec.oracle import strategies_positional as sp
-from transpec.oracle.error_model import U64
-from transpec.oracle.harness import Harness, assert_related, assert_relation, bound_of, relate
-from transpec.oracle.strategies import Args
+from transpec.oracle.engine.error_model import U64
+from transpec.oracle.engine.harness import (
+    Harness,
+    assert_related,
+    assert_relation,
+    bound_of,
+    relate,
+)
+from transpec.oracle.kernels.strategies import Args
+from transpec.oracle.positional import strategies as sp
 
 if TYPE_CHECKING:
-    from transpec.oracle.properties import Property
+    from transpec.oracle.kernels.properties import Property
 
 
 EMB, PE, ROPE, ALIBI = (
@@ -49,7 +56,7 @@ EMB, PE, ROPE, ALIBI = (
 
 
 def _rng(args: Args, salt: str) -> np.random.Generator:
-    from transpec.oracle.properties import example_rng
+    from transpec.oracle.kernels.properties import example_rng
 
     return example_rng(args, salt)
 
@@ -74,7 +81,7 @@ def _check_lookup_exact(harness: Harness, args: Args) -> float:
 
 def _sinusoid_pairs(harness: Harness, d_model: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sin column, cos column, ω) of each frequency under the declared conventions."""
-    from transpec.oracle.reference_layers import sinusoid_frequencies
+    from transpec.oracle.layers.reference import sinusoid_frequencies
 
     conv = harness.conventions
     omega = sinusoid_frequencies(d_model, frequencies=conv.sinusoidal_frequencies)
@@ -187,7 +194,7 @@ def _check_relative_position(harness: Harness, args: Args) -> float:
 
 
 def _check_norm_preservation(harness: Harness, args: Args) -> float:
-    from transpec.oracle.reference_positional import rope_pairs
+    from transpec.oracle.positional.reference import rope_pairs
 
     call = harness.call(ROPE, args)
     first, second = rope_pairs(call.output.shape[-1], harness.conventions.rope_pairing)
@@ -217,7 +224,7 @@ def _inputs(factory: Callable[..., st.SearchStrategy[Args]], **options: Any) -> 
 
 def positional_properties() -> tuple[Property, ...]:
     """Every property of the embedding and positional components."""
-    from transpec.oracle.properties import (
+    from transpec.oracle.kernels.properties import (
         Property,
         applies_when_declared,
         equivalence_check,

@@ -1,7 +1,7 @@
 """Hypothesis strategies for the embedding and positional components, reaching their regimes.
 
-Like :mod:`transpec.oracle.strategies`: each strategy is a function of the dtype under test with
-keyword-only, eagerly validated options whose defaults generate everything supported; arrays
+Like :mod:`transpec.oracle.kernels.strategies`: each strategy is a function of the dtype under test
+with keyword-only, eagerly validated options whose defaults generate everything supported; arrays
 come from a NumPy generator seeded by a drawn integer (cheap examples that still shrink).
 
 Regimes:
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from transpec.oracle.strategies import (
+from transpec.oracle.kernels.strategies import (
     checked_dtype,
     lengths,
     scaled_rows,

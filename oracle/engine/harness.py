@@ -16,11 +16,11 @@ which
    a hang ``"hung"``, anything but a native array ``"not_array"``, a native array of another
    dtype ``"dtype"`` and of another shape than the reference ``"shape"``;
 5. computes the float64 reference on the rounded inputs under the adapter's declared
-   conventions (:func:`transpec.oracle.reference.compute`).
+   conventions (:func:`transpec.oracle.kernels.reference.compute`).
 
 NaN or infinity where the reference has none is *not* an implementation failure: the array is
-returned and judged by :func:`transpec.oracle.compare.compare` (a property violation), because
-NaN and infinity positions are part of the answer (they must match the reference exactly).
+returned and judged by :func:`transpec.oracle.engine.compare.compare` (a property violation),
+because NaN and infinity positions are part of the answer (they must match the reference exactly).
 
 Metamorphic properties call the implementation several times on related inputs; each call is a
 :class:`Call` with its own reference and tolerance, and :func:`assert_related` checks a relation
@@ -39,13 +39,13 @@ import numpy as np
 
 from transpec.adapters.base import Adapter, Precision
 from transpec.oracle import components as registry
-from transpec.oracle.dtypes import canonical_dtype
-from transpec.oracle.error_model import U64
-from transpec.oracle.outcome import ImplementationFailure, PropertyViolation, Worst
+from transpec.oracle.engine.dtypes import canonical_dtype
+from transpec.oracle.engine.error_model import U64
+from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation, Worst
 
 if TYPE_CHECKING:
-    from transpec.oracle.reference import Reference
-    from transpec.oracle.tolerance import Tolerance
+    from transpec.oracle.kernels.reference import Reference
+    from transpec.oracle.kernels.tolerance import Tolerance
 
 
 @dataclass(frozen=True)
@@ -389,7 +389,7 @@ class Harness:
         Raises :class:`PropertyViolation` with the worst element when out of tolerance or when
         NaN/infinity positions differ from the reference's.
         """
-        from transpec.oracle.compare import compare
+        from transpec.oracle.engine.compare import compare
 
         result = compare(call.output, call.reference, call.tolerance)
         if not result.passed:
@@ -443,7 +443,7 @@ def assert_related(
             "says otherwise",
             worst=worst,
         )
-    from transpec.oracle.compare import error_ratios
+    from transpec.oracle.engine.compare import error_ratios
 
     err, ratio, index = error_ratios(a, e, b, np.isfinite(a) & np.isfinite(e))
     worst_ratio = float(ratio[index])

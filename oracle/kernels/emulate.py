@@ -1,10 +1,10 @@
 """A correct kernel of every block that rounds exactly where a declared Precision says.
 
-Used by the statistical check (:func:`transpec.oracle.compare.error_statistic`) as the yardstick
-of "the typical rounding error of a correct implementation at this precision". Arithmetic runs
-in the NumPy dtype of the accumulation precision (float64, float32 or float16, whose NumPy
-arithmetic rounds every operation); bfloat16, which NumPy lacks, is float32 arithmetic rounded
-to bfloat16 (:func:`transpec.oracle.dtypes.round_to`) after every operation of a reduction and
+Used by the statistical check (:func:`transpec.oracle.engine.compare.error_statistic`) as the
+yardstick of "the typical rounding error of a correct implementation at this precision". Arithmetic
+runs in the NumPy dtype of the accumulation precision (float64, float32 or float16, whose NumPy
+arithmetic rounds every operation); bfloat16, which NumPy lacks, is float32 arithmetic rounded to
+bfloat16 (:func:`transpec.oracle.engine.dtypes.round_to`) after every operation of a reduction and
 every stage.
 
 Every sum and dot product is *recursive* (left to right, one rounding per addition): the
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transpec.oracle import reference as refmod
-from transpec.oracle.dtypes import canonical_dtype, round_to
+from transpec.oracle.engine.dtypes import canonical_dtype, round_to
+from transpec.oracle.kernels import reference as refmod
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Precision

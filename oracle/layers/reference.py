@@ -1,8 +1,8 @@
 """float64 references of the transformer's layer blocks, with PyTorch's module semantics.
 
 Every function here is a plain, vectorized NumPy computation in float64 over any batch size,
-built on the kernels of :mod:`transpec.oracle._kernels` (``attention``, ``layer_norm``), so the
-layer references share their arithmetic with the component references. Where PyTorch has a
+built on the kernels of :mod:`transpec.oracle.kernels._kernels` (``attention``, ``layer_norm``), so
+the layer references share their arithmetic with the component references. Where PyTorch has a
 module, the semantics are that module's, in eval mode (dropout = 0):
 
 ==================================  ===================================================
@@ -42,8 +42,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from transpec.oracle import _kernels
-from transpec.oracle.dtypes import FloatArray
+from transpec.oracle.engine.dtypes import FloatArray
+from transpec.oracle.kernels import _kernels
 
 Params = Mapping[str, Any]
 Activation = Literal["relu", "gelu", "gelu_tanh"]

@@ -1,9 +1,9 @@
 r"""float64 references of the embedding and positional components, with their error terms.
 
-The values come from :mod:`transpec.oracle.reference_layers` (``embedding``,
+The values come from :mod:`transpec.oracle.layers.reference` (``embedding``,
 ``sinusoidal_positional_encoding``, ``rotary_embedding``, ``alibi_bias``) under the declared
 conventions; this module adds what the tolerance model of
-:mod:`transpec.oracle.tolerance_positional` needs (``Reference.terms``):
+:mod:`transpec.oracle.positional.tolerance` needs (``Reference.terms``):
 
 ==================================  ===============================================================
 component                           ``abs_value`` and ``terms``
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from transpec.oracle import components
-from transpec.oracle import reference_layers as rl
-from transpec.oracle.reference import Reference, check_arguments
+from transpec.oracle.kernels.reference import Reference, check_arguments
+from transpec.oracle.layers import reference as rl
 from transpec.spec.conventions import CANONICAL, Conventions
 
 #: the positional components (the registry's family "positional")
@@ -205,7 +205,7 @@ def alibi_bias(
 
 def check_args(component: str, args: Mapping[str, Any]) -> None:
     """Raise ValueError for an unknown positional component (:data:`COMPONENTS`), a missing or
-    an unknown argument (:func:`~transpec.oracle.reference.check_arguments`)."""
+    an unknown argument (:func:`~transpec.oracle.kernels.reference.check_arguments`)."""
     check_arguments(component, args, _ARGUMENTS, _REQUIRED, ", ".join(COMPONENTS))
 
 

@@ -1,10 +1,10 @@
 r"""Tolerance rules of the embedding and positional components (docs/tolerance.md §7).
 
-Each rule has the signature of the rules of :mod:`transpec.oracle.tolerance`
+Each rule has the signature of the rules of :mod:`transpec.oracle.kernels.tolerance`
 (``(reference, units) -> (bound, parts, derivation)``) and is reached through
-:func:`transpec.oracle.tolerance.tolerance`. Symbols: u_acc, u_store, u_out the unit roundoffs
-of the declared accumulation and storage precision and of the output dtype, u_fn the error of an
-elementary function (``ELEMENTARY_ULPS`` ulps of the accumulation precision), η half the
+:func:`transpec.oracle.kernels.tolerance.tolerance`. Symbols: u_acc, u_store, u_out the unit
+roundoffs of the declared accumulation and storage precision and of the output dtype, u_fn the error
+of an elementary function (``ELEMENTARY_ULPS`` ulps of the accumulation precision), η half the
 subnormal spacing, c = ``SAFETY``.
 
 * **embedding** -- a lookup copies the rounded weight row: the bound is 0 (bitwise equality).
@@ -39,9 +39,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from transpec.oracle.dtypes import FloatArray
-from transpec.oracle.error_model import SAFETY, Units, gamma, term
-from transpec.oracle.reference import Reference
+from transpec.oracle.engine.dtypes import FloatArray
+from transpec.oracle.engine.error_model import SAFETY, Units, gamma, term
+from transpec.oracle.kernels.reference import Reference
 
 Rule = Callable[[Reference, Units], tuple[FloatArray, dict[str, FloatArray], str]]
 
@@ -136,7 +136,8 @@ def _alibi(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray]
     return bound, {"slope": slope, "stored": stored, "output": output}, derivation
 
 
-#: component -> rule, merged into the dispatch of :func:`transpec.oracle.tolerance.tolerance`
+#: component -> rule, merged into the dispatch of
+#: :func:`transpec.oracle.kernels.tolerance.tolerance`
 BLOCKS: dict[str, Rule] = {
     "embedding": _embedding,
     "sinusoidal_positional_encoding": _sinusoidal,
