@@ -40,6 +40,7 @@ from transpec.oracle.engine.compare import (
 from transpec.oracle.engine.dtypes import round_to
 from transpec.oracle.kernels import reference as refmod
 from transpec.oracle.kernels.tolerance import tolerance
+from transpec.oracle.reference import compute
 from transpec.spec.conventions import CANONICAL, Conventions
 
 Case = dict[str, Any]
@@ -294,7 +295,7 @@ def measure(
             key: round_to(val, dt) if isinstance(val, np.ndarray) and val.dtype != bool else val
             for key, val in raw.items()
         }
-        ref = refmod.compute(component, args, conventions=conventions, dtype=dt)
+        ref = compute(component, args, conventions=conventions, dtype=dt)
         out = impl(args, dt)
         tol = tolerance(component, ref, dt, precision)
         cmp = compare(out, ref, tol)
@@ -493,7 +494,7 @@ def highprec_report(cases: int, seed: int) -> int:
             worst_rel, worst_ratio = 0.0, 0.0
             for _ in range(cases):
                 args = _hp_case(component, hard, rng)
-                ref = refmod.compute(component, args)
+                ref = compute(component, args)
                 hp = highprec.compute(component, args, conventions=CANONICAL)
                 if not np.array_equal(np.isnan(ref.value), np.isnan(hp)):
                     print(f"{component}: NaN positions differ", file=sys.stderr)

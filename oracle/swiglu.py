@@ -38,13 +38,13 @@ from hypothesis import strategies as st
 
 from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype
 from transpec.oracle.engine.error_model import Units, gamma, units
+from transpec.oracle.engine.strategy import Args
 from transpec.oracle.kernels.reference import Reference
-from transpec.oracle.kernels.strategies import Args
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Precision
     from transpec.oracle.engine.harness import Harness
-    from transpec.oracle.kernels.properties import Property
+    from transpec.oracle.engine.property import Property
     from transpec.oracle.kernels.tolerance import Tolerance
 
 __all__ = [
@@ -356,7 +356,7 @@ def _token_axis(x: np.ndarray) -> int | None:
 
 
 def _rng(args: Args, salt: str) -> np.random.Generator:
-    from transpec.oracle.kernels.properties import example_rng
+    from transpec.oracle.engine.property import example_rng
 
     flat = {"x": np.asarray(args["x"])}
     for key, value in sorted(args["params"].items()):
@@ -425,7 +425,7 @@ def _inputs(**options: Any) -> Callable[[str], st.SearchStrategy[Args]]:
 def properties() -> tuple[Property, ...]:
     """The properties of ``swiglu_feed_forward``, as
     :class:`transpec.oracle.kernels.properties.Property` objects."""
-    from transpec.oracle.kernels.properties import (
+    from transpec.oracle.engine.property import (
         Property,
         applies_when_declared,
         equivalence_check,

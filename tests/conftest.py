@@ -17,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
 from transpec.adapters.base import Adapter
+from transpec.oracle.catalogue import select
 from transpec.oracle.engine.harness import Harness
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
-from transpec.oracle.kernels.properties import Property, select
+from transpec.oracle.engine.property import Property
 
 Example = Callable[[Harness, dict[str, Any]], None]
 

@@ -65,8 +65,8 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
     unknown property, or an adapter that cannot run the case; an adapter spec that does not load
     raises :class:`~transpec.errors.AdapterLoadError`.
     """
+    from transpec.oracle.catalogue import PROPERTIES
     from transpec.oracle.engine.harness import Harness
-    from transpec.oracle.kernels.properties import PROPERTIES
 
     meta, args = load_case(path)
     component, name = str(meta["component"]), str(meta["property"])

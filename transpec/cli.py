@@ -309,7 +309,7 @@ def _list_lines(section: str) -> list[str]:
         width = max(map(len, components.REGISTRY))
         return [f"{c:<{width}}  {component_signature(c)}" for c in components.REGISTRY]
     if section == "properties":
-        from transpec.oracle.kernels.properties import PROPERTIES
+        from transpec.oracle.catalogue import PROPERTIES
 
         names = [f"{p.component}.{p.name}" for p in PROPERTIES]
         width = max(map(len, names), default=0)

@@ -46,7 +46,7 @@ from transpec.oracle.engine.profiles import Profile, case_seed, hypothesis_setti
 
 if TYPE_CHECKING:
     from transpec.oracle.engine.harness import Harness
-    from transpec.oracle.kernels.properties import Property
+    from transpec.oracle.engine.property import Property
 
 Status = Literal["passed", "failed", "skipped", "error"]
 STATUSES: tuple[Status, ...] = ("passed", "failed", "skipped", "error")
@@ -188,7 +188,7 @@ def plan(
     declares (all components, so that missing ones are reported as skipped). Unknown names raise
     ``ValueError`` with a one-line message.
     """
-    from transpec.oracle.kernels.properties import PROPERTIES, select
+    from transpec.oracle.catalogue import PROPERTIES, select
 
     if components is None:
         comps = registry.names()

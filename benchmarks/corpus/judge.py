@@ -25,7 +25,7 @@ from transpec.runs import Verdict, check_once, plan, run
 
 def properties_of(component: str) -> tuple[str, ...]:
     """The names of the component's properties, in the runner's order."""
-    from transpec.oracle.kernels.properties import select
+    from transpec.oracle.catalogue import select
 
     return tuple(p.name for p in select(components=[component]))
 

@@ -16,7 +16,7 @@ which
    a hang ``"hung"``, anything but a native array ``"not_array"``, a native array of another
    dtype ``"dtype"`` and of another shape than the reference ``"shape"``;
 5. computes the float64 reference on the rounded inputs under the adapter's declared
-   conventions (:func:`transpec.oracle.kernels.reference.compute`).
+   conventions (:func:`transpec.oracle.reference.compute`).
 
 NaN or infinity where the reference has none is *not* an implementation failure: the array is
 returned and judged by :func:`transpec.oracle.engine.compare.compare` (a property violation),

@@ -121,7 +121,7 @@ def compute(
 ) -> np.ndarray:
     """The value of ``component`` on ``args`` computed with ``digits`` significant digits.
 
-    Same arguments and conventions as :func:`transpec.oracle.kernels.reference.compute`; returns the
+    Same arguments and conventions as :func:`transpec.oracle.reference.compute`; returns the
     result as float64 (NaN where the convention asks for NaN).
     """
     refmod.check_args(component, args)

@@ -1,13 +1,6 @@
-"""The property catalogue: what transpec checks about each building block, one verdict each.
+"""The properties of the kernels (softmax, attention, LayerNorm, RMSNorm), one verdict each.
 
-A :class:`Property` pairs a strategy of arguments (``inputs(dtype)``) with a ``check`` that calls
-the implementation through a :class:`~transpec.oracle.engine.harness.Harness` and returns the worst
-error-to-tolerance ratio it saw (<= 1 passes) or raises
-:class:`~transpec.oracle.engine.outcome.PropertyViolation` /
-:class:`~transpec.oracle.engine.outcome.ImplementationFailure`. ``applies(adapter, dtype)`` returns
-a reason to skip (component not provided, dtype not declared) or None.
-
-Two kinds of checks:
+Each is a :class:`~transpec.oracle.engine.property.Property`. Two kinds of checks:
 
 * **oracle checks** compare one call with the float64 reference on the same (rounded) inputs
   under the per-element bound of the tolerance model (``equivalence`` and its regime-specific
@@ -35,9 +28,7 @@ same transformation, so a saved failure replays exactly.
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
@@ -45,7 +36,6 @@ import numpy as np
 from hypothesis import strategies as st
 
 from transpec.adapters.base import Adapter
-from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.oracle.engine.error_model import U64
 from transpec.oracle.engine.harness import (
     Call,
@@ -56,75 +46,19 @@ from transpec.oracle.engine.harness import (
     relate,
 )
 from transpec.oracle.engine.outcome import PropertyViolation
+from transpec.oracle.engine.property import (
+    Check,
+    Inputs,
+    Property,
+    applies_when_declared,
+    equivalence_check,
+    example_rng,
+    shape_dtype_check,
+)
+from transpec.oracle.engine.strategy import Args
 from transpec.oracle.kernels import strategies as strat
-from transpec.oracle.kernels.strategies import Args
-
-Check = Callable[[Harness, Args], float]
-Inputs = Callable[[str], "st.SearchStrategy[Args]"]
-Applies = Callable[[Adapter, str], "str | None"]
-
-
-@dataclass(frozen=True)
-class Property:
-    """One named, separately reported property of one component.
-
-    ``inputs(dtype)`` -> strategy of argument dicts; ``check(harness, args)`` -> worst ratio
-    (<= 1 passes), raising :class:`PropertyViolation` or :class:`ImplementationFailure`;
-    ``applies(adapter, dtype)`` -> a skip reason or None.
-    """
-
-    component: str
-    name: str
-    summary: str
-    inputs: Inputs
-    check: Check
-    applies: Applies
-
-    @property
-    def id(self) -> str:
-        """``component.name``, e.g. ``"attention.causality"``."""
-        return f"{self.component}.{self.name}"
-
 
 # -- shared pieces ---------------------------------------------------------------------------
-
-
-def applies_when_declared(component: str) -> Applies:
-    """The skip rule of most properties: ``component`` runs for an adapter that provides it in
-    a dtype it declares; otherwise the reason it does not."""
-
-    def applies(adapter: Adapter, dtype: str) -> str | None:
-        if not adapter.provides(component):
-            return f"{adapter.name} does not provide {component}"
-        dt = canonical_dtype(dtype)
-        if dt not in tuple(canonical_dtype(d) for d in adapter.dtypes):
-            return (
-                f"{adapter.name} does not declare dtype {dt} (declares {', '.join(adapter.dtypes)})"
-            )
-        return None
-
-    return applies
-
-
-def example_rng(args: Mapping[str, Any], salt: str) -> np.random.Generator:
-    """A generator seeded by the example's bytes and a salt: same example, same draws."""
-    crc = zlib.crc32(salt.encode())
-    for key in sorted(args):
-        value = args[key]
-        if isinstance(value, np.ndarray):
-            crc = zlib.crc32(np.ascontiguousarray(value).tobytes(), crc)
-        else:
-            crc = zlib.crc32(repr(value).encode(), crc)
-    return np.random.default_rng(crc)
-
-
-def equivalence_check(component: str) -> Check:
-    """The ``equivalence`` property: one call within its tolerance of the reference."""
-
-    def check(harness: Harness, args: Args) -> float:
-        return harness.assert_equivalent(harness.call(component, args))
-
-    return check
 
 
 def _finite_rows(*refs: np.ndarray) -> np.ndarray:
@@ -132,17 +66,6 @@ def _finite_rows(*refs: np.ndarray) -> np.ndarray:
     for r in refs:
         ok &= np.isfinite(r)
     return ok
-
-
-def shape_dtype_check(component: str) -> Check:
-    """The harness checks the native type, dtype and shape of every call; this check makes
-    that its verdict on inputs of every shape the strategies reach (ratio 0 when it holds)."""
-
-    def check(harness: Harness, args: Args) -> float:
-        harness.call(component, args)
-        return 0.0
-
-    return check
 
 
 def _error_statistic(component: str) -> Check:
@@ -894,58 +817,3 @@ def core_properties() -> tuple[Property, ...]:
         *_norm_properties("layer_norm"),
         *_norm_properties("rms_norm"),
     )
-
-
-def _catalogue() -> tuple[Property, ...]:
-    from transpec.oracle import components
-
-    return tuple(p for record in components.REGISTRY.values() for p in record.property_list())
-
-
-#: every property of every registered component, component by component in registry order
-PROPERTIES: tuple[Property, ...] = _catalogue()
-
-
-def select(
-    components: Iterable[str] | str | None = None, names: Iterable[str] | str | None = None
-) -> tuple[Property, ...]:
-    """The properties of the given components with the given names (None: all).
-
-    A name may be ``"equivalence"`` (every component's) or ``"attention.causality"``.
-    Unknown components or names raise ``ValueError`` listing the known ones.
-    """
-    comps = (
-        {components}
-        if isinstance(components, str)
-        else (None if components is None else set(components))
-    )
-    wanted = {names} if isinstance(names, str) else (None if names is None else set(names))
-    if comps is not None:
-        from transpec.oracle import components as registry
-
-        for component in sorted(comps):
-            registry.get(component)
-    if wanted is not None:
-        known_names = {p.name for p in PROPERTIES} | {p.id for p in PROPERTIES}
-        unknown = sorted(wanted - known_names)
-        if unknown:
-            raise ValueError(
-                f"unknown propert(y/ies) {', '.join(unknown)}; known: "
-                f"{', '.join(sorted({p.name for p in PROPERTIES}))}"
-            )
-    chosen = tuple(
-        p
-        for p in PROPERTIES
-        if (comps is None or p.component in comps)
-        and (wanted is None or p.name in wanted or p.id in wanted)
-    )
-    if not chosen:
-        raise ValueError(
-            f"no property matches components={sorted(comps or [])} names={sorted(wanted or [])}"
-        )
-    return chosen
-
-
-def names(component: str | None = None) -> tuple[str, ...]:
-    """Property ids (``component.name``), optionally of one component."""
-    return tuple(p.id for p in PROPERTIES if component is None or p.component == component)

@@ -613,24 +613,6 @@ def check_args(component: str, args: Mapping[str, Any]) -> None:
     check_arguments(component, args, _ARGUMENTS, _REQUIRED, f"the kernels {', '.join(COMPONENTS)}")
 
 
-def compute(
-    component: str,
-    args: Mapping[str, Any],
-    *,
-    conventions: Conventions = CANONICAL,
-    dtype: str = "float64",
-) -> Reference:
-    """The reference of any registered component on ``args`` (keyed by the adapter method's
-    parameters), found through its registry record (:mod:`transpec.oracle.components`).
-
-    ``dtype`` is the dtype under test; it matters only where the semantics depend on it
-    (``rms_norm`` with ``eps=None``).
-    """
-    from transpec.oracle import components
-
-    return components.get(component).compute_reference(args, conventions=conventions, dtype=dtype)
-
-
 def compute_component(
     component: str,
     args: Mapping[str, Any],

@@ -36,11 +36,17 @@ from typing import Any, NamedTuple
 import numpy as np
 from hypothesis import strategies as st
 
-from transpec.oracle.engine.dtypes import FORMATS, canonical_dtype
-
-#: the arguments of one component call, keyed by the adapter method's parameters (float64 or
-#: bool arrays, integer index arrays, plain Python values, a dict of parameter arrays)
-Args = dict[str, Any]
+from transpec.oracle.engine.dtypes import FORMATS
+from transpec.oracle.engine.strategy import (
+    LONG_LENGTHS,
+    checked_dtype,
+    lengths,
+    positive_int,
+    scaled_rows,
+    seeded_rng,
+    selection,
+    tristate,
+)
 
 #: ln(largest finite value): exp overflows beyond it (float16: 11.09, float32/bfloat16: 88.72)
 EXP_OVERFLOW: dict[str, float] = {name: math.log(fmt.max_value) for name, fmt in FORMATS.items()}
@@ -55,10 +61,6 @@ LARGE_LOGIT_LIMITS: dict[str, tuple[float, ...]] = {
     "bfloat16": (EXP_OVERFLOW["bfloat16"], EXP_OVERFLOW["float64"]),
 }
 
-#: lengths that are not multiples of 8, 64 or 128, or sit just next to one
-SPECIAL_LENGTHS: tuple[int, ...] = (1, 2, 7, 8, 9, 15, 17, 31, 33, 63, 64, 65)
-#: occasional longer lengths (odd, so tiled kernels hit ragged tiles)
-LONG_LENGTHS: tuple[int, ...] = (97, 113, 129, 257, 300)
 
 MASK_KINDS: tuple[str, ...] = (
     "none",
@@ -123,72 +125,7 @@ class AttentionShape(NamedTuple):
         return self.q_heads // self.kv_heads
 
 
-# -- validation ------------------------------------------------------------------------------
-
-
-def checked_dtype(dtype: str) -> str:
-    """The canonical name of ``dtype``; ``TypeError`` when it is not a string."""
-    if not isinstance(dtype, str):
-        raise TypeError(f"dtype must be a dtype name, got {type(dtype).__name__}")
-    return canonical_dtype(dtype)
-
-
-def _positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def selection(name: str, values: Sequence[str] | str, allowed: Sequence[str]) -> tuple[str, ...]:
-    """``values`` (one name or several) as a tuple; ``ValueError`` when it is empty or names
-    anything outside ``allowed``."""
-    if isinstance(values, str):
-        values = (values,)
-    chosen = tuple(values)
-    bad = [v for v in chosen if v not in allowed]
-    if bad or not chosen:
-        raise ValueError(
-            f"{name} must be a non-empty selection of {', '.join(allowed)}; got {chosen!r}"
-        )
-    return chosen
-
-
-def tristate(name: str, value: Any) -> st.SearchStrategy[bool]:
-    """A strategy for a flag: both values when ``value`` is None, else just ``value``."""
-    if value is None:
-        return st.booleans()
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True, False or None (both), got {value!r}")
-    return st.just(value)
-
-
 # -- building blocks -------------------------------------------------------------------------
-
-
-def lengths(
-    *, min_value: int = 1, max_value: int = 64, long: Sequence[int] = LONG_LENGTHS
-) -> st.SearchStrategy[int]:
-    """A sequence length: mostly in [min_value, max_value] (favouring :data:`SPECIAL_LENGTHS`),
-    about one draw in eight from ``long`` (pass ``long=()`` to stay short)."""
-    _positive_int("min_value", min_value)
-    _positive_int("max_value", max_value, minimum=min_value)
-    long = tuple(int(n) for n in long if int(n) >= min_value)
-    special = [n for n in SPECIAL_LENGTHS if min_value <= n <= max_value]
-    short = st.integers(min_value, max_value)
-    if special:
-        short = st.one_of(short, st.sampled_from(special))
-    if not long:
-        return short
-
-    @st.composite
-    def draw_length(draw: st.DrawFn) -> int:
-        if draw(st.integers(0, 7)) == 7:
-            return draw(st.sampled_from(long))
-        return draw(short)
-
-    return draw_length()
 
 
 def attention_shapes(
@@ -222,8 +159,8 @@ def attention_shapes(
         ("max_groups", max_groups),
         ("min_head_dim", min_head_dim),
     ):
-        _positive_int(name, value)
-    _positive_int("max_head_dim", max_head_dim, minimum=min_head_dim)
+        positive_int(name, value)
+    positive_int("max_head_dim", max_head_dim, minimum=min_head_dim)
     if gqa is True and max_groups < 2:
         raise ValueError("gqa=True needs max_groups >= 2")
     if square is True and decode is True and min_len > 1:
@@ -268,11 +205,6 @@ def attention_shapes(
     return draw_shape()
 
 
-def seeded_rng(seed: int) -> np.random.Generator:
-    """The NumPy generator the strategies draw arrays from, seeded by a drawn integer."""
-    return np.random.default_rng(seed)
-
-
 def large_logit_target(
     rng: np.random.Generator, dtype: str, size: tuple[int, ...] | None = None
 ) -> Any:
@@ -285,15 +217,6 @@ def large_logit_target(
     which = int(rng.integers(0, len(limits)))
     low, high = (1.1, 2.5) if which == 0 else (1.05, 3.4)
     return limits[which] * rng.uniform(low, high, size=size)
-
-
-def scaled_rows(rng: np.random.Generator, shape: tuple[int, ...], log2_spread: float) -> np.ndarray:
-    """Standard normal values whose rows (last axis) are scaled by 2^U(-spread, spread)."""
-    x = rng.standard_normal(shape)
-    if log2_spread > 0 and len(shape) >= 1:
-        exponents = rng.uniform(-log2_spread, log2_spread, size=(*shape[:-1], 1))
-        x = x * np.exp2(np.round(exponents))
-    return x
 
 
 def _mask_array(
@@ -470,8 +393,8 @@ def softmax_inputs(
     to a drawn peak |x| (moderate ≤ 8, or beyond exp's overflow of ``dtype``); with ``neg_inf``
     some entries are -inf (never a whole row)."""
     dt = checked_dtype(dtype)
-    _positive_int("max_dims", max_dims)
-    _positive_int("max_len", max_len)
+    positive_int("max_dims", max_dims)
+    positive_int("max_len", max_len)
     if not isinstance(neg_inf, bool):
         raise TypeError(f"neg_inf must be a bool, got {neg_inf!r}")
     return _softmax_args(dt, max_dims, selection("logits", logits, LOGIT_REGIMES), neg_inf, max_len)
@@ -634,10 +557,10 @@ def layer_norm_inputs(
     """
     dt = checked_dtype(dtype)
     chosen = selection("regimes", regimes, LAYER_NORM_REGIMES)
-    _positive_int("min_normalized_dims", min_normalized_dims)
-    _positive_int("max_normalized_dims", max_normalized_dims, minimum=min_normalized_dims)
-    _positive_int("min_features", min_features, minimum=2)
-    _positive_int("max_features", max_features, minimum=min_features)
+    positive_int("min_normalized_dims", min_normalized_dims)
+    positive_int("max_normalized_dims", max_normalized_dims, minimum=min_normalized_dims)
+    positive_int("min_features", min_features, minimum=2)
+    positive_int("max_features", max_features, minimum=min_features)
     return _norm_args(
         "layer_norm",
         dt,
@@ -648,7 +571,7 @@ def layer_norm_inputs(
         tristate("bias", bias),
         False,
         _eps_option(eps),
-        _positive_int("min_rows", min_rows),
+        positive_int("min_rows", min_rows),
     )
 
 
@@ -670,10 +593,10 @@ def rms_norm_inputs(
     ``default_eps`` eps is sometimes None (the dtype's machine epsilon 2u)."""
     dt = checked_dtype(dtype)
     chosen = selection("regimes", regimes, RMS_NORM_REGIMES)
-    _positive_int("min_normalized_dims", min_normalized_dims)
-    _positive_int("max_normalized_dims", max_normalized_dims, minimum=min_normalized_dims)
-    _positive_int("min_features", min_features, minimum=2)
-    _positive_int("max_features", max_features, minimum=min_features)
+    positive_int("min_normalized_dims", min_normalized_dims)
+    positive_int("max_normalized_dims", max_normalized_dims, minimum=min_normalized_dims)
+    positive_int("min_features", min_features, minimum=2)
+    positive_int("max_features", max_features, minimum=min_features)
     if not isinstance(default_eps, bool):
         raise TypeError(f"default_eps must be a bool, got {default_eps!r}")
     return _norm_args(
@@ -686,7 +609,7 @@ def rms_norm_inputs(
         st.just(False),
         default_eps,
         _eps_option(eps),
-        _positive_int("min_rows", min_rows),
+        positive_int("min_rows", min_rows),
     )
 
 

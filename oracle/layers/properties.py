@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 
 from transpec.adapters.base import Adapter
 from transpec.oracle.engine.harness import Harness, assert_related, bound_of, relate
-from transpec.oracle.kernels.strategies import Args
+from transpec.oracle.engine.strategy import Args
 from transpec.oracle.layers import strategies as sl
 
 MHA, FFN, ENC, DEC = "multi_head_attention", "feed_forward", "encoder_layer", "decoder_layer"
@@ -49,7 +49,7 @@ MHAW = "multi_head_attention_weights"
 
 
 def _rng(args: Args, salt: str) -> np.random.Generator:
-    from transpec.oracle.kernels.properties import example_rng
+    from transpec.oracle.engine.property import example_rng
 
     flat = {k: v for k, v in args.items() if k != "params"}
     for key, value in sorted(args.get("params", {}).items()):
@@ -220,7 +220,7 @@ def _check_fast_slow(component: str) -> Callable[[Harness, Args], float]:
 
 
 def _applies(component: str) -> Callable[[Adapter, str], str | None]:
-    from transpec.oracle.kernels.properties import applies_when_declared
+    from transpec.oracle.engine.property import applies_when_declared
 
     return applies_when_declared(component)
 
@@ -239,7 +239,7 @@ def _fast_slow_applies(component: str) -> Callable[[Adapter, str], str | None]:
 
 def layer_properties() -> tuple[Any, ...]:
     """The layer properties, as :class:`transpec.oracle.kernels.properties.Property` objects."""
-    from transpec.oracle.kernels.properties import Property, equivalence_check, shape_dtype_check
+    from transpec.oracle.engine.property import Property, equivalence_check, shape_dtype_check
 
     props: list[Any] = []
     for comp in (MHA, MHAW, FFN, ENC, DEC):

@@ -24,7 +24,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from transpec.oracle.engine.dtypes import canonical_dtype
-from transpec.oracle.kernels.strategies import Args
+from transpec.oracle.engine.strategy import Args
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "gelu_tanh")
 LAYER_MASKS: tuple[str, ...] = (

@@ -40,11 +40,11 @@ from transpec.oracle.engine.harness import (
     bound_of,
     relate,
 )
-from transpec.oracle.kernels.strategies import Args
+from transpec.oracle.engine.strategy import Args
 from transpec.oracle.positional import strategies as sp
 
 if TYPE_CHECKING:
-    from transpec.oracle.kernels.properties import Property
+    from transpec.oracle.engine.property import Property
 
 
 EMB, PE, ROPE, ALIBI = (
@@ -56,7 +56,7 @@ EMB, PE, ROPE, ALIBI = (
 
 
 def _rng(args: Args, salt: str) -> np.random.Generator:
-    from transpec.oracle.kernels.properties import example_rng
+    from transpec.oracle.engine.property import example_rng
 
     return example_rng(args, salt)
 
@@ -224,7 +224,7 @@ def _inputs(factory: Callable[..., st.SearchStrategy[Args]], **options: Any) -> 
 
 def positional_properties() -> tuple[Property, ...]:
     """Every property of the embedding and positional components."""
-    from transpec.oracle.kernels.properties import (
+    from transpec.oracle.engine.property import (
         Property,
         applies_when_declared,
         equivalence_check,

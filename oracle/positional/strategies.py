@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from transpec.oracle.kernels.strategies import (
+from transpec.oracle.engine.strategy import (
     checked_dtype,
     lengths,
     scaled_rows,

@@ -89,7 +89,7 @@ def test_list_names_every_component_property_convention_and_adapter(
 ) -> None:
     from transpec.adapters.base import COMPONENTS
     from transpec.adapters.registry import BUILTIN_ADAPTERS
-    from transpec.oracle.kernels.properties import PROPERTIES
+    from transpec.oracle.catalogue import PROPERTIES
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out

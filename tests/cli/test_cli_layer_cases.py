@@ -15,8 +15,8 @@ from transpec.adapters.base import COMPONENTS, Precision
 from transpec.adapters.numpy_adapter import NumpyAdapter
 from transpec.cli import component_signature, main
 from transpec.oracle import components
+from transpec.oracle.catalogue import select
 from transpec.oracle.engine.profiles import resolve
-from transpec.oracle.kernels.properties import select
 from transpec.runs import Case, Verdict, load_case, save_case
 
 HERE = Path(__file__).resolve().parent

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 
 from transpec.adapters.numpy_adapter import NumpyAdapter
 from transpec.oracle import components
+from transpec.oracle.catalogue import PROPERTIES
 from transpec.oracle.engine.harness import Harness
-from transpec.oracle.kernels.properties import PROPERTIES
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS = list(components.REGISTRY.values())

@@ -8,10 +8,10 @@ import pytest
 from transpec.adapters.numpy_adapter import NumpyAdapter
 from transpec.oracle.engine.dtypes import round_to
 from transpec.oracle.engine.harness import Harness
-from transpec.oracle.kernels.reference import compute
 from transpec.oracle.layers import reference as rl
 from transpec.oracle.layers import strategies as sl
 from transpec.oracle.layers.tolerance import layer_reference
+from transpec.oracle.reference import compute
 
 
 def _encoder_args(seed: int = 0, e: int = 8, heads: int = 2) -> dict:

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from transpec.oracle.catalogue import select
 from transpec.oracle.engine.harness import Harness
 from transpec.oracle.engine.outcome import PropertyViolation
-from transpec.oracle.kernels.properties import select
 from transpec.oracle.layers import strategies as sl
 from transpec.oracle.layers.tolerance import layer_reference
 

@@ -15,8 +15,9 @@ from hypothesis import given, settings
 
 from transpec.adapters.layers import NumpyLayers
 from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.oracle.catalogue import select
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
-from transpec.oracle.kernels.properties import Property, select
+from transpec.oracle.engine.property import Property
 from transpec.oracle.layers import strategies as sl
 from transpec.oracle.layers.reference import multi_head_attention as reference_mha
 

@@ -13,8 +13,8 @@ import pytest
 
 from transpec.adapters.layers import NumpyLayers
 from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.oracle.catalogue import select
 from transpec.oracle.engine.outcome import PropertyViolation
-from transpec.oracle.kernels.properties import select
 from transpec.oracle.layers import strategies as sl
 from transpec.oracle.layers.reference import multi_head_attention as reference_mha
 

@@ -18,6 +18,7 @@ from transpec.adapters.base import Precision
 from transpec.oracle.kernels import highprec
 from transpec.oracle.kernels import reference as ref_mod
 from transpec.oracle.kernels.tolerance import tolerance
+from transpec.oracle.reference import compute
 from transpec.spec.conventions import CANONICAL, Conventions
 
 P64 = Precision("float64", "float64")
@@ -114,7 +115,7 @@ HARD = [
 
 def _both(name: str, seed: int) -> tuple[str, ref_mod.Reference, np.ndarray]:
     component, args, conv = _case(name, np.random.default_rng(seed))
-    ref = ref_mod.compute(component, args, conventions=conv)
+    ref = compute(component, args, conventions=conv)
     hp = highprec.compute(component, args, conventions=conv, digits=40)
     np.testing.assert_array_equal(np.isnan(ref.value), np.isnan(hp))
     return component, ref, hp
@@ -144,10 +145,8 @@ def test_known_wrong_float64_result_exceeds_the_bound() -> None:
     # the float64 bound is tight enough to see a one-part-in-1e12 change of the scale
     component, args, conv = _case("unit attention", np.random.default_rng(0))
     hp = highprec.compute(component, args, conventions=conv)
-    wrong = ref_mod.compute(
-        component, {**args, "scale": (1 + 1e-12) / np.sqrt(8)}, conventions=conv
-    )
-    ref = ref_mod.compute(component, args, conventions=conv)
+    wrong = compute(component, {**args, "scale": (1 + 1e-12) / np.sqrt(8)}, conventions=conv)
+    ref = compute(component, args, conventions=conv)
     bound = tolerance(component, ref, "float64", P64).bound
     assert (np.abs(wrong.value - hp) > bound).any()
 

@@ -14,9 +14,9 @@ import torch
 from transpec.adapters.base import Adapter
 from transpec.adapters.numpy_adapter import NumpyAdapter
 from transpec.adapters.torch_adapter import TorchAdapter
+from transpec.oracle.catalogue import PROPERTIES, select
 from transpec.oracle.engine.harness import Harness
 from transpec.oracle.engine.outcome import PropertyViolation
-from transpec.oracle.kernels.properties import PROPERTIES, select
 from transpec.spec.conventions import Conventions
 
 POSITIONAL = ("embedding", "sinusoidal_positional_encoding", "rotary_embedding", "alibi_bias")

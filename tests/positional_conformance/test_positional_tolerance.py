@@ -7,8 +7,8 @@ import pytest
 
 from transpec.adapters.base import Precision
 from transpec.oracle.engine.dtypes import round_to
-from transpec.oracle.kernels.reference import compute
 from transpec.oracle.kernels.tolerance import tolerance
+from transpec.oracle.reference import compute
 
 F32 = Precision(accumulate="float32", store="float32")
 HALF = Precision(accumulate="float32", store="float16")

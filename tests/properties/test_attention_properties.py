@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.oracle.catalogue import select
 from transpec.oracle.engine.dtypes import round_to
-from transpec.oracle.kernels.properties import select
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 

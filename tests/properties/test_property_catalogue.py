@@ -12,8 +12,9 @@ from hypothesis.errors import Unsatisfiable
 
 from transpec.adapters.base import FunctionAdapter
 from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.oracle.catalogue import PROPERTIES, names, select
 from transpec.oracle.engine.harness import Harness
-from transpec.oracle.kernels.properties import PROPERTIES, example_rng, names, select
+from transpec.oracle.engine.property import example_rng
 
 EXPECTED = {
     "softmax": {

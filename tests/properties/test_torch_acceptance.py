@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from transpec.oracle.kernels.properties import PROPERTIES
+from transpec.oracle.catalogue import PROPERTIES
 
 pytest.importorskip("torch")
 
