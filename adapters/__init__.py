@@ -8,7 +8,7 @@ from transpec.adapters.base import COMPONENTS as COMPONENTS
 from transpec.adapters.base import Adapter as Adapter
 from transpec.adapters.base import FunctionAdapter as FunctionAdapter
 from transpec.adapters.base import Precision as Precision
-from transpec.adapters.numpy_adapter import NumpyAdapter as NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter as NumpyAdapter
 from transpec.adapters.registry import BUILTIN_ADAPTERS as BUILTIN_ADAPTERS
 from transpec.adapters.registry import AdapterLoadError as AdapterLoadError
 from transpec.adapters.registry import load_adapter as load_adapter

@@ -14,12 +14,13 @@ An adapter is the implementation under test plus what it declares about itself:
   ``v: (..., Hkv, Lk, Ev)`` and returns ``(..., Hq, Lq, Ev)``; ``attn_mask`` broadcasts to
   ``(..., Hq, Lq, Lk)`` and is boolean or additive (same float dtype as q).
   ``rms_norm`` with ``eps=None`` uses the machine epsilon of the input dtype (as ``F.rms_norm``).
-  The embedding and positional components are described in :mod:`transpec.adapters.positional`:
-  ``input`` and ``positions`` are integer arrays (converted by ``index_to_native``, never
-  rounded); components without a float input receive ``dtype``, the name of the dtype under test
-  (``"float16"``, ...), and return an array of that dtype.
+  The embedding and positional components are described in
+  :mod:`transpec.adapters.torch.positional`: ``input`` and ``positions`` are integer arrays
+  (converted by ``index_to_native``, never rounded); components without a float input receive
+  ``dtype``, the name of the dtype under test (``"float16"``, ...), and return an array of that
+  dtype.
 
-  The layer components (:mod:`transpec.adapters.layers`) have the semantics of
+  The layer components (:mod:`transpec.adapters.torch.layers`) have the semantics of
   ``nn.MultiheadAttention``, ``linear2(activation(linear1(x)))``, ``nn.TransformerEncoderLayer``
   and ``nn.TransformerDecoderLayer`` in eval mode (no dropout). ``params`` is a dict of native
   arrays named by the torch module's ``state_dict`` keys (``"in_proj_weight"``,

@@ -56,13 +56,13 @@ class BuiltinAdapter:
         return self.description
 
 
-_TORCH = "transpec.adapters.torch_adapter"
+_TORCH = "transpec.adapters.torch.adapter"
 
 #: name -> built-in adapter (description, lazily importing factory)
 BUILTIN_ADAPTERS: dict[str, BuiltinAdapter] = {
     "numpy": BuiltinAdapter(
         "plain NumPy implementation, canonical conventions (float64/32/16, cpu)",
-        "transpec.adapters.numpy_adapter",
+        "transpec.adapters.numpy.adapter",
         "NumpyAdapter",
     ),
     "torch": BuiltinAdapter(

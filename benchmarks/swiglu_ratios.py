@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaff-examples", type=int, default=50, help="per corpus entry")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
-    from transpec.adapters.numpy_adapter import NumpyAdapter
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     props = swiglu.properties()
     rows: list[tuple[str, Adapter, int]] = [

@@ -271,7 +271,7 @@ def bug_softmax_no_max(a: Case, dt: str) -> np.ndarray:
 
 
 def _precision_torch(component: str, dt: str) -> tuple[Precision, Conventions]:
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     adapter = TorchAdapter()
     return adapter.precision(component, dt), adapter.conventions

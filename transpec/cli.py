@@ -272,11 +272,11 @@ def _finish(result: Any, args: argparse.Namespace, out: TextIO) -> None:
 
 def component_signature(component: str) -> str:
     """The adapter method of ``component`` with its parameters and defaults, e.g.
-    ``softmax(x, dim=-1)``: read from :class:`~transpec.adapters.numpy_adapter.NumpyAdapter`,
+    ``softmax(x, dim=-1)``: read from :class:`~transpec.adapters.numpy.adapter.NumpyAdapter`,
     whose methods have the signatures every adapter's methods take (annotations dropped)."""
     import inspect
 
-    from transpec.adapters.numpy_adapter import NumpyAdapter
+    from transpec.adapters.numpy.adapter import NumpyAdapter
     from transpec.oracle import components
 
     method = components.get(component).method

@@ -7,7 +7,7 @@ the compute precision, so the corpus declares ``Precision(accumulate=c, store=c)
 the compute dtype -- the tightest honest declaration, which the oracle then holds it to.
 
 Conversion (rounding float64 inputs to the dtype under test, and back) is
-:class:`transpec.adapters.torch_adapter.TorchAdapter`'s; the corpus adds only the components.
+:class:`transpec.adapters.torch.adapter.TorchAdapter`'s; the corpus adds only the components.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from transpec.adapters.base import Precision
-from transpec.adapters.torch_adapter import TorchAdapter
+from transpec.adapters.torch.adapter import TorchAdapter
 from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 

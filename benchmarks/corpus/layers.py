@@ -4,7 +4,7 @@ another way.
 
 The semantics are ``nn.MultiheadAttention``, ``linear2(act(linear1(x)))``,
 ``nn.TransformerEncoderLayer`` and ``nn.TransformerDecoderLayer`` in eval mode
-(:mod:`transpec.adapters.layers`):
+(:mod:`transpec.adapters.torch.layers`):
 
 .. math::
 

@@ -12,7 +12,7 @@ half-split pairs :math:`(x_i, x_{i+D/2})` by :math:`p\,\theta_i`,
 :math:`\theta_i = \text{base}^{-2i/D}`: :math:`(a, b) \mapsto (a\cos\phi - b\sin\phi,\;
 a\sin\phi + b\cos\phi)`, positions ``positions`` or ``offset + arange(L)``; the ALiBi bias
 :math:`m_h\,(j - p_i)`, :math:`p_i = i + L_k - L_q`, with the slopes of the authors'
-``get_slopes`` (:mod:`transpec.adapters.positional`). The bases compute in the compute dtype
+``get_slopes`` (:mod:`transpec.adapters.torch.positional`). The bases compute in the compute dtype
 (float32 for float16/bfloat16) and round once at the end, one method per step (``lookup``,
 ``factor``, ``frequencies``, ``place``, ``positions``, ``pairs``, ``slopes``, ``distance``,
 ...), so each chaff overrides exactly its defect.

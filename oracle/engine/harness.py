@@ -339,7 +339,7 @@ class Harness:
         """The float64 reference on the arguments as sent, under the declared conventions.
 
         Layer components take the path-dependent semantics an adapter declares through an
-        optional ``layer_semantics(component, args)`` (see :mod:`transpec.adapters.layers`)."""
+        optional ``layer_semantics(component, args)`` (:meth:`Adapter.layer_semantics`)."""
         record = registry.get(component)
         semantics = None
         if record.takes_params:

@@ -68,7 +68,7 @@ LAYER_COMPONENTS: tuple[str, ...] = components.names("layers")
 #: max |φ''| of GELU (exact and tanh form): φ''(0) = 2·pdf(0) = 0.798 (tanh form: 0.798 too)
 _GELU_CURVATURE = 0.8
 #: the keys of ``semantics`` (path-dependent behaviour an adapter declares, see
-#: :mod:`transpec.adapters.layers`)
+#: :mod:`transpec.adapters.torch.layers`)
 SEMANTICS_KEYS: tuple[str, ...] = (
     "fully_masked_row",
     "cross_fully_masked_row",

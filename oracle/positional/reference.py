@@ -20,7 +20,7 @@ component                           ``abs_value`` and ``terms``
                                     (h = 1..H) per element
 ==================================  ===============================================================
 
-Component arguments are those of the adapter methods (:mod:`transpec.adapters.positional`);
+Component arguments are those of the adapter methods (:mod:`transpec.adapters.torch.positional`);
 ``dtype`` (the dtype under test) is accepted and does not change the reference.
 """
 

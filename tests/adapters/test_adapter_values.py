@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from transpec.adapters.base import Adapter
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 
 # relative tolerance (of max |expected| or of the row's scale) per dtype: a few units of the
 # working precision times the short reductions used here
@@ -300,7 +300,7 @@ def test_numpy_adapter_is_independent_of_the_oracle() -> None:
     """A second opinion: the NumPy adapter shares no code with the oracle's reference."""
     import inspect
 
-    import transpec.adapters.numpy_adapter as module
+    import transpec.adapters.numpy.adapter as module
 
     source = inspect.getsource(module)
     for name in ("reference", "_kernels", "highprec", "emulate"):

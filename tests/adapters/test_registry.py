@@ -11,7 +11,7 @@ import pytest
 
 from transpec.adapters import AdapterLoadError, load_adapter
 from transpec.adapters.base import COMPONENTS, Adapter, FunctionAdapter
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.adapters.registry import BUILTIN_ADAPTERS
 
 USER_MODULE = """
@@ -198,7 +198,7 @@ def test_importing_the_adapters_and_the_registry_does_not_import_torch() -> None
         import sys
         import transpec.adapters
         import transpec.adapters.registry
-        import transpec.adapters.torch_adapter
+        import transpec.adapters.torch.adapter
         from transpec.adapters import load_adapter
         load_adapter("numpy")
         print(sorted(m for m in ("torch", "sympy") if m in sys.modules))

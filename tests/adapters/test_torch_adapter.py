@@ -15,7 +15,7 @@ from transpec.oracle.engine.dtypes import round_to
 
 torch = pytest.importorskip("torch")
 
-from transpec.adapters.torch_adapter import (  # noqa: E402
+from transpec.adapters.torch.adapter import (  # noqa: E402
     TorchAdapter,
     TorchCuDNNAdapter,
     TorchEfficientAdapter,

@@ -55,7 +55,7 @@ def test_from_import_works() -> None:
         reproduce,
         run,
     )
-    from transpec.adapters.numpy_adapter import NumpyAdapter
+    from transpec.adapters.numpy.adapter import NumpyAdapter
 
     assert issubclass(FunctionAdapter, Adapter) and issubclass(NumpyAdapter, Adapter)
     assert issubclass(TranspecError, Exception)
@@ -102,7 +102,7 @@ def test_the_facade_names_import_neither_torch_nor_sympy() -> None:
 def test_the_check_sees_torch() -> None:
     pytest.importorskip("torch")
     code = (
-        "import sys\nfrom transpec.adapters.torch_adapter import TorchAdapter\n"
+        "import sys\nfrom transpec.adapters.torch.adapter import TorchAdapter\n"
         "TorchAdapter()\nprint('torch' in sys.modules)\n"
     )
     assert _python(code) == "True"

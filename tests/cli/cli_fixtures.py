@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 
 
 class WrongScaleAttention(NumpyAdapter):

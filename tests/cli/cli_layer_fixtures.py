@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 
 #: the activation the wrong feed-forward computes instead of the one it is asked for
 SWAPPED = {"relu": "gelu", "gelu": "relu", "gelu_tanh": "relu"}

@@ -163,7 +163,7 @@ def test_a_nondeterministic_implementation_is_a_failure(tmp_path: Path) -> None:
 
 
 def test_an_exception_inside_transpec_is_an_error_verdict_not_a_crash(tmp_path: Path) -> None:
-    from transpec.adapters.numpy_adapter import NumpyAdapter
+    from transpec.adapters.numpy.adapter import NumpyAdapter
     from transpec.oracle.catalogue import select
 
     def broken_check(harness: object, args: object) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from transpec.adapters.base import COMPONENTS, Precision
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.cli import component_signature, main
 from transpec.oracle import components
 from transpec.oracle.catalogue import select

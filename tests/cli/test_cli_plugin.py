@@ -120,7 +120,7 @@ def test_assert_conforms_raises_with_the_report(
     monkeypatch.syspath_prepend(str(HERE))
     from cli_fixtures import WrongScaleAttention
 
-    from transpec.adapters.numpy_adapter import NumpyAdapter
+    from transpec.adapters.numpy.adapter import NumpyAdapter
     from transpec.plugin import assert_conforms
 
     options = {

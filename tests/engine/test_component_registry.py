@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.oracle import components
 from transpec.oracle.catalogue import PROPERTIES
 from transpec.oracle.engine.harness import Harness
@@ -53,7 +53,7 @@ def test_the_numpy_method_has_the_registered_signature(record: components.Compon
 @pytest.mark.parametrize("record", RECORDS, ids=IDS)
 def test_the_torch_adapter_provides_it(record: components.Component) -> None:
     pytest.importorskip("torch")
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     method = getattr(TorchAdapter, record.method, None)
     assert method is not None and TorchAdapter().provides(record.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.oracle.engine.dtypes import round_to
 from transpec.oracle.engine.harness import Harness
 from transpec.oracle.layers import reference as rl

@@ -32,7 +32,7 @@ from transpec.oracle.layers.tolerance import layer_reference
 
 torch = pytest.importorskip("torch")
 
-from transpec.adapters.torch_adapter import TorchAdapter, TorchSlowAdapter  # noqa: E402
+from transpec.adapters.torch.adapter import TorchAdapter, TorchSlowAdapter  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 

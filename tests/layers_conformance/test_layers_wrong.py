@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from transpec.adapters.layers import NumpyLayers
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
+from transpec.adapters.numpy.layers import NumpyLayers
 from transpec.oracle.catalogue import select
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 from transpec.oracle.engine.property import Property
@@ -122,7 +122,7 @@ def test_torch_kdim_vdim_accepted(
     path: str, name: str, dtype: str, run_property: Callable[..., float]
 ) -> None:
     pytest.importorskip("torch")
-    from transpec.adapters.torch_adapter import TorchAdapter, TorchSlowAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter, TorchSlowAdapter
 
     adapter = TorchAdapter() if path == "torch" else TorchSlowAdapter()
     (prop,) = select(MHA, name)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from transpec.adapters.layers import NumpyLayers
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
+from transpec.adapters.numpy.layers import NumpyLayers
 from transpec.oracle.catalogue import select
 from transpec.oracle.engine.outcome import PropertyViolation
 from transpec.oracle.layers import strategies as sl
@@ -111,7 +111,7 @@ def test_numpy_accepted(name: str, dtype: str, run_property: Callable[..., float
 @pytest.mark.parametrize("name", ["equivalence", "shape_dtype", "rows_sum_to_one"])
 def test_torch_accepted(name: str, dtype: str, run_property: Callable[..., float]) -> None:
     pytest.importorskip("torch")
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     (prop,) = select(MHAW, name)
     assert run_property(prop, TorchAdapter(), dtype, 15) <= 1.0
@@ -119,7 +119,7 @@ def test_torch_accepted(name: str, dtype: str, run_property: Callable[..., float
 
 def test_torch_fully_padded_rows_nan() -> None:
     torch = pytest.importorskip("torch")
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     rng = np.random.default_rng(4)
     params = {k: torch.from_numpy(v) for k, v in sl.mha_params(rng, 4).items()}

@@ -101,7 +101,7 @@ def _torch_call(component: str, args: dict[str, Any], dt: str, **over: Any) -> n
 
 def _torch_precision(component: str, dt: str) -> tuple[Precision, Conventions]:
     pytest.importorskip("torch")
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     adapter = TorchAdapter()
     return adapter.precision(component, dt), adapter.conventions

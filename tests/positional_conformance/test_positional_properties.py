@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from transpec.adapters.base import Adapter
-from transpec.adapters.numpy_adapter import NumpyAdapter
-from transpec.adapters.torch_adapter import TorchAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
+from transpec.adapters.torch.adapter import TorchAdapter
 from transpec.oracle.catalogue import PROPERTIES, select
 from transpec.oracle.engine.harness import Harness
 from transpec.oracle.engine.outcome import PropertyViolation

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from transpec.adapters.base import Adapter
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.oracle.engine.dtypes import round_to
 from transpec.oracle.engine.harness import Harness, assert_related, reference_gap
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
@@ -251,7 +251,7 @@ def test_assert_relation_subtracts_the_references_difference() -> None:
 
 def test_torch_failure_kinds_and_bfloat16_rounding() -> None:
     pytest.importorskip("torch")
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     class ReturnsNumpy(TorchAdapter):
         def softmax(self, x: Any, dim: int = -1) -> Any:

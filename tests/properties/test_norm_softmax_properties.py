@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.oracle.catalogue import select
 from transpec.oracle.engine.dtypes import round_to
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
 from transpec.adapters.base import FunctionAdapter
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.oracle.catalogue import PROPERTIES, names, select
 from transpec.oracle.engine.harness import Harness
 from transpec.oracle.engine.property import example_rng

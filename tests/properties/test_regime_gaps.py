@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.oracle.kernels.strategies import EXP_OVERFLOW, large_logit_target
 from transpec.runs import run
 

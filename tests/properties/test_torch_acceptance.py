@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWar
 
 @pytest.fixture(scope="module")
 def torch_adapter() -> Any:
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     return TorchAdapter()
 
@@ -40,7 +40,7 @@ def test_bfloat16_sees_the_unbiased_variance_through_small_n(rejects: Any) -> No
     """1/(2n) is far below bfloat16's resolution for long rows; the small-n regime exposes it."""
     import torch
 
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     class UnbiasedLayerNorm(TorchAdapter):
         name = "torch-unbiased-layer-norm"

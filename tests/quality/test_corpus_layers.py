@@ -119,7 +119,7 @@ def test_layer_corpus_shape() -> None:
     """Every component outside the kernels has chaffs and wheats; each entry is a one-component
     torch adapter over all four dtypes (the layers without a slow path); the core lists hold
     only the core components."""
-    from transpec.adapters.layers import LAYER_COMPONENTS
+    from transpec.adapters.torch.layers import LAYER_COMPONENTS
     from transpec.oracle import components
 
     for component in components.names():

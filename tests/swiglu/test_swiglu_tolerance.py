@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from transpec.adapters.base import Precision
-from transpec.adapters.numpy_adapter import NumpyAdapter
+from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.oracle import swiglu
 from transpec.oracle.engine.harness import Harness
 from transpec.oracle.engine.outcome import PropertyViolation
@@ -26,14 +26,14 @@ def test_numpy_passes(accepts, name: str, dtype: str) -> None:  # type: ignore[n
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
 def test_torch_passes(accepts, name: str, dtype: str) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("torch")
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     assert accepts(name, TorchAdapter(), dtype) <= 1.0
 
 
 def test_torch_declares_the_layer_precision() -> None:
     pytest.importorskip("torch")
-    from transpec.adapters.torch_adapter import TorchAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
 
     adapter = TorchAdapter()
     assert adapter.provides("swiglu_feed_forward")

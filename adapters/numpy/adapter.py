@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from transpec.adapters.base import Adapter, Precision
-from transpec.adapters.layers import NumpyLayers
-from transpec.adapters.positional import NumpyPositionalMixin
+from transpec.adapters.numpy.layers import NumpyLayers
+from transpec.adapters.numpy.positional import NumpyPositionalMixin
 from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
@@ -38,7 +38,7 @@ def _trailing_axes(x: np.ndarray, normalized_shape: int | Sequence[int]) -> tupl
 
 class NumpyAdapter(NumpyLayers, NumpyPositionalMixin, Adapter):
     r"""NumPy softmax, scaled dot-product attention, LayerNorm and RMSNorm (and the embedding
-    and positional components of :class:`~transpec.adapters.positional.NumpyPositionalMixin`).
+    and positional components of :class:`~transpec.adapters.torch.positional.NumpyPositionalMixin`).
 
     Canonical conventions throughout: boolean masks keep True, additive masks are added to the
     scaled scores, ``is_causal`` is top-left (query i sees keys j <= i) and is combined with a

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from transpec.adapters.base import Adapter, Precision
-from transpec.adapters.layers import CHAINED_COMPONENTS, LAYER_COMPONENTS, TorchLayers
-from transpec.adapters.positional import TorchPositionalMixin
+from transpec.adapters.torch.layers import CHAINED_COMPONENTS, LAYER_COMPONENTS, TorchLayers
+from transpec.adapters.torch.positional import TorchPositionalMixin
 from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
@@ -68,7 +68,7 @@ class TorchAdapter(TorchLayers, TorchPositionalMixin, Adapter):
 
     Components: ``torch.softmax``, ``F.scaled_dot_product_attention``, ``F.layer_norm``,
     ``F.rms_norm``, and the embedding and positional components of
-    :class:`~transpec.adapters.positional.TorchPositionalMixin`. Conversion: float64 NumPy
+    :class:`~transpec.adapters.torch.positional.TorchPositionalMixin`. Conversion: float64 NumPy
     arrays are rounded to the dtype under test exactly as
     :func:`transpec.oracle.engine.dtypes.round_to` rounds (float32/float16 by NumPy, bfloat16 from
     float32 by torch, nearest-even), boolean arrays stay boolean.
