@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -120,6 +120,10 @@ class Component:
     summary: str
     derive_page: str
     method: str = ""
+    #: the block's own functions that its family's shared code calls (``"name":
+    #: "module:function"``), e.g. the layers' ``"forward"`` or the kernels' ``"emulate"``: what
+    #: would otherwise be a switch on the component's name inside the family
+    hooks: Mapping[str, str] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -173,6 +177,16 @@ class Component:
         if role not in self._cache:
             self._cache[role] = _resolve(getattr(self, role))
         return self._cache[role]
+
+    def hook(self, name: str) -> Callable[..., Any]:
+        """The block's function ``name`` (:attr:`hooks`); ``LookupError`` naming the component
+        when it declares none."""
+        key = f"hook:{name}"
+        if key not in self._cache:
+            if name not in self.hooks:
+                raise LookupError(f"{self.name} declares no {name!r} hook")
+            self._cache[key] = _resolve(self.hooks[name])
+        return self._cache[key]  # type: ignore[no-any-return]
 
     def compute_reference(
         self,

@@ -115,3 +115,8 @@ def test_argument_kinds_are_known() -> None:
             assert argument.kind in components.ARGUMENT_KINDS
     with pytest.raises(ValueError, match="unknown argument kind"):
         components.Argument("x", "tensor")  # type: ignore[arg-type]
+
+
+def test_a_missing_hook_names_the_component() -> None:
+    with pytest.raises(LookupError, match="softmax declares no 'nothing' hook"):
+        components.get("softmax").hook("nothing")
