@@ -186,7 +186,7 @@ class Component:
             if name not in self.hooks:
                 raise LookupError(f"{self.name} declares no {name!r} hook")
             self._cache[key] = _resolve(self.hooks[name])
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     def compute_reference(
         self,
