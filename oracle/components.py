@@ -120,6 +120,8 @@ class Component:
     summary: str
     derive_page: str
     method: str = ""
+    #: the fields of :class:`~transpec.spec.conventions.Conventions` that change its reference
+    conventions: tuple[str, ...] = ()
     #: the block's own functions that its family's shared code calls (``"name":
     #: "module:function"``), e.g. the layers' ``"forward"`` or the kernels' ``"emulate"``: what
     #: would otherwise be a switch on the component's name inside the family
@@ -287,6 +289,13 @@ _RECORDS: tuple[Component, ...] = (
             "and additive masks, fully masked rows, large logits, custom and negative scale"
         ),
         derive_page="attention",
+        conventions=(
+            "bool_mask",
+            "mask_fill",
+            "causal_alignment",
+            "fully_masked_row",
+            "gqa_mapping",
+        ),
         method="scaled_dot_product_attention",
     ),
     Component(
@@ -295,6 +304,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("x:array", "normalized_shape", "weight:array", "bias:array", "eps"),
         summary="LayerNorm; sigma^2 near eps, |mu| >> sigma, small n, multi-dim normalized shapes",
         derive_page="layer_norm",
+        conventions=("layer_norm_variance", "layer_norm_eps"),
     ),
     Component(
         "rms_norm",
@@ -302,6 +312,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("x:array", "normalized_shape", "weight:array", "eps"),
         summary="RMSNorm; tiny mean square, eps=None (the dtype's machine epsilon), multi-dim",
         derive_page="rms_norm",
+        conventions=("rms_norm_eps", "rms_norm_weight", "rms_norm_default_eps"),
     ),
     Component(
         "embedding",
@@ -316,6 +327,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("length", "d_model", "offset", "dtype"),
         summary="sinusoidal table; long positions, odd d_model, offsets",
         derive_page="sinusoidal_positional_encoding",
+        conventions=("sinusoidal_layout", "sinusoidal_frequencies"),
     ),
     Component(
         "rotary_embedding",
@@ -323,6 +335,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("x:array", "positions:index", "offset", "base"),
         summary="rotary embedding (RoPE); explicit positions, offsets, bases, long positions",
         derive_page="rotary_embedding",
+        conventions=("rope_pairing",),
     ),
     Component(
         "alibi_bias",
@@ -340,6 +353,7 @@ _RECORDS: tuple[Component, ...] = (
             "batch_first both ways"
         ),
         derive_page="multi_head_attention",
+        conventions=("fully_masked_row",),
     ),
     Component(
         "multi_head_attention_weights",
@@ -347,6 +361,7 @@ _RECORDS: tuple[Component, ...] = (
         _args(*_MHA_ARGS, "average_attn_weights"),
         summary="the attention weights nn.MultiheadAttention returns with need_weights=True",
         derive_page="multi_head_attention",
+        conventions=("fully_masked_row",),
     ),
     Component(
         "feed_forward",
@@ -372,6 +387,7 @@ _RECORDS: tuple[Component, ...] = (
         ),
         summary="nn.TransformerEncoderLayer in eval mode; pre- and post-LN, masks, activations",
         derive_page="encoder_layer",
+        conventions=("fully_masked_row",),
     ),
     Component(
         "decoder_layer",
@@ -393,6 +409,7 @@ _RECORDS: tuple[Component, ...] = (
         ),
         summary="nn.TransformerDecoderLayer in eval mode; causal self-attention, memory padding",
         derive_page="decoder_layer",
+        conventions=("fully_masked_row",),
     ),
     Component(
         "swiglu_feed_forward",

@@ -129,12 +129,12 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
 
 
 def _concerns(convention: str, component: str) -> bool:
-    """Whether a convention field can change the reference of ``component``."""
-    if component in ("layer_norm", "rms_norm"):
-        return convention.startswith(component)
-    if component == "attention":
-        return not convention.startswith(("layer_norm", "rms_norm"))
-    return False
+    """Whether a convention field can change the reference of ``component`` (its record's
+    ``conventions``)."""
+    from transpec.oracle import components
+
+    record = components.REGISTRY.get(component)
+    return record is not None and convention in record.conventions
 
 
 def conventions_note(meta: dict[str, Any], adapter: Adapter) -> str | None:

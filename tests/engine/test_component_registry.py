@@ -120,3 +120,14 @@ def test_argument_kinds_are_known() -> None:
 def test_a_missing_hook_names_the_component() -> None:
     with pytest.raises(LookupError, match="softmax declares no 'nothing' hook"):
         components.get("softmax").hook("nothing")
+
+
+def test_declared_conventions_are_fields_and_every_field_concerns_a_component() -> None:
+    import dataclasses
+
+    from transpec.spec.conventions import Conventions
+
+    fields = {f.name for f in dataclasses.fields(Conventions)}
+    declared = {c for record in RECORDS for c in record.conventions}
+    assert declared <= fields
+    assert fields <= declared, f"no component declares {sorted(fields - declared)}"
