@@ -24,7 +24,6 @@ from typing import Any
 import transpec
 from transpec.adapters.base import Adapter
 from transpec.errors import CaseFileError
-from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 from transpec.runs import (
     Verdict,
     check_once,
@@ -93,18 +92,7 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
     start = time.perf_counter()
     try:
         ratio = check_once(prop, Harness(impl, dtype, device), args)
-    except (PropertyViolation, ImplementationFailure) as exc:
-        classify(verdict, exc)
-        describe_failure(
-            verdict,
-            exc,
-            args,
-            adapter=impl,
-            examples=None,
-            failure_file=Path(path),
-            adapter_spec=spec,
-        )
-    except Exception as exc:
+    except Exception as exc:  # a violation, an implementation failure or an error of transpec
         classify(verdict, exc)
         describe_failure(
             verdict,

@@ -17,7 +17,7 @@ calls ``F.linear`` and ``F.silu`` as users do. The NumPy counterpart is
 Masks have ``nn.MultiheadAttention``'s polarity (bool True = not allowed; float masks added).
 
 What torch does on each path (the fully masked query row, the activation, the float mask) is
-measured and tabled in docs/torch.md (``tests/layers_conformance`` keeps it checked) and
+measured and tabled in docs/torch.md (``tests/layers`` keeps it checked) and
 declared through :meth:`TorchLayers.layer_semantics`, so that the reference follows the path
 taken. The default path's disagreements with the slow path are real: the
 ``fast_slow_agreement`` property reports them.

@@ -3,22 +3,20 @@ wheat passes every property in every dtype, and every property kills a known cha
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 pytest.importorskip("torch")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
 import corpus
 
+from transpec.oracle.catalogue import select
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 
-from .conftest import PROPERTIES, run_property
-
+Runner = Callable[..., float]
 COMPONENT = "swiglu_feed_forward"
+PROPERTIES = {p.name: p for p in select(COMPONENT)}
 CHAFFS = corpus.select(COMPONENT, "chaff")
 WHEATS = corpus.select(COMPONENT, "wheat")
 
@@ -31,9 +29,9 @@ KILLS: dict[str, str] = {
 }
 
 
-def _killed(name: str, prop: str, dtype: str, examples: int = 15) -> bool:
+def _killed(run_property: Runner, name: str, prop: str, dtype: str, examples: int = 15) -> bool:
     try:
-        run_property(prop, corpus.entry(name).make(), dtype, examples)
+        run_property(PROPERTIES[prop], corpus.entry(name).make(), dtype, examples)
     except (PropertyViolation, ImplementationFailure):
         return True
     return False
@@ -51,22 +49,26 @@ def test_the_corpus_has_swiglu_chaffs_and_wheats() -> None:
     ("name", "dtype"),
     [pytest.param(e.name, d, id=f"{e.name}-{d}") for e in CHAFFS for d in e.visible],
 )
-def test_chaff_is_killed(name: str, dtype: str) -> None:
+def test_chaff_is_killed(name: str, dtype: str, run_property: Runner) -> None:
     order = ["equivalence", *(p for p in PROPERTIES if p != "equivalence")]
-    assert any(_killed(name, prop, dtype) for prop in order), f"{name} survives in {dtype}"
+    assert any(_killed(run_property, name, prop, dtype) for prop in order), (
+        f"{name} survives in {dtype}"
+    )
 
 
 @pytest.mark.parametrize("prop", sorted(KILLS))
-def test_every_property_kills_a_known_chaff(prop: str) -> None:
+def test_every_property_kills_a_known_chaff(prop: str, run_property: Runner) -> None:
     entry = corpus.entry(KILLS[prop])
     for dtype in entry.visible:
-        assert _killed(entry.name, prop, dtype), f"{prop} misses {entry.name} in {dtype}"
+        assert _killed(run_property, entry.name, prop, dtype), (
+            f"{prop} misses {entry.name} in {dtype}"
+        )
 
 
 @pytest.mark.parametrize(
     ("name", "dtype"),
     [pytest.param(e.name, d, id=f"{e.name}-{d}") for e in WHEATS for d in corpus.ALL_DTYPES],
 )
-def test_wheat_passes_every_property(name: str, dtype: str) -> None:
-    for prop in PROPERTIES:
+def test_wheat_passes_every_property(name: str, dtype: str, run_property: Runner) -> None:
+    for prop in PROPERTIES.values():
         assert run_property(prop, corpus.entry(name).make(), dtype, 20) <= 1.0

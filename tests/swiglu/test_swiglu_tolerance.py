@@ -4,6 +4,8 @@ off fails."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -13,22 +15,25 @@ from transpec.oracle import swiglu
 from transpec.oracle.engine.harness import Harness
 from transpec.oracle.engine.outcome import PropertyViolation
 
+Accepts = Callable[..., float]
+
+COMPONENT = swiglu.COMPONENT
 NUMERIC = ("equivalence", "token_permutation_equivariance", "up_projection_homogeneity")
 
 
 @pytest.mark.parametrize("name", NUMERIC)
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
-def test_numpy_passes(accepts, name: str, dtype: str) -> None:  # type: ignore[no-untyped-def]
-    assert accepts(name, NumpyAdapter(), dtype) <= 1.0
+def test_numpy_passes(accepts: Accepts, name: str, dtype: str) -> None:
+    assert accepts(COMPONENT, name, NumpyAdapter(), dtype, 30) <= 1.0
 
 
 @pytest.mark.parametrize("name", NUMERIC)
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
-def test_torch_passes(accepts, name: str, dtype: str) -> None:  # type: ignore[no-untyped-def]
+def test_torch_passes(accepts: Accepts, name: str, dtype: str) -> None:
     pytest.importorskip("torch")
     from transpec.adapters.torch.adapter import TorchAdapter
 
-    assert accepts(name, TorchAdapter(), dtype) <= 1.0
+    assert accepts(COMPONENT, name, TorchAdapter(), dtype, 30) <= 1.0
 
 
 def test_torch_declares_the_layer_precision() -> None:
@@ -42,10 +47,10 @@ def test_torch_declares_the_layer_precision() -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_the_bound_is_tight_enough_to_matter(accepts, dtype: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_bound_is_tight_enough_to_matter(accepts: Accepts, dtype: str) -> None:
     """The worst equivalence ratio of a correct implementation is a visible fraction of the
     bound (the bound is a worst case, not a multiple of |y|)."""
-    assert accepts("equivalence", NumpyAdapter(), dtype) > 1e-2
+    assert accepts(COMPONENT, "equivalence", NumpyAdapter(), dtype, 30) > 1e-2
 
 
 def _args(seed: int = 0) -> dict:

@@ -26,7 +26,7 @@ def torch_adapter() -> Any:
 
 #: fast_slow_agreement reports real disagreements between the fast and slow paths of torch's
 #: layer modules (fully masked rows, GELU tanh, float masks): its expected failures are asserted
-#: example by example in tests/layers_conformance/test_layers_torch_paths.py
+#: example by example in tests/layers/test_layers_torch_paths.py
 _ACCEPTED = tuple(p for p in PROPERTIES if p.name != "fast_slow_agreement")
 
 
