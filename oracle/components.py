@@ -236,6 +236,23 @@ _MHA_ARGS = (
     "is_causal",
     "batch_first",
 )
+#: where the layers' hooks are
+_LAYER_TOLERANCE = "transpec.oracle.layers.tolerance"
+_LAYER_STRATEGIES = "transpec.oracle.layers.strategies"
+
+
+def _layer_hooks(name: str, derivation: str) -> dict[str, str]:
+    """The hooks of layer ``name``: its ``"forward"`` pass with error bounds
+    (``forward_<name>(tracker, args, semantics) -> (value, bound)``) and the ``"derivation"``
+    text of its tolerance (``derivation(component, args, semantics, units, stats, rel) ->
+    str``), both in :mod:`transpec.oracle.layers.tolerance`, and the ``"draw"`` of its own
+    arguments (``draw_<name>(draw, shared) -> dict``, :mod:`transpec.oracle.layers.strategies`)."""
+    return {
+        "forward": f"{_LAYER_TOLERANCE}:forward_{name}",
+        "derivation": f"{_LAYER_TOLERANCE}:{derivation}",
+        "draw": f"{_LAYER_STRATEGIES}:draw_{name}",
+    }
+
 
 #: softmax, attention and the norms: the kernels generated from the SymPy definitions
 KERNELS = Family(
@@ -354,6 +371,7 @@ _RECORDS: tuple[Component, ...] = (
         ),
         derive_page="multi_head_attention",
         conventions=("fully_masked_row",),
+        hooks=_layer_hooks("multi_head_attention", "propagation_derivation"),
     ),
     Component(
         "multi_head_attention_weights",
@@ -362,6 +380,7 @@ _RECORDS: tuple[Component, ...] = (
         summary="the attention weights nn.MultiheadAttention returns with need_weights=True",
         derive_page="multi_head_attention",
         conventions=("fully_masked_row",),
+        hooks=_layer_hooks("multi_head_attention_weights", "weights_derivation"),
     ),
     Component(
         "feed_forward",
@@ -369,6 +388,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("x:array", "params:params", "activation"),
         summary="linear2(activation(linear1(x))) with relu, exact and tanh GELU",
         derive_page="feed_forward",
+        hooks=_layer_hooks("feed_forward", "propagation_derivation"),
     ),
     Component(
         "encoder_layer",
@@ -388,6 +408,7 @@ _RECORDS: tuple[Component, ...] = (
         summary="nn.TransformerEncoderLayer in eval mode; pre- and post-LN, masks, activations",
         derive_page="encoder_layer",
         conventions=("fully_masked_row",),
+        hooks=_layer_hooks("encoder_layer", "propagation_derivation"),
     ),
     Component(
         "decoder_layer",
@@ -410,6 +431,7 @@ _RECORDS: tuple[Component, ...] = (
         summary="nn.TransformerDecoderLayer in eval mode; causal self-attention, memory padding",
         derive_page="decoder_layer",
         conventions=("fully_masked_row",),
+        hooks=_layer_hooks("decoder_layer", "decoder_derivation"),
     ),
     Component(
         "swiglu_feed_forward",

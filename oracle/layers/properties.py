@@ -40,6 +40,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from transpec.adapters.base import Adapter
+from transpec.oracle import components
 from transpec.oracle.engine.harness import Harness, assert_related, bound_of, relate
 from transpec.oracle.engine.strategy import Args
 from transpec.oracle.layers import strategies as sl
@@ -69,7 +70,10 @@ def _seq_axis(args: Args) -> int:
 
 
 def _check_permutation(component: str) -> Callable[[Harness, Args], float]:
-    names = ("query", "key", "value") if component == MHA else ("src",)
+    """The check of permutation equivariance: the component's sequence arguments (its record's
+    ``array`` arguments) permuted alike along the sequence axis permute the output; an argument
+    that is the first one (self-attention: key and value are the query) stays the same object."""
+    names = components.get(component).arguments_of("array")
 
     def check(harness: Harness, args: Args) -> float:
         first = harness.call(component, args)
@@ -79,8 +83,9 @@ def _check_permutation(component: str) -> Callable[[Harness, Args], float]:
         permuted = dict(args)
         for name in names:
             permuted[name] = np.take(np.asarray(args[name]), order, axis=axis)
-        if component == MHA and args["key"] is args["query"]:
-            permuted["key"] = permuted["value"] = permuted["query"]
+        for name in names[1:]:
+            if args[name] is args[names[0]]:
+                permuted[name] = permuted[names[0]]
         second = harness.call(component, permuted)
         return relate(
             second,
@@ -242,7 +247,7 @@ def layer_properties() -> tuple[Any, ...]:
     from transpec.oracle.engine.property import Property, equivalence_check, shape_dtype_check
 
     props: list[Any] = []
-    for comp in (MHA, MHAW, FFN, ENC, DEC):
+    for comp in components.names("layers"):
         app = _applies(comp)
         props.append(
             Property(

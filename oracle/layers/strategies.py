@@ -12,17 +12,22 @@ the convention the adapter declares for its path), a random boolean attention ma
 mask (bool, or the float ``square_subsequent_mask``, with the ``is_causal`` hint or not), and a
 finite additive mask. As elsewhere, array values come from a NumPy generator seeded by a drawn
 integer; shapes, flags and regimes are drawn by Hypothesis and shrink.
+
+:func:`layer_inputs` draws what every layer shares (:class:`LayerDraw`), then the block's own
+arguments with the ``"draw"`` hook of its record (``draw_<component>``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
+from transpec.oracle import components
 from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.oracle.engine.strategy import Args
 
@@ -141,6 +146,164 @@ def _choice(values: Sequence[str] | None, allowed: Sequence[str], name: str) -> 
     return chosen
 
 
+@dataclass(frozen=True)
+class LayerDraw:
+    """What the arguments of every layer share in one example: the head count and embed dim, the
+    generator of the array values, batch, sequence length and layout, whether masks are float,
+    and the strategy's selections of mask kinds and activations."""
+
+    heads: int
+    e: int
+    rng: np.random.Generator
+    batch: int
+    length: int
+    batch_first: bool
+    as_float: bool
+    masks: tuple[str, ...]
+    memory_masks: tuple[str, ...]
+    activations: tuple[str, ...]
+    self_attention: bool | None
+
+    def seq(self, n: int, width: int | None = None) -> np.ndarray:
+        """A N(0, 1) sequence of length ``n`` and ``width`` features (default: the embed dim),
+        (B, n, width) batch first, else (n, B, width)."""
+        x = self.rng.standard_normal((self.batch, n, self.e if width is None else width))
+        return x if self.batch_first else np.ascontiguousarray(x.transpose(1, 0, 2))
+
+
+# -- the blocks' own arguments (the "draw" hooks of their records) ---------------------------
+
+
+def draw_feed_forward(d: st.DrawFn, shared: LayerDraw) -> Args:
+    """``feed_forward``'s arguments: x of shape (L, E) or (B, L, E), the weights of a hidden
+    width 1-64, an activation."""
+    rng, e, length = shared.rng, shared.e, shared.length
+    f = d(st.integers(1, 64))
+    shape = d(st.sampled_from([(length, e), (shared.batch, length, e)]))
+    return {
+        "x": rng.standard_normal(shape),
+        "params": ParamDict(ffn_params(rng, e, f)),
+        "activation": d(st.sampled_from(shared.activations)),
+    }
+
+
+def draw_multi_head_attention(d: st.DrawFn, shared: LayerDraw) -> Args:
+    """``multi_head_attention``'s arguments: self-attention (query = key = value) or distinct
+    key and value of their own length and, sometimes, their own widths (kdim, vdim), masks of
+    one kind."""
+    rng, e, length = shared.rng, shared.e, shared.length
+    kind = d(st.sampled_from(shared.masks))
+    selfish = d(st.booleans()) if shared.self_attention is None else shared.self_attention
+    lk = length if selfish else d(st.integers(1, 16))
+    if kind == "causal" and lk != length:
+        lk = length
+    # distinct key/value inputs may have their own widths (kdim, vdim != embed_dim)
+    kdim = vdim = e
+    if not selfish and d(st.booleans()):
+        kdim, vdim = d(st.integers(1, 16)), d(st.integers(1, 16))
+        if kdim == vdim == e:
+            kdim = e + 1
+    q = shared.seq(length)
+    k = q if selfish else shared.seq(lk, kdim)
+    v = q if selfish else shared.seq(lk, vdim)
+    attn, kpm, causal = _mask(rng, kind, shared.batch, length, lk, shared.as_float)
+    separate = (kdim, vdim) != (e, e)
+    params = mha_params_kv(rng, e, kdim, vdim) if separate else mha_params(rng, e)
+    return {
+        "query": q,
+        "key": k,
+        "value": v,
+        "params": ParamDict(params),
+        "num_heads": shared.heads,
+        "key_padding_mask": kpm,
+        "attn_mask": attn,
+        "is_causal": causal,
+        "batch_first": shared.batch_first,
+    }
+
+
+def draw_multi_head_attention_weights(d: st.DrawFn, shared: LayerDraw) -> Args:
+    """``multi_head_attention_weights``'s arguments: those of ``multi_head_attention`` and
+    whether the weights are averaged over heads."""
+    drawn = draw_multi_head_attention(d, shared)
+    drawn["average_attn_weights"] = d(st.booleans())
+    return drawn
+
+
+def _layer_settings(d: st.DrawFn, shared: LayerDraw) -> tuple[str, int, str, bool, float]:
+    """What the encoder and decoder layers draw alike: the self-attention mask kind, the
+    feed-forward width 1-64, the activation, pre- or post-LN and the LayerNorm eps."""
+    kind = d(st.sampled_from(shared.masks))
+    f = d(st.integers(1, 64))
+    act = d(st.sampled_from(shared.activations))
+    norm_first = d(st.booleans())
+    eps = d(st.sampled_from([1e-5, 1e-6]))
+    return kind, f, act, norm_first, eps
+
+
+def draw_encoder_layer(d: st.DrawFn, shared: LayerDraw) -> Args:
+    """``encoder_layer``'s arguments: src, the state_dict of nn.TransformerEncoderLayer, its
+    settings and the source masks of one kind."""
+    rng, e, length = shared.rng, shared.e, shared.length
+    kind, f, act, norm_first, eps = _layer_settings(d, shared)
+    attn, kpm, causal = _mask(rng, kind, shared.batch, length, length, shared.as_float)
+    params = {
+        **mha_params(rng, e, "self_attn."),
+        **ffn_params(rng, e, f),
+        **norm_params(rng, e, "norm1"),
+        **norm_params(rng, e, "norm2"),
+    }
+    return {
+        "src": shared.seq(length),
+        "params": ParamDict(params),
+        "nhead": shared.heads,
+        "norm_first": norm_first,
+        "activation": act,
+        "layer_norm_eps": eps,
+        "src_mask": attn,
+        "src_key_padding_mask": kpm,
+        "is_causal": causal,
+        "batch_first": shared.batch_first,
+    }
+
+
+def draw_decoder_layer(d: st.DrawFn, shared: LayerDraw) -> Args:
+    """``decoder_layer``'s arguments: tgt, a memory of its own length, the state_dict of
+    nn.TransformerDecoderLayer, its settings, target masks of one kind and memory masks of
+    another (never causal)."""
+    rng, e, length, batch = shared.rng, shared.e, shared.length, shared.batch
+    kind, f, act, norm_first, eps = _layer_settings(d, shared)
+    ls = d(st.integers(1, 16))
+    mem_kind = d(st.sampled_from(shared.memory_masks))
+    attn, kpm, causal = _mask(rng, kind, batch, length, length, shared.as_float)
+    m_attn, m_kpm, _ = _mask(
+        rng, mem_kind if mem_kind != "causal" else "none", batch, length, ls, shared.as_float
+    )
+    params = {
+        **mha_params(rng, e, "self_attn."),
+        **mha_params(rng, e, "multihead_attn."),
+        **ffn_params(rng, e, f),
+        **norm_params(rng, e, "norm1"),
+        **norm_params(rng, e, "norm2"),
+        **norm_params(rng, e, "norm3"),
+    }
+    return {
+        "tgt": shared.seq(length),
+        "memory": shared.seq(ls),
+        "params": ParamDict(params),
+        "nhead": shared.heads,
+        "norm_first": norm_first,
+        "activation": act,
+        "layer_norm_eps": eps,
+        "tgt_mask": attn,
+        "memory_mask": m_attn,
+        "tgt_key_padding_mask": kpm,
+        "memory_key_padding_mask": m_kpm,
+        "tgt_is_causal": causal,
+        "batch_first": shared.batch_first,
+    }
+
+
 def layer_inputs(
     component: str,
     dtype: str,
@@ -154,26 +317,24 @@ def layer_inputs(
     min_len: int = 1,
     memory_masks: Sequence[str] | None = None,
 ) -> st.SearchStrategy[Args]:
-    """Arguments of one layer component (see the module docstring).
+    """Arguments of one layer component (see the module docstring): the sizes, layout and
+    mask encoding every layer shares, then the block's own arguments (its record's ``"draw"``
+    hook).
 
     ``masks``: kinds for the self-attention masks (MHA, encoder, decoder target);
     ``memory_masks``: kinds for the decoder's memory masks; ``self_attention``: MHA with
     query = key = value (True), distinct inputs (False) or both (None).
     """
     canonical_dtype(dtype)
-    if component not in (
-        "multi_head_attention",
-        "multi_head_attention_weights",
-        "feed_forward",
-        "encoder_layer",
-        "decoder_layer",
-    ):
+    record = components.get(component)
+    if record.family.name != "layers":
         raise ValueError(f"unknown layer component {component!r}")
     kinds = _choice(masks, LAYER_MASKS, "masks")
     mem_kinds = _choice(memory_masks, LAYER_MASKS, "memory_masks")
     acts = _choice(activations, ACTIVATIONS, "activations")
     if not 1 <= min_heads <= 4:
         raise ValueError("min_heads must be in 1..4")
+    block = record.hook("draw")
 
     @st.composite
     def draw(d: st.DrawFn) -> Args:
@@ -183,103 +344,20 @@ def layer_inputs(
         length = d(st.integers(min_len, 16))
         bf = d(st.booleans()) if batch_first is None else batch_first
         as_float = d(st.booleans())
-
-        def seq(n: int, width: int = e) -> np.ndarray:
-            x = rng.standard_normal((batch, n, width))
-            return x if bf else np.ascontiguousarray(x.transpose(1, 0, 2))
-
-        if component == "feed_forward":
-            f = d(st.integers(1, 64))
-            shape = d(st.sampled_from([(length, e), (batch, length, e)]))
-            return {
-                "x": rng.standard_normal(shape),
-                "params": ParamDict(ffn_params(rng, e, f)),
-                "activation": d(st.sampled_from(acts)),
-            }
-        kind = d(st.sampled_from(kinds))
-        if component in ("multi_head_attention", "multi_head_attention_weights"):
-            selfish = d(st.booleans()) if self_attention is None else self_attention
-            lk = length if selfish else d(st.integers(1, 16))
-            if kind == "causal" and lk != length:
-                lk = length
-            # distinct key/value inputs may have their own widths (kdim, vdim != embed_dim)
-            kdim = vdim = e
-            if not selfish and d(st.booleans()):
-                kdim, vdim = d(st.integers(1, 16)), d(st.integers(1, 16))
-                if kdim == vdim == e:
-                    kdim = e + 1
-            q = seq(length)
-            k = q if selfish else seq(lk, kdim)
-            v = q if selfish else seq(lk, vdim)
-            attn, kpm, causal = _mask(rng, kind, batch, length, lk, as_float)
-            separate = (kdim, vdim) != (e, e)
-            params = mha_params_kv(rng, e, kdim, vdim) if separate else mha_params(rng, e)
-            drawn = {
-                "query": q,
-                "key": k,
-                "value": v,
-                "params": ParamDict(params),
-                "num_heads": heads,
-                "key_padding_mask": kpm,
-                "attn_mask": attn,
-                "is_causal": causal,
-                "batch_first": bf,
-            }
-            if component == "multi_head_attention_weights":
-                drawn["average_attn_weights"] = d(st.booleans())
-            return drawn
-        f = d(st.integers(1, 64))
-        act = d(st.sampled_from(acts))
-        norm_first = d(st.booleans())
-        eps = d(st.sampled_from([1e-5, 1e-6]))
-        if component == "encoder_layer":
-            attn, kpm, causal = _mask(rng, kind, batch, length, length, as_float)
-            params = {
-                **mha_params(rng, e, "self_attn."),
-                **ffn_params(rng, e, f),
-                **norm_params(rng, e, "norm1"),
-                **norm_params(rng, e, "norm2"),
-            }
-            return {
-                "src": seq(length),
-                "params": ParamDict(params),
-                "nhead": heads,
-                "norm_first": norm_first,
-                "activation": act,
-                "layer_norm_eps": eps,
-                "src_mask": attn,
-                "src_key_padding_mask": kpm,
-                "is_causal": causal,
-                "batch_first": bf,
-            }
-        ls = d(st.integers(1, 16))
-        mem_kind = d(st.sampled_from(mem_kinds))
-        attn, kpm, causal = _mask(rng, kind, batch, length, length, as_float)
-        m_attn, m_kpm, _ = _mask(
-            rng, mem_kind if mem_kind != "causal" else "none", batch, length, ls, as_float
+        shared = LayerDraw(
+            heads=heads,
+            e=e,
+            rng=rng,
+            batch=batch,
+            length=length,
+            batch_first=bf,
+            as_float=as_float,
+            masks=kinds,
+            memory_masks=mem_kinds,
+            activations=acts,
+            self_attention=self_attention,
         )
-        params = {
-            **mha_params(rng, e, "self_attn."),
-            **mha_params(rng, e, "multihead_attn."),
-            **ffn_params(rng, e, f),
-            **norm_params(rng, e, "norm1"),
-            **norm_params(rng, e, "norm2"),
-            **norm_params(rng, e, "norm3"),
-        }
-        return {
-            "tgt": seq(length),
-            "memory": seq(ls),
-            "params": ParamDict(params),
-            "nhead": heads,
-            "norm_first": norm_first,
-            "activation": act,
-            "layer_norm_eps": eps,
-            "tgt_mask": attn,
-            "memory_mask": m_attn,
-            "tgt_key_padding_mask": kpm,
-            "memory_key_padding_mask": m_kpm,
-            "tgt_is_causal": causal,
-            "batch_first": bf,
-        }
+        drawn: Args = block(d, shared)
+        return drawn
 
     return draw()

@@ -40,6 +40,10 @@ must be matched exactly (:func:`transpec.oracle.engine.compare.compare`).
 ``multi_head_attention_weights`` (the weights of ``need_weights=True``, averaged over heads or
 per head) reuses the projections and bounds each head's softmax by the softmax rule on scores
 carrying the propagated error (:meth:`_Tracker.weights`; docs/tolerance.md §3.7).
+
+Each layer's forward pass (``forward_<component>``) and the text of its derivation are the
+``"forward"`` and ``"derivation"`` hooks of its record in :mod:`transpec.oracle.components`;
+:func:`layer_reference` and :func:`tolerance` call them.
 """
 
 from __future__ import annotations
@@ -469,103 +473,221 @@ def _attention_inputs(
     return q, k, v, mask
 
 
+def _sequence_out(
+    y: FloatArray, dy: FloatArray, batch_first: bool
+) -> tuple[FloatArray, FloatArray]:
+    """A batch-first (B, L, E) output and its bound in the layout of the inputs, contiguous."""
+    if not batch_first:
+        y, dy = y.transpose(1, 0, 2), dy.transpose(1, 0, 2)
+    return np.ascontiguousarray(y), np.ascontiguousarray(dy)
+
+
+# -- the blocks' forward passes (the "forward" hooks of their records) -----------------------
+
+
+def forward_multi_head_attention(
+    t: _Tracker, args: Mapping[str, Any], sem: Mapping[str, str]
+) -> tuple[FloatArray, FloatArray]:
+    """nn.MultiheadAttention's output on ``args`` and its error bound, in the inputs' layout."""
+    batch_first = bool(args.get("batch_first", True))
+    q, k, v, mask = _attention_inputs(args, batch_first)
+    z = np.zeros_like
+    y, dy = t.mha(
+        q, z(q), k, z(k), v, z(v), args["params"], args["num_heads"], mask, sem["fully_masked_row"]
+    )
+    return _sequence_out(y, dy, batch_first)
+
+
+def forward_multi_head_attention_weights(
+    t: _Tracker, args: Mapping[str, Any], sem: Mapping[str, str]
+) -> tuple[FloatArray, FloatArray]:
+    """The attention weights of nn.MultiheadAttention (need_weights=True) on ``args``, averaged
+    over heads or per head, and their error bound; batch first whatever ``batch_first`` says."""
+    batch_first = bool(args.get("batch_first", True))
+    q, k, v, mask = _attention_inputs(args, batch_first)
+    z = np.zeros_like
+    (hq, dq), (hk, dk), _ = t.project(q, z(q), k, z(k), v, z(v), args["params"], args["num_heads"])
+    w, dw = t.weights(hq, dq, hk, dk, mask, sem["fully_masked_row"])
+    if bool(args.get("average_attn_weights", True)):
+        heads = w.shape[1]
+        w = np.mean(w, axis=1)
+        if t.un is None:
+            dw = np.zeros_like(w)
+        else:  # the mean of the heads' bounds + the rounding of the sum and the division
+            dw = np.mean(dw, axis=1) + (t.gamma(heads) + t.un.acc + t.un.store) * np.abs(
+                np.nan_to_num(w, nan=0.0)
+            )
+    # torch returns the weights batch first whatever batch_first says
+    return np.ascontiguousarray(w), np.ascontiguousarray(dw)
+
+
+def forward_feed_forward(
+    t: _Tracker, args: Mapping[str, Any], sem: Mapping[str, str]
+) -> tuple[FloatArray, FloatArray]:
+    """linear2(activation(linear1(x))) on ``args`` and its error bound, in the shape of x."""
+    x = np.asarray(args["x"], dtype=np.float64)
+    return t.ffn(x, np.zeros_like(x), args["params"], sem["activation"])
+
+
+def forward_encoder_layer(
+    t: _Tracker, args: Mapping[str, Any], sem: Mapping[str, str]
+) -> tuple[FloatArray, FloatArray]:
+    """nn.TransformerEncoderLayer (eval mode) on ``args`` and its error bound, in the inputs'
+    layout; a float ``src_mask`` read as ``sem["float_attn_mask"]`` says."""
+    params = args["params"]
+    batch_first = bool(args.get("batch_first", True))
+    x = _batch_first(np.asarray(args["src"], dtype=np.float64), batch_first)
+    b, length = x.shape[:2]
+    src_mask = args.get("src_mask")
+    if (
+        sem["float_attn_mask"] == "nonzero_is_masked"
+        and src_mask is not None
+        and np.asarray(src_mask).dtype != np.bool_
+    ):
+        src_mask = np.asarray(src_mask) != 0
+    mask = _combined_mask(src_mask, args.get("src_key_padding_mask"), b, length, length)
+    sa, h = rl.sub_params(params, "self_attn."), int(args["nhead"])
+    ff = rl.feed_forward_params(params)
+    eps = float(args.get("layer_norm_eps", 1e-5))
+    nf = bool(args.get("norm_first", False))
+
+    def attend(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return t.mha(y, dy, y, dy, y, dy, sa, h, mask, sem["fully_masked_row"])
+
+    def feed(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return t.ffn(y, dy, ff, sem["activation"])
+
+    y, dy = _sublayer(t, x, np.zeros_like(x), attend, rl.sub_params(params, "norm1."), eps, nf)
+    y, dy = _sublayer(t, y, dy, feed, rl.sub_params(params, "norm2."), eps, nf)
+    return _sequence_out(y, dy, batch_first)
+
+
+def forward_decoder_layer(
+    t: _Tracker, args: Mapping[str, Any], sem: Mapping[str, str]
+) -> tuple[FloatArray, FloatArray]:
+    """nn.TransformerDecoderLayer (eval mode) on ``args`` and its error bound, in the inputs'
+    layout; fully masked rows of cross-attention as ``sem["cross_fully_masked_row"]`` says."""
+    params = args["params"]
+    batch_first = bool(args.get("batch_first", True))
+    x = _batch_first(np.asarray(args["tgt"], dtype=np.float64), batch_first)
+    mem = _batch_first(np.asarray(args["memory"], dtype=np.float64), batch_first)
+    b, lt = x.shape[:2]
+    ls = mem.shape[1]
+    self_mask = _combined_mask(args.get("tgt_mask"), args.get("tgt_key_padding_mask"), b, lt, lt)
+    cross_mask = _combined_mask(
+        args.get("memory_mask"), args.get("memory_key_padding_mask"), b, lt, ls
+    )
+    sa, ca, h = (
+        rl.sub_params(params, "self_attn."),
+        rl.sub_params(params, "multihead_attn."),
+        int(args["nhead"]),
+    )
+    ff = rl.feed_forward_params(params)
+    eps = float(args.get("layer_norm_eps", 1e-5))
+    nf = bool(args.get("norm_first", False))
+    zm = np.zeros_like(mem)
+
+    def self_attend(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return t.mha(y, dy, y, dy, y, dy, sa, h, self_mask, sem["fully_masked_row"])
+
+    def cross(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return t.mha(y, dy, mem, zm, mem, zm, ca, h, cross_mask, sem["cross_fully_masked_row"])
+
+    def feed(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return t.ffn(y, dy, ff, sem["activation"])
+
+    y, dy = _sublayer(t, x, np.zeros_like(x), self_attend, rl.sub_params(params, "norm1."), eps, nf)
+    y, dy = _sublayer(t, y, dy, cross, rl.sub_params(params, "norm2."), eps, nf)
+    y, dy = _sublayer(t, y, dy, feed, rl.sub_params(params, "norm3."), eps, nf)
+    return _sequence_out(y, dy, batch_first)
+
+
 def _forward(
     component: str, args: Mapping[str, Any], sem: Mapping[str, str], un: Units | None
 ) -> tuple[FloatArray, FloatArray, _Stats]:
-    t = _Tracker(un)
-    params = args["params"]
-    act = sem["activation"]
-    if component == "feed_forward":
-        x = np.asarray(args["x"], dtype=np.float64)
-        y, dy = t.ffn(x, np.zeros_like(x), params, act)
-        return y, dy, t.stats
-    batch_first = bool(args.get("batch_first", True))
-    if component == "multi_head_attention_weights":
-        q, k, v, mask = _attention_inputs(args, batch_first)
-        z = np.zeros_like
-        (hq, dq), (hk, dk), _ = t.project(q, z(q), k, z(k), v, z(v), params, args["num_heads"])
-        w, dw = t.weights(hq, dq, hk, dk, mask, sem["fully_masked_row"])
-        if bool(args.get("average_attn_weights", True)):
-            heads = w.shape[1]
-            w = np.mean(w, axis=1)
-            if un is None:
-                dw = np.zeros_like(w)
-            else:  # the mean of the heads' bounds + the rounding of the sum and the division
-                dw = np.mean(dw, axis=1) + (t.gamma(heads) + un.acc + un.store) * np.abs(
-                    np.nan_to_num(w, nan=0.0)
-                )
-        # torch returns the weights batch first whatever batch_first says
-        return np.ascontiguousarray(w), np.ascontiguousarray(dw), t.stats
-    if component == "multi_head_attention":
-        q, k, v, mask = _attention_inputs(args, batch_first)
-        z = np.zeros_like
-        y, dy = t.mha(
-            q, z(q), k, z(k), v, z(v), params, args["num_heads"], mask, sem["fully_masked_row"]
-        )
-    elif component == "encoder_layer":
-        x = _batch_first(np.asarray(args["src"], dtype=np.float64), batch_first)
-        b, length = x.shape[:2]
-        src_mask = args.get("src_mask")
-        if (
-            sem["float_attn_mask"] == "nonzero_is_masked"
-            and src_mask is not None
-            and np.asarray(src_mask).dtype != np.bool_
-        ):
-            src_mask = np.asarray(src_mask) != 0
-        mask = _combined_mask(src_mask, args.get("src_key_padding_mask"), b, length, length)
-        sa, h = rl.sub_params(params, "self_attn."), int(args["nhead"])
-        ff = rl.feed_forward_params(params)
-        eps = float(args.get("layer_norm_eps", 1e-5))
-        nf = bool(args.get("norm_first", False))
-
-        def attend(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
-            return t.mha(y, dy, y, dy, y, dy, sa, h, mask, sem["fully_masked_row"])
-
-        def feed(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
-            return t.ffn(y, dy, ff, act)
-
-        y, dy = _sublayer(t, x, np.zeros_like(x), attend, rl.sub_params(params, "norm1."), eps, nf)
-        y, dy = _sublayer(t, y, dy, feed, rl.sub_params(params, "norm2."), eps, nf)
-    elif component == "decoder_layer":
-        x = _batch_first(np.asarray(args["tgt"], dtype=np.float64), batch_first)
-        mem = _batch_first(np.asarray(args["memory"], dtype=np.float64), batch_first)
-        b, lt = x.shape[:2]
-        ls = mem.shape[1]
-        self_mask = _combined_mask(
-            args.get("tgt_mask"), args.get("tgt_key_padding_mask"), b, lt, lt
-        )
-        cross_mask = _combined_mask(
-            args.get("memory_mask"), args.get("memory_key_padding_mask"), b, lt, ls
-        )
-        sa, ca, h = (
-            rl.sub_params(params, "self_attn."),
-            rl.sub_params(params, "multihead_attn."),
-            int(args["nhead"]),
-        )
-        ff = rl.feed_forward_params(params)
-        eps = float(args.get("layer_norm_eps", 1e-5))
-        nf = bool(args.get("norm_first", False))
-        zm = np.zeros_like(mem)
-
-        def self_attend(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
-            return t.mha(y, dy, y, dy, y, dy, sa, h, self_mask, sem["fully_masked_row"])
-
-        def cross(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
-            return t.mha(y, dy, mem, zm, mem, zm, ca, h, cross_mask, sem["cross_fully_masked_row"])
-
-        def feed(y: FloatArray, dy: FloatArray) -> tuple[FloatArray, FloatArray]:
-            return t.ffn(y, dy, ff, act)
-
-        y, dy = _sublayer(
-            t, x, np.zeros_like(x), self_attend, rl.sub_params(params, "norm1."), eps, nf
-        )
-        y, dy = _sublayer(t, y, dy, cross, rl.sub_params(params, "norm2."), eps, nf)
-        y, dy = _sublayer(t, y, dy, feed, rl.sub_params(params, "norm3."), eps, nf)
-    else:
+    """The value of layer ``component`` on ``args``, its error bound under the units ``un``
+    (zero without) and the numbers of the derivation: the record's ``"forward"`` hook."""
+    if component not in LAYER_COMPONENTS:
         raise ValueError(f"{component} is not one of the layers {', '.join(LAYER_COMPONENTS)}")
-    if not batch_first:
-        y, dy = y.transpose(1, 0, 2), dy.transpose(1, 0, 2)
-    return np.ascontiguousarray(y), np.ascontiguousarray(dy), t.stats
+    t = _Tracker(un)
+    y, dy = components.get(component).hook("forward")(t, args, sem)
+    return y, dy, t.stats
+
+
+# -- the blocks' derivation texts (the "derivation" hooks of their records) ------------------
+
+
+def weights_derivation(
+    component: str,
+    args: Mapping[str, Any],
+    sem: Mapping[str, str],
+    un: Units,
+    stats: _Stats,
+    rel: float,
+) -> str:
+    """How the bound on the attention weights was derived (docs/tolerance.md §3.7), with the
+    numbers of this call."""
+    return (
+        f"{component}: c·(per head the softmax rule (§3.1) on scores carrying "
+        "δs = scale(|δq||k|ᵀ + |q||δk|ᵀ + |δq||δk|ᵀ) from the projections (linear |δx||W|ᵀ + "
+        "γ_(n+1)(|x||W|ᵀ+|b|) + u_store|y|) + (γ_(Dh+1) + u_store + u_acc)scale|q||k|ᵀ + "
+        "u_store|s| + u_acc|s−m|: P(δs + Σ_l P δs)·amp + P(2u_fn + 2u_store + γ_n + u_acc)"
+        + (
+            "; averaged over heads: mean of the bounds + (γ_H + u_acc + u_store)|P̄|"
+            if bool(args.get("average_attn_weights", True))
+            else ""
+        )
+        + f") + u_out|P|; c={SAFETY:g}, u_acc={un.acc:.3g}, u_store={un.store:.3g}, "
+        f"u_out={un.out:.3g}, max score error δs={stats.max_score_error:.3g}, max softmax "
+        f"amplification {stats.max_amplification:.4g}; rows with no visible key "
+        f"{sem.get('fully_masked_row')} (docs/tolerance.md §3.7, attention weights)"
+    )
+
+
+def _propagation_derivation(
+    component: str, sem: Mapping[str, str], un: Units, stats: _Stats, rel: float, rows: str
+) -> str:
+    """The text of the componentwise forward error propagation, ``rows`` saying how fully
+    masked rows are read."""
+    return (
+        f"{component}: c·(componentwise forward error propagation: linear |δx||W|ᵀ + "
+        "γ_(n+1)(|x||W|ᵀ+|b|) + u_store|y|; per head the attention core bound (§3.2) + "
+        "Σ_j P_ij(δs_ij + s̄_i)|v_j−o_i|·amp + P·δV; LayerNorm |w|/σ·(|δx| + mean|δx| + "
+        "|ŷ|·mean(|ŷ||δx|)) + its core bound (§3.3); activation |φ'|δx + ½·0.8·δx² + "
+        f"(u_fn+3u_acc)|x| + u_store|φ|; residual δa+δb+u_store|a+b|) + u_out|y|; c={SAFETY:g}, "
+        f"u_acc={un.acc:.3g}, u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g}, "
+        f"reductions n+1 in {sorted(n + 1 for n in stats.reductions)}, max score error "
+        f"δs={stats.max_score_error:.3g}, max softmax amplification {stats.max_amplification:.4g}, "
+        f"max first-order bound / max(|y|,1) = {rel:.3g}; activation {sem.get('activation')}, "
+        f"fully masked rows {rows} (docs/tolerance.md, composite layers)"
+    )
+
+
+def propagation_derivation(
+    component: str,
+    args: Mapping[str, Any],
+    sem: Mapping[str, str],
+    un: Units,
+    stats: _Stats,
+    rel: float,
+) -> str:
+    """How the bound of a layer with one kind of attention was derived (docs/tolerance.md,
+    composite layers), with the numbers of this call."""
+    return _propagation_derivation(component, sem, un, stats, rel, f"{sem.get('fully_masked_row')}")
+
+
+def decoder_derivation(
+    component: str,
+    args: Mapping[str, Any],
+    sem: Mapping[str, str],
+    un: Units,
+    stats: _Stats,
+    rel: float,
+) -> str:
+    """How the bound of the decoder layer was derived: :func:`propagation_derivation`, with how
+    the fully masked rows of self- and of cross-attention are read."""
+    rows = f"{sem.get('fully_masked_row')}/{sem.get('cross_fully_masked_row')} (cross)"
+    return _propagation_derivation(component, sem, un, stats, rel, rows)
 
 
 # -- public ----------------------------------------------------------------------------------
@@ -621,42 +743,8 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
         if value.size
         else 0.0
     )
-    if component == "multi_head_attention_weights":
-        derivation = (
-            f"{component}: c·(per head the softmax rule (§3.1) on scores carrying "
-            "δs = scale(|δq||k|ᵀ + |q||δk|ᵀ + |δq||δk|ᵀ) from the projections (linear |δx||W|ᵀ + "
-            "γ_(n+1)(|x||W|ᵀ+|b|) + u_store|y|) + (γ_(Dh+1) + u_store + u_acc)scale|q||k|ᵀ + "
-            "u_store|s| + u_acc|s−m|: P(δs + Σ_l P δs)·amp + P(2u_fn + 2u_store + γ_n + u_acc)"
-            + (
-                "; averaged over heads: mean of the bounds + (γ_H + u_acc + u_store)|P̄|"
-                if bool(reference.args.get("average_attn_weights", True))
-                else ""
-            )
-            + f") + u_out|P|; c={SAFETY:g}, u_acc={un.acc:.3g}, u_store={un.store:.3g}, "
-            f"u_out={un.out:.3g}, max score error δs={stats.max_score_error:.3g}, max softmax "
-            f"amplification {stats.max_amplification:.4g}; rows with no visible key "
-            f"{sem.get('fully_masked_row')} (docs/tolerance.md §3.7, attention weights)"
-        )
-        return Tolerance(
-            bound=np.array(bound),
-            derivation=derivation,
-            parts={"first_order": first_order},
-            dtype=dtype,
-        )
-    derivation = (
-        f"{component}: c·(componentwise forward error propagation: linear |δx||W|ᵀ + "
-        "γ_(n+1)(|x||W|ᵀ+|b|) + u_store|y|; per head the attention core bound (§3.2) + "
-        "Σ_j P_ij(δs_ij + s̄_i)|v_j−o_i|·amp + P·δV; LayerNorm |w|/σ·(|δx| + mean|δx| + "
-        "|ŷ|·mean(|ŷ||δx|)) + its core bound (§3.3); activation |φ'|δx + ½·0.8·δx² + "
-        f"(u_fn+3u_acc)|x| + u_store|φ|; residual δa+δb+u_store|a+b|) + u_out|y|; c={SAFETY:g}, "
-        f"u_acc={un.acc:.3g}, u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g}, "
-        f"reductions n+1 in {sorted(n + 1 for n in stats.reductions)}, max score error "
-        f"δs={stats.max_score_error:.3g}, max softmax amplification {stats.max_amplification:.4g}, "
-        f"max first-order bound / max(|y|,1) = {rel:.3g}; activation {sem.get('activation')}, "
-        f"fully masked rows {sem.get('fully_masked_row')}"
-        + (f"/{sem.get('cross_fully_masked_row')} (cross)" if component == "decoder_layer" else "")
-        + " (docs/tolerance.md, composite layers)"
-    )
+    derive = components.get(component).hook("derivation")
+    derivation = derive(component, reference.args, sem, un, stats, rel)
     return Tolerance(
         bound=np.array(bound),
         derivation=derivation,
