@@ -277,6 +277,9 @@ _RECORDS: tuple[Component, ...] = (
         _args("x:array", "dim"),
         summary="row softmax; large logits past exp overflow, -inf entries, rows of one scale",
         derive_page="softmax",
+        hooks={
+            "reference": "transpec.oracle.kernels.reference:softmax_reference",
+        },
     ),
     Component(
         "attention",
@@ -297,6 +300,9 @@ _RECORDS: tuple[Component, ...] = (
             "gqa_mapping",
         ),
         method="scaled_dot_product_attention",
+        hooks={
+            "reference": "transpec.oracle.kernels.reference:attention_reference",
+        },
     ),
     Component(
         "layer_norm",
@@ -305,6 +311,9 @@ _RECORDS: tuple[Component, ...] = (
         summary="LayerNorm; sigma^2 near eps, |mu| >> sigma, small n, multi-dim normalized shapes",
         derive_page="layer_norm",
         conventions=("layer_norm_variance", "layer_norm_eps"),
+        hooks={
+            "reference": "transpec.oracle.kernels.reference:layer_norm_reference",
+        },
     ),
     Component(
         "rms_norm",
@@ -313,6 +322,9 @@ _RECORDS: tuple[Component, ...] = (
         summary="RMSNorm; tiny mean square, eps=None (the dtype's machine epsilon), multi-dim",
         derive_page="rms_norm",
         conventions=("rms_norm_eps", "rms_norm_weight", "rms_norm_default_eps"),
+        hooks={
+            "reference": "transpec.oracle.kernels.reference:rms_norm_reference",
+        },
     ),
     Component(
         "embedding",

@@ -30,12 +30,13 @@ batch/head dims is accepted.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from transpec.oracle import components
 from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype, unit_roundoff
 from transpec.oracle.kernels import _kernels as kernels
 from transpec.spec.conventions import CANONICAL, Conventions
@@ -593,8 +594,6 @@ def check_arguments(
     ``TypeError``; an unknown or a missing argument ``ValueError``.
     """
     if component not in arguments:
-        from transpec.oracle import components
-
         components.get(component)  # the message for an unknown name
         raise ValueError(f"{component} is not one of {family}")
     if not isinstance(args, Mapping):
@@ -621,13 +620,42 @@ def compute_component(
     dtype: str = "float64",
     semantics: Mapping[str, str] | None = None,
 ) -> Reference:
-    """The reference of one of the kernels (:data:`COMPONENTS`); the registry's protocol."""
+    """The reference of one of the kernels (:data:`COMPONENTS`); the registry's protocol.
+
+    The arguments are checked here; the record's ``"reference"`` hook computes the value.
+    """
     check_args(component, args)
     dtype = canonical_dtype(dtype)
-    if component == "softmax":
-        return softmax(args["x"], args.get("dim", -1), conventions=conventions)
-    if component == "attention":
-        return attention(**dict(args), conventions=conventions)
-    if component == "layer_norm":
-        return layer_norm(**dict(args), conventions=conventions)
+    reference: Callable[..., Reference] = components.get(component).hook("reference")
+    return reference(args, conventions=conventions, dtype=dtype)
+
+
+# -- the kernel records' "reference" hooks: one component call -> its reference ----------------
+
+
+def softmax_reference(
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+) -> Reference:
+    """:func:`softmax` of ``args`` (``x``, optional ``dim``); ``dtype`` does not change it."""
+    return softmax(args["x"], args.get("dim", -1), conventions=conventions)
+
+
+def attention_reference(
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+) -> Reference:
+    """:func:`attention` of ``args``; ``dtype`` does not change it."""
+    return attention(**dict(args), conventions=conventions)
+
+
+def layer_norm_reference(
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+) -> Reference:
+    """:func:`layer_norm` of ``args``; ``dtype`` does not change it."""
+    return layer_norm(**dict(args), conventions=conventions)
+
+
+def rms_norm_reference(
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+) -> Reference:
+    """:func:`rms_norm` of ``args`` in ``dtype`` (whose epsilon is eps=None's value)."""
     return rms_norm(**dict(args), conventions=conventions, dtype=dtype)
