@@ -279,6 +279,8 @@ _RECORDS: tuple[Component, ...] = (
         derive_page="softmax",
         hooks={
             "reference": "transpec.oracle.kernels.reference:softmax_reference",
+            "emulate": "transpec.oracle.kernels.emulate:softmax",
+            "highprec": "transpec.oracle.kernels.highprec:softmax",
         },
     ),
     Component(
@@ -302,6 +304,8 @@ _RECORDS: tuple[Component, ...] = (
         method="scaled_dot_product_attention",
         hooks={
             "reference": "transpec.oracle.kernels.reference:attention_reference",
+            "emulate": "transpec.oracle.kernels.emulate:attention",
+            "highprec": "transpec.oracle.kernels.highprec:attention",
         },
     ),
     Component(
@@ -313,6 +317,8 @@ _RECORDS: tuple[Component, ...] = (
         conventions=("layer_norm_variance", "layer_norm_eps"),
         hooks={
             "reference": "transpec.oracle.kernels.reference:layer_norm_reference",
+            "emulate": "transpec.oracle.kernels.emulate:layer_norm",
+            "highprec": "transpec.oracle.kernels.highprec:layer_norm",
         },
     ),
     Component(
@@ -324,6 +330,8 @@ _RECORDS: tuple[Component, ...] = (
         conventions=("rms_norm_eps", "rms_norm_weight", "rms_norm_default_eps"),
         hooks={
             "reference": "transpec.oracle.kernels.reference:rms_norm_reference",
+            "emulate": "transpec.oracle.kernels.emulate:rms_norm",
+            "highprec": "transpec.oracle.kernels.highprec:rms_norm",
         },
     ),
     Component(
