@@ -22,6 +22,9 @@ rows, GQA head map, norm variants) and computes, next to the value, what the tol
 
 * ``terms`` -- per-element or per-row quantities the bound is made of (reduction lengths, score
   magnitudes weighted by the probabilities, :math:`1/\\sigma`, ...). Each block documents its own.
+  Every block also has ``row_length``: the number of output elements computed from one shared
+  row (a softmax row, one query's output row, a normalized slice), by which the statistical
+  check (:func:`transpec.oracle.engine.compare.error_statistic`) counts independent rows.
 
 Everything is float64 and vectorized (matrix products go to BLAS); any number of leading
 batch/head dims is accepted.
@@ -159,6 +162,7 @@ def softmax(x: Any, dim: int = -1, *, conventions: Conventions = CANONICAL) -> R
         "shift": np.moveaxis(shift, -1, int(dim)),
         "mean_shift": np.moveaxis(mean_shift, -1, int(dim)),
         "n": float(xl.shape[-1]),
+        "row_length": float(xl.shape[-1]),
     }
     value = np.moveaxis(p, -1, int(dim))
     return Reference(value=value, abs_value=np.abs(value), terms=terms)
@@ -422,6 +426,7 @@ def attention(
         "max_abs_v": vabs,
         "n_dot": float(setup.q.shape[-1]),
         "n_keys": float(setup.k.shape[-2]),
+        "row_length": float(o.shape[-1]),
         "softcap": 0.0 if setup.softcap is None else float(setup.softcap),
         "dead": dead.astype(np.float64),
     }
@@ -488,6 +493,7 @@ def layer_norm(
         "abs_weight": aw,
         "abs_bias": ab,
         "n": float(n),
+        "row_length": float(n),
         "eps": e,
         "eps_inside": 1.0 if inside else 0.0,
     }
@@ -555,6 +561,7 @@ def rms_norm(
         "abs_x": np.abs(xa),
         "abs_weight": aw,
         "n": float(n),
+        "row_length": float(n),
         "eps": e,
         "eps_inside": 1.0 if inside else 0.0,
         "one_plus_w": 1.0 if (one_plus and w is not None) else 0.0,
