@@ -281,6 +281,7 @@ _RECORDS: tuple[Component, ...] = (
             "reference": "transpec.oracle.kernels.reference:softmax_reference",
             "emulate": "transpec.oracle.kernels.emulate:softmax",
             "highprec": "transpec.oracle.kernels.highprec:softmax",
+            "regime": "transpec.oracle.kernels.regime:softmax_regime",
         },
     ),
     Component(
@@ -306,6 +307,7 @@ _RECORDS: tuple[Component, ...] = (
             "reference": "transpec.oracle.kernels.reference:attention_reference",
             "emulate": "transpec.oracle.kernels.emulate:attention",
             "highprec": "transpec.oracle.kernels.highprec:attention",
+            "regime": "transpec.oracle.kernels.regime:attention_regime",
         },
     ),
     Component(
@@ -319,6 +321,7 @@ _RECORDS: tuple[Component, ...] = (
             "reference": "transpec.oracle.kernels.reference:layer_norm_reference",
             "emulate": "transpec.oracle.kernels.emulate:layer_norm",
             "highprec": "transpec.oracle.kernels.highprec:layer_norm",
+            "regime": "transpec.oracle.kernels.regime:norm_regime",
         },
     ),
     Component(
@@ -332,6 +335,7 @@ _RECORDS: tuple[Component, ...] = (
             "reference": "transpec.oracle.kernels.reference:rms_norm_reference",
             "emulate": "transpec.oracle.kernels.emulate:rms_norm",
             "highprec": "transpec.oracle.kernels.highprec:rms_norm",
+            "regime": "transpec.oracle.kernels.regime:norm_regime",
         },
     ),
     Component(
