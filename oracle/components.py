@@ -294,6 +294,12 @@ _RECORDS: tuple[Component, ...] = (
         _args("x:array", "dim"),
         summary="row softmax; large logits past exp overflow, -inf entries, rows of one scale",
         derive_page="softmax",
+        hooks={
+            "reference": "transpec.oracle.kernels.reference:softmax_reference",
+            "emulate": "transpec.oracle.kernels.emulate:softmax",
+            "highprec": "transpec.oracle.kernels.highprec:softmax",
+            "regime": "transpec.oracle.kernels.regime:softmax_regime",
+        },
     ),
     Component(
         "attention",
@@ -314,6 +320,12 @@ _RECORDS: tuple[Component, ...] = (
             "gqa_mapping",
         ),
         method="scaled_dot_product_attention",
+        hooks={
+            "reference": "transpec.oracle.kernels.reference:attention_reference",
+            "emulate": "transpec.oracle.kernels.emulate:attention",
+            "highprec": "transpec.oracle.kernels.highprec:attention",
+            "regime": "transpec.oracle.kernels.regime:attention_regime",
+        },
     ),
     Component(
         "layer_norm",
@@ -322,6 +334,12 @@ _RECORDS: tuple[Component, ...] = (
         summary="LayerNorm; sigma^2 near eps, |mu| >> sigma, small n, multi-dim normalized shapes",
         derive_page="layer_norm",
         conventions=("layer_norm_variance", "layer_norm_eps"),
+        hooks={
+            "reference": "transpec.oracle.kernels.reference:layer_norm_reference",
+            "emulate": "transpec.oracle.kernels.emulate:layer_norm",
+            "highprec": "transpec.oracle.kernels.highprec:layer_norm",
+            "regime": "transpec.oracle.kernels.regime:norm_regime",
+        },
     ),
     Component(
         "rms_norm",
@@ -330,6 +348,12 @@ _RECORDS: tuple[Component, ...] = (
         summary="RMSNorm; tiny mean square, eps=None (the dtype's machine epsilon), multi-dim",
         derive_page="rms_norm",
         conventions=("rms_norm_eps", "rms_norm_weight", "rms_norm_default_eps"),
+        hooks={
+            "reference": "transpec.oracle.kernels.reference:rms_norm_reference",
+            "emulate": "transpec.oracle.kernels.emulate:rms_norm",
+            "highprec": "transpec.oracle.kernels.highprec:rms_norm",
+            "regime": "transpec.oracle.kernels.regime:norm_regime",
+        },
     ),
     Component(
         "embedding",

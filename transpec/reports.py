@@ -139,49 +139,17 @@ def summarize_args(component: str, args: Mapping[str, Any]) -> str:
 
 
 def _regime(component: str, args: Mapping[str, Any]) -> str:
-    notes: list[str] = []
+    """The regime line of a counterexample: the component record's ``"regime"`` hook on
+    ``args``, or "" when the record declares none, the name is unknown or the hook raises."""
+    from transpec.oracle import components
+
     try:
-        if component == "attention":
-            q, k = np.asarray(args["q"]), np.asarray(args["k"])
-            Lq, Lk = q.shape[-2], k.shape[-2]
-            notes.append(f"Lq={Lq}, Lk={Lk}" + (" (decode)" if Lq == 1 else ""))
-            if q.ndim >= 3 and k.ndim >= 3 and q.shape[-3] != k.shape[-3]:
-                notes.append(f"GQA {q.shape[-3]}/{k.shape[-3]} heads")
-            notes.append(f"head dim {q.shape[-1]}")
-            scale = args.get("scale")
-            s = (1.0 / np.sqrt(q.shape[-1])) if scale is None else float(scale)
-            if q.size and k.size:
-                logits = np.abs(s) * np.max(np.abs(q)) * np.max(np.abs(k)) * q.shape[-1]
-                notes.append(f"|logits| <= {logits:.3g}")
-            if args.get("is_causal"):
-                notes.append("causal")
-            mask = args.get("attn_mask")
-            if isinstance(mask, np.ndarray):
-                notes.append(f"{'bool' if mask.dtype == np.bool_ else 'additive'} mask")
-        elif component in ("layer_norm", "rms_norm"):
-            x = np.asarray(args["x"])
-            shape = args.get("normalized_shape")
-            dims = len(shape) if isinstance(shape, (tuple, list)) else 1
-            n = int(np.prod(x.shape[x.ndim - dims :])) if x.ndim >= dims else 0
-            notes.append(f"n={n} normalized elements")
-            if n > 1 and x.size and np.all(np.isfinite(x)):
-                rows = x.reshape(-1, n)
-                mu = rows.mean(axis=1)
-                sd = rows.std(axis=1)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    cond = np.max(np.where(sd > 0, np.abs(mu) / sd, np.inf))
-                notes.append(f"max |mean|/std = {cond:.3g}")
-            if args.get("eps") is not None:
-                notes.append(f"eps={args['eps']!r}")
-        elif component == "softmax":
-            x = np.asarray(args["x"])
-            finite = x[np.isfinite(x)]
-            if finite.size:
-                notes.append(f"row length {x.shape[args.get('dim', -1)]}")
-                notes.append(f"max |x| = {np.max(np.abs(finite)):.3g}")
+        record = components.get(component)
+        if "regime" not in record.hooks:
+            return ""
+        return str(record.hook("regime")(args))
     except Exception:  # the regime line is a convenience; never let it hide a failure
         return ""
-    return ", ".join(notes)
 
 
 def failure_report(

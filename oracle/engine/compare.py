@@ -221,13 +221,12 @@ def _magnitude_ratio(reference: Reference, floor: float) -> np.ndarray:
     return np.asarray(np.abs(ref[keep]) / np.maximum(absref[keep], floor))
 
 
-def _rows(component: str, reference: Reference) -> int:
-    """Independent rows: query rows for attention, normalized slices otherwise."""
+def _rows(reference: Reference) -> int:
+    """Independent rows: the output elements over the reference's ``row_length`` term, the
+    elements computed from one shared row (one query's output row, a softmax row, a normalized
+    slice); every element is a row of its own when the reference has no such term."""
     size = int(np.size(reference.value))
-    if component == "attention":
-        width = int(np.shape(reference.value)[-1]) if np.ndim(reference.value) else 1
-    else:
-        width = int(float(np.asarray(reference.terms.get("n", 1.0))))
+    width = int(float(np.asarray(reference.terms.get("row_length", 1.0))))
     return size // max(width, 1)
 
 
@@ -280,7 +279,7 @@ def error_statistic(
             {"elements": float(impl.size)},
             f"only {impl.size} usable elements (< {MIN_ELEMENTS})",
         )
-    rows = _rows(component, reference)
+    rows = _rows(reference)
     if rows < MIN_ROWS:
         return Statistic(
             True,

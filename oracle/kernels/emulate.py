@@ -24,11 +24,12 @@ rms_norm    ms [acc]; ŷ = x / r [acc] -> store; y = ŷ w' [acc] -> output
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from transpec.oracle import components
 from transpec.oracle.engine.dtypes import canonical_dtype, round_to
 from transpec.oracle.kernels import reference as refmod
 
@@ -115,21 +116,29 @@ def emulate(
     dtype = canonical_dtype(dtype)
     acc = _Arith(canonical_dtype(precision.accumulate))
     store = canonical_dtype(precision.store)
-    if component == "softmax":
-        dim = int(args.get("dim", -1))
-        x = np.moveaxis(np.asarray(args["x"], dtype=np.float64), dim, -1)
-        p = _softmax_last(acc.a(x), acc)
-        return np.moveaxis(round_to(p, dtype), -1, dim)
-    if component == "attention":
-        return _attention(args, conventions, dtype, acc, store)
-    if component == "layer_norm":
-        return _layer_norm(args, conventions, dtype, acc, store)
-    return _rms_norm(args, conventions, dtype, acc, store)
+    kernel: Callable[..., np.ndarray] = components.get(component).hook("emulate")
+    return kernel(args, conventions, dtype, acc, store)
 
 
-def _attention(
+# -- the kernel records' "emulate" hooks: (args, conventions, output dtype, accumulation
+# arithmetic, storage dtype) -> the output in the output dtype, as float64 ------------------------
+
+
+def softmax(
     args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
 ) -> np.ndarray:
+    """Softmax of ``args["x"]`` along ``dim``, in ``acc``, rounded to ``dtype``."""
+    dim = int(args.get("dim", -1))
+    x = np.moveaxis(np.asarray(args["x"], dtype=np.float64), dim, -1)
+    p = _softmax_last(acc.a(x), acc)
+    return np.moveaxis(round_to(p, dtype), -1, dim)
+
+
+def attention(
+    args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
+) -> np.ndarray:
+    """Attention of ``args`` under ``conventions``: every product and sum in ``acc``, the scores
+    and the probabilities stored in ``store``, the output rounded to ``dtype``."""
     setup = refmod.attention_setup(**dict(args), conventions=conventions)
     q, k, v = acc.a(setup.q), acc.a(setup.k), acc.a(setup.v)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
@@ -153,7 +162,7 @@ def _attention(
 
 
 def _norm_setup(
-    args: Mapping[str, Any], block: str
+    args: Mapping[str, Any],
 ) -> tuple[np.ndarray, int, tuple[int, ...], np.ndarray | None]:
     x = np.asarray(args["x"], dtype=np.float64)
     ns = args["normalized_shape"]
@@ -170,10 +179,12 @@ def _root_plus_eps(v: np.ndarray, eps: float, inside: bool, acc: _Arith) -> np.n
     return acc.r(acc.r(np.sqrt(v)) + acc.a(eps))
 
 
-def _layer_norm(
+def layer_norm(
     args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
 ) -> np.ndarray:
-    x64, n_axes, shape, w = _norm_setup(args, "layer_norm")
+    """LayerNorm of ``args`` under ``conventions``: μ, the variance and (x - μ)/σ in ``acc``,
+    the normalized values stored in ``store``, the affine output rounded to ``dtype``."""
+    x64, n_axes, shape, w = _norm_setup(args)
     b = args.get("bias")
     eps = float(args.get("eps", 1e-5))
     axes = tuple(range(-n_axes, 0))
@@ -194,10 +205,12 @@ def _layer_norm(
     return round_to(np.asarray(y, dtype=np.float64), dtype)
 
 
-def _rms_norm(
+def rms_norm(
     args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
 ) -> np.ndarray:
-    x64, n_axes, shape, w = _norm_setup(args, "rms_norm")
+    """RMSNorm of ``args`` under ``conventions``: the mean square and x / r in ``acc``, the
+    normalized values stored in ``store``, the weighted output rounded to ``dtype``."""
+    x64, n_axes, shape, w = _norm_setup(args)
     eps = refmod.rms_norm_eps(args.get("eps"), dtype, conventions)
     axes = tuple(range(-n_axes, 0))
     n = math.prod(shape)

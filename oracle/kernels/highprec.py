@@ -25,6 +25,7 @@ from typing import Any
 import mpmath
 import numpy as np
 
+from transpec.oracle import components
 from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.oracle.kernels import _kernels as kernels
 from transpec.oracle.kernels import reference as refmod
@@ -127,19 +128,18 @@ def compute(
     refmod.check_args(component, args)
     dtype = canonical_dtype(dtype)
     digits = _check_digits(digits)
+    kernel: Callable[..., np.ndarray] = components.get(component).hook("highprec")
     with mpmath.workdps(digits):
-        if component == "softmax":
-            out = _softmax(args, conventions)
-        elif component == "attention":
-            out = _attention(args, conventions)
-        elif component == "layer_norm":
-            out = _layer_norm(args, conventions)
-        else:
-            out = _rms_norm(args, conventions, dtype)
-        return to_float64(out)
+        return to_float64(kernel(args, conventions, dtype))
 
 
-def _softmax(args: Mapping[str, Any], conventions: Conventions) -> np.ndarray:
+# -- the kernel records' "highprec" hooks: (args, conventions, dtype) -> an object array of mpf
+# at the working precision, validated by the float64 reference's own checks ---------------------
+
+
+def softmax(args: Mapping[str, Any], conventions: Conventions, dtype: str) -> np.ndarray:
+    """Softmax of ``args["x"]`` along ``dim``; NaN for a slice that is all -inf or holds NaN or
+    +inf."""
     refmod.softmax(args["x"], args.get("dim", -1), conventions=conventions)  # validation
     dim = int(args.get("dim", -1))
     x64 = np.moveaxis(np.asarray(args["x"], dtype=np.float64), dim, -1)
@@ -154,7 +154,9 @@ def _softmax(args: Mapping[str, Any], conventions: Conventions) -> np.ndarray:
     return np.moveaxis(p, -1, dim)
 
 
-def _attention(args: Mapping[str, Any], conventions: Conventions) -> np.ndarray:
+def attention(args: Mapping[str, Any], conventions: Conventions, dtype: str) -> np.ndarray:
+    """Attention of ``args`` under ``conventions``; the default scale 1/sqrt(E) in the working
+    precision."""
     setup = refmod.attention_setup(**dict(args), conventions=conventions)
     scale: Any = setup.scale
     if args.get("scale") is None:
@@ -175,14 +177,9 @@ def _attention(args: Mapping[str, Any], conventions: Conventions) -> np.ndarray:
     return np.asarray(o, dtype=object)
 
 
-def _norm_args(
-    args: Mapping[str, Any], conventions: Conventions, block: str, dtype: str
-) -> tuple[np.ndarray, int, Any, Any]:
-    # validate through the float64 reference (same messages), then convert
-    if block == "layer_norm":
-        refmod.layer_norm(**dict(args), conventions=conventions)
-    else:
-        refmod.rms_norm(**dict(args), conventions=conventions, dtype=dtype)
+def _norm_args(args: Mapping[str, Any]) -> tuple[np.ndarray, int, Any, Any]:
+    """x, the number of normalized axes, the weight and the bias (None when absent) of a norm's
+    validated ``args``, the arrays as mpf."""
     x = np.asarray(args["x"], dtype=np.float64)
     ns = args["normalized_shape"]
     n_axes = 1 if isinstance(ns, (int, np.integer)) else len(tuple(ns))
@@ -220,8 +217,10 @@ def _guarded(out_fn: Any, x: np.ndarray, zero: Any) -> np.ndarray:
     return np.where(zero, mpmath.mpf("nan"), out)
 
 
-def _layer_norm(args: Mapping[str, Any], conventions: Conventions) -> np.ndarray:
-    x, n_axes, w, b = _norm_args(args, conventions, "layer_norm", "float64")
+def layer_norm(args: Mapping[str, Any], conventions: Conventions, dtype: str) -> np.ndarray:
+    """LayerNorm of ``args`` under ``conventions``; NaN for a row whose denominator is 0."""
+    refmod.layer_norm(**dict(args), conventions=conventions)  # validation (same messages)
+    x, n_axes, w, b = _norm_args(args)
     eps = float(args.get("eps", 1e-5))
     zero = _zero_denominator(args, n_axes, eps, centered=True)
     return _guarded(
@@ -240,8 +239,11 @@ def _layer_norm(args: Mapping[str, Any], conventions: Conventions) -> np.ndarray
     )
 
 
-def _rms_norm(args: Mapping[str, Any], conventions: Conventions, dtype: str) -> np.ndarray:
-    x, n_axes, w, _ = _norm_args(args, conventions, "rms_norm", dtype)
+def rms_norm(args: Mapping[str, Any], conventions: Conventions, dtype: str) -> np.ndarray:
+    """RMSNorm of ``args`` under ``conventions`` in ``dtype`` (whose epsilon is eps=None's
+    value); NaN for a row whose denominator is 0."""
+    refmod.rms_norm(**dict(args), conventions=conventions, dtype=dtype)  # validation
+    x, n_axes, w, _ = _norm_args(args)
     eps = refmod.rms_norm_eps(args.get("eps"), dtype, conventions)
     zero = _zero_denominator(args, n_axes, eps, centered=False)
     return _guarded(

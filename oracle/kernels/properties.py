@@ -667,11 +667,20 @@ def _attention_properties() -> tuple[Property, ...]:
     )
 
 
-def _norm_properties(component: str) -> tuple[Property, ...]:
+def _norm_properties(
+    component: str,
+    factory: Callable[..., st.SearchStrategy[Args]],
+    *,
+    centered: bool,
+    default_eps: bool,
+) -> tuple[Property, ...]:
+    """The properties of a norm whose arguments ``factory`` draws. ``centered``: it subtracts
+    the mean (LayerNorm), so it is also shift invariant and has a |μ| ≫ σ regime.
+    ``default_eps``: ``factory`` takes a ``default_eps`` option (eps=None, the dtype's epsilon),
+    which the scale invariance turns off."""
     app = applies_when_declared(component)
-    factory = strat.layer_norm_inputs if component == "layer_norm" else strat.rms_norm_inputs
     # RMSNorm's eps=None is the dtype's epsilon (float16: ~1e-3), not small against σ²
-    no_default_eps = {} if component == "layer_norm" else {"default_eps": False}
+    no_default_eps = {"default_eps": False} if default_eps else {}
     props = [
         Property(
             component,
@@ -706,7 +715,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
             app,
         ),
     ]
-    if component == "layer_norm":
+    if centered:
         props.append(
             Property(
                 component,
@@ -737,7 +746,7 @@ def _norm_properties(component: str) -> tuple[Property, ...]:
             app,
         )
     )
-    if component == "layer_norm":
+    if centered:
         props.append(
             Property(
                 component,
@@ -814,6 +823,6 @@ def core_properties() -> tuple[Property, ...]:
     return (
         *_softmax_properties(),
         *_attention_properties(),
-        *_norm_properties("layer_norm"),
-        *_norm_properties("rms_norm"),
+        *_norm_properties("layer_norm", strat.layer_norm_inputs, centered=True, default_eps=False),
+        *_norm_properties("rms_norm", strat.rms_norm_inputs, centered=False, default_eps=True),
     )

@@ -22,6 +22,9 @@ rows, GQA head map, norm variants) and computes, next to the value, what the tol
 
 * ``terms`` -- per-element or per-row quantities the bound is made of (reduction lengths, score
   magnitudes weighted by the probabilities, :math:`1/\\sigma`, ...). Each block documents its own.
+  Every block also has ``row_length``: the number of output elements computed from one shared
+  row (a softmax row, one query's output row, a normalized slice), by which the statistical
+  check (:func:`transpec.oracle.engine.compare.error_statistic`) counts independent rows.
 
 Everything is float64 and vectorized (matrix products go to BLAS); any number of leading
 batch/head dims is accepted.
@@ -30,12 +33,13 @@ batch/head dims is accepted.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from transpec.oracle import components
 from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype, unit_roundoff
 from transpec.oracle.kernels import _kernels as kernels
 from transpec.spec.conventions import CANONICAL, Conventions
@@ -158,6 +162,7 @@ def softmax(x: Any, dim: int = -1, *, conventions: Conventions = CANONICAL) -> R
         "shift": np.moveaxis(shift, -1, int(dim)),
         "mean_shift": np.moveaxis(mean_shift, -1, int(dim)),
         "n": float(xl.shape[-1]),
+        "row_length": float(xl.shape[-1]),
     }
     value = np.moveaxis(p, -1, int(dim))
     return Reference(value=value, abs_value=np.abs(value), terms=terms)
@@ -421,6 +426,7 @@ def attention(
         "max_abs_v": vabs,
         "n_dot": float(setup.q.shape[-1]),
         "n_keys": float(setup.k.shape[-2]),
+        "row_length": float(o.shape[-1]),
         "softcap": 0.0 if setup.softcap is None else float(setup.softcap),
         "dead": dead.astype(np.float64),
     }
@@ -487,6 +493,7 @@ def layer_norm(
         "abs_weight": aw,
         "abs_bias": ab,
         "n": float(n),
+        "row_length": float(n),
         "eps": e,
         "eps_inside": 1.0 if inside else 0.0,
     }
@@ -554,6 +561,7 @@ def rms_norm(
         "abs_x": np.abs(xa),
         "abs_weight": aw,
         "n": float(n),
+        "row_length": float(n),
         "eps": e,
         "eps_inside": 1.0 if inside else 0.0,
         "one_plus_w": 1.0 if (one_plus and w is not None) else 0.0,
@@ -593,8 +601,6 @@ def check_arguments(
     ``TypeError``; an unknown or a missing argument ``ValueError``.
     """
     if component not in arguments:
-        from transpec.oracle import components
-
         components.get(component)  # the message for an unknown name
         raise ValueError(f"{component} is not one of {family}")
     if not isinstance(args, Mapping):
@@ -621,13 +627,42 @@ def compute_component(
     dtype: str = "float64",
     semantics: Mapping[str, str] | None = None,
 ) -> Reference:
-    """The reference of one of the kernels (:data:`COMPONENTS`); the registry's protocol."""
+    """The reference of one of the kernels (:data:`COMPONENTS`); the registry's protocol.
+
+    The arguments are checked here; the record's ``"reference"`` hook computes the value.
+    """
     check_args(component, args)
     dtype = canonical_dtype(dtype)
-    if component == "softmax":
-        return softmax(args["x"], args.get("dim", -1), conventions=conventions)
-    if component == "attention":
-        return attention(**dict(args), conventions=conventions)
-    if component == "layer_norm":
-        return layer_norm(**dict(args), conventions=conventions)
+    reference: Callable[..., Reference] = components.get(component).hook("reference")
+    return reference(args, conventions=conventions, dtype=dtype)
+
+
+# -- the kernel records' "reference" hooks: one component call -> its reference ----------------
+
+
+def softmax_reference(
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+) -> Reference:
+    """:func:`softmax` of ``args`` (``x``, optional ``dim``); ``dtype`` does not change it."""
+    return softmax(args["x"], args.get("dim", -1), conventions=conventions)
+
+
+def attention_reference(
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+) -> Reference:
+    """:func:`attention` of ``args``; ``dtype`` does not change it."""
+    return attention(**dict(args), conventions=conventions)
+
+
+def layer_norm_reference(
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+) -> Reference:
+    """:func:`layer_norm` of ``args``; ``dtype`` does not change it."""
+    return layer_norm(**dict(args), conventions=conventions)
+
+
+def rms_norm_reference(
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+) -> Reference:
+    """:func:`rms_norm` of ``args`` in ``dtype`` (whose epsilon is eps=None's value)."""
     return rms_norm(**dict(args), conventions=conventions, dtype=dtype)

@@ -455,17 +455,21 @@ def _large_mean_on_grid(
 @st.composite
 def _norm_args(
     draw: st.DrawFn,
-    component: str,
+    centered: bool,
     dtype: str,
     regimes: tuple[str, ...],
     normalized_dims: tuple[int, int],
     features: tuple[int, int],
     weight: st.SearchStrategy[bool],
-    bias: st.SearchStrategy[bool],
+    bias: st.SearchStrategy[bool] | None,
     default_eps: bool,
     eps_choices: tuple[float, ...] | None,
     min_rows: int,
 ) -> dict[str, Any]:
+    """The arguments of a norm. ``centered``: the norm subtracts the mean (LayerNorm), so rows
+    get an offset and the σ² ≈ eps regime is built around the mean; otherwise the mean square
+    is what meets eps (RMSNorm). ``bias``: whether to pass a bias, None for a norm without one.
+    ``default_eps``: eps is sometimes None outside the σ² ≈ eps regime."""
     regime = draw(st.sampled_from(regimes))
     n_axes = draw(st.integers(*normalized_dims))
     lead = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=2)))
@@ -488,12 +492,7 @@ def _norm_args(
     axes = tuple(range(-len(normalized), 0))
     z = rng.standard_normal(shape)
     # eps=None (the dtype's default) only outside the σ² ≈ eps regime, whose eps must be known
-    use_default_eps = (
-        component == "rms_norm"
-        and default_eps
-        and regime != "small_variance"
-        and draw(st.booleans())
-    )
+    use_default_eps = default_eps and regime != "small_variance" and draw(st.booleans())
     eps: float | None = None
     eps_value = 0.0
     if not use_default_eps:
@@ -504,10 +503,10 @@ def _norm_args(
         # σ² (or mean(x²) for RMSNorm) within a factor 10 of eps, per normalized group
         ratio = np.exp(rng.uniform(math.log(0.1), math.log(10.0), size=lead + (1,) * n_axes))
         sigma = np.sqrt(eps_value * ratio)
-        z = z - z.mean(axis=axes, keepdims=True) if component == "layer_norm" else z
+        z = z - z.mean(axis=axes, keepdims=True) if centered else z
         z = z / np.sqrt(np.mean(z * z, axis=axes, keepdims=True) + 1e-300)
         x = sigma * z
-        if component == "layer_norm":
+        if centered:
             x = x + sigma * rng.uniform(-4.0, 4.0, size=sigma.shape)
     elif regime == "large_mean" and dtype in LARGE_MEAN_SPREAD_ULPS:
         x = _large_mean_on_grid(rng, dtype, z, axes, lead + (1,) * n_axes)
@@ -519,13 +518,11 @@ def _norm_args(
     else:
         spread = rng.uniform(0.0, 4.0)
         row_scale = np.exp2(np.round(rng.uniform(-spread, spread, size=lead + (1,) * n_axes)))
-        offset = (
-            rng.uniform(-2.0, 2.0, size=lead + (1,) * n_axes) if component == "layer_norm" else 0.0
-        )
+        offset = rng.uniform(-2.0, 2.0, size=lead + (1,) * n_axes) if centered else 0.0
         x = row_scale * (z + offset)
     args: dict[str, Any] = {"x": x, "normalized_shape": normalized}
     args["weight"] = rng.normal(1.0, 0.5, size=normalized) if draw(weight) else None
-    if component == "layer_norm":
+    if bias is not None:
         args["bias"] = rng.normal(0.0, 1.0, size=normalized) if draw(bias) else None
     args["eps"] = eps
     return args
@@ -562,16 +559,16 @@ def layer_norm_inputs(
     positive_int("min_features", min_features, minimum=2)
     positive_int("max_features", max_features, minimum=min_features)
     return _norm_args(
-        "layer_norm",
-        dt,
-        chosen,
-        (min_normalized_dims, max_normalized_dims),
-        (min_features, max_features),
-        tristate("weight", weight),
-        tristate("bias", bias),
-        False,
-        _eps_option(eps),
-        positive_int("min_rows", min_rows),
+        centered=True,
+        dtype=dt,
+        regimes=chosen,
+        normalized_dims=(min_normalized_dims, max_normalized_dims),
+        features=(min_features, max_features),
+        weight=tristate("weight", weight),
+        bias=tristate("bias", bias),
+        default_eps=False,
+        eps_choices=_eps_option(eps),
+        min_rows=positive_int("min_rows", min_rows),
     )
 
 
@@ -600,16 +597,16 @@ def rms_norm_inputs(
     if not isinstance(default_eps, bool):
         raise TypeError(f"default_eps must be a bool, got {default_eps!r}")
     return _norm_args(
-        "rms_norm",
-        dt,
-        chosen,
-        (min_normalized_dims, max_normalized_dims),
-        (min_features, max_features),
-        tristate("weight", weight),
-        st.just(False),
-        default_eps,
-        _eps_option(eps),
-        positive_int("min_rows", min_rows),
+        centered=False,
+        dtype=dt,
+        regimes=chosen,
+        normalized_dims=(min_normalized_dims, max_normalized_dims),
+        features=(min_features, max_features),
+        weight=tristate("weight", weight),
+        bias=None,
+        default_eps=default_eps,
+        eps_choices=_eps_option(eps),
+        min_rows=positive_int("min_rows", min_rows),
     )
 
 

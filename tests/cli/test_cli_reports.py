@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from typing import Any
+
+import numpy as np
+import pytest
 
 from transpec import reports as report
 from transpec.oracle.engine.profiles import resolve
@@ -77,3 +81,60 @@ def test_json_is_strict_and_junit_counts_match() -> None:
     result.interrupted = True
     assert result.exit_code == 130
     assert "INTERRUPTED" in report.summary_line(result)
+
+
+_REGIMES: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "softmax",
+        {"x": np.array([[1.0, np.inf], [2.0, 3.0]]), "dim": 0},
+        "row length 2, max |x| = 3",
+    ),
+    ("softmax", {"x": np.array([-np.inf, -np.inf])}, ""),
+    (
+        "attention",
+        {
+            "q": np.full((1, 4, 1, 8), 0.5),
+            "k": np.full((1, 2, 6, 8), 2.0),
+            "v": np.ones((1, 2, 6, 8)),
+            "attn_mask": np.ones((1, 6), dtype=bool),
+            "is_causal": True,
+            "scale": -0.5,
+            "enable_gqa": True,
+        },
+        "Lq=1, Lk=6 (decode), GQA 4/2 heads, head dim 8, |logits| <= 4, causal, bool mask",
+    ),
+    (
+        "attention",
+        {
+            "q": np.ones((3, 4)),
+            "k": np.ones((5, 4)),
+            "v": np.ones((5, 4)),
+            "attn_mask": np.ones((3, 5)),
+        },
+        "Lq=3, Lk=5, head dim 4, |logits| <= 2, additive mask",
+    ),
+    (
+        "layer_norm",
+        {"x": np.array([[1.0, 3.0], [10.0, 10.0]]), "normalized_shape": (2,), "eps": 1e-5},
+        "n=2 normalized elements, max |mean|/std = inf, eps=1e-05",
+    ),
+    (
+        "rms_norm",
+        {"x": np.array([[1.0, 3.0, 5.0, 7.0]]), "normalized_shape": [2, 2], "eps": None},
+        "n=4 normalized elements, max |mean|/std = 1.79",
+    ),
+    ("embedding", {"input": np.array([1]), "weight": np.ones((2, 3))}, ""),
+    ("gelu", {"x": np.ones(3)}, ""),
+    ("attention", {"x": np.ones(3)}, ""),
+]
+
+
+@pytest.mark.parametrize(("component", "args", "line"), _REGIMES)
+def test_the_regime_line_is_the_records_hook_and_never_raises(
+    component: str, args: dict[str, Any], line: str
+) -> None:
+    """A kernel's regime from its record's hook; nothing for a component without one, an
+    unknown name or arguments the hook cannot read."""
+    assert report._regime(component, args) == line
+    text = report.summarize_args(component, args)
+    assert text.endswith(f"\nregime: {line}") if line else "regime:" not in text

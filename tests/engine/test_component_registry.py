@@ -117,6 +117,34 @@ def test_argument_kinds_are_known() -> None:
         components.Argument("x", "tensor")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+def test_every_hook_a_record_declares_resolves(record: components.Component) -> None:
+    for name in record.hooks:
+        assert callable(record.hook(name)), (record.name, name)
+
+
+def test_the_kernels_declare_the_hooks_their_shared_code_calls() -> None:
+    for name in components.names("kernels"):
+        assert set(components.get(name).hooks) == {"reference", "emulate", "highprec", "regime"}
+
+
+def test_the_kernels_and_the_engine_do_not_switch_on_component_names() -> None:
+    """What differs between blocks is a record's hook or a parameter its caller chooses."""
+    switch = re.compile(r"component (==|!=|in|not in) [\"(]")
+    sources = [
+        *ROOT.glob("oracle/kernels/*.py"),
+        *ROOT.glob("oracle/engine/*.py"),
+        ROOT / "transpec/reports.py",
+    ]
+    offenders = [
+        f"{p.relative_to(ROOT).as_posix()}:{i}"
+        for p in sources
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if switch.search(line)
+    ]
+    assert offenders == []
+
+
 def test_a_missing_hook_names_the_component() -> None:
     with pytest.raises(LookupError, match="softmax declares no 'nothing' hook"):
         components.get("softmax").hook("nothing")

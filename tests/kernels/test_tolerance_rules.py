@@ -307,6 +307,20 @@ def test_tolerance_and_compare_reject_bad_arguments() -> None:
         compare(np.zeros(5), ref, tol)
 
 
+def test_the_statistic_counts_the_rows_each_reference_names() -> None:
+    """Independent rows: one per query (and head) for attention, one per softmax row or
+    normalized slice."""
+    from transpec.oracle.engine.compare import _rows
+
+    x = np.ones((3, 4, 5))
+    assert _rows(ref_mod.softmax(x, 1)) == 15
+    assert _rows(ref_mod.layer_norm(x, (4, 5))) == 3
+    assert _rows(ref_mod.rms_norm(x, 5)) == 12
+    q, kv = np.ones((2, 3, 7, 4)), np.ones((2, 3, 9, 6))
+    assert _rows(ref_mod.attention(q, np.ones((2, 3, 9, 4)), kv)) == 2 * 3 * 7
+    assert _rows(ref_mod.Reference(value=x, abs_value=x)) == x.size
+
+
 def test_statistic_is_not_meaningful_on_small_or_float64_examples() -> None:
     x = np.random.default_rng(12).standard_normal((2, 8))
     ref = ref_mod.softmax(x)
