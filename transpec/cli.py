@@ -314,6 +314,7 @@ def _report_path(path: str, option: str) -> str:
 def _stop_signals(received: list[int]) -> Iterator[None]:
     """SIGTERM and SIGHUP stop the run as Ctrl-C does (the verdicts so far are kept); the
     signal is recorded in ``received``. Outside the main thread nothing is installed."""
+
     def stop(signum: int, frame: FrameType | None) -> None:
         if not received:
             received.append(signum)
