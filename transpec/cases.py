@@ -8,6 +8,10 @@ string saved in the file, or ``adapter`` to test a fixed version), runs the prop
 on the saved arguments and returns a :class:`~transpec.runs.Verdict` with the same
 failure report the run printed -- or ``passed`` when the implementation now conforms.
 
+A case file is data from elsewhere: replaying never imports a module whose name it read from
+the file unless asked to (``trust=True``, ``transpec reproduce --trust``). Without that, the file
+may name a built-in adapter (``numpy``, ``torch``, ...), or the caller names the adapter.
+
 From Python::
 
     from transpec.cases import reproduce
@@ -34,9 +38,21 @@ from transpec.runs import (
 )
 
 
-def load_adapter_for(meta: dict[str, Any], adapter: Adapter | str | None) -> tuple[Adapter, str]:
+def _untrusted(spec: str) -> CaseFileError:
+    module = spec.partition(":")[0].strip() or spec
+    return CaseFileError(
+        f"the case file names adapter {spec!r}, which is not built in: replaying it would import "
+        f"module {module!r}, named by the file; pass --trust if you trust the file, or "
+        "--adapter SPEC to name the adapter yourself"
+    )
+
+
+def load_adapter_for(
+    meta: dict[str, Any], adapter: Adapter | str | None, *, trust: bool = False
+) -> tuple[Adapter, str]:
     """The adapter to replay with and its spec string (:class:`CaseFileError` when none can be
-    found)."""
+    found). ``adapter`` (given by the caller) is loaded as it is; a spec read from the file only
+    when it names a built-in adapter, or when ``trust`` is true."""
     if isinstance(adapter, Adapter):
         return adapter, infer_spec(adapter) or meta.get("adapter") or "?"
     spec = adapter if adapter is not None else meta.get("adapter")
@@ -45,7 +61,12 @@ def load_adapter_for(meta: dict[str, Any], adapter: Adapter | str | None) -> tup
             "the case file does not say how to load its adapter (it was not importable); "
             "pass --adapter MODULE:ATTR"
         )
-    from transpec.adapters.registry import load_adapter
+    from transpec.adapters.registry import BUILTIN_ADAPTERS, load_adapter
+
+    if adapter is None and not trust:
+        for named in (spec, meta.get("base") if meta.get("adapter_kind") == "function" else None):
+            if named is not None and str(named) not in BUILTIN_ADAPTERS:
+                raise _untrusted(str(named))
 
     if meta.get("adapter_kind") == "function" and adapter is None:
         base = meta.get("base")
@@ -56,13 +77,19 @@ def load_adapter_for(meta: dict[str, Any], adapter: Adapter | str | None) -> tup
     return load_adapter_spec(str(spec), str(meta["component"])), str(spec)
 
 
-def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verdict:
+def reproduce(
+    path: str | Path, *, adapter: Adapter | str | None = None, trust: bool = False
+) -> Verdict:
     """Re-run the saved case at ``path``; a passed or failed :class:`Verdict` with its report.
 
     ``adapter``: an adapter object or spec string that replaces the one named in the file.
-    Raises :class:`~transpec.errors.CaseFileError` (a ``ValueError``) for an unreadable file, an
-    unknown property, or an adapter that cannot run the case; an adapter spec that does not load
-    raises :class:`~transpec.errors.AdapterLoadError`.
+    ``trust``: load the adapter the file names even when that imports a module (by default only
+    a built-in adapter named in the file is loaded).
+    Raises :class:`~transpec.errors.CaseFileReadError` for a file that cannot be read (not a case
+    file, a metadata field missing, of the wrong type or unknown, an archive member over the size
+    limits) and :class:`~transpec.errors.CaseFileError` (both ``ValueError``) for an unknown
+    property, an adapter the file names that is not trusted, or an adapter that cannot run the
+    case; an adapter spec that does not load raises :class:`~transpec.errors.AdapterLoadError`.
     """
     from transpec.oracle.catalogue import PROPERTIES
     from transpec.oracle.engine.harness import Harness
@@ -77,7 +104,7 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
             f"{transpec.__version__} does not have"
         )
     prop = matches[0]
-    impl, spec = load_adapter_for(meta, adapter)
+    impl, spec = load_adapter_for(meta, adapter, trust=trust)
     if not impl.provides(component):
         raise CaseFileError(f"adapter {impl.name!r} does not provide {component}")
     if device not in impl.available_devices():
@@ -108,12 +135,23 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
         verdict.message = "the saved case conforms now"
     verdict.examples = 1
     verdict.seconds = time.perf_counter() - start
-    note = conventions_note(meta, impl)
-    if note:
-        verdict.message = f"{verdict.message}\n{note}"
-        if verdict.report:
-            verdict.report = f"{verdict.report}\n  {note}"
+    for note in (flaky_note(meta), conventions_note(meta, impl)):
+        if note:
+            verdict.message = f"{verdict.message}\n{note}"
+            if verdict.report:
+                verdict.report = f"{verdict.report}\n  {note}"
     return verdict
+
+
+def flaky_note(meta: dict[str, Any]) -> str | None:
+    """A warning for a case saved from a nondeterministic failure: the run that saved it saw the
+    input fail once and pass when Hypothesis replayed it, so one replay proves little."""
+    if not meta.get("flaky"):
+        return None
+    return (
+        "note: nondeterministic -- when the run saved this case its failure did not reproduce "
+        "on the same input; a pass here does not show the implementation is fixed"
+    )
 
 
 def _concerns(convention: str, component: str) -> bool:

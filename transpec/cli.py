@@ -6,7 +6,7 @@
                    [--device DEV ...] [--profile ci|thorough] [--seed N] [--max-examples N]
                    [--json FILE] [--junit FILE] [--failures-dir DIR] [--quiet]
     transpec list [components|properties|conventions|adapters]
-    transpec reproduce FILE [--adapter SPEC]
+    transpec reproduce FILE [--adapter SPEC] [--trust]
     transpec derive BLOCK [--format markdown|latex]
     transpec --version
 
@@ -16,8 +16,14 @@ function together with ``--component``. Options that take names may be repeated 
 comma-separated list.
 
 Exit status: 0 every verdict passed (skips allowed), 1 a property failed (or transpec raised
-on a case), 2 usage or load error (one line on stderr), 130 interrupted (the report of the
-verdicts so far is still printed and written).
+on a case), 2 usage or load error (one line on stderr), 5 nothing tested (no verdict ran, or a
+component, dtype or device asked for by name ran nothing; one line on stderr says why), 130
+interrupted by Ctrl-C, 143 terminated (SIGTERM), 129 hung up (SIGHUP): when a run is stopped,
+the report of the verdicts so far is still printed and written.
+
+``check`` keeps its standard output for itself: what the implementation prints there goes to
+standard error, so the header, the table and the failure reports stay clean. A reader that goes
+away (``| head``) ends the printing, never the run or its ``--json``/``--junit`` reports.
 
 Importing this module imports neither torch nor SymPy.
 """
@@ -25,15 +31,27 @@ Importing this module imports neither torch nor SymPy.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib.util
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn, TextIO
 
 import transpec
 from transpec.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: no verdict ran, or a requested component, dtype or device ran nothing (pytest's "no tests")
+EXIT_NOTHING_TESTED = 5
+#: signals that stop a run as Ctrl-C does; the exit status is 128 + the signal's number
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,14 +67,17 @@ def default_adapter() -> str:
     return "torch" if importlib.util.find_spec("torch") is not None else "numpy"
 
 
-def _names(values: Sequence[str] | None) -> list[str] | None:
-    """Repeated and comma-separated option values as one list (``None`` when not given)."""
-    if not values:
+def _names(values: Sequence[str] | None, option: str = "") -> list[str] | None:
+    """Repeated and comma-separated option values as one list (``None`` when not given). An
+    option given with no name at all (``--dtype ''``) is a usage error, not "all of them"."""
+    if values is None:
         return None
     out: list[str] = []
     for value in values:
         out.extend(part.strip() for part in value.split(",") if part.strip())
-    return out or None
+    if not out:
+        raise UsageError(f"{option or 'an option'} needs at least one name; got {values[-1]!r}")
+    return out
 
 
 def _one_line(exc: BaseException) -> str:
@@ -118,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="replay a saved failing case")
     rep.add_argument("file", metavar="FILE", help="a .npz case file written by transpec check")
     rep.add_argument("--adapter", metavar="SPEC", help="load this adapter instead of the saved one")
+    rep.add_argument(
+        "--trust",
+        action="store_true",
+        help="load the adapter the file names even when that imports a module named in the file "
+        "(without it: only built-in adapters)",
+    )
 
     der = sub.add_parser("derive", help="print the derivation of a building block")
     der.add_argument(
@@ -182,25 +209,161 @@ def load_adapter_spec(spec: str, component: str | None, base: str | None = None)
         return load_adapter(spec, component=component, base=base)
 
 
+class _SafeStream:
+    """A text stream whose writes never raise: a reader that went away (``| head``) ends what is
+    printed, not the run. After the first broken pipe the stream's descriptor points at
+    ``/dev/null``, so that nothing (the interpreter's last flush included) writes to the pipe
+    again."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def _lost(self) -> None:
+        self.broken = True
+        with contextlib.suppress(Exception):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+
+    def write(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.write(text)
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in (errno.EPIPE, errno.EINVAL, None):
+                raise
+            self._lost()
+
+    def flush(self) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.flush()
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in (errno.EPIPE, errno.EINVAL, None):
+                raise
+            self._lost()
+
+
+@contextlib.contextmanager
+def _own_stdout() -> Iterator[_SafeStream]:
+    """Standard output for transpec alone while the block runs: the stream it yields writes to
+    the real standard output, and everything else written there -- an implementation's
+    ``print``, a C kernel's ``printf`` -- goes to standard error instead.
+
+    With a real descriptor the redirection is at the descriptor level (``dup2``), so it covers
+    code outside Python too; where ``sys.stdout`` has none (captured in tests) it is
+    ``contextlib.redirect_stdout``."""
+    original = sys.stdout
+    try:
+        fd, err_fd = original.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        safe = _SafeStream(original)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield safe
+        safe.flush()
+        return
+    with contextlib.suppress(OSError, ValueError):
+        original.flush()
+    saved = os.dup(fd)
+    os.dup2(err_fd, fd)
+    own = os.fdopen(saved, "w", encoding=getattr(original, "encoding", None), closefd=False)
+    stream = _SafeStream(own)
+    try:
+        yield stream
+    finally:
+        stream.flush()
+        with contextlib.suppress(OSError, ValueError):
+            own.close()  # flushes (to /dev/null once broken); the descriptor stays open
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()  # what the implementation printed goes to stderr, not stdout
+        os.dup2(saved, fd)
+        os.close(saved)
+        if stream.broken:  # the reader is gone: the interpreter's last flush must not find it
+            _SafeStream(original)._lost()
+
+
+def _report_path(path: str, option: str) -> str:
+    """``path`` as an absolute path, once it is known to be writable: checked before anything
+    runs (a report that cannot be written is a usage error, not a lost run), and absolute so
+    that an implementation's ``os.chdir`` cannot move it."""
+    absolute = Path(os.path.abspath(os.path.expanduser(path)))
+    if absolute.is_dir():
+        raise UsageError(f"cannot write the {option} report {path!r}: it is a directory")
+    if not absolute.parent.is_dir():
+        raise UsageError(
+            f"cannot write the {option} report {path!r}: directory {str(absolute.parent)!r} "
+            "does not exist"
+        )
+    existed = absolute.exists()
+    try:
+        with absolute.open("a"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(f"cannot write the {option} report {path!r}: {reason}") from None
+    if not existed:
+        with contextlib.suppress(OSError):
+            absolute.unlink()
+    return str(absolute)
+
+
+@contextlib.contextmanager
+def _stop_signals(received: list[int]) -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does (the verdicts so far are kept); the
+    signal is recorded in ``received``. Outside the main thread nothing is installed."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    previous: dict[int, Any] = {}
+    try:
+        for sig in _STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, stop)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    # report paths first: before any code of the implementation runs (imports included)
+    if args.json:
+        args.json = _report_path(args.json, "--json")
+    if args.junit:
+        args.junit = _report_path(args.junit, "--junit")
+    received: list[int] = []
+    with _own_stdout() as out, _stop_signals(received):
+        code = _check(args, out, received)
+    return code
+
+
+def _check(args: argparse.Namespace, out: Any, received: list[int]) -> int:
     from transpec.oracle import components as registry
     from transpec.oracle.engine.dtypes import canonical_dtype
     from transpec.oracle.engine.profiles import resolve
 
-    components = _names(args.component)
+    components = _names(args.component, "--component")
     for c in components or ():
         try:
             registry.get(c)
         except registry.UnknownComponentError as unknown:
             raise UsageError(str(unknown)) from None
-    dtypes = _names(args.dtype)
+    dtypes = _names(args.dtype, "--dtype")
     try:
         dtypes = [canonical_dtype(d) for d in dtypes] if dtypes else None
         resolve(args.profile, seed=args.seed, max_examples=args.max_examples)
     except ValueError as exc:
         raise UsageError(_one_line(exc)) from None
-    properties = _names(args.property)
-    devices = _names(args.device)
+    properties = _names(args.property, "--property")
+    devices = _names(args.device, "--device")
     spec = args.adapter or default_adapter()
     adapter = _load_adapter(
         spec, components[0] if components and len(components) == 1 else None, args.base
@@ -211,9 +374,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"--base applies to functions only; {spec!r} is an adapter")
 
     from transpec import reports as report
-    from transpec.runs import RunResult, Verdict, run
+    from transpec.runs import RunResult, Verdict, misnamed_methods, run
 
-    out, err = sys.stdout, sys.stderr
+    err = _SafeStream(sys.stderr)
+    try:
+        misnamed = misnamed_methods(adapter)
+    except Exception:  # a hostile adapter's provides() may raise: then the plan shows it
+        misnamed = []
+    by_method = {r.method: r.name for r in registry.REGISTRY.values()}
+    for method, expected in misnamed:
+        err.write(
+            f"transpec: warning: method {method!r} of the adapter matches no component; "
+            f"did you mean {expected!r} ({by_method[expected]})?\n"
+        )
 
     def on_start(result: RunResult, cases: list[Any]) -> None:
         out.write(report.header(result) + "\n")
@@ -242,29 +415,49 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(_one_line(exc)) from None
-    _finish(result, args, out)
+    # a second signal while the reports are written must not lose them
+    for sig in _STOP_SIGNALS:
+        with contextlib.suppress(ValueError):
+            signal.signal(sig, signal.SIG_IGN)
+    _finish(result, args, out, err, received)
+    if result.interrupted and received:
+        return 128 + received[0]
     return result.exit_code
 
 
-def _finish(result: Any, args: argparse.Namespace, out: TextIO) -> None:
+def _finish(
+    result: Any, args: argparse.Namespace, out: Any, err: Any, received: Sequence[int]
+) -> None:
+    """Write the reports (first: nothing printed can lose them), then print the table, the
+    failure reports and, on stderr, why the run stopped or tested nothing."""
     from transpec import reports as report
 
+    written: list[str] = []
+    for path, write, label in (
+        (args.json, report.write_json, "JSON"),
+        (args.junit, report.write_junit, "JUnit"),
+    ):
+        if not path:
+            continue
+        try:
+            write(result, path)
+            written.append(f"{label} report: {path}")
+        except OSError as exc:
+            err.write(f"transpec: error: cannot write the report: {_one_line(exc)}\n")
     out.write("\n" + report.table(result) + "\n")
     failures = report.failures_section(result)
     if failures:
         out.write("\n" + failures + "\n")
-    try:
-        if args.json:
-            report.write_json(result, args.json)
-            out.write(f"JSON report: {args.json}\n")
-        if args.junit:
-            report.write_junit(result, args.junit)
-            out.write(f"JUnit report: {args.junit}\n")
-    except OSError as exc:
-        sys.stderr.write(f"transpec: error: cannot write the report: {_one_line(exc)}\n")
-    if result.interrupted:
-        sys.stderr.write("transpec: interrupted; the verdicts above are those made so far\n")
+    for line in written:
+        out.write(line + "\n")
     out.flush()
+    if result.interrupted:
+        how = signal.Signals(received[0]).name if received else "interrupted"
+        stopped = f"stopped by {how}" if received else how
+        err.write(f"transpec: {stopped}; the verdicts above are those made so far\n")
+    elif result.exit_code == EXIT_NOTHING_TESTED:
+        err.write(f"transpec: nothing tested: {result.nothing_tested}\n")
+    err.flush()
 
 
 # -- list ---------------------------------------------------------------------------------------
@@ -346,23 +539,30 @@ def _adapter_summary(entry: Any) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Exit 0 when the case passes now, 1 while it still fails, 2 when the file cannot be read
+    (``cannot read case file: ...``) or replayed here (an adapter it names that is not trusted,
+    a property this version lacks)."""
     from transpec.cases import reproduce
+    from transpec.errors import CaseFileReadError
 
-    try:
-        verdict = reproduce(args.file, adapter=args.adapter)
-    except (ValueError, TypeError, ImportError) as exc:
-        raise UsageError(_one_line(exc)) from None
-    if verdict.status == "passed":
-        from transpec.reports import format_ratio
+    with _own_stdout() as out:
+        try:
+            verdict = reproduce(args.file, adapter=args.adapter, trust=args.trust)
+        except CaseFileReadError as exc:
+            raise UsageError(f"cannot read case file: {_one_line(exc)}") from None
+        except (ValueError, TypeError, ImportError) as exc:
+            raise UsageError(_one_line(exc)) from None
+        if verdict.status == "passed":
+            from transpec.reports import format_ratio
 
-        first, *notes = verdict.message.splitlines()
-        ratio = format_ratio(verdict.ratio)
-        sys.stdout.write(f"passed {verdict.name}: {first} (error/tolerance {ratio})\n")
-        for note in notes:
-            sys.stdout.write(note + "\n")
-        return EXIT_OK
-    sys.stdout.write(verdict.report + "\n")
-    return EXIT_FAILED
+            first, *notes = verdict.message.splitlines()
+            ratio = format_ratio(verdict.ratio)
+            out.write(f"passed {verdict.name}: {first} (error/tolerance {ratio})\n")
+            for note in notes:
+                out.write(note + "\n")
+            return EXIT_OK
+        out.write(verdict.report + "\n")
+        return EXIT_FAILED
 
 
 # -- derive -------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@
     ├── UsageError                          (the transpec command: one line, exit status 2)
     ├── AdapterLoadError       (ValueError) an adapter spec that gives no adapter
     ├── CaseFileError          (ValueError) a saved case that cannot be read or replayed here
+    │   └── CaseFileReadError               one that cannot be read: not a case file, a field
+    │                                       missing or of the wrong type, an oversized member
     └── UnknownComponentError  (ValueError) a component name that is not in the registry
 
 ``except transpec.TranspecError`` catches all of them; the ``ValueError`` ones are still caught
@@ -20,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "AdapterLoadError",
     "CaseFileError",
+    "CaseFileReadError",
     "TranspecError",
     "UnknownComponentError",
     "UsageError",
@@ -41,6 +44,12 @@ class AdapterLoadError(TranspecError, ValueError):
 class CaseFileError(TranspecError, ValueError):
     """A saved case file that is not one, cannot be read, or cannot be replayed here (a property
     this version does not have, an adapter that cannot run the case)."""
+
+
+class CaseFileReadError(CaseFileError):
+    """A case file that cannot be read at all: not an archive, no metadata, a metadata field
+    missing, of the wrong type or unknown, or an archive member over the size limits. The file
+    itself is at fault, not the implementation it names (``transpec reproduce``: exit 2)."""
 
 
 class UnknownComponentError(TranspecError, ValueError):

@@ -16,6 +16,12 @@ not provided, dtype not declared, ...) is a pytest skip with the reason; a failu
 failure report (counterexample, worst element, tolerance derivation, saved file, reproduce
 command).
 
+Skips alone are not a pass: when no transpec verdict ran (passed or failed), or a component,
+dtype or device chosen with ``--transpec-component``/``-dtype``/``-device`` ran nothing, a
+session that would otherwise succeed exits with status 5 (pytest's "no tests ran", the status
+``transpec check`` gives) and the summary says why in one line. A public method of the adapter
+whose name is close to a component's method but matches none (``layernorm``) is a warning.
+
 In a test module of your own::
 
     from transpec.plugin import conformance_tests
@@ -34,6 +40,7 @@ the runner, Hypothesis and the adapters are imported only when transpec tests ar
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +52,13 @@ if TYPE_CHECKING:
     from transpec.runs import Case, RunResult, Verdict
 
 MARKER = "transpec"
+
+#: the status of a session whose transpec items tested nothing (pytest's NO_TESTS_COLLECTED)
+EXIT_NOTHING_TESTED = 5
+
+
+class TranspecWarning(UserWarning):
+    """Something about the adapter under test that will make verdicts be skipped."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,6 +98,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: a transpec conformance verdict")
+    if config.getoption("transpec", None):
+        config.pluginmanager.register(EmptySessionGuard(config), "transpec-empty-session-guard")
     gpus = _split([config.getoption("transpec_gpus") or ""])
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if gpus and worker.startswith("gw") and worker[2:].isdigit():
@@ -152,6 +168,20 @@ def pytest_collection_modifyitems(
     except (ValueError, TypeError, ImportError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise pytest.UsageError(f"transpec: {first}") from None
+    from transpec.runs import misnamed_methods
+
+    try:
+        misnamed = misnamed_methods(adapter)
+    except Exception:  # a hostile adapter's provides() may raise: the verdicts will show it
+        misnamed = []
+    for method, expected in misnamed:
+        warnings.warn(
+            TranspecWarning(
+                f"transpec: method {method!r} of the adapter matches no component; "
+                f"did you mean {expected!r}?"
+            ),
+            stacklevel=1,
+        )
     collector = TranspecCollector.from_parent(session, name="transpec", nodeid="transpec")
     failures_dir = config.getoption("transpec_failures_dir")
     for case in cases:
@@ -166,6 +196,76 @@ def pytest_collection_modifyitems(
                 adapter_spec=spec,
             )
         )
+
+
+def _requested(config: pytest.Config) -> dict[str, tuple[str, ...]]:
+    """The components, dtypes and devices chosen on the command line, canonical."""
+    from transpec.oracle import components as registry
+    from transpec.oracle.engine.dtypes import canonical_dtype
+
+    out: dict[str, tuple[str, ...]] = {}
+    for what in ("component", "dtype", "device"):
+        names = _split(config.getoption(f"transpec_{what}"))
+        if not names:
+            continue
+        try:
+            if what == "component":
+                names = [registry.get(n).name for n in names]
+            elif what == "dtype":
+                names = [canonical_dtype(n) for n in names]
+        except ValueError:
+            continue  # reported as a usage error by the collection
+        out[what] = tuple(dict.fromkeys(names))
+    return out
+
+
+class EmptySessionGuard:
+    """Registered with ``--transpec``: records the outcome of every transpec item that reports
+    in this process (all of them on the xdist controller) and, when they tested nothing, turns
+    a session that would pass into exit status 5 with a one-line reason in the summary."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        #: node id -> (status, skip reason)
+        self.outcomes: dict[str, tuple[str, str]] = {}
+        self.why: str | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not report.nodeid.startswith("transpec::"):
+            return
+        if report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+            self.outcomes[report.nodeid] = ("skipped", str(reason).removeprefix("Skipped: "))
+        elif report.failed:
+            self.outcomes[report.nodeid] = ("failed", "")
+        elif report.when == "call" and report.nodeid not in self.outcomes:
+            self.outcomes[report.nodeid] = ("passed", "")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the controller sees every report and decides
+        if session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            return
+        from transpec.runs import Verdict, nothing_tested
+
+        verdicts = []
+        for nodeid, (status, reason) in self.outcomes.items():
+            head, _, tail = nodeid.removeprefix("transpec::").partition("[")
+            component, _, prop = head.partition(".")
+            dtype, _, device = tail.rstrip("]").partition("-")
+            verdict = Verdict(component, prop, dtype, device, "skipped", message=reason)
+            verdict.status = "failed" if status == "failed" else "passed"
+            if status == "skipped":
+                verdict.status = "skipped"
+            verdicts.append(verdict)
+        self.why = nothing_tested(verdicts, _requested(self.config))
+        if self.why:
+            session.exitstatus = EXIT_NOTHING_TESTED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.why:
+            terminalreporter.write_line(f"transpec: nothing tested: {self.why}", red=True)
 
 
 class TranspecCollector(pytest.Collector):

@@ -8,15 +8,18 @@
   worst element with its error and tolerance and how that tolerance was derived, the saved file
   and the one-line command that replays it;
 * JSON -- ``{"transpec_version", "adapter", "settings", "environment", "verdicts", "summary",
-  "interrupted", "seconds"}``; non-finite ratios are the strings ``"inf"``/``"nan"``;
+  "nothing_tested", "interrupted", "seconds"}`` (``nothing_tested``: why the run tested
+  nothing it was asked to, or null); non-finite ratios are the strings ``"inf"``/``"nan"``;
 * JUnit XML -- one ``<testcase>`` per verdict; failures carry the failure report, skips their
-  reason.
+  reason. Text from the implementation (an exception's message) is made well-formed XML 1.0
+  first (:func:`xml_text`: ANSI escapes dropped, forbidden characters escaped).
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -292,6 +295,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "environment": environment(),
         "verdicts": [v.to_dict() for v in result.verdicts],
         "summary": result.counts(),
+        "nothing_tested": result.nothing_tested,
         "interrupted": result.interrupted,
         "seconds": round(result.seconds, 3),
     }
@@ -299,7 +303,28 @@ def to_json(result: RunResult) -> dict[str, Any]:
 
 def write_json(result: RunResult, path: str | Path) -> None:
     data = to_json(result)
-    Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    # ASCII with escapes: any text an implementation put in a message stays valid JSON
+    Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+#: ANSI escape sequences (colours, cursor movement) and other ESC-introduced controls
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+#: characters XML 1.0 forbids (its Char production: tab, newline, CR, U+0020-U+D7FF,
+#: U+E000-U+FFFD, U+10000-U+10FFFF)
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    """``text`` as XML 1.0 can carry it: ANSI escape sequences dropped, every other forbidden
+    character (NUL, control characters, lone surrogates, U+FFFE/U+FFFF) written as ``\\xNN``
+    or ``\\uNNNN``. Messages come from the implementation under test and may hold anything."""
+    text = _ANSI.sub("", text)
+    return _NOT_XML.sub(lambda m: _escape(m.group()), text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def junit_xml(result: RunResult) -> str:
@@ -323,28 +348,28 @@ def junit_xml(result: RunResult) -> str:
         ("seed", str(result.profile.seed)),
         ("interrupted", str(result.interrupted).lower()),
     ):
-        ET.SubElement(props, "property", {"name": key, "value": value})
+        ET.SubElement(props, "property", {"name": key, "value": xml_text(value)})
     for v in result.verdicts:
         case = ET.SubElement(
             suite,
             "testcase",
             {
-                "classname": f"transpec.{v.component}",
-                "name": f"{v.property}[{v.dtype}-{v.device}]",
+                "classname": xml_text(f"transpec.{v.component}"),
+                "name": xml_text(f"{v.property}[{v.dtype}-{v.device}]"),
                 "time": f"{v.seconds:.3f}",
             },
         )
         if v.status == "failed":
-            node = ET.SubElement(case, "failure", {"message": v.message})
-            node.text = v.report
+            node = ET.SubElement(case, "failure", {"message": xml_text(v.message)})
+            node.text = xml_text(v.report)
         elif v.status == "error":
-            node = ET.SubElement(case, "error", {"message": v.message})
-            node.text = v.report
+            node = ET.SubElement(case, "error", {"message": xml_text(v.message)})
+            node.text = xml_text(v.report)
         elif v.status == "skipped":
-            ET.SubElement(case, "skipped", {"message": v.message})
+            ET.SubElement(case, "skipped", {"message": xml_text(v.message)})
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
 def write_junit(result: RunResult, path: str | Path) -> None:
-    Path(path).write_text(junit_xml(result))
+    Path(path).write_text(junit_xml(result), encoding="utf-8")

@@ -54,6 +54,12 @@ STATUSES: tuple[Status, ...] = ("passed", "failed", "skipped", "error")
 #: format tag of saved counterexample files
 FILE_FORMAT = "transpec-case-1"
 
+#: exit status of a run that tested nothing it was asked to (pytest's "no tests collected")
+EXIT_NOTHING_TESTED = 5
+
+#: the selections a run reports as empty when they ran nothing (Verdict attribute names)
+_REQUESTED = ("component", "dtype", "device")
+
 
 @dataclass
 class Verdict:
@@ -121,6 +127,9 @@ class RunResult:
     verdicts: list[Verdict] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
+    #: what the caller asked for by name (``component``, ``dtype``, ``device``): each must run
+    #: something, or the run tested less than it was asked to (see :func:`nothing_tested`)
+    requested: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {s: 0 for s in STATUSES}
@@ -134,11 +143,21 @@ class RunResult:
         return [v for v in self.verdicts if v.status in ("failed", "error")]
 
     @property
+    def nothing_tested(self) -> str | None:
+        """Why this run tested nothing it was asked to (one line), or ``None``: see
+        :func:`nothing_tested`."""
+        return nothing_tested(self.verdicts, self.requested)
+
+    @property
     def exit_code(self) -> int:
-        """0 all passed (skips allowed), 1 a failure or error, 130 interrupted."""
+        """0 all passed (skips allowed), 1 a failure or error, 130 interrupted, 5
+        (:data:`EXIT_NOTHING_TESTED`) when no verdict ran or a requested component, dtype or
+        device ran nothing."""
         if self.interrupted:
             return 130
-        return 1 if self.failures else 0
+        if self.failures:
+            return 1
+        return EXIT_NOTHING_TESTED if self.nothing_tested else 0
 
 
 @dataclass(frozen=True)
@@ -263,6 +282,67 @@ def _skip_reason(
         return None
 
 
+# -- an empty run -------------------------------------------------------------------------------
+
+
+def _reasons(verdicts: Sequence[Verdict], limit: int = 3) -> str:
+    """The distinct skip reasons of ``verdicts``, at most ``limit`` of them, in one line."""
+    reasons = list(dict.fromkeys(v.message for v in verdicts if v.message))
+    text = "; ".join(reasons[:limit])
+    if len(reasons) > limit:
+        text += f"; and {len(reasons) - limit} more"
+    return text
+
+
+def nothing_tested(
+    verdicts: Sequence[Verdict], requested: Mapping[str, Sequence[str]] | None = None
+) -> str | None:
+    """Why a run tested nothing it was asked to, in one line; ``None`` when it tested.
+
+    A run tests something when a verdict ran (passed, failed or errored). Skips alone are not a
+    pass: a misnamed method, a device that is absent or a dtype the adapter does not declare
+    turn every verdict into a skip. ``requested`` maps ``component``, ``dtype`` and ``device``
+    to the names the caller chose explicitly; each of them must have run at least one verdict.
+    """
+    ran = [v for v in verdicts if v.status != "skipped"]
+    if not verdicts:
+        return "no verdict ran: the selection made no verdicts"
+    if not ran:
+        return f"no verdict ran: all {len(verdicts)} were skipped ({_reasons(verdicts)})"
+    for what in _REQUESTED:
+        for name in (requested or {}).get(what, ()):
+            mine = [v for v in verdicts if getattr(v, what) == name]
+            if mine and all(v.status == "skipped" for v in mine):
+                return (
+                    f"{what} {name} ran nothing: its {len(mine)} verdicts were skipped "
+                    f"({_reasons(mine)})"
+                )
+    return None
+
+
+def misnamed_methods(adapter: Adapter) -> list[tuple[str, str]]:
+    """``(method, expected)`` for each public method of ``adapter`` whose name is close to the
+    method of a component it does not provide but matches none (``layernorm`` for
+    ``layer_norm``): such a method is never called, and its component would only be skipped."""
+    import difflib
+
+    if isinstance(adapter, FunctionAdapter):
+        return []
+    methods = {r.method: r.name for r in registry.REGISTRY.values()}
+    missing = [m for m, c in methods.items() if not adapter.provides(c)]
+    inherited = set(dir(Adapter))
+    out: list[tuple[str, str]] = []
+    for attribute in dir(type(adapter)):
+        if attribute.startswith("_") or attribute in methods or attribute in inherited:
+            continue
+        if not callable(getattr(type(adapter), attribute, None)):
+            continue
+        close = difflib.get_close_matches(attribute, missing, n=1, cutoff=0.6)
+        if close:
+            out.append((attribute, close[0]))
+    return out
+
+
 # -- running ------------------------------------------------------------------------------------
 
 
@@ -309,6 +389,7 @@ def run(
         components=tuple(dict.fromkeys(c.prop.component for c in cases)),
         dtypes=tuple(dict.fromkeys(c.dtype for c in cases)),
         devices=tuple(dict.fromkeys(c.device for c in cases)),
+        requested=_requested(components=components, dtypes=dtypes, devices=devices),
     )
     if on_start is not None:
         on_start(result, cases)
@@ -325,6 +406,26 @@ def run(
         result.interrupted = True
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _requested(
+    *,
+    components: Sequence[str] | None,
+    dtypes: Sequence[str] | None,
+    devices: Sequence[str] | None,
+) -> dict[str, tuple[str, ...]]:
+    """The names a caller chose explicitly, canonical (``None``: not chosen)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for what, values in (("component", components), ("dtype", dtypes), ("device", devices)):
+        if values is None:
+            continue
+        names = [values] if isinstance(values, str) else list(values)
+        if what == "component":
+            names = [registry.get(n).name for n in names]
+        elif what == "dtype":
+            names = [canonical_dtype(n) for n in names]
+        out[what] = tuple(dict.fromkeys(str(n) for n in names))
+    return out
 
 
 def _flaky_failure(exc: BaseException) -> PropertyViolation | ImplementationFailure | None:
@@ -403,7 +504,17 @@ def run_case(
         inner = _flaky_failure(exc)
         if inner is not None:
             # failed on an input, then passed on the same input: nondeterministic, still wrong
-            _fail(verdict, inner, trace, adapter, case, profile, failures_dir, adapter_spec)
+            _fail(
+                verdict,
+                inner,
+                trace,
+                adapter,
+                case,
+                profile,
+                failures_dir,
+                adapter_spec,
+                flaky=True,
+            )
             verdict.message = (
                 "nondeterministic: failed on this input once and passed on it again; "
                 + verdict.message
@@ -490,8 +601,11 @@ def _fail(
     profile: Profile,
     failures_dir: str | Path | None,
     adapter_spec: str | None,
+    *,
+    flaky: bool = False,
 ) -> None:
-    """Fill ``verdict`` from the failure ``exc`` raised on ``trace.failed_args``; save it."""
+    """Fill ``verdict`` from the failure ``exc`` raised on ``trace.failed_args``; save it
+    (``flaky``: the failure did not recur when Hypothesis replayed the input)."""
     classify(verdict, exc)
     args = trace.failed_args if trace.failed_args is not None else trace.last_args
     path: Path | None = None
@@ -505,6 +619,7 @@ def _fail(
                 args=args,
                 profile=profile,
                 verdict=verdict,
+                flaky=flaky,
             )
         except Exception as save_error:
             verdict.message += f" (the counterexample could not be saved: {save_error})"
@@ -650,10 +765,16 @@ def infer_spec(adapter: Adapter) -> str | None:
 
 
 def reproduce_command(path: str | Path, adapter_spec: str | None) -> str:
-    """``transpec reproduce FILE`` (with ``--adapter`` when the file cannot name the adapter)."""
+    """``transpec reproduce FILE`` (with ``--adapter`` when the file cannot name the adapter,
+    and ``--trust`` when the adapter it names is not built in: replaying imports its module,
+    which ``reproduce`` does only when told to; the file is the user's own run's)."""
+    from transpec.adapters.registry import BUILTIN_ADAPTERS
+
     command = f"transpec reproduce {shlex.quote(str(path))}"
     if adapter_spec is None:
         command += " --adapter MODULE:ATTR"
+    elif adapter_spec not in BUILTIN_ADAPTERS:
+        command += " --trust"
     return command
 
 
@@ -740,8 +861,14 @@ def save_case(
     args: Mapping[str, Any],
     profile: Profile,
     verdict: Verdict,
+    flaky: bool = False,
 ) -> Path:
     """Save one counterexample as a ``.npz`` file: its arrays plus a JSON metadata entry.
+
+    ``flaky``: the failure did not recur when the run replayed the same input (a
+    nondeterministic implementation); the metadata says so (``"flaky": true``, absent
+    otherwise, so that other files keep their names) and the replay warns that a pass proves
+    little.
 
     The metadata (entry ``__transpec__``) names the adapter (spec string and description),
     component, property, dtype, device, the adapter's conventions, the transpec version, the
@@ -784,6 +911,8 @@ def save_case(
         "arrays": sorted(arrays),
         "order": list(args),
     }
+    if flaky:
+        meta["flaky"] = True
     text = json.dumps(meta, sort_keys=True)
     digest = hashlib.sha256(text.encode())
     named = {**arrays, **dict_arrays}  # array arguments by their bare name, as files always were
@@ -801,45 +930,171 @@ def save_case(
     return path
 
 
+#: the largest archive member a case file may hold, uncompressed, and all members together:
+#: saved cases are small (the shrunk counterexample), so a file over these is refused before
+#: anything is decompressed (a zip bomb)
+MAX_MEMBER_BYTES = 64 * 2**20
+MAX_TOTAL_BYTES = 256 * 2**20
+#: the most archive members a case file may hold
+MAX_MEMBERS = 4096
+
+#: metadata fields of a case file: name -> (allowed types, required)
+_META_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "format": ((str,), True),
+    "component": ((str,), True),
+    "property": ((str,), True),
+    "dtype": ((str,), True),
+    "device": ((str,), True),
+    "adapter": ((str, type(None)), True),
+    "args": ((dict,), True),
+    "order": ((list,), True),
+    "transpec_version": ((str,), False),
+    "adapter_kind": ((str,), False),
+    "base": ((str, type(None)), False),
+    "adapter_describe": ((str,), False),
+    "conventions": ((dict,), False),
+    "profile": ((str,), False),
+    "seed": ((int, type(None)), False),
+    "status": ((str,), False),
+    "message": ((str,), False),
+    "arrays": ((list,), False),
+    "flaky": ((bool,), False),
+}
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {str: "a string", dict: "an object", list: "a list", int: "an integer"}
+    names |= {bool: "true or false", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def validate_meta(meta: Any) -> dict[str, Any]:
+    """``meta`` when it is well-formed case metadata; :class:`CaseFileReadError` naming the
+    first field that is missing, of the wrong type, or unknown."""
+    from transpec.errors import CaseFileReadError
+
+    if not isinstance(meta, dict):
+        raise CaseFileReadError("the metadata is not a JSON object")
+    unknown = sorted(str(k) for k in meta if k not in _META_FIELDS)
+    if unknown:
+        raise CaseFileReadError(f"unknown metadata field {unknown[0]!r}")
+    for name, (types, required) in _META_FIELDS.items():
+        if name not in meta:
+            if required:
+                raise CaseFileReadError(f"metadata field {name!r} is missing")
+            continue
+        value = meta[name]
+        # bool is an int in Python; only "flaky" takes one
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise CaseFileReadError(f"metadata field {name!r} must be {_type_names(types)}")
+    if meta["format"] != FILE_FORMAT:
+        raise CaseFileReadError(f"unsupported case file format {meta['format']!r}")
+    if meta["dtype"] not in DTYPES:
+        raise CaseFileReadError(f"metadata field 'dtype' names an unknown dtype {meta['dtype']!r}")
+    device = meta["device"]
+    if not device or any(c.isspace() for c in device):
+        raise CaseFileReadError(f"metadata field 'device' is not a device name: {device!r}")
+    if meta.get("adapter_kind", "adapter") not in ("adapter", "function"):
+        raise CaseFileReadError("metadata field 'adapter_kind' must be 'adapter' or 'function'")
+    for name in ("order", "arrays"):
+        if not all(isinstance(item, str) for item in meta.get(name, ())):
+            raise CaseFileReadError(f"metadata field {name!r} must be a list of strings")
+    for key in meta.get("conventions", {}):
+        if not isinstance(key, str):  # pragma: no cover - JSON object keys are strings
+            raise CaseFileReadError("metadata field 'conventions' has a key that is not a string")
+    return meta
+
+
+def check_archive(path: Path) -> None:
+    """Refuse an archive whose members are too many or too large before decompressing any:
+    each member's declared size (``ZipInfo.file_size``, which reading enforces) against
+    :data:`MAX_MEMBER_BYTES`, their sum against :data:`MAX_TOTAL_BYTES`, and each array's own
+    header (the size NumPy allocates before it reads) against its member's size."""
+    from numpy.lib import format as npy
+
+    from transpec.errors import CaseFileReadError
+
+    limit = f"the limit is {MAX_MEMBER_BYTES // 2**20} MiB a member, {MAX_TOTAL_BYTES // 2**20} MiB"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_MEMBERS:
+                raise CaseFileReadError(f"{len(members)} archive members (at most {MAX_MEMBERS})")
+            total = 0
+            for info in members:
+                total += info.file_size
+                if info.file_size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
+                    raise CaseFileReadError(
+                        f"archive member {info.filename!r} expands to {info.file_size} bytes "
+                        f"({total} in all so far); {limit} in all"
+                    )
+            for info in members:
+                with archive.open(info) as member:
+                    version = npy.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = npy.read_array_header_1_0(member)
+                    else:
+                        shape, _, dtype = npy.read_array_header_2_0(member)
+                count = 1
+                for n in shape:
+                    count *= int(n)
+                if count * dtype.itemsize > info.file_size:
+                    raise CaseFileReadError(
+                        f"archive member {info.filename!r} declares an array of "
+                        f"{count * dtype.itemsize} bytes in {info.file_size} bytes"
+                    )
+    except CaseFileReadError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CaseFileReadError(f"not a readable .npz archive: {text}") from None
+
+
 def load_case(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metadata, args) of a saved case; :class:`~transpec.errors.CaseFileError` (a
-    ``ValueError``) when it is not a transpec case file."""
-    from transpec.errors import CaseFileError
+    """(metadata, args) of a saved case; :class:`~transpec.errors.CaseFileReadError` (a
+    ``CaseFileError``, a ``ValueError``) when it is not a readable transpec case file: the
+    archive's sizes are checked before anything is decompressed (:func:`check_archive`) and
+    every metadata field before it is used (:func:`validate_meta`)."""
+    from transpec.errors import CaseFileReadError
 
     p = Path(path)
     if not p.is_file():
-        raise CaseFileError(f"no such file: {p}")
+        raise CaseFileReadError(f"no such file: {p}")
     if not zipfile.is_zipfile(p):
-        raise CaseFileError(f"{p} is not a transpec case file (not an .npz archive)")
+        raise CaseFileReadError(f"{p} is not a transpec case file (not an .npz archive)")
+    try:
+        check_archive(p)
+    except CaseFileReadError as exc:
+        raise CaseFileReadError(f"{p}: {exc}") from None
     try:
         with np.load(p, allow_pickle=False) as data:
             if "__transpec__" not in data.files:
-                raise CaseFileError("not a transpec case file (no __transpec__ entry)")
-            meta = json.loads(str(data["__transpec__"]))
+                raise CaseFileReadError("not a transpec case file (no __transpec__ entry)")
+            meta = validate_meta(json.loads(str(data["__transpec__"])))
             arrays = {
                 k[len(_ARG_PREFIX) :]: np.array(data[k])
                 for k in data.files
                 if k.startswith(_ARG_PREFIX)
             }
             dict_arrays = {k: np.array(data[k]) for k in data.files if k.startswith(_DICT_PREFIX)}
-    except (OSError, EOFError) as exc:
-        raise CaseFileError(f"{p} is not a readable .npz file: {exc}") from None
-    except ValueError as exc:
-        raise CaseFileError(f"{p}: {str(exc).splitlines()[0]}") from None
-    if meta.get("format") != FILE_FORMAT:
-        raise CaseFileError(f"{p}: unsupported case file format {meta.get('format')!r}")
+    except CaseFileReadError as exc:
+        raise CaseFileReadError(f"{p}: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CaseFileReadError(f"{p} is not a readable .npz file: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CaseFileReadError(f"{p}: {text}") from None
     try:
-        values: dict[str, Any] = {
-            k: decode_value(v, dict_arrays) for k, v in meta.get("args", {}).items()
-        }
-    except (ValueError, TypeError) as exc:
-        raise CaseFileError(f"{p}: {str(exc).splitlines()[0]}") from None
+        values: dict[str, Any] = {k: decode_value(v, dict_arrays) for k, v in meta["args"].items()}
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CaseFileReadError(f"{p}: metadata field 'args': {text}") from None
     values.update(arrays)
     if any(isinstance(v, dict) for v in values.values()):
         from transpec.oracle.layers.strategies import ParamDict  # a dict; prints names, shapes
 
         values = {k: ParamDict(v) if isinstance(v, dict) else v for k, v in values.items()}
-    order = [k for k in meta.get("order", []) if k in values]
+    order = [k for k in meta["order"] if k in values]
     args = {k: values[k] for k in order}
     args.update({k: v for k, v in values.items() if k not in args})
     return meta, args
@@ -855,6 +1110,8 @@ __all__ = [
     "describe_failure",
     "infer_spec",
     "load_case",
+    "misnamed_methods",
+    "nothing_tested",
     "plan",
     "run",
     "run_case",

@@ -32,6 +32,7 @@ def test_every_error_class_is_a_transpec_error() -> None:
         "UsageError",
         "AdapterLoadError",
         "CaseFileError",
+        "CaseFileReadError",
         "UnknownComponentError",
     }
 

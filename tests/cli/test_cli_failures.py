@@ -50,7 +50,7 @@ def test_wrong_attention_fails_saves_and_reproduces(
         for line in out.splitlines()
         if "reproduce: transpec reproduce" in line
     )
-    saved = Path(command.split()[-1])
+    saved = Path(command.split()[2])  # transpec reproduce FILE --trust
     assert saved.is_file()
     meta, args = load_case(saved)
     assert meta["adapter"] == WRONG

@@ -45,7 +45,7 @@ def test_wrong_layer_fails_saves_and_reproduces(
         for line in out.splitlines()
         if "reproduce: transpec reproduce" in line
     )
-    saved = Path(command.split()[-1])
+    saved = Path(command.split()[2])  # transpec reproduce FILE --trust
     meta, args = load_case(saved)
     assert meta["adapter"] == WRONG and meta["component"] == "feed_forward"
     params = args["params"]

@@ -96,9 +96,11 @@ def test_skipped_verdicts_are_pytest_skips_with_their_reason(tmp_path: Path) -> 
         "2",
         "-rs",
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # bfloat16 was asked for by name and ran nothing: not a pass (exit 5, the reason in one line)
+    assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "1 passed, 1 skipped" in proc.stdout
     assert "adapter does not declare bfloat16" in proc.stdout
+    assert "transpec: nothing tested: dtype bfloat16 ran nothing" in proc.stdout
 
 
 def test_without_transpec_the_plugin_adds_nothing(tmp_path: Path) -> None:
