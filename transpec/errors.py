@@ -5,6 +5,7 @@
     TranspecError
     ├── UsageError                          (the transpec command: one line, exit status 2)
     ├── AdapterLoadError       (ValueError) an adapter spec that gives no adapter
+    ├── AdapterDeclarationError (ValueError) an adapter whose declarations cannot be run
     ├── CaseFileError          (ValueError) a saved case that cannot be read or replayed here
     └── UnknownComponentError  (ValueError) a component name that is not in the registry
 
@@ -18,6 +19,7 @@ Importing this module imports nothing else (no NumPy, Hypothesis, SymPy or torch
 from __future__ import annotations
 
 __all__ = [
+    "AdapterDeclarationError",
     "AdapterLoadError",
     "CaseFileError",
     "TranspecError",
@@ -36,6 +38,13 @@ class UsageError(TranspecError):
 
 class AdapterLoadError(TranspecError, ValueError):
     """An adapter specification could not be turned into an adapter (one-line message)."""
+
+
+class AdapterDeclarationError(TranspecError, ValueError):
+    """An adapter whose declarations a run cannot be planned on (one-line message): a
+    ``call_timeout`` that is not a finite number of seconds > 0, ``dtypes`` or ``devices`` that
+    are not a tuple of names, ``conventions`` that are not a ``Conventions``, or a declaration
+    hook (``available_devices``, ``provides``) that raises."""
 
 
 class CaseFileError(TranspecError, ValueError):
