@@ -62,8 +62,10 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
     ``adapter``: an adapter object or spec string that replaces the one named in the file.
     Raises :class:`~transpec.errors.CaseFileError` (a ``ValueError``) for an unreadable file, an
     unknown property, or an adapter that cannot run the case; an adapter spec that does not load
-    raises :class:`~transpec.errors.AdapterLoadError`.
+    raises :class:`~transpec.errors.AdapterLoadError`, an adapter whose declarations cannot be
+    used :class:`~transpec.errors.AdapterDeclarationError`.
     """
+    from transpec.adapters.base import validate_adapter
     from transpec.oracle.catalogue import PROPERTIES
     from transpec.oracle.engine.harness import Harness
 
@@ -78,6 +80,7 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
         )
     prop = matches[0]
     impl, spec = load_adapter_for(meta, adapter)
+    declared = validate_adapter(impl)  # AdapterDeclarationError: one line, like a load error
     if not impl.provides(component):
         raise CaseFileError(f"adapter {impl.name!r} does not provide {component}")
     if device not in impl.available_devices():
@@ -91,7 +94,7 @@ def reproduce(path: str | Path, *, adapter: Adapter | str | None = None) -> Verd
     verdict = Verdict(component, name, dtype, device, "passed")
     start = time.perf_counter()
     try:
-        ratio = check_once(prop, Harness(impl, dtype, device), args)
+        ratio = check_once(prop, Harness(impl, dtype, device, declared=declared), args)
     except Exception as exc:  # a violation, an implementation failure or an error of transpec
         classify(verdict, exc)
         describe_failure(

@@ -102,3 +102,56 @@ def test_declarations_a_run_cannot_use_exit_2_with_one_line(
     assert text in lines[0]
     assert "Traceback" not in proc.stderr
     assert not report.exists()
+
+
+def test_reproduce_with_an_adapter_whose_declarations_cannot_be_used_exits_2(
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "out.json"
+    proc = _check(
+        tmp_path,
+        "hostile_adapters:ZeroesQueryAttention",
+        "--component",
+        "attention",
+        "--property",
+        "equivalence",
+        "--dtype",
+        "float32",
+        "--max-examples",
+        "2",
+        "--quiet",
+        "--json",
+        str(report),
+    )
+    assert proc.returncode == 1, proc.stderr
+    saved = json.loads(report.read_text())["verdicts"][0]["failure_file"]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ENGINE), env.get("PYTHONPATH", "")])
+    replay = subprocess.run(
+        [sys.executable, "-m", "transpec.cli", "reproduce", saved],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert replay.returncode == 1 and "(mutated_input)" in replay.stdout
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "transpec.cli",
+            "reproduce",
+            saved,
+            "--adapter",
+            "hostile_adapters:ZeroTimeout",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "call_timeout must be a finite number" in lines[0]
