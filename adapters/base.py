@@ -45,16 +45,29 @@ An adapter is the implementation under test plus what it declares about itself:
 Every component method receives native arrays and returns one native array. The harness checks
 its type, shape, dtype and finiteness; an exception, a hang, or a wrong result is a reported
 failure, never a crash of the run.
+
+The arrays a method receives are its own: converted afresh for each call, shared with nothing
+the harness judges by. A method must not modify them (nor the ``params`` dict): the harness
+reads every input back after the call (``from_native``, ``to_numpy`` for boolean and integer
+arrays), and a change is a failure of kind ``"mutated_input"``. The declarations are read once:
+:func:`validate_adapter` checks them before a run (one-line
+:class:`~transpec.errors.AdapterDeclarationError`) and returns the :class:`Declared` snapshot
+the run is judged under; a method that changes its adapter's ``conventions`` fails with kind
+``"changed_conventions"`` and is still judged under the snapshot.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from transpec.errors import AdapterDeclarationError
 from transpec.oracle import components as registry
 from transpec.oracle.components import names as component_names
 from transpec.oracle.engine.dtypes import canonical_dtype
@@ -184,6 +197,14 @@ class Adapter:
         """True when ``value`` is an array of this adapter's framework."""
         return isinstance(value, np.ndarray)
 
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """A native boolean or integer array -> a NumPy copy of it (same values, its own dtype).
+
+        The harness reads boolean masks and index arrays back with it after a call, to check
+        that the implementation left them as they were (``from_native`` takes floats only).
+        The default suits any array NumPy can convert (``__array__``)."""
+        return np.array(value, copy=True)
+
     def synchronize(self, device: str) -> None:
         """Wait for queued device work (CUDA adapters override this)."""
 
@@ -246,5 +267,138 @@ class FunctionAdapter(Adapter):
     def is_native(self, value: Any) -> bool:
         return self._base.is_native(value)
 
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return self._base.to_numpy(value)
+
     def synchronize(self, device: str) -> None:
         self._base.synchronize(device)
+
+
+# -- declarations, checked once --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Declared:
+    """The declarations a run judges an adapter under, copied when the run begins.
+
+    ``conventions`` is a copy of the adapter's (a method that changes or edits the adapter's
+    object during a call changes neither this copy nor the verdicts), ``call_timeout`` the
+    checked time limit of one call in seconds."""
+
+    conventions: Conventions
+    call_timeout: float
+
+    @classmethod
+    def of(cls, adapter: Adapter) -> Declared:
+        """The snapshot of ``adapter``'s conventions and time limit, both checked;
+        :class:`~transpec.errors.AdapterDeclarationError` naming what is wrong."""
+        label = adapter_label(adapter)
+        conventions = getattr(adapter, "conventions", None)
+        if not isinstance(conventions, Conventions):
+            raise AdapterDeclarationError(
+                f"adapter {label}: conventions must be a transpec Conventions, got "
+                f"{type(conventions).__name__}"
+            )
+        return cls(dataclasses.replace(conventions), checked_timeout(adapter))
+
+
+def adapter_label(adapter: Any) -> str:
+    """The adapter's ``name`` for messages (its class name when the name is not a string)."""
+    name = getattr(adapter, "name", None)
+    return repr(name) if isinstance(name, str) else type(adapter).__name__
+
+
+def checked_timeout(adapter: Adapter) -> float:
+    """``adapter.call_timeout`` as a float; an
+    :class:`~transpec.errors.AdapterDeclarationError` unless it is a finite number > 0 (a
+    zero, negative, NaN or infinite limit would time every call out or let a hang stop the
+    run)."""
+    value = getattr(adapter, "call_timeout", None)
+    if (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(float(value))
+        and float(value) > 0
+    ):
+        return float(value)
+    raise AdapterDeclarationError(
+        f"adapter {adapter_label(adapter)}: call_timeout must be a finite number of seconds "
+        f"> 0, got {value!r}"
+    )
+
+
+def _names(adapter: Adapter, attribute: str) -> tuple[str, ...]:
+    """``adapter.<attribute>`` checked to be a non-empty tuple (or list) of non-empty names."""
+    label = adapter_label(adapter)
+    value = getattr(adapter, attribute, None)
+    if isinstance(value, str):
+        raise AdapterDeclarationError(
+            f"adapter {label}: {attribute} must be a tuple of names, got the string {value!r} "
+            f"(write ({value!r},))"
+        )
+    if not isinstance(value, (tuple, list)):
+        raise AdapterDeclarationError(
+            f"adapter {label}: {attribute} must be a tuple of names, got {type(value).__name__}"
+        )
+    if not value:
+        raise AdapterDeclarationError(f"adapter {label}: {attribute} is empty: nothing to test")
+    for item in value:
+        if not isinstance(item, str) or not item or any(c.isspace() for c in item):
+            raise AdapterDeclarationError(
+                f"adapter {label}: {attribute} must hold names without spaces, got {item!r}"
+            )
+    return tuple(value)
+
+
+def _hook(adapter: Adapter, hook: str, *args: Any) -> Any:
+    """Call a declaration hook; what it raises becomes one line naming the hook."""
+    try:
+        return getattr(adapter, hook)(*args)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        shown = ", ".join(map(repr, args))
+        raise AdapterDeclarationError(
+            f"adapter {adapter_label(adapter)}: {hook}({shown}) raised {type(exc).__name__}"
+            + (f": {text[:200]}" if text else "")
+        ) from None
+
+
+def validate_adapter(adapter: Adapter) -> Declared:
+    """Check what ``adapter`` declares before a run and return the :class:`Declared` snapshot
+    to judge it under.
+
+    ``conventions`` a :class:`Conventions`; ``call_timeout`` a finite number > 0; ``dtypes``
+    a non-empty tuple of known dtype names; ``devices`` a non-empty tuple of device names;
+    ``available_devices()`` and ``provides(component)`` for every component must return
+    without raising (``available_devices`` a tuple of names). Anything else is an
+    :class:`~transpec.errors.AdapterDeclarationError` (a ``ValueError``) with a one-line
+    message: a run planned on such declarations would crash, hang or pass vacuously.
+    """
+    if not isinstance(adapter, Adapter):
+        raise AdapterDeclarationError(f"expected a transpec Adapter, got {type(adapter).__name__}")
+    declared = Declared.of(adapter)
+    label = adapter_label(adapter)
+    for name in _names(adapter, "dtypes"):
+        try:
+            canonical_dtype(name)
+        except ValueError as exc:
+            raise AdapterDeclarationError(f"adapter {label}: dtypes: {exc}") from None
+    _names(adapter, "devices")
+    available = _hook(adapter, "available_devices")
+    if isinstance(available, str) or not isinstance(available, (tuple, list)):
+        raise AdapterDeclarationError(
+            f"adapter {label}: available_devices() must return a tuple of names, got "
+            f"{type(available).__name__}"
+        )
+    if not all(isinstance(d, str) for d in available):
+        raise AdapterDeclarationError(
+            f"adapter {label}: available_devices() must return names, got {available!r}"
+        )
+    for component in COMPONENTS:
+        answer = _hook(adapter, "provides", component)
+        if not isinstance(answer, (bool, np.bool_)):
+            raise AdapterDeclarationError(
+                f"adapter {label}: provides({component!r}) must return True or False, got "
+                f"{type(answer).__name__}"
+            )
+    return declared

@@ -89,8 +89,10 @@ def reproduce(
     file, a metadata field missing, of the wrong type or unknown, an archive member over the size
     limits) and :class:`~transpec.errors.CaseFileError` (both ``ValueError``) for an unknown
     property, an adapter the file names that is not trusted, or an adapter that cannot run the
-    case; an adapter spec that does not load raises :class:`~transpec.errors.AdapterLoadError`.
+    case; an adapter spec that does not load raises :class:`~transpec.errors.AdapterLoadError`,
+    an adapter whose declarations cannot be used :class:`~transpec.errors.AdapterDeclarationError`.
     """
+    from transpec.adapters.base import validate_adapter
     from transpec.oracle.catalogue import PROPERTIES
     from transpec.oracle.engine.harness import Harness
 
@@ -105,6 +107,7 @@ def reproduce(
         )
     prop = matches[0]
     impl, spec = load_adapter_for(meta, adapter, trust=trust)
+    declared = validate_adapter(impl)  # AdapterDeclarationError: one line, like a load error
     if not impl.provides(component):
         raise CaseFileError(f"adapter {impl.name!r} does not provide {component}")
     if device not in impl.available_devices():
@@ -118,7 +121,7 @@ def reproduce(
     verdict = Verdict(component, name, dtype, device, "passed")
     start = time.perf_counter()
     try:
-        ratio = check_once(prop, Harness(impl, dtype, device), args)
+        ratio = check_once(prop, Harness(impl, dtype, device, declared=declared), args)
     except Exception as exc:  # a violation, an implementation failure or an error of transpec
         classify(verdict, exc)
         describe_failure(

@@ -5,6 +5,7 @@
     TranspecError
     ├── UsageError                          (the transpec command: one line, exit status 2)
     ├── AdapterLoadError       (ValueError) an adapter spec that gives no adapter
+    ├── AdapterDeclarationError (ValueError) an adapter whose declarations cannot be run
     ├── CaseFileError          (ValueError) a saved case that cannot be read or replayed here
     │   └── CaseFileReadError               one that cannot be read: not a case file, a field
     │                                       missing or of the wrong type, an oversized member
@@ -20,6 +21,7 @@ Importing this module imports nothing else (no NumPy, Hypothesis, SymPy or torch
 from __future__ import annotations
 
 __all__ = [
+    "AdapterDeclarationError",
     "AdapterLoadError",
     "CaseFileError",
     "CaseFileReadError",
@@ -39,6 +41,13 @@ class UsageError(TranspecError):
 
 class AdapterLoadError(TranspecError, ValueError):
     """An adapter specification could not be turned into an adapter (one-line message)."""
+
+
+class AdapterDeclarationError(TranspecError, ValueError):
+    """An adapter whose declarations a run cannot be planned on (one-line message): a
+    ``call_timeout`` that is not a finite number of seconds > 0, ``dtypes`` or ``devices`` that
+    are not a tuple of names, ``conventions`` that are not a ``Conventions``, or a declaration
+    hook (``available_devices``, ``provides``) that raises."""
 
 
 class CaseFileError(TranspecError, ValueError):

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from transpec.adapters.base import Adapter
+    from transpec.adapters.base import Adapter, Declared
     from transpec.oracle.engine.profiles import Profile
     from transpec.runs import Case, RunResult, Verdict
 
@@ -158,6 +158,9 @@ def pytest_collection_modifyitems(
         )
         for c in components or ():
             registry.get(c)
+        from transpec.adapters.base import validate_adapter
+
+        declared = validate_adapter(adapter)
         cases = plan(
             adapter,
             components=components,
@@ -194,6 +197,7 @@ def pytest_collection_modifyitems(
                 profile=profile,
                 failures_dir=failures_dir,
                 adapter_spec=spec,
+                declared=declared,
             )
         )
 
@@ -286,9 +290,11 @@ class TranspecItem(pytest.Item):
         profile: Profile,
         failures_dir: str | None,
         adapter_spec: str | None,
+        declared: Declared,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.declared = declared
         self.case = case
         self.adapter = adapter
         self.profile = profile
@@ -305,6 +311,7 @@ class TranspecItem(pytest.Item):
             self.profile,
             failures_dir=self.failures_dir,
             adapter_spec=self.adapter_spec,
+            declared=self.declared,
         )
         self.user_properties.append(("ratio", _ratio_text(verdict.ratio)))
         self.user_properties.append(("examples", str(verdict.examples)))
@@ -366,10 +373,12 @@ def conformance_tests(
     workers); skipped verdicts skip, failures show the failure report. Unknown names raise
     ``ValueError`` when the module is imported.
     """
+    from transpec.adapters.base import validate_adapter
     from transpec.oracle.engine.profiles import resolve
     from transpec.runs import infer_spec, plan, run_case
 
     resolved = resolve(profile, seed=seed, max_examples=max_examples)
+    declared = validate_adapter(adapter)
     cases = plan(
         adapter, components=components, properties=properties, dtypes=dtypes, devices=devices
     )
@@ -378,7 +387,14 @@ def conformance_tests(
     @pytest.mark.transpec
     @pytest.mark.parametrize("case", cases, ids=[_case_id(c) for c in cases])
     def test_conformance(case: Case) -> None:
-        verdict = run_case(adapter, case, resolved, failures_dir=failures_dir, adapter_spec=spec)
+        verdict = run_case(
+            adapter,
+            case,
+            resolved,
+            failures_dir=failures_dir,
+            adapter_spec=spec,
+            declared=declared,
+        )
         raise_for_verdict(verdict)
 
     return test_conformance

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 import transpec
-from transpec.adapters.base import Adapter, FunctionAdapter
+from transpec.adapters.base import Adapter, Declared, FunctionAdapter, validate_adapter
 from transpec.oracle import components as registry
 from transpec.oracle.engine.dtypes import DTYPES, canonical_dtype
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation, Worst
@@ -47,6 +47,7 @@ from transpec.oracle.engine.profiles import Profile, case_seed, hypothesis_setti
 if TYPE_CHECKING:
     from transpec.oracle.engine.harness import Harness
     from transpec.oracle.engine.property import Property
+    from transpec.spec.conventions import Conventions
 
 Status = Literal["passed", "failed", "skipped", "error"]
 STATUSES: tuple[Status, ...] = ("passed", "failed", "skipped", "error")
@@ -369,6 +370,13 @@ def run(
     empty result and the plan. ``adapter_spec`` is how the reproduce command reloads the adapter
     (inferred for importable classes and functions when not given).
 
+    The adapter's declarations are checked first
+    (:func:`~transpec.adapters.base.validate_adapter`: an
+    :class:`~transpec.errors.AdapterDeclarationError`, a ``ValueError``, with a one-line
+    message), and its conventions and ``call_timeout`` are copied once: every case of the run
+    is judged under that one copy, which the result (and so every report) shows, whatever the
+    implementation does to its adapter meanwhile.
+
     Unknown names raise ``ValueError``. Ctrl-C ends the run early with ``interrupted=True``.
     """
     if not isinstance(adapter, Adapter):
@@ -376,6 +384,7 @@ def run(
             f"expected a transpec Adapter, got {type(adapter).__name__}; wrap a function with "
             "transpec.adapters.FunctionAdapter(function, component=...)"
         )
+    declared = validate_adapter(adapter)
     resolved = resolve(profile, seed=seed, max_examples=max_examples)
     cases = plan(
         adapter, components=components, properties=properties, dtypes=dtypes, devices=devices
@@ -384,7 +393,7 @@ def run(
     result = RunResult(
         adapter=_describe(adapter),
         adapter_spec=spec,
-        conventions=adapter.conventions.to_dict(),
+        conventions=declared.conventions.to_dict(),
         profile=resolved,
         components=tuple(dict.fromkeys(c.prop.component for c in cases)),
         dtypes=tuple(dict.fromkeys(c.dtype for c in cases)),
@@ -397,7 +406,12 @@ def run(
     try:
         for case in cases:
             verdict = run_case(
-                adapter, case, resolved, failures_dir=failures_dir, adapter_spec=spec
+                adapter,
+                case,
+                resolved,
+                failures_dir=failures_dir,
+                adapter_spec=spec,
+                declared=declared,
             )
             result.verdicts.append(verdict)
             if on_verdict is not None:
@@ -483,8 +497,12 @@ def run_case(
     *,
     failures_dir: str | Path | None = "transpec-failures",
     adapter_spec: str | None = None,
+    declared: Declared | None = None,
 ) -> Verdict:
-    """One verdict: skip, or run the property under Hypothesis and judge the outcome."""
+    """One verdict: skip, or run the property under Hypothesis and judge the outcome.
+
+    ``declared``: the conventions and time limit to judge under (:func:`run` passes the one
+    snapshot of the run); by default a snapshot taken now."""
     prop = case.prop
     verdict = Verdict(prop.component, prop.name, case.dtype, case.device, "skipped")
     if case.skip is not None:
@@ -492,14 +510,26 @@ def run_case(
         return verdict
     start = time.perf_counter()
     trace = _Trace()
+    if declared is None:
+        declared = Declared.of(adapter)
     try:
-        _hypothesis_run(adapter, case, profile, trace)
+        _hypothesis_run(adapter, case, profile, trace, declared)
     except KeyboardInterrupt:
         raise
     except _Abort as abort:
-        _fail(verdict, abort.failure, trace, adapter, case, profile, failures_dir, adapter_spec)
+        _fail(
+            verdict,
+            abort.failure,
+            trace,
+            adapter,
+            case,
+            profile,
+            failures_dir,
+            adapter_spec,
+            declared,
+        )
     except (PropertyViolation, ImplementationFailure) as exc:
-        _fail(verdict, exc, trace, adapter, case, profile, failures_dir, adapter_spec)
+        _fail(verdict, exc, trace, adapter, case, profile, failures_dir, adapter_spec, declared)
     except Exception as exc:
         inner = _flaky_failure(exc)
         if inner is not None:
@@ -513,6 +543,7 @@ def run_case(
                 profile,
                 failures_dir,
                 adapter_spec,
+                declared,
                 flaky=True,
             )
             verdict.message = (
@@ -523,7 +554,7 @@ def run_case(
                 "\n", "\n  (nondeterministic: the replay of this input passed)\n", 1
             )
         else:
-            _fail(verdict, exc, trace, adapter, case, profile, failures_dir, adapter_spec)
+            _fail(verdict, exc, trace, adapter, case, profile, failures_dir, adapter_spec, declared)
     else:
         verdict.status = "passed"
         verdict.ratio = trace.ratio
@@ -533,14 +564,16 @@ def run_case(
     return verdict
 
 
-def _hypothesis_run(adapter: Adapter, case: Case, profile: Profile, trace: _Trace) -> None:
+def _hypothesis_run(
+    adapter: Adapter, case: Case, profile: Profile, trace: _Trace, declared: Declared
+) -> None:
     from hypothesis import given
     from hypothesis import seed as hypothesis_seed
 
     from transpec.oracle.engine.harness import Harness
 
     prop = case.prop
-    harness = Harness(adapter, case.dtype, case.device)
+    harness = Harness(adapter, case.dtype, case.device, declared=declared)
 
     def test(args: dict[str, Any]) -> None:
         trace.examples += 1
@@ -601,6 +634,7 @@ def _fail(
     profile: Profile,
     failures_dir: str | Path | None,
     adapter_spec: str | None,
+    declared: Declared,
     *,
     flaky: bool = False,
 ) -> None:
@@ -620,6 +654,7 @@ def _fail(
                 profile=profile,
                 verdict=verdict,
                 flaky=flaky,
+                conventions=declared.conventions,
             )
         except Exception as save_error:
             verdict.message += f" (the counterexample could not be saved: {save_error})"
@@ -862,6 +897,7 @@ def save_case(
     profile: Profile,
     verdict: Verdict,
     flaky: bool = False,
+    conventions: Conventions | None = None,
 ) -> Path:
     """Save one counterexample as a ``.npz`` file: its arrays plus a JSON metadata entry.
 
@@ -871,7 +907,8 @@ def save_case(
     little.
 
     The metadata (entry ``__transpec__``) names the adapter (spec string and description),
-    component, property, dtype, device, the adapter's conventions, the transpec version, the
+    component, property, dtype, device, the conventions it was judged under (``conventions``,
+    the run's snapshot; the adapter's by default), the transpec version, the
     profile and seed, the verdict, and the non-array arguments. Array arguments (float, bool or
     integer, e.g. embedding indices) are entries ``arg_<name>``; a dict argument (a layer's
     ``params``, keyed by ``state_dict`` names) keeps its key order in the metadata and its arrays
@@ -902,7 +939,7 @@ def save_case(
         "property": case.prop.name,
         "dtype": case.dtype,
         "device": case.device,
-        "conventions": adapter.conventions.to_dict(),
+        "conventions": (conventions if conventions is not None else adapter.conventions).to_dict(),
         "profile": profile.name,
         "seed": profile.seed,
         "status": verdict.status,

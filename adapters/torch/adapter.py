@@ -193,6 +193,16 @@ class TorchAdapter(TorchLayers, TorchPositionalMixin, Adapter):
     def is_native(self, value: Any) -> bool:
         return isinstance(value, _torch().Tensor)
 
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """bool/integer tensor -> NumPy copy on the CPU, same dtype (a float tensor: float64)."""
+        torch = _torch()
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(value).__name__}")
+        tensor = value.detach().to(device="cpu")
+        if tensor.is_floating_point():
+            tensor = tensor.to(dtype=torch.float64)
+        return np.array(tensor.numpy(), copy=True)
+
     def synchronize(self, device: str) -> None:
         torch = _torch()
         if str(device).startswith("cuda") and torch.cuda.is_available():

@@ -8,15 +8,24 @@ which
 1. encodes boolean attention masks for the adapter: the arguments a property builds use
    transpec's canonical meaning (``True`` = attend); an adapter that declares
    ``bool_mask="ignore"`` receives ``~mask``;
-2. converts every array with ``adapter.to_native`` (which rounds floats to the dtype under test)
-   and converts the native inputs back with ``adapter.from_native``, so that the float64 copies
-   it keeps are *exactly* what the implementation received (boolean masks stay boolean);
-3. calls the component in a daemon thread and waits at most ``adapter.call_timeout`` seconds;
-4. checks the result: an exception is an :class:`ImplementationFailure` of kind ``"raised"``,
-   a hang ``"hung"``, anything but a native array ``"not_array"``, a native array of another
-   dtype ``"dtype"`` and of another shape than the reference ``"shape"``;
-5. computes the float64 reference on the rounded inputs under the adapter's declared
-   conventions (:func:`transpec.oracle.reference.compute`).
+2. converts a fresh copy of every array with ``adapter.to_native`` (which rounds floats to the
+   dtype under test) and converts the native inputs back with ``adapter.from_native``, so that
+   the float64 copies it keeps are *exactly* what the implementation received (boolean masks
+   stay boolean). Those copies are its own and read-only: nothing the implementation can reach
+   aliases them (a NumPy ``to_native`` may return a view of what it is given; it is given a
+   throwaway copy), and the ``params`` dict it receives is a new dict of new arrays;
+3. computes the float64 reference and the tolerance on those copies, before the call, under
+   the conventions snapshot taken when the harness was made
+   (:class:`~transpec.adapters.base.Declared`; :func:`transpec.oracle.reference.compute`);
+4. calls the component in a daemon thread and waits at most ``call_timeout`` seconds (from the
+   same snapshot);
+5. checks the result: an exception is an :class:`ImplementationFailure` of kind ``"raised"``,
+   a hang ``"hung"``; adapter conventions that differ from the snapshot after the call
+   ``"changed_conventions"``; an input that reads back (``from_native``, ``to_numpy``)
+   different, bit for bit (NaN-aware), from what was sent ``"mutated_input"`` (the same for a
+   ``params`` entry replaced, added or removed); anything but a native array ``"not_array"``,
+   a native array of another dtype ``"dtype"`` and of another shape than the reference
+   ``"shape"``.
 
 NaN or infinity where the reference has none is *not* an implementation failure: the array is
 returned and judged by :func:`transpec.oracle.engine.compare.compare` (a property violation),
@@ -29,6 +38,7 @@ between two outputs against the bound that the two tolerances imply.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import threading
 from collections.abc import Callable, Mapping
@@ -37,11 +47,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transpec.adapters.base import Adapter, Precision
+from transpec.adapters.base import Adapter, Declared, Precision
 from transpec.oracle import components as registry
 from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.oracle.engine.error_model import U64
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation, Worst
+from transpec.spec.conventions import Conventions
 
 if TYPE_CHECKING:
     from transpec.oracle.kernels.reference import Reference
@@ -87,6 +98,145 @@ def _one_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """``array``, made read-only (the harness's own copies: nothing may write to them)."""
+    array.setflags(write=False)
+    return array
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return np.array(value, copy=True)
+    if isinstance(value, dict):  # a layer's parameter dict (its class kept)
+        out = value.copy()
+        for key, item in value.items():
+            out[key] = _copy_value(item)
+        return out
+    if isinstance(value, Mapping):
+        return {key: _copy_value(item) for key, item in value.items()}
+    return value
+
+
+def copy_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Writable copies of the arrays of ``args`` (and of the arrays of its dicts): what the
+    adapter's own hooks (``supports``, ``layer_semantics``) are handed, so that they cannot
+    edit what the harness judges by."""
+    return {key: _copy_value(value) for key, value in args.items()}
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _difference(before: np.ndarray, after: np.ndarray, *, exact: bool) -> str | None:
+    """How ``after`` differs from ``before`` (shape, dtype, elements), or None when they are
+    the same bit for bit (floats: every NaN equals every NaN, -0.0 differs from 0.0)."""
+    if tuple(after.shape) != tuple(before.shape):
+        return f"its shape changed from {tuple(before.shape)} to {tuple(after.shape)}"
+    if exact:
+        if after.dtype != before.dtype:
+            return f"its dtype changed from {before.dtype} to {after.dtype}"
+        changed = int(np.count_nonzero(after != before))
+    else:
+        a = np.ascontiguousarray(after, dtype=np.float64)
+        b = np.ascontiguousarray(before, dtype=np.float64)
+        same = (a.view(np.uint64) == b.view(np.uint64)) | (np.isnan(a) & np.isnan(b))
+        changed = int(a.size - np.count_nonzero(same))
+    return f"{_count(changed, 'element')} changed" if changed else None
+
+
+class _Watch:
+    """The native inputs of one call and what they held when sent, to check after the call
+    that the implementation left them alone (:meth:`untouched`)."""
+
+    def __init__(self) -> None:
+        #: (label, native array, what it read back as before the call, bool/integer?)
+        self.arrays: list[tuple[str, Any, np.ndarray, bool]] = []
+        #: (argument name, the dict object sent, its (key, native entry) pairs as sent)
+        self.dicts: list[tuple[str, dict[str, Any], tuple[tuple[str, Any], ...]]] = []
+
+    def floating(self, label: str, native: Any, before: np.ndarray) -> None:
+        """A float input; ``before`` is the harness's float64 copy of what it holds."""
+        self.arrays.append((label, native, before, False))
+
+    def exact(self, component: str, label: str, native: Any, adapter: Adapter) -> None:
+        """A boolean or integer input, read back now with ``adapter.to_numpy``."""
+        try:
+            before = _frozen(np.array(adapter.to_numpy(native)))
+        except Exception as exc:
+            raise ImplementationFailure(
+                "raised",
+                _one_line(
+                    f"{component}: the adapter's to_numpy cannot read its own input {label} "
+                    f"({type(exc).__name__}: {exc}); override Adapter.to_numpy for this "
+                    "framework"
+                ),
+            ) from None
+        self.arrays.append((label, native, before, True))
+
+    def entries(self, name: str, sent: dict[str, Any]) -> None:
+        """A dict argument (``params``): its entries must still be the arrays sent."""
+        self.dicts.append((name, sent, tuple(sent.items())))
+
+    def untouched(self, component: str, adapter: Adapter) -> None:
+        """:class:`ImplementationFailure` ``"mutated_input"`` naming the first input that no
+        longer reads back as it was sent (a dict entry replaced, added or removed; an array
+        changed in place, reshaped, or no longer readable)."""
+        for name, sent, entries in self.dicts:
+            problem = _dict_change(sent, entries)
+            if problem:
+                raise ImplementationFailure(
+                    "mutated_input", f"{component} modified its input {name} ({problem})"
+                )
+        for label, native, before, exact in self.arrays:
+            try:
+                if exact:
+                    after = np.asarray(adapter.to_numpy(native))
+                else:
+                    after = np.asarray(adapter.from_native(native)[0], dtype=np.float64)
+            except Exception as exc:
+                raise ImplementationFailure(
+                    "mutated_input",
+                    _one_line(
+                        f"{component} modified its input {label} in place: it no longer reads "
+                        f"back ({type(exc).__name__}: {exc})"
+                    ),
+                ) from None
+            problem = _difference(before, after, exact=exact)
+            if problem:
+                raise ImplementationFailure(
+                    "mutated_input", f"{component} modified its input {label} in place ({problem})"
+                )
+
+
+def _dict_change(sent: dict[str, Any], entries: tuple[tuple[str, Any], ...]) -> str | None:
+    """What became of a dict argument's entries since it was sent, or None."""
+    keys = [key for key, _ in entries]
+    now = list(sent.keys())
+    removed = [k for k in keys if k not in sent]
+    added = [k for k in now if k not in dict(entries)]
+    if removed:
+        return f"{_count(len(removed), 'entry')} removed: {', '.join(map(repr, removed[:3]))}"
+    if added:
+        return f"{_count(len(added), 'entry')} added: {', '.join(map(repr, added[:3]))}"
+    replaced = [key for key, value in entries if sent[key] is not value]
+    if replaced:
+        return f"{_count(len(replaced), 'entry')} replaced: {', '.join(map(repr, replaced[:3]))}"
+    return None
+
+
+def _convention_change(snapshot: Conventions, current: Any) -> str:
+    """The fields in which ``current`` differs from ``snapshot`` (``name: old -> new``), or ""."""
+    if not isinstance(current, Conventions):
+        return f"replaced by a {type(current).__name__}"
+    changes = []
+    for f in dataclasses.fields(snapshot):
+        old, new = getattr(snapshot, f.name), getattr(current, f.name, None)
+        if type(old) is not type(new) or old != new:
+            changes.append(f"{f.name}: {old!r} -> {new!r}")
+    return "; ".join(changes)
+
+
 class Harness:
     """Calls one adapter's components in one dtype on one device and judges what comes back.
 
@@ -95,13 +245,25 @@ class Harness:
     >>> harness.assert_equivalent(call)                        # doctest: +SKIP
     """
 
-    def __init__(self, adapter: Adapter, dtype: str, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        adapter: Adapter,
+        dtype: str,
+        device: str = "cpu",
+        *,
+        declared: Declared | None = None,
+    ) -> None:
+        """``declared``: the conventions and time limit to judge under (a run passes the one
+        snapshot it took when it began); by default a snapshot of ``adapter``'s, taken now.
+        :class:`~transpec.errors.AdapterDeclarationError` when they are unusable."""
         if not isinstance(adapter, Adapter):
             raise TypeError(f"adapter must be a transpec Adapter, got {type(adapter).__name__}")
         self.adapter = adapter
         self.dtype = canonical_dtype(dtype)
         self.device = str(device)
-        self.conventions = adapter.conventions
+        self.declared = declared if declared is not None else Declared.of(adapter)
+        #: the conventions every call is judged under (a copy: the adapter cannot edit it)
+        self.conventions = self.declared.conventions
 
     def __repr__(self) -> str:
         return f"Harness({self.adapter.name!r}, {self.dtype!r}, {self.device!r})"
@@ -142,7 +304,9 @@ class Harness:
         Inside a Hypothesis test this is ``hypothesis.reject()``; outside one (a replay) it is
         a ``ValueError`` naming the reason.
         """
-        reason = self.adapter.supports(component, args, dtype=self.dtype, device=self.device)
+        reason = self.adapter.supports(
+            component, copy_arguments(args), dtype=self.dtype, device=self.device
+        )
         if reason is None:
             return
         from hypothesis import reject
@@ -207,41 +371,10 @@ class Harness:
         Float arrays go through ``adapter.to_native`` (which rounds to the dtype under test) and
         back through ``adapter.from_native``; boolean arrays stay boolean; integer index arrays
         (argument kind ``"index"``) go through ``adapter.index_to_native`` unrounded; plain
-        Python values (lengths, offsets, flags) pass through.
+        Python values (lengths, offsets, flags) pass through. Every native array is converted
+        from a fresh copy, and every copy kept is the harness's own and read-only.
         """
-        record = registry.get(component)
-        unknown = sorted(set(args) - set(record.argument_names))
-        if unknown:
-            raise ValueError(f"unknown argument(s) of {component}: {', '.join(unknown)}")
-        params = record.arguments_of("params")
-        indices = record.arguments_of("index")
-        arrays = record.arguments_of("array", "mask", "layer_mask")
-        native: dict[str, Any] = {}
-        rounded: dict[str, Any] = {}
-        for name, value in args.items():
-            if name in params and value is not None:
-                native[name], rounded[name] = self.round_params(component, name, value)
-                continue
-            if name in indices and value is not None:
-                index = np.asarray(value)
-                if index.dtype == np.bool_ or not np.issubdtype(index.dtype, np.integer):
-                    raise TypeError(f"{component} argument {name} must be an integer array")
-                native[name] = self.adapter.index_to_native(index, self.device)
-                rounded[name] = np.array(index, dtype=np.int64)
-            elif name in arrays and value is not None:
-                arr = np.asarray(value)
-                if arr.dtype == np.bool_:
-                    native[name] = self.adapter.to_native(arr, self.dtype, self.device)
-                    rounded[name] = np.array(arr, dtype=np.bool_)
-                else:
-                    arr = np.asarray(arr, dtype=np.float64)
-                    nat = self.adapter.to_native(arr, self.dtype, self.device)
-                    back, _ = self.adapter.from_native(nat)
-                    native[name] = nat
-                    rounded[name] = np.asarray(back, dtype=np.float64).reshape(arr.shape)
-            else:
-                native[name] = value
-                rounded[name] = value
+        native, rounded, _ = self._prepare(component, args)
         return native, rounded
 
     def round_params(
@@ -249,6 +382,54 @@ class Harness:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """A dict of parameter arrays -> (native arrays, their float64 copies as sent): every
         float array is rounded to the dtype under test like any input; None entries stay."""
+        native, rounded = self._prepare_params(component, name, params, _Watch())
+        return native, rounded
+
+    def _prepare(
+        self, component: str, args: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], _Watch]:
+        """:meth:`round_inputs`, and what to read back after the call (:meth:`_untouched`)."""
+        record = registry.get(component)
+        unknown = sorted(set(args) - set(record.argument_names))
+        if unknown:
+            raise ValueError(f"unknown argument(s) of {component}: {', '.join(unknown)}")
+        params = record.arguments_of("params")
+        indices = record.arguments_of("index")
+        arrays = record.arguments_of("array", "mask", "layer_mask")
+        watch = _Watch()
+        native: dict[str, Any] = {}
+        rounded: dict[str, Any] = {}
+        for name, value in args.items():
+            if name in params and value is not None:
+                native[name], rounded[name] = self._prepare_params(component, name, value, watch)
+                continue
+            if name in indices and value is not None:
+                index = np.asarray(value)
+                if index.dtype == np.bool_ or not np.issubdtype(index.dtype, np.integer):
+                    raise TypeError(f"{component} argument {name} must be an integer array")
+                rounded[name] = _frozen(np.array(index, dtype=np.int64))
+                nat = self.adapter.index_to_native(np.array(index, copy=True), self.device)
+                native[name] = nat
+                watch.exact(component, name, nat, self.adapter)
+            elif name in arrays and value is not None:
+                arr = np.asarray(value)
+                if arr.dtype == np.bool_:
+                    rounded[name] = _frozen(np.array(arr, dtype=np.bool_))
+                    nat = self.adapter.to_native(
+                        np.array(arr, dtype=np.bool_), self.dtype, self.device
+                    )
+                    native[name] = nat
+                    watch.exact(component, name, nat, self.adapter)
+                else:
+                    native[name], rounded[name] = self._prepare_float(name, arr, watch)
+            else:
+                native[name] = value
+                rounded[name] = value
+        return native, rounded, watch
+
+    def _prepare_params(
+        self, component: str, name: str, params: Any, watch: _Watch
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         if not isinstance(params, Mapping):
             raise TypeError(
                 f"{component} argument {name} must be a dict of arrays, got {type(params).__name__}"
@@ -262,12 +443,24 @@ class Harness:
             arr = np.asarray(value)
             if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
                 raise TypeError(f"{component} parameter {key!r} must be a float array")
-            arr = np.asarray(arr, dtype=np.float64)
-            nat = self.adapter.to_native(arr, self.dtype, self.device)
-            back, _ = self.adapter.from_native(nat)
-            native[key] = nat
-            rounded[key] = np.asarray(back, dtype=np.float64).reshape(arr.shape)
+            native[key], rounded[key] = self._prepare_float(f"{name}[{key!r}]", arr, watch)
+        watch.entries(name, native)
         return native, rounded
+
+    def _prepare_float(
+        self, label: str, array: np.ndarray, watch: _Watch
+    ) -> tuple[Any, np.ndarray]:
+        """(native array, read-only float64 copy of what it holds) for one float input.
+
+        ``to_native`` gets a throwaway float64 copy (it may return a view of it: a NumPy
+        adapter in float64 does), and what ``from_native`` gives back is copied again, so the
+        harness's copy shares memory with nothing the implementation can reach."""
+        fresh = np.array(array, dtype=np.float64)
+        nat = self.adapter.to_native(fresh, self.dtype, self.device)
+        back, _ = self.adapter.from_native(nat)
+        before = _frozen(np.array(back, dtype=np.float64))
+        watch.floating(label, nat, before)
+        return nat, before.reshape(fresh.shape)
 
     def decode(self, component: str, sent: Mapping[str, Any]) -> dict[str, Any]:
         """Inverse of :meth:`encode`: the canonical meaning of arguments as sent."""
@@ -276,7 +469,7 @@ class Harness:
     # -- calling -------------------------------------------------------------------------------
 
     def invoke(self, component: str, native: Mapping[str, Any]) -> Any:
-        """Call the component on native arguments under ``adapter.call_timeout``.
+        """Call the component on native arguments under the declared ``call_timeout``.
 
         Raises :class:`ImplementationFailure` ``"raised"`` or ``"hung"``; returns the raw result.
         A hung call keeps running in its daemon thread; the run goes on without it.
@@ -299,7 +492,7 @@ class Harness:
             target=target, name=f"transpec-{self.adapter.name}-{component}", daemon=True
         )
         thread.start()
-        timeout = float(self.adapter.call_timeout)
+        timeout = self.declared.call_timeout
         thread.join(timeout)
         if thread.is_alive():
             raise ImplementationFailure(
@@ -310,8 +503,21 @@ class Harness:
             raise ImplementationFailure("raised", _one_line(f"{type(exc).__name__}: {exc}"))
         return box.get("result")
 
+    def check_conventions(self, component: str) -> None:
+        """:class:`ImplementationFailure` ``"changed_conventions"`` when the adapter's
+        ``conventions`` no longer equal the snapshot this harness judges under (the call
+        assigned new ones, or edited the object in place); the verdicts still use the
+        snapshot."""
+        change = _convention_change(self.conventions, getattr(self.adapter, "conventions", None))
+        if change:
+            raise ImplementationFailure(
+                "changed_conventions",
+                f"{component}: the adapter's conventions changed after the run began "
+                f"({change}); judged under the conventions declared when it began",
+            )
+
     def convert_output(self, component: str, result: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """Check a raw result (native array, dtype, shape) and return it as float64."""
+        """Check a raw result (native array, dtype, shape) and return it as a float64 copy."""
         if not self.adapter.is_native(result):
             raise ImplementationFailure(
                 "not_array",
@@ -328,7 +534,7 @@ class Harness:
             raise ImplementationFailure(
                 "dtype", f"{component} returned {out_dtype} for {self.dtype} inputs"
             )
-        out = np.asarray(out, dtype=np.float64)
+        out = np.array(out, dtype=np.float64)  # a copy: the implementation may keep its result
         if tuple(out.shape) != tuple(shape):
             raise ImplementationFailure(
                 "shape", f"{component} returned shape {tuple(out.shape)}, expected {tuple(shape)}"
@@ -339,17 +545,23 @@ class Harness:
         """The float64 reference on the arguments as sent, under the declared conventions.
 
         Layer components take the path-dependent semantics an adapter declares through an
-        optional ``layer_semantics(component, args)`` (:meth:`Adapter.layer_semantics`)."""
+        optional ``layer_semantics(component, args)`` (:meth:`Adapter.layer_semantics`), which
+        is handed a copy of the arguments."""
         record = registry.get(component)
         semantics = None
         if record.takes_params:
-            semantics = self.adapter.layer_semantics(component, sent)
+            semantics = self.adapter.layer_semantics(component, copy_arguments(sent))
         return record.compute_reference(
             sent, conventions=self.conventions, dtype=self.dtype, semantics=semantics
         )
 
     def call(self, component: str, args: Mapping[str, Any]) -> Call:
         """Round ``args`` (canonical meaning), call the implementation, check, add the reference.
+
+        The reference and the tolerance are computed before the call, on the harness's own
+        read-only copies of what is sent; after it, the adapter's conventions and every input
+        are checked to be as they were (:meth:`check_conventions`, kinds
+        ``"changed_conventions"`` and ``"mutated_input"``).
 
         Grouped-query arguments go to an adapter without GQA support (:meth:`gqa_support`) with
         K/V repeated per its declared mapping (same semantics; the ``gqa`` property is skipped
@@ -367,7 +579,7 @@ class Harness:
         if lowered:
             args = self.lower_gqa(args)
         self.require_supported(component, args)
-        native, sent = self.round_inputs(component, self.encode(component, args))
+        native, sent, watch = self._prepare(component, self.encode(component, args))
         rounded = self.decode(component, sent)
         if record.groups_kv and "enable_gqa" in native and not native["enable_gqa"]:
             method = getattr(self.adapter, record.method, None)
@@ -375,10 +587,13 @@ class Harness:
                 del native["enable_gqa"]
         if lowered:
             rounded = self._regroup(rounded, kv_heads)
+        rounded = {k: _frozen(v) if isinstance(v, np.ndarray) else v for k, v in rounded.items()}
         reference = self.reference(component, sent)
-        result = self.invoke(component, native)
-        output = self.convert_output(component, result, tuple(np.shape(reference.value)))
         tol = self.tolerance(component, reference)
+        result = self.invoke(component, native)
+        self.check_conventions(component)
+        watch.untouched(component, self.adapter)
+        output = self.convert_output(component, result, tuple(np.shape(reference.value)))
         return Call(component, output, rounded, sent, reference, tol)
 
     # -- judging -------------------------------------------------------------------------------

@@ -7,17 +7,30 @@ report; neither ever escapes a run.
 * :class:`PropertyViolation` -- the implementation ran and returned an array, but the array
   breaks the property (an element out of tolerance, a NaN where none belongs, an earlier output
   that moved when a future key changed, ...).
-* :class:`ImplementationFailure` -- the implementation did not produce a usable array: it
-  raised, hung, returned something that is not an array, or an array of the wrong shape or
-  dtype.
+* :class:`ImplementationFailure` -- the implementation did not produce a usable array or did
+  not keep to the contract: it raised (``"raised"``), hung (``"hung"``), returned something
+  that is not an array (``"not_array"``) or an array of the wrong shape (``"shape"``) or dtype
+  (``"dtype"``), modified an input it was given, in place or by editing the ``params`` dict
+  (``"mutated_input"``), or changed its adapter's conventions (``"changed_conventions"``; it is
+  judged under those declared when the run began, whatever it changes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-FailureKind = Literal["raised", "hung", "not_array", "shape", "dtype"]
+FailureKind = Literal[
+    "raised",
+    "hung",
+    "not_array",
+    "shape",
+    "dtype",
+    "mutated_input",
+    "changed_conventions",
+]
+#: every kind of :class:`ImplementationFailure`, in the order reports list them
+FAILURE_KINDS: tuple[FailureKind, ...] = get_args(FailureKind)
 
 
 @dataclass(frozen=True)
@@ -71,7 +84,8 @@ class PropertyViolation(AssertionError):
 
 
 class ImplementationFailure(Exception):
-    """The implementation under test did not return a usable array."""
+    """The implementation under test did not return a usable array or broke the contract
+    (``kind``: one of :data:`FAILURE_KINDS`)."""
 
     def __init__(self, kind: FailureKind, message: str) -> None:
         super().__init__(f"{kind}: {message}")

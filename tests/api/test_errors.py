@@ -12,6 +12,7 @@ import pytest
 
 from transpec import errors
 from transpec.errors import (
+    AdapterDeclarationError,
     AdapterLoadError,
     CaseFileError,
     TranspecError,
@@ -19,7 +20,7 @@ from transpec.errors import (
     UsageError,
 )
 
-VALUE_ERRORS = (AdapterLoadError, CaseFileError, UnknownComponentError)
+VALUE_ERRORS = (AdapterLoadError, AdapterDeclarationError, CaseFileError, UnknownComponentError)
 
 
 def test_every_error_class_is_a_transpec_error() -> None:
@@ -31,6 +32,7 @@ def test_every_error_class_is_a_transpec_error() -> None:
         "TranspecError",
         "UsageError",
         "AdapterLoadError",
+        "AdapterDeclarationError",
         "CaseFileError",
         "CaseFileReadError",
         "UnknownComponentError",
