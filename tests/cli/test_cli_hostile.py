@@ -128,7 +128,7 @@ def test_reproduce_with_an_adapter_whose_declarations_cannot_be_used_exits_2(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ENGINE), env.get("PYTHONPATH", "")])
     replay = subprocess.run(
-        [sys.executable, "-m", "transpec.cli", "reproduce", saved],
+        [sys.executable, "-m", "transpec.cli", "reproduce", saved, "--trust"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
