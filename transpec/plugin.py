@@ -405,10 +405,12 @@ def _case_id(case: Case) -> str:
 
 
 def assert_conforms(adapter: Adapter, **options: Any) -> RunResult:
-    """Run :func:`transpec.runs.run` and raise ``AssertionError`` on any failure.
+    """Run :func:`transpec.runs.run` and raise ``AssertionError`` on any failure, or when the
+    run tested nothing it was asked to (every verdict skipped, or a requested component, dtype or
+    device ran nothing: :func:`transpec.runs.nothing_tested`).
 
-    The message is the failure reports of every failed verdict. Returns the run's result
-    otherwise (skips allowed). ``options`` are those of ``run``.
+    The message is the failure reports of every failed verdict, or the one line saying why
+    nothing was tested. Returns the run's result otherwise. ``options`` are those of ``run``.
     """
     from transpec.runs import run
 
@@ -418,4 +420,6 @@ def assert_conforms(adapter: Adapter, **options: Any) -> RunResult:
     if result.failures:
         reports = "\n\n".join(v.report or v.message for v in result.failures)
         raise AssertionError(f"{len(result.failures)} transpec verdict(s) failed:\n\n{reports}")
+    if result.nothing_tested:
+        raise AssertionError(f"transpec: nothing tested: {result.nothing_tested}")
     return result

@@ -366,7 +366,8 @@ def run(
 
     ``profile`` is ``"ci"`` (fixed seed, few examples) or ``"thorough"``; ``seed`` and
     ``max_examples`` override it. Failing cases are saved under ``failures_dir`` (``None``: not
-    saved). ``on_verdict`` is called with each verdict as it is made; ``on_start`` once with the
+    saved; a relative path is resolved against the current directory when the run starts).
+    ``on_verdict`` is called with each verdict as it is made; ``on_start`` once with the
     empty result and the plan. ``adapter_spec`` is how the reproduce command reloads the adapter
     (inferred for importable classes and functions when not given).
 
@@ -385,6 +386,9 @@ def run(
             "transpec.adapters.FunctionAdapter(function, component=...)"
         )
     declared = validate_adapter(adapter)
+    if failures_dir is not None:
+        # resolved before any implementation runs: its os.chdir must not move the saved cases
+        failures_dir = Path(failures_dir).resolve()
     resolved = resolve(profile, seed=seed, max_examples=max_examples)
     cases = plan(
         adapter, components=components, properties=properties, dtypes=dtypes, devices=devices

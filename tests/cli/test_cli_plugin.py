@@ -8,6 +8,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +136,52 @@ def test_assert_conforms_raises_with_the_report(
     with pytest.raises(AssertionError, match=r"FAILED attention\.equivalence"):
         assert_conforms(WrongScaleAttention(), **options)
     assert assert_conforms(NumpyAdapter(), **options).counts()["passed"] == 1
+
+
+def test_assert_conforms_refuses_a_run_that_tested_nothing(tmp_path: Path) -> None:
+    """A dtype the adapter does not declare turns every verdict into a skip: not a pass."""
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.plugin import assert_conforms
+
+    with pytest.raises(AssertionError, match=r"^transpec: nothing tested: .*bfloat16"):
+        assert_conforms(
+            NumpyAdapter(),
+            components=["softmax"],
+            properties=["equivalence"],
+            dtypes=["bfloat16"],
+            failures_dir=tmp_path,
+        )
+
+
+def test_saved_cases_stay_where_the_run_started_after_an_os_chdir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A relative failures directory is resolved when the run starts: an implementation that
+    changes the working directory cannot move where its counterexamples are saved."""
+    monkeypatch.syspath_prepend(str(HERE))
+    from cli_fixtures import WrongScaleAttention
+
+    from transpec.runs import run
+
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    start.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(start)
+
+    class MovesAway(WrongScaleAttention):
+        def scaled_dot_product_attention(self, *args: Any, **kwargs: Any) -> Any:
+            os.chdir(elsewhere)
+            return super().scaled_dot_product_attention(*args, **kwargs)
+
+    result = run(
+        MovesAway(),
+        components=["attention"],
+        properties=["equivalence"],
+        dtypes=["float32"],
+        max_examples=4,
+        failures_dir="saved",
+    )
+    (verdict,) = result.verdicts
+    assert verdict.status == "failed" and verdict.failure_file is not None
+    assert Path(verdict.failure_file).parent == start / "saved"
+    assert not (elsewhere / "saved").exists()
