@@ -130,3 +130,23 @@ def test_transpec_derive_command_renders_a_layer_block(capsys) -> None:  # type:
     out = capsys.readouterr().out
     assert out.startswith("# Position-wise feed-forward (feed_forward)")
     assert "`activation` = `gelu_tanh`" in out
+
+
+def test_the_rendered_derivations_page_is_in_sync() -> None:
+    """docs/derivations.md is what ``python -m transpec.spec.derive`` prints (timings aside):
+    regenerate it with that command after changing a definition, a kernel or a proof."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "derivations.md"
+    text = page.read_text()
+    body = text.split("\n", 2)[2]  # after the header comment and its blank line
+    rendered = "\n".join(render(block) for block in BLOCKS)
+
+    def untimed(s: str) -> str:
+        return re.sub(r"in [0-9.]+ s\b", "in T s", s)
+
+    assert untimed(body) == untimed(rendered), (
+        "docs/derivations.md is stale: python -m transpec.spec.derive > docs/derivations.md "
+        "(keep its first line)"
+    )
