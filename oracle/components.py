@@ -296,6 +296,7 @@ _RECORDS: tuple[Component, ...] = (
         derive_page="softmax",
         hooks={
             "reference": "transpec.oracle.kernels.reference:softmax_reference",
+            "rule": "transpec.oracle.kernels.tolerance:softmax_rule",
             "emulate": "transpec.oracle.kernels.emulate:softmax",
             "highprec": "transpec.oracle.kernels.highprec:softmax",
             "regime": "transpec.oracle.kernels.regime:softmax_regime",
@@ -322,6 +323,7 @@ _RECORDS: tuple[Component, ...] = (
         method="scaled_dot_product_attention",
         hooks={
             "reference": "transpec.oracle.kernels.reference:attention_reference",
+            "rule": "transpec.oracle.kernels.tolerance:attention_rule",
             "emulate": "transpec.oracle.kernels.emulate:attention",
             "highprec": "transpec.oracle.kernels.highprec:attention",
             "regime": "transpec.oracle.kernels.regime:attention_regime",
@@ -336,6 +338,7 @@ _RECORDS: tuple[Component, ...] = (
         conventions=("layer_norm_variance", "layer_norm_eps"),
         hooks={
             "reference": "transpec.oracle.kernels.reference:layer_norm_reference",
+            "rule": "transpec.oracle.kernels.tolerance:layer_norm_rule",
             "emulate": "transpec.oracle.kernels.emulate:layer_norm",
             "highprec": "transpec.oracle.kernels.highprec:layer_norm",
             "regime": "transpec.oracle.kernels.regime:norm_regime",
@@ -350,6 +353,7 @@ _RECORDS: tuple[Component, ...] = (
         conventions=("rms_norm_eps", "rms_norm_weight", "rms_norm_default_eps"),
         hooks={
             "reference": "transpec.oracle.kernels.reference:rms_norm_reference",
+            "rule": "transpec.oracle.kernels.tolerance:rms_norm_rule",
             "emulate": "transpec.oracle.kernels.emulate:rms_norm",
             "highprec": "transpec.oracle.kernels.highprec:rms_norm",
             "regime": "transpec.oracle.kernels.regime:norm_regime",
@@ -361,6 +365,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("input:index", "weight:array", "scale_by_sqrt_d"),
         summary="token embedding lookup, optionally scaled by sqrt(d); repeated and boundary ids",
         derive_page="embedding",
+        hooks={"rule": "transpec.oracle.positional.tolerance:embedding_rule"},
     ),
     Component(
         "sinusoidal_positional_encoding",
@@ -368,6 +373,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("length", "d_model", "offset", "dtype"),
         summary="sinusoidal table; long positions, odd d_model, offsets",
         derive_page="sinusoidal_positional_encoding",
+        hooks={"rule": "transpec.oracle.positional.tolerance:sinusoidal_rule"},
         conventions=("sinusoidal_layout", "sinusoidal_frequencies"),
     ),
     Component(
@@ -376,6 +382,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("x:array", "positions:index", "offset", "base"),
         summary="rotary embedding (RoPE); explicit positions, offsets, bases, long positions",
         derive_page="rotary_embedding",
+        hooks={"rule": "transpec.oracle.positional.tolerance:rotary_rule"},
         conventions=("rope_pairing",),
     ),
     Component(
@@ -384,6 +391,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("num_heads", "query_length", "key_length", "dtype"),
         summary="ALiBi bias; head counts that are and are not powers of two, Lq != Lk",
         derive_page="alibi_bias",
+        hooks={"rule": "transpec.oracle.positional.tolerance:alibi_rule"},
     ),
     Component(
         "multi_head_attention",

@@ -93,7 +93,7 @@ def _amplify(first_order_rel: FloatArray) -> FloatArray:
 # -- the blocks --------------------------------------------------------------------------------
 
 
-def _softmax(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def softmax_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     p = np.nan_to_num(ref.value, nan=0.0)
     shift = np.asarray(term(ref, "shift"))
     n = float(term(ref, "n"))
@@ -117,7 +117,7 @@ def _softmax(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArra
     return bound, {"internal": internal, "output": output, "floor": floor}, derivation
 
 
-def _attention(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def attention_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     o = np.nan_to_num(ref.value, nan=0.0)
     a_ref = ref.abs_value
     e = float(term(ref, "n_dot"))
@@ -179,7 +179,7 @@ def _attention(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatAr
     return bound, parts, derivation
 
 
-def _layer_norm(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def layer_norm_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     y = np.nan_to_num(ref.value, nan=0.0)
     n = float(term(ref, "n"))
     mean_abs = np.asarray(term(ref, "mean_abs"))
@@ -226,7 +226,7 @@ def _layer_norm(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatA
     return bound, parts, derivation
 
 
-def _rms_norm(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def rms_norm_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     y = np.nan_to_num(ref.value, nan=0.0)
     n = float(term(ref, "n"))
     ms = np.asarray(term(ref, "ms"))
@@ -267,14 +267,6 @@ def _rms_norm(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArr
     return bound, parts, derivation
 
 
-_BLOCKS = {
-    "softmax": _softmax,
-    "attention": _attention,
-    "layer_norm": _layer_norm,
-    "rms_norm": _rms_norm,
-}
-
-
 def overflow_threshold(dtype: str) -> float:
     """The smallest magnitude that rounds to infinity in ``dtype``: max + ulp(max)/2."""
     fmt = FORMATS[canonical_dtype(dtype)]
@@ -287,19 +279,19 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
     ``reference`` must be the :class:`Reference` of that component on the inputs the
     implementation received. See the module docstring and docs/tolerance.md.
     """
-    from transpec.oracle.positional.tolerance import BLOCKS as _POSITIONAL
+    from transpec.oracle import components
 
-    blocks = {**_BLOCKS, **_POSITIONAL}
-    if component not in blocks:
-        from transpec.oracle import components
-
-        components.get(component)  # the message for an unknown name
-        raise ValueError(f"{component} has no rule here; its registry record names its tolerance")
+    try:
+        rule = components.get(component).hook("rule")  # unknown names: the registry's message
+    except LookupError:
+        raise ValueError(
+            f"{component} has no rule here; its registry record names its tolerance"
+        ) from None
     if not isinstance(reference, Reference):
         raise TypeError(f"reference must be a Reference, got {type(reference).__name__}")
     dtype = canonical_dtype(dtype)
     un = units(dtype, precision)
-    bound, parts, derivation = blocks[component](reference, un)
+    bound, parts, derivation = rule(reference, un)
     bound = np.broadcast_to(np.where(np.isnan(bound), np.inf, bound), reference.value.shape)
     thr = overflow_threshold(dtype)
     with np.errstate(invalid="ignore", over="ignore"):

@@ -1,11 +1,11 @@
 r"""Tolerance rules of the embedding and positional components (docs/tolerance.md §7).
 
 Each rule has the signature of the rules of :mod:`transpec.oracle.kernels.tolerance`
-(``(reference, units) -> (bound, parts, derivation)``) and is reached through
-:func:`transpec.oracle.kernels.tolerance.tolerance`. Symbols: u_acc, u_store, u_out the unit
-roundoffs of the declared accumulation and storage precision and of the output dtype, u_fn the error
-of an elementary function (``ELEMENTARY_ULPS`` ulps of the accumulation precision), η half the
-subnormal spacing, c = ``SAFETY``.
+(``(reference, units) -> (bound, parts, derivation)``) and is the ``"rule"`` hook of its
+component's record, which :func:`transpec.oracle.kernels.tolerance.tolerance` calls. Symbols:
+u_acc, u_store, u_out the unit roundoffs of the declared accumulation and storage precision and of
+the output dtype, u_fn the error of an elementary function (``ELEMENTARY_ULPS`` ulps of the
+accumulation precision), η half the subnormal spacing, c = ``SAFETY``.
 
 * **embedding** -- a lookup copies the rounded weight row: the bound is 0 (bitwise equality).
   With the :math:`\sqrt{d}` scaling, :math:`\sqrt{d}` is computed (u_fn), possibly rounded to the
@@ -35,15 +35,11 @@ subnormal spacing, c = ``SAFETY``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from transpec.oracle.engine.dtypes import FloatArray
 from transpec.oracle.engine.error_model import SAFETY, Units, gamma, term
 from transpec.oracle.kernels.reference import Reference
-
-Rule = Callable[[Reference, Units], tuple[FloatArray, dict[str, FloatArray], str]]
 
 #: roundings in forming an angle p·ω from ℓ = |ln ω| (per unit of ℓ + 1): docs §7.2
 ANGLE_ROUNDINGS = 3.0
@@ -56,7 +52,7 @@ def angle_error(ref: Reference, un: Units) -> FloatArray:
     return angle * (ANGLE_ROUNDINGS * un.acc * (ell + 1.0) + un.fn)
 
 
-def _embedding(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def embedding_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     c = SAFETY
     y = np.abs(ref.value)
     if float(term(ref, "scaled")) == 0.0:
@@ -79,7 +75,7 @@ def _embedding(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatAr
     return bound, {"internal": internal, "output": output, "floor": floor}, derivation
 
 
-def _sinusoidal(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def sinusoidal_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     c = SAFETY
     pe = np.abs(ref.value)
     d_phi = angle_error(ref, un)
@@ -97,7 +93,7 @@ def _sinusoidal(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatA
     return bound, {"angle": d_phi, "function": function, "output": output}, derivation
 
 
-def _rotary(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def rotary_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     c = SAFETY
     y = np.abs(np.nan_to_num(ref.value, nan=0.0))
     g2 = gamma(2, un.acc)
@@ -118,7 +114,7 @@ def _rotary(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray
     return bound, {"products": products, "angle": angle, "output": output}, derivation
 
 
-def _alibi(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
+def alibi_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray], str]:
     c = SAFETY
     b = np.abs(ref.value)
     log_slope = np.asarray(term(ref, "log_slope"), dtype=np.float64)
@@ -134,13 +130,3 @@ def _alibi(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, FloatArray]
         f"u_fn={un.fn:.3g} (docs/tolerance.md §7.4)"
     )
     return bound, {"slope": slope, "stored": stored, "output": output}, derivation
-
-
-#: component -> rule, merged into the dispatch of
-#: :func:`transpec.oracle.kernels.tolerance.tolerance`
-BLOCKS: dict[str, Rule] = {
-    "embedding": _embedding,
-    "sinusoidal_positional_encoding": _sinusoidal,
-    "rotary_embedding": _rotary,
-    "alibi_bias": _alibi,
-}

@@ -125,7 +125,20 @@ def test_every_hook_a_record_declares_resolves(record: components.Component) -> 
 
 def test_the_kernels_declare_the_hooks_their_shared_code_calls() -> None:
     for name in components.names("kernels"):
-        assert set(components.get(name).hooks) == {"reference", "emulate", "highprec", "regime"}
+        assert set(components.get(name).hooks) == {
+            "reference",
+            "rule",
+            "emulate",
+            "highprec",
+            "regime",
+        }
+
+
+def test_the_kernels_and_positional_blocks_declare_their_tolerance_rule() -> None:
+    """kernels.tolerance.tolerance finds a block's rule through its record, not a table."""
+    for family in ("kernels", "positional"):
+        for name in components.names(family):
+            assert callable(components.get(name).hook("rule")), name
 
 
 def test_the_kernels_and_the_engine_do_not_switch_on_component_names() -> None:
