@@ -80,6 +80,14 @@ RMS_NORM_REGIMES: tuple[str, ...] = ("standard", "small_n", "small_variance")
 #: and k): far inside every dtype's range (float16: 256 of 65504)
 _INPUT_LIMIT: dict[str, float] = {name: math.sqrt(fmt.max_value) for name, fmt in FORMATS.items()}
 
+#: the largest unscaled score |q·k| the logit steering aims at: an implementation may form
+#: q Kᵀ in the dtype before scaling, so with a small scale (1/√E for a wide head) a large logit
+#: target must not push the unscaled scores near the dtype's overflow (float16: 2047 of 65504,
+#: half the margin the strategies promise)
+_UNSCALED_SCORE_LIMIT: dict[str, float] = {
+    name: fmt.max_value / 32 for name, fmt in FORMATS.items()
+}
+
 #: |μ|/σ reached by the large-mean regime: large enough to break a one-pass variance
 #: E[x²] - μ² (whose relative error u_acc·(μ/σ)² must exceed the output's bound), small enough
 #: that the rows rounded to the dtype still have a spread. float64/float32 draw up to this
@@ -291,6 +299,7 @@ def _attention_args(
         target = float(large_logit_target(rng, dtype))
     else:
         target = float(rng.uniform(0.5, 8.0))
+    target = min(target, abs(effective) * _UNSCALED_SCORE_LIMIT[dtype])
     if logits_now > 0:
         factor = target / logits_now
         if float(np.max(np.abs(q))) * factor > _INPUT_LIMIT[dtype]:
