@@ -107,7 +107,7 @@ def test_large_logits_pass_the_exp_overflow_of_the_dtype(dtype: str) -> None:
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 @settings(
-    max_examples=40,
+    max_examples=300,
     deadline=None,
     database=None,
     derandomize=True,
