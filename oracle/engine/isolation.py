@@ -60,6 +60,9 @@ ISOLATIONS: tuple[str, ...] = ("none", "process")
 #: seconds a new worker may take to import and load its adapter before the run gives up
 START_TIMEOUT = 300.0
 
+#: seconds between two looks at whether a worker that has not answered yet is still alive
+_WATCH_PERIOD = 0.25
+
 
 def check_isolation(isolation: str) -> str:
     """``isolation`` when it is one of :data:`ISOLATIONS`; ``ValueError`` (one line) otherwise."""
@@ -222,7 +225,9 @@ class Worker:
             )
 
     def _reap(self, wait: float = 5.0) -> int | None:
-        """The ended worker's exit status (killing it if it lingers); forget it."""
+        """The ended worker's exit status (killed if it lingers); forget it. Whatever is left
+        of its process group -- a child the implementation forked, which must neither keep the
+        pipe open nor run on -- is killed as well."""
         process, conn = self._process, self._conn
         self._process = self._conn = None
         if conn is not None:
@@ -231,13 +236,19 @@ class Worker:
         if process is None:
             return None
         try:
-            return process.wait(wait)
+            code = process.wait(wait)
         except subprocess.TimeoutExpired:
             process.kill()
-            return process.wait()
+            code = process.wait()
+        with contextlib.suppress(OSError):  # the group outlives its leader's exit
+            os.killpg(process.pid, signal.SIGKILL)
+        return code
 
     def _kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
+        """Kill the worker now (its process group with it) and forget it."""
+        if self._process is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(self._process.pid, signal.SIGKILL)
             with contextlib.suppress(OSError):
                 self._process.kill()
         self._reap()
@@ -253,6 +264,19 @@ class Worker:
         return self._process.pid if self._process is not None else None
 
     # -- a call ---------------------------------------------------------------------------------
+
+    def _answered(self, conn: Connection, deadline: float) -> bool:
+        """Wait until the worker answers (True), dies (an ``EOFError``, as when the pipe
+        closes: a process it forked may hold the pipe open after it died) or the deadline
+        passes (False)."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if conn.poll(min(remaining, _WATCH_PERIOD)):
+                return True
+            if self._process is None or self._process.poll() is not None:
+                raise EOFError("the worker process ended")
 
     def call(
         self,
@@ -297,8 +321,7 @@ class Worker:
         started = time.monotonic()
         try:
             conn.send(request)
-            answered = conn.poll(timeout)
-            if not answered:
+            if not self._answered(conn, started + timeout):
                 self._kill()
                 raise ImplementationFailure(
                     "hung",

@@ -107,3 +107,18 @@ class TerminatesTheRun(_Hostile):
             os.kill(os.getppid(), getattr(signal, os.environ.get("HOSTILE_SIGNAL", "SIGTERM")))
             time.sleep(30.0)
         return super().softmax(x, dim)
+
+
+class ForksThenSegfaults(_Hostile):
+    """On a wide input, forks a child that sleeps on (holding every descriptor of the worker,
+    the pipe to the run included), then segfaults."""
+
+    name = "forks-then-segfaults"
+
+    def layer_norm(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if _wide(x):
+            if os.fork() == 0:
+                time.sleep(600)
+                os._exit(0)
+            ctypes.string_at(0)
+        return super().layer_norm(x, *args, **kwargs)

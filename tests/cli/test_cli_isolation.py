@@ -53,6 +53,7 @@ def _reports(tmp_path: Path) -> tuple[dict[str, Any], ET.Element]:
     ("fixture", "kind", "words", "options"),
     [
         ("Segfault", "crashed", "killed by signal SIGSEGV", []),
+        ("ForksThenSegfaults", "crashed", "killed by signal SIGSEGV", []),
         ("ExitsQuietly", "crashed", "exited with code 0", []),
         ("HangsHoldingTheGil", "hung", "did not return within 1 s", []),
         ("Spins", "hung", "its worker process was killed", []),
