@@ -82,9 +82,11 @@ class Spins(_Hostile):
 
 
 class Hoards(_Hostile):
-    """Allocates 64 MiB blocks, touched, without end, and keeps them."""
+    """Allocates 64 MiB blocks, touched, without end, and keeps them (a time limit long
+    enough for the memory limit to be reached first, on a loaded machine too)."""
 
     name = "hoards"
+    call_timeout = 120.0
 
     def layer_norm(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         while True:
