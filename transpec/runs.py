@@ -135,6 +135,10 @@ class RunResult:
     #: what the caller asked for by name (``component``, ``dtype``, ``device``): each must run
     #: something, or the run tested less than it was asked to (see :func:`nothing_tested`)
     requested: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: where the implementation ran: ``"none"`` (this process) or ``"process"`` (a worker)
+    isolation: str = "none"
+    #: the worker's address-space limit in bytes (``None``: none, or no worker)
+    memory_limit: int | None = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {s: 0 for s in STATUSES}
@@ -423,6 +427,8 @@ def run(
         dtypes=tuple(dict.fromkeys(c.dtype for c in cases)),
         devices=tuple(dict.fromkeys(c.device for c in cases)),
         requested=requested_names(components=components, dtypes=dtypes, devices=devices),
+        isolation=isolation,
+        memory_limit=worker.memory_limit if worker is not None else None,
     )
     if on_start is not None:
         on_start(result, cases)

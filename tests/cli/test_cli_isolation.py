@@ -116,7 +116,10 @@ def test_a_worker_that_dies_or_hangs_fails_its_verdicts_and_the_run_goes_on(
 def test_the_worker_is_the_default_of_check(tmp_path: Path) -> None:
     proc = _transpec(tmp_path, "check", "cli_isolation_fixtures:Segfault", *RUN, *REPORTS)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    data, _ = _reports(tmp_path)
+    data, junit = _reports(tmp_path)
+    assert "isolation:   process (the implementation runs in a worker process" in proc.stdout
+    assert data["settings"]["isolation"] == "process" and data["settings"]["memory_limit"] > 0
+    assert junit.find("properties/property[@name='isolation']").get("value") == "process"  # type: ignore[union-attr]
     kinds = {v["failure_kind"] for v in data["verdicts"] if v["component"] == "layer_norm"}
     assert "crashed" in kinds and kinds <= {"crashed", None}  # None: a property that passed
 
