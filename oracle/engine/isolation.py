@@ -6,7 +6,7 @@ call of the implementation to a :class:`Worker`: a child Python process that loa
 adapter again from its :class:`AdapterSource` (a built-in name, ``module:Class`` or
 ``module:function`` with its component and base). What crosses the pipe is native-agnostic:
 the arguments as NumPy arrays and plain values (in the adapter's declared mask meaning), the
-component, dtype and device names and the conventions snapshot; what comes back is what the
+component, dtype and device names and the run's declarations snapshot; what comes back is what the
 implementation was sent (the float64/bool copies the worker took *before* the call) and its
 output as a float64 NumPy array, or the failure the worker's harness found (``raised``,
 ``mutated_input``, ``changed_conventions``, ``not_array``, ``dtype``:
@@ -184,9 +184,9 @@ class Worker:
                 stdout=stdout,
                 start_new_session=True,  # a terminal's Ctrl-C reaches the run, not the worker
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: no pass_fds on this platform
             parent.close()
-            raise WorkerError(f"cannot start a worker process: {exc}") from None
+            raise WorkerError(f"cannot start a worker process here: {exc}") from None
         finally:
             child.close()
         conn = Connection(parent.detach())
@@ -307,17 +307,7 @@ class Worker:
                 "judge it with isolation 'none'"
             )
         timeout = declared.call_timeout
-        request = (
-            "call",
-            path,
-            component,
-            dtype,
-            device,
-            declared.conventions,
-            timeout,
-            encoded,
-            drop_enable_gqa,
-        )
+        request = ("call", path, component, dtype, device, declared, encoded, drop_enable_gqa)
         started = time.monotonic()
         try:
             conn.send(request)
@@ -422,19 +412,16 @@ def serve(fd: int) -> None:
 
 
 def _answer(adapters: dict[str, Any], request: tuple[Any, ...], memory_limit: int | None) -> Any:
-    from transpec.adapters.base import Declared
     from transpec.oracle.engine.harness import Harness
 
-    path, component, dtype, device, conventions, timeout, encoded, drop = request
+    path, component, dtype, device, declared, encoded, drop = request
     try:
         if path not in adapters:
             slow = adapters["default"].slow_path_adapter()
             if slow is None:
                 raise ValueError(f"the adapter has no {path} path")
             adapters[path] = slow
-        harness = Harness(
-            adapters[path], dtype, device, declared=Declared(conventions, float(timeout))
-        )
+        harness = Harness(adapters[path], dtype, device, declared=declared)
         sent, output = harness.execute(component, encoded, drop_enable_gqa=drop)
         return ("ok", sent, output)
     except ImplementationFailure as failure:
