@@ -25,7 +25,9 @@ What the implementation can do to a process now ends only the worker:
   failure that retires the worker (the implementation may hold on to what it took), or the
   process dies of it (``"crashed"`` as well).
 
-The next call starts a fresh worker. The declarations (precision, ``supports``,
+A worker found dead when a call begins (something the implementation left running ended it
+after it answered) fails that call as ``"crashed"`` (not called), never a silent restart. The
+next call starts a fresh worker. The declarations (precision, ``supports``,
 ``layer_semantics``, ``provides``, the slow path's existence, the GQA signature) are data: the
 parent reads them from its own instance of the adapter; only the calls run in the worker. The
 worker's standard output is the parent's standard error, and it runs in its own session, so a
@@ -293,9 +295,15 @@ class Worker:
         :class:`ImplementationFailure` the worker's harness found, ``"crashed"`` when the worker
         died, ``"hung"`` when it did not answer within ``declared.call_timeout`` seconds
         (then it is killed), and :class:`WorkerError` for an error of transpec's."""
-        if self._process is None or self._process.poll() is not None:
-            if self._process is not None:
-                self._reap()
+        if self._process is not None and self._process.poll() is not None:
+            code = self._reap()
+            raise ImplementationFailure(
+                "crashed",
+                f"{component}: not called -- the worker process {_exit_text(code)} after it "
+                "answered its previous call (something the implementation left running, a "
+                "thread or a device's queued work, ended it)",
+            )
+        if self._process is None:
             self._start()
         conn = self._conn
         assert conn is not None

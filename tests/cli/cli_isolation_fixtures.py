@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -123,4 +124,19 @@ class ForksThenSegfaults(_Hostile):
                 time.sleep(600)
                 os._exit(0)
             ctypes.string_at(0)
+        return super().layer_norm(x, *args, **kwargs)
+
+
+class ExitsLater(_Hostile):
+    """Correct, but every call leaves a thread behind that ends the process a moment after the
+    call returned."""
+
+    name = "exits-later"
+
+    def layer_norm(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        def later() -> None:
+            time.sleep(0.05)
+            os._exit(3)
+
+        threading.Thread(target=later, daemon=True).start()
         return super().layer_norm(x, *args, **kwargs)

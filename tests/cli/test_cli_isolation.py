@@ -113,6 +113,18 @@ def test_a_worker_that_dies_or_hangs_fails_its_verdicts_and_the_run_goes_on(
     assert words in replay.stdout
 
 
+def test_a_worker_that_dies_after_answering_fails_the_next_call(tmp_path: Path) -> None:
+    """A thread the implementation left behind ends the worker after the call returned: never
+    a silent restart -- the next call, whichever it is, fails saying so."""
+    proc = _transpec(tmp_path, "check", "cli_isolation_fixtures:ExitsLater", *RUN, *REPORTS)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    data, _ = _reports(tmp_path)
+    crashed = [v for v in data["verdicts"] if v["failure_kind"] == "crashed"]
+    assert crashed, data["verdicts"]
+    assert all("exited with code 3" in v["message"] for v in crashed)
+    assert data["verdicts"][-1]["component"] == "rms_norm"  # the run went on to the end
+
+
 def test_the_worker_is_the_default_of_check(tmp_path: Path) -> None:
     proc = _transpec(tmp_path, "check", "cli_isolation_fixtures:Segfault", *RUN, *REPORTS)
     assert proc.returncode == 1, proc.stdout + proc.stderr
