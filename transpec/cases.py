@@ -28,6 +28,7 @@ from typing import Any
 import transpec
 from transpec.adapters.base import Adapter
 from transpec.errors import CaseFileError
+from transpec.oracle.engine.isolation import check_isolation
 from transpec.runs import (
     Verdict,
     check_once,
@@ -35,6 +36,7 @@ from transpec.runs import (
     describe_failure,
     infer_spec,
     load_case,
+    open_worker,
 )
 
 
@@ -78,13 +80,20 @@ def load_adapter_for(
 
 
 def reproduce(
-    path: str | Path, *, adapter: Adapter | str | None = None, trust: bool = False
+    path: str | Path,
+    *,
+    adapter: Adapter | str | None = None,
+    trust: bool = False,
+    isolation: str = "none",
+    memory_limit: int | None = None,
 ) -> Verdict:
     """Re-run the saved case at ``path``; a passed or failed :class:`Verdict` with its report.
 
     ``adapter``: an adapter object or spec string that replaces the one named in the file.
     ``trust``: load the adapter the file names even when that imports a module (by default only
     a built-in adapter named in the file is loaded).
+    ``isolation``, ``memory_limit``: as for :func:`transpec.runs.run`; with ``"process"`` a case
+    that crashed or hung replays as that failure instead of ending or blocking this process.
     Raises :class:`~transpec.errors.CaseFileReadError` for a file that cannot be read (not a case
     file, a metadata field missing, of the wrong type or unknown, an archive member over the size
     limits) and :class:`~transpec.errors.CaseFileError` (both ``ValueError``) for an unknown
@@ -118,10 +127,15 @@ def reproduce(
         reason = None  # undecidable here: run the check, whose verdict will show the problem
     if reason:
         raise CaseFileError(f"{component}.{name} does not apply to adapter {impl.name!r}: {reason}")
+    check_isolation(isolation)
+    worker = (
+        open_worker(impl, spec, memory_limit, devices=(device,)) if isolation == "process" else None
+    )
     verdict = Verdict(component, name, dtype, device, "passed")
     start = time.perf_counter()
     try:
-        ratio = check_once(prop, Harness(impl, dtype, device, declared=declared), args)
+        harness = Harness(impl, dtype, device, declared=declared, worker=worker)
+        ratio = check_once(prop, harness, args)
     except Exception as exc:  # a violation, an implementation failure or an error of transpec
         classify(verdict, exc)
         describe_failure(
@@ -136,6 +150,9 @@ def reproduce(
     else:
         verdict.ratio = ratio
         verdict.message = "the saved case conforms now"
+    finally:
+        if worker is not None:
+            worker.close()
     verdict.examples = 1
     verdict.seconds = time.perf_counter() - start
     for note in (flaky_note(meta), conventions_note(meta, impl)):

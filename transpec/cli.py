@@ -5,8 +5,9 @@
     transpec check [ADAPTER] [--component C ...] [--property P ...] [--dtype D ...]
                    [--device DEV ...] [--profile ci|thorough] [--seed N] [--max-examples N]
                    [--json FILE] [--junit FILE] [--failures-dir DIR] [--quiet]
+                   [--isolation process|none] [--memory-limit MIB]
     transpec list [components|properties|conventions|adapters]
-    transpec reproduce FILE [--adapter SPEC] [--trust]
+    transpec reproduce FILE [--adapter SPEC] [--trust] [--isolation process|none]
     transpec derive BLOCK [--format markdown|latex]
     transpec --version
 
@@ -20,6 +21,11 @@ on a case), 2 usage or load error (one line on stderr), 5 nothing tested (no ver
 component, dtype or device asked for by name ran nothing; one line on stderr says why), 130
 interrupted by Ctrl-C, 143 terminated (SIGTERM), 129 hung up (SIGHUP): when a run is stopped,
 the report of the verdicts so far is still printed and written.
+
+``check`` and ``reproduce`` run the implementation in a worker process by default
+(``--isolation process``, :mod:`transpec.oracle.engine.isolation`): a segfault, ``os._exit``, a
+hang in C or an allocation without end fails that property (kinds ``crashed``, ``hung``) and the
+run goes on. A stop before the run begins (while the adapter imports) still writes the reports.
 
 ``check`` keeps its standard output for itself: what the implementation prints there goes to
 standard error, so the header, the table and the failure reports stay clean. A reader that goes
@@ -127,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where failing cases are saved (default: transpec-failures)",
     )
     check.add_argument("--quiet", "-q", action="store_true", help="no per-verdict progress")
+    _isolation_options(check)
 
     lst = sub.add_parser("list", help="list components, properties, conventions or adapters")
     lst.add_argument(
@@ -139,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="replay a saved failing case")
     rep.add_argument("file", metavar="FILE", help="a .npz case file written by transpec check")
     rep.add_argument("--adapter", metavar="SPEC", help="load this adapter instead of the saved one")
+    _isolation_options(rep)
     rep.add_argument(
         "--trust",
         action="store_true",
@@ -152,6 +160,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     der.add_argument("--format", choices=("markdown", "latex"), default="markdown")
     return parser
+
+
+#: the isolation ``check`` and ``reproduce`` use unless told otherwise
+DEFAULT_ISOLATION = "process"
+
+
+def _isolation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--isolation",
+        choices=("none", "process"),
+        default=DEFAULT_ISOLATION,
+        help="where the implementation runs: 'process', a worker process that a segfault, "
+        "os._exit, a hang or an unbounded allocation ends (failure kinds crashed, hung) while "
+        "the run goes on; 'none', this process (faster, unprotected). Default: "
+        f"{DEFAULT_ISOLATION}",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=int,
+        metavar="MIB",
+        help="address-space limit of the worker process in MiB (default: half the physical "
+        "memory when every device is cpu, else none; 0: none)",
+    )
+
+
+def _memory_limit(args: argparse.Namespace) -> int | None:
+    """``--memory-limit`` in bytes (None: the default; 0: none); a usage error below 0."""
+    if args.memory_limit is None:
+        return None
+    if args.memory_limit < 0:
+        raise UsageError(f"--memory-limit must be a number of MiB >= 0, got {args.memory_limit}")
+    return int(args.memory_limit) * 2**20
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -346,6 +386,47 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace, out: Any, received: list[int]) -> int:
+    """Run the check; a stop (Ctrl-C, SIGTERM, SIGHUP) that comes before the run's own loop
+    -- while the adapter's module imports, say -- still writes the reports, of no verdicts."""
+    err = _SafeStream(sys.stderr)
+    try:
+        result = _run_check(args, out, err)
+    except KeyboardInterrupt:
+        result = _stopped_before_the_run(args)
+    # a second signal while the reports are written must not lose them
+    for sig in _STOP_SIGNALS:
+        with contextlib.suppress(ValueError):
+            signal.signal(sig, signal.SIG_IGN)
+    _finish(result, args, out, err, received)
+    if result.interrupted and received:
+        return 128 + received[0]
+    return int(result.exit_code)
+
+
+def _stopped_before_the_run(args: argparse.Namespace) -> Any:
+    """The result of a run stopped before it began: no verdicts, ``interrupted``."""
+    from transpec.oracle.engine.profiles import resolve
+    from transpec.runs import RunResult
+
+    try:
+        profile = resolve(args.profile, seed=args.seed, max_examples=args.max_examples)
+    except ValueError:
+        profile = resolve("ci")
+    spec = args.adapter or default_adapter()
+    result = RunResult(
+        adapter=spec,
+        adapter_spec=spec,
+        conventions={},
+        profile=profile,
+        components=(),
+        dtypes=(),
+        devices=(),
+    )
+    result.interrupted = True
+    return result
+
+
+def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
     from transpec.oracle import components as registry
     from transpec.oracle.engine.dtypes import canonical_dtype
     from transpec.oracle.engine.profiles import resolve
@@ -376,7 +457,6 @@ def _check(args: argparse.Namespace, out: Any, received: list[int]) -> int:
     from transpec import reports as report
     from transpec.runs import RunResult, Verdict, misnamed_methods, run
 
-    err = _SafeStream(sys.stderr)
     try:
         misnamed = misnamed_methods(adapter)
     except Exception:  # a hostile adapter's provides() may raise: then the plan shows it
@@ -412,17 +492,12 @@ def _check(args: argparse.Namespace, out: Any, received: list[int]) -> int:
             on_verdict=on_verdict,
             on_start=on_start,
             adapter_spec=spec,
+            isolation=args.isolation,
+            memory_limit=_memory_limit(args),
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(_one_line(exc)) from None
-    # a second signal while the reports are written must not lose them
-    for sig in _STOP_SIGNALS:
-        with contextlib.suppress(ValueError):
-            signal.signal(sig, signal.SIG_IGN)
-    _finish(result, args, out, err, received)
-    if result.interrupted and received:
-        return 128 + received[0]
-    return result.exit_code
+    return result
 
 
 def _finish(
@@ -547,7 +622,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     with _own_stdout() as out:
         try:
-            verdict = reproduce(args.file, adapter=args.adapter, trust=args.trust)
+            verdict = reproduce(
+                args.file,
+                adapter=args.adapter,
+                trust=args.trust,
+                isolation=args.isolation,
+                memory_limit=_memory_limit(args),
+            )
         except CaseFileReadError as exc:
             raise UsageError(f"cannot read case file: {_one_line(exc)}") from None
         except (ValueError, TypeError, ImportError) as exc:

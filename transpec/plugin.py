@@ -48,6 +48,7 @@ import pytest
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Adapter, Declared
+    from transpec.oracle.engine.isolation import Worker
     from transpec.oracle.engine.profiles import Profile
     from transpec.runs import Case, RunResult, Verdict
 
@@ -55,6 +56,9 @@ MARKER = "transpec"
 
 #: the status of a session whose transpec items tested nothing (pytest's NO_TESTS_COLLECTED)
 EXIT_NOTHING_TESTED = 5
+
+#: where ``pytest --transpec`` runs the implementation unless ``--transpec-isolation`` says
+DEFAULT_ISOLATION = "process"
 
 
 class TranspecWarning(UserWarning):
@@ -87,6 +91,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="IDS",
         help="comma-separated GPU ids: xdist worker gwN sees only GPU IDS[N mod len] "
         "(sets CUDA_VISIBLE_DEVICES before any framework starts)",
+    )
+    group.addoption(
+        "--transpec-isolation",
+        choices=("none", "process"),
+        default=DEFAULT_ISOLATION,
+        help="where the implementation runs: 'process', a worker process that a crash or a hang "
+        "ends without ending the session (failure kinds crashed, hung); 'none', the pytest "
+        f"process (default: {DEFAULT_ISOLATION})",
+    )
+    group.addoption(
+        "--transpec-memory-limit",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="address-space limit of the worker process in MiB (default: half the physical "
+        "memory when every device is cpu; 0: none)",
     )
     group.addoption(
         "--transpec-failures-dir",
@@ -187,6 +207,23 @@ def pytest_collection_modifyitems(
         )
     collector = TranspecCollector.from_parent(session, name="transpec", nodeid="transpec")
     failures_dir = config.getoption("transpec_failures_dir")
+    worker = None
+    if config.getoption("transpec_isolation") == "process":
+        from transpec.runs import open_worker
+
+        limit = config.getoption("transpec_memory_limit")
+        if limit is not None and limit < 0:
+            raise pytest.UsageError(f"transpec: --transpec-memory-limit must be >= 0, got {limit}")
+        try:
+            worker = open_worker(
+                adapter,
+                spec,
+                None if limit is None else limit * 2**20,
+                devices={c.device for c in cases},
+            )
+        except ValueError as exc:
+            raise pytest.UsageError(f"transpec: {exc}") from None
+        config.add_cleanup(worker.close)
     for case in cases:
         items.append(
             TranspecItem.from_parent(
@@ -198,6 +235,7 @@ def pytest_collection_modifyitems(
                 failures_dir=failures_dir,
                 adapter_spec=spec,
                 declared=declared,
+                worker=worker,
             )
         )
 
@@ -291,10 +329,12 @@ class TranspecItem(pytest.Item):
         failures_dir: str | None,
         adapter_spec: str | None,
         declared: Declared,
+        worker: Worker | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.declared = declared
+        self.worker = worker
         self.case = case
         self.adapter = adapter
         self.profile = profile
@@ -312,6 +352,7 @@ class TranspecItem(pytest.Item):
             failures_dir=self.failures_dir,
             adapter_spec=self.adapter_spec,
             declared=self.declared,
+            worker=self.worker,
         )
         self.user_properties.append(("ratio", _ratio_text(verdict.ratio)))
         self.user_properties.append(("examples", str(verdict.examples)))
@@ -362,6 +403,9 @@ def conformance_tests(
     seed: int | None = None,
     max_examples: int | None = None,
     failures_dir: str | None = "transpec-failures",
+    isolation: str = "none",
+    adapter_spec: str | None = None,
+    memory_limit: int | None = None,
 ) -> Callable[..., None]:
     """A pytest test function with one parametrized case per verdict of ``adapter``.
 
@@ -372,21 +416,65 @@ def conformance_tests(
     Case ids are ``<component>.<property>-<dtype>-<device>`` (stable across runs and xdist
     workers); skipped verdicts skip, failures show the failure report. Unknown names raise
     ``ValueError`` when the module is imported.
+
+    Skips alone are not a pass: when no case would run (every one skipped: a misnamed method,
+    an absent device, an undeclared dtype), or a component, dtype or device named here would
+    run nothing, one more case, ``nothing-tested``, fails with the one-line reason
+    (:func:`transpec.runs.nothing_tested`).
+
+    ``isolation``, ``adapter_spec``, ``memory_limit``: as for :func:`transpec.runs.run`
+    (``"process"`` runs the implementation in a worker process loaded from ``adapter_spec``,
+    inferred for an adapter class or function defined at the top level of a module).
     """
     from transpec.adapters.base import validate_adapter
+    from transpec.oracle.engine.isolation import check_isolation
     from transpec.oracle.engine.profiles import resolve
-    from transpec.runs import infer_spec, plan, run_case
+    from transpec.runs import (
+        Verdict,
+        infer_spec,
+        nothing_tested,
+        open_worker,
+        plan,
+        requested_names,
+        run_case,
+    )
 
+    check_isolation(isolation)
     resolved = resolve(profile, seed=seed, max_examples=max_examples)
     declared = validate_adapter(adapter)
     cases = plan(
         adapter, components=components, properties=properties, dtypes=dtypes, devices=devices
     )
-    spec = infer_spec(adapter)
+    spec = adapter_spec if adapter_spec is not None else infer_spec(adapter)
+    worker = (
+        open_worker(adapter, spec, memory_limit, devices={c.device for c in cases})
+        if isolation == "process"
+        else None
+    )
+    # what the plan alone says: a case without a skip reason runs (stands in as "passed")
+    planned = [
+        Verdict(
+            c.prop.component,
+            c.prop.name,
+            c.dtype,
+            c.device,
+            "skipped" if c.skip is not None else "passed",
+            message=c.skip or "",
+        )
+        for c in cases
+    ]
+    empty = nothing_tested(
+        planned, requested_names(components=components, dtypes=dtypes, devices=devices)
+    )
+    params: list[Any] = [pytest.param(c, id=_case_id(c)) for c in cases]
+    if empty:
+        params.append(pytest.param(None, id="nothing-tested"))
 
     @pytest.mark.transpec
-    @pytest.mark.parametrize("case", cases, ids=[_case_id(c) for c in cases])
-    def test_conformance(case: Case) -> None:
+    @pytest.mark.parametrize("case", params)
+    def test_conformance(case: Case | None) -> None:
+        if case is None:
+            pytest.fail(f"transpec: nothing tested: {empty}", pytrace=False)
         verdict = run_case(
             adapter,
             case,
@@ -394,6 +482,7 @@ def conformance_tests(
             failures_dir=failures_dir,
             adapter_spec=spec,
             declared=declared,
+            worker=worker,
         )
         raise_for_verdict(verdict)
 

@@ -78,8 +78,18 @@ def header(result: RunResult) -> str:
         + (", database " + p.database if p.database else "")
         + (", CI=true" if p.as_dict()["ci_environment"] else "")
         + ")",
+        f"isolation:   {_isolation(result)}",
     ]
     return "\n".join(lines)
+
+
+def _isolation(result: RunResult) -> str:
+    """Where the implementation runs, for the header."""
+    if result.isolation != "process":
+        return "none (the implementation runs in this process)"
+    limit = result.memory_limit
+    cap = f", memory limit {limit / 2**30:.3g} GiB" if limit else ""
+    return f"process (the implementation runs in a worker process{cap})"
 
 
 def _canonical_conventions() -> dict[str, Any]:
@@ -291,6 +301,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "components": list(result.components),
             "dtypes": list(result.dtypes),
             "devices": list(result.devices),
+            "isolation": result.isolation,
+            "memory_limit": result.memory_limit,
         },
         "environment": environment(),
         "verdicts": [v.to_dict() for v in result.verdicts],
@@ -346,6 +358,7 @@ def junit_xml(result: RunResult) -> str:
         ("adapter", result.adapter),
         ("profile", result.profile.name),
         ("seed", str(result.profile.seed)),
+        ("isolation", result.isolation),
         ("interrupted", str(result.interrupted).lower()),
     ):
         ET.SubElement(props, "property", {"name": key, "value": xml_text(value)})

@@ -8,14 +8,16 @@ settings of :mod:`transpec.oracle.engine.profiles`). A case ends in one :class:`
 * ``passed``  -- every example passed; ``ratio`` is the worst error-to-tolerance ratio seen
   (max over examples of max_i |out_i - ref_i| / bound_i, <= 1);
 * ``failed``  -- the implementation broke the property (:class:`PropertyViolation`) or did not
-  return a usable array (:class:`ImplementationFailure`: raised, hung, not an array, wrong shape
-  or dtype). The shrunk counterexample -- the arguments of Hypothesis's final failing call -- is
-  saved to ``failures_dir`` with everything needed to replay it (``transpec reproduce FILE``);
+  return a usable array (:class:`ImplementationFailure`: raised, hung, crashed its worker
+  process, not an array, wrong shape or dtype, an input or the conventions changed). The
+  shrunk counterexample -- the arguments of Hypothesis's final failing call -- is saved to
+  ``failures_dir`` with everything needed to replay it (``transpec reproduce FILE``);
 * ``skipped`` -- with its reason;
 * ``error``   -- transpec itself raised an unexpected exception on this case (a bug in transpec,
   not in the implementation); reported with its traceback, and the run goes on.
 
-Nothing an implementation does stops a run. Ctrl-C does: the verdicts so far are kept and the
+Nothing an implementation does stops a run (with ``isolation="process"``, not even a segfault or
+a hang in C). Ctrl-C does: the verdicts so far are kept and the
 result says ``interrupted``.
 """
 
@@ -30,7 +32,7 @@ import shlex
 import time
 import traceback
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,11 +43,13 @@ import transpec
 from transpec.adapters.base import Adapter, Declared, FunctionAdapter, validate_adapter
 from transpec.oracle import components as registry
 from transpec.oracle.engine.dtypes import DTYPES, canonical_dtype
+from transpec.oracle.engine.isolation import check_isolation
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation, Worst
 from transpec.oracle.engine.profiles import Profile, case_seed, hypothesis_settings, resolve
 
 if TYPE_CHECKING:
     from transpec.oracle.engine.harness import Harness
+    from transpec.oracle.engine.isolation import Worker
     from transpec.oracle.engine.property import Property
     from transpec.spec.conventions import Conventions
 
@@ -131,6 +135,10 @@ class RunResult:
     #: what the caller asked for by name (``component``, ``dtype``, ``device``): each must run
     #: something, or the run tested less than it was asked to (see :func:`nothing_tested`)
     requested: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: where the implementation ran: ``"none"`` (this process) or ``"process"`` (a worker)
+    isolation: str = "none"
+    #: the worker's address-space limit in bytes (``None``: none, or no worker)
+    memory_limit: int | None = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {s: 0 for s in STATUSES}
@@ -361,6 +369,8 @@ def run(
     on_verdict: Callable[[Verdict], None] | None = None,
     adapter_spec: str | None = None,
     on_start: Callable[[RunResult, list[Case]], None] | None = None,
+    isolation: str = "none",
+    memory_limit: int | None = None,
 ) -> RunResult:
     """Run the selected properties against ``adapter`` and return every verdict.
 
@@ -370,6 +380,14 @@ def run(
     ``on_verdict`` is called with each verdict as it is made; ``on_start`` once with the
     empty result and the plan. ``adapter_spec`` is how the reproduce command reloads the adapter
     (inferred for importable classes and functions when not given).
+
+    ``isolation``: ``"none"`` calls the implementation in this process (in a thread, under its
+    ``call_timeout``); ``"process"`` in a worker process loaded from ``adapter_spec``
+    (:mod:`transpec.oracle.engine.isolation`), so that a segfault, ``os._exit``, a hang in C
+    or an unbounded allocation ends only that verdict (failure kinds ``crashed``, ``hung``)
+    and the run goes on with a fresh worker. ``memory_limit``: the worker's address-space cap
+    in bytes (``None``: half the physical memory when every device is ``cpu``, else none; 0:
+    none).
 
     The adapter's declarations are checked first
     (:func:`~transpec.adapters.base.validate_adapter`: an
@@ -385,6 +403,7 @@ def run(
             f"expected a transpec Adapter, got {type(adapter).__name__}; wrap a function with "
             "transpec.adapters.FunctionAdapter(function, component=...)"
         )
+    check_isolation(isolation)
     declared = validate_adapter(adapter)
     if failures_dir is not None:
         # resolved before any implementation runs: its os.chdir must not move the saved cases
@@ -394,6 +413,11 @@ def run(
         adapter, components=components, properties=properties, dtypes=dtypes, devices=devices
     )
     spec = adapter_spec if adapter_spec is not None else infer_spec(adapter)
+    worker = (
+        open_worker(adapter, spec, memory_limit, devices={c.device for c in cases})
+        if isolation == "process"
+        else None
+    )
     result = RunResult(
         adapter=_describe(adapter),
         adapter_spec=spec,
@@ -402,7 +426,9 @@ def run(
         components=tuple(dict.fromkeys(c.prop.component for c in cases)),
         dtypes=tuple(dict.fromkeys(c.dtype for c in cases)),
         devices=tuple(dict.fromkeys(c.device for c in cases)),
-        requested=_requested(components=components, dtypes=dtypes, devices=devices),
+        requested=requested_names(components=components, dtypes=dtypes, devices=devices),
+        isolation=isolation,
+        memory_limit=worker.memory_limit if worker is not None else None,
     )
     if on_start is not None:
         on_start(result, cases)
@@ -416,23 +442,62 @@ def run(
                 failures_dir=failures_dir,
                 adapter_spec=spec,
                 declared=declared,
+                worker=worker,
             )
             result.verdicts.append(verdict)
             if on_verdict is not None:
                 on_verdict(verdict)
     except KeyboardInterrupt:
         result.interrupted = True
+    finally:
+        if worker is not None:
+            worker.close()
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _requested(
+def open_worker(
+    adapter: Adapter,
+    spec: str | None,
+    memory_limit: int | None = None,
+    *,
+    devices: Iterable[str] = ("cpu",),
+) -> Worker:
+    """The worker process of a run with ``isolation="process"`` (started on its first call).
+
+    The worker loads the adapter from ``spec`` (for a :class:`FunctionAdapter`: the function,
+    its component and its base's spec); ``ValueError`` (one line) when the adapter cannot be
+    loaded by name. ``memory_limit``: bytes of address space (``None``: half the physical
+    memory when every one of ``devices`` is ``cpu`` -- a GPU runtime reserves far more address
+    space than it uses --, else none; 0: none)."""
+    from transpec.oracle.engine.isolation import AdapterSource, Worker, default_memory_limit
+
+    if spec is None:
+        raise ValueError(
+            f"isolation 'process' needs an adapter that can be loaded again by name (a built-in "
+            f"name or module:attribute); {adapter.name!r} cannot: pass its spec or use "
+            "isolation 'none'"
+        )
+    if isinstance(adapter, FunctionAdapter):
+        source = AdapterSource(spec, adapter._component, infer_spec(adapter._base))
+    else:
+        source = AdapterSource(spec)
+    if memory_limit is None:
+        memory_limit = default_memory_limit() if set(devices) <= {"cpu"} else None
+    if memory_limit is not None and memory_limit < 0:
+        raise ValueError(f"memory_limit must be a number of bytes >= 0, got {memory_limit}")
+    expect = f"{type(adapter).__module__}:{type(adapter).__qualname__}"
+    return Worker(source, memory_limit=memory_limit or None, expect=expect)
+
+
+def requested_names(
     *,
     components: Sequence[str] | None,
     dtypes: Sequence[str] | None,
     devices: Sequence[str] | None,
 ) -> dict[str, tuple[str, ...]]:
-    """The names a caller chose explicitly, canonical (``None``: not chosen)."""
+    """The names a caller chose explicitly, canonical (``None``: not chosen): what
+    :func:`nothing_tested` checks ran something."""
     out: dict[str, tuple[str, ...]] = {}
     for what, values in (("component", components), ("dtype", dtypes), ("device", devices)):
         if values is None:
@@ -463,9 +528,14 @@ def _flaky_failure(exc: BaseException) -> PropertyViolation | ImplementationFail
     return None
 
 
+#: failure kinds that end a case at once, unshrunk: a hang would cost the call timeout, and
+#: a crash a new worker process, on every shrink step
+_NOT_SHRUNK = ("hung", "crashed")
+
+
 class _Abort(BaseException):
-    """Raised inside a Hypothesis test to stop at once (no shrinking): used for hangs, which
-    would otherwise cost the call timeout on every shrink step."""
+    """Raised inside a Hypothesis test to stop at once (no shrinking): used for hangs and
+    crashes (:data:`_NOT_SHRUNK`)."""
 
     def __init__(self, failure: ImplementationFailure) -> None:
         super().__init__(str(failure))
@@ -502,11 +572,13 @@ def run_case(
     failures_dir: str | Path | None = "transpec-failures",
     adapter_spec: str | None = None,
     declared: Declared | None = None,
+    worker: Worker | None = None,
 ) -> Verdict:
     """One verdict: skip, or run the property under Hypothesis and judge the outcome.
 
     ``declared``: the conventions and time limit to judge under (:func:`run` passes the one
-    snapshot of the run); by default a snapshot taken now."""
+    snapshot of the run); by default a snapshot taken now. ``worker``: the worker process the
+    implementation is called in (:func:`open_worker`); ``None``: this process."""
     prop = case.prop
     verdict = Verdict(prop.component, prop.name, case.dtype, case.device, "skipped")
     if case.skip is not None:
@@ -517,7 +589,7 @@ def run_case(
     if declared is None:
         declared = Declared.of(adapter)
     try:
-        _hypothesis_run(adapter, case, profile, trace, declared)
+        _hypothesis_run(adapter, case, profile, trace, declared, worker)
     except KeyboardInterrupt:
         raise
     except _Abort as abort:
@@ -569,7 +641,12 @@ def run_case(
 
 
 def _hypothesis_run(
-    adapter: Adapter, case: Case, profile: Profile, trace: _Trace, declared: Declared
+    adapter: Adapter,
+    case: Case,
+    profile: Profile,
+    trace: _Trace,
+    declared: Declared,
+    worker: Worker | None = None,
 ) -> None:
     from hypothesis import given
     from hypothesis import seed as hypothesis_seed
@@ -577,7 +654,7 @@ def _hypothesis_run(
     from transpec.oracle.engine.harness import Harness
 
     prop = case.prop
-    harness = Harness(adapter, case.dtype, case.device, declared=declared)
+    harness = Harness(adapter, case.dtype, case.device, declared=declared, worker=worker)
 
     def test(args: dict[str, Any]) -> None:
         trace.examples += 1
@@ -586,7 +663,7 @@ def _hypothesis_run(
             ratio = check_once(prop, harness, args)
         except ImplementationFailure as failure:
             trace.failed_args = trace.last_args
-            if failure.kind == "hung":
+            if failure.kind in _NOT_SHRUNK:
                 raise _Abort(failure) from None
             raise
         except Exception:

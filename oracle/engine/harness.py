@@ -55,6 +55,7 @@ from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolat
 from transpec.spec.conventions import Conventions
 
 if TYPE_CHECKING:
+    from transpec.oracle.engine.isolation import Worker
     from transpec.oracle.kernels.reference import Reference
     from transpec.oracle.kernels.tolerance import Tolerance
 
@@ -225,6 +226,28 @@ def _dict_change(sent: dict[str, Any], entries: tuple[tuple[str, Any], ...]) -> 
     return None
 
 
+def _frozen_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every array (and every array of a dict value) read-only."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, np.ndarray):
+            value = _frozen(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                if isinstance(item, np.ndarray):
+                    _frozen(item)
+        out[key] = value
+    return out
+
+
+def check_shape(component: str, output: np.ndarray, shape: tuple[int, ...]) -> None:
+    """:class:`ImplementationFailure` ``"shape"`` unless ``output`` has the reference's shape."""
+    if tuple(output.shape) != tuple(shape):
+        raise ImplementationFailure(
+            "shape", f"{component} returned shape {tuple(output.shape)}, expected {tuple(shape)}"
+        )
+
+
 def _convention_change(snapshot: Conventions, current: Any) -> str:
     """The fields in which ``current`` differs from ``snapshot`` (``name: old -> new``), or ""."""
     if not isinstance(current, Conventions):
@@ -252,10 +275,18 @@ class Harness:
         device: str = "cpu",
         *,
         declared: Declared | None = None,
+        worker: Worker | None = None,
+        path: str = "default",
     ) -> None:
         """``declared``: the conventions and time limit to judge under (a run passes the one
         snapshot it took when it began); by default a snapshot of ``adapter``'s, taken now.
-        :class:`~transpec.errors.AdapterDeclarationError` when they are unusable."""
+        :class:`~transpec.errors.AdapterDeclarationError` when they are unusable.
+
+        ``worker``: run the implementation in this worker process
+        (:mod:`transpec.oracle.engine.isolation`) instead of in this one; ``adapter`` then
+        answers the declarations only (precision, ``supports``, ``layer_semantics``, ...), and
+        the worker's own copy of it, loaded from the same spec, is called. ``path``:
+        ``"default"``, or ``"slow"`` for the adapter's slow path (:meth:`slow_path`)."""
         if not isinstance(adapter, Adapter):
             raise TypeError(f"adapter must be a transpec Adapter, got {type(adapter).__name__}")
         self.adapter = adapter
@@ -264,6 +295,19 @@ class Harness:
         self.declared = declared if declared is not None else Declared.of(adapter)
         #: the conventions every call is judged under (a copy: the adapter cannot edit it)
         self.conventions = self.declared.conventions
+        self.worker = worker
+        self.path = path
+
+    def slow_path(self) -> Harness | None:
+        """A harness of the adapter's slow path (``slow_path_adapter()``, for
+        ``fast_slow_agreement``) in the same dtype and device, judged under this harness's
+        declarations snapshot and run in the same worker; None when the adapter has one path."""
+        slow = self.adapter.slow_path_adapter()
+        if slow is None:
+            return None
+        return Harness(
+            slow, self.dtype, self.device, declared=self.declared, worker=self.worker, path="slow"
+        )
 
     def __repr__(self) -> str:
         return f"Harness({self.adapter.name!r}, {self.dtype!r}, {self.device!r})"
@@ -468,11 +512,15 @@ class Harness:
 
     # -- calling -------------------------------------------------------------------------------
 
-    def invoke(self, component: str, native: Mapping[str, Any]) -> Any:
+    def invoke(self, component: str, native: Mapping[str, Any], *, limited: bool = True) -> Any:
         """Call the component on native arguments under the declared ``call_timeout``.
 
-        Raises :class:`ImplementationFailure` ``"raised"`` or ``"hung"``; returns the raw result.
-        A hung call keeps running in its daemon thread; the run goes on without it.
+        Raises :class:`ImplementationFailure` ``"raised"`` (chained to what was raised) or
+        ``"hung"``; returns the raw result. The call runs in a new daemon thread (in both
+        isolation modes, so that an implementation sees the same thread-local state either way);
+        a hung call keeps running in its thread and the run goes on without it.
+        ``limited=False``: wait for the thread without a time limit (in a worker process, whose
+        time limit the parent enforces by killing it).
         """
         method_name = registry.get(component).method
         if not self.adapter.provides(component):
@@ -493,14 +541,16 @@ class Harness:
         )
         thread.start()
         timeout = self.declared.call_timeout
-        thread.join(timeout)
+        thread.join(timeout if limited else None)
         if thread.is_alive():
             raise ImplementationFailure(
                 "hung", f"{component} did not return within {timeout:g} s (call_timeout)"
             )
         if "error" in box:
             exc = box["error"]
-            raise ImplementationFailure("raised", _one_line(f"{type(exc).__name__}: {exc}"))
+            raise ImplementationFailure(
+                "raised", _one_line(f"{type(exc).__name__}: {exc}")
+            ) from exc
         return box.get("result")
 
     def check_conventions(self, component: str) -> None:
@@ -516,8 +566,11 @@ class Harness:
                 f"({change}); judged under the conventions declared when it began",
             )
 
-    def convert_output(self, component: str, result: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """Check a raw result (native array, dtype, shape) and return it as a float64 copy."""
+    def convert_output(
+        self, component: str, result: Any, shape: tuple[int, ...] | None
+    ) -> np.ndarray:
+        """Check a raw result (native array, dtype, shape) and return it as a float64 copy
+        (``shape`` None: not checked here; :func:`check_shape` later)."""
         if not self.adapter.is_native(result):
             raise ImplementationFailure(
                 "not_array",
@@ -535,10 +588,8 @@ class Harness:
                 "dtype", f"{component} returned {out_dtype} for {self.dtype} inputs"
             )
         out = np.array(out, dtype=np.float64)  # a copy: the implementation may keep its result
-        if tuple(out.shape) != tuple(shape):
-            raise ImplementationFailure(
-                "shape", f"{component} returned shape {tuple(out.shape)}, expected {tuple(shape)}"
-            )
+        if shape is not None:
+            check_shape(component, out, shape)
         return out
 
     def reference(self, component: str, sent: Mapping[str, Any]) -> Reference:
@@ -579,22 +630,63 @@ class Harness:
         if lowered:
             args = self.lower_gqa(args)
         self.require_supported(component, args)
-        native, sent, watch = self._prepare(component, self.encode(component, args))
-        rounded = self.decode(component, sent)
-        if record.groups_kv and "enable_gqa" in native and not native["enable_gqa"]:
-            method = getattr(self.adapter, record.method, None)
-            if method is not None and not accepts_argument(method, "enable_gqa"):
+        encoded = self.encode(component, args)
+        drop = self._drops_enable_gqa(component, encoded)
+        if self.worker is not None:
+            sent, output = self.worker.call(
+                path=self.path,
+                component=component,
+                dtype=self.dtype,
+                device=self.device,
+                declared=self.declared,
+                encoded=encoded,
+                drop_enable_gqa=drop,
+            )
+            sent = _frozen_values(sent)
+            reference = self.reference(component, sent)
+            tol = self.tolerance(component, reference)
+            check_shape(component, output, tuple(np.shape(reference.value)))
+        else:
+            native, sent, watch = self._prepare(component, encoded)
+            if drop:
                 del native["enable_gqa"]
+            reference = self.reference(component, sent)
+            tol = self.tolerance(component, reference)
+            result = self.invoke(component, native)
+            self.check_conventions(component)
+            watch.untouched(component, self.adapter)
+            output = self.convert_output(component, result, tuple(np.shape(reference.value)))
+        rounded = self.decode(component, sent)
         if lowered:
             rounded = self._regroup(rounded, kv_heads)
-        rounded = {k: _frozen(v) if isinstance(v, np.ndarray) else v for k, v in rounded.items()}
-        reference = self.reference(component, sent)
-        tol = self.tolerance(component, reference)
-        result = self.invoke(component, native)
+        rounded = _frozen_values(rounded)
+        return Call(component, output, rounded, sent, reference, tol)
+
+    def _drops_enable_gqa(self, component: str, encoded: Mapping[str, Any]) -> bool:
+        """Whether ``enable_gqa=False`` is left out of the call: the adapter's attention
+        method takes no such argument (read from this process's adapter: a declaration)."""
+        record = registry.get(component)
+        if not (record.groups_kv and "enable_gqa" in encoded and not encoded["enable_gqa"]):
+            return False
+        method = getattr(self.adapter, record.method, None)
+        return method is not None and not accepts_argument(method, "enable_gqa")
+
+    def execute(
+        self, component: str, encoded: Mapping[str, Any], *, drop_enable_gqa: bool = False
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """The worker process's side of :meth:`call`: (what was sent, as float64/bool copies;
+        the output as float64) for arguments already in the adapter's declared meaning.
+
+        Rounds and converts them, calls the implementation without a time limit (the parent
+        enforces it), checks the conventions and the inputs after the call and converts the
+        output; the parent computes the reference and the tolerance and checks the shape."""
+        native, sent, watch = self._prepare(component, encoded)
+        if drop_enable_gqa:
+            native.pop("enable_gqa", None)
+        result = self.invoke(component, native, limited=False)
         self.check_conventions(component)
         watch.untouched(component, self.adapter)
-        output = self.convert_output(component, result, tuple(np.shape(reference.value)))
-        return Call(component, output, rounded, sent, reference, tol)
+        return sent, self.convert_output(component, result, None)
 
     # -- judging -------------------------------------------------------------------------------
 

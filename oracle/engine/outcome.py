@@ -12,7 +12,10 @@ report; neither ever escapes a run.
   that is not an array (``"not_array"``) or an array of the wrong shape (``"shape"``) or dtype
   (``"dtype"``), modified an input it was given, in place or by editing the ``params`` dict
   (``"mutated_input"``), or changed its adapter's conventions (``"changed_conventions"``; it is
-  judged under those declared when the run began, whatever it changes).
+  judged under those declared when the run began, whatever it changes), or -- run in a worker
+  process (``isolation="process"``, :mod:`transpec.oracle.engine.isolation`) -- killed that
+  process (``"crashed"``: a segfault, an abort, ``os._exit``; the signal or exit code is named).
+  A hang is ``"hung"`` in both modes; in a worker process the parent kills the worker.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ FailureKind = Literal[
     "dtype",
     "mutated_input",
     "changed_conventions",
+    "crashed",
 ]
 #: every kind of :class:`ImplementationFailure`, in the order reports list them
 FAILURE_KINDS: tuple[FailureKind, ...] = get_args(FailureKind)

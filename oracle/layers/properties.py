@@ -206,10 +206,9 @@ def _check_rows_sum_to_one(harness: Harness, args: Args) -> float:
 
 def _check_fast_slow(component: str) -> Callable[[Harness, Args], float]:
     def check(harness: Harness, args: Args) -> float:
-        slow_adapter = harness.adapter.slow_path_adapter()
-        if slow_adapter is None:
+        slow = harness.slow_path()  # the run's declarations snapshot, the same worker
+        if slow is None:
             raise ValueError(f"{harness.adapter.name} has no separate slow path")
-        slow = Harness(slow_adapter, harness.dtype, harness.device)
         a = harness.call(component, args)
         b = slow.call(component, args)
         return assert_related(

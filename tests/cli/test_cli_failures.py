@@ -197,6 +197,8 @@ def test_ctrl_c_keeps_the_verdicts_so_far(tmp_path: Path) -> None:
             "softmax",
             "--max-examples",
             "4",
+            "--isolation",
+            "none",  # the fixture signals its own process: the run's only without a worker
             "--json",
             str(report),
         ],

@@ -246,7 +246,9 @@ def test_termination_keeps_the_verdicts_so_far(tmp_path: Path, name: str, status
     if not hasattr(signal, name):
         pytest.skip(f"no {name} here")
     argv = ["check", "cli_hostile_fixtures:Terminated", "--component", "softmax"]
-    argv += ["--max-examples", "4", *REPORTS]
+    # the fixture signals its own process: the run's only without a worker (a run with one:
+    # test_cli_isolation.py)
+    argv += ["--max-examples", "4", *REPORTS, "--isolation", "none"]
     proc = _transpec(tmp_path, *argv, HOSTILE_SIGNAL=name)
     assert proc.returncode == status, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr

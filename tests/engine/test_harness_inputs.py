@@ -272,6 +272,7 @@ def test_every_failure_kind_is_listed() -> None:
         "dtype",
         "mutated_input",
         "changed_conventions",
+        "crashed",
     )
 
 

@@ -1,0 +1,456 @@
+"""Running the implementation under test in a worker process (``isolation="process"``).
+
+With process isolation the run keeps everything that judges in its own process -- the
+strategies, the float64 reference, the tolerances, the verdicts, the reports -- and sends each
+call of the implementation to a :class:`Worker`: a child Python process that loaded the same
+adapter again from its :class:`AdapterSource` (a built-in name, ``module:Class`` or
+``module:function`` with its component and base). What crosses the pipe is native-agnostic:
+the arguments as NumPy arrays and plain values (in the adapter's declared mask meaning), the
+component, dtype and device names and the run's declarations snapshot; what comes back is what the
+implementation was sent (the float64/bool copies the worker took *before* the call) and its
+output as a float64 NumPy array, or the failure the worker's harness found (``raised``,
+``mutated_input``, ``changed_conventions``, ``not_array``, ``dtype``:
+:meth:`transpec.oracle.engine.harness.Harness.execute`).
+
+What the implementation can do to a process now ends only the worker:
+
+* a segfault, an abort, ``os._exit`` -- the pipe closes; the call is an
+  :class:`~transpec.oracle.engine.outcome.ImplementationFailure` of kind ``"crashed"`` naming
+  the signal or the exit code;
+* a hang, in Python or in C code holding the GIL -- the parent waits at most ``call_timeout``
+  seconds for the answer (the call, its conversions and the transfer), then kills the worker
+  (``SIGKILL``): kind ``"hung"``; nothing keeps running;
+* an unbounded allocation -- the worker's address space is capped (``RLIMIT_AS``,
+  ``memory_limit`` bytes): the allocation fails, and the ``MemoryError`` is a ``"crashed"``
+  failure that retires the worker (the implementation may hold on to what it took), or the
+  process dies of it (``"crashed"`` as well).
+
+A worker found dead when a call begins (something the implementation left running ended it
+after it answered) fails that call as ``"crashed"`` (not called), never a silent restart. The
+next call starts a fresh worker. The declarations (precision, ``supports``,
+``layer_semantics``, ``provides``, the slow path's existence, the GQA signature) are data: the
+parent reads them from its own instance of the adapter; only the calls run in the worker. The
+worker's standard output is the parent's standard error, and it runs in its own session, so a
+Ctrl-C at the terminal reaches the run, which then stops the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from transpec.oracle.engine.outcome import ImplementationFailure
+
+if TYPE_CHECKING:
+    from transpec.adapters.base import Adapter, Declared
+
+#: the isolation modes of a run: ``"none"`` calls the implementation in the run's own process
+#: (a thread with a time limit), ``"process"`` in a :class:`Worker`
+ISOLATIONS: tuple[str, ...] = ("none", "process")
+
+#: seconds a new worker may take to import and load its adapter before the run gives up
+START_TIMEOUT = 300.0
+
+#: seconds between two looks at whether a worker that has not answered yet is still alive
+_WATCH_PERIOD = 0.25
+
+
+def check_isolation(isolation: str) -> str:
+    """``isolation`` when it is one of :data:`ISOLATIONS`; ``ValueError`` (one line) otherwise."""
+    if isolation not in ISOLATIONS:
+        raise ValueError(
+            f"unknown isolation {isolation!r}; expected one of {', '.join(ISOLATIONS)}"
+        )
+    return isolation
+
+
+def default_memory_limit() -> int | None:
+    """The address-space cap of a worker: half the machine's physical memory (``None`` where
+    that is unknown)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class WorkerError(RuntimeError):
+    """The worker could not be started or answered something transpec did not expect: an error
+    of the run (a verdict ``error``), not a failure of the implementation."""
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """How a worker process loads the adapter under test again: ``spec`` as ``transpec check``
+    takes it (a built-in name or ``module:attribute``); for a bare function, the ``component``
+    it implements and the ``base`` adapter spec whose arrays it takes."""
+
+    spec: str
+    component: str | None = None
+    base: str | None = None
+
+    def load(self) -> Adapter:
+        """The adapter (:func:`transpec.adapters.registry.load_adapter`)."""
+        from transpec.adapters.registry import load_adapter
+
+        if self.component is not None:
+            return load_adapter(self.spec, component=self.component, base=self.base)
+        return load_adapter(self.spec)
+
+
+def _exit_text(code: int | None) -> str:
+    """How a worker process ended, in words: ``killed by signal SIGSEGV (Segmentation fault)``,
+    ``exited with code 0``."""
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        try:
+            sig = signal.Signals(-code)
+        except ValueError:
+            return f"killed by signal {-code}"
+        description = signal.strsignal(sig) if hasattr(signal, "strsignal") else None
+        return f"killed by signal {sig.name}" + (f" ({description})" if description else "")
+    return f"exited with code {code}"
+
+
+class Worker:
+    """A worker process that calls one adapter's components for the run (module docstring).
+
+    Started on the first call; after a crash, a hang or an exhausted memory limit the next call
+    starts a fresh one. :meth:`close` (or ``with``) ends it.
+    """
+
+    def __init__(
+        self,
+        source: AdapterSource,
+        *,
+        memory_limit: int | None = None,
+        start_timeout: float = START_TIMEOUT,
+        expect: str | None = None,
+    ) -> None:
+        """``expect``: the ``module:qualname`` of the adapter class under test; a worker that
+        loads another class from ``source`` is a :class:`WorkerError`."""
+        self.source = source
+        self.expect = expect
+        #: the ``module:qualname`` of the adapter the current worker loaded, and its conventions
+        self.loaded: str | None = None
+        self.loaded_conventions: Any = None
+        self.memory_limit = memory_limit
+        self.start_timeout = start_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        #: how many worker processes were started (1 + the replacements)
+        self.started = 0
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        pid = self._process.pid if self._process is not None else None
+        return f"Worker({self.source.spec!r}, pid={pid})"
+
+    # -- the process ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        parent, child = socket.socketpair()
+        try:
+            stdout: int = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
+            os.fstat(stdout)
+        except (AttributeError, OSError, ValueError):
+            stdout = subprocess.DEVNULL
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from transpec.oracle.engine.isolation import serve; "
+            "serve(int(sys.argv[1]))",
+            str(child.fileno()),
+        ]
+        try:
+            process = subprocess.Popen(
+                command,
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                start_new_session=True,  # a terminal's Ctrl-C reaches the run, not the worker
+            )
+        except (OSError, ValueError) as exc:  # ValueError: no pass_fds on this platform
+            parent.close()
+            raise WorkerError(f"cannot start a worker process here: {exc}") from None
+        finally:
+            child.close()
+        conn = Connection(parent.detach())
+        self._process, self._conn = process, conn
+        self.started += 1
+        hello = {
+            "spec": self.source.spec,
+            "component": self.source.component,
+            "base": self.source.base,
+            "sys_path": list(sys.path),
+            "memory_limit": self.memory_limit,
+        }
+        try:
+            conn.send(("hello", hello))
+            if not conn.poll(self.start_timeout):
+                self._kill()
+                raise WorkerError(
+                    f"the worker process did not load adapter {self.source.spec!r} within "
+                    f"{self.start_timeout:g} s"
+                )
+            reply = conn.recv()
+        except (EOFError, OSError):
+            code = self._reap()
+            raise WorkerError(
+                f"the worker process {_exit_text(code)} while loading adapter {self.source.spec!r}"
+            ) from None
+        if reply[0] != "ready":
+            self._kill()
+            raise WorkerError(f"the worker process cannot load the adapter: {reply[1]}")
+        _, self.loaded, self.loaded_conventions = reply
+        if self.expect is not None and self.loaded != self.expect:
+            self._kill()
+            raise WorkerError(
+                f"the worker process loaded {self.loaded} from {self.source.spec!r}, not the "
+                f"adapter under test ({self.expect})"
+            )
+
+    def _reap(self, wait: float = 5.0) -> int | None:
+        """The ended worker's exit status (killed if it lingers); forget it. Whatever is left
+        of its process group -- a child the implementation forked, which must neither keep the
+        pipe open nor run on -- is killed as well."""
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+        if process is None:
+            return None
+        try:
+            code = process.wait(wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        with contextlib.suppress(OSError):  # the group outlives its leader's exit
+            os.killpg(process.pid, signal.SIGKILL)
+        return code
+
+    def _kill(self) -> None:
+        """Kill the worker now (its process group with it) and forget it."""
+        if self._process is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                self._process.kill()
+        self._reap()
+
+    def close(self) -> None:
+        """Stop the worker: killed (it holds nothing to save, and a clean exit of a framework
+        can take a second)."""
+        self._kill()
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the current worker (None when none runs)."""
+        return self._process.pid if self._process is not None else None
+
+    # -- a call ---------------------------------------------------------------------------------
+
+    def _answered(self, conn: Connection, deadline: float) -> bool:
+        """Wait until the worker answers (True), dies (an ``EOFError``, as when the pipe
+        closes: a process it forked may hold the pipe open after it died) or the deadline
+        passes (False)."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if conn.poll(min(remaining, _WATCH_PERIOD)):
+                return True
+            if self._process is None or self._process.poll() is not None:
+                raise EOFError("the worker process ended")
+
+    def call(
+        self,
+        *,
+        path: str,
+        component: str,
+        dtype: str,
+        device: str,
+        declared: Declared,
+        encoded: dict[str, Any],
+        drop_enable_gqa: bool,
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """(what was sent, the output as float64) of one call in the worker; raises the
+        :class:`ImplementationFailure` the worker's harness found, ``"crashed"`` when the worker
+        died, ``"hung"`` when it did not answer within ``declared.call_timeout`` seconds
+        (then it is killed), and :class:`WorkerError` for an error of transpec's."""
+        if self._process is not None and self._process.poll() is not None:
+            code = self._reap()
+            raise ImplementationFailure(
+                "crashed",
+                f"{component}: not called -- the worker process {_exit_text(code)} after it "
+                "answered its previous call (something the implementation left running, a "
+                "thread or a device's queued work, ended it)",
+            )
+        if self._process is None:
+            self._start()
+        conn = self._conn
+        assert conn is not None
+        if path == "default" and self.loaded_conventions != declared.conventions:
+            self._kill()
+            raise WorkerError(
+                f"the adapter the worker process loaded from {self.source.spec!r} declares "
+                "other conventions than the adapter under test (configured after it was made?); "
+                "judge it with isolation 'none'"
+            )
+        timeout = declared.call_timeout
+        request = ("call", path, component, dtype, device, declared, encoded, drop_enable_gqa)
+        started = time.monotonic()
+        try:
+            conn.send(request)
+            if not self._answered(conn, started + timeout):
+                self._kill()
+                raise ImplementationFailure(
+                    "hung",
+                    f"{component} did not return within {timeout:g} s (call_timeout); its "
+                    "worker process was killed",
+                )
+            reply = conn.recv()
+        except (EOFError, OSError):
+            code = self._reap()
+            seconds = time.monotonic() - started
+            raise ImplementationFailure(
+                "crashed",
+                f"{component}: the worker process running it {_exit_text(code)} "
+                f"after {seconds:.2g} s",
+            ) from None
+        except KeyboardInterrupt:
+            self._kill()  # the run stops; the call in flight is abandoned with its worker
+            raise
+        status = reply[0]
+        if status == "ok":
+            return reply[1], reply[2]
+        if status == "failure":
+            _, kind, message, retire = reply
+            if retire:
+                self._kill()
+            raise ImplementationFailure(kind, message)
+        self._kill()
+        raise WorkerError(f"in the worker process: {reply[1]}")
+
+
+# -- the worker process's side ----------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (a worker hung in C would otherwise
+    outlive a run that was killed); nothing elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def _limit_memory(limit: int | None) -> None:
+    if not limit:
+        return
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def serve(fd: int) -> None:
+    """The worker process: load the adapter the parent names, then answer calls until the
+    parent says ``close`` or goes away."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the run stops
+    sys.stdout = sys.stderr  # (descriptor 1 is the parent's standard error already)
+    conn = Connection(fd)
+    try:
+        _, hello = conn.recv()
+    except (EOFError, OSError):
+        return
+    sys.path[:] = [p for p in hello["sys_path"] if isinstance(p, str)]
+    memory_limit = hello["memory_limit"]
+    try:
+        adapter = AdapterSource(hello["spec"], hello["component"], hello["base"]).load()
+    except BaseException as exc:
+        conn.send(("error", _one_line(exc)))
+        return
+    _limit_memory(memory_limit)  # after the imports: only the implementation's calls are capped
+    loaded = f"{type(adapter).__module__}:{type(adapter).__qualname__}"
+    conn.send(("ready", loaded, getattr(adapter, "conventions", None)))
+    adapters: dict[str, Any] = {"default": adapter}
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message[0] != "call":
+            return
+        reply = _answer(adapters, message[1:], memory_limit)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # an answer that cannot be pickled (transpec's bug)
+            conn.send(("error", f"cannot send the answer: {_one_line(exc)}"))
+        if reply[0] == "failure" and reply[3]:
+            return  # retire: the parent starts a fresh worker
+
+
+def _answer(adapters: dict[str, Any], request: tuple[Any, ...], memory_limit: int | None) -> Any:
+    from transpec.oracle.engine.harness import Harness
+
+    path, component, dtype, device, declared, encoded, drop = request
+    try:
+        if path not in adapters:
+            slow = adapters["default"].slow_path_adapter()
+            if slow is None:
+                raise ValueError(f"the adapter has no {path} path")
+            adapters[path] = slow
+        harness = Harness(adapters[path], dtype, device, declared=declared)
+        sent, output = harness.execute(component, encoded, drop_enable_gqa=drop)
+        return ("ok", sent, output)
+    except ImplementationFailure as failure:
+        if isinstance(failure.__cause__, MemoryError):
+            return _out_of_memory(component, failure.__cause__, memory_limit)
+        return ("failure", failure.kind, failure.message, False)
+    except MemoryError as exc:
+        return _out_of_memory(component, exc, memory_limit)
+    except BaseException as exc:  # an error of transpec's, or of the adapter's conversions
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return ("error", " ".join(text.split()))
+
+
+def _out_of_memory(component: str, exc: MemoryError, memory_limit: int | None) -> Any:
+    """The answer to a call that exhausted the worker's memory: ``"crashed"``, and this worker
+    retires (what the implementation took may still be held by it)."""
+    limit = f" (limit {memory_limit / 2**20:.0f} MiB)" if memory_limit else ""
+    return (
+        "failure",
+        "crashed",
+        f"{component} ran out of memory in its worker process{limit}: {_one_line(exc)}; the "
+        "worker was replaced",
+        True,
+    )
