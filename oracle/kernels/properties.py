@@ -784,6 +784,15 @@ def _softmax_properties() -> tuple[Property, ...]:
         ),
         Property(
             "softmax",
+            "error_statistic",
+            "RMS of error/absref no worse than a correct kernel emulated at the declared "
+            "precision (16..48 rows of 256..1024 logits)",
+            _strategy(strat.softmax_statistic_inputs),
+            _error_statistic("softmax"),
+            app,
+        ),
+        Property(
+            "softmax",
             "shape_dtype",
             "a native array of x's shape in the input dtype",
             inputs,

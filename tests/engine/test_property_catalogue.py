@@ -19,6 +19,7 @@ from transpec.oracle.engine.property import example_rng
 EXPECTED = {
     "softmax": {
         "equivalence",
+        "error_statistic",
         "shape_dtype",
         "rows_sum_to_one",
         "shift_invariance",
