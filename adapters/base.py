@@ -329,6 +329,10 @@ class Declared:
             )
         return cls(dataclasses.replace(conventions), checked_timeout(adapter))
 
+    def conventions_for(self, dtype: str) -> Conventions:
+        """The snapshot's conventions with per-dtype values resolved for ``dtype``."""
+        return self.conventions.for_dtype(canonical_dtype(dtype))
+
 
 def adapter_label(adapter: Any) -> str:
     """The adapter's ``name`` for messages (its class name when the name is not a string)."""
@@ -411,6 +415,10 @@ def validate_adapter(adapter: Adapter) -> Declared:
             canonical_dtype(name)
         except ValueError as exc:
             raise AdapterDeclarationError(f"adapter {label}: dtypes: {exc}") from None
+        try:
+            declared.conventions_for(name)
+        except ValueError as exc:
+            raise AdapterDeclarationError(f"adapter {label}: {exc}") from None
     _names(adapter, "devices")
     available = _hook(adapter, "available_devices")
     if isinstance(available, str) or not isinstance(available, (tuple, list)):

@@ -512,10 +512,12 @@ def _list_lines(section: str) -> list[str]:
 
         rows = describe()
         width = max(len(r[0]) for r in rows)
+        from transpec.spec.conventions import PER_DTYPE_NOTE
+
         return [
             f"{name:<{width}}  {' | '.join(map(str, allowed))}  -- {text} (canonical: {allowed[0]})"
             for name, text, allowed in rows
-        ]
+        ] + [f"({PER_DTYPE_NOTE})"]
     from transpec.adapters.registry import BUILTIN_ADAPTERS
 
     lines = []

@@ -263,7 +263,7 @@ class Harness:
         self.device = str(device)
         self.declared = declared if declared is not None else Declared.of(adapter)
         #: the conventions every call is judged under (a copy: the adapter cannot edit it)
-        self.conventions = self.declared.conventions
+        self.conventions = self.declared.conventions.for_dtype(self.dtype)
 
     def __repr__(self) -> str:
         return f"Harness({self.adapter.name!r}, {self.dtype!r}, {self.device!r})"
@@ -508,7 +508,9 @@ class Harness:
         ``conventions`` no longer equal the snapshot this harness judges under (the call
         assigned new ones, or edited the object in place); the verdicts still use the
         snapshot."""
-        change = _convention_change(self.conventions, getattr(self.adapter, "conventions", None))
+        change = _convention_change(
+            self.declared.conventions, getattr(self.adapter, "conventions", None)
+        )
         if change:
             raise ImplementationFailure(
                 "changed_conventions",

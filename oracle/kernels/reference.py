@@ -504,11 +504,15 @@ def rms_norm_eps(eps: float | None, dtype: str, conventions: Conventions = CANON
     """The eps RMSNorm uses: the given one, or for None a machine epsilon 2u.
 
     For None: 2u of ``dtype`` (``rms_norm_default_eps="dtype"``), or of its math type
-    ("opmath": float32 for float16/bfloat16 inputs, as ``F.rms_norm`` on torch 2.13).
+    ("opmath": float32 for float16/bfloat16 inputs, as ``F.rms_norm`` on torch 2.13), or the
+    number the convention declares (a library's default eps).
     """
     if eps is None:
         dt = canonical_dtype(dtype)
-        if getattr(conventions, "rms_norm_default_eps", "dtype") == "opmath" and dt in (
+        declared = getattr(conventions.for_dtype(dt), "rms_norm_default_eps", "dtype")
+        if not isinstance(declared, str):
+            return float(declared)
+        if declared == "opmath" and dt in (
             "float16",
             "bfloat16",
         ):

@@ -77,7 +77,7 @@ class SoftmaxHalfSum(NumpyAdapter):
     def softmax(self, x: Any, dim: int = -1) -> Any:
         w = np.moveaxis(x.astype(np.float32), dim, -1)
         e = np.exp(w - np.max(w, axis=-1, keepdims=True))
-        total = np.zeros(e.shape[:-1] + (1,), dtype=x.dtype)
+        total = np.zeros((*e.shape[:-1], 1), dtype=x.dtype)
         for j in range(e.shape[-1]):
             total = (total + e[..., j : j + 1].astype(x.dtype)).astype(x.dtype)
         return np.moveaxis((e / total.astype(np.float32)).astype(x.dtype), -1, dim)
