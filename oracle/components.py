@@ -335,7 +335,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("x:array", "normalized_shape", "weight:array", "bias:array", "eps"),
         summary="LayerNorm; sigma^2 near eps, |mu| >> sigma, small n, multi-dim normalized shapes",
         derive_page="layer_norm",
-        conventions=("layer_norm_variance", "layer_norm_eps"),
+        conventions=("layer_norm_variance", "layer_norm_eps", "layer_norm_variance_algorithm"),
         hooks={
             "reference": "transpec.oracle.kernels.reference:layer_norm_reference",
             "rule": "transpec.oracle.kernels.tolerance:layer_norm_rule",

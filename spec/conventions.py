@@ -46,6 +46,11 @@ field                  canonical                          variants
 ``rope_pairing``       ``"half_split"``: pair (x[i],      ``"interleaved"``: pair (x[2i], x[2i+1])
                        x[i + d/2]) (GPT-NeoX, HF Llama    (GPT-J, RoFormer, Meta Llama's complex
                        ``rotate_half``)                   form)
+``layer_norm_variance  ``"two_pass"``: Σ(x - μ)²/n from    ``"one_pass"``: E[x²] - E[x]² (Flax
+_algorithm``           the computed μ, or Welford         ``use_fast_variance=True``, Keras'
+                       (torch, NumPy)                     numpy backend): the equivalence bound
+                                                          gains the cancellation term
+                                                          γ·E[x²] (docs/tolerance.md §3.3)
 =====================  =================================  ========================================
 
 Values per dtype. Any field may instead be a per-dtype mapping (``mask_fill={"float16": -65504.0,
@@ -81,6 +86,7 @@ RMSDefaultEps = Literal["dtype", "opmath"] | float
 SinusoidalLayout = Literal["interleaved", "concatenated"]
 SinusoidalFrequencies = Literal["paper", "tensor2tensor"]
 RopePairing = Literal["half_split", "interleaved"]
+VarianceAlgorithm = Literal["two_pass", "one_pass"]
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "bool_mask": ("keep", "ignore"),
@@ -94,6 +100,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "sinusoidal_layout": ("interleaved", "concatenated"),
     "sinusoidal_frequencies": ("paper", "tensor2tensor"),
     "rope_pairing": ("half_split", "interleaved"),
+    "layer_norm_variance_algorithm": ("two_pass", "one_pass"),
 }
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -111,6 +118,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "sinusoidal_layout": "where the sine and cosine of each frequency sit in the encoding",
     "sinusoidal_frequencies": "the frequency set of the sinusoidal encoding",
     "rope_pairing": "which coordinates RoPE rotates together",
+    "layer_norm_variance_algorithm": "how LayerNorm computes its variance: two-pass (or Welford) "
+    "or the one-pass E[x²] − E[x]², judged by that algorithm's bound",
 }
 
 
@@ -271,6 +280,7 @@ class Conventions:
     sinusoidal_layout: SinusoidalLayout = "interleaved"
     sinusoidal_frequencies: SinusoidalFrequencies = "paper"
     rope_pairing: RopePairing = "half_split"
+    layer_norm_variance_algorithm: VarianceAlgorithm = "two_pass"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

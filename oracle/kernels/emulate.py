@@ -230,8 +230,13 @@ def layer_norm(
         mu = acc.r(recursive_sum(x, acc, axes) / acc.a(n))
         d = el.r(el.a(x) - el.a(mu))
         da = acc.a(d)
-        var = recursive_sum(acc.r(da * da), acc, axes)
-        var = acc.r(var / acc.a(div))
+        if conventions.layer_norm_variance_algorithm == "one_pass":  # E[x²] - μ², clamped at 0
+            ms = acc.r(recursive_sum(acc.r(x * x), acc, axes) / acc.a(n))
+            var = acc.r(acc.r(ms - acc.r(mu * mu)) * acc.a(n / div))
+            var = np.maximum(var, acc.a(0.0))
+        else:
+            var = recursive_sum(acc.r(da * da), acc, axes)
+            var = acc.r(var / acc.a(div))
         sigma = _root_plus_eps(var, eps, conventions.layer_norm_eps == "inside_sqrt", acc)
         y = el.a(_store(el.r(el.a(d) / el.a(sigma)), store, acc))
         if w is not None:

@@ -205,10 +205,19 @@ def layer_norm_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Fl
     ab = np.asarray(term(ref, "abs_bias"))
     g_n = gamma(n, un.acc)
     g_var = gamma(n + 2, un.acc)
+    one_pass = float(ref.terms.get("one_pass", 0.0)) > 0
+    div = float(ref.terms.get("divisor", n))  # var = Σ(x - μ)²/div, div = n or n - 1
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         d_mu = (g_n + un.to_elem) * mean_abs  # docs §3.3 (mean), §2.7 (μ in u_elem)
-        # docs §3.3 (variance); §2.7: differences rounded to u_elem before they are squared
-        d_var = (g_var + 2.0 * un.to_elem) * var + 2.0 * d_mu * mad + d_mu * d_mu
+        if one_pass:  # docs §3.3 (one-pass variance): E[x²] - μ² cancels
+            d_var = (n / div) * (
+                g_var * np.asarray(term(ref, "mean_square"))
+                + 2.0 * np.asarray(term(ref, "abs_mean")) * d_mu
+                + d_mu * d_mu
+                + un.acc * np.asarray(term(ref, "abs_mean")) ** 2
+            ) + un.acc * var
+        else:  # docs §3.3 (variance); §2.7: differences rounded to u_elem before squared
+            d_var = (g_var + 2.0 * un.to_elem) * var + 2.0 * d_mu * mad + d_mu * d_mu
         if inside:
             sigma = np.sqrt(var + eps)
             d_sigma = d_var / (np.sqrt(var + eps + d_var) + sigma)
@@ -219,11 +228,19 @@ def layer_norm_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Fl
             d_sigma = d_sigma + (un.acc + un.to_elem) * sigma
         rel_sigma = d_sigma * inv
         rel_inv = np.where(rel_sigma < 0.5, rel_sigma / (1.0 - rel_sigma), np.inf)
+        if one_pass:
+            # docs §3.3 (one-pass): the computed variance may fall to 0 (clamped), so σ̂ only
+            # stays above its eps floor: 1/σ̂ <= 1/max(σ - δσ, floor), no cap on ŷ
+            sigma_floor = math.sqrt(eps) if inside else eps
+            sigma_min = np.maximum(sigma - d_sigma, sigma_floor)
+            rel_inv = np.where(rel_sigma < 0.5, rel_inv, sigma / sigma_min - 1.0)
         yhat = dev * inv
         internal = aw * (
             d_mu * inv * (1.0 + rel_inv) + un.elem * yhat + yhat * (rel_inv + un.elem + un.store)
         ) + un.elem * (2.0 * aw * yhat + ab)
         cap = aw * 2.0 * math.sqrt(n) * (1.0 + un.store) + ab * un.elem
+        if one_pass:
+            cap = np.full(np.shape(internal), np.inf)
     output = un.out * np.abs(y)
     floor = un.eta_out + (un.eta_store + un.eta_acc + _elem_floor(un)) * (1.0 + aw)
     bound = np.minimum(SAFETY * (internal + output), SAFETY * (cap + output)) + SAFETY * floor
@@ -231,7 +248,7 @@ def layer_norm_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Fl
         "layer_norm: c·(|w|·(δμ/σ·(1+ρ) + u_elem|ŷ| + |ŷ|·(ρ + u_elem + u_store)) "
         "+ u_elem·(2|wŷ| + |b|) + u_out·|y|) + c·η, capped at c·2√n·|w|; ŷ = (x−μ)/σ, "
         "δμ = (γ_n + u_to_elem)·mean|x|, δvar = (γ_{n+2} + 2u_to_elem)·var + 2δμ·mean|x−μ| "
-        "+ δμ², "
+        "+ δμ² (one-pass: n/div·(γ_{n+2}·mean(x²) + 2|μ|δμ + δμ² + u_acc·μ²) + u_acc·var), "
         f"{'σ = √(var+eps)' if inside else 'σ = √var + eps'}, ρ = relative error of 1/σ; "
         f"c={SAFETY:g}, n={int(n)}, eps={eps:.3g}, γ_n={g_n:.3g}, u_acc={un.acc:.3g}, "
         f"u_elem={un.elem:.3g}, u_to_elem={un.to_elem:.3g}, "

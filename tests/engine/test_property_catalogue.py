@@ -48,6 +48,7 @@ EXPECTED = {
         "shift_invariance",
         "scale_invariance",
         "small_variance",
+        "bounded_output",
         "large_mean",
         "normalized_shape",
     },
