@@ -43,6 +43,7 @@ from types import FrameType
 from typing import Any, NoReturn, TextIO
 
 import transpec
+from transpec import progress
 from transpec.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -398,6 +399,7 @@ def _check(args: argparse.Namespace, out: Any, received: list[int]) -> int:
             err.write(report.progress_line(verdict) + "\n")
             err.flush()
 
+    progress.enable(err)  # a bar on a terminal, a line a minute otherwise, even with --quiet
     try:
         result = run(
             adapter,
