@@ -345,7 +345,7 @@ def describe() -> list[tuple[str, str, tuple[Any, ...]]]:
     values."""
     rows: list[tuple[str, str, tuple[Any, ...]]] = []
     for f in dataclasses.fields(Conventions):
-        allowed = _CHOICES.get(f.name) or _OPEN_VALUES[f.name]
+        allowed = _CHOICES.get(f.name) or _OPEN_VALUES.get(f.name, ("see the field's docs",))
         rules = tuple(f"{name!r} ({text})" for name, (text, _) in _RULES.get(f.name, {}).items())
         rows.append((f.name, _DESCRIPTIONS[f.name], (*allowed, *rules)))
     return rows

@@ -88,6 +88,7 @@ def test_select_by_component_name_and_id() -> None:
 
 def test_skip_reasons() -> None:
     numpy = NumpyAdapter()
+    numpy.dtypes = ("float64", "float32", "float16")  # bfloat16 undeclared
     (equivalence,) = select("attention", "equivalence")
     assert equivalence.applies(numpy, "float32") is None
     assert "bfloat16" in (equivalence.applies(numpy, "bfloat16") or "")
