@@ -19,6 +19,12 @@ attention   S = scale·QKᵀ [acc] -> store; softcap, mask [acc] -> store; P = s
 layer_norm  μ, var [acc]; ŷ = (x - μ)/σ [acc] -> store; y = ŷ w + b [acc] -> output
 rms_norm    ms [acc]; ŷ = x / r [acc] -> store; y = ŷ w' [acc] -> output
 ==========  ===========================================================================
+
+With ``Precision.elementwise`` declared (docs/tolerance.md §2.7) the element-wise operations
+(softmax's x - m, exp and division, the scaling of scores, LayerNorm's x - μ, the divisions by
+σ or r and the affine) run in that precision, and the sums, μ and σ computed in ``acc`` are
+rounded to it before use. ``layer_norm_variance_algorithm="one_pass"`` emulates
+max(E[x²] - μ², 0).
 """
 
 from __future__ import annotations
