@@ -70,7 +70,7 @@ import numpy as np
 from transpec.errors import AdapterDeclarationError
 from transpec.oracle import components as registry
 from transpec.oracle.components import names as component_names
-from transpec.oracle.engine.dtypes import canonical_dtype
+from transpec.oracle.engine.dtypes import canonical_dtype, numpy_dtype
 from transpec.spec.conventions import Conventions
 
 #: every component name, in registry order (:data:`transpec.oracle.components.REGISTRY`)
@@ -83,19 +83,44 @@ class Precision:
 
     ``accumulate``: the precision of sums and dot products (and of softmax/statistics math);
     ``store``: the precision intermediates (scores, probabilities, normalized values) are
-    rounded to between stages. The output is always rounded to the dtype under test.
+    rounded to between stages; ``elementwise``: the precision of the element-wise math (the
+    shift x - max, exp, the division by a sum, the scaling of scores, x - mean and the affine
+    of the norms), None for the same as ``accumulate``. ``Precision("float32", "bfloat16",
+    elementwise="bfloat16")`` is jax.nn's half-precision softmax: x - max, exp and the division
+    in the input dtype, the sum in float32 (docs/tolerance.md §2.7). The output is always
+    rounded to the dtype under test. Every name is checked (``ValueError``, one line).
     """
 
     accumulate: str
     store: str
+    elementwise: str | None = None
+
+    def __post_init__(self) -> None:
+        for knob in ("accumulate", "store", "elementwise"):
+            value = getattr(self, knob)
+            if value is None and knob == "elementwise":
+                continue
+            if not isinstance(value, str):
+                raise ValueError(
+                    f"Precision.{knob} must be a dtype name, got {type(value).__name__}"
+                )
+            try:
+                canonical_dtype(value)
+            except ValueError as exc:
+                raise ValueError(f"Precision.{knob}: {exc}") from None
+
+    @property
+    def elementwise_dtype(self) -> str:
+        """The canonical name of the element-wise precision (``accumulate`` when undeclared)."""
+        return canonical_dtype(self.elementwise or self.accumulate)
 
 
 class Adapter:
     """Base class of adapters. Subclass it, set the class attributes, implement components.
 
-    The default conversion treats native arrays as NumPy arrays of the dtype under test (which
-    NumPy must know: float64, float32, float16). Override ``to_native``/``from_native`` for a
-    framework.
+    The default conversion treats native arrays as NumPy arrays of the dtype under test
+    (float64, float32, float16, and bfloat16 as ``ml_dtypes.bfloat16``). Override
+    ``to_native``/``from_native`` for a framework.
     """
 
     #: short name shown in reports
@@ -182,7 +207,10 @@ class Adapter:
         """
         if array.dtype == np.bool_:
             return np.array(array, dtype=np.bool_)
-        return np.asarray(array, dtype=np.dtype(canonical_dtype(dtype)))
+        target = numpy_dtype(dtype)
+        if target.name == "bfloat16":  # rounded as the oracle rounds: through float32
+            return np.asarray(array, dtype=np.float32).astype(target)
+        return np.asarray(array, dtype=target)
 
     def index_to_native(self, array: np.ndarray, device: str) -> Any:
         """An integer NumPy array (token ids, positions) -> native int64 array on ``device``."""
@@ -301,6 +329,10 @@ class Declared:
             )
         return cls(dataclasses.replace(conventions), checked_timeout(adapter))
 
+    def conventions_for(self, dtype: str) -> Conventions:
+        """The snapshot's conventions with per-dtype values resolved for ``dtype``."""
+        return self.conventions.for_dtype(canonical_dtype(dtype))
+
 
 def adapter_label(adapter: Any) -> str:
     """The adapter's ``name`` for messages (its class name when the name is not a string)."""
@@ -383,6 +415,10 @@ def validate_adapter(adapter: Adapter) -> Declared:
             canonical_dtype(name)
         except ValueError as exc:
             raise AdapterDeclarationError(f"adapter {label}: dtypes: {exc}") from None
+        try:
+            declared.conventions_for(name)
+        except ValueError as exc:
+            raise AdapterDeclarationError(f"adapter {label}: {exc}") from None
     _names(adapter, "devices")
     available = _hook(adapter, "available_devices")
     if isinstance(available, str) or not isinstance(available, (tuple, list)):

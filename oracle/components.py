@@ -335,7 +335,7 @@ _RECORDS: tuple[Component, ...] = (
         _args("x:array", "normalized_shape", "weight:array", "bias:array", "eps"),
         summary="LayerNorm; sigma^2 near eps, |mu| >> sigma, small n, multi-dim normalized shapes",
         derive_page="layer_norm",
-        conventions=("layer_norm_variance", "layer_norm_eps"),
+        conventions=("layer_norm_variance", "layer_norm_eps", "layer_norm_variance_algorithm"),
         hooks={
             "reference": "transpec.oracle.kernels.reference:layer_norm_reference",
             "rule": "transpec.oracle.kernels.tolerance:layer_norm_rule",
@@ -402,7 +402,7 @@ _RECORDS: tuple[Component, ...] = (
             "batch_first both ways"
         ),
         derive_page="multi_head_attention",
-        conventions=("fully_masked_row",),
+        conventions=("fully_masked_row", "mask_fill"),
         hooks=_layer_hooks("multi_head_attention", "propagation_derivation"),
     ),
     Component(
@@ -411,7 +411,7 @@ _RECORDS: tuple[Component, ...] = (
         _args(*_MHA_ARGS, "average_attn_weights"),
         summary="the attention weights nn.MultiheadAttention returns with need_weights=True",
         derive_page="multi_head_attention",
-        conventions=("fully_masked_row",),
+        conventions=("fully_masked_row", "mask_fill"),
         hooks=_layer_hooks("multi_head_attention_weights", "weights_derivation"),
     ),
     Component(
@@ -439,7 +439,7 @@ _RECORDS: tuple[Component, ...] = (
         ),
         summary="nn.TransformerEncoderLayer in eval mode; pre- and post-LN, masks, activations",
         derive_page="encoder_layer",
-        conventions=("fully_masked_row",),
+        conventions=("fully_masked_row", "mask_fill"),
         hooks=_layer_hooks("encoder_layer", "propagation_derivation"),
     ),
     Component(
@@ -462,7 +462,7 @@ _RECORDS: tuple[Component, ...] = (
         ),
         summary="nn.TransformerDecoderLayer in eval mode; causal self-attention, memory padding",
         derive_page="decoder_layer",
-        conventions=("fully_masked_row",),
+        conventions=("fully_masked_row", "mask_fill"),
         hooks=_layer_hooks("decoder_layer", "decoder_derivation"),
     ),
     Component(

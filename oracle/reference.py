@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.oracle.kernels.reference import Reference as Reference
 from transpec.oracle.kernels.reference import attention as attention
 from transpec.oracle.kernels.reference import layer_norm as layer_norm
@@ -37,11 +38,13 @@ def compute(
     under ``conventions``.
 
     ``dtype`` is the dtype under test; it matters only where the semantics depend on it
-    (``rms_norm`` with ``eps=None``). ``semantics``: a layer's path-dependent choices
+    (``rms_norm`` with ``eps=None``, conventions given per dtype, which are resolved for it).
+    ``semantics``: a layer's path-dependent choices
     (``Adapter.layer_semantics``).
     """
     from transpec.oracle import components
 
+    resolved = conventions.for_dtype(canonical_dtype(dtype))
     return components.get(component).compute_reference(
-        args, conventions=conventions, dtype=dtype, semantics=semantics
+        args, conventions=resolved, dtype=dtype, semantics=semantics
     )

@@ -46,7 +46,20 @@ field                  canonical                          variants
 ``rope_pairing``       ``"half_split"``: pair (x[i],      ``"interleaved"``: pair (x[2i], x[2i+1])
                        x[i + d/2]) (GPT-NeoX, HF Llama    (GPT-J, RoFormer, Meta Llama's complex
                        ``rotate_half``)                   form)
+``layer_norm_variance  ``"two_pass"``: Σ(x - μ)²/n from    ``"one_pass"``: E[x²] - E[x]² (Flax
+_algorithm``           the computed μ, or Welford         ``use_fast_variance=True``, Keras'
+                       (torch, NumPy)                     numpy backend): the equivalence bound
+                                                          gains the cancellation term
+                                                          γ·E[x²] (docs/tolerance.md §3.3)
 =====================  =================================  ========================================
+
+Values per dtype. Any field may instead be a per-dtype mapping (``mask_fill={"float16": -65504.0,
+"float32": -1e9}``, ``rms_norm_default_eps={"float32": 1e-6, "bfloat16": 1e-5}``), each value
+checked like a plain one; ``mask_fill`` also takes the named rule ``"finfo_min"`` (the most
+negative finite number of the dtype under test, as ``jnp.finfo(dtype).min`` in Flax).
+:meth:`Conventions.for_dtype` resolves them; a run judges each dtype under the resolved values.
+``rms_norm_default_eps`` may also be a number: the eps a library uses for ``eps=None``
+(1e-6, 1e-5, 1e-7 ...).
 
 Under a finite ``mask_fill`` a fully masked row is not special: every score of the row equals the
 fill, so its weights are uniform and its output is the mean of the value rows. ``fully_masked_row``
@@ -56,6 +69,8 @@ only decides what happens when masked scores are -inf.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -67,10 +82,11 @@ Variance = Literal["biased", "unbiased"]
 NormEps = Literal["inside_sqrt", "added_to_std"]
 RMSEps = Literal["inside_sqrt", "added_to_rms"]
 RMSWeight = Literal["w", "one_plus_w"]
-RMSDefaultEps = Literal["dtype", "opmath"]
+RMSDefaultEps = Literal["dtype", "opmath"] | float
 SinusoidalLayout = Literal["interleaved", "concatenated"]
 SinusoidalFrequencies = Literal["paper", "tensor2tensor"]
 RopePairing = Literal["half_split", "interleaved"]
+VarianceAlgorithm = Literal["two_pass", "one_pass"]
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "bool_mask": ("keep", "ignore"),
@@ -81,10 +97,10 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "layer_norm_eps": ("inside_sqrt", "added_to_std"),
     "rms_norm_eps": ("inside_sqrt", "added_to_rms"),
     "rms_norm_weight": ("w", "one_plus_w"),
-    "rms_norm_default_eps": ("dtype", "opmath"),
     "sinusoidal_layout": ("interleaved", "concatenated"),
     "sinusoidal_frequencies": ("paper", "tensor2tensor"),
     "rope_pairing": ("half_split", "interleaved"),
+    "layer_norm_variance_algorithm": ("two_pass", "one_pass"),
 }
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -97,11 +113,151 @@ _DESCRIPTIONS: dict[str, str] = {
     "layer_norm_eps": "where LayerNorm adds eps",
     "rms_norm_eps": "where RMSNorm adds eps",
     "rms_norm_weight": "how RMSNorm applies its weight",
-    "rms_norm_default_eps": "RMSNorm eps for eps=None: epsilon of the dtype or of its math type",
+    "rms_norm_default_eps": "RMSNorm eps for eps=None: epsilon of the dtype or of its math type, "
+    "or the library's default eps (a number > 0)",
     "sinusoidal_layout": "where the sine and cosine of each frequency sit in the encoding",
     "sinusoidal_frequencies": "the frequency set of the sinusoidal encoding",
     "rope_pairing": "which coordinates RoPE rotates together",
+    "layer_norm_variance_algorithm": "how LayerNorm computes its variance: two-pass (or Welford) "
+    "or the one-pass E[x²] − E[x]², judged by that algorithm's bound",
 }
+
+
+#: per-dtype values: the note ``transpec list conventions`` prints under the table
+PER_DTYPE_NOTE = (
+    "any convention may instead be a per-dtype mapping, e.g. mask_fill={'float16': -65504.0, "
+    "'float32': -1e9} (every dtype under test needs an entry)"
+)
+
+#: the allowed values of the fields that are not a closed set of names, as listed
+_OPEN_VALUES: dict[str, tuple[Any, ...]] = {
+    "mask_fill": ("None (-inf)", "any finite float"),
+    "rms_norm_default_eps": ("dtype", "opmath", "a number > 0"),
+}
+
+#: the dtypes a per-dtype mapping may name (transpec's canonical names)
+DTYPE_NAMES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+
+#: the largest finite number of each dtype, for the ``finfo_min`` rule
+_FINFO_MAX: dict[str, float] = {
+    "float64": 1.7976931348623157e308,
+    "float32": 3.4028234663852886e38,
+    "float16": 65504.0,
+    "bfloat16": float.fromhex("0x1.fep127"),
+}
+
+#: named rules a field's value may be: name -> (meaning, the value for a dtype)
+_RULES: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
+    "mask_fill": {
+        "finfo_min": (
+            "finfo(dtype).min, the most negative finite number of the dtype under test",
+            lambda dtype: -_FINFO_MAX[dtype],
+        ),
+    },
+}
+
+
+def _check_value(name: str, value: Any) -> None:
+    """A plain value of field ``name``; ``ValueError`` (one line) when it is not allowed."""
+    if name in _CHOICES:
+        allowed = _CHOICES[name]
+        if value not in allowed:
+            raise ValueError(
+                f"convention {name}={value!r} is not one of {', '.join(map(repr, allowed))}"
+            )
+        return
+    if name == "mask_fill":
+        if value is None:
+            return
+        if not _is_number(value) or not math.isfinite(float(value)):
+            raise ValueError(
+                f"convention mask_fill={value!r} must be finite, or None for -inf"
+                + " (or 'finfo_min', or a per-dtype mapping)"
+            )
+        return
+    if name == "rms_norm_default_eps":
+        if value in ("dtype", "opmath"):
+            return
+        if not _is_number(value) or not (math.isfinite(float(value)) and float(value) > 0):
+            raise ValueError(
+                f"convention rms_norm_default_eps={value!r} is not 'dtype', 'opmath' or a "
+                "finite number > 0"
+            )
+        return
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, str)
+
+
+class PerDtype(Mapping[str, Any]):
+    """A convention value given per dtype: an immutable mapping of canonical dtype names to
+    values of the field (each checked like a plain value), hashable like the other values."""
+
+    def __init__(self, items: Mapping[str, Any]) -> None:
+        self._items = tuple(sorted(items.items()))
+
+    @classmethod
+    def checked(cls, name: str, value: Mapping[str, Any]) -> PerDtype:
+        """``value`` checked for field ``name``: known dtype names, allowed values, not
+        empty; ``ValueError`` (one line) otherwise."""
+        if isinstance(value, PerDtype):
+            return value
+        if not value:
+            raise ValueError(f"convention {name}: a per-dtype mapping needs at least one dtype")
+        for dtype, item in value.items():
+            if dtype not in DTYPE_NAMES:
+                raise ValueError(
+                    f"convention {name}: {dtype!r} is not a dtype name; expected "
+                    f"{', '.join(DTYPE_NAMES)}"
+                )
+            if isinstance(item, Mapping):
+                raise ValueError(f"convention {name}[{dtype!r}]: a mapping cannot be nested")
+            if not (isinstance(item, str) and item in _RULES.get(name, {})):
+                try:
+                    _check_value(name, item)
+                except ValueError as exc:
+                    raise ValueError(f"{exc} (for {dtype})") from None
+        return cls(value)
+
+    def resolve(self, name: str, dtype: str) -> Any:
+        """The value for ``dtype``; ``ValueError`` naming the field when it has none."""
+        for key, item in self._items:
+            if key == dtype:
+                return item
+        raise ValueError(
+            f"convention {name} has no value for {dtype} (it names "
+            f"{', '.join(k for k, _ in self._items)})"
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        for k, item in self._items:
+            if k == key:
+                return item
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self._items) == dict(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(dict(self._items))
 
 
 @dataclass(frozen=True)
@@ -112,7 +268,7 @@ class Conventions:
     """
 
     bool_mask: BoolMask = "keep"
-    mask_fill: float | None = None
+    mask_fill: float | None = None  # or "finfo_min", or a per-dtype mapping (module docstring)
     causal_alignment: CausalAlignment = "top_left"
     fully_masked_row: FullyMaskedRow = "zero"
     gqa_mapping: GQAMapping = "interleave"
@@ -120,24 +276,34 @@ class Conventions:
     layer_norm_eps: NormEps = "inside_sqrt"
     rms_norm_eps: RMSEps = "inside_sqrt"
     rms_norm_weight: RMSWeight = "w"
-    rms_norm_default_eps: RMSDefaultEps = "dtype"
+    rms_norm_default_eps: RMSDefaultEps | Mapping[str, Any] = "dtype"
     sinusoidal_layout: SinusoidalLayout = "interleaved"
     sinusoidal_frequencies: SinusoidalFrequencies = "paper"
     rope_pairing: RopePairing = "half_split"
+    layer_norm_variance_algorithm: VarianceAlgorithm = "two_pass"
 
     def __post_init__(self) -> None:
-        for name, allowed in _CHOICES.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(
-                    f"convention {name}={value!r} is not one of {', '.join(map(repr, allowed))}"
-                )
-        if self.mask_fill is not None:
-            fill = float(self.mask_fill)
-            if fill != fill or fill in (float("inf"), float("-inf")):
-                raise ValueError(
-                    f"convention mask_fill={self.mask_fill!r} must be finite, or None for -inf"
-                )
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, f.name, PerDtype.checked(f.name, value))
+            elif not (isinstance(value, str) and value in _RULES.get(f.name, {})):
+                _check_value(f.name, value)
+
+    def for_dtype(self, dtype: str) -> Conventions:
+        """These conventions with every per-dtype value and named rule resolved for ``dtype``
+        (a canonical name): what the reference of a run in that dtype follows. ``ValueError``
+        (one line) when a per-dtype mapping has no entry for ``dtype``."""
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, PerDtype):
+                value = value.resolve(f.name, dtype)
+            if isinstance(value, str) and value in _RULES.get(f.name, {}):
+                value = _RULES[f.name][value][1](dtype)
+            if value is not getattr(self, f.name):
+                changes[f.name] = value
+        return dataclasses.replace(self, **changes) if changes else self
 
     def replace(self, **changes: Any) -> Conventions:
         """A copy with some fields changed (validated like the constructor)."""
@@ -153,7 +319,11 @@ class Conventions:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values (a per-dtype mapping as a dict), JSON-ready; :meth:`from_dict` reads it."""
+        return {
+            f.name: dict(v) if isinstance(v := getattr(self, f.name), PerDtype) else v
+            for f in dataclasses.fields(self)
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Conventions:
@@ -168,9 +338,14 @@ CANONICAL = Conventions()
 
 
 def describe() -> list[tuple[str, str, tuple[Any, ...]]]:
-    """(field, description, allowed values) for every convention, canonical value first."""
+    """(field, description, allowed values) for every convention, canonical value first.
+
+    Every field also takes a per-dtype mapping ({"float16": v, "bfloat16": w, ...}, each value
+    one of the allowed ones); the named rules of a field (``"finfo_min"``) are listed with its
+    values."""
     rows: list[tuple[str, str, tuple[Any, ...]]] = []
     for f in dataclasses.fields(Conventions):
-        allowed = _CHOICES.get(f.name, ("None (-inf)", "any finite float"))
-        rows.append((f.name, _DESCRIPTIONS[f.name], allowed))
+        allowed = _CHOICES.get(f.name) or _OPEN_VALUES.get(f.name, ("see the field's docs",))
+        rules = tuple(f"{name!r} ({text})" for name, (text, _) in _RULES.get(f.name, {}).items())
+        rows.append((f.name, _DESCRIPTIONS[f.name], (*allowed, *rules)))
     return rows

@@ -49,6 +49,7 @@ from types import FrameType
 from typing import Any, NoReturn, TextIO
 
 import transpec
+from transpec import progress
 from transpec.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -478,6 +479,7 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
             err.write(report.progress_line(verdict) + "\n")
             err.flush()
 
+    progress.enable(err)  # a bar on a terminal, a line a minute otherwise, even with --quiet
     try:
         result = run(
             adapter,
@@ -587,10 +589,12 @@ def _list_lines(section: str) -> list[str]:
 
         rows = describe()
         width = max(len(r[0]) for r in rows)
+        from transpec.spec.conventions import PER_DTYPE_NOTE
+
         return [
             f"{name:<{width}}  {' | '.join(map(str, allowed))}  -- {text} (canonical: {allowed[0]})"
             for name, text, allowed in rows
-        ]
+        ] + [f"({PER_DTYPE_NOTE})"]
     from transpec.adapters.registry import BUILTIN_ADAPTERS
 
     lines = []

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 import transpec
+from transpec import progress
 from transpec.adapters.base import Adapter, Declared, FunctionAdapter, validate_adapter
 from transpec.oracle import components as registry
 from transpec.oracle.engine.dtypes import DTYPES, canonical_dtype
@@ -433,6 +434,7 @@ def run(
     if on_start is not None:
         on_start(result, cases)
     start = time.perf_counter()
+    progress.begin(len(cases), resolved.max_examples)
     try:
         for case in cases:
             verdict = run_case(
@@ -445,6 +447,7 @@ def run(
                 worker=worker,
             )
             result.verdicts.append(verdict)
+            progress.verdict_done()
             if on_verdict is not None:
                 on_verdict(verdict)
     except KeyboardInterrupt:
@@ -452,6 +455,7 @@ def run(
     finally:
         if worker is not None:
             worker.close()
+        progress.end()
     result.seconds = time.perf_counter() - start
     return result
 
@@ -658,6 +662,7 @@ def _hypothesis_run(
 
     def test(args: dict[str, Any]) -> None:
         trace.examples += 1
+        progress.example_done()
         trace.last_args = _copy_args(args)
         try:
             ratio = check_once(prop, harness, args)

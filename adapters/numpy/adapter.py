@@ -4,8 +4,9 @@ This code shares nothing with the oracle's reference (:mod:`transpec.oracle`): i
 from the formulas, the way a user would write a NumPy kernel, and is judged by the oracle like
 any other implementation. A disagreement between the two is a bug in one of them.
 
-Every component computes in the input dtype, except float16, which is computed in float32 and
-rounded to float16 once, at the end (NumPy has no float16 arithmetic worth the name).
+Every component computes in the input dtype, except float16 and bfloat16 (``ml_dtypes``), which
+are computed in float32 and rounded to the input dtype once, at the end (NumPy has no half
+arithmetic worth the name).
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import numpy.typing as npt
 from transpec.adapters.base import Adapter, Precision
 from transpec.adapters.numpy.layers import NumpyLayers
 from transpec.adapters.numpy.positional import NumpyPositionalMixin
-from transpec.oracle.engine.dtypes import canonical_dtype
+from transpec.oracle.engine.dtypes import canonical_dtype, unit_roundoff
 from transpec.spec.conventions import Conventions
 
 Array = npt.NDArray[np.floating]
 
 
 def _work_dtype(x: np.ndarray) -> np.dtype:
-    """The dtype arithmetic is done in: float32 for float16 inputs, the input dtype otherwise."""
-    return np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+    """The dtype arithmetic is done in: float32 for float16 and bfloat16 inputs (two-byte
+    floats: bfloat16 is ``ml_dtypes.bfloat16``), the input dtype otherwise."""
+    return np.dtype(np.float32) if x.dtype.itemsize == 2 else x.dtype
 
 
 def _trailing_axes(x: np.ndarray, normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -46,19 +48,19 @@ class NumpyAdapter(NumpyLayers, NumpyPositionalMixin, Adapter):
     map h -> h // (Hq / Hkv), LayerNorm uses the biased variance with eps inside the square
     root, RMSNorm ``eps=None`` is ``finfo(input dtype).eps``.
 
-    Precision: float64 and float32 compute in their own dtype; float16 computes everything in
-    float32 and rounds the output once, so (float32, float32) is declared for it.
+    Precision: float64 and float32 compute in their own dtype; float16 and bfloat16 compute
+    everything in float32 and round the output once, so (float32, float32) is declared for them.
     """
 
     name = "numpy"
     framework = "numpy"
     conventions = Conventions()
-    dtypes: tuple[str, ...] = ("float64", "float32", "float16")
+    dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
     devices: tuple[str, ...] = ("cpu",)
 
     def precision(self, component: str, dtype: str) -> Precision:
         dtype = canonical_dtype(dtype)
-        work = "float32" if dtype == "float16" else dtype
+        work = "float32" if dtype in ("float16", "bfloat16") else dtype
         return Precision(accumulate=work, store=work)
 
     def describe(self) -> str:
@@ -167,7 +169,7 @@ class NumpyAdapter(NumpyLayers, NumpyPositionalMixin, Adapter):
         r"""y = x / sqrt(mean(x²) + eps) · w over the trailing ``normalized_shape`` dims;
         ``eps=None`` is ``finfo(x.dtype).eps`` (2u of the input dtype)."""
         axes = _trailing_axes(x, normalized_shape)
-        e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
+        e = 2.0 * unit_roundoff(x.dtype.name) if eps is None else float(eps)
         work = _work_dtype(x)
         xw = x.astype(work)
         ms = np.mean(xw * xw, axis=axes, keepdims=True)

@@ -17,7 +17,8 @@ _BOOL = np.bool_
 
 
 def _np_work(x: np.ndarray) -> np.dtype:
-    return np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+    """float32 for float16 and bfloat16 inputs, the input dtype otherwise."""
+    return np.dtype(np.float32) if x.dtype.itemsize == 2 else x.dtype
 
 
 def _np_erf(x: np.ndarray) -> np.ndarray:
@@ -54,9 +55,9 @@ def _np_bias(mask: np.ndarray | None, work: np.dtype) -> np.ndarray | None:
 
 
 class NumpyLayers:
-    """The layer components in plain NumPy, computed in the input dtype (float16: in float32,
-    rounded once at the end). A query row whose every key is masked attends to nothing: its
-    attention output is zero (transpec's canonical ``fully_masked_row="zero"``)."""
+    """The layer components in plain NumPy, computed in the input dtype (float16 and bfloat16:
+    in float32, rounded once at the end). A query row whose every key is masked attends to
+    nothing: its attention output is zero (transpec's canonical ``fully_masked_row="zero"``)."""
 
     @staticmethod
     def _linear(x: np.ndarray, params: Mapping[str, Any], name: str) -> np.ndarray:

@@ -7,17 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from transpec.oracle.engine.dtypes import canonical_dtype
+from transpec.oracle.engine.dtypes import numpy_dtype
 
 
 class NumpyPositionalMixin:
     """The embedding and positional components in NumPy, written independently of the oracle:
-    float64 and float32 in their own dtype, float16 in float32 rounded once at the end
+    float64 and float32 in their own dtype, float16 and bfloat16 in float32 rounded once at the end
     (the adapter's declared precision)."""
 
     @staticmethod
     def _work_of(dtype: np.dtype) -> np.dtype:
-        return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+        return np.dtype(np.float32) if np.dtype(dtype).itemsize == 2 else np.dtype(dtype)
 
     def embedding(self, input: Any, weight: Any, scale_by_sqrt_d: bool = False) -> Any:
         """``weight[input]``, times sqrt(d) (in the working precision) when asked."""
@@ -32,7 +32,7 @@ class NumpyPositionalMixin:
         self, length: int, d_model: int, offset: int = 0, dtype: str = "float32"
     ) -> Any:
         """sin/cos of p·10000^(-2i/d), interleaved, in the working precision."""
-        target = np.dtype(canonical_dtype(dtype))
+        target = numpy_dtype(dtype)
         work = self._work_of(target)
         i = np.arange((d_model + 1) // 2).astype(work)
         omega = work.type(10000.0) ** (-(work.type(2) * i) / work.type(d_model))
@@ -62,7 +62,7 @@ class NumpyPositionalMixin:
         self, num_heads: int, query_length: int, key_length: int, dtype: str = "float32"
     ) -> Any:
         """-m_h (p_i - j), m_h = 2^(-8h/H) (or the interpolation rule), in the working dtype."""
-        target = np.dtype(canonical_dtype(dtype))
+        target = numpy_dtype(dtype)
         work = self._work_of(target)
         closest = 1 << (int(num_heads).bit_length() - 1)
         h = np.arange(1, closest + 1).astype(work)

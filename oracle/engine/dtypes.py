@@ -84,6 +84,18 @@ def canonical_dtype(name: str) -> str:
     return key
 
 
+def numpy_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype of a dtype name: NumPy's own for float64/32/16, ``ml_dtypes.bfloat16``
+    for bfloat16 (NumPy has none; ml_dtypes, imported here on first use, adds it with
+    round-to-nearest-even conversion and arithmetic rounded to bfloat16)."""
+    name = canonical_dtype(dtype)
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def unit_roundoff(dtype: str) -> float:
     """u for a dtype name: 2^-53, 2^-24, 2^-11 or 2^-8."""
     return FORMATS[canonical_dtype(dtype)].unit_roundoff

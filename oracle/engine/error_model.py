@@ -10,8 +10,9 @@ result is rounded to) and ``|η| <= η_fmt``, the absolute error of a result tha
   ``γ_n = n·u / (1 - n·u)`` (Higham §3.1, Lemma 3.1 and (3.4)-(3.5)): :func:`gamma`;
 * ``η_fmt`` is half the smallest subnormal spacing of the format (rounded up to a float64
   number): :func:`eta`;
-* an elementary function (exp, tanh, sqrt, ...) computed in the accumulation precision errs by
-  ``u_fn = ELEMENTARY_ULPS · 2 · u_acc`` (one ulp is 2u): :attr:`Units.fn`;
+* an elementary function (exp, tanh, sqrt, ...) computed in the element-wise precision (the
+  accumulation precision unless declared otherwise) errs by ``u_fn = ELEMENTARY_ULPS · 2 · u``
+  (one ulp is 2u): :attr:`Units.fn`;
 * a first-order bound is multiplied by the safety factor ``c = SAFETY``.
 
 :class:`Units` gathers the unit roundoffs and floors of one call (the declared
@@ -77,9 +78,14 @@ class Units:
     """The unit roundoffs and underflow floors of one call.
 
     ``acc``, ``store``, ``out``: u of the declared accumulation and storage precision and of the
-    output ``dtype``; ``fn`` = ELEMENTARY_ULPS · 2 · u_acc, the error of an elementary function;
-    ``eta_acc``, ``eta_store``, ``eta_out``: :func:`eta` of the same three formats.
-    ``dtype`` (canonical name) and ``precision`` are the declaration they were derived from.
+    output ``dtype``; ``elem``: u of the declared element-wise precision (``acc`` when
+    undeclared); ``to_elem``: the rounding of a reduction's result (a sum, a mean, a norm's σ)
+    into the element-wise precision before element-wise math uses it, ``elem`` when that
+    precision is coarser than ``acc`` and 0 otherwise (docs/tolerance.md §2.7); ``fn`` =
+    ELEMENTARY_ULPS · 2 · u_elem, the error of an elementary function evaluated in the
+    element-wise precision; ``eta_acc``, ``eta_store``, ``eta_out``, ``eta_elem``: :func:`eta`
+    of the same formats. ``dtype`` (canonical name) and ``precision`` are the declaration they
+    were derived from.
     """
 
     dtype: str
@@ -91,29 +97,48 @@ class Units:
     eta_acc: float
     eta_store: float
     eta_out: float
+    elem: float = 0.0
+    to_elem: float = 0.0
+    eta_elem: float = 0.0
 
 
-def units(dtype: str, precision: Any) -> Units:
+def units(dtype: str, precision: Any, *, elementwise: bool = False) -> Units:
     """The :class:`Units` of output ``dtype`` (a canonical name) under ``precision`` (anything
-    with ``.accumulate`` and ``.store`` dtype names; ``TypeError`` otherwise)."""
+    with ``.accumulate`` and ``.store`` dtype names, and optionally ``.elementwise``;
+    ``TypeError`` otherwise).
+
+    ``elementwise``: whether the caller's rule tells element-wise rounding (``Units.elem``) from
+    reductions (``Units.acc``). A rule that does not is given ``acc`` = the coarser of the
+    accumulation and element-wise precisions, so that a declared element-wise precision can
+    only widen its bound (docs/tolerance.md §2.7)."""
     try:
         acc = canonical_dtype(precision.accumulate)
         store = canonical_dtype(precision.store)
+        declared_elem = getattr(precision, "elementwise", None)
+        elem = acc if declared_elem is None else canonical_dtype(declared_elem)
     except AttributeError:
         raise TypeError(
             f"precision must have .accumulate and .store dtype names, got {precision!r}"
         ) from None
+    if not elementwise and FORMATS[elem].unit_roundoff > FORMATS[acc].unit_roundoff:
+        acc = elem
+    if not elementwise:
+        elem = acc
     u_acc = FORMATS[acc].unit_roundoff
+    u_elem = FORMATS[elem].unit_roundoff
     return Units(
         dtype=dtype,
         precision=precision,
         acc=u_acc,
         store=FORMATS[store].unit_roundoff,
         out=FORMATS[dtype].unit_roundoff,
-        fn=ELEMENTARY_ULPS * 2.0 * u_acc,
+        fn=ELEMENTARY_ULPS * 2.0 * u_elem,
         eta_acc=eta(acc),
         eta_store=eta(store),
         eta_out=eta(dtype),
+        elem=u_elem,
+        to_elem=u_elem if u_elem > u_acc else 0.0,
+        eta_elem=eta(elem),
     )
 
 

@@ -294,7 +294,7 @@ class Harness:
         self.device = str(device)
         self.declared = declared if declared is not None else Declared.of(adapter)
         #: the conventions every call is judged under (a copy: the adapter cannot edit it)
-        self.conventions = self.declared.conventions
+        self.conventions = self.declared.conventions.for_dtype(self.dtype)
         self.worker = worker
         self.path = path
 
@@ -558,7 +558,9 @@ class Harness:
         ``conventions`` no longer equal the snapshot this harness judges under (the call
         assigned new ones, or edited the object in place); the verdicts still use the
         snapshot."""
-        change = _convention_change(self.conventions, getattr(self.adapter, "conventions", None))
+        change = _convention_change(
+            self.declared.conventions, getattr(self.adapter, "conventions", None)
+        )
         if change:
             raise ImplementationFailure(
                 "changed_conventions",

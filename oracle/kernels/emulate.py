@@ -19,6 +19,12 @@ attention   S = scale·QKᵀ [acc] -> store; softcap, mask [acc] -> store; P = s
 layer_norm  μ, var [acc]; ŷ = (x - μ)/σ [acc] -> store; y = ŷ w + b [acc] -> output
 rms_norm    ms [acc]; ŷ = x / r [acc] -> store; y = ŷ w' [acc] -> output
 ==========  ===========================================================================
+
+With ``Precision.elementwise`` declared (docs/tolerance.md §2.7) the element-wise operations
+(softmax's x - m, exp and division, the scaling of scores, LayerNorm's x - μ, the divisions by
+σ or r and the affine) run in that precision, and the sums, μ and σ computed in ``acc`` are
+rounded to it before use. ``layer_norm_variance_algorithm="one_pass"`` emulates
+max(E[x²] - μ², 0).
 """
 
 from __future__ import annotations
@@ -90,13 +96,23 @@ def recursive_matmul(a: np.ndarray, b: np.ndarray, acc: _Arith) -> np.ndarray:
     return total
 
 
-def _softmax_last(x: np.ndarray, acc: _Arith) -> np.ndarray:
+def _softmax_last(x: np.ndarray, acc: _Arith, elem: _Arith | None = None) -> np.ndarray:
+    """Softmax over the last axis: the shift, exp and division in ``elem`` (``acc`` when None),
+    the sum in ``acc`` and rounded to ``elem`` before the division; returned in ``acc``."""
+    if elem is None or elem.name == acc.name:
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+            m = np.max(x, axis=-1, keepdims=True)
+            m = np.where(np.isneginf(m), 0, m).astype(x.dtype)
+            e = acc.r(np.exp(acc.r(x - m)))
+            s = recursive_sum(e, acc)
+            return acc.r(e / s)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
-        m = np.max(x, axis=-1, keepdims=True)
-        m = np.where(np.isneginf(m), 0, m).astype(x.dtype)
-        e = acc.r(np.exp(acc.r(x - m)))
-        s = recursive_sum(e, acc)
-        return acc.r(e / s)
+        xe = elem.a(x)
+        m = np.max(xe, axis=-1, keepdims=True)
+        m = np.where(np.isneginf(m), 0, m).astype(xe.dtype)
+        e = elem.r(np.exp(elem.r(xe - m)))
+        s = recursive_sum(acc.a(e), acc)
+        return acc.a(elem.r(e / elem.a(s)))
 
 
 def emulate(
@@ -116,8 +132,11 @@ def emulate(
     dtype = canonical_dtype(dtype)
     acc = _Arith(canonical_dtype(precision.accumulate))
     store = canonical_dtype(precision.store)
+    declared_elem = getattr(precision, "elementwise", None)
     kernel: Callable[..., np.ndarray] = components.get(component).hook("emulate")
-    return kernel(args, conventions, dtype, acc, store)
+    if declared_elem is None or canonical_dtype(declared_elem) == acc.name:
+        return kernel(args, conventions, dtype, acc, store)
+    return kernel(args, conventions, dtype, acc, store, elem=_Arith(canonical_dtype(declared_elem)))
 
 
 # -- the kernel records' "emulate" hooks: (args, conventions, output dtype, accumulation
@@ -125,25 +144,40 @@ def emulate(
 
 
 def softmax(
-    args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
+    args: Mapping[str, Any],
+    conventions: Conventions,
+    dtype: str,
+    acc: _Arith,
+    store: str,
+    elem: _Arith | None = None,
 ) -> np.ndarray:
-    """Softmax of ``args["x"]`` along ``dim``, in ``acc``, rounded to ``dtype``."""
+    """Softmax of ``args["x"]`` along ``dim``, in ``acc`` (the shift, exp and division in
+    ``elem`` when given), rounded to ``dtype``."""
     dim = int(args.get("dim", -1))
     x = np.moveaxis(np.asarray(args["x"], dtype=np.float64), dim, -1)
-    p = _softmax_last(acc.a(x), acc)
+    p = _softmax_last(acc.a(x), acc, elem)
     return np.moveaxis(round_to(p, dtype), -1, dim)
 
 
 def attention(
-    args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
+    args: Mapping[str, Any],
+    conventions: Conventions,
+    dtype: str,
+    acc: _Arith,
+    store: str,
+    elem: _Arith | None = None,
 ) -> np.ndarray:
-    """Attention of ``args`` under ``conventions``: every product and sum in ``acc``, the scores
-    and the probabilities stored in ``store``, the output rounded to ``dtype``."""
+    """Attention of ``args`` under ``conventions``: every product and sum in ``acc`` (the
+    scaling and the softmax's element-wise math in ``elem`` when given), the scores and the
+    probabilities stored in ``store``, the output rounded to ``dtype``."""
     setup = refmod.attention_setup(**dict(args), conventions=conventions)
     q, k, v = acc.a(setup.q), acc.a(setup.k), acc.a(setup.v)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         s = recursive_matmul(q, np.swapaxes(k, -1, -2), acc)
-        s = _store(acc.r(s * acc.a(setup.scale)), store, acc)
+        if elem is None:
+            s = _store(acc.r(s * acc.a(setup.scale)), store, acc)
+        else:
+            s = _store(elem.r(elem.a(s) * elem.a(setup.scale)), store, acc)
         if setup.softcap is not None:
             cap = acc.a(setup.softcap)
             s = _store(acc.r(cap * acc.r(np.tanh(acc.r(s / cap)))), store, acc)
@@ -153,7 +187,7 @@ def attention(
         t = np.where(setup.visible, s, acc.a(fill))
         dead = np.broadcast_to(setup.dead, (*t.shape[:-1], 1))
         t = np.where(dead, acc.a(0.0), t)
-        p = _store(_softmax_last(t, acc), store, acc)
+        p = _store(_softmax_last(t, acc, elem), store, acc)
         p = np.where(dead, acc.a(0.0), p)
         o = np.asarray(recursive_matmul(p, v, acc), dtype=np.float64)
         if setup.fully_masked_row == "nan":
@@ -180,10 +214,17 @@ def _root_plus_eps(v: np.ndarray, eps: float, inside: bool, acc: _Arith) -> np.n
 
 
 def layer_norm(
-    args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
+    args: Mapping[str, Any],
+    conventions: Conventions,
+    dtype: str,
+    acc: _Arith,
+    store: str,
+    elem: _Arith | None = None,
 ) -> np.ndarray:
-    """LayerNorm of ``args`` under ``conventions``: μ, the variance and (x - μ)/σ in ``acc``,
-    the normalized values stored in ``store``, the affine output rounded to ``dtype``."""
+    """LayerNorm of ``args`` under ``conventions``: μ, the variance and (x - μ)/σ in ``acc``
+    (x - μ, the division and the affine in ``elem`` when given, μ and σ rounded to it), the
+    normalized values stored in ``store``, the affine output rounded to ``dtype``."""
+    el = acc if elem is None else elem
     x64, n_axes, shape, w = _norm_setup(args)
     b = args.get("bias")
     eps = float(args.get("eps", 1e-5))
@@ -193,23 +234,36 @@ def layer_norm(
     x = acc.a(x64)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
         mu = acc.r(recursive_sum(x, acc, axes) / acc.a(n))
-        d = acc.r(x - mu)
-        var = recursive_sum(acc.r(d * d), acc, axes)
-        var = acc.r(var / acc.a(div))
+        d = el.r(el.a(x) - el.a(mu))
+        da = acc.a(d)
+        if conventions.layer_norm_variance_algorithm == "one_pass":  # E[x²] - μ², clamped at 0
+            ms = acc.r(recursive_sum(acc.r(x * x), acc, axes) / acc.a(n))
+            var = acc.r(acc.r(ms - acc.r(mu * mu)) * acc.a(n / div))
+            var = np.maximum(var, acc.a(0.0))
+        else:
+            var = recursive_sum(acc.r(da * da), acc, axes)
+            var = acc.r(var / acc.a(div))
         sigma = _root_plus_eps(var, eps, conventions.layer_norm_eps == "inside_sqrt", acc)
-        y = _store(acc.r(d / sigma), store, acc)
+        y = el.a(_store(el.r(el.a(d) / el.a(sigma)), store, acc))
         if w is not None:
-            y = acc.r(y * acc.a(w))
+            y = el.r(y * el.a(w))
         if b is not None:
-            y = acc.r(y + acc.a(np.asarray(b, dtype=np.float64)))
+            y = el.r(y + el.a(np.asarray(b, dtype=np.float64)))
     return round_to(np.asarray(y, dtype=np.float64), dtype)
 
 
 def rms_norm(
-    args: Mapping[str, Any], conventions: Conventions, dtype: str, acc: _Arith, store: str
+    args: Mapping[str, Any],
+    conventions: Conventions,
+    dtype: str,
+    acc: _Arith,
+    store: str,
+    elem: _Arith | None = None,
 ) -> np.ndarray:
-    """RMSNorm of ``args`` under ``conventions``: the mean square and x / r in ``acc``, the
-    normalized values stored in ``store``, the weighted output rounded to ``dtype``."""
+    """RMSNorm of ``args`` under ``conventions``: the mean square and x / r in ``acc`` (the
+    division and the weight in ``elem`` when given, r rounded to it), the normalized values
+    stored in ``store``, the weighted output rounded to ``dtype``."""
+    el = acc if elem is None else elem
     x64, n_axes, shape, w = _norm_setup(args)
     eps = refmod.rms_norm_eps(args.get("eps"), dtype, conventions)
     axes = tuple(range(-n_axes, 0))
@@ -219,10 +273,10 @@ def rms_norm(
         ms = recursive_sum(acc.r(x * x), acc, axes)
         ms = acc.r(ms / acc.a(n))
         r = _root_plus_eps(ms, eps, conventions.rms_norm_eps == "inside_sqrt", acc)
-        y = _store(acc.r(x / r), store, acc)
+        y = el.a(_store(el.r(el.a(x) / el.a(r)), store, acc))
         if w is not None:
-            ww = acc.a(w)
+            ww = el.a(w)
             if conventions.rms_norm_weight == "one_plus_w":
-                ww = acc.r(acc.a(1.0) + ww)
-            y = acc.r(y * ww)
+                ww = el.r(el.a(1.0) + ww)
+            y = el.r(y * ww)
     return round_to(np.asarray(y, dtype=np.float64), dtype)

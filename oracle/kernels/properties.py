@@ -750,6 +750,18 @@ def _norm_properties(
         props.append(
             Property(
                 component,
+                "bounded_output",
+                "|y_i| <= √(n - 1) with unit weight and no bias, in every regime",
+                _strategy(
+                    factory, regimes=("large_mean", "small_n", "standard"), weight=False, bias=False
+                ),
+                _check_bounded_output,
+                app,
+            )
+        )
+        props.append(
+            Property(
+                component,
                 "large_mean",
                 "equivalence at |μ| ≫ σ, judged by the variance algorithm's own bound",
                 _strategy(factory, regimes=("large_mean",)),
@@ -770,6 +782,37 @@ def _norm_properties(
     return tuple(props)
 
 
+def _check_bounded_output(harness: Harness, args: Args) -> float:
+    """LayerNorm with unit weight and no bias: |y_i| <= √(n - 1) for every x and every
+    declaration (a deviation can hold at most (n - 1)/n of the row's sum of squares; eps and
+    the unbiased variance only shrink y), up to the first-order rounding of an algorithm that
+    computes the variance from the computed mean (docs/tolerance.md §3.3, "The hard bound")."""
+    from transpec.oracle.engine.error_model import SAFETY, gamma, units
+
+    call = harness.call("layer_norm", args)
+    ref = call.reference
+    n = float(ref.terms["n"])
+    un = units(harness.dtype, harness.precision("layer_norm"), elementwise=True)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        kappa = 1.0 + np.asarray(ref.terms["mean_abs"]) * np.asarray(ref.terms["inv_sigma"])
+        rel = (gamma(n + 2, un.acc) + 2.0 * un.to_elem) * kappa
+        rel = rel + un.fn + 3.0 * un.elem + un.store + un.out + un.acc
+        limit = np.sqrt(n - 1.0) * (1.0 + SAFETY * rel) + SAFETY * un.eta_out
+        limit = np.broadcast_to(limit, call.output.shape)
+        y = np.abs(call.output)
+        ratios = np.where(np.isfinite(y), y / limit, np.inf)
+    worst = float(np.max(ratios)) if ratios.size else 0.0
+    if not worst <= 1.0:
+        at = np.unravel_index(int(np.argmax(ratios)), ratios.shape)
+        raise PropertyViolation(
+            f"bounded_output: |y| = {float(y[at]):.4g} at {tuple(map(int, at))} exceeds "
+            f"√(n - 1) = {np.sqrt(n - 1.0):.4g} (n = {int(n)}; allowed with rounding "
+            f"{float(limit[at]):.4g}): no x gives that, whatever the variance algorithm",
+            ratio=worst,
+        )
+    return worst
+
+
 def _softmax_properties() -> tuple[Property, ...]:
     app = applies_when_declared("softmax")
     inputs = _strategy(strat.softmax_inputs)
@@ -780,6 +823,15 @@ def _softmax_properties() -> tuple[Property, ...]:
             "every output element within the derived bound of the float64 reference",
             inputs,
             equivalence_check("softmax"),
+            app,
+        ),
+        Property(
+            "softmax",
+            "error_statistic",
+            "RMS of error/absref no worse than a correct kernel emulated at the declared "
+            "precision (16..48 rows of 256..1024 logits)",
+            _strategy(strat.softmax_statistic_inputs),
+            _error_statistic("softmax"),
             app,
         ),
         Property(

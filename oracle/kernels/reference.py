@@ -454,7 +454,10 @@ def layer_norm(
     ``abs_value`` = (|x - μ| + mean|x|) / σ · |w| + |b|. Terms: ``inv_sigma`` = 1/σ,
     ``mean_abs`` = mean|x|, ``mean_abs_dev`` = mean|x - μ|, ``var`` (the estimator in use),
     ``sd`` = sqrt(var), ``abs_centered`` = |x - μ|, ``abs_weight`` = |w| (1 when absent),
-    ``abs_bias`` = |b| (0), ``n``, ``eps``, ``eps_inside`` (1.0 or 0.0).
+    ``abs_bias`` = |b| (0), ``n``, ``eps``, ``eps_inside`` (1.0 or 0.0), ``abs_mean`` = |μ|,
+    ``mean_square`` = mean(x²), ``one_pass`` (1.0 when
+    ``layer_norm_variance_algorithm="one_pass"`` is declared: the bound of that algorithm),
+    ``divisor`` (n, or n - 1 for the unbiased variance).
     """
     conventions = _check_conventions(conventions)
     xa = _as_float_array(x, "layer_norm: x")
@@ -496,6 +499,10 @@ def layer_norm(
         "row_length": float(n),
         "eps": e,
         "eps_inside": 1.0 if inside else 0.0,
+        "abs_mean": np.abs(mu),
+        "mean_square": np.mean(xa * xa, axis=axes, keepdims=True),
+        "one_pass": 1.0 if conventions.layer_norm_variance_algorithm == "one_pass" else 0.0,
+        "divisor": float(n - 1 if unbiased else n),
     }
     return Reference(value=np.asarray(y, dtype=np.float64), abs_value=absref, terms=terms)
 
@@ -504,11 +511,15 @@ def rms_norm_eps(eps: float | None, dtype: str, conventions: Conventions = CANON
     """The eps RMSNorm uses: the given one, or for None a machine epsilon 2u.
 
     For None: 2u of ``dtype`` (``rms_norm_default_eps="dtype"``), or of its math type
-    ("opmath": float32 for float16/bfloat16 inputs, as ``F.rms_norm`` on torch 2.13).
+    ("opmath": float32 for float16/bfloat16 inputs, as ``F.rms_norm`` on torch 2.13), or the
+    number the convention declares (a library's default eps).
     """
     if eps is None:
         dt = canonical_dtype(dtype)
-        if getattr(conventions, "rms_norm_default_eps", "dtype") == "opmath" and dt in (
+        declared = getattr(conventions.for_dtype(dt), "rms_norm_default_eps", "dtype")
+        if not isinstance(declared, str):
+            return float(declared)
+        if declared == "opmath" and dt in (
             "float16",
             "bfloat16",
         ):

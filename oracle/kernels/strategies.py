@@ -409,6 +409,24 @@ def softmax_inputs(
     return _softmax_args(dt, max_dims, selection("logits", logits, LOGIT_REGIMES), neg_inf, max_len)
 
 
+@st.composite
+def _softmax_statistic_args(draw: st.DrawFn, dtype: str) -> dict[str, Any]:
+    rows = draw(st.integers(16, 48))
+    axis_len = draw(st.sampled_from((256, 384, 512, 777, 1024)))
+    rng = seeded_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal((rows, axis_len))
+    peak = np.max(np.abs(x), axis=-1, keepdims=True)
+    x = x / peak * rng.uniform(2.0, 8.0, size=peak.shape)
+    return {"x": x, "dim": -1}
+
+
+def softmax_statistic_inputs(dtype: str) -> st.SearchStrategy[dict[str, Any]]:
+    """Arguments of ``softmax(x, dim=-1)`` for the error statistic: 16..48 rows (independent
+    samples, docs/tolerance.md §4.1) of 256..1024 logits, each row's peak |x| in [2, 8]: long
+    rows, where a sum in a precision coarser than the declared one errs ~sqrt(n)·u."""
+    return _softmax_statistic_args(checked_dtype(dtype))
+
+
 # -- norms -----------------------------------------------------------------------------------
 
 

@@ -90,6 +90,13 @@ def _amplify(first_order_rel: FloatArray) -> FloatArray:
         return np.where(x > 1e-8, np.expm1(x) / np.where(x > 0, x, 1.0), 1.0)
 
 
+def _elem_floor(un: Units) -> float:
+    """η of the element-wise precision where it is coarser than the accumulation's (an
+    exponential or a product that underflows there; docs/tolerance.md §2.7), else 0: the
+    accumulation's η already counts it."""
+    return un.eta_elem if un.to_elem > 0.0 else 0.0
+
+
 # -- the blocks --------------------------------------------------------------------------------
 
 
@@ -98,21 +105,23 @@ def softmax_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Float
     shift = np.asarray(term(ref, "shift"))
     n = float(term(ref, "n"))
     g = gamma(n, un.acc)
-    # docs §3.1: p̃_i/p_i - 1 <= e^{a_i + Ā} - 1, a_j = u_acc|x_j - m| + u_fn + u_store,
-    # Ā = log Σ_j p_j e^{a_j} (>= Σ p_j a_j), then γ_n for the sum and u_acc for the division.
-    a = un.acc * shift + un.fn + un.store
+    # docs §3.1: p̃_i/p_i - 1 <= e^{a_i + Ā} - 1, a_j = u_elem|x_j - m| + u_fn + u_store,
+    # Ā = log Σ_j p_j e^{a_j} (>= Σ p_j a_j), then γ_n for the sum, the sum's rounding to the
+    # element-wise precision (§2.7) and u_elem for the division.
+    a = un.elem * shift + un.fn + un.store
     with np.errstate(over="ignore", invalid="ignore"):
-        abar_lin = np.asarray(term(ref, "mean_shift")) * un.acc + un.fn + un.store
-        rel = a + abar_lin + g + un.acc
+        abar_lin = np.asarray(term(ref, "mean_shift")) * un.elem + un.fn + un.store
+        rel = a + abar_lin + g + un.to_elem + un.elem
     internal = p * rel * _amplify(rel)
     output = un.out * np.abs(p)
-    floor = np.full(p.shape, un.eta_out + un.eta_acc + un.eta_store)
+    floor = np.full(p.shape, un.eta_out + un.eta_acc + un.eta_store + _elem_floor(un))
     bound = np.minimum(SAFETY * (internal + output), 1.0) + SAFETY * floor
     derivation = (
-        f"softmax: c·(p·(u_acc·|x_i−m| + Σ_j p_j u_acc|x_j−m| + 2u_fn + 2u_store + γ_n + u_acc)"
-        f"·amplification + u_out·p) + c·η, capped at 1; c={SAFETY:g}, n={int(n)}, "
-        f"u_acc={un.acc:.3g}, u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g}, "
-        f"γ_n={g:.3g} (docs/tolerance.md §3.1)"
+        f"softmax: c·(p·(u_elem·|x_i−m| + Σ_j p_j u_elem|x_j−m| + 2u_fn + 2u_store + γ_n "
+        f"+ u_to_elem + u_elem)·amplification + u_out·p) + c·η, capped at 1; c={SAFETY:g}, "
+        f"n={int(n)}, u_acc={un.acc:.3g}, u_elem={un.elem:.3g}, u_to_elem={un.to_elem:.3g}, "
+        f"u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g}, γ_n={g:.3g} "
+        "(docs/tolerance.md §3.1, §2.7)"
     )
     return bound, {"internal": internal, "output": output, "floor": floor}, derivation
 
@@ -125,25 +134,25 @@ def attention_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Flo
     softcap = float(term(ref, "softcap"))
     g_dot = gamma(e, un.acc)
     g_keys = gamma(lk, un.acc)
-    cap_note = " + u_fn + 2u_acc" if softcap > 0 else ""
+    cap_note = " + u_fn + 2u_elem" if softcap > 0 else ""
     # docs §3.2: score error δs_ij <= eps_s · C_ij
-    eps_s = g_dot + 2.0 * un.store + un.acc
+    eps_s = g_dot + 2.0 * un.store + un.elem
     if softcap > 0:
-        eps_s += un.fn + 2.0 * un.acc
+        eps_s += un.fn + 2.0 * un.elem
     sw = np.asarray(term(ref, "score_weighted"))
     sm = np.asarray(term(ref, "score_mean"))
     hw = np.asarray(term(ref, "shift_weighted"))
     hm = np.asarray(term(ref, "shift_mean"))
-    const = 2.0 * un.fn + 2.0 * un.store + 2.0 * g_keys + un.acc
+    const = 2.0 * un.fn + 2.0 * un.store + 2.0 * g_keys + un.to_elem + un.elem
     with np.errstate(over="ignore", invalid="ignore"):
         scores = eps_s * (sw + sm * a_ref)
-        shifts = un.acc * (hw + hm * a_ref)
+        shifts = un.elem * (hw + hm * a_ref)
         rounding = const * a_ref
         worst_rel = (
             2.0
             * (
                 eps_s * np.asarray(term(ref, "score_max"))
-                + un.acc * np.asarray(term(ref, "shift_max"))
+                + un.elem * np.asarray(term(ref, "shift_max"))
             )
             + const
         )
@@ -152,21 +161,23 @@ def attention_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Flo
     output = un.out * np.abs(o)
     vrange = np.asarray(term(ref, "v_range"))
     vabs = np.asarray(term(ref, "max_abs_v"))
-    cap = vrange + (2.0 * g_keys + 2.0 * un.store + un.acc) * vabs + un.out * vabs
+    cap = vrange + (2.0 * g_keys + 2.0 * un.store + un.to_elem + un.elem) * vabs + un.out * vabs
     floor = (
         un.eta_out
-        + (un.eta_store + un.eta_acc) * np.asarray(term(ref, "sum_abs_v"))
+        + (un.eta_store + un.eta_acc + _elem_floor(un)) * np.asarray(term(ref, "sum_abs_v"))
         + lk * un.eta_acc
     )
     bound = np.minimum(SAFETY * (internal + output), SAFETY * cap) + SAFETY * floor
     derivation = (
-        "attention: c·((ε_s·((P∘C)|V| + Σ_j P_ij C_ij·P|V|) + u_acc·((P∘D)|V| + "
-        "Σ_j P_ij D_ij·P|V|) + (2u_fn + 2u_store + 2γ_Lk + u_acc)·P|V|)·amplification "
-        "+ u_out·|O|), capped at c·(range of V + ...), + c·η; C_ij = |scale|·|q_i|·|k_j| "
-        f"(+|mask|), D_ij = |s_ij − m_i|; ε_s = γ_E + 2u_store + u_acc{cap_note}"
+        "attention: c·((ε_s·((P∘C)|V| + Σ_j P_ij C_ij·P|V|) + u_elem·((P∘D)|V| + "
+        "Σ_j P_ij D_ij·P|V|) + (2u_fn + 2u_store + 2γ_Lk + u_to_elem + u_elem)·P|V|)"
+        "·amplification + u_out·|O|), capped at c·(range of V + ...), + c·η; "
+        "C_ij = |scale|·|q_i|·|k_j| "
+        f"(+|mask|), D_ij = |s_ij − m_i|; ε_s = γ_E + 2u_store + u_elem{cap_note}"
         f" = {eps_s:.3g}; c={SAFETY:g}, E={int(e)}, Lk={int(lk)}, γ_E={g_dot:.3g}, "
-        f"γ_Lk={g_keys:.3g}, u_acc={un.acc:.3g}, u_store={un.store:.3g}, u_out={un.out:.3g}, "
-        f"u_fn={un.fn:.3g} (docs/tolerance.md §3.2)"
+        f"γ_Lk={g_keys:.3g}, u_acc={un.acc:.3g}, u_elem={un.elem:.3g}, "
+        f"u_to_elem={un.to_elem:.3g}, u_store={un.store:.3g}, u_out={un.out:.3g}, "
+        f"u_fn={un.fn:.3g} (docs/tolerance.md §3.2, §2.7)"
     )
     parts = {
         "scores": scores,
@@ -194,33 +205,55 @@ def layer_norm_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Fl
     ab = np.asarray(term(ref, "abs_bias"))
     g_n = gamma(n, un.acc)
     g_var = gamma(n + 2, un.acc)
+    one_pass = float(ref.terms.get("one_pass", 0.0)) > 0
+    div = float(ref.terms.get("divisor", n))  # var = Σ(x - μ)²/div, div = n or n - 1
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        d_mu = g_n * mean_abs  # docs §3.3 (mean)
-        d_var = g_var * var + 2.0 * d_mu * mad + d_mu * d_mu  # docs §3.3 (variance)
+        d_mu = (g_n + un.to_elem) * mean_abs  # docs §3.3 (mean), §2.7 (μ in u_elem)
+        if one_pass:  # docs §3.3 (one-pass variance): E[x²] - μ² cancels
+            d_var = (n / div) * (
+                g_var * np.asarray(term(ref, "mean_square"))
+                + 2.0 * np.asarray(term(ref, "abs_mean")) * d_mu
+                + d_mu * d_mu
+                + un.acc * np.asarray(term(ref, "abs_mean")) ** 2
+            ) + un.acc * var
+        else:  # docs §3.3 (variance); §2.7: differences rounded to u_elem before squared
+            d_var = (g_var + 2.0 * un.to_elem) * var + 2.0 * d_mu * mad + d_mu * d_mu
         if inside:
             sigma = np.sqrt(var + eps)
-            d_sigma = d_var / (np.sqrt(var + eps + d_var) + sigma) + (un.fn + un.acc) * sigma
+            d_sigma = d_var / (np.sqrt(var + eps + d_var) + sigma)
+            d_sigma = d_sigma + (un.fn + un.acc + un.to_elem) * sigma
         else:
             sigma = sd + eps
-            d_sigma = d_var / (np.sqrt(var + d_var) + sd) + un.fn * sd + un.acc * sigma
+            d_sigma = d_var / (np.sqrt(var + d_var) + sd) + un.fn * sd
+            d_sigma = d_sigma + (un.acc + un.to_elem) * sigma
         rel_sigma = d_sigma * inv
         rel_inv = np.where(rel_sigma < 0.5, rel_sigma / (1.0 - rel_sigma), np.inf)
+        if one_pass:
+            # docs §3.3 (one-pass): the computed variance may fall to 0 (clamped), so σ̂ only
+            # stays above its eps floor: 1/σ̂ <= 1/max(σ - δσ, floor), no cap on ŷ
+            sigma_floor = math.sqrt(eps) if inside else eps
+            sigma_min = np.maximum(sigma - d_sigma, sigma_floor)
+            rel_inv = np.where(rel_sigma < 0.5, rel_inv, sigma / sigma_min - 1.0)
         yhat = dev * inv
         internal = aw * (
-            d_mu * inv * (1.0 + rel_inv) + un.acc * yhat + yhat * (rel_inv + un.acc + un.store)
-        ) + un.acc * (2.0 * aw * yhat + ab)
-        cap = aw * 2.0 * math.sqrt(n) * (1.0 + un.store) + ab * un.acc
+            d_mu * inv * (1.0 + rel_inv) + un.elem * yhat + yhat * (rel_inv + un.elem + un.store)
+        ) + un.elem * (2.0 * aw * yhat + ab)
+        cap = aw * 2.0 * math.sqrt(n) * (1.0 + un.store) + ab * un.elem
+        if one_pass:
+            cap = np.full(np.shape(internal), np.inf)
     output = un.out * np.abs(y)
-    floor = un.eta_out + (un.eta_store + un.eta_acc) * (1.0 + aw)
+    floor = un.eta_out + (un.eta_store + un.eta_acc + _elem_floor(un)) * (1.0 + aw)
     bound = np.minimum(SAFETY * (internal + output), SAFETY * (cap + output)) + SAFETY * floor
     derivation = (
-        "layer_norm: c·(|w|·(δμ/σ·(1+ρ) + u_acc|ŷ| + |ŷ|·(ρ + u_acc + u_store)) "
-        "+ u_acc·(2|wŷ| + |b|) + u_out·|y|) + c·η, capped at c·2√n·|w|; ŷ = (x−μ)/σ, "
-        "δμ = γ_n·mean|x|, δvar = γ_{n+2}·var + 2δμ·mean|x−μ| + δμ², "
+        "layer_norm: c·(|w|·(δμ/σ·(1+ρ) + u_elem|ŷ| + |ŷ|·(ρ + u_elem + u_store)) "
+        "+ u_elem·(2|wŷ| + |b|) + u_out·|y|) + c·η, capped at c·2√n·|w|; ŷ = (x−μ)/σ, "
+        "δμ = (γ_n + u_to_elem)·mean|x|, δvar = (γ_{n+2} + 2u_to_elem)·var + 2δμ·mean|x−μ| "
+        "+ δμ² (one-pass: n/div·(γ_{n+2}·mean(x²) + 2|μ|δμ + δμ² + u_acc·μ²) + u_acc·var), "
         f"{'σ = √(var+eps)' if inside else 'σ = √var + eps'}, ρ = relative error of 1/σ; "
         f"c={SAFETY:g}, n={int(n)}, eps={eps:.3g}, γ_n={g_n:.3g}, u_acc={un.acc:.3g}, "
+        f"u_elem={un.elem:.3g}, u_to_elem={un.to_elem:.3g}, "
         f"u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g} "
-        "(docs/tolerance.md §3.3)"
+        "(docs/tolerance.md §3.3, §2.7)"
     )
     parts = {"internal": internal, "output": output, "rel_inv_sigma": rel_inv, "floor": floor}
     return bound, parts, derivation
@@ -238,30 +271,32 @@ def rms_norm_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Floa
     aw = np.asarray(term(ref, "abs_weight"))
     g = gamma(n + 1, un.acc)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        d_ms = g * ms  # docs §3.4: all terms positive, relative error γ_{n+1}
+        # docs §3.4: all terms positive, relative error γ_{n+1}; §2.7: squares in u_elem
+        d_ms = (g + un.to_elem) * ms
         if inside:
             r = np.sqrt(ms + eps)
-            d_r = d_ms / (np.sqrt(ms + eps + d_ms) + r) + (un.fn + un.acc) * r
+            d_r = d_ms / (np.sqrt(ms + eps + d_ms) + r) + (un.fn + un.acc + un.to_elem) * r
         else:
             rms = np.sqrt(ms)
             r = rms + eps
-            d_r = d_ms / (np.sqrt(ms + d_ms) + rms) + un.fn * rms + un.acc * r
+            d_r = d_ms / (np.sqrt(ms + d_ms) + rms) + un.fn * rms + (un.acc + un.to_elem) * r
         rel_r = d_r * inv
         rel_inv = np.where(rel_r < 0.5, rel_r / (1.0 - rel_r), np.inf)
         yabs = ax * inv * aw
-        weight_rounding = un.acc * (2.0 if one_plus else 1.0)
-        internal = yabs * (rel_inv + un.acc + un.store + weight_rounding)
+        weight_rounding = un.elem * (2.0 if one_plus else 1.0)
+        internal = yabs * (rel_inv + un.elem + un.store + weight_rounding)
         cap = aw * 2.0 * math.sqrt(n) * (1.0 + un.store)
     output = un.out * np.abs(y)
-    floor = un.eta_out + (un.eta_store + un.eta_acc) * (1.0 + aw)
+    floor = un.eta_out + (un.eta_store + un.eta_acc + _elem_floor(un)) * (1.0 + aw)
     bound = np.minimum(SAFETY * (internal + output), SAFETY * (cap + output)) + SAFETY * floor
     derivation = (
-        "rms_norm: c·(|x|/r·|w'|·(ρ + 2u_acc + u_store"
-        f"{' + u_acc' if one_plus else ''}) + u_out·|y|) + c·η, capped at c·2√n·|w'|; "
-        f"δms = γ_(n+1)·ms, {'r = √(ms+eps)' if inside else 'r = √ms + eps'}, ρ = relative "
-        f"error of 1/r; c={SAFETY:g}, n={int(n)}, eps={eps:.3g}, γ={g:.3g}, "
-        f"u_acc={un.acc:.3g}, u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g} "
-        "(docs/tolerance.md §3.4)"
+        "rms_norm: c·(|x|/r·|w'|·(ρ + 2u_elem + u_store"
+        f"{' + u_elem' if one_plus else ''}) + u_out·|y|) + c·η, capped at c·2√n·|w'|; "
+        f"δms = (γ_(n+1) + u_to_elem)·ms, {'r = √(ms+eps)' if inside else 'r = √ms + eps'}, "
+        f"ρ = relative error of 1/r; c={SAFETY:g}, n={int(n)}, eps={eps:.3g}, γ={g:.3g}, "
+        f"u_acc={un.acc:.3g}, u_elem={un.elem:.3g}, u_to_elem={un.to_elem:.3g}, "
+        f"u_store={un.store:.3g}, u_out={un.out:.3g}, u_fn={un.fn:.3g} "
+        "(docs/tolerance.md §3.4, §2.7)"
     )
     parts = {"internal": internal, "output": output, "rel_inv_rms": rel_inv, "floor": floor}
     return bound, parts, derivation
@@ -290,7 +325,7 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
     if not isinstance(reference, Reference):
         raise TypeError(f"reference must be a Reference, got {type(reference).__name__}")
     dtype = canonical_dtype(dtype)
-    un = units(dtype, precision)
+    un = units(dtype, precision, elementwise=True)
     bound, parts, derivation = rule(reference, un)
     bound = np.broadcast_to(np.where(np.isnan(bound), np.inf, bound), reference.value.shape)
     thr = overflow_threshold(dtype)

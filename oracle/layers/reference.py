@@ -431,6 +431,7 @@ def multi_head_attention(
     batch_first: bool = False,
     add_zero_attn: bool = False,
     fully_masked_row: FullyMaskedRow = "nan",
+    mask_fill: float | None = None,
 ) -> tuple[FloatArray, FloatArray | None]:
     r"""``nn.MultiheadAttention.forward`` in eval mode.
 
@@ -456,9 +457,14 @@ def multi_head_attention(
 
     ``is_causal`` is PyTorch's hint that ``attn_mask`` is the causal mask: it needs ``attn_mask``
     and must not contradict it (ValueError otherwise); the mask is what is applied.
-    ``fully_masked_row``: see the module docstring.
+    ``fully_masked_row``: see the module docstring. ``mask_fill``: a finite value that replaces
+    the scores a *boolean* mask hides (Flax, Equinox: ``finfo(dtype).min``), so a query whose
+    every key a boolean mask hides has uniform weights and outputs mean(V) through the output
+    projection; float masks stay additive (their -inf a hard mask). None: -inf.
     """
     _check_choice("fully_masked_row", fully_masked_row, ("nan", "zero"))
+    if mask_fill is not None and not math.isfinite(float(mask_fill)):
+        raise ValueError(f"mask_fill must be finite or None, got {mask_fill!r}")
     if int(num_heads) != num_heads or num_heads < 1:
         raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
     _check_keys(params, set(_MHA_KEYS), "MultiheadAttention")
@@ -548,8 +554,12 @@ def multi_head_attention(
         bias = bias + np.pad(mask, [(0, 0)] * 3 + [(0, extra)])
     if kpm is not None:
         bias = bias + np.pad(kpm, [(0, 0)] * 3 + [(0, extra)])
-    with np.errstate(invalid="ignore"):  # 0/0 on fully masked rows is the "nan" convention
-        out, p = _kernels.attention(qh, kh, vh, bias, 1.0 / math.sqrt(dh))  # (B,H,L,Dh), (B,H,L,S')
+    filled = _filled(attn_mask, key_padding_mask, bsz, h, tgt_len, src_len, batched, extra)
+    if mask_fill is not None and filled is not None:
+        out, p = _filled_attention(qh, kh, vh, bias, filled, float(mask_fill))
+    else:
+        with np.errstate(invalid="ignore"):  # 0/0 on fully masked rows: the "nan" convention
+            out, p = _kernels.attention(qh, kh, vh, bias, 1.0 / math.sqrt(dh))  # (B,H,L,Dh)
     p = np.broadcast_to(p, (bsz, h, tgt_len, src_len + extra))
     if fully_masked_row == "zero":
         dead = np.all(np.isneginf(np.broadcast_to(bias, p.shape)), axis=-1, keepdims=True)
@@ -573,6 +583,46 @@ def multi_head_attention(
     return np.ascontiguousarray(y), weights
 
 
+def _filled(
+    attn_mask: Any,
+    key_padding_mask: Any,
+    bsz: int,
+    h: int,
+    tgt_len: int,
+    src_len: int,
+    batched: bool,
+    extra: int,
+) -> np.ndarray | None:
+    """(B, H, L, S + extra) True where a *boolean* mask hides the key (None without one)."""
+    out = np.zeros((bsz, h, tgt_len, src_len + extra), dtype=bool)
+    found = False
+    if attn_mask is not None and np.asarray(attn_mask).dtype == np.bool_:
+        am = np.asarray(attn_mask)
+        am = am[None, None] if am.ndim == 2 else am.reshape(bsz, h, tgt_len, src_len)
+        out[..., :src_len] |= am
+        found = True
+    if key_padding_mask is not None and np.asarray(key_padding_mask).dtype == np.bool_:
+        kpm = np.asarray(key_padding_mask)
+        kpm = kpm[None] if not batched else kpm
+        out[..., :src_len] |= kpm[:, None, None, :]
+        found = True
+    return out if found and out.any() else None
+
+
+def _filled_attention(
+    qh: FloatArray, kh: FloatArray, vh: FloatArray, bias: FloatArray, filled: Any, fill: float
+) -> tuple[FloatArray, FloatArray]:
+    """softmax(S) V with S = Q Kᵀ/√D_h + (the float part of) the bias, and S = ``fill`` where a
+    boolean mask hides the key; a row with no finite score is 0/0 = NaN."""
+    scores = np.matmul(qh, np.swapaxes(kh, -1, -2)) / math.sqrt(qh.shape[-1])
+    with np.errstate(invalid="ignore"):
+        s = np.where(filled, fill, scores + np.where(filled, 0.0, bias))
+        m = np.max(s, axis=-1, keepdims=True)
+        e = np.exp(s - m)
+        p = e / np.sum(e, axis=-1, keepdims=True)
+    return np.matmul(p, vh), p
+
+
 def masked_self_attention(
     x: npt.ArrayLike,
     params: Params,
@@ -581,6 +631,7 @@ def masked_self_attention(
     key_padding_mask: npt.ArrayLike | None = None,
     batch_first: bool = False,
     fully_masked_row: FullyMaskedRow = "nan",
+    mask_fill: float | None = None,
 ) -> FloatArray:
     """Decoder self-attention: :func:`multi_head_attention` of x with itself under the causal
     mask (:func:`square_subsequent_mask`): output position i reads only positions j <= i."""
@@ -597,6 +648,7 @@ def masked_self_attention(
         attn_mask=square_subsequent_mask(length),
         batch_first=batch_first,
         fully_masked_row=fully_masked_row,
+        mask_fill=mask_fill,
     )
     return out
 
@@ -611,6 +663,7 @@ def cross_attention(
     memory_mask: npt.ArrayLike | None = None,
     batch_first: bool = False,
     fully_masked_row: FullyMaskedRow = "nan",
+    mask_fill: float | None = None,
 ) -> FloatArray:
     """Encoder-decoder attention: queries from ``target``, keys and values from ``memory`` (the
     encoder output), source padding hidden by ``memory_key_padding_mask`` (True = padding)."""
@@ -625,6 +678,7 @@ def cross_attention(
         attn_mask=memory_mask,
         batch_first=batch_first,
         fully_masked_row=fully_masked_row,
+        mask_fill=mask_fill,
     )
     return out
 
@@ -713,6 +767,7 @@ def _attention_sublayer(
     attn_mask: Any,
     is_causal: bool,
     fully_masked_row: FullyMaskedRow,
+    mask_fill: float | None = None,
 ) -> Callable[[FloatArray], FloatArray]:
     """The attention sublayer of an encoder/decoder layer as a function of its input y
     (B, L, E): self-attention on y, or cross-attention of y on ``memory``, with
@@ -732,6 +787,7 @@ def _attention_sublayer(
             is_causal=is_causal,
             batch_first=True,
             fully_masked_row=fully_masked_row,
+            mask_fill=mask_fill,
         )
         return out
 
@@ -763,6 +819,7 @@ def transformer_encoder_layer(
     batch_first: bool = False,
     layer_norm_eps: float = 1e-5,
     fully_masked_row: FullyMaskedRow = "zero",
+    mask_fill: float | None = None,
 ) -> FloatArray:
     r"""``nn.TransformerEncoderLayer.forward`` in eval mode.
 
@@ -790,6 +847,7 @@ def transformer_encoder_layer(
         attn_mask=src_mask,
         is_causal=is_causal,
         fully_masked_row=fully_masked_row,
+        mask_fill=mask_fill,
     )
 
     ffn = _feed_forward_sublayer(params, activation_name)
@@ -819,6 +877,7 @@ def transformer_decoder_layer(
     batch_first: bool = False,
     layer_norm_eps: float = 1e-5,
     fully_masked_row: FullyMaskedRow = "zero",
+    mask_fill: float | None = None,
 ) -> FloatArray:
     r"""``nn.TransformerDecoderLayer.forward`` in eval mode.
 
@@ -856,6 +915,7 @@ def transformer_decoder_layer(
         attn_mask=tgt_mask,
         is_causal=tgt_is_causal,
         fully_masked_row=fully_masked_row,
+        mask_fill=mask_fill,
     )
 
     cross = _attention_sublayer(
@@ -866,6 +926,7 @@ def transformer_decoder_layer(
         attn_mask=memory_mask,
         is_causal=memory_is_causal,
         fully_masked_row=fully_masked_row,
+        mask_fill=mask_fill,
     )
 
     ffn = _feed_forward_sublayer(params, activation_name)

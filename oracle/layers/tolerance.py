@@ -124,6 +124,9 @@ def default_semantics(
         "cross_fully_masked_row": fmr,
         "activation": str(args.get("activation", "relu")),
         "float_attn_mask": "additive",
+        "mask_fill": "none"
+        if conventions.mask_fill is None
+        else repr(float(conventions.mask_fill)),
     }
 
 
@@ -151,19 +154,23 @@ def _semantics(
     return out
 
 
-def _additive(mask: Any) -> FloatArray | None:
-    """A mask in nn.MultiheadAttention polarity -> additive float64 (bool True -> -inf)."""
+def _additive(mask: Any, filled: bool = False) -> FloatArray | None:
+    """A mask in nn.MultiheadAttention polarity -> additive float64 (bool True -> -inf, or NaN
+    with ``filled``: a score the declared finite ``mask_fill`` replaces)."""
     if mask is None:
         return None
     arr = np.asarray(mask)
     if arr.dtype == np.bool_:
-        return np.where(arr, -np.inf, 0.0)
+        return np.where(arr, np.nan if filled else -np.inf, 0.0)
     return np.asarray(arr, dtype=np.float64)
 
 
-def _combined_mask(attn_mask: Any, key_padding_mask: Any, batch: int, lq: int, lk: int) -> Any:
-    """attn_mask (L, S) and key_padding_mask (B, S) -> one additive (B, 1, L, S) mask or None."""
-    am, kpm = _additive(attn_mask), _additive(key_padding_mask)
+def _combined_mask(
+    attn_mask: Any, key_padding_mask: Any, batch: int, lq: int, lk: int, filled: bool = False
+) -> Any:
+    """attn_mask (L, S) and key_padding_mask (B, S) -> one additive (B, 1, L, S) mask or None;
+    with ``filled`` the boolean masks' entries are NaN, the scores a finite fill replaces."""
+    am, kpm = _additive(attn_mask, filled), _additive(key_padding_mask, filled)
     if am is None and kpm is None:
         return None
     total = np.zeros((batch, 1, lq, lk))
@@ -201,9 +208,51 @@ class _Tracker:
     """Float64 forward pass of a layer with a first-order error bound on every intermediate.
     ``un`` None: the value only (the reference)."""
 
-    def __init__(self, un: Units | None) -> None:
+    def __init__(self, un: Units | None, fill: float | None = None) -> None:
         self.un = un
         self.stats = _Stats()
+        #: the declared finite mask_fill (None: masked scores are -inf)
+        self.fill = fill
+
+    def _filled(
+        self, mask: FloatArray | None, fully_masked_row: str
+    ) -> tuple[Any, Conventions, FloatArray | None]:
+        """The mask and conventions for the attention reference, and the rows (B, H|1, L, 1)
+        whose weights the fill makes uniform over the filled keys when they cannot be told to
+        the reference directly (None when there are none).
+
+        Boolean-masked scores (NaN in ``mask``) are replaced by the fill: with boolean masks
+        alone the reference takes a keep-mask and ``mask_fill`` (exact); with a float mask too
+        they count as -inf, which is exact where exp(fill - row max) underflows in float64
+        (fills of -1e9 or finfo.min), and a row whose every key is filled or -inf is uniform
+        over its filled keys (docs/tolerance.md §3.7)."""
+        fmr: Any = fully_masked_row
+        if mask is None or self.fill is None or not np.isnan(mask).any():
+            hard = None if mask is None else np.where(np.isnan(mask), -np.inf, mask)
+            return hard, Conventions(fully_masked_row=fmr), None
+        filled = np.isnan(mask)
+        rest = np.where(filled, 0.0, mask)
+        if not np.any(rest != 0.0):
+            conv = Conventions(fully_masked_row=fmr, mask_fill=self.fill, bool_mask="keep")
+            return ~filled, conv, None
+        hard = np.where(filled, -np.inf, mask)
+        dead = np.all(np.isneginf(hard), axis=-1, keepdims=True) & np.any(
+            filled, axis=-1, keepdims=True
+        )
+        return hard, Conventions(fully_masked_row=fmr), dead
+
+    def _check_fill_underflows(self, scores: FloatArray, filled: FloatArray) -> None:
+        """ValueError (one line) where a filled key would get a weight float64 can hold."""
+        assert self.fill is not None
+        live = np.where(np.isfinite(scores), scores, -np.inf)
+        top = np.max(live, axis=-1, keepdims=True)
+        close = np.isfinite(top) & (self.fill > top - 745.0) & np.any(filled, -1, keepdims=True)
+        if np.any(close):
+            raise ValueError(
+                f"mask_fill={self.fill!r} is within 745 of the scores of a row that also has a "
+                "float mask: its weight is not 0 in float64, which the layer reference cannot "
+                "combine with a float mask (use boolean masks, or a fill of -1e9 or finfo.min)"
+            )
 
     def gamma(self, n: int) -> float:
         assert self.un is not None
@@ -292,14 +341,34 @@ class _Tracker:
         from transpec.oracle.kernels.tolerance import tolerance
 
         scale = 1.0 / math.sqrt(q.shape[-1])
-        conv = Conventions(fully_masked_row=fully_masked_row)  # type: ignore[arg-type]
+        given, conv, dead = self._filled(mask, fully_masked_row)
         with np.errstate(invalid="ignore"):
-            ref = reference.attention(q, k, v, attn_mask=mask, scale=scale, conventions=conv)
+            ref = reference.attention(q, k, v, attn_mask=given, scale=scale, conventions=conv)
         o = np.asarray(ref.value, dtype=np.float64)
+        p = np.nan_to_num(np.asarray(ref.weights, dtype=np.float64), nan=0.0)
+        own = (
+            np.zeros_like(o)
+            if self.un is None
+            else np.asarray(tolerance("attention", ref, self.un.dtype, self.un.precision).bound)
+        )
+        if dead is not None and mask is not None:
+            # uniform weights over the filled keys of the rows with no other key
+            filled = np.broadcast_to(np.isnan(mask), p.shape)
+            self._check_fill_underflows(
+                scale * np.matmul(q, np.swapaxes(k, -1, -2)) + given, filled
+            )
+            uniform = filled / np.maximum(np.sum(filled, axis=-1, keepdims=True), 1)
+            rows = np.broadcast_to(dead, (*p.shape[:-1], 1))
+            p = np.where(rows, uniform, p)
+            o = np.where(rows, np.matmul(p, v), o)
+            if self.un is not None:
+                un = self.un
+                rounding = (self.gamma(k.shape[-2] + 1) + 2.0 * un.acc + un.store) * np.matmul(
+                    p, np.abs(v)
+                ) + un.out * np.abs(o)
+                own = np.where(rows, SAFETY * rounding, np.broadcast_to(own, o.shape))
         if self.un is None:
             return o, np.zeros_like(o)
-        own = np.asarray(tolerance("attention", ref, self.un.dtype, self.un.precision).bound)
-        p = np.nan_to_num(np.asarray(ref.weights, dtype=np.float64), nan=0.0)
         ak, aq = np.abs(k), np.abs(q)
         ds = scale * (
             np.matmul(dq, np.swapaxes(ak, -1, -2))
@@ -335,13 +404,21 @@ class _Tracker:
 
         dh = q.shape[-1]
         scale = 1.0 / math.sqrt(dh)
-        conv = Conventions(fully_masked_row=fully_masked_row)  # type: ignore[arg-type]
+        given, conv, dead = self._filled(mask, fully_masked_row)
         v = np.zeros((*q.shape[:-2], k.shape[-2], 1))
         with np.errstate(invalid="ignore"):
-            ref = reference.attention(q, k, v, attn_mask=mask, scale=scale, conventions=conv)
+            ref = reference.attention(q, k, v, attn_mask=given, scale=scale, conventions=conv)
         w = np.asarray(ref.weights, dtype=np.float64)
+        if dead is not None and mask is not None:
+            filled = np.broadcast_to(np.isnan(mask), w.shape)
+            self._check_fill_underflows(
+                scale * np.matmul(q, np.swapaxes(k, -1, -2)) + given, filled
+            )
+            uniform = filled / np.maximum(np.sum(filled, axis=-1, keepdims=True), 1)
+            w = np.where(np.broadcast_to(dead, (*w.shape[:-1], 1)), uniform, w)
         if mask is not None and fully_masked_row == "nan":
             # no visible key: 0/0 of the explicit softmax, as torch's need_weights=True path
+            # (a key the fill replaces is not masked: its score is the fill)
             full = np.all(np.isneginf(mask), axis=-1, keepdims=True)
             w = np.where(np.broadcast_to(full, (*w.shape[:-1], 1)), np.nan, w)
         if self.un is None:
@@ -352,7 +429,8 @@ class _Tracker:
         kt = np.swapaxes(ak, -1, -2)
         s = scale * np.matmul(q, np.swapaxes(k, -1, -2))
         if mask is not None:
-            s = s + mask
+            filled_scores = np.isnan(np.broadcast_to(mask, s.shape))
+            s = np.where(filled_scores, self.fill if self.fill is not None else -np.inf, s + mask)
         with np.errstate(invalid="ignore"):
             m = np.max(np.where(p > 0, s, -np.inf), axis=-1, keepdims=True)
             shift = np.where(p > 0, np.abs(s - m), 0.0)
@@ -460,7 +538,7 @@ def _sublayer(
 
 
 def _attention_inputs(
-    args: Mapping[str, Any], batch_first: bool
+    args: Mapping[str, Any], batch_first: bool, filled: bool = False
 ) -> tuple[FloatArray, FloatArray, FloatArray, Any]:
     """query, key, value of nn.MultiheadAttention batch first (B, L, E) and their one additive
     (B, 1, L, S) mask (None without masks)."""
@@ -468,9 +546,20 @@ def _attention_inputs(
     k = _batch_first(np.asarray(args["key"], dtype=np.float64), batch_first)
     v = _batch_first(np.asarray(args["value"], dtype=np.float64), batch_first)
     mask = _combined_mask(
-        args.get("attn_mask"), args.get("key_padding_mask"), q.shape[0], q.shape[1], k.shape[1]
+        args.get("attn_mask"),
+        args.get("key_padding_mask"),
+        q.shape[0],
+        q.shape[1],
+        k.shape[1],
+        filled,
     )
     return q, k, v, mask
+
+
+def _fills(sem: Mapping[str, str]) -> bool:
+    """Whether the declared ``mask_fill`` is finite: boolean-masked scores are then replaced
+    by it (marked NaN in the combined mask), not -inf."""
+    return sem.get("mask_fill", "none") != "none"
 
 
 def _sequence_out(
@@ -490,7 +579,7 @@ def forward_multi_head_attention(
 ) -> tuple[FloatArray, FloatArray]:
     """nn.MultiheadAttention's output on ``args`` and its error bound, in the inputs' layout."""
     batch_first = bool(args.get("batch_first", True))
-    q, k, v, mask = _attention_inputs(args, batch_first)
+    q, k, v, mask = _attention_inputs(args, batch_first, _fills(sem))
     z = np.zeros_like
     y, dy = t.mha(
         q, z(q), k, z(k), v, z(v), args["params"], args["num_heads"], mask, sem["fully_masked_row"]
@@ -504,7 +593,7 @@ def forward_multi_head_attention_weights(
     """The attention weights of nn.MultiheadAttention (need_weights=True) on ``args``, averaged
     over heads or per head, and their error bound; batch first whatever ``batch_first`` says."""
     batch_first = bool(args.get("batch_first", True))
-    q, k, v, mask = _attention_inputs(args, batch_first)
+    q, k, v, mask = _attention_inputs(args, batch_first, _fills(sem))
     z = np.zeros_like
     (hq, dq), (hk, dk), _ = t.project(q, z(q), k, z(k), v, z(v), args["params"], args["num_heads"])
     w, dw = t.weights(hq, dq, hk, dk, mask, sem["fully_masked_row"])
@@ -545,7 +634,9 @@ def forward_encoder_layer(
         and np.asarray(src_mask).dtype != np.bool_
     ):
         src_mask = np.asarray(src_mask) != 0
-    mask = _combined_mask(src_mask, args.get("src_key_padding_mask"), b, length, length)
+    mask = _combined_mask(
+        src_mask, args.get("src_key_padding_mask"), b, length, length, _fills(sem)
+    )
     sa, h = rl.sub_params(params, "self_attn."), int(args["nhead"])
     ff = rl.feed_forward_params(params)
     eps = float(args.get("layer_norm_eps", 1e-5))
@@ -573,9 +664,11 @@ def forward_decoder_layer(
     mem = _batch_first(np.asarray(args["memory"], dtype=np.float64), batch_first)
     b, lt = x.shape[:2]
     ls = mem.shape[1]
-    self_mask = _combined_mask(args.get("tgt_mask"), args.get("tgt_key_padding_mask"), b, lt, lt)
+    self_mask = _combined_mask(
+        args.get("tgt_mask"), args.get("tgt_key_padding_mask"), b, lt, lt, _fills(sem)
+    )
     cross_mask = _combined_mask(
-        args.get("memory_mask"), args.get("memory_key_padding_mask"), b, lt, ls
+        args.get("memory_mask"), args.get("memory_key_padding_mask"), b, lt, ls, _fills(sem)
     )
     sa, ca, h = (
         rl.sub_params(params, "self_attn."),
@@ -609,7 +702,8 @@ def _forward(
     (zero without) and the numbers of the derivation: the record's ``"forward"`` hook."""
     if component not in LAYER_COMPONENTS:
         raise ValueError(f"{component} is not one of the layers {', '.join(LAYER_COMPONENTS)}")
-    t = _Tracker(un)
+    fill = None if sem.get("mask_fill", "none") == "none" else float(sem["mask_fill"])
+    t = _Tracker(un, fill)
     y, dy = components.get(component).hook("forward")(t, args, sem)
     return y, dy, t.stats
 

@@ -14,6 +14,7 @@ import pytest
 
 from transpec.adapters.base import Adapter
 from transpec.adapters.numpy.adapter import NumpyAdapter
+from transpec.oracle.engine.dtypes import unit_roundoff
 
 # relative tolerance (of max |expected| or of the row's scale) per dtype: a few units of the
 # working precision times the short reductions used here
@@ -261,7 +262,7 @@ def test_numpy_rms_norm_default_eps_is_the_input_dtypes_epsilon() -> None:
     for dtype in adapter.dtypes:
         native, seen = _send(adapter, dtype, {"x": x})
         out = _receive(adapter, dtype, adapter.rms_norm(native["x"], (8,)))
-        eps = float(np.finfo(np.dtype(dtype)).eps)
+        eps = 2.0 * unit_roundoff(dtype)
         expected = plain_rms_norm(seen["x"], 1, None, eps)
         _close(out, expected, dtype, 1.0)
     # float32's eps would give 0.99999 instead of 0.30 in float16: the check tells them apart

@@ -16,11 +16,19 @@ import numpy as np
 from transpec.adapters.numpy.adapter import NumpyAdapter
 
 
+class NumpyWithoutBfloat16(NumpyAdapter):
+    """The NumPy adapter declaring float64, float32 and float16 only: a requested bfloat16
+    runs nothing."""
+
+    dtypes = ("float64", "float32", "float16")
+
+
 class WrongScaleAttention(NumpyAdapter):
     """Attention that always scales by 1/d: the wrong default (1/sqrt(d) is right) and a given
     ``scale`` ignored -- two classic bugs; masking, causality and the rest are right."""
 
     name = "wrong-scale"
+    dtypes = ("float64", "float32", "float16")  # bfloat16 undeclared: its verdicts are skips
 
     def scaled_dot_product_attention(
         self,

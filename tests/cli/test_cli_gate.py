@@ -74,13 +74,19 @@ REPORTS = ["--json", "r.json", "--junit", "r.xml"]
 @pytest.mark.parametrize(
     ("argv", "reason"),
     [
-        (["cli_hostile_fixtures:Misnamed"], "no verdict ran: all 210 were skipped"),
+        (["cli_hostile_fixtures:Misnamed"], "no verdict ran: all 216 were skipped"),
         (
             ["cli_hostile_fixtures:DeclaresCuda", "--device", "cuda", "--component", "softmax"],
             "device cuda is not available on this machine",
         ),
         (
-            ["numpy", "--component", "softmax", "--dtype", "float32,bfloat16"],
+            [
+                "cli_fixtures:NumpyWithoutBfloat16",
+                "--component",
+                "softmax",
+                "--dtype",
+                "float32,bfloat16",
+            ],
             "dtype bfloat16 ran nothing",
         ),
         (

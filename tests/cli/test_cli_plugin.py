@@ -86,7 +86,7 @@ def test_skipped_verdicts_are_pytest_skips_with_their_reason(tmp_path: Path) -> 
     proc = _pytest(
         tmp_path,
         "--transpec",
-        "numpy",
+        "cli_fixtures:NumpyWithoutBfloat16",
         "--transpec-component",
         "softmax",
         "--transpec-property",
@@ -143,9 +143,11 @@ def test_assert_conforms_refuses_a_run_that_tested_nothing(tmp_path: Path) -> No
     from transpec.adapters.numpy.adapter import NumpyAdapter
     from transpec.plugin import assert_conforms
 
+    adapter = NumpyAdapter()
+    adapter.dtypes = ("float64", "float32", "float16")
     with pytest.raises(AssertionError, match=r"^transpec: nothing tested: .*bfloat16"):
         assert_conforms(
-            NumpyAdapter(),
+            adapter,
             components=["softmax"],
             properties=["equivalence"],
             dtypes=["bfloat16"],

@@ -19,6 +19,7 @@ from transpec.oracle.engine.property import example_rng
 EXPECTED = {
     "softmax": {
         "equivalence",
+        "error_statistic",
         "shape_dtype",
         "rows_sum_to_one",
         "shift_invariance",
@@ -47,6 +48,7 @@ EXPECTED = {
         "shift_invariance",
         "scale_invariance",
         "small_variance",
+        "bounded_output",
         "large_mean",
         "normalized_shape",
     },
@@ -86,6 +88,7 @@ def test_select_by_component_name_and_id() -> None:
 
 def test_skip_reasons() -> None:
     numpy = NumpyAdapter()
+    numpy.dtypes = ("float64", "float32", "float16")  # bfloat16 undeclared
     (equivalence,) = select("attention", "equivalence")
     assert equivalence.applies(numpy, "float32") is None
     assert "bfloat16" in (equivalence.applies(numpy, "bfloat16") or "")

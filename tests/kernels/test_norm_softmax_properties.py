@@ -68,6 +68,21 @@ class SoftmaxNoMax(NumpyAdapter):
             return (e / e.sum(axis=dim, keepdims=True)).astype(x.dtype)
 
 
+class SoftmaxHalfSum(NumpyAdapter):
+    """float16: exp in float32 but the row sum accumulated in float16, left to right, while
+    float32 accumulation is declared."""
+
+    name = "softmax-float16-sum"
+
+    def softmax(self, x: Any, dim: int = -1) -> Any:
+        w = np.moveaxis(x.astype(np.float32), dim, -1)
+        e = np.exp(w - np.max(w, axis=-1, keepdims=True))
+        total = np.zeros((*e.shape[:-1], 1), dtype=x.dtype)
+        for j in range(e.shape[-1]):
+            total = (total + e[..., j : j + 1].astype(x.dtype)).astype(x.dtype)
+        return np.moveaxis((e / total.astype(np.float32)).astype(x.dtype), -1, dim)
+
+
 # -- LayerNorm ----------------------------------------------------------------------------------
 
 
@@ -224,6 +239,7 @@ WRONG = [
     ("softmax", "rows_sum_to_one", OverNormalized(), "float32"),
     ("softmax", "shift_invariance", NormalizedSigmoid(), "float32"),
     ("softmax", "large_logits", SoftmaxNoMax(), "float32"),
+    ("softmax", "error_statistic", SoftmaxHalfSum(), "float16"),
     ("layer_norm", "equivalence", UnbiasedVariance(), "float32"),
     ("layer_norm", "error_statistic", HalfRstd(), "float16"),
     ("layer_norm", "shape_dtype", LayerNormFloat64(), "float32"),
@@ -231,6 +247,7 @@ WRONG = [
     ("layer_norm", "scale_invariance", VarianceNotStd(), "float32"),
     ("layer_norm", "small_variance", EpsAddedToStd(), "float32"),
     ("layer_norm", "large_mean", OnePassVariance(), "float32"),
+    ("layer_norm", "bounded_output", OnePassVariance(), "float32"),
     ("layer_norm", "normalized_shape", LastDimOnly(), "float32"),
     ("rms_norm", "equivalence", RMSOverNMinusOne(), "float32"),
     ("rms_norm", "error_statistic", RMSHalfRstd(), "float16"),
