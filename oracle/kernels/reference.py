@@ -32,7 +32,9 @@ batch/head dims is accepted.
 
 from __future__ import annotations
 
+import inspect
 import math
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,13 +56,17 @@ class Reference:
     ``value``: the float64 reference. ``abs_value``: the componentwise absolute-value reference
     (same shape; see the module docstring). ``terms``: named per-element quantities (arrays
     broadcastable to ``value``, or plain numbers). ``weights``: the attention probabilities
-    (shape (..., Hq, Lq, Lk)) when the block computes them.
+    (shape (..., Hq, Lq, Lk)) when the block computes them. ``rows``: when the reference
+    holds only some query rows (axis -2 of the output), their indices, and ``full_shape`` the
+    shape of the whole output; None when it holds every row.
     """
 
     value: FloatArray
     abs_value: FloatArray
     terms: Mapping[str, FloatArray | float] = field(default_factory=dict)
     weights: FloatArray | None = None
+    rows: tuple[int, ...] | None = None
+    full_shape: tuple[int, ...] | None = None
 
 
 # -- argument checking -------------------------------------------------------------------------
@@ -172,6 +178,64 @@ def softmax(x: Any, dim: int = -1, *, conventions: Conventions = CANONICAL) -> R
 
 
 @dataclass(frozen=True)
+class AttentionProblem:
+    """The attention problem after conventions, before any (Lq, Lk) array exists.
+
+    ``q`` (..., Lq, E); ``k``/``v`` (..., Lk, E/Ev) with the kv heads expanded per the GQA
+    mapping; ``keep``: the boolean mask in transpec's meaning (True = attend), as given (at
+    least 2 dims, not broadcast), or None; ``additive``: the float mask likewise (0 where
+    none); ``causal_offset``: key j is visible to query i iff j <= i + offset (None without
+    ``is_causal``); ``fill``: the finite value that replaces the scores of invisible keys, or
+    None for -inf. :meth:`visible` and :meth:`additive_block` give any block of rows and keys,
+    so that a streaming computation never holds more than one block of scores.
+    """
+
+    q: FloatArray
+    k: FloatArray
+    v: FloatArray
+    keep: np.ndarray | None
+    additive: FloatArray | None
+    causal_offset: int | None
+    fill: float | None
+    scale: float
+    softcap: float | None
+    fully_masked_row: str
+    score_shape: tuple[int, ...]
+
+    @property
+    def q_len(self) -> int:
+        return int(self.q.shape[-2])
+
+    @property
+    def kv_len(self) -> int:
+        return int(self.k.shape[-2])
+
+    def visible(self, rows: np.ndarray, keys: slice) -> np.ndarray:
+        """(..., len(rows), keys) True where key j is visible to query i (the boolean mask and
+        the causal rule; broadcastable to the block of the scores)."""
+        key_index = np.arange(self.kv_len)[keys]
+        vis = np.ones((len(rows), len(key_index)), dtype=bool)
+        if self.keep is not None:
+            vis = vis & _mask_block(self.keep, rows, keys)
+        if self.causal_offset is not None:
+            vis = vis & (key_index[None, :] <= rows[:, None] + self.causal_offset)
+        return vis
+
+    def additive_block(self, rows: np.ndarray, keys: slice) -> FloatArray | None:
+        """The additive mask on a block of rows and keys (broadcastable), or None."""
+        return None if self.additive is None else _mask_block(self.additive, rows, keys)
+
+
+def _mask_block(mask: np.ndarray, rows: np.ndarray, keys: slice) -> np.ndarray:
+    """``mask`` (..., Lq or 1, Lk or 1) restricted to ``rows`` and ``keys`` (size-1 axes kept)."""
+    if mask.shape[-1] != 1:
+        mask = mask[..., keys]
+    if mask.shape[-2] != 1:
+        mask = mask[..., rows, :]
+    return mask
+
+
+@dataclass(frozen=True)
 class AttentionSetup:
     """The attention problem after conventions: expanded K/V, masks and scale.
 
@@ -193,7 +257,7 @@ class AttentionSetup:
     dead: np.ndarray
 
 
-def attention_setup(
+def attention_problem(
     q: Any,
     k: Any,
     v: Any,
@@ -204,8 +268,9 @@ def attention_setup(
     softcap: float | None = None,
     *,
     conventions: Conventions = CANONICAL,
-) -> AttentionSetup:
-    """Validate attention arguments and resolve every convention (shared with high precision)."""
+) -> AttentionProblem:
+    """Validate attention arguments and resolve every convention, without materializing any
+    (Lq, Lk) array (the GQA kv heads are expanded)."""
     conventions = _check_conventions(conventions)
     qa = _as_float_array(q, "attention: q")
     ka = _as_float_array(k, "attention: k")
@@ -276,7 +341,7 @@ def attention_setup(
 
     lq, lk = qa.shape[-2], ka.shape[-2]
     score_shape = (*np.broadcast_shapes(qa.shape[:-2], ka.shape[:-2]), lq, lk)
-    visible = np.ones((lq, lk), dtype=bool)
+    keep: np.ndarray | None = None
     additive: FloatArray | None = None
     if attn_mask is not None:
         mask = np.asarray(attn_mask)
@@ -289,33 +354,71 @@ def attention_setup(
                 f"attention: attn_mask of shape {list(mask.shape)} does not broadcast to the "
                 f"scores {list(score_shape)}"
             ) from None
+        if mask.ndim < 2:
+            mask = mask.reshape((1,) * (2 - mask.ndim) + mask.shape)
         if mask.dtype == np.bool_:
-            visible = visible & (mask if conventions.bool_mask == "keep" else ~mask)
+            keep = mask if conventions.bool_mask == "keep" else ~mask
         else:
             fm = _as_float_array(mask, "attention: attn_mask")
             if np.isnan(fm).any() or np.isposinf(fm).any():
                 raise ValueError("attention: a float attn_mask may not hold NaN or +inf")
             additive = fm
+    offset: int | None = None
     if is_causal:
         offset = 0 if conventions.causal_alignment == "top_left" else lk - lq
-        i = np.arange(lq)[:, None]
-        j = np.arange(lk)[None, :]
-        visible = visible & (j <= i + offset)
-    visible = np.broadcast_to(visible, score_shape)
-    fill = None if conventions.mask_fill is None else float(conventions.mask_fill)
-    hard = ~visible if fill is None else np.zeros(score_shape, dtype=bool)
-    if additive is not None:
-        hard = hard | np.isneginf(np.broadcast_to(additive, score_shape))
-    return AttentionSetup(
+    return AttentionProblem(
         q=qa,
         k=ka,
         v=va,
-        visible=visible,
+        keep=keep,
         additive=additive,
-        fill=fill,
+        causal_offset=offset,
+        fill=None if conventions.mask_fill is None else float(conventions.mask_fill),
         scale=s,
         softcap=cap,
         fully_masked_row=conventions.fully_masked_row,
+        score_shape=score_shape,
+    )
+
+
+def attention_setup(
+    q: Any,
+    k: Any,
+    v: Any,
+    attn_mask: Any = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    softcap: float | None = None,
+    *,
+    conventions: Conventions = CANONICAL,
+) -> AttentionSetup:
+    """Validate attention arguments and resolve every convention (shared with high precision)."""
+    problem = attention_problem(
+        q, k, v, attn_mask, is_causal, scale, enable_gqa, softcap, conventions=conventions
+    )
+    return _materialized(problem)
+
+
+def _materialized(problem: AttentionProblem) -> AttentionSetup:
+    """The :class:`AttentionSetup` of a problem: its masks over every row and key."""
+    score_shape = problem.score_shape
+    visible = np.broadcast_to(problem.visible(np.arange(problem.q_len), slice(None)), score_shape)
+    fill = problem.fill
+    hard = ~visible if fill is None else np.zeros(score_shape, dtype=bool)
+    additive = problem.additive
+    if additive is not None:
+        hard = hard | np.isneginf(np.broadcast_to(additive, score_shape))
+    return AttentionSetup(
+        q=problem.q,
+        k=problem.k,
+        v=problem.v,
+        visible=visible,
+        additive=additive,
+        fill=fill,
+        scale=problem.scale,
+        softcap=problem.softcap,
+        fully_masked_row=problem.fully_masked_row,
         dead=np.all(hard, axis=-1, keepdims=True),
     )
 
@@ -352,6 +455,14 @@ def attention_core(
     return o, p, dead
 
 
+#: the direct reference holds about ten float64 arrays of the score shape; above this many
+#: score elements (B·H·Lq·Lk; 32 MiB each) :func:`attention` streams over key blocks instead
+STREAMING_THRESHOLD = 1 << 22
+#: rows and keys per block of the streaming reference: its temporaries are a few
+#: (B·H, STREAM_BLOCK, STREAM_BLOCK) float64 arrays (2 MiB each per head)
+STREAM_BLOCK = 512
+
+
 def attention(
     q: Any,
     k: Any,
@@ -363,6 +474,8 @@ def attention(
     softcap: float | None = None,
     *,
     conventions: Conventions = CANONICAL,
+    rows: Any = None,
+    streaming: bool | None = None,
 ) -> Reference:
     """O = softmax(S + A) V with S = scale · Q Kᵀ (then softcap · tanh(S/softcap)).
 
@@ -373,6 +486,18 @@ def attention(
     ``attn_mask`` and ``is_causal`` together (both apply), the GQA head map (query head h reads
     kv head h // (Hq/Hkv) or h % Hkv; requires ``enable_gqa``), ``fully_masked_row`` for rows
     whose every score is -inf. Default scale 1/sqrt(E); any finite scale (negative too).
+
+    ``rows``: query indices (a 1-D sequence of ints in [-Lq, Lq), any order, negative ones
+    counted from the end); the reference is then that of those query rows only, in that order:
+    value (..., Hq, len(rows), Ev), ``Reference.rows`` the indices (normalized) and
+    ``Reference.full_shape`` the shape of the whole output. Query rows are independent, so
+    each is exactly the corresponding row of the whole reference.
+
+    ``streaming``: compute over blocks of :data:`STREAM_BLOCK` keys (and rows), in
+    O(Lq·(E + Ev) + block²) memory per head, instead of the whole score matrix at once; None
+    (default) streams when ``rows`` is given or the score matrix has more than
+    :data:`STREAMING_THRESHOLD` elements. Both give the same value and terms up to float64
+    rounding; only the direct computation keeps ``weights``.
 
     ``abs_value`` = P|V|. Terms (shapes broadcast to the output):
 
@@ -385,9 +510,204 @@ def attention(
     * ``n_dot`` = E, ``n_keys`` = Lk, ``softcap`` (0 when none), ``dead`` (1.0 on fully
       masked rows).
     """
-    setup = attention_setup(
+    problem = attention_problem(
         q, k, v, attn_mask, is_causal, scale, enable_gqa, softcap, conventions=conventions
     )
+    return _attention_of(problem, rows, streaming)
+
+
+def _attention_of(problem: AttentionProblem, rows: Any, streaming: bool | None) -> Reference:
+    """:func:`attention` of a resolved problem."""
+    if streaming is not None and not isinstance(streaming, (bool, np.bool_)):
+        raise TypeError(f"attention: streaming must be a bool or None, got {streaming!r}")
+    if rows is not None:
+        if streaming is False:
+            raise ValueError("attention: rows are computed by the streaming reference")
+        return _attention_streaming(problem, query_rows(rows, problem.q_len))
+    if streaming is None:
+        streaming = math.prod(problem.score_shape) > STREAMING_THRESHOLD
+    if streaming:
+        return _attention_streaming(problem, None)
+    return _attention_direct(problem)
+
+
+def query_rows(rows: Any, q_len: int) -> np.ndarray:
+    """``rows`` as a 1-D int64 array of query indices in [0, q_len) (negative ones counted from
+    the end); ``TypeError``/``ValueError`` for anything else (floats, bools, an empty or a
+    multi-dimensional sequence, an index out of range)."""
+    if isinstance(rows, (str, bytes)):
+        raise TypeError(f"attention: rows must be a sequence of ints, got {type(rows).__name__}")
+    try:
+        arr = np.asarray(rows)
+    except Exception:
+        raise TypeError("attention: rows must be a sequence of ints") from None
+    empty_list = arr.size == 0 and arr.dtype == np.float64  # np.asarray([]): refused below
+    if (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)) and not empty_list:
+        raise TypeError(f"attention: rows must be ints, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"attention: rows must be a non-empty 1-D sequence, got shape {arr.shape}")
+    idx = arr.astype(np.int64)
+    if int(idx.min()) < -q_len or int(idx.max()) >= q_len:
+        raise ValueError(
+            f"attention: rows must be in [-{q_len}, {q_len}) for {q_len} queries, got "
+            f"{int(idx.min())}..{int(idx.max())}"
+        )
+    return np.where(idx < 0, idx + q_len, idx)
+
+
+def _attention_streaming(problem: AttentionProblem, rows: np.ndarray | None) -> Reference:
+    """The reference over blocks of :data:`STREAM_BLOCK` query rows and keys (``rows``: the
+    query indices to compute, None for all).
+
+    Two passes over the keys of each block of rows. The first computes the row maximum m_i
+    and the normalizer ℓ_i = Σ_j exp(T_ij - m_i) by the online-softmax merge
+    ℓ = ℓ_a·e^{m_a - m} + ℓ_b·e^{m_b - m} (``online_softmax_merge``, proved in
+    ``spec/proofs.py``), and whether every score of the row is -inf. With (m_i, ℓ_i) final,
+    every weight P_ij = exp(T_ij - m_i)/ℓ_i is the direct one and every term of the tolerance
+    model (:func:`attention`) is a sum or a maximum over keys of per-key quantities; the second
+    pass adds them block by block (O, P|V|, (P∘C)|V|, Σ P C, (P∘D)|V|, Σ P D, max C, max D,
+    Σ|v| over visible keys). Blocks of keys that the causal rule hides from every row of the
+    block (and no finite ``mask_fill`` replaces) contribute nothing and are skipped.
+    """
+    q_len, kv_len = problem.q_len, problem.kv_len
+    all_rows = rows is None
+    row_index = np.arange(q_len) if rows is None else rows
+    batch = problem.score_shape[:-2]
+    n_rows = len(row_index)
+    ev = problem.v.shape[-1]
+    q_sel = problem.q if all_rows else problem.q[..., row_index, :]
+    absq = np.abs(q_sel)
+    absk = np.abs(problem.k)
+    absv = np.abs(problem.v)
+    out_shape = (*batch, n_rows, ev)
+    row_shape = (*batch, n_rows, 1)
+    o = np.zeros(out_shape)
+    absref = np.zeros(out_shape)
+    score_w = np.zeros(out_shape)
+    shift_w = np.zeros(out_shape)
+    sum_abs_v = np.zeros(out_shape)
+    score_mean = np.zeros(row_shape)
+    shift_mean = np.zeros(row_shape)
+    score_max = np.zeros(row_shape)
+    shift_max = np.zeros(row_shape)
+    dead_all = np.zeros(row_shape, dtype=bool)
+    fill = -math.inf if problem.fill is None else problem.fill
+    scale_abs = abs(problem.scale)
+    key_blocks = [slice(j, min(j + STREAM_BLOCK, kv_len)) for j in range(0, kv_len, STREAM_BLOCK)]
+
+    def hidden(block_rows: np.ndarray, keys: slice) -> bool:
+        # the causal rule hides every key of the block from every row of it (-inf scores)
+        return (
+            problem.fill is None
+            and problem.causal_offset is not None
+            and keys.start > int(block_rows.max()) + problem.causal_offset
+        )
+
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for r0 in range(0, n_rows, STREAM_BLOCK):
+            rs = slice(r0, min(r0 + STREAM_BLOCK, n_rows))
+            block_rows = row_index[rs]
+            qb = q_sel[..., rs, :]
+            blocks = [keys for keys in key_blocks if not hidden(block_rows, keys)]
+
+            def scores(keys: slice, qb: np.ndarray = qb, block_rows: np.ndarray = block_rows):
+                vis = problem.visible(block_rows, keys)
+                s = kernels.attention_scores(
+                    qb, problem.k[..., keys, :], problem.scale, problem.softcap, xp=np
+                )
+                add = problem.additive_block(block_rows, keys)
+                if add is not None:
+                    s = s + add
+                t = np.where(vis, s, fill)
+                hard = ~vis if problem.fill is None else np.zeros_like(vis)
+                if add is not None:
+                    hard = hard | np.isneginf(add)
+                return t, vis, add, hard
+
+            # pass 1: row maximum and normalizer by the online-softmax merge; dead rows
+            m = np.full((*batch, len(block_rows), 1), -math.inf)
+            ell = np.zeros_like(m)
+            live = np.zeros(m.shape, dtype=bool)
+            for keys in blocks:
+                t, _vis, _add, hard = scores(keys)
+                live |= ~np.all(np.broadcast_to(hard, t.shape), axis=-1, keepdims=True)
+                m_new = np.maximum(m, np.max(t, axis=-1, keepdims=True))
+                shift = np.where(np.isneginf(m_new), 0.0, m_new)
+                ell = ell * np.exp(m - shift) + np.sum(np.exp(t - shift), axis=-1, keepdims=True)
+                m = m_new
+            dead = ~live
+            shift = np.where(np.isneginf(m), 0.0, m)
+            inv_ell = np.where(dead, 0.0, 1.0 / ell)
+            # pass 2: the weights and every term, block by block
+            for keys in blocks:
+                t, vis, add, _hard = scores(keys)
+                p = np.exp(t - shift) * inv_ell
+                pos = p > 0
+                vb, avb = problem.v[..., keys, :], absv[..., keys, :]
+                o[..., rs, :] += np.matmul(p, vb)
+                absref[..., rs, :] += np.matmul(p, avb)
+                c = scale_abs * np.matmul(absq[..., rs, :], np.swapaxes(absk[..., keys, :], -1, -2))
+                if add is not None:
+                    c = c + np.where(np.isfinite(add), np.abs(add), 0.0)
+                if problem.fill is not None:
+                    c = np.where(vis, c, 0.0)
+                d = np.where(pos, np.abs(t - m), 0.0)
+                pc = np.where(pos, p * c, 0.0)
+                pd = p * d
+                score_w[..., rs, :] += np.matmul(pc, avb)
+                shift_w[..., rs, :] += np.matmul(pd, avb)
+                score_mean[..., rs, :] += np.sum(pc, axis=-1, keepdims=True)
+                shift_mean[..., rs, :] += np.sum(pd, axis=-1, keepdims=True)
+                np.maximum(
+                    score_max[..., rs, :],
+                    np.max(np.where(pos, c, 0.0), axis=-1, keepdims=True),
+                    out=score_max[..., rs, :],
+                )
+                np.maximum(
+                    shift_max[..., rs, :],
+                    np.max(d, axis=-1, keepdims=True),
+                    out=shift_max[..., rs, :],
+                )
+                counted = (vis if problem.fill is None else np.ones_like(vis)).astype(np.float64)
+                if add is not None:
+                    counted = counted * ~np.isneginf(add)
+                sum_abs_v[..., rs, :] += np.matmul(counted, avb)
+            dead_all[..., rs, :] = dead
+        if problem.fully_masked_row == "nan" and dead_all.any():
+            o = np.where(dead_all, math.nan, o)
+        vmax = np.max(problem.v, axis=-2, keepdims=True)
+        vmin = np.min(problem.v, axis=-2, keepdims=True)
+        vrange = np.where(dead_all, 0.0, vmax - vmin)
+        vabs = np.where(dead_all, 0.0, np.maximum(np.abs(vmax), np.abs(vmin)))
+    terms: dict[str, FloatArray | float] = {
+        "score_weighted": score_w,
+        "score_mean": score_mean,
+        "shift_weighted": shift_w,
+        "shift_mean": shift_mean,
+        "score_max": score_max,
+        "shift_max": shift_max,
+        "sum_abs_v": sum_abs_v,
+        "v_range": vrange,
+        "max_abs_v": vabs,
+        "n_dot": float(problem.q.shape[-1]),
+        "n_keys": float(kv_len),
+        "row_length": float(ev),
+        "softcap": 0.0 if problem.softcap is None else float(problem.softcap),
+        "dead": dead_all.astype(np.float64),
+    }
+    full_shape = (*batch, q_len, ev)
+    return Reference(
+        value=o,
+        abs_value=absref,
+        terms=terms,
+        rows=None if all_rows else tuple(int(i) for i in row_index),
+        full_shape=None if all_rows else full_shape,
+    )
+
+
+def _attention_direct(problem: AttentionProblem) -> Reference:
+    """The reference over the whole (Lq, Lk) score matrix at once (see :func:`attention`)."""
+    setup = _materialized(problem)
     with np.errstate(invalid="ignore", over="ignore"):
         t = masked_scores(setup, xp=np)
         o, p, dead = attention_core(setup, xp=np, scores=t)
@@ -626,15 +946,22 @@ def compute_component(
     conventions: Conventions = CANONICAL,
     dtype: str = "float64",
     semantics: Mapping[str, str] | None = None,
+    rows: Any = None,
 ) -> Reference:
     """The reference of one of the kernels (:data:`COMPONENTS`); the registry's protocol.
 
     The arguments are checked here; the record's ``"reference"`` hook computes the value.
+    ``rows``: the query rows to compute, for the blocks whose hook takes them (attention:
+    :func:`attention_reference`); ``ValueError`` for the others.
     """
     check_args(component, args)
     dtype = canonical_dtype(dtype)
     reference: Callable[..., Reference] = components.get(component).hook("reference")
-    return reference(args, conventions=conventions, dtype=dtype)
+    if rows is None:
+        return reference(args, conventions=conventions, dtype=dtype)
+    if "rows" not in inspect.signature(reference).parameters:
+        raise ValueError(f"{component}: its reference computes every row; rows= is for attention")
+    return reference(args, conventions=conventions, dtype=dtype, rows=rows)
 
 
 # -- the kernel records' "reference" hooks: one component call -> its reference ----------------
@@ -647,11 +974,54 @@ def softmax_reference(
     return softmax(args["x"], args.get("dim", -1), conventions=conventions)
 
 
+#: above this many score elements (B·H·Lq·Lk; 16,384² for one head) the registry's reference of
+#: attention judges sampled rows (:func:`sampled_rows`) instead of every row
+SAMPLING_THRESHOLD = 1 << 28
+
+
 def attention_reference(
-    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str, rows: Any = None
 ) -> Reference:
-    """:func:`attention` of ``args``; ``dtype`` does not change it."""
-    return attention(**dict(args), conventions=conventions)
+    """:func:`attention` of ``args``; ``dtype`` does not change it.
+
+    ``rows``: None (every row; sampled rows above :data:`SAMPLING_THRESHOLD` score elements),
+    ``"sampled"`` (the rows :func:`sampled_rows` chooses) or query indices (as
+    :func:`attention`'s ``rows``).
+    """
+    problem = attention_problem(**dict(args), conventions=conventions)
+    if rows is None and math.prod(problem.score_shape) > SAMPLING_THRESHOLD:
+        rows = "sampled"
+    if isinstance(rows, str):
+        if rows != "sampled":
+            raise ValueError(f"attention: rows must be query indices or 'sampled', got {rows!r}")
+        rows = sampled_rows(problem)
+    return _attention_of(problem, rows, None)
+
+
+def sampled_rows(problem: AttentionProblem) -> np.ndarray:
+    """The query rows the oracle judges on a long input (:func:`~transpec.oracle.kernels.rows.
+    judged_rows`: tile boundaries, first and last rows, the causal frontier, the mask's edges,
+    random rows), drawn from a generator seeded by the bytes of q, k, v and the mask: the same
+    input always gets the same rows."""
+    from transpec.oracle.kernels.rows import judged_rows
+
+    crc = 0
+    for arr in (problem.q, problem.k, problem.v, problem.keep, problem.additive):
+        if arr is not None:
+            crc = zlib.crc32(np.ascontiguousarray(arr).tobytes(), crc)
+    hidden: np.ndarray | None = None
+    if problem.keep is not None:
+        hidden = ~problem.keep if problem.fill is None else None
+    if problem.additive is not None:
+        neg = np.isneginf(problem.additive)
+        hidden = neg if hidden is None else np.broadcast_arrays(hidden, neg)[0] | neg
+    return judged_rows(
+        problem.q_len,
+        problem.kv_len,
+        causal_offset=problem.causal_offset,
+        key_mask=hidden,
+        rng=np.random.default_rng(crc),
+    )
 
 
 def layer_norm_reference(
