@@ -37,7 +37,7 @@ import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -211,15 +211,27 @@ class AttentionProblem:
         return int(self.k.shape[-2])
 
     def visible(self, rows: np.ndarray, keys: slice) -> np.ndarray:
-        """(..., len(rows), keys) True where key j is visible to query i (the boolean mask and
-        the causal rule; broadcastable to the block of the scores)."""
+        """(len(rows), keys) or (..., len(rows), keys): True where key j is visible to query i
+        (the boolean mask and the causal rule; broadcastable to the block of the scores)."""
+        hidden = self.hidden_or_none(rows, keys)
+        shape = (len(rows), len(np.arange(self.kv_len)[keys]))
+        return (
+            np.ones(shape, dtype=bool)
+            if hidden is None
+            else ~np.broadcast_to(hidden, (*hidden.shape[:-2], *shape))
+        )
+
+    def hidden_or_none(self, rows: np.ndarray, keys: slice) -> np.ndarray | None:
+        """The complement of :meth:`visible` on a block, or None when every key of the block
+        is visible to every row (broadcastable to the block of the scores)."""
         key_index = np.arange(self.kv_len)[keys]
-        vis = np.ones((len(rows), len(key_index)), dtype=bool)
+        hidden: np.ndarray | None = None
+        if self.causal_offset is not None and key_index[-1] > int(rows.min()) + self.causal_offset:
+            hidden = key_index[None, :] > rows[:, None] + self.causal_offset
         if self.keep is not None:
-            vis = vis & _mask_block(self.keep, rows, keys)
-        if self.causal_offset is not None:
-            vis = vis & (key_index[None, :] <= rows[:, None] + self.causal_offset)
-        return vis
+            masked = ~_mask_block(self.keep, rows, keys)
+            hidden = masked if hidden is None else hidden | masked
+        return hidden
 
     def additive_block(self, rows: np.ndarray, keys: slice) -> FloatArray | None:
         """The additive mask on a block of rows and keys (broadcastable), or None."""
@@ -455,11 +467,11 @@ def attention_core(
     return o, p, dead
 
 
-#: the direct reference holds about ten float64 arrays of the score shape; above this many
-#: score elements (B·H·Lq·Lk; 32 MiB each) :func:`attention` streams over key blocks instead
+#: up to this many score elements (B·H·Lq·Lk; 32 MiB) :func:`attention` also returns the
+#: weights P (an array of the score shape); above it, memory stays linear in the lengths
 STREAMING_THRESHOLD = 1 << 22
-#: rows and keys per block of the streaming reference: its temporaries are a few
-#: (B·H, STREAM_BLOCK, STREAM_BLOCK) float64 arrays (2 MiB each per head)
+#: rows and keys per block: the temporaries are a few (B·H, STREAM_BLOCK, STREAM_BLOCK)
+#: float64 arrays (2 MiB each per head)
 STREAM_BLOCK = 512
 
 
@@ -493,11 +505,13 @@ def attention(
     ``Reference.full_shape`` the shape of the whole output. Query rows are independent, so
     each is exactly the corresponding row of the whole reference.
 
-    ``streaming``: compute over blocks of :data:`STREAM_BLOCK` keys (and rows), in
-    O(Lq·(E + Ev) + block²) memory per head, instead of the whole score matrix at once; None
-    (default) streams when ``rows`` is given or the score matrix has more than
-    :data:`STREAMING_THRESHOLD` elements. Both give the same value and terms up to float64
-    rounding; only the direct computation keeps ``weights``.
+    The computation runs over blocks of :data:`STREAM_BLOCK` query rows and keys
+    (:func:`_attention_blocks`: the online-softmax merge for each row's maximum and
+    normalizer, then every term block by block), in O(Lq·(E + Ev) + block²) memory per head,
+    plus the weights P (``Reference.weights``, (..., Hq, Lq, Lk)) when the score matrix has at
+    most :data:`STREAMING_THRESHOLD` elements. ``streaming``: True never keeps the weights;
+    False computes the whole score matrix as one block (with the weights, whatever its size).
+    All three give the same value and terms up to float64 rounding.
 
     ``abs_value`` = P|V|. Terms (shapes broadcast to the output):
 
@@ -523,12 +537,11 @@ def _attention_of(problem: AttentionProblem, rows: Any, streaming: bool | None) 
     if rows is not None:
         if streaming is False:
             raise ValueError("attention: rows are computed by the streaming reference")
-        return _attention_streaming(problem, query_rows(rows, problem.q_len))
-    if streaming is None:
-        streaming = math.prod(problem.score_shape) > STREAMING_THRESHOLD
-    if streaming:
-        return _attention_streaming(problem, None)
-    return _attention_direct(problem)
+        return _attention_blocks(problem, query_rows(rows, problem.q_len), STREAM_BLOCK)
+    if streaming is False:
+        return _attention_blocks(problem, None, None, keep_weights=True)
+    small = math.prod(problem.score_shape) <= STREAMING_THRESHOLD
+    return _attention_blocks(problem, None, STREAM_BLOCK, keep_weights=small and not streaming)
 
 
 def query_rows(rows: Any, q_len: int) -> np.ndarray:
@@ -555,112 +568,162 @@ def query_rows(rows: Any, q_len: int) -> np.ndarray:
     return np.where(idx < 0, idx + q_len, idx)
 
 
-def _attention_streaming(problem: AttentionProblem, rows: np.ndarray | None) -> Reference:
-    """The reference over blocks of :data:`STREAM_BLOCK` query rows and keys (``rows``: the
-    query indices to compute, None for all).
+class _ScoreBlock(NamedTuple):
+    """The masked scores T of a block of rows and keys and the masks they were made with."""
 
-    Two passes over the keys of each block of rows. The first computes the row maximum m_i
-    and the normalizer ℓ_i = Σ_j exp(T_ij - m_i) by the online-softmax merge
+    keys: slice
+    t: FloatArray
+    hidden: np.ndarray | None  # True where a key is invisible (None: every key is visible)
+    additive: FloatArray | None
+    hard: np.ndarray | None  # True where T is -inf by the masks (None: nowhere)
+
+
+def _score_block(
+    problem: AttentionProblem, q: FloatArray, rows: np.ndarray, keys: slice
+) -> _ScoreBlock:
+    """T = where(visible, scale·q Kᵀ (softcapped) + A, fill or -inf) on one block."""
+    t = kernels.attention_scores(q, problem.k[..., keys, :], problem.scale, problem.softcap, xp=np)
+    add = problem.additive_block(rows, keys)
+    if add is not None:
+        t += add
+    hidden = problem.hidden_or_none(rows, keys)
+    hard: np.ndarray | None = None
+    if hidden is not None:
+        np.copyto(t, -math.inf if problem.fill is None else problem.fill, where=hidden)
+        if problem.fill is None:
+            hard = hidden
+    if add is not None:
+        neg = np.isneginf(add)
+        hard = neg if hard is None else hard | neg
+    return _ScoreBlock(keys, t, hidden, add, hard)
+
+
+#: the streaming reference keeps the score blocks of its first pass for the second while they
+#: hold at most this many elements per block of rows (64 MiB), and recomputes them beyond
+SCORE_CACHE = 1 << 23
+
+
+def _attention_blocks(
+    problem: AttentionProblem,
+    rows: np.ndarray | None,
+    block: int | None,
+    *,
+    keep_weights: bool = False,
+) -> Reference:
+    """The value and every term of :func:`attention` over blocks of ``block`` query rows and
+    keys (None: one block of everything); ``keep_weights``: also the weights P, (..., Lq, Lk).
+
+    For each block of rows, a first pass over the key blocks computes the row maximum m_i and
+    the normalizer ℓ_i = Σ_j exp(T_ij - m_i) by the online-softmax merge
     ℓ = ℓ_a·e^{m_a - m} + ℓ_b·e^{m_b - m} (``online_softmax_merge``, proved in
-    ``spec/proofs.py``), and whether every score of the row is -inf. With (m_i, ℓ_i) final,
-    every weight P_ij = exp(T_ij - m_i)/ℓ_i is the direct one and every term of the tolerance
-    model (:func:`attention`) is a sum or a maximum over keys of per-key quantities; the second
-    pass adds them block by block (O, P|V|, (P∘C)|V|, Σ P C, (P∘D)|V|, Σ P D, max C, max D,
-    Σ|v| over visible keys). Blocks of keys that the causal rule hides from every row of the
-    block (and no finite ``mask_fill`` replaces) contribute nothing and are skipped.
+    ``spec/proofs.py``), and which rows are fully masked. With (m_i, ℓ_i) final, every weight
+    P_ij = exp(T_ij - m_i)/ℓ_i is the direct one and every term of the tolerance model is a sum
+    or a maximum over keys of per-key quantities: the second pass adds them block by block
+    (O and P|V| in one product with [V, |V|]; (P∘C)|V| and (P∘D)|V| in one with |V|; Σ P C,
+    Σ P D, max C, max D; Σ|v| over visible keys, from prefix sums of |V| when only the causal
+    rule hides keys). The scores of the first pass are kept for the second up to
+    :data:`SCORE_CACHE` elements per block of rows. Blocks of keys that the causal rule hides
+    from every row of the block (and no finite ``mask_fill`` replaces) contribute nothing and
+    are skipped. Every element-wise pass works in place on the block's own arrays.
     """
     q_len, kv_len = problem.q_len, problem.kv_len
-    all_rows = rows is None
     row_index = np.arange(q_len) if rows is None else rows
-    batch = problem.score_shape[:-2]
     n_rows = len(row_index)
+    row_step = n_rows if block is None else block
+    key_step = kv_len if block is None else block
+    batch = problem.score_shape[:-2]
     ev = problem.v.shape[-1]
-    q_sel = problem.q if all_rows else problem.q[..., row_index, :]
+    q_sel = problem.q if rows is None else problem.q[..., row_index, :]
     absq = np.abs(q_sel)
-    absk = np.abs(problem.k)
+    absk_t = np.swapaxes(np.abs(problem.k), -1, -2)
     absv = np.abs(problem.v)
+    v_both = np.concatenate([problem.v, absv], axis=-1)
     out_shape = (*batch, n_rows, ev)
     row_shape = (*batch, n_rows, 1)
-    o = np.zeros(out_shape)
-    absref = np.zeros(out_shape)
-    score_w = np.zeros(out_shape)
-    shift_w = np.zeros(out_shape)
-    sum_abs_v = np.zeros(out_shape)
+    both = np.zeros((*batch, n_rows, 2 * ev))  # [O, P|V|]
+    weighted = np.zeros((*batch, 2, n_rows, ev))  # [(P∘C)|V|, (P∘D)|V|]
     score_mean = np.zeros(row_shape)
     shift_mean = np.zeros(row_shape)
     score_max = np.zeros(row_shape)
     shift_max = np.zeros(row_shape)
-    dead_all = np.zeros(row_shape, dtype=bool)
-    fill = -math.inf if problem.fill is None else problem.fill
+    dead = np.zeros(row_shape, dtype=bool)
+    weights = np.zeros((*batch, n_rows, kv_len)) if keep_weights and block is not None else None
     scale_abs = abs(problem.scale)
-    key_blocks = [slice(j, min(j + STREAM_BLOCK, kv_len)) for j in range(0, kv_len, STREAM_BLOCK)]
+    key_blocks = [slice(j, min(j + key_step, kv_len)) for j in range(0, kv_len, key_step)]
+    # Σ_j |v_j| over visible keys: by prefix sums when only the causal rule can hide a key
+    prefix = problem.additive is None and (problem.keep is None or problem.fill is not None)
+    sum_abs_v = _visible_abs_v_sums(problem, row_index) if prefix else np.zeros(out_shape)
+    batch_size = math.prod(batch)
 
-    def hidden(block_rows: np.ndarray, keys: slice) -> bool:
+    def hidden_block(block_rows: np.ndarray, keys: slice) -> bool:
         # the causal rule hides every key of the block from every row of it (-inf scores)
+        offset = problem.causal_offset
         return (
             problem.fill is None
-            and problem.causal_offset is not None
-            and keys.start > int(block_rows.max()) + problem.causal_offset
+            and offset is not None
+            and keys.start > int(block_rows.max()) + offset
         )
 
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        for r0 in range(0, n_rows, STREAM_BLOCK):
-            rs = slice(r0, min(r0 + STREAM_BLOCK, n_rows))
+        for r0 in range(0, n_rows, row_step):
+            rs = slice(r0, min(r0 + row_step, n_rows))
             block_rows = row_index[rs]
-            qb = q_sel[..., rs, :]
-            blocks = [keys for keys in key_blocks if not hidden(block_rows, keys)]
-
-            def scores(keys: slice, qb: np.ndarray = qb, block_rows: np.ndarray = block_rows):
-                vis = problem.visible(block_rows, keys)
-                s = kernels.attention_scores(
-                    qb, problem.k[..., keys, :], problem.scale, problem.softcap, xp=np
-                )
-                add = problem.additive_block(block_rows, keys)
-                if add is not None:
-                    s = s + add
-                t = np.where(vis, s, fill)
-                hard = ~vis if problem.fill is None else np.zeros_like(vis)
-                if add is not None:
-                    hard = hard | np.isneginf(add)
-                return t, vis, add, hard
-
+            n_block = len(block_rows)
+            qb, absqb = q_sel[..., rs, :], absq[..., rs, :]
+            blocks = [keys for keys in key_blocks if not hidden_block(block_rows, keys)]
+            cached = block is None or (
+                batch_size * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
+            )
+            cache: list[_ScoreBlock] = []
             # pass 1: row maximum and normalizer by the online-softmax merge; dead rows
-            m = np.full((*batch, len(block_rows), 1), -math.inf)
+            m = np.full((*batch, n_block, 1), -math.inf)
             ell = np.zeros_like(m)
             live = np.zeros(m.shape, dtype=bool)
             for keys in blocks:
-                t, _vis, _add, hard = scores(keys)
-                live |= ~np.all(np.broadcast_to(hard, t.shape), axis=-1, keepdims=True)
-                m_new = np.maximum(m, np.max(t, axis=-1, keepdims=True))
+                sb = _score_block(problem, qb, block_rows, keys)
+                if sb.hard is None:
+                    live[...] = True
+                else:
+                    live |= ~np.all(np.broadcast_to(sb.hard, sb.t.shape), axis=-1, keepdims=True)
+                m_new = np.maximum(m, np.max(sb.t, axis=-1, keepdims=True))
                 shift = np.where(np.isneginf(m_new), 0.0, m_new)
-                ell = ell * np.exp(m - shift) + np.sum(np.exp(t - shift), axis=-1, keepdims=True)
+                e = np.subtract(sb.t, shift)
+                np.exp(e, out=e)
+                ell = ell * np.exp(m - shift) + np.sum(e, axis=-1, keepdims=True)
                 m = m_new
-            dead = ~live
+                if cached:
+                    cache.append(sb)
+            dead_block = ~live
             shift = np.where(np.isneginf(m), 0.0, m)
-            inv_ell = np.where(dead, 0.0, 1.0 / ell)
+            ell = np.where(dead_block, math.inf, ell)  # P = 0 on fully masked rows
             # pass 2: the weights and every term, block by block
-            for keys in blocks:
-                t, vis, add, _hard = scores(keys)
-                p = np.exp(t - shift) * inv_ell
-                pos = p > 0
-                vb, avb = problem.v[..., keys, :], absv[..., keys, :]
-                o[..., rs, :] += np.matmul(p, vb)
-                absref[..., rs, :] += np.matmul(p, avb)
-                c = scale_abs * np.matmul(absq[..., rs, :], np.swapaxes(absk[..., keys, :], -1, -2))
-                if add is not None:
-                    c = c + np.where(np.isfinite(add), np.abs(add), 0.0)
-                if problem.fill is not None:
-                    c = np.where(vis, c, 0.0)
-                d = np.where(pos, np.abs(t - m), 0.0)
-                pc = np.where(pos, p * c, 0.0)
-                pd = p * d
-                score_w[..., rs, :] += np.matmul(pc, avb)
-                shift_w[..., rs, :] += np.matmul(pd, avb)
-                score_mean[..., rs, :] += np.sum(pc, axis=-1, keepdims=True)
-                shift_mean[..., rs, :] += np.sum(pd, axis=-1, keepdims=True)
+            pair = np.empty((*batch, 2, n_block, key_step))
+            for i, keys in enumerate(blocks):
+                sb = cache[i] if cached else _score_block(problem, qb, block_rows, keys)
+                width = keys.stop - keys.start
+                p = np.subtract(sb.t, shift)
+                np.exp(p, out=p)
+                p /= ell  # P = exp(T - m) / ℓ
+                not_pos = ~(p > 0)
+                both[..., rs, :] += np.matmul(p, v_both[..., keys, :])
+                if keep_weights and block is None:
+                    weights = p  # the one block is the whole matrix
+                elif weights is not None:
+                    weights[..., rs, keys] = p
+                c = pair[..., 0, :, :width]
+                d = pair[..., 1, :, :width]
+                np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
+                np.copyto(d, 0.0, where=not_pos)
+                np.matmul(absqb, absk_t[..., keys], out=c)
+                c *= scale_abs
+                if sb.additive is not None:
+                    c += np.where(np.isfinite(sb.additive), np.abs(sb.additive), 0.0)
+                if problem.fill is not None and sb.hidden is not None:
+                    np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
+                np.copyto(c, 0.0, where=not_pos)
                 np.maximum(
                     score_max[..., rs, :],
-                    np.max(np.where(pos, c, 0.0), axis=-1, keepdims=True),
+                    np.max(c, axis=-1, keepdims=True),
                     out=score_max[..., rs, :],
                 )
                 np.maximum(
@@ -668,21 +731,32 @@ def _attention_streaming(problem: AttentionProblem, rows: np.ndarray | None) -> 
                     np.max(d, axis=-1, keepdims=True),
                     out=shift_max[..., rs, :],
                 )
-                counted = (vis if problem.fill is None else np.ones_like(vis)).astype(np.float64)
-                if add is not None:
-                    counted = counted * ~np.isneginf(add)
-                sum_abs_v[..., rs, :] += np.matmul(counted, avb)
-            dead_all[..., rs, :] = dead
-        if problem.fully_masked_row == "nan" and dead_all.any():
-            o = np.where(dead_all, math.nan, o)
+                c *= p  # P∘C
+                d *= p  # P∘D
+                score_mean[..., rs, :] += np.sum(c, axis=-1, keepdims=True)
+                shift_mean[..., rs, :] += np.sum(d, axis=-1, keepdims=True)
+                weighted[..., rs, :] += np.matmul(pair[..., :width], absv[..., None, keys, :])
+                if not prefix:
+                    counted = np.ones(sb.t.shape[-2:])
+                    if problem.fill is None and sb.hidden is not None:
+                        counted = counted * ~sb.hidden
+                    if sb.additive is not None:
+                        counted = counted * ~np.isneginf(sb.additive)
+                    sum_abs_v[..., rs, :] += np.matmul(counted, absv[..., keys, :])
+            dead[..., rs, :] = dead_block
+        o = both[..., :ev]
+        if problem.fully_masked_row == "nan" and dead.any():
+            o = np.where(dead, math.nan, o)
         vmax = np.max(problem.v, axis=-2, keepdims=True)
         vmin = np.min(problem.v, axis=-2, keepdims=True)
-        vrange = np.where(dead_all, 0.0, vmax - vmin)
-        vabs = np.where(dead_all, 0.0, np.maximum(np.abs(vmax), np.abs(vmin)))
+        vrange = np.where(dead, 0.0, vmax - vmin)
+        vabs = np.where(dead, 0.0, np.maximum(np.abs(vmax), np.abs(vmin)))
+    if keep_weights and weights is None:  # every key hidden by the causal rule
+        weights = np.zeros((*batch, n_rows, kv_len))
     terms: dict[str, FloatArray | float] = {
-        "score_weighted": score_w,
+        "score_weighted": weighted[..., 0, :, :],
         "score_mean": score_mean,
-        "shift_weighted": shift_w,
+        "shift_weighted": weighted[..., 1, :, :],
         "shift_mean": shift_mean,
         "score_max": score_max,
         "shift_max": shift_max,
@@ -693,64 +767,32 @@ def _attention_streaming(problem: AttentionProblem, rows: np.ndarray | None) -> 
         "n_keys": float(kv_len),
         "row_length": float(ev),
         "softcap": 0.0 if problem.softcap is None else float(problem.softcap),
-        "dead": dead_all.astype(np.float64),
+        "dead": dead.astype(np.float64),
     }
-    full_shape = (*batch, q_len, ev)
     return Reference(
-        value=o,
-        abs_value=absref,
+        value=np.ascontiguousarray(o),
+        abs_value=np.ascontiguousarray(both[..., ev:]),
         terms=terms,
-        rows=None if all_rows else tuple(int(i) for i in row_index),
-        full_shape=None if all_rows else full_shape,
+        weights=weights,
+        rows=None if rows is None else tuple(int(i) for i in row_index),
+        full_shape=None if rows is None else (*batch, q_len, ev),
     )
 
 
-def _attention_direct(problem: AttentionProblem) -> Reference:
-    """The reference over the whole (Lq, Lk) score matrix at once (see :func:`attention`)."""
-    setup = _materialized(problem)
-    with np.errstate(invalid="ignore", over="ignore"):
-        t = masked_scores(setup, xp=np)
-        o, p, dead = attention_core(setup, xp=np, scores=t)
-        o = np.asarray(o, dtype=np.float64)
-        p = np.asarray(p, dtype=np.float64)
-        absv = np.abs(setup.v)
-        pos = p > 0
-        c = abs(setup.scale) * np.matmul(np.abs(setup.q), np.swapaxes(np.abs(setup.k), -1, -2))
-        if setup.additive is not None:
-            c = c + np.where(np.isfinite(setup.additive), np.abs(setup.additive), 0.0)
-        if setup.fill is not None:
-            c = np.where(setup.visible, c, 0.0)  # a replaced score is exact
-        m = np.max(np.where(pos, t, -math.inf), axis=-1, keepdims=True)
-        d = np.where(pos, np.abs(t - m), 0.0)
-        pc = np.where(pos, p * c, 0.0)
-        pd = np.where(pos, p * d, 0.0)
-        vis = (setup.visible if setup.fill is None else np.ones_like(setup.visible)).astype(
-            np.float64
-        )
-        if setup.additive is not None:
-            vis = vis * (~np.isneginf(setup.additive))
-        # the convex-hull cap uses the spread of V over all keys (per batch/head and column)
-        vmax = np.max(setup.v, axis=-2, keepdims=True)
-        vmin = np.min(setup.v, axis=-2, keepdims=True)
-        vrange = np.where(dead, 0.0, vmax - vmin)
-        vabs = np.where(dead, 0.0, np.maximum(np.abs(vmax), np.abs(vmin)))
-    terms: dict[str, FloatArray | float] = {
-        "score_weighted": np.matmul(pc, absv),
-        "score_mean": np.sum(pc, axis=-1, keepdims=True),
-        "shift_weighted": np.matmul(pd, absv),
-        "shift_mean": np.sum(pd, axis=-1, keepdims=True),
-        "score_max": np.max(np.where(pos, c, 0.0), axis=-1, keepdims=True),
-        "shift_max": np.max(d, axis=-1, keepdims=True),
-        "sum_abs_v": np.matmul(vis, absv),
-        "v_range": vrange,
-        "max_abs_v": vabs,
-        "n_dot": float(setup.q.shape[-1]),
-        "n_keys": float(setup.k.shape[-2]),
-        "row_length": float(o.shape[-1]),
-        "softcap": 0.0 if setup.softcap is None else float(setup.softcap),
-        "dead": dead.astype(np.float64),
-    }
-    return Reference(value=o, abs_value=np.matmul(p, absv), terms=terms, weights=p)
+def _visible_abs_v_sums(problem: AttentionProblem, rows: np.ndarray) -> FloatArray:
+    """Σ_j |v_j| over the keys visible to each query row when only the causal rule can hide a
+    key (no additive mask; no boolean mask, or a finite fill that makes every key count):
+    prefix sums of |V| read at each row's last visible key. (..., len(rows), Ev)."""
+    absv = np.abs(problem.v)
+    batch = problem.score_shape[:-2]
+    if problem.causal_offset is None or problem.fill is not None:
+        total = np.sum(absv, axis=-2, keepdims=True)
+        return np.broadcast_to(total, (*batch, len(rows), absv.shape[-1])).copy()
+    prefix = np.concatenate(
+        [np.zeros((*absv.shape[:-2], 1, absv.shape[-1])), np.cumsum(absv, axis=-2)], axis=-2
+    )
+    count = np.clip(rows + problem.causal_offset + 1, 0, problem.kv_len)  # keys 0..i+offset
+    return np.broadcast_to(prefix[..., count, :], (*batch, len(rows), absv.shape[-1])).copy()
 
 
 # -- norms -------------------------------------------------------------------------------------
