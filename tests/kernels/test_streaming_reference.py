@@ -278,3 +278,57 @@ def test_rows_are_for_attention_only() -> None:
         kref.compute_component("softmax", {"x": np.ones((2, 3))}, rows=[0])
     with pytest.raises(ValueError, match="sampled"):
         kref.attention_reference(_long_args(8), conventions=CANONICAL, dtype="float64", rows="all")
+
+
+# -- the long-context regime ---------------------------------------------------------------------
+
+
+def _drawn_sizes(strategy: Any, examples: int = 40) -> list[tuple[int, int, int]]:
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    sizes: list[tuple[int, int, int]] = []
+
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def draw(args: dict[str, Any]) -> None:
+        q, k = args["q"], args["k"]
+        sizes.append((q.shape[-3], q.shape[-2], k.shape[-2]))
+        assert args["enable_gqa"] == (q.shape[-3] != k.shape[-3])
+        mask = args["attn_mask"]
+        assert mask is None or (mask.dtype == np.bool_ and mask[..., 0].all())
+
+    draw()
+    return sizes
+
+
+def test_long_context_lengths_follow_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transpec.oracle.engine import profiles
+    from transpec.oracle.kernels import strategies
+
+    assert 131072 in strategies.LONG_CONTEXT_LENGTHS
+    assert {257, 513, 65537, 1023} <= set(strategies.LONG_CONTEXT_LENGTHS)
+    monkeypatch.setattr(profiles, "_active", profiles.resolve("ci"))
+    ci = _drawn_sizes(strategies.long_context_inputs("float32"))
+    assert all(lk <= 600 and h * lq * lk <= 1 << 16 for h, lq, lk in ci)
+    assert max(lk for _, _, lk in ci) > 512  # past the 512 tile boundary
+    # the thorough profile's caps (drawn here with a small score budget to stay cheap)
+    monkeypatch.setattr(profiles, "_active", profiles.resolve("thorough", seed=1))
+    thorough = _drawn_sizes(strategies.long_context_inputs("float32", max_scores=1 << 18))
+    assert max(lk for _, _, lk in thorough) > 600
+    assert all(h * lq * lk <= max(1 << 18, h * lk) for h, lq, lk in thorough)
+
+
+def test_long_context_options_are_checked() -> None:
+    from transpec.oracle.kernels import strategies
+
+    with pytest.raises(ValueError, match="max_keys"):
+        strategies.long_context_inputs("float32", max_keys=0)
+    with pytest.raises(TypeError, match="max_scores"):
+        strategies.long_context_inputs("float32", max_scores=1.5)  # type: ignore[arg-type]
