@@ -24,9 +24,8 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-import pytest
-
 import calibrate
+import pytest
 
 
 def _env_list(name: str, default: str) -> list[str]:

@@ -573,29 +573,60 @@ class _ScoreBlock(NamedTuple):
 
     keys: slice
     t: FloatArray
-    hidden: np.ndarray | None  # True where a key is invisible (None: every key is visible)
+    hidden: np.ndarray | None  # True where a key is invisible (None: see ``causal_only``)
     additive: FloatArray | None
-    hard: np.ndarray | None  # True where T is -inf by the masks (None: nowhere)
+    live: np.ndarray  # (..., rows, 1): the row has a score that is not -inf by the masks
+    causal_only: bool  # the causal rule alone hid keys (T is -inf exactly there)
 
 
 def _score_block(
-    problem: AttentionProblem, q: FloatArray, rows: np.ndarray, keys: slice
+    problem: AttentionProblem,
+    q: FloatArray,
+    rows: np.ndarray,
+    keys: slice,
+    out: FloatArray | None = None,
 ) -> _ScoreBlock:
-    """T = where(visible, scale·q Kᵀ (softcapped) + A, fill or -inf) on one block."""
-    t = kernels.attention_scores(q, problem.k[..., keys, :], problem.scale, problem.softcap, xp=np)
+    """T = where(visible, S + A, fill or -inf) on one block, into ``out`` when given.
+
+    S is :func:`~transpec.oracle.kernels._kernels.attention_scores` computed in place
+    (scale·(q Kᵀ), then softcap·tanh(S/softcap): the same operations in the same order, hence
+    the same numbers). Where only the causal rule hides keys, each row's hidden keys are a
+    suffix of the block, filled row by row.
+    """
+    k_t = np.swapaxes(problem.k[..., keys, :], -1, -2)
+    t = np.matmul(q, k_t) if out is None else np.matmul(q, k_t, out=out)
+    t *= problem.scale
+    if problem.softcap is not None:
+        t /= problem.softcap
+        np.tanh(t, out=t)
+        t *= problem.softcap
     add = problem.additive_block(rows, keys)
     if add is not None:
         t += add
+    fill = -math.inf if problem.fill is None else problem.fill
+    offset = problem.causal_offset
+    width = keys.stop - keys.start
+    live_shape = (*t.shape[:-1], 1)
+    if problem.keep is None and add is None and offset is not None and problem.fill is None:
+        first_hidden = np.clip(rows + offset + 1 - keys.start, 0, width)  # per row
+        for r in np.flatnonzero(first_hidden < width):
+            t[..., r, first_hidden[r] :] = fill
+        live = np.broadcast_to((first_hidden > 0)[:, None], live_shape)
+        return _ScoreBlock(keys, t, None, None, live, True)
     hidden = problem.hidden_or_none(rows, keys)
     hard: np.ndarray | None = None
     if hidden is not None:
-        np.copyto(t, -math.inf if problem.fill is None else problem.fill, where=hidden)
+        np.copyto(t, fill, where=hidden)
         if problem.fill is None:
             hard = hidden
     if add is not None:
         neg = np.isneginf(add)
         hard = neg if hard is None else hard | neg
-    return _ScoreBlock(keys, t, hidden, add, hard)
+    if hard is None:
+        live = np.ones(live_shape, dtype=bool)
+    else:
+        live = ~np.all(np.broadcast_to(hard, t.shape), axis=-1, keepdims=True)
+    return _ScoreBlock(keys, t, hidden, add, live, False)
 
 
 #: the streaming reference keeps the score blocks of its first pass for the second while they
@@ -624,12 +655,13 @@ def _attention_blocks(
     rule hides keys). The scores of the first pass are kept for the second up to
     :data:`SCORE_CACHE` elements per block of rows. Blocks of keys that the causal rule hides
     from every row of the block (and no finite ``mask_fill`` replaces) contribute nothing and
-    are skipped. Every element-wise pass works in place on the block's own arrays.
+    are skipped. The element-wise passes work in place on buffers allocated once (fresh
+    allocations of large arrays cost more than the arithmetic).
     """
     q_len, kv_len = problem.q_len, problem.kv_len
     row_index = np.arange(q_len) if rows is None else rows
     n_rows = len(row_index)
-    row_step = n_rows if block is None else block
+    row_step = max(1, n_rows if block is None else block)
     key_step = kv_len if block is None else block
     batch = problem.score_shape[:-2]
     ev = problem.v.shape[-1]
@@ -654,6 +686,12 @@ def _attention_blocks(
     prefix = problem.additive is None and (problem.keep is None or problem.fill is not None)
     sum_abs_v = _visible_abs_v_sums(problem, row_index) if prefix else np.zeros(out_shape)
     batch_size = math.prod(batch)
+    rows_max = min(row_step, n_rows)
+    # work buffers, reused by every block: scores (when not kept), weights, [C, D], P > 0
+    t_buf = np.empty((*batch, rows_max, key_step))
+    p_buf = np.empty((*batch, rows_max, key_step))
+    pair_buf = np.empty((*batch, 2, rows_max, key_step))
+    pos_buf = np.empty((*batch, rows_max, key_step), dtype=bool)
 
     def hidden_block(block_rows: np.ndarray, keys: slice) -> bool:
         # the causal rule hides every key of the block from every row of it (-inf scores)
@@ -674,20 +712,20 @@ def _attention_blocks(
             cached = block is None or (
                 batch_size * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
             )
+            single = len(blocks) == 1
             cache: list[_ScoreBlock] = []
             # pass 1: row maximum and normalizer by the online-softmax merge; dead rows
             m = np.full((*batch, n_block, 1), -math.inf)
             ell = np.zeros_like(m)
             live = np.zeros(m.shape, dtype=bool)
             for keys in blocks:
-                sb = _score_block(problem, qb, block_rows, keys)
-                if sb.hard is None:
-                    live[...] = True
-                else:
-                    live |= ~np.all(np.broadcast_to(sb.hard, sb.t.shape), axis=-1, keepdims=True)
+                width = keys.stop - keys.start
+                out = None if cached and not single else t_buf[..., :n_block, :width]
+                sb = _score_block(problem, qb, block_rows, keys, out)
+                live |= sb.live
                 m_new = np.maximum(m, np.max(sb.t, axis=-1, keepdims=True))
                 shift = np.where(np.isneginf(m_new), 0.0, m_new)
-                e = np.subtract(sb.t, shift)
+                e = np.subtract(sb.t, shift, out=p_buf[..., :n_block, :width])
                 np.exp(e, out=e)
                 ell = ell * np.exp(m - shift) + np.sum(e, axis=-1, keepdims=True)
                 m = m_new
@@ -697,30 +735,35 @@ def _attention_blocks(
             shift = np.where(np.isneginf(m), 0.0, m)
             ell = np.where(dead_block, math.inf, ell)  # P = 0 on fully masked rows
             # pass 2: the weights and every term, block by block
-            pair = np.empty((*batch, 2, n_block, key_step))
             for i, keys in enumerate(blocks):
-                sb = cache[i] if cached else _score_block(problem, qb, block_rows, keys)
                 width = keys.stop - keys.start
-                p = np.subtract(sb.t, shift)
-                np.exp(p, out=p)
+                if cached:
+                    sb = cache[i]
+                else:
+                    sb = _score_block(problem, qb, block_rows, keys, t_buf[..., :n_block, :width])
+                p = p_buf[..., :n_block, :width]
+                if not single:  # with one block, pass 1 left exp(T - m) in the buffer
+                    np.subtract(sb.t, shift, out=p)
+                    np.exp(p, out=p)
                 p /= ell  # P = exp(T - m) / ℓ
-                not_pos = ~(p > 0)
+                pos = np.greater(p, 0.0, out=pos_buf[..., :n_block, :width])
                 both[..., rs, :] += np.matmul(p, v_both[..., keys, :])
                 if keep_weights and block is None:
-                    weights = p  # the one block is the whole matrix
+                    weights = p.copy()
                 elif weights is not None:
                     weights[..., rs, keys] = p
-                c = pair[..., 0, :, :width]
-                d = pair[..., 1, :, :width]
+                c = pair_buf[..., 0, :n_block, :width]
+                d = pair_buf[..., 1, :n_block, :width]
                 np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
-                np.copyto(d, 0.0, where=not_pos)
+                d *= pos  # NaN where T = -inf (inf·0) or the row is dead
+                np.fmax(d, 0.0, out=d)  # ... and those NaN to 0
                 np.matmul(absqb, absk_t[..., keys], out=c)
                 c *= scale_abs
                 if sb.additive is not None:
                     c += np.where(np.isfinite(sb.additive), np.abs(sb.additive), 0.0)
                 if problem.fill is not None and sb.hidden is not None:
                     np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
-                np.copyto(c, 0.0, where=not_pos)
+                c *= pos
                 np.maximum(
                     score_max[..., rs, :],
                     np.max(c, axis=-1, keepdims=True),
@@ -735,7 +778,8 @@ def _attention_blocks(
                 d *= p  # P∘D
                 score_mean[..., rs, :] += np.sum(c, axis=-1, keepdims=True)
                 shift_mean[..., rs, :] += np.sum(d, axis=-1, keepdims=True)
-                weighted[..., rs, :] += np.matmul(pair[..., :width], absv[..., None, keys, :])
+                pair = pair_buf[..., :n_block, :width]
+                weighted[..., rs, :] += np.matmul(pair, absv[..., None, keys, :])
                 if not prefix:
                     counted = np.ones(sb.t.shape[-2:])
                     if problem.fill is None and sb.hidden is not None:

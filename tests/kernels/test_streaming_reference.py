@@ -39,6 +39,7 @@ CONVENTIONS = (
         CANONICAL, causal_alignment="bottom_right", fully_masked_row="nan", gqa_mapping="tile"
     ),
     dataclasses.replace(CANONICAL, mask_fill=-1e4, bool_mask="ignore"),
+    dataclasses.replace(CANONICAL, mask_fill=-1.0),  # a fill whose weight does not vanish
 )
 
 
@@ -84,7 +85,9 @@ def _assert_same(streamed: kref.Reference, direct: kref.Reference) -> None:
         assert np.allclose(b_stream, b_direct, rtol=1e-12, atol=0), dtype
 
 
-@pytest.mark.parametrize("conventions", CONVENTIONS, ids=("canonical", "bottom_right", "fill"))
+@pytest.mark.parametrize(
+    "conventions", CONVENTIONS, ids=("canonical", "bottom_right", "fill", "fill_-1")
+)
 @pytest.mark.parametrize("causal", (False, True))
 def test_streaming_equals_direct(conventions: Any, causal: bool) -> None:
     rng = np.random.default_rng(7)
@@ -117,7 +120,9 @@ def test_streaming_large_logits_and_underflowing_weights() -> None:
         _assert_same(kref.attention(q, k, v, None, causal, streaming=True), direct)
 
 
-@pytest.mark.parametrize("conventions", CONVENTIONS, ids=("canonical", "bottom_right", "fill"))
+@pytest.mark.parametrize(
+    "conventions", CONVENTIONS, ids=("canonical", "bottom_right", "fill", "fill_-1")
+)
 def test_rows_are_the_rows_of_the_whole_reference(conventions: Any) -> None:
     rng = np.random.default_rng(11)
     q = rng.standard_normal((2, 4, 30, 6))
