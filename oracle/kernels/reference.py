@@ -650,7 +650,7 @@ def _attention_blocks(
     ``spec/proofs.py``), and which rows are fully masked. With (m_i, ℓ_i) final, every weight
     P_ij = exp(T_ij - m_i)/ℓ_i is the direct one and every term of the tolerance model is a sum
     or a maximum over keys of per-key quantities: the second pass adds them block by block
-    (O and P|V| in one product with [V, |V|]; (P∘C)|V| and (P∘D)|V| in one with |V|; Σ P C,
+    (O and P|V| in one product with [V, |V|]; (P∘C)|V|, (P∘D)|V|; Σ P C,
     Σ P D, max C, max D; Σ|v| over visible keys, from prefix sums of |V| when only the causal
     rule hides keys). The scores of the first pass are kept for the second up to
     :data:`SCORE_CACHE` elements per block of rows. Blocks of keys that the causal rule hides
@@ -673,7 +673,8 @@ def _attention_blocks(
     out_shape = (*batch, n_rows, ev)
     row_shape = (*batch, n_rows, 1)
     both = np.zeros((*batch, n_rows, 2 * ev))  # [O, P|V|]
-    weighted = np.zeros((*batch, 2, n_rows, ev))  # [(P∘C)|V|, (P∘D)|V|]
+    score_w = np.zeros(out_shape)  # (P∘C)|V|
+    shift_w = np.zeros(out_shape)  # (P∘D)|V|
     score_mean = np.zeros(row_shape)
     shift_mean = np.zeros(row_shape)
     score_max = np.zeros(row_shape)
@@ -687,11 +688,14 @@ def _attention_blocks(
     sum_abs_v = _visible_abs_v_sums(problem, row_index) if prefix else np.zeros(out_shape)
     batch_size = math.prod(batch)
     rows_max = min(row_step, n_rows)
-    # work buffers, reused by every block: scores (when not kept), weights, [C, D], P > 0
-    t_buf = np.empty((*batch, rows_max, key_step))
-    p_buf = np.empty((*batch, rows_max, key_step))
-    pair_buf = np.empty((*batch, 2, rows_max, key_step))
-    pos_buf = np.empty((*batch, rows_max, key_step), dtype=bool)
+    # work buffers, reused by every block (as contiguous views of the block's shape): scores
+    # (when not kept), weights, C, D, P > 0
+    size = batch_size * rows_max * key_step
+    t_buf, p_buf, c_buf, d_buf = (np.empty(size) for _ in range(4))
+    pos_buf = np.empty(size, dtype=bool)
+
+    def view(buf: np.ndarray, n_block: int, width: int) -> np.ndarray:
+        return buf[: batch_size * n_block * width].reshape(*batch, n_block, width)
 
     def hidden_block(block_rows: np.ndarray, keys: slice) -> bool:
         # the causal rule hides every key of the block from every row of it (-inf scores)
@@ -720,12 +724,12 @@ def _attention_blocks(
             live = np.zeros(m.shape, dtype=bool)
             for keys in blocks:
                 width = keys.stop - keys.start
-                out = None if cached and not single else t_buf[..., :n_block, :width]
+                out = None if cached and not single else view(t_buf, n_block, width)
                 sb = _score_block(problem, qb, block_rows, keys, out)
                 live |= sb.live
                 m_new = np.maximum(m, np.max(sb.t, axis=-1, keepdims=True))
                 shift = np.where(np.isneginf(m_new), 0.0, m_new)
-                e = np.subtract(sb.t, shift, out=p_buf[..., :n_block, :width])
+                e = np.subtract(sb.t, shift, out=view(p_buf, n_block, width))
                 np.exp(e, out=e)
                 ell = ell * np.exp(m - shift) + np.sum(e, axis=-1, keepdims=True)
                 m = m_new
@@ -740,20 +744,20 @@ def _attention_blocks(
                 if cached:
                     sb = cache[i]
                 else:
-                    sb = _score_block(problem, qb, block_rows, keys, t_buf[..., :n_block, :width])
-                p = p_buf[..., :n_block, :width]
+                    sb = _score_block(problem, qb, block_rows, keys, view(t_buf, n_block, width))
+                p = view(p_buf, n_block, width)
                 if not single:  # with one block, pass 1 left exp(T - m) in the buffer
                     np.subtract(sb.t, shift, out=p)
                     np.exp(p, out=p)
                 p /= ell  # P = exp(T - m) / ℓ
-                pos = np.greater(p, 0.0, out=pos_buf[..., :n_block, :width])
+                pos = np.greater(p, 0.0, out=view(pos_buf, n_block, width))
                 both[..., rs, :] += np.matmul(p, v_both[..., keys, :])
                 if keep_weights and block is None:
                     weights = p.copy()
                 elif weights is not None:
                     weights[..., rs, keys] = p
-                c = pair_buf[..., 0, :n_block, :width]
-                d = pair_buf[..., 1, :n_block, :width]
+                c = view(c_buf, n_block, width)
+                d = view(d_buf, n_block, width)
                 np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
                 d *= pos  # NaN where T = -inf (inf·0) or the row is dead
                 np.fmax(d, 0.0, out=d)  # ... and those NaN to 0
@@ -778,8 +782,8 @@ def _attention_blocks(
                 d *= p  # P∘D
                 score_mean[..., rs, :] += np.sum(c, axis=-1, keepdims=True)
                 shift_mean[..., rs, :] += np.sum(d, axis=-1, keepdims=True)
-                pair = pair_buf[..., :n_block, :width]
-                weighted[..., rs, :] += np.matmul(pair, absv[..., None, keys, :])
+                score_w[..., rs, :] += np.matmul(c, absv[..., keys, :])
+                shift_w[..., rs, :] += np.matmul(d, absv[..., keys, :])
                 if not prefix:
                     counted = np.ones(sb.t.shape[-2:])
                     if problem.fill is None and sb.hidden is not None:
@@ -798,9 +802,9 @@ def _attention_blocks(
     if keep_weights and weights is None:  # every key hidden by the causal rule
         weights = np.zeros((*batch, n_rows, kv_len))
     terms: dict[str, FloatArray | float] = {
-        "score_weighted": weighted[..., 0, :, :],
+        "score_weighted": score_w,
         "score_mean": score_mean,
-        "shift_weighted": weighted[..., 1, :, :],
+        "shift_weighted": shift_w,
         "shift_mean": shift_mean,
         "score_max": score_max,
         "shift_max": shift_max,

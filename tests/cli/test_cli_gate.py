@@ -74,7 +74,7 @@ REPORTS = ["--json", "r.json", "--junit", "r.xml"]
 @pytest.mark.parametrize(
     ("argv", "reason"),
     [
-        (["cli_hostile_fixtures:Misnamed"], "no verdict ran: all 210 were skipped"),
+        (["cli_hostile_fixtures:Misnamed"], "no verdict ran: all 213 were skipped"),
         (
             ["cli_hostile_fixtures:DeclaresCuda", "--device", "cuda", "--component", "softmax"],
             "device cuda is not available on this machine",
