@@ -609,8 +609,11 @@ def _score_block(
     live_shape = (*t.shape[:-1], 1)
     if problem.keep is None and add is None and offset is not None and problem.fill is None:
         first_hidden = np.clip(rows + offset + 1 - keys.start, 0, width)  # per row
-        for r in np.flatnonzero(first_hidden < width):
-            t[..., r, first_hidden[r] :] = fill
+        if width < 128:  # short rows: one masked copy costs less than a loop over rows
+            np.copyto(t, fill, where=np.arange(width)[None, :] >= first_hidden[:, None])
+        else:
+            for r in np.flatnonzero(first_hidden < width):
+                t[..., r, first_hidden[r] :] = fill
         live = np.broadcast_to((first_hidden > 0)[:, None], live_shape)
         return _ScoreBlock(keys, t, None, None, live, True)
     hidden = problem.hidden_or_none(rows, keys)
