@@ -91,7 +91,7 @@ def attention_rows(sizes: list[tuple[int, int, int, int]], repeat: int) -> list[
         flops = 4.0 * b * h * n * n * d
         line = (
             f"attention (B,H,L,E)=({b},{h},{n},{d}) causal  value+bound {t_ref:8.1f} ms   "
-            f"(one block {t_one:8.1f} ms)   2 matmuls {t_floor:7.1f} ms   "
+            f"(whole matrix {t_one:8.1f} ms)   2 matmuls {t_floor:7.1f} ms   "
             f"ratio to matmuls {t_ref / t_floor:5.2f}"
         )
         if math_sdpa is not None:

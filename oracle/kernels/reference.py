@@ -470,6 +470,9 @@ def attention_core(
 #: up to this many score elements (B·H·Lq·Lk; 32 MiB) :func:`attention` also returns the
 #: weights P (an array of the score shape); above it, memory stays linear in the lengths
 STREAMING_THRESHOLD = 1 << 22
+#: up to this many score elements :func:`attention` computes the whole matrix at once (fewer
+#: array operations: the fastest for the small inputs of most properties); above, in blocks
+DIRECT_LIMIT = 1 << 20
 #: rows and keys per block: the temporaries are a few (B·H, STREAM_BLOCK, STREAM_BLOCK)
 #: float64 arrays (2 MiB each per head)
 STREAM_BLOCK = 512
@@ -505,13 +508,15 @@ def attention(
     ``Reference.full_shape`` the shape of the whole output. Query rows are independent, so
     each is exactly the corresponding row of the whole reference.
 
-    The computation runs over blocks of :data:`STREAM_BLOCK` query rows and keys
-    (:func:`_attention_blocks`: the online-softmax merge for each row's maximum and
-    normalizer, then every term block by block), in O(Lq·(E + Ev) + block²) memory per head,
-    plus the weights P (``Reference.weights``, (..., Hq, Lq, Lk)) when the score matrix has at
-    most :data:`STREAMING_THRESHOLD` elements. ``streaming``: True never keeps the weights;
-    False computes the whole score matrix as one block (with the weights, whatever its size).
-    All three give the same value and terms up to float64 rounding.
+    Up to :data:`DIRECT_LIMIT` score elements the whole score matrix is computed at once
+    (:func:`_attention_direct`); above, the computation runs over blocks of
+    :data:`STREAM_BLOCK` query rows and keys (:func:`_attention_blocks`: the online-softmax
+    merge for each row's maximum and normalizer, then every term block by block), in
+    O(Lq·(E + Ev) + block²) memory per head, plus the weights P (``Reference.weights``,
+    (..., Hq, Lq, Lk)) when the score matrix has at most :data:`STREAMING_THRESHOLD` elements.
+    ``streaming``: True always streams and never keeps the weights; False always computes the
+    whole matrix at once (with the weights, whatever its size). All give the same value and
+    terms up to float64 rounding.
 
     ``abs_value`` = P|V|. Terms (shapes broadcast to the output):
 
@@ -538,9 +543,10 @@ def _attention_of(problem: AttentionProblem, rows: Any, streaming: bool | None) 
         if streaming is False:
             raise ValueError("attention: rows are computed by the streaming reference")
         return _attention_blocks(problem, query_rows(rows, problem.q_len), STREAM_BLOCK)
-    if streaming is False:
-        return _attention_blocks(problem, None, None, keep_weights=True)
-    small = math.prod(problem.score_shape) <= STREAMING_THRESHOLD
+    size = math.prod(problem.score_shape)
+    if streaming is False or (streaming is None and size <= DIRECT_LIMIT):
+        return _attention_direct(problem)
+    small = size <= STREAMING_THRESHOLD
     return _attention_blocks(problem, None, STREAM_BLOCK, keep_weights=small and not streaming)
 
 
@@ -566,6 +572,60 @@ def query_rows(rows: Any, q_len: int) -> np.ndarray:
             f"{int(idx.min())}..{int(idx.max())}"
         )
     return np.where(idx < 0, idx + q_len, idx)
+
+
+def _attention_direct(problem: AttentionProblem) -> Reference:
+    """The reference over the whole (Lq, Lk) score matrix at once, by the generated kernels
+    (:func:`attention_core`: softmax(T) V) and whole-matrix masks; the weights P kept.
+
+    The few array operations it takes make it the fastest for small problems (at most
+    :data:`DIRECT_LIMIT` score elements); :func:`_attention_blocks` computes the same value
+    and terms over blocks (the tests hold the two to each other).
+    """
+    setup = _materialized(problem)
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = masked_scores(setup, xp=np)
+        o, p, dead = attention_core(setup, xp=np, scores=t)
+        o = np.asarray(o, dtype=np.float64)
+        p = np.asarray(p, dtype=np.float64)
+        absv = np.abs(setup.v)
+        pos = p > 0
+        c = abs(setup.scale) * np.matmul(np.abs(setup.q), np.swapaxes(np.abs(setup.k), -1, -2))
+        if setup.additive is not None:
+            c = c + np.where(np.isfinite(setup.additive), np.abs(setup.additive), 0.0)
+        if setup.fill is not None:
+            c = np.where(setup.visible, c, 0.0)  # a replaced score is exact
+        m = np.max(np.where(pos, t, -math.inf), axis=-1, keepdims=True)
+        d = np.where(pos, np.abs(t - m), 0.0)
+        pc = np.where(pos, p * c, 0.0)
+        pd = np.where(pos, p * d, 0.0)
+        vis = (setup.visible if setup.fill is None else np.ones_like(setup.visible)).astype(
+            np.float64
+        )
+        if setup.additive is not None:
+            vis = vis * (~np.isneginf(setup.additive))
+        # the convex-hull cap uses the spread of V over all keys (per batch/head and column)
+        vmax = np.max(setup.v, axis=-2, keepdims=True)
+        vmin = np.min(setup.v, axis=-2, keepdims=True)
+        vrange = np.where(dead, 0.0, vmax - vmin)
+        vabs = np.where(dead, 0.0, np.maximum(np.abs(vmax), np.abs(vmin)))
+    terms: dict[str, FloatArray | float] = {
+        "score_weighted": np.matmul(pc, absv),
+        "score_mean": np.sum(pc, axis=-1, keepdims=True),
+        "shift_weighted": np.matmul(pd, absv),
+        "shift_mean": np.sum(pd, axis=-1, keepdims=True),
+        "score_max": np.max(np.where(pos, c, 0.0), axis=-1, keepdims=True),
+        "shift_max": np.max(d, axis=-1, keepdims=True),
+        "sum_abs_v": np.matmul(vis, absv),
+        "v_range": vrange,
+        "max_abs_v": vabs,
+        "n_dot": float(setup.q.shape[-1]),
+        "n_keys": float(setup.k.shape[-2]),
+        "row_length": float(o.shape[-1]),
+        "softcap": 0.0 if setup.softcap is None else float(setup.softcap),
+        "dead": dead.astype(np.float64),
+    }
+    return Reference(value=o, abs_value=np.matmul(p, absv), terms=terms, weights=p)
 
 
 class _ScoreBlock(NamedTuple):
@@ -640,12 +700,12 @@ SCORE_CACHE = 1 << 23
 def _attention_blocks(
     problem: AttentionProblem,
     rows: np.ndarray | None,
-    block: int | None,
+    block: int,
     *,
     keep_weights: bool = False,
 ) -> Reference:
     """The value and every term of :func:`attention` over blocks of ``block`` query rows and
-    keys (None: one block of everything); ``keep_weights``: also the weights P, (..., Lq, Lk).
+    keys; ``keep_weights``: also the weights P, (..., Lq, Lk).
 
     For each block of rows, a first pass over the key blocks computes the row maximum m_i and
     the normalizer ℓ_i = Σ_j exp(T_ij - m_i) by the online-softmax merge
@@ -664,8 +724,7 @@ def _attention_blocks(
     q_len, kv_len = problem.q_len, problem.kv_len
     row_index = np.arange(q_len) if rows is None else rows
     n_rows = len(row_index)
-    row_step = max(1, n_rows if block is None else block)
-    key_step = kv_len if block is None else block
+    row_step = key_step = block
     batch = problem.score_shape[:-2]
     ev = problem.v.shape[-1]
     q_sel = problem.q if rows is None else problem.q[..., row_index, :]
@@ -683,7 +742,7 @@ def _attention_blocks(
     score_max = np.zeros(row_shape)
     shift_max = np.zeros(row_shape)
     dead = np.zeros(row_shape, dtype=bool)
-    weights = np.zeros((*batch, n_rows, kv_len)) if keep_weights and block is not None else None
+    weights = np.zeros((*batch, n_rows, kv_len)) if keep_weights else None
     scale_abs = abs(problem.scale)
     key_blocks = [slice(j, min(j + key_step, kv_len)) for j in range(0, kv_len, key_step)]
     # Σ_j |v_j| over visible keys: by prefix sums when only the causal rule can hide a key
@@ -716,9 +775,7 @@ def _attention_blocks(
             n_block = len(block_rows)
             qb, absqb = q_sel[..., rs, :], absq[..., rs, :]
             blocks = [keys for keys in key_blocks if not hidden_block(block_rows, keys)]
-            cached = block is None or (
-                batch_size * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
-            )
+            cached = batch_size * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
             single = len(blocks) == 1
             cache: list[_ScoreBlock] = []
             # pass 1: row maximum and normalizer by the online-softmax merge; dead rows
@@ -755,9 +812,7 @@ def _attention_blocks(
                 p /= ell  # P = exp(T - m) / ℓ
                 pos = np.greater(p, 0.0, out=view(pos_buf, n_block, width))
                 both[..., rs, :] += np.matmul(p, v_both[..., keys, :])
-                if keep_weights and block is None:
-                    weights = p.copy()
-                elif weights is not None:
+                if weights is not None:
                     weights[..., rs, keys] = p
                 c = view(c_buf, n_block, width)
                 d = view(d_buf, n_block, width)
@@ -802,8 +857,6 @@ def _attention_blocks(
         vmin = np.min(problem.v, axis=-2, keepdims=True)
         vrange = np.where(dead, 0.0, vmax - vmin)
         vabs = np.where(dead, 0.0, np.maximum(np.abs(vmax), np.abs(vmin)))
-    if keep_weights and weights is None:  # every key hidden by the causal rule
-        weights = np.zeros((*batch, n_rows, kv_len))
     terms: dict[str, FloatArray | float] = {
         "score_weighted": score_w,
         "score_mean": score_mean,

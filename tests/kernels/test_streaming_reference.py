@@ -173,11 +173,15 @@ def test_rows_need_the_streaming_reference() -> None:
         kref.attention(q, q, q, streaming="yes")  # type: ignore[arg-type]
 
 
-def test_streaming_is_automatic_above_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streaming_is_automatic_above_the_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     q = np.random.default_rng(0).standard_normal((1, 2, 10, 4))
-    assert kref.attention(q, q, q).weights is not None
-    monkeypatch.setattr(kref, "STREAMING_THRESHOLD", 199)
-    assert kref.attention(q, q, q).weights is None
+    direct = kref.attention(q, q, q, is_causal=True)
+    assert direct.weights is not None
+    monkeypatch.setattr(kref, "DIRECT_LIMIT", 199)  # blocks, the weights still kept
+    blocked = kref.attention(q, q, q, is_causal=True)
+    assert blocked.weights is not None and np.allclose(blocked.weights, direct.weights)
+    monkeypatch.setattr(kref, "STREAMING_THRESHOLD", 199)  # blocks, no (Lq, Lk) array
+    assert kref.attention(q, q, q, is_causal=True).weights is None
 
 
 def test_streaming_memory_is_linear_in_the_length(monkeypatch: pytest.MonkeyPatch) -> None:
