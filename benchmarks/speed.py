@@ -4,12 +4,13 @@ Prints, side by side and as ratios:
 
 * attention (causal, float64): the reference's value plus its tolerance bound (what judging
   one output costs), against torch's float64 math SDPA (``SDPBackend.MATH``) and against the
-  two bare matrix products Q Kᵀ and P V (the BLAS floor), at L = 512, 1024, 2048;
+  two bare matrix products Q Kᵀ and P V (the BLAS floor), at L = 256, 512, 1024, 2048;
 * the norms against one read+write pass; the high-precision (mpmath) reference on a small
   input; what ``import transpec`` costs and pulls in;
 * with ``--long``: the long-context targets, each in a fresh subprocess that reports its own
-  peak resident memory (``resource.getrusage(...).ru_maxrss``) and time: causal attention, one
-  head, E = 128, judged on sampled rows at L = 131,072 and in full at L = 16,384. "Judged"
+  peak resident memory (``VmHWM`` of ``/proc/self/status``, else ``ru_maxrss``) and time:
+  causal attention, one head, E = 128, judged on sampled rows at L = 131,072 and in full at
+  L = 16,384. "Judged"
   is the oracle's side: the float64 reference of the judged rows, their tolerance bound, and
   the comparison with an implementation's output on those rows (torch float32 SDPA of the
   judged query rows against every key, which equals those rows of the whole output).
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -154,7 +156,7 @@ def judge_long(length: int, rows: str) -> dict[str, float]:
     t_impl = time.perf_counter() - t_impl_start
     verdict = compare(out, ref, bound)
     seconds = time.perf_counter() - start - t_impl
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    peak = _peak_rss_gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {
         "seconds": seconds,
         "reference_seconds": t_ref,
@@ -163,6 +165,19 @@ def judge_long(length: int, rows: str) -> dict[str, float]:
         "rows": float(len(index)),
         "ratio": float(verdict.ratio),
     }
+
+
+def _peak_rss_gib(maxrss_gib: float) -> float:
+    """This process's peak resident memory: VmHWM of /proc/self/status where there is one
+    (ru_maxrss survives exec on Linux, so a child started by a large parent reports the
+    parent's peak), else ``maxrss_gib``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB -> GiB
+    except OSError:
+        pass
+    return maxrss_gib
 
 
 def long_rows() -> list[str]:
