@@ -16,6 +16,10 @@ below 1 (say < 1e-3) means the bound is looser than anything a correct kernel ne
 
     python benchmarks/calibrate.py                      # 10,000 cases per adapter and dtype
     python benchmarks/calibrate.py --cases 2000 --jobs 2 --json calibration.json
+    python benchmarks/calibrate.py --merge calibration-rows   # rows of a campaign run by pytest
+
+Across processes and hosts, the same rows are pytest items (``benchmarks/calibration_campaign.py``,
+spread by pytest-xdist: docs/scaleout.md); ``--merge`` prints their table.
 """
 
 from __future__ import annotations
@@ -138,6 +142,24 @@ def _job(job: tuple[str, str, str, int, int]) -> Row:
     return _sample(*job)
 
 
+def _merged(directory: Path) -> list[Row]:
+    """The rows a campaign saved (one JSON file per shard), summed per adapter, component
+    and dtype."""
+    merged: dict[tuple[str, str, str], Row] = {}
+    for path in sorted(directory.glob("*.json")):
+        data = json.loads(path.read_text())
+        key = (data["adapter"], data["component"], data["dtype"])
+        row = merged.setdefault(key, Row(*key))
+        for name in ("cases", "rejected", "false_alarms", "failures", "stat_cases"):
+            setattr(row, name, getattr(row, name) + int(data[name]))
+        row.stat_false_alarms += int(data["stat_false_alarms"])
+        row.seconds += float(data["seconds"])
+        row.ratios += [float(r) for r in data["ratios"]]
+        row.stat_ratios += [float(r) for r in data["stat_ratios"]]
+        row.worst = row.worst or data["worst"]
+    return list(merged.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -151,20 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=20260)
     parser.add_argument("--json", default="")
+    parser.add_argument(
+        "--merge", default="", metavar="DIR", help="print the table of the rows saved in DIR"
+    )
     args = parser.parse_args(argv)
 
     from transpec.adapters.registry import load_adapter
 
     components = [c for c in args.components.split(",") if c]
     per_component = max(1, args.cases // len(components))
-    jobs = []
-    for name in [a for a in args.adapters.split(",") if a]:
-        for dtype in load_adapter(name).dtypes:
-            for component in components:
-                jobs.append((name, component, dtype, per_component, args.seed))
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        rows = list(pool.map(_job, jobs))
+    if args.merge:
+        rows = _merged(Path(args.merge))
+        per_component = max((r.cases for r in rows), default=0)
+    else:
+        jobs = []
+        for name in [a for a in args.adapters.split(",") if a]:
+            for dtype in load_adapter(name).dtypes:
+                for component in components:
+                    jobs.append((name, component, dtype, per_component, args.seed))
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            rows = list(pool.map(_job, jobs))
     wall = time.perf_counter() - start
 
     for (name, component), (why, _) in EXCLUDED.items():

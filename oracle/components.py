@@ -197,10 +197,15 @@ class Component:
         conventions: Any,
         dtype: str = "float64",
         semantics: Any = None,
+        rows: Any = None,
     ) -> Any:
-        """The float64 reference on ``args`` (see the protocol in the module docstring)."""
+        """The float64 reference on ``args`` (see the protocol in the module docstring).
+
+        ``rows``: the query rows to compute (attention only: indices or ``"sampled"``); passed
+        on only when given, so families without rows keep the protocol's signature."""
+        extra = {} if rows is None else {"rows": rows}
         return self._function("reference")(
-            self.name, args, conventions=conventions, dtype=dtype, semantics=semantics
+            self.name, args, conventions=conventions, dtype=dtype, semantics=semantics, **extra
         )
 
     def compute_tolerance(self, reference: Any, dtype: str, precision: Any) -> Any:

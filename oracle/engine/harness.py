@@ -240,6 +240,12 @@ def _frozen_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _full_shape(reference: Reference) -> tuple[int, ...]:
+    """The shape the implementation must return: the whole output, also when only some rows
+    of it are judged (``reference.rows``)."""
+    return tuple(reference.full_shape or np.shape(reference.value))
+
+
 def check_shape(component: str, output: np.ndarray, shape: tuple[int, ...]) -> None:
     """:class:`ImplementationFailure` ``"shape"`` unless ``output`` has the reference's shape."""
     if tuple(output.shape) != tuple(shape):
@@ -594,21 +600,22 @@ class Harness:
             check_shape(component, out, shape)
         return out
 
-    def reference(self, component: str, sent: Mapping[str, Any]) -> Reference:
+    def reference(self, component: str, sent: Mapping[str, Any], *, rows: Any = None) -> Reference:
         """The float64 reference on the arguments as sent, under the declared conventions.
 
         Layer components take the path-dependent semantics an adapter declares through an
         optional ``layer_semantics(component, args)`` (:meth:`Adapter.layer_semantics`), which
-        is handed a copy of the arguments."""
+        is handed a copy of the arguments. ``rows``: the query rows to judge (attention:
+        indices or ``"sampled"``; see :meth:`call`)."""
         record = registry.get(component)
         semantics = None
         if record.takes_params:
             semantics = self.adapter.layer_semantics(component, copy_arguments(sent))
         return record.compute_reference(
-            sent, conventions=self.conventions, dtype=self.dtype, semantics=semantics
+            sent, conventions=self.conventions, dtype=self.dtype, semantics=semantics, rows=rows
         )
 
-    def call(self, component: str, args: Mapping[str, Any]) -> Call:
+    def call(self, component: str, args: Mapping[str, Any], *, rows: Any = None) -> Call:
         """Round ``args`` (canonical meaning), call the implementation, check, add the reference.
 
         The reference and the tolerance are computed before the call, on the harness's own
@@ -623,6 +630,13 @@ class Harness:
         holds what the implementation received. ``enable_gqa`` is not passed at all to a
         method that takes no such argument. Raises :class:`ImplementationFailure` when no
         usable array comes back.
+
+        ``rows`` (attention): judge only these query rows (indices, or ``"sampled"`` for the
+        rows :func:`transpec.oracle.kernels.reference.sampled_rows` chooses; above
+        :data:`~transpec.oracle.kernels.reference.SAMPLING_THRESHOLD` score elements the
+        reference samples them by itself). The implementation still runs on the whole input and
+        must return the whole output; ``Call.output`` then holds the judged rows, in the order
+        of ``Call.reference.rows``.
         """
         record = registry.get(component)
         lowered = (
@@ -645,19 +659,21 @@ class Harness:
                 drop_enable_gqa=drop,
             )
             sent = _frozen_values(sent)
-            reference = self.reference(component, sent)
+            reference = self.reference(component, sent, rows=rows)
             tol = self.tolerance(component, reference)
-            check_shape(component, output, tuple(np.shape(reference.value)))
+            check_shape(component, output, _full_shape(reference))
         else:
             native, sent, watch = self._prepare(component, encoded)
             if drop:
                 del native["enable_gqa"]
-            reference = self.reference(component, sent)
+            reference = self.reference(component, sent, rows=rows)
             tol = self.tolerance(component, reference)
             result = self.invoke(component, native)
             self.check_conventions(component)
             watch.untouched(component, self.adapter)
-            output = self.convert_output(component, result, tuple(np.shape(reference.value)))
+            output = self.convert_output(component, result, _full_shape(reference))
+        if reference.rows is not None:
+            output = output[..., list(reference.rows), :]
         rounded = self.decode(component, sent)
         if lowered:
             rounded = self._regroup(rounded, kv_heads)
@@ -703,11 +719,28 @@ class Harness:
         result = compare(call.output, call.reference, call.tolerance)
         if not result.passed:
             prefix = f"{what}: " if what else ""
+            worst, judged = result.worst, ""
+            rows = call.reference.rows
+            if rows is not None:
+                full = call.reference.full_shape or ()
+                judged = f" (judged {len(rows)} of {full[-2]} query rows)"
+                if worst is not None:
+                    from transpec.oracle.kernels.rows import compact
+
+                    index = (*worst.index[:-2], rows[worst.index[-2]], worst.index[-1])
+                    worst = dataclasses.replace(
+                        worst,
+                        index=index,
+                        derivation=f"{worst.derivation}; judged query rows {compact(rows)}",
+                    )
             raise PropertyViolation(
-                f"{prefix}{result.message}",
-                worst=result.worst,
+                f"{prefix}{result.message}{judged}",
+                worst=worst,
                 ratio=float(result.ratio),
-                details={"nonfinite_mismatch": getattr(result, "nonfinite_mismatch", 0)},
+                details={
+                    "nonfinite_mismatch": getattr(result, "nonfinite_mismatch", 0),
+                    "judged_rows": None if rows is None else list(rows),
+                },
             )
         return float(result.ratio)
 

@@ -36,6 +36,11 @@ CI_MAX_EXAMPLES = 12
 THOROUGH_MAX_EXAMPLES = 300
 #: where the ``thorough`` profile keeps the examples that failed
 DATABASE_DIR = ".hypothesis/transpec"
+#: the long-context regime of attention per profile: the longest key sequence and the most
+#: score elements (B·Hq·Lq·Lk) of one example. ``ci`` keeps it a few milliseconds per example
+#: (still past the 256 and 512 tile boundaries); ``thorough`` reaches 128k keys.
+LONG_CONTEXT_MAX_KEYS: dict[str, int] = {"ci": 600, "thorough": 131072}
+LONG_CONTEXT_MAX_SCORES: dict[str, int] = {"ci": 1 << 14, "thorough": 1 << 30}
 
 
 def ci_environment() -> bool:
@@ -89,6 +94,16 @@ def resolve(
     )
 
 
+_active: Profile | None = None
+
+
+def active() -> Profile:
+    """The profile of the run under way: the last one :func:`hypothesis_settings` was built
+    for (the ``ci`` profile before any). Strategies whose size depends on the profile (the
+    long-context regime) read it when they draw."""
+    return _active if _active is not None else resolve("ci")
+
+
 def case_seed(profile: Profile, *parts: str) -> int:
     """The seed of one (component, property, dtype, device): a hash of the run seed and names."""
     text = "\x1f".join((str(profile.seed), *parts))
@@ -96,9 +111,13 @@ def case_seed(profile: Profile, *parts: str) -> int:
 
 
 def hypothesis_settings(profile: Profile) -> Any:
-    """A ``hypothesis.settings`` object for one property under ``profile``."""
+    """A ``hypothesis.settings`` object for one property under ``profile`` (which becomes the
+    :func:`active` one)."""
     from hypothesis import HealthCheck, Phase, Verbosity, settings
     from hypothesis.database import DirectoryBasedExampleDatabase
+
+    global _active
+    _active = profile
 
     database = DirectoryBasedExampleDatabase(profile.database) if profile.database else None
     return settings(

@@ -657,6 +657,15 @@ def _attention_properties() -> tuple[Property, ...]:
         ),
         Property(
             _ATT,
+            "long_context",
+            "equivalence on long sequences (up to 128k keys in the thorough profile), judged "
+            "exactly on sampled query rows: tile boundaries, causal frontier, padding edges",
+            _strategy(strat.long_context_inputs),
+            _check_long_context,
+            app,
+        ),
+        Property(
+            _ATT,
             "gqa",
             "enable_gqa equals the implementation's own output on K/V repeated per the "
             "declared head mapping",
@@ -665,6 +674,13 @@ def _attention_properties() -> tuple[Property, ...]:
             _gqa_applies,
         ),
     )
+
+
+def _check_long_context(harness: Harness, args: Args) -> float:
+    """Equivalence on the query rows :func:`~transpec.oracle.kernels.reference.sampled_rows`
+    chooses (tile boundaries, causal frontier, padding edges, first/last, random); the
+    implementation runs on the whole input."""
+    return harness.assert_equivalent(harness.call(_ATT, args, rows="sampled"))
 
 
 def _norm_properties(

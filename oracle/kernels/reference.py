@@ -32,10 +32,12 @@ batch/head dims is accepted.
 
 from __future__ import annotations
 
+import inspect
 import math
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -54,13 +56,17 @@ class Reference:
     ``value``: the float64 reference. ``abs_value``: the componentwise absolute-value reference
     (same shape; see the module docstring). ``terms``: named per-element quantities (arrays
     broadcastable to ``value``, or plain numbers). ``weights``: the attention probabilities
-    (shape (..., Hq, Lq, Lk)) when the block computes them.
+    (shape (..., Hq, Lq, Lk)) when the block computes them. ``rows``: when the reference
+    holds only some query rows (axis -2 of the output), their indices, and ``full_shape`` the
+    shape of the whole output; None when it holds every row.
     """
 
     value: FloatArray
     abs_value: FloatArray
     terms: Mapping[str, FloatArray | float] = field(default_factory=dict)
     weights: FloatArray | None = None
+    rows: tuple[int, ...] | None = None
+    full_shape: tuple[int, ...] | None = None
 
 
 # -- argument checking -------------------------------------------------------------------------
@@ -172,6 +178,76 @@ def softmax(x: Any, dim: int = -1, *, conventions: Conventions = CANONICAL) -> R
 
 
 @dataclass(frozen=True)
+class AttentionProblem:
+    """The attention problem after conventions, before any (Lq, Lk) array exists.
+
+    ``q`` (..., Lq, E); ``k``/``v`` (..., Lk, E/Ev) with the kv heads expanded per the GQA
+    mapping; ``keep``: the boolean mask in transpec's meaning (True = attend), as given (at
+    least 2 dims, not broadcast), or None; ``additive``: the float mask likewise (0 where
+    none); ``causal_offset``: key j is visible to query i iff j <= i + offset (None without
+    ``is_causal``); ``fill``: the finite value that replaces the scores of invisible keys, or
+    None for -inf. :meth:`visible` and :meth:`additive_block` give any block of rows and keys,
+    so that a streaming computation never holds more than one block of scores.
+    """
+
+    q: FloatArray
+    k: FloatArray
+    v: FloatArray
+    keep: np.ndarray | None
+    additive: FloatArray | None
+    causal_offset: int | None
+    fill: float | None
+    scale: float
+    softcap: float | None
+    fully_masked_row: str
+    score_shape: tuple[int, ...]
+
+    @property
+    def q_len(self) -> int:
+        return int(self.q.shape[-2])
+
+    @property
+    def kv_len(self) -> int:
+        return int(self.k.shape[-2])
+
+    def visible(self, rows: np.ndarray, keys: slice) -> np.ndarray:
+        """(len(rows), keys) or (..., len(rows), keys): True where key j is visible to query i
+        (the boolean mask and the causal rule; broadcastable to the block of the scores)."""
+        hidden = self.hidden_or_none(rows, keys)
+        shape = (len(rows), len(np.arange(self.kv_len)[keys]))
+        return (
+            np.ones(shape, dtype=bool)
+            if hidden is None
+            else ~np.broadcast_to(hidden, (*hidden.shape[:-2], *shape))
+        )
+
+    def hidden_or_none(self, rows: np.ndarray, keys: slice) -> np.ndarray | None:
+        """The complement of :meth:`visible` on a block, or None when every key of the block
+        is visible to every row (broadcastable to the block of the scores)."""
+        key_index = np.arange(self.kv_len)[keys]
+        hidden: np.ndarray | None = None
+        if self.causal_offset is not None and key_index[-1] > int(rows.min()) + self.causal_offset:
+            hidden = key_index[None, :] > rows[:, None] + self.causal_offset
+        if self.keep is not None:
+            masked = ~_mask_block(self.keep, rows, keys)
+            hidden = masked if hidden is None else hidden | masked
+        return hidden
+
+    def additive_block(self, rows: np.ndarray, keys: slice) -> FloatArray | None:
+        """The additive mask on a block of rows and keys (broadcastable), or None."""
+        return None if self.additive is None else _mask_block(self.additive, rows, keys)
+
+
+def _mask_block(mask: np.ndarray, rows: np.ndarray, keys: slice) -> np.ndarray:
+    """``mask`` (..., Lq or 1, Lk or 1) restricted to ``rows`` and ``keys`` (size-1 axes kept)."""
+    if mask.shape[-1] != 1:
+        mask = mask[..., keys]
+    if mask.shape[-2] != 1:
+        mask = mask[..., rows, :]
+    return mask
+
+
+@dataclass(frozen=True)
 class AttentionSetup:
     """The attention problem after conventions: expanded K/V, masks and scale.
 
@@ -193,7 +269,7 @@ class AttentionSetup:
     dead: np.ndarray
 
 
-def attention_setup(
+def attention_problem(
     q: Any,
     k: Any,
     v: Any,
@@ -204,8 +280,9 @@ def attention_setup(
     softcap: float | None = None,
     *,
     conventions: Conventions = CANONICAL,
-) -> AttentionSetup:
-    """Validate attention arguments and resolve every convention (shared with high precision)."""
+) -> AttentionProblem:
+    """Validate attention arguments and resolve every convention, without materializing any
+    (Lq, Lk) array (the GQA kv heads are expanded)."""
     conventions = _check_conventions(conventions)
     qa = _as_float_array(q, "attention: q")
     ka = _as_float_array(k, "attention: k")
@@ -276,7 +353,7 @@ def attention_setup(
 
     lq, lk = qa.shape[-2], ka.shape[-2]
     score_shape = (*np.broadcast_shapes(qa.shape[:-2], ka.shape[:-2]), lq, lk)
-    visible = np.ones((lq, lk), dtype=bool)
+    keep: np.ndarray | None = None
     additive: FloatArray | None = None
     if attn_mask is not None:
         mask = np.asarray(attn_mask)
@@ -289,33 +366,71 @@ def attention_setup(
                 f"attention: attn_mask of shape {list(mask.shape)} does not broadcast to the "
                 f"scores {list(score_shape)}"
             ) from None
+        if mask.ndim < 2:
+            mask = mask.reshape((1,) * (2 - mask.ndim) + mask.shape)
         if mask.dtype == np.bool_:
-            visible = visible & (mask if conventions.bool_mask == "keep" else ~mask)
+            keep = mask if conventions.bool_mask == "keep" else ~mask
         else:
             fm = _as_float_array(mask, "attention: attn_mask")
             if np.isnan(fm).any() or np.isposinf(fm).any():
                 raise ValueError("attention: a float attn_mask may not hold NaN or +inf")
             additive = fm
+    offset: int | None = None
     if is_causal:
         offset = 0 if conventions.causal_alignment == "top_left" else lk - lq
-        i = np.arange(lq)[:, None]
-        j = np.arange(lk)[None, :]
-        visible = visible & (j <= i + offset)
-    visible = np.broadcast_to(visible, score_shape)
-    fill = None if conventions.mask_fill is None else float(conventions.mask_fill)
-    hard = ~visible if fill is None else np.zeros(score_shape, dtype=bool)
-    if additive is not None:
-        hard = hard | np.isneginf(np.broadcast_to(additive, score_shape))
-    return AttentionSetup(
+    return AttentionProblem(
         q=qa,
         k=ka,
         v=va,
-        visible=visible,
+        keep=keep,
         additive=additive,
-        fill=fill,
+        causal_offset=offset,
+        fill=None if conventions.mask_fill is None else float(conventions.mask_fill),
         scale=s,
         softcap=cap,
         fully_masked_row=conventions.fully_masked_row,
+        score_shape=score_shape,
+    )
+
+
+def attention_setup(
+    q: Any,
+    k: Any,
+    v: Any,
+    attn_mask: Any = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    softcap: float | None = None,
+    *,
+    conventions: Conventions = CANONICAL,
+) -> AttentionSetup:
+    """Validate attention arguments and resolve every convention (shared with high precision)."""
+    problem = attention_problem(
+        q, k, v, attn_mask, is_causal, scale, enable_gqa, softcap, conventions=conventions
+    )
+    return _materialized(problem)
+
+
+def _materialized(problem: AttentionProblem) -> AttentionSetup:
+    """The :class:`AttentionSetup` of a problem: its masks over every row and key."""
+    score_shape = problem.score_shape
+    visible = np.broadcast_to(problem.visible(np.arange(problem.q_len), slice(None)), score_shape)
+    fill = problem.fill
+    hard = ~visible if fill is None else np.zeros(score_shape, dtype=bool)
+    additive = problem.additive
+    if additive is not None:
+        hard = hard | np.isneginf(np.broadcast_to(additive, score_shape))
+    return AttentionSetup(
+        q=problem.q,
+        k=problem.k,
+        v=problem.v,
+        visible=visible,
+        additive=additive,
+        fill=fill,
+        scale=problem.scale,
+        softcap=problem.softcap,
+        fully_masked_row=problem.fully_masked_row,
         dead=np.all(hard, axis=-1, keepdims=True),
     )
 
@@ -352,6 +467,17 @@ def attention_core(
     return o, p, dead
 
 
+#: up to this many score elements (B·H·Lq·Lk; 32 MiB) :func:`attention` also returns the
+#: weights P (an array of the score shape); above it, memory stays linear in the lengths
+STREAMING_THRESHOLD = 1 << 22
+#: up to this many score elements :func:`attention` computes the whole matrix at once (fewer
+#: array operations: the fastest for the small inputs of most properties); above, in blocks
+DIRECT_LIMIT = 1 << 20
+#: rows and keys per block: the temporaries are a few (B·H, STREAM_BLOCK, STREAM_BLOCK)
+#: float64 arrays (2 MiB each per head)
+STREAM_BLOCK = 512
+
+
 def attention(
     q: Any,
     k: Any,
@@ -363,6 +489,8 @@ def attention(
     softcap: float | None = None,
     *,
     conventions: Conventions = CANONICAL,
+    rows: Any = None,
+    streaming: bool | None = None,
 ) -> Reference:
     """O = softmax(S + A) V with S = scale · Q Kᵀ (then softcap · tanh(S/softcap)).
 
@@ -373,6 +501,22 @@ def attention(
     ``attn_mask`` and ``is_causal`` together (both apply), the GQA head map (query head h reads
     kv head h // (Hq/Hkv) or h % Hkv; requires ``enable_gqa``), ``fully_masked_row`` for rows
     whose every score is -inf. Default scale 1/sqrt(E); any finite scale (negative too).
+
+    ``rows``: query indices (a 1-D sequence of ints in [-Lq, Lq), any order, negative ones
+    counted from the end); the reference is then that of those query rows only, in that order:
+    value (..., Hq, len(rows), Ev), ``Reference.rows`` the indices (normalized) and
+    ``Reference.full_shape`` the shape of the whole output. Query rows are independent, so
+    each is exactly the corresponding row of the whole reference.
+
+    Up to :data:`DIRECT_LIMIT` score elements the whole score matrix is computed at once
+    (:func:`_attention_direct`); above, the computation runs over blocks of
+    :data:`STREAM_BLOCK` query rows and keys (:func:`_attention_blocks`: the online-softmax
+    merge for each row's maximum and normalizer, then every term block by block), in
+    O(Lq·(E + Ev) + block²) memory per head, plus the weights P (``Reference.weights``,
+    (..., Hq, Lq, Lk)) when the score matrix has at most :data:`STREAMING_THRESHOLD` elements.
+    ``streaming``: True always streams and never keeps the weights; False always computes the
+    whole matrix at once (with the weights, whatever its size). All give the same value and
+    terms up to float64 rounding.
 
     ``abs_value`` = P|V|. Terms (shapes broadcast to the output):
 
@@ -385,9 +529,60 @@ def attention(
     * ``n_dot`` = E, ``n_keys`` = Lk, ``softcap`` (0 when none), ``dead`` (1.0 on fully
       masked rows).
     """
-    setup = attention_setup(
+    problem = attention_problem(
         q, k, v, attn_mask, is_causal, scale, enable_gqa, softcap, conventions=conventions
     )
+    return _attention_of(problem, rows, streaming)
+
+
+def _attention_of(problem: AttentionProblem, rows: Any, streaming: bool | None) -> Reference:
+    """:func:`attention` of a resolved problem."""
+    if streaming is not None and not isinstance(streaming, (bool, np.bool_)):
+        raise TypeError(f"attention: streaming must be a bool or None, got {streaming!r}")
+    if rows is not None:
+        if streaming is False:
+            raise ValueError("attention: rows are computed by the streaming reference")
+        return _attention_blocks(problem, query_rows(rows, problem.q_len), STREAM_BLOCK)
+    size = math.prod(problem.score_shape)
+    if streaming is False or (streaming is None and size <= DIRECT_LIMIT):
+        return _attention_direct(problem)
+    small = size <= STREAMING_THRESHOLD
+    return _attention_blocks(problem, None, STREAM_BLOCK, keep_weights=small and not streaming)
+
+
+def query_rows(rows: Any, q_len: int) -> np.ndarray:
+    """``rows`` as a 1-D int64 array of query indices in [0, q_len) (negative ones counted from
+    the end); ``TypeError``/``ValueError`` for anything else (floats, bools, an empty or a
+    multi-dimensional sequence, an index out of range)."""
+    if isinstance(rows, (str, bytes)):
+        raise TypeError(f"attention: rows must be a sequence of ints, got {type(rows).__name__}")
+    try:
+        arr = np.asarray(rows)
+    except Exception:
+        raise TypeError("attention: rows must be a sequence of ints") from None
+    empty_list = arr.size == 0 and arr.dtype == np.float64  # np.asarray([]): refused below
+    if (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)) and not empty_list:
+        raise TypeError(f"attention: rows must be ints, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"attention: rows must be a non-empty 1-D sequence, got shape {arr.shape}")
+    idx = arr.astype(np.int64)
+    if int(idx.min()) < -q_len or int(idx.max()) >= q_len:
+        raise ValueError(
+            f"attention: rows must be in [-{q_len}, {q_len}) for {q_len} queries, got "
+            f"{int(idx.min())}..{int(idx.max())}"
+        )
+    return np.where(idx < 0, idx + q_len, idx)
+
+
+def _attention_direct(problem: AttentionProblem) -> Reference:
+    """The reference over the whole (Lq, Lk) score matrix at once, by the generated kernels
+    (:func:`attention_core`: softmax(T) V) and whole-matrix masks; the weights P kept.
+
+    The few array operations it takes make it the fastest for small problems (at most
+    :data:`DIRECT_LIMIT` score elements); :func:`_attention_blocks` computes the same value
+    and terms over blocks (the tests hold the two to each other).
+    """
+    setup = _materialized(problem)
     with np.errstate(invalid="ignore", over="ignore"):
         t = masked_scores(setup, xp=np)
         o, p, dead = attention_core(setup, xp=np, scores=t)
@@ -431,6 +626,277 @@ def attention(
         "dead": dead.astype(np.float64),
     }
     return Reference(value=o, abs_value=np.matmul(p, absv), terms=terms, weights=p)
+
+
+class _ScoreBlock(NamedTuple):
+    """The masked scores T of a block of rows and keys and the masks they were made with."""
+
+    keys: slice
+    t: FloatArray
+    hidden: np.ndarray | None  # True where a key is invisible (None: see ``causal_only``)
+    additive: FloatArray | None
+    live: np.ndarray  # (..., rows, 1): the row has a score that is not -inf by the masks
+    causal_only: bool  # the causal rule alone hid keys (T is -inf exactly there)
+
+
+def _score_block(
+    problem: AttentionProblem,
+    q: FloatArray,
+    rows: np.ndarray,
+    keys: slice,
+    out: FloatArray | None = None,
+) -> _ScoreBlock:
+    """T = where(visible, S + A, fill or -inf) on one block, into ``out`` when given.
+
+    S is :func:`~transpec.oracle.kernels._kernels.attention_scores` computed in place
+    (scale·(q Kᵀ), then softcap·tanh(S/softcap): the same operations in the same order, hence
+    the same numbers). Where only the causal rule hides keys, each row's hidden keys are a
+    suffix of the block, filled row by row.
+    """
+    k_t = np.swapaxes(problem.k[..., keys, :], -1, -2)
+    t = np.matmul(q, k_t) if out is None else np.matmul(q, k_t, out=out)
+    t *= problem.scale
+    if problem.softcap is not None:
+        t /= problem.softcap
+        np.tanh(t, out=t)
+        t *= problem.softcap
+    add = problem.additive_block(rows, keys)
+    if add is not None:
+        t += add
+    fill = -math.inf if problem.fill is None else problem.fill
+    offset = problem.causal_offset
+    width = keys.stop - keys.start
+    live_shape = (*t.shape[:-1], 1)
+    if problem.keep is None and add is None and offset is not None and problem.fill is None:
+        first_hidden = np.clip(rows + offset + 1 - keys.start, 0, width)  # per row
+        if width < 128:  # short rows: one masked copy costs less than a loop over rows
+            np.copyto(t, fill, where=np.arange(width)[None, :] >= first_hidden[:, None])
+        else:
+            for r in np.flatnonzero(first_hidden < width):
+                t[..., r, first_hidden[r] :] = fill
+        live = np.broadcast_to((first_hidden > 0)[:, None], live_shape)
+        return _ScoreBlock(keys, t, None, None, live, True)
+    hidden = problem.hidden_or_none(rows, keys)
+    hard: np.ndarray | None = None
+    if hidden is not None:
+        np.copyto(t, fill, where=hidden)
+        if problem.fill is None:
+            hard = hidden
+    if add is not None:
+        neg = np.isneginf(add)
+        hard = neg if hard is None else hard | neg
+    if hard is None:
+        live = np.ones(live_shape, dtype=bool)
+    else:
+        live = ~np.all(np.broadcast_to(hard, t.shape), axis=-1, keepdims=True)
+    return _ScoreBlock(keys, t, hidden, add, live, False)
+
+
+#: the streaming reference keeps the score blocks of its first pass for the second while they
+#: hold at most this many elements per block of rows (64 MiB), and recomputes them beyond
+SCORE_CACHE = 1 << 23
+
+
+def _attention_blocks(
+    problem: AttentionProblem,
+    rows: np.ndarray | None,
+    block: int,
+    *,
+    keep_weights: bool = False,
+) -> Reference:
+    """The value and every term of :func:`attention` over blocks of ``block`` query rows and
+    keys; ``keep_weights``: also the weights P, (..., Lq, Lk).
+
+    For each block of rows, a first pass over the key blocks computes the row maximum m_i and
+    the normalizer ℓ_i = Σ_j exp(T_ij - m_i) by the online-softmax merge
+    ℓ = ℓ_a·e^{m_a - m} + ℓ_b·e^{m_b - m} (``online_softmax_merge``, proved in
+    ``spec/proofs.py``), and which rows are fully masked. With (m_i, ℓ_i) final, every weight
+    P_ij = exp(T_ij - m_i)/ℓ_i is the direct one and every term of the tolerance model is a sum
+    or a maximum over keys of per-key quantities: the second pass adds them block by block
+    (O and P|V| in one product with [V, |V|]; (P∘C)|V|, (P∘D)|V|; Σ P C,
+    Σ P D, max C, max D; Σ|v| over visible keys, from prefix sums of |V| when only the causal
+    rule hides keys). The scores of the first pass are kept for the second up to
+    :data:`SCORE_CACHE` elements per block of rows. Blocks of keys that the causal rule hides
+    from every row of the block (and no finite ``mask_fill`` replaces) contribute nothing and
+    are skipped. The element-wise passes work in place on buffers allocated once (fresh
+    allocations of large arrays cost more than the arithmetic).
+    """
+    q_len, kv_len = problem.q_len, problem.kv_len
+    row_index = np.arange(q_len) if rows is None else rows
+    n_rows = len(row_index)
+    row_step = key_step = block
+    batch = problem.score_shape[:-2]
+    ev = problem.v.shape[-1]
+    q_sel = problem.q if rows is None else problem.q[..., row_index, :]
+    absq = np.abs(q_sel)
+    absk_t = np.swapaxes(np.abs(problem.k), -1, -2)
+    absv = np.abs(problem.v)
+    v_both = np.concatenate([problem.v, absv], axis=-1)
+    out_shape = (*batch, n_rows, ev)
+    row_shape = (*batch, n_rows, 1)
+    both = np.zeros((*batch, n_rows, 2 * ev))  # [O, P|V|]
+    score_w = np.zeros(out_shape)  # (P∘C)|V|
+    shift_w = np.zeros(out_shape)  # (P∘D)|V|
+    score_mean = np.zeros(row_shape)
+    shift_mean = np.zeros(row_shape)
+    score_max = np.zeros(row_shape)
+    shift_max = np.zeros(row_shape)
+    dead = np.zeros(row_shape, dtype=bool)
+    weights = np.zeros((*batch, n_rows, kv_len)) if keep_weights else None
+    scale_abs = abs(problem.scale)
+    key_blocks = [slice(j, min(j + key_step, kv_len)) for j in range(0, kv_len, key_step)]
+    # Σ_j |v_j| over visible keys: by prefix sums when only the causal rule can hide a key
+    prefix = problem.additive is None and (problem.keep is None or problem.fill is not None)
+    sum_abs_v = _visible_abs_v_sums(problem, row_index) if prefix else np.zeros(out_shape)
+    batch_size = math.prod(batch)
+    rows_max = min(row_step, n_rows)
+    # work buffers, reused by every block (as contiguous views of the block's shape): scores
+    # (when not kept), weights, C, D, P > 0
+    size = batch_size * rows_max * key_step
+    t_buf, p_buf, c_buf, d_buf = (np.empty(size) for _ in range(4))
+    pos_buf = np.empty(size, dtype=bool)
+
+    def view(buf: np.ndarray, n_block: int, width: int) -> np.ndarray:
+        return buf[: batch_size * n_block * width].reshape(*batch, n_block, width)
+
+    def hidden_block(block_rows: np.ndarray, keys: slice) -> bool:
+        # the causal rule hides every key of the block from every row of it (-inf scores)
+        offset = problem.causal_offset
+        return (
+            problem.fill is None
+            and offset is not None
+            and keys.start > int(block_rows.max()) + offset
+        )
+
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for r0 in range(0, n_rows, row_step):
+            rs = slice(r0, min(r0 + row_step, n_rows))
+            block_rows = row_index[rs]
+            n_block = len(block_rows)
+            qb, absqb = q_sel[..., rs, :], absq[..., rs, :]
+            blocks = [keys for keys in key_blocks if not hidden_block(block_rows, keys)]
+            cached = batch_size * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
+            single = len(blocks) == 1
+            cache: list[_ScoreBlock] = []
+            # pass 1: row maximum and normalizer by the online-softmax merge; dead rows
+            m = np.full((*batch, n_block, 1), -math.inf)
+            ell = np.zeros_like(m)
+            live = np.zeros(m.shape, dtype=bool)
+            for keys in blocks:
+                width = keys.stop - keys.start
+                out = None if cached and not single else view(t_buf, n_block, width)
+                sb = _score_block(problem, qb, block_rows, keys, out)
+                live |= sb.live
+                m_new = np.maximum(m, np.max(sb.t, axis=-1, keepdims=True))
+                shift = np.where(np.isneginf(m_new), 0.0, m_new)
+                e = np.subtract(sb.t, shift, out=view(p_buf, n_block, width))
+                np.exp(e, out=e)
+                ell = ell * np.exp(m - shift) + np.sum(e, axis=-1, keepdims=True)
+                m = m_new
+                if cached:
+                    cache.append(sb)
+            dead_block = ~live
+            shift = np.where(np.isneginf(m), 0.0, m)
+            ell = np.where(dead_block, math.inf, ell)  # P = 0 on fully masked rows
+            # pass 2: the weights and every term, block by block
+            for i, keys in enumerate(blocks):
+                width = keys.stop - keys.start
+                if cached:
+                    sb = cache[i]
+                else:
+                    sb = _score_block(problem, qb, block_rows, keys, view(t_buf, n_block, width))
+                p = view(p_buf, n_block, width)
+                if not single:  # with one block, pass 1 left exp(T - m) in the buffer
+                    np.subtract(sb.t, shift, out=p)
+                    np.exp(p, out=p)
+                p /= ell  # P = exp(T - m) / ℓ
+                pos = np.greater(p, 0.0, out=view(pos_buf, n_block, width))
+                both[..., rs, :] += np.matmul(p, v_both[..., keys, :])
+                if weights is not None:
+                    weights[..., rs, keys] = p
+                c = view(c_buf, n_block, width)
+                d = view(d_buf, n_block, width)
+                np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
+                d *= pos  # NaN where T = -inf (inf·0) or the row is dead
+                np.fmax(d, 0.0, out=d)  # ... and those NaN to 0
+                np.matmul(absqb, absk_t[..., keys], out=c)
+                c *= scale_abs
+                if sb.additive is not None:
+                    c += np.where(np.isfinite(sb.additive), np.abs(sb.additive), 0.0)
+                if problem.fill is not None and sb.hidden is not None:
+                    np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
+                c *= pos
+                np.maximum(
+                    score_max[..., rs, :],
+                    np.max(c, axis=-1, keepdims=True),
+                    out=score_max[..., rs, :],
+                )
+                np.maximum(
+                    shift_max[..., rs, :],
+                    np.max(d, axis=-1, keepdims=True),
+                    out=shift_max[..., rs, :],
+                )
+                c *= p  # P∘C
+                d *= p  # P∘D
+                score_mean[..., rs, :] += np.sum(c, axis=-1, keepdims=True)
+                shift_mean[..., rs, :] += np.sum(d, axis=-1, keepdims=True)
+                score_w[..., rs, :] += np.matmul(c, absv[..., keys, :])
+                shift_w[..., rs, :] += np.matmul(d, absv[..., keys, :])
+                if not prefix:
+                    counted = np.ones(sb.t.shape[-2:])
+                    if problem.fill is None and sb.hidden is not None:
+                        counted = counted * ~sb.hidden
+                    if sb.additive is not None:
+                        counted = counted * ~np.isneginf(sb.additive)
+                    sum_abs_v[..., rs, :] += np.matmul(counted, absv[..., keys, :])
+            dead[..., rs, :] = dead_block
+        o = both[..., :ev]
+        if problem.fully_masked_row == "nan" and dead.any():
+            o = np.where(dead, math.nan, o)
+        vmax = np.max(problem.v, axis=-2, keepdims=True)
+        vmin = np.min(problem.v, axis=-2, keepdims=True)
+        vrange = np.where(dead, 0.0, vmax - vmin)
+        vabs = np.where(dead, 0.0, np.maximum(np.abs(vmax), np.abs(vmin)))
+    terms: dict[str, FloatArray | float] = {
+        "score_weighted": score_w,
+        "score_mean": score_mean,
+        "shift_weighted": shift_w,
+        "shift_mean": shift_mean,
+        "score_max": score_max,
+        "shift_max": shift_max,
+        "sum_abs_v": sum_abs_v,
+        "v_range": vrange,
+        "max_abs_v": vabs,
+        "n_dot": float(problem.q.shape[-1]),
+        "n_keys": float(kv_len),
+        "row_length": float(ev),
+        "softcap": 0.0 if problem.softcap is None else float(problem.softcap),
+        "dead": dead.astype(np.float64),
+    }
+    return Reference(
+        value=np.ascontiguousarray(o),
+        abs_value=np.ascontiguousarray(both[..., ev:]),
+        terms=terms,
+        weights=weights,
+        rows=None if rows is None else tuple(int(i) for i in row_index),
+        full_shape=None if rows is None else (*batch, q_len, ev),
+    )
+
+
+def _visible_abs_v_sums(problem: AttentionProblem, rows: np.ndarray) -> FloatArray:
+    """Σ_j |v_j| over the keys visible to each query row when only the causal rule can hide a
+    key (no additive mask; no boolean mask, or a finite fill that makes every key count):
+    prefix sums of |V| read at each row's last visible key. (..., len(rows), Ev)."""
+    absv = np.abs(problem.v)
+    batch = problem.score_shape[:-2]
+    if problem.causal_offset is None or problem.fill is not None:
+        total = np.sum(absv, axis=-2, keepdims=True)
+        return np.broadcast_to(total, (*batch, len(rows), absv.shape[-1])).copy()
+    prefix = np.concatenate(
+        [np.zeros((*absv.shape[:-2], 1, absv.shape[-1])), np.cumsum(absv, axis=-2)], axis=-2
+    )
+    count = np.clip(rows + problem.causal_offset + 1, 0, problem.kv_len)  # keys 0..i+offset
+    return np.broadcast_to(prefix[..., count, :], (*batch, len(rows), absv.shape[-1])).copy()
 
 
 # -- norms -------------------------------------------------------------------------------------
@@ -637,15 +1103,22 @@ def compute_component(
     conventions: Conventions = CANONICAL,
     dtype: str = "float64",
     semantics: Mapping[str, str] | None = None,
+    rows: Any = None,
 ) -> Reference:
     """The reference of one of the kernels (:data:`COMPONENTS`); the registry's protocol.
 
     The arguments are checked here; the record's ``"reference"`` hook computes the value.
+    ``rows``: the query rows to compute, for the blocks whose hook takes them (attention:
+    :func:`attention_reference`); ``ValueError`` for the others.
     """
     check_args(component, args)
     dtype = canonical_dtype(dtype)
     reference: Callable[..., Reference] = components.get(component).hook("reference")
-    return reference(args, conventions=conventions, dtype=dtype)
+    if rows is None:
+        return reference(args, conventions=conventions, dtype=dtype)
+    if "rows" not in inspect.signature(reference).parameters:
+        raise ValueError(f"{component}: its reference computes every row; rows= is for attention")
+    return reference(args, conventions=conventions, dtype=dtype, rows=rows)
 
 
 # -- the kernel records' "reference" hooks: one component call -> its reference ----------------
@@ -658,11 +1131,54 @@ def softmax_reference(
     return softmax(args["x"], args.get("dim", -1), conventions=conventions)
 
 
+#: above this many score elements (B·H·Lq·Lk; 16,384² for one head) the registry's reference of
+#: attention judges sampled rows (:func:`sampled_rows`) instead of every row
+SAMPLING_THRESHOLD = 1 << 28
+
+
 def attention_reference(
-    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str, rows: Any = None
 ) -> Reference:
-    """:func:`attention` of ``args``; ``dtype`` does not change it."""
-    return attention(**dict(args), conventions=conventions)
+    """:func:`attention` of ``args``; ``dtype`` does not change it.
+
+    ``rows``: None (every row; sampled rows above :data:`SAMPLING_THRESHOLD` score elements),
+    ``"sampled"`` (the rows :func:`sampled_rows` chooses) or query indices (as
+    :func:`attention`'s ``rows``).
+    """
+    problem = attention_problem(**dict(args), conventions=conventions)
+    if rows is None and math.prod(problem.score_shape) > SAMPLING_THRESHOLD:
+        rows = "sampled"
+    if isinstance(rows, str):
+        if rows != "sampled":
+            raise ValueError(f"attention: rows must be query indices or 'sampled', got {rows!r}")
+        rows = sampled_rows(problem)
+    return _attention_of(problem, rows, None)
+
+
+def sampled_rows(problem: AttentionProblem) -> np.ndarray:
+    """The query rows the oracle judges on a long input (:func:`~transpec.oracle.kernels.rows.
+    judged_rows`: tile boundaries, first and last rows, the causal frontier, the mask's edges,
+    random rows), drawn from a generator seeded by the bytes of q, k, v and the mask: the same
+    input always gets the same rows."""
+    from transpec.oracle.kernels.rows import judged_rows
+
+    crc = 0
+    for arr in (problem.q, problem.k, problem.v, problem.keep, problem.additive):
+        if arr is not None:
+            crc = zlib.crc32(np.ascontiguousarray(arr).tobytes(), crc)
+    hidden: np.ndarray | None = None
+    if problem.keep is not None:
+        hidden = ~problem.keep if problem.fill is None else None
+    if problem.additive is not None:
+        neg = np.isneginf(problem.additive)
+        hidden = neg if hidden is None else np.broadcast_arrays(hidden, neg)[0] | neg
+    return judged_rows(
+        problem.q_len,
+        problem.kv_len,
+        causal_offset=problem.causal_offset,
+        key_mask=hidden,
+        rng=np.random.default_rng(crc),
+    )
 
 
 def layer_norm_reference(

@@ -354,6 +354,81 @@ def attention_inputs(
     return _attention_args(dt, shapes, kinds, scale_kinds, regimes, row_spread, value_spread)
 
 
+# -- long context ----------------------------------------------------------------------------
+
+#: key lengths of the long-context regime: just past powers of two and tile multiples, one
+#: short of them, and 128k itself (the profile caps them, :func:`long_context_inputs`)
+LONG_CONTEXT_LENGTHS: tuple[int, ...] = tuple(
+    sorted(
+        {2**n + 1 for n in range(8, 17)}
+        | {2**n - 1 for n in range(9, 18)}
+        | {3 * 256 + 1, 5 * 128 - 1, 7 * 64 + 33, 1000, 3 * 4096 + 17, 131072}
+    )
+)
+#: query lengths of a chunk (chunked prefill, speculative decoding) against a long cache
+LONG_CONTEXT_CHUNKS: tuple[int, ...] = (1, 2, 17, 63, 129, 257)
+LONG_CONTEXT_MASKS: tuple[str, ...] = ("is_causal", "none", "key_padding", "causal_padding")
+
+
+@st.composite
+def _long_context_args(
+    draw: st.DrawFn, max_keys: int | None, max_scores: int | None
+) -> dict[str, Any]:
+    from transpec.oracle.engine import profiles
+
+    profile = profiles.active().name
+    keys_cap = profiles.LONG_CONTEXT_MAX_KEYS[profile] if max_keys is None else max_keys
+    scores_cap = profiles.LONG_CONTEXT_MAX_SCORES[profile] if max_scores is None else max_scores
+    choices = [n for n in LONG_CONTEXT_LENGTHS if n <= keys_cap] or [keys_cap]
+    kv_len = draw(st.sampled_from(choices))
+    q_heads = draw(st.sampled_from((1, 2)))
+    kind = draw(st.sampled_from(LONG_CONTEXT_MASKS))
+    square = draw(st.booleans())
+    q_len = kv_len if square else draw(st.sampled_from(LONG_CONTEXT_CHUNKS))
+    q_len = max(1, min(q_len, scores_cap // (q_heads * kv_len)))
+    head_dim = draw(st.sampled_from((16, 40, 64, 128)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = seeded_rng(seed)
+    q = rng.standard_normal((1, q_heads, q_len, head_dim))
+    k = rng.standard_normal((1, 1, kv_len, head_dim))
+    v = rng.standard_normal((1, 1, kv_len, head_dim))
+    mask = None
+    if kind in ("key_padding", "causal_padding"):
+        valid = int(rng.integers(max(1, kv_len - 300), kv_len))  # pad the last few keys
+        mask = (np.arange(kv_len) < valid)[None, None, None, :]
+    return {
+        "q": q,
+        "k": k,
+        "v": v,
+        "attn_mask": mask,
+        "is_causal": kind in ("is_causal", "causal_padding"),
+        "scale": None,
+        "enable_gqa": q_heads != 1,
+    }
+
+
+def long_context_inputs(
+    dtype: str, *, max_keys: int | None = None, max_scores: int | None = None
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Arguments of ``scaled_dot_product_attention`` on long sequences: one batch, one kv head
+    (two query heads, GQA, half the time), key lengths from :data:`LONG_CONTEXT_LENGTHS` up to
+    ``max_keys``, queries as many as the keys (self-attention) or a chunk of
+    :data:`LONG_CONTEXT_CHUNKS` (decode, chunked prefill against a cache: the causal alignment
+    decides what they see), at most ``max_scores`` score elements (fewer queries when over);
+    causal or not, the last keys padded out or not; head dims 16..128; moderate logits.
+
+    ``max_keys``/``max_scores`` None: the active profile's (:data:`~transpec.oracle.engine.
+    profiles.LONG_CONTEXT_MAX_KEYS`, ``LONG_CONTEXT_MAX_SCORES``: 600 keys in ``ci``, 128k in
+    ``thorough``).
+    """
+    checked_dtype(dtype)
+    if max_keys is not None:
+        positive_int("max_keys", max_keys)
+    if max_scores is not None:
+        positive_int("max_scores", max_scores)
+    return _long_context_args(max_keys, max_scores)
+
+
 # -- softmax ---------------------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ EXPECTED = {
         "convex_hull",
         "fully_masked_rows",
         "large_logits",
+        "long_context",
         "gqa",
     },
     "layer_norm": {

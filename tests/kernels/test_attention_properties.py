@@ -221,6 +221,37 @@ class TiledHeads(_Wrong):
         return self.correct(q, k, v, mask, causal, scale, False)
 
 
+class SplitKeysMergedWithoutRescaling(_Wrong):
+    """Keys in splits of 256 merged as l = l_a·e^(m_a - m) + l_b: the second split's sum is
+    not rescaled to the common maximum (exact only while every key fits in one split)."""
+
+    name = "split-merge-no-rescale"
+
+    def defect(self, q: Any, k: Any, v: Any, mask: Any, causal: bool, scale: Any, gqa: bool) -> Any:
+        g = q.shape[1] // k.shape[1]
+        k, v = np.repeat(k, g, axis=1), np.repeat(v, g, axis=1)
+        s = (1.0 / np.sqrt(q.shape[-1]) if scale is None else scale) * (q @ np.swapaxes(k, -1, -2))
+        s = s + _additive(mask, s.shape).astype(s.dtype)
+        if causal:
+            s = np.where(np.tril(np.ones(s.shape[-2:], dtype=bool)), s, -np.inf)
+        m = np.full((*s.shape[:-1], 1), -np.inf, dtype=s.dtype)
+        ell = np.zeros_like(m)
+        acc = np.zeros((*s.shape[:-1], v.shape[-1]), dtype=s.dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            for j in range(0, s.shape[-1], 256):
+                sb = s[..., j : j + 256]
+                m_new = np.maximum(m, sb.max(axis=-1, keepdims=True))
+                shift = np.where(np.isneginf(m_new), 0.0, m_new)
+                rescale = np.exp(np.where(np.isneginf(m), -np.inf, m - shift))
+                e = np.exp(sb - shift)
+                # the defect: l_a·e^(m_a - m) only for the first split, l_a after it
+                ell = (ell * rescale if j == 0 else ell) + e.sum(-1, keepdims=True)
+                acc = acc * rescale + e @ v[..., j : j + 256, :]
+                m = m_new
+            out = acc / ell
+        return out.astype(q.dtype)
+
+
 WRONG = [
     ("equivalence", ScaleByDPlusOne(), "float64"),
     ("error_statistic", HalfProbabilities(), "float16"),
@@ -237,6 +268,7 @@ WRONG = [
     ("fully_masked_rows", NaNForMaskedRows(), "float32"),
     ("large_logits", NoMaxSubtraction(), "float32"),
     ("gqa", TiledHeads(), "float32"),
+    ("long_context", SplitKeysMergedWithoutRescaling(), "float32"),
 ]
 
 

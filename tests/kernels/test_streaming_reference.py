@@ -1,0 +1,343 @@
+"""The streaming attention reference equals the direct one, and sampled rows are exact rows.
+
+The streaming reference (:func:`transpec.oracle.kernels.reference.attention` over key blocks)
+must give the direct reference's value within the float64 bound of the tolerance model, and
+every term the bound is made of (hence the bound of every dtype) to float64 rounding, under
+every convention, mask kind, GQA, softcap and fully masked rows. Blocks are made tiny here
+(7 rows and keys) so that every example crosses many block boundaries, ragged tails included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import pytest
+
+from transpec.adapters.base import Precision
+from transpec.adapters.numpy.adapter import NumpyAdapter
+from transpec.oracle import reference as public
+from transpec.oracle.engine.harness import Harness
+from transpec.oracle.engine.outcome import PropertyViolation
+from transpec.oracle.kernels import reference as kref
+from transpec.oracle.kernels.rows import TILE_SIZES, compact, judged_rows
+from transpec.oracle.kernels.tolerance import tolerance
+from transpec.spec.conventions import CANONICAL
+
+P64 = Precision("float64", "float64")
+PRECISIONS = {
+    "float64": P64,
+    "float32": Precision("float32", "float32"),
+    "float16": Precision("float32", "float16"),
+    "bfloat16": Precision("float32", "bfloat16"),
+}
+CONVENTIONS = (
+    CANONICAL,
+    dataclasses.replace(
+        CANONICAL, causal_alignment="bottom_right", fully_masked_row="nan", gqa_mapping="tile"
+    ),
+    dataclasses.replace(CANONICAL, mask_fill=-1e4, bool_mask="ignore"),
+    dataclasses.replace(CANONICAL, mask_fill=-1.0),  # a fill whose weight does not vanish
+)
+
+
+@pytest.fixture(autouse=True)
+def tiny_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kref, "STREAM_BLOCK", 7)
+
+
+def _masks(rng: np.random.Generator, lq: int, lk: int) -> list[Any]:
+    boolean = rng.random((2, 1, lq, lk)) < 0.6
+    boolean[0, 0, min(3, lq - 1)] = False  # a fully masked row (under "keep")
+    additive = np.where(rng.random((lq, lk)) < 0.7, rng.uniform(-2, 2, (lq, lk)), -np.inf)
+    additive[min(2, lq - 1)] = -np.inf
+    padding = (np.arange(lk) < max(1, lk - 5))[None, None, None, :]
+    return [None, boolean, additive, padding, rng.random(lk) < 0.8]
+
+
+def _cases() -> list[tuple[int, int, int, int, int, int]]:
+    # (Hq, Hkv, Lq, Lk, E, Ev): square, Lq < Lk, Lq > Lk, decode, one key, GQA
+    return [
+        (2, 2, 16, 16, 5, 5),
+        (4, 2, 20, 33, 5, 3),
+        (2, 1, 33, 20, 8, 4),
+        (2, 2, 1, 17, 3, 6),
+        (1, 1, 9, 1, 4, 4),
+    ]
+
+
+def _assert_same(streamed: kref.Reference, direct: kref.Reference) -> None:
+    value, expected = streamed.value, direct.value
+    assert value.shape == expected.shape
+    assert np.array_equal(np.isnan(value), np.isnan(expected))
+    bound = tolerance("attention", direct, "float64", P64).bound
+    finite = ~np.isnan(expected)
+    assert np.all(np.abs(value - expected)[finite] <= bound[finite])
+    assert np.allclose(streamed.abs_value, direct.abs_value, rtol=1e-13, atol=0)
+    for name, term in direct.terms.items():
+        a, b = np.broadcast_arrays(np.asarray(streamed.terms[name]), np.asarray(term))
+        assert np.allclose(a, b, rtol=1e-12, atol=0), name
+    for dtype, precision in PRECISIONS.items():
+        b_stream = tolerance("attention", streamed, dtype, precision).bound
+        b_direct = tolerance("attention", direct, dtype, precision).bound
+        assert np.allclose(b_stream, b_direct, rtol=1e-12, atol=0), dtype
+
+
+@pytest.mark.parametrize(
+    "conventions", CONVENTIONS, ids=("canonical", "bottom_right", "fill", "fill_-1")
+)
+@pytest.mark.parametrize("causal", (False, True))
+def test_streaming_equals_direct(conventions: Any, causal: bool) -> None:
+    rng = np.random.default_rng(7)
+    for hq, hkv, lq, lk, e, ev in _cases():
+        q = rng.standard_normal((2, hq, lq, e)) * 3.0
+        k = rng.standard_normal((2, hkv, lk, e))
+        v = rng.standard_normal((2, hkv, lk, ev)) * np.exp2(rng.integers(-3, 4, (2, hkv, 1, ev)))
+        for mask in _masks(rng, lq, lk):
+            for softcap in (None, 2.5):
+                for scale in (None, -0.7):
+                    args = (q, k, v, mask, causal, scale, hq != hkv, softcap)
+                    direct = kref.attention(*args, conventions=conventions, streaming=False)
+                    streamed = kref.attention(*args, conventions=conventions, streaming=True)
+                    _assert_same(streamed, direct)
+                    assert streamed.weights is None and direct.weights is not None
+
+
+def test_streaming_large_logits_and_underflowing_weights() -> None:
+    """Logit gaps beyond 745: float64 weights underflow to 0; the streaming reference finds the
+    same positive weights (hence the same maximum shift) as the direct one."""
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((1, 2, 19, 8)) * 40.0
+    k = rng.standard_normal((1, 2, 23, 8)) * 40.0
+    v = rng.standard_normal((1, 2, 23, 8))
+    for causal in (False, True):
+        direct = kref.attention(q, k, v, None, causal, streaming=False)
+        # weights of visible keys underflow to 0: D's maximum runs over the positive ones only
+        assert direct.weights is not None and (direct.weights == 0).sum() > 19 * 23
+        assert np.asarray(direct.terms["shift_max"]).max() > 700
+        _assert_same(kref.attention(q, k, v, None, causal, streaming=True), direct)
+
+
+@pytest.mark.parametrize(
+    "conventions", CONVENTIONS, ids=("canonical", "bottom_right", "fill", "fill_-1")
+)
+def test_rows_are_the_rows_of_the_whole_reference(conventions: Any) -> None:
+    rng = np.random.default_rng(11)
+    q = rng.standard_normal((2, 4, 30, 6))
+    k = rng.standard_normal((2, 2, 41, 6))
+    v = rng.standard_normal((2, 2, 41, 5))
+    for mask in _masks(rng, 30, 41):
+        whole = kref.attention(q, k, v, mask, True, None, True, conventions=conventions)
+        rows = [29, 0, -1, 7, 7, 14, 15, -30]
+        part = public.attention(q, k, v, mask, True, None, True, conventions=conventions, rows=rows)
+        index = [r % 30 for r in rows]
+        assert part.rows == tuple(index) and part.full_shape == whole.value.shape
+        sub = dataclasses.replace(
+            whole,
+            value=whole.value[..., index, :],
+            abs_value=whole.abs_value[..., index, :],
+            terms={
+                n: t if np.ndim(t) == 0 or np.shape(t)[-2] == 1 else np.asarray(t)[..., index, :]
+                for n, t in whole.terms.items()
+            },
+            weights=None,
+        )
+        _assert_same(part, sub)
+
+
+@pytest.mark.parametrize(
+    ("rows", "error"),
+    [
+        ([], ValueError),
+        ([[0, 1]], ValueError),
+        ([30], ValueError),
+        ([-31], ValueError),
+        ([0.0, 1.0], TypeError),
+        ([True], TypeError),
+        ("0", TypeError),
+    ],
+)
+def test_bad_rows_are_refused(rows: Any, error: type[Exception]) -> None:
+    q = np.ones((1, 30, 4))
+    with pytest.raises(error, match="rows"):
+        kref.attention(q, q, q, rows=rows)
+
+
+def test_rows_need_the_streaming_reference() -> None:
+    q = np.ones((1, 3, 4))
+    with pytest.raises(ValueError, match="streaming"):
+        kref.attention(q, q, q, rows=[0], streaming=False)
+    with pytest.raises(TypeError, match="streaming"):
+        kref.attention(q, q, q, streaming="yes")  # type: ignore[arg-type]
+
+
+def test_streaming_is_automatic_above_the_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    q = np.random.default_rng(0).standard_normal((1, 2, 10, 4))
+    direct = kref.attention(q, q, q, is_causal=True)
+    assert direct.weights is not None
+    monkeypatch.setattr(kref, "DIRECT_LIMIT", 199)  # blocks, the weights still kept
+    blocked = kref.attention(q, q, q, is_causal=True)
+    assert blocked.weights is not None and np.allclose(blocked.weights, direct.weights)
+    monkeypatch.setattr(kref, "STREAMING_THRESHOLD", 199)  # blocks, no (Lq, Lk) array
+    assert kref.attention(q, q, q, is_causal=True).weights is None
+
+
+def test_streaming_memory_is_linear_in_the_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One head of 8192 queries and keys: a score matrix alone would be 512 MiB; the
+    streaming reference of three rows stays within a few MiB (block temporaries)."""
+    monkeypatch.setattr(kref, "STREAM_BLOCK", 512)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 1, 8192, 8)) for _ in range(3))
+    tracemalloc.start()
+    try:
+        ref = kref.attention(q, k, v, is_causal=True, rows=[0, 4095, 8191])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ref.value.shape == (1, 1, 3, 8)
+    assert peak < 32 * 2**20, peak
+
+
+# -- the rows judged on a long input -----------------------------------------------------------
+
+
+def test_judged_rows_cover_boundaries_ends_frontier_and_padding() -> None:
+    lq, lk = 1000, 1300
+    offset = lk - lq
+    mask = (np.arange(lk) < 1250)[None, None, None, :]
+    rows = set(judged_rows(lq, lk, causal_offset=offset, key_mask=~mask).tolist())
+    for b in TILE_SIZES:
+        for m in range(b, lq + 1, b):
+            assert {m - 1, m} | ({m + 1} if m + 1 < lq else set()) <= rows, (b, m)
+    assert {0, 1, lq - 2, lq - 1} <= rows
+    assert {1249 - offset, 1250 - offset, 1251 - offset} <= rows  # frontier at the padding edge
+    assert {1024 - offset - 1, 1024 - offset, 1024 - offset + 1} <= rows  # a key tile edge
+    assert all(0 <= r < lq for r in rows)
+    again = judged_rows(lq, lk, causal_offset=offset, key_mask=~mask)
+    assert sorted(rows) == again.tolist()  # the same draws for the same input
+
+
+def test_judged_rows_of_a_long_input_take_every_largest_tile_boundary() -> None:
+    n = 131072
+    rows = judged_rows(n, n, causal_offset=0, rng=np.random.default_rng(1))
+    assert len(rows) < 3000
+    as_set = set(rows.tolist())
+    assert all({m - 1, m} <= as_set for m in range(256, n, 256))
+    assert {0, 1, n - 2, n - 1} <= as_set
+    for b in (16, 32, 64, 128):  # the first and last boundaries of every smaller size
+        assert {b - 1, b, b + 1, n - b - 1, n - b} <= as_set
+    assert compact([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+
+
+def test_judged_rows_refuse_empty_lengths() -> None:
+    with pytest.raises(ValueError, match="lengths"):
+        judged_rows(0, 3)
+
+
+# -- the harness judges sampled rows of the whole output --------------------------------------
+
+
+class _TailTileBug(NumpyAdapter):
+    """Correct attention except the last partial 64-row tile of queries, whose output is
+    scaled by 1.01 (a ragged-tail bug)."""
+
+    name = "tail-tile"
+
+    def scaled_dot_product_attention(self, q: Any, k: Any, v: Any, **kwargs: Any) -> Any:
+        out = np.array(super().scaled_dot_product_attention(q, k, v, **kwargs))
+        tail = (q.shape[-2] // 64) * 64
+        out[..., tail:, :] *= 1.01
+        return out
+
+
+def _long_args(n: int) -> dict[str, Any]:
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((1, 1, n, 16)) for _ in range(3))
+    return {
+        "q": q,
+        "k": k,
+        "v": v,
+        "attn_mask": None,
+        "is_causal": True,
+        "scale": None,
+        "enable_gqa": False,
+    }
+
+
+def test_harness_judges_sampled_rows_of_the_whole_output() -> None:
+    args = _long_args(777)
+    call = Harness(NumpyAdapter(), "float64").call("attention", args, rows="sampled")
+    rows = call.reference.rows
+    assert rows is not None and len(rows) < 777 and call.output.shape == (1, 1, len(rows), 16)
+    assert Harness(NumpyAdapter(), "float64").assert_equivalent(call) <= 1.0
+    bad = Harness(_TailTileBug(), "float64")
+    with pytest.raises(PropertyViolation) as info:
+        bad.assert_equivalent(bad.call("attention", args, rows="sampled"))
+    violation = info.value
+    assert f"judged {len(rows)} of 777 query rows" in violation.message
+    assert violation.worst is not None and violation.worst.index[-2] >= 768
+    assert "judged query rows 0-" in violation.worst.derivation
+    assert violation.details["judged_rows"] == list(rows)
+
+
+def test_rows_are_for_attention_only() -> None:
+    with pytest.raises(ValueError, match="rows"):
+        kref.compute_component("softmax", {"x": np.ones((2, 3))}, rows=[0])
+    with pytest.raises(ValueError, match="sampled"):
+        kref.attention_reference(_long_args(8), conventions=CANONICAL, dtype="float64", rows="all")
+
+
+# -- the long-context regime ---------------------------------------------------------------------
+
+
+def _drawn_sizes(strategy: Any, examples: int = 40) -> list[tuple[int, int, int]]:
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    sizes: list[tuple[int, int, int]] = []
+
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def draw(args: dict[str, Any]) -> None:
+        q, k = args["q"], args["k"]
+        sizes.append((q.shape[-3], q.shape[-2], k.shape[-2]))
+        assert args["enable_gqa"] == (q.shape[-3] != k.shape[-3])
+        mask = args["attn_mask"]
+        assert mask is None or (mask.dtype == np.bool_ and mask[..., 0].all())
+
+    draw()
+    return sizes
+
+
+def test_long_context_lengths_follow_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transpec.oracle.engine import profiles
+    from transpec.oracle.kernels import strategies
+
+    assert 131072 in strategies.LONG_CONTEXT_LENGTHS
+    assert {257, 513, 65537, 1023} <= set(strategies.LONG_CONTEXT_LENGTHS)
+    monkeypatch.setattr(profiles, "_active", profiles.resolve("ci"))
+    ci = _drawn_sizes(strategies.long_context_inputs("float32"))
+    assert all(lk <= 600 and h * lq * lk <= max(1 << 14, h * lk) for h, lq, lk in ci)
+    assert max(lk for _, _, lk in ci) > 512  # past the 512 tile boundary
+    # the thorough profile's caps (drawn here with a small score budget to stay cheap)
+    monkeypatch.setattr(profiles, "_active", profiles.resolve("thorough", seed=1))
+    thorough = _drawn_sizes(strategies.long_context_inputs("float32", max_scores=1 << 18))
+    assert max(lk for _, _, lk in thorough) > 600
+    assert all(h * lq * lk <= max(1 << 18, h * lk) for h, lq, lk in thorough)
+
+
+def test_long_context_options_are_checked() -> None:
+    from transpec.oracle.kernels import strategies
+
+    with pytest.raises(ValueError, match="max_keys"):
+        strategies.long_context_inputs("float32", max_keys=0)
+    with pytest.raises(TypeError, match="max_scores"):
+        strategies.long_context_inputs("float32", max_scores=1.5)  # type: ignore[arg-type]
