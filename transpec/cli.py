@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where failing cases are saved (default: transpec-failures)",
     )
     check.add_argument("--quiet", "-q", action="store_true", help="no per-verdict progress")
+    check.add_argument(
+        "--gradients",
+        action="store_true",
+        help="also judge the backward passes (the grad_* properties)",
+    )
 
     lst = sub.add_parser("list", help="list components, properties, conventions or adapters")
     lst.add_argument(
@@ -412,6 +417,7 @@ def _check(args: argparse.Namespace, out: Any, received: list[int]) -> int:
             on_verdict=on_verdict,
             on_start=on_start,
             adapter_spec=spec,
+            gradients=args.gradients,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(_one_line(exc)) from None

@@ -79,6 +79,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             f"--transpec-{name}", action="append", default=None, metavar=name.upper(), help=what
         )
     group.addoption("--transpec-profile", choices=("ci", "thorough"), default="ci")
+    group.addoption(
+        "--transpec-gradients",
+        action="store_true",
+        default=False,
+        help="also judge the backward passes (the grad_* properties)",
+    )
     group.addoption("--transpec-seed", type=int, default=None, metavar="N")
     group.addoption("--transpec-max-examples", type=int, default=None, metavar="N")
     group.addoption(
@@ -167,6 +173,7 @@ def pytest_collection_modifyitems(
             properties=_split(config.getoption("transpec_property")),
             dtypes=_split(config.getoption("transpec_dtype")),
             devices=_split(config.getoption("transpec_device")),
+            gradients=bool(config.getoption("transpec_gradients")),
         )
     except (ValueError, TypeError, ImportError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -362,6 +369,7 @@ def conformance_tests(
     seed: int | None = None,
     max_examples: int | None = None,
     failures_dir: str | None = "transpec-failures",
+    gradients: bool = False,
 ) -> Callable[..., None]:
     """A pytest test function with one parametrized case per verdict of ``adapter``.
 
@@ -370,8 +378,8 @@ def conformance_tests(
         test_my_kernels = conformance_tests(MyAdapter(), components=["attention"])
 
     Case ids are ``<component>.<property>-<dtype>-<device>`` (stable across runs and xdist
-    workers); skipped verdicts skip, failures show the failure report. Unknown names raise
-    ``ValueError`` when the module is imported.
+    workers); skipped verdicts skip, failures show the failure report. ``gradients`` adds the
+    backward passes' properties. Unknown names raise ``ValueError`` when the module is imported.
     """
     from transpec.adapters.base import validate_adapter
     from transpec.oracle.engine.profiles import resolve
@@ -380,7 +388,12 @@ def conformance_tests(
     resolved = resolve(profile, seed=seed, max_examples=max_examples)
     declared = validate_adapter(adapter)
     cases = plan(
-        adapter, components=components, properties=properties, dtypes=dtypes, devices=devices
+        adapter,
+        components=components,
+        properties=properties,
+        dtypes=dtypes,
+        devices=devices,
+        gradients=gradients,
     )
     spec = infer_spec(adapter)
 
