@@ -24,8 +24,25 @@ def test_numpy_backward_passes(prop: Any, dtype: str, run_property: Callable[...
     assert run_property(prop, NumpyAdapter(), dtype, 6) <= 1.0
 
 
-@pytest.mark.parametrize("prop", BACKWARD, ids=[p.id for p in BACKWARD])
-@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+#: torch's backward findings (docs/torch.md, tests/gradients/test_torch_backward.py): the CPU
+#: LayerNorm backward accumulates the bias gradient in float16/bfloat16 under a float32 math
+#: type; the oracle reports it (strict: a fix turns this into a failing XPASS)
+TORCH_FINDINGS = {
+    ("layer_norm.grad_equivalence_bias", "float16"): "b̄ accumulated in float16",
+    ("layer_norm.grad_equivalence_bias", "bfloat16"): "b̄ accumulated in bfloat16",
+}
+
+
+def _torch_case(prop: Any, dtype: str) -> Any:
+    finding = TORCH_FINDINGS.get((prop.id, dtype))
+    marks = [pytest.mark.xfail(strict=True, reason=finding)] if finding else []
+    return pytest.param(prop, dtype, id=f"{dtype}-{prop.id}", marks=marks)
+
+
+@pytest.mark.parametrize(
+    ("prop", "dtype"),
+    [_torch_case(p, d) for d in ("float64", "float32", "float16", "bfloat16") for p in BACKWARD],
+)
 def test_torch_backward_passes(prop: Any, dtype: str, run_property: Callable[..., float]) -> None:
     torch_adapter = pytest.importorskip("transpec.adapters.torch.adapter")
     # the math backend: the CPU flash kernel has a forward defect (docs/torch.md) that its
