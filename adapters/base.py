@@ -283,6 +283,23 @@ class FunctionAdapter(Adapter):
     def precision(self, component: str, dtype: str) -> Precision:
         return self._base.precision(component, dtype)
 
+    def backward_precision(self, component: str, dtype: str) -> Precision:
+        return self._base.backward_precision(component, dtype)
+
+    def provides_gradients(self, component: str) -> bool:
+        """The function's backward: by the base's autograd (a torch base differentiates the
+        function itself), or a ``<method>_vjp`` attribute set on this adapter."""
+        if component != self._component:
+            return False
+        return type(self._base).vjp is not Adapter.vjp or super().provides_gradients(component)
+
+    def vjp(self, component: str, args: Mapping[str, Any], grad_output: Any) -> Mapping[str, Any]:
+        base_vjp = type(self._base).vjp
+        if base_vjp is not Adapter.vjp:
+            # the base's autograd, applied to this adapter, whose method is the function
+            return base_vjp(self, component, args, grad_output)
+        return super().vjp(component, args, grad_output)
+
     def available_devices(self) -> tuple[str, ...]:
         return self._base.available_devices()
 

@@ -59,6 +59,10 @@ def call_vjp(
     adapter = harness.adapter
     if not adapter.provides_gradients(component):
         raise ValueError(f"adapter {adapter.name!r} does not provide {component}'s gradients")
+    if record.groups_kv and bool(args.get("enable_gqa")) and harness.gqa_support() is not None:
+        # an adapter without GQA gets K/V repeated per its head map (as Harness.call does): its
+        # K/V gradients are then those of the repeated heads, judged against their reference
+        args = harness.lower_gqa(args)
     harness.require_supported(component, args)
     native, sent, watch = harness._prepare(component, harness.encode(component, args))
     g_native, g_sent = harness._prepare_float(GRAD_OUTPUT, np.asarray(cotangent), watch)

@@ -53,3 +53,45 @@ def test_an_adapter_without_gradients_is_skipped_with_the_reason() -> None:
     )
     (verdict,) = result.verdicts
     assert verdict.status == "skipped" and "gradients" in verdict.message
+
+
+def test_a_bare_torch_function_is_differentiated_by_autograd() -> None:
+    """FunctionAdapter with a torch base: the function itself goes through torch.autograd."""
+    torch = pytest.importorskip("torch")
+    from transpec.adapters.base import FunctionAdapter
+    from transpec.adapters.torch.adapter import TorchAdapter
+    from transpec.runs import run
+
+    def softmax(x, dim=-1):  # type: ignore[no-untyped-def]
+        return torch.softmax(x, dim=dim)
+
+    def no_d_term(x, dim=-1):  # type: ignore[no-untyped-def]
+        class Wrong(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, t):  # type: ignore[no-untyped-def]
+                p = torch.softmax(t, dim=dim)
+                ctx.save_for_backward(p)
+                return p
+
+            @staticmethod
+            def backward(ctx, g):  # type: ignore[no-untyped-def]
+                (p,) = ctx.saved_tensors
+                return p * g
+
+        return Wrong.apply(x)
+
+    def verdicts(function):  # type: ignore[no-untyped-def]
+        adapter = FunctionAdapter(function, component="softmax", base=TorchAdapter())
+        assert adapter.provides_gradients("softmax")
+        result = run(
+            adapter,
+            components=["softmax"],
+            properties=["grad_equivalence_x"],
+            dtypes=["float32"],
+            failures_dir=None,
+            max_examples=5,
+        )
+        return [v.status for v in result.verdicts]
+
+    assert verdicts(softmax) == ["passed"]
+    assert verdicts(no_d_term) == ["failed"]
