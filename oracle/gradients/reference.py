@@ -276,57 +276,73 @@ def compute_highprec(
     digits: int = 40,
 ) -> dict[str, FloatArray]:
     """The gradients computed with ``digits`` significant digits by the formulas of
-    :mod:`transpec.oracle.gradients.vjp` on the forward's high-precision weights; float64
-    results (rounded once)."""
+    :mod:`transpec.oracle.gradients.vjp` on the forward's high-precision weights (the record's
+    ``"vjp_highprec"`` hook); float64 results (rounded once)."""
     import mpmath
 
     from transpec.oracle.kernels import highprec as hp
 
     kref.check_args(component, args)
-    g = hp.to_mp(grad_output)
-    with mpmath.workdps(digits):
-        if component == "softmax":
-            dim = int(args.get("dim", -1))
-            p = np.moveaxis(hp.softmax(args, conventions, dtype), dim, -1)
-            out = {"x": np.moveaxis(vjp.softmax_vjp(p, _last(g, dim), xp=hp.xp), -1, dim)}
-        elif component == "attention":
-            out = _attention_highprec(args, g, conventions)
-        elif component == "layer_norm":
-            x, n_axes, w, _ = hp._norm_args(args)
-            res = vjp.layer_norm_vjp(
-                x,
-                n_axes,
-                w,
-                float(args.get("eps", 1e-5)),
-                g,
-                unbiased=conventions.layer_norm_variance == "unbiased",
-                eps_inside_sqrt=conventions.layer_norm_eps == "inside_sqrt",
-                xp=hp.xp,
-            )
-            out = {
-                k: res[k] for k in ("x", "weight", "bias") if k == "x" or args.get(k) is not None
-            }
-        elif component == "rms_norm":
-            x, n_axes, w, _ = hp._norm_args(args)
-            eps = kref.rms_norm_eps(args.get("eps"), dtype, conventions)
-            res = vjp.rms_norm_vjp(
-                x,
-                n_axes,
-                w,
-                eps,
-                g,
-                eps_inside_sqrt=conventions.rms_norm_eps == "inside_sqrt",
-                one_plus_weight=conventions.rms_norm_weight == "one_plus_w",
-                xp=hp.xp,
-            )
-            out = {k: res[k] for k in ("x", "weight") if k == "x" or args.get(k) is not None}
-        else:
-            raise ValueError(f"{component} has no high-precision backward")
+    function: Callable[..., dict[str, Any]] = components.get(component).hook("vjp_highprec")
+    with mpmath.workdps(hp._check_digits(digits)):
+        out = function(args, hp.to_mp(grad_output), conventions, canonical_dtype(dtype))
         return {k: hp.to_float64(v) for k, v in out.items()}
 
 
-def _attention_highprec(
-    args: Mapping[str, Any], g: np.ndarray, conventions: Conventions
+# -- the kernel records' "vjp_highprec" hooks: (args, mpf cotangent, conventions, dtype) ->
+# gradients as object arrays of mpf at the working precision -------------------------------------
+
+
+def softmax_highprec(
+    args: Mapping[str, Any], g: np.ndarray, conventions: Conventions, dtype: str
+) -> dict[str, np.ndarray]:
+    from transpec.oracle.kernels import highprec as hp
+
+    dim = int(args.get("dim", -1))
+    p = np.moveaxis(hp.softmax(args, conventions, dtype), dim, -1)
+    return {"x": np.moveaxis(vjp.softmax_vjp(p, _last(g, dim), xp=hp.xp), -1, dim)}
+
+
+def layer_norm_highprec(
+    args: Mapping[str, Any], g: np.ndarray, conventions: Conventions, dtype: str
+) -> dict[str, np.ndarray]:
+    from transpec.oracle.kernels import highprec as hp
+
+    x, n_axes, w, _ = hp._norm_args(args)
+    res = vjp.layer_norm_vjp(
+        x,
+        n_axes,
+        w,
+        float(args.get("eps", 1e-5)),
+        g,
+        unbiased=conventions.layer_norm_variance == "unbiased",
+        eps_inside_sqrt=conventions.layer_norm_eps == "inside_sqrt",
+        xp=hp.xp,
+    )
+    return {k: res[k] for k in ("x", "weight", "bias") if k == "x" or args.get(k) is not None}
+
+
+def rms_norm_highprec(
+    args: Mapping[str, Any], g: np.ndarray, conventions: Conventions, dtype: str
+) -> dict[str, np.ndarray]:
+    from transpec.oracle.kernels import highprec as hp
+
+    x, n_axes, w, _ = hp._norm_args(args)
+    res = vjp.rms_norm_vjp(
+        x,
+        n_axes,
+        w,
+        kref.rms_norm_eps(args.get("eps"), dtype, conventions),
+        g,
+        eps_inside_sqrt=conventions.rms_norm_eps == "inside_sqrt",
+        one_plus_weight=conventions.rms_norm_weight == "one_plus_w",
+        xp=hp.xp,
+    )
+    return {k: res[k] for k in ("x", "weight") if k == "x" or args.get(k) is not None}
+
+
+def attention_highprec(
+    args: Mapping[str, Any], g: np.ndarray, conventions: Conventions, dtype: str
 ) -> dict[str, np.ndarray]:
     import mpmath
 

@@ -27,6 +27,7 @@ import numpy as np
 from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype
 from transpec.oracle.engine.error_model import SAFETY, Units, gamma, units
 from transpec.oracle.gradients.reference import GradientReference
+from transpec.oracle.gradients.vjp import reduce_to
 from transpec.oracle.kernels import tolerance as ktol
 from transpec.oracle.kernels.tolerance import Tolerance, overflow_threshold
 
@@ -100,7 +101,6 @@ def attention_rules(ref: GradientReference, fwd: Units, bwd: Units) -> dict[str,
     g_lk, g_lq = gamma(lk, un.acc), gamma(lq, bwd.acc)
     eps_s = g_e + 2.0 * un.store + un.acc + (un.fn + 2.0 * un.acc if softcap else 0.0)
     const = 2.0 * un.fn + 2.0 * un.store + 2.0 * g_lk + un.acc
-    t_abs = np.swapaxes
     with np.errstate(over="ignore", invalid="ignore"):
         c_bar = np.sum(p * c, axis=-1, keepdims=True)
         s_bar = np.sum(p * shift, axis=-1, keepdims=True)
@@ -114,7 +114,7 @@ def attention_rules(ref: GradientReference, fwd: Units, bwd: Units) -> dict[str,
         e = p * ((eps_s * (c + c_bar) + un.acc * (shift + s_bar) + const) * amp + un.store)
         pv = np.matmul(p, abs_v)
         ev = np.matmul(e, abs_v)
-        big_g = np.matmul(abs_g, t_abs(abs_v, -1, -2))  # bounds |dP|
+        big_g = np.matmul(abs_g, np.swapaxes(abs_v, -1, -2))  # bounds |dP|
         h = np.sum(abs_g * pv, axis=-1, keepdims=True)  # bounds |D|
         d_err = np.sum(
             abs_g * (ev + (g_lk + g_ev + 2.0 * bwd.acc + fwd.out) * pv), axis=-1, keepdims=True
@@ -141,17 +141,17 @@ def attention_rules(ref: GradientReference, fwd: Units, bwd: Units) -> dict[str,
         rnd_k = g_lq + 2.0 * bwd.acc + bwd.store
         dq_int = alpha * (np.matmul(err_s, abs_k) + rnd_q * np.matmul(scale_s, abs_k))
         dq_floor = alpha * np.matmul(floor_t, abs_k) + alpha * bwd.eta_store * sum_k
-        dk_abs = alpha * np.matmul(t_abs(scale_s, -1, -2), abs_q)
-        dk_int = alpha * np.matmul(t_abs(err_s, -1, -2), abs_q) + rnd_k * dk_abs
-        dk_floor = alpha * np.matmul(t_abs(floor_t, -1, -2), abs_q) + alpha * bwd.eta_store * sum_q
-        dv_abs = np.matmul(t_abs(p, -1, -2), abs_g)
-        dv_int = np.matmul(t_abs(e, -1, -2), abs_g) + (g_lq + bwd.store) * dv_abs
+        dk_abs = alpha * np.matmul(np.swapaxes(scale_s, -1, -2), abs_q)
+        dk_int = alpha * np.matmul(np.swapaxes(err_s, -1, -2), abs_q) + rnd_k * dk_abs
+        dk_floor = (
+            alpha * np.matmul(np.swapaxes(floor_t, -1, -2), abs_q) + alpha * bwd.eta_store * sum_q
+        )
+        dv_abs = np.matmul(np.swapaxes(p, -1, -2), abs_g)
+        dv_int = np.matmul(np.swapaxes(e, -1, -2), abs_g) + (g_lq + bwd.store) * dv_abs
         dv_floor = (bwd.eta_acc + bwd.eta_store) * sum_g + np.zeros_like(dv_abs)
     kv = ctx["kv"]
     groups = p.shape[-3] // max(1, ref.grads["k"].value.shape[-3]) if p.ndim >= 3 else 1
     g_group = gamma(groups, bwd.acc)
-    from transpec.oracle.gradients.vjp import reduce_to
-
     rules: dict[str, Rule] = {}
     common = (
         f"c={SAFETY:g}, E={e_dim}, Ev={ev_dim}, Lq={lq}, Lk={lk}, ε_s={eps_s:.3g}, "

@@ -133,6 +133,7 @@ def test_the_kernels_declare_the_hooks_their_shared_code_calls() -> None:
             "regime",
             "vjp_reference",
             "vjp_rule",
+            "vjp_highprec",
             "gradient_properties",
         }
 
@@ -142,7 +143,7 @@ def test_a_differentiable_record_has_its_backward_oracle(record: components.Comp
     """A record that names gradients has their reference, rule and properties (a
     grad_equivalence per gradient, all backward ones), and the NumPy and torch adapters
     compute them; a record without gradients has no backward hook."""
-    backward_hooks = {"vjp_reference", "vjp_rule", "gradient_properties"}
+    backward_hooks = {"vjp_reference", "vjp_rule", "vjp_highprec", "gradient_properties"}
     if not record.gradients:
         assert not backward_hooks & set(record.hooks), record.name
         return
