@@ -236,6 +236,37 @@ class Adapter:
     def synchronize(self, device: str) -> None:
         """Wait for queued device work (CUDA adapters override this)."""
 
+    # -- gradients (the backward pass) ----------------------------------------------------------
+
+    def backward_precision(self, component: str, dtype: str) -> Precision:
+        """Declared precision of the backward pass of ``component`` (many kernels accumulate
+        dQ in float32 and store dS in the input dtype). Default: the forward's
+        :meth:`precision`."""
+        return self.precision(component, dtype)
+
+    def provides_gradients(self, component: str) -> bool:
+        """True when the adapter computes the backward pass of ``component``: by default, when
+        it has a ``<method>_vjp`` method (``softmax_vjp``, ``layer_norm_vjp``, ...)."""
+        record = registry.REGISTRY.get(component)
+        return (
+            record is not None
+            and bool(record.gradients)
+            and callable(getattr(self, f"{record.method}_vjp", None))
+        )
+
+    def vjp(self, component: str, args: Mapping[str, Any], grad_output: Any) -> Mapping[str, Any]:
+        """The vector-Jacobian product of ``component`` at ``args`` (native arrays, keyed by the
+        method's parameters) for the cotangent ``grad_output`` (a native array of the output's
+        shape): a dict from each differentiable argument (the record's ``gradients``) that is a
+        float array in ``args`` to its gradient, a native array of that argument's shape and
+        dtype. Default: ``self.<method>_vjp(grad_output, **args)``; a framework with autograd
+        overrides this to differentiate the forward method itself."""
+        record = registry.get(component)
+        method = getattr(self, f"{record.method}_vjp", None)
+        if not callable(method):
+            raise NotImplementedError(f"{self.name} has no {record.method}_vjp method")
+        return dict(method(grad_output, **args))
+
 
 class FunctionAdapter(Adapter):
     """Wraps a bare function as an adapter providing one component.
@@ -279,6 +310,23 @@ class FunctionAdapter(Adapter):
 
     def precision(self, component: str, dtype: str) -> Precision:
         return self._base.precision(component, dtype)
+
+    def backward_precision(self, component: str, dtype: str) -> Precision:
+        return self._base.backward_precision(component, dtype)
+
+    def provides_gradients(self, component: str) -> bool:
+        """The function's backward: by the base's autograd (a torch base differentiates the
+        function itself), or a ``<method>_vjp`` attribute set on this adapter."""
+        if component != self._component:
+            return False
+        return type(self._base).vjp is not Adapter.vjp or super().provides_gradients(component)
+
+    def vjp(self, component: str, args: Mapping[str, Any], grad_output: Any) -> Mapping[str, Any]:
+        base_vjp = type(self._base).vjp
+        if base_vjp is not Adapter.vjp:
+            # the base's autograd, applied to this adapter, whose method is the function
+            return base_vjp(self, component, args, grad_output)
+        return super().vjp(component, args, grad_output)
 
     def available_devices(self) -> tuple[str, ...]:
         return self._base.available_devices()

@@ -126,6 +126,11 @@ class Component:
     #: "module:function"``), e.g. the layers' ``"forward"`` or the kernels' ``"emulate"``: what
     #: would otherwise be a switch on the component's name inside the family
     hooks: Mapping[str, str] = field(default_factory=dict)
+    #: the arguments its backward pass differentiates (``"q"``, ``"weight"``, ...): the
+    #: gradients an adapter's ``vjp`` returns (for those that are float arrays in the call),
+    #: judged by the ``"vjp_reference"`` and ``"vjp_rule"`` hooks and the
+    #: ``"gradient_properties"`` of :mod:`transpec.oracle.gradients`; empty: no backward oracle
+    gradients: tuple[str, ...] = ()
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -217,8 +222,13 @@ class Component:
         return self._function("strategy")(self.name, dtype, **options)
 
     def property_list(self) -> tuple[Any, ...]:
-        """This component's properties, in catalogue order."""
-        return tuple(p for p in _family_properties(self.properties) if p.component == self.name)
+        """This component's properties, in catalogue order: its family's, then those of its
+        backward pass (the ``"gradient_properties"`` hook), which a run includes on request."""
+        own = tuple(p for p in _family_properties(self.properties) if p.component == self.name)
+        if "gradient_properties" in self.hooks:
+            backward = _family_properties(self.hooks["gradient_properties"])
+            own += tuple(p for p in backward if p.component == self.name)
+        return own
 
 
 def _args(*spec: str) -> tuple[Argument, ...]:
@@ -292,6 +302,9 @@ LAYERS = Family(
     properties="transpec.oracle.layers.properties:layer_properties",
 )
 
+#: where the kernels' gradient properties are built
+_GRADIENT_PROPERTIES = "transpec.oracle.gradients.properties:gradient_properties"
+
 _RECORDS: tuple[Component, ...] = (
     Component(
         "softmax",
@@ -305,7 +318,12 @@ _RECORDS: tuple[Component, ...] = (
             "emulate": "transpec.oracle.kernels.emulate:softmax",
             "highprec": "transpec.oracle.kernels.highprec:softmax",
             "regime": "transpec.oracle.kernels.regime:softmax_regime",
+            "vjp_reference": "transpec.oracle.gradients.reference:softmax_gradient",
+            "vjp_rule": "transpec.oracle.gradients.tolerance:softmax_rules",
+            "vjp_highprec": "transpec.oracle.gradients.reference:softmax_highprec",
+            "gradient_properties": _GRADIENT_PROPERTIES,
         },
+        gradients=("x",),
     ),
     Component(
         "attention",
@@ -332,7 +350,12 @@ _RECORDS: tuple[Component, ...] = (
             "emulate": "transpec.oracle.kernels.emulate:attention",
             "highprec": "transpec.oracle.kernels.highprec:attention",
             "regime": "transpec.oracle.kernels.regime:attention_regime",
+            "vjp_reference": "transpec.oracle.gradients.reference:attention_gradient",
+            "vjp_rule": "transpec.oracle.gradients.tolerance:attention_rules",
+            "vjp_highprec": "transpec.oracle.gradients.reference:attention_highprec",
+            "gradient_properties": _GRADIENT_PROPERTIES,
         },
+        gradients=("q", "k", "v", "attn_mask"),
     ),
     Component(
         "layer_norm",
@@ -347,7 +370,12 @@ _RECORDS: tuple[Component, ...] = (
             "emulate": "transpec.oracle.kernels.emulate:layer_norm",
             "highprec": "transpec.oracle.kernels.highprec:layer_norm",
             "regime": "transpec.oracle.kernels.regime:norm_regime",
+            "vjp_reference": "transpec.oracle.gradients.reference:layer_norm_gradient",
+            "vjp_rule": "transpec.oracle.gradients.tolerance:layer_norm_rules",
+            "vjp_highprec": "transpec.oracle.gradients.reference:layer_norm_highprec",
+            "gradient_properties": _GRADIENT_PROPERTIES,
         },
+        gradients=("x", "weight", "bias"),
     ),
     Component(
         "rms_norm",
@@ -362,7 +390,12 @@ _RECORDS: tuple[Component, ...] = (
             "emulate": "transpec.oracle.kernels.emulate:rms_norm",
             "highprec": "transpec.oracle.kernels.highprec:rms_norm",
             "regime": "transpec.oracle.kernels.regime:norm_regime",
+            "vjp_reference": "transpec.oracle.gradients.reference:rms_norm_gradient",
+            "vjp_rule": "transpec.oracle.gradients.tolerance:rms_norm_rules",
+            "vjp_highprec": "transpec.oracle.gradients.reference:rms_norm_highprec",
+            "gradient_properties": _GRADIENT_PROPERTIES,
         },
+        gradients=("x", "weight"),
     ),
     Component(
         "embedding",

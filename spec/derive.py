@@ -663,11 +663,12 @@ def _layer_definitions(block: str) -> tuple[list[tuple[str, str]], list[_Variant
 
 
 def _catalogue() -> tuple[Any, ...]:
-    """Every proof: the kernel identities, then the layer and positional ones."""
+    """Every proof: the kernel identities, the layer and positional ones, the backward ones."""
+    from transpec.spec.backward import BACKWARD_PROOFS
     from transpec.spec.layers import catalogue
     from transpec.spec.proofs import PROOFS
 
-    return tuple(PROOFS) + tuple(catalogue())
+    return tuple(PROOFS) + tuple(catalogue()) + BACKWARD_PROOFS
 
 
 @functools.cache
@@ -727,6 +728,32 @@ def render(block: str, fmt: str = "markdown") -> str:
     proofs = [pr for pr in _catalogue() if pr.block in _PROOF_BLOCKS[block]]
     if not proofs:
         w.text("None in the proof catalogue: the block is checked numerically only.")
+    _render_proofs(w, proofs)
+    if block in _BACKWARD:
+        from transpec.spec.backward import backward_proofs
+
+        w.heading("Backward (vector-Jacobian product)", 2)
+        w.text(
+            "The gradients of the loss $L = \\sum g \\circ f$ for a cotangent $g$, derived with "
+            "`sympy.diff` from the definition above; the float64 backward reference "
+            "(transpec.oracle.gradients.vjp) computes these closed forms:"
+        )
+        w.code(_reference_source(f"transpec.oracle.gradients.vjp:{_BACKWARD[block]}"))
+        _render_proofs(w, backward_proofs(block))
+    return w.render()
+
+
+#: the kernel blocks with a backward pass: their VJP function in transpec.oracle.gradients.vjp
+_BACKWARD = {
+    "softmax": "softmax_vjp",
+    "attention": "attention_vjp",
+    "layer_norm": "layer_norm_vjp",
+    "rms_norm": "rms_norm_vjp",
+}
+
+
+def _render_proofs(w: _Writer, proofs: Any) -> None:
+    """Each proof: its statement, its checked steps and its negative control's verdict."""
     for pr in proofs:
         res, neg = _results(pr.name)
         verdict = "proved" if res.proved else "NOT PROVED"
@@ -739,7 +766,6 @@ def render(block: str, fmt: str = "markdown") -> str:
             w.math(step.latex)
         control = "rejected" if neg.rejected else "ACCEPTED (the procedure is broken)"
         w.text(f"Negative control, {pr.control}: {control} by the same procedure.")
-    return w.render()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--quiet", "-q", action="store_true", help="no per-verdict progress")
     _isolation_options(check)
+    check.add_argument(
+        "--gradients",
+        action="store_true",
+        help="also judge the backward passes (the grad_* properties)",
+    )
 
     lst = sub.add_parser("list", help="list components, properties, conventions or adapters")
     lst.add_argument(
@@ -496,6 +501,7 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
             adapter_spec=spec,
             isolation=args.isolation,
             memory_limit=_memory_limit(args),
+            gradients=args.gradients,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(_one_line(exc)) from None

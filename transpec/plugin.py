@@ -83,6 +83,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             f"--transpec-{name}", action="append", default=None, metavar=name.upper(), help=what
         )
     group.addoption("--transpec-profile", choices=("ci", "thorough"), default="ci")
+    group.addoption(
+        "--transpec-gradients",
+        action="store_true",
+        default=False,
+        help="also judge the backward passes (the grad_* properties)",
+    )
     group.addoption("--transpec-seed", type=int, default=None, metavar="N")
     group.addoption("--transpec-max-examples", type=int, default=None, metavar="N")
     group.addoption(
@@ -187,6 +193,7 @@ def pytest_collection_modifyitems(
             properties=_split(config.getoption("transpec_property")),
             dtypes=_split(config.getoption("transpec_dtype")),
             devices=_split(config.getoption("transpec_device")),
+            gradients=bool(config.getoption("transpec_gradients")),
         )
     except (ValueError, TypeError, ImportError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -406,6 +413,7 @@ def conformance_tests(
     isolation: str = "none",
     adapter_spec: str | None = None,
     memory_limit: int | None = None,
+    gradients: bool = False,
 ) -> Callable[..., None]:
     """A pytest test function with one parametrized case per verdict of ``adapter``.
 
@@ -421,6 +429,8 @@ def conformance_tests(
     an absent device, an undeclared dtype), or a component, dtype or device named here would
     run nothing, one more case, ``nothing-tested``, fails with the one-line reason
     (:func:`transpec.runs.nothing_tested`).
+
+    ``gradients`` adds the backward passes' properties.
 
     ``isolation``, ``adapter_spec``, ``memory_limit``: as for :func:`transpec.runs.run`
     (``"process"`` runs the implementation in a worker process loaded from ``adapter_spec``,
@@ -443,7 +453,12 @@ def conformance_tests(
     resolved = resolve(profile, seed=seed, max_examples=max_examples)
     declared = validate_adapter(adapter)
     cases = plan(
-        adapter, components=components, properties=properties, dtypes=dtypes, devices=devices
+        adapter,
+        components=components,
+        properties=properties,
+        dtypes=dtypes,
+        devices=devices,
+        gradients=gradients,
     )
     spec = adapter_spec if adapter_spec is not None else infer_spec(adapter)
     worker = (

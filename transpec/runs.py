@@ -210,12 +210,14 @@ def plan(
     properties: Sequence[str] | None = None,
     dtypes: Sequence[str] | None = None,
     devices: Sequence[str] | None = None,
+    gradients: bool = False,
 ) -> list[Case]:
     """The cases of a run, in a fixed order (component, property, device, dtype).
 
     ``components``/``properties``/``dtypes``/``devices`` select; ``None`` means all the adapter
-    declares (all components, so that missing ones are reported as skipped). Unknown names raise
-    ``ValueError`` with a one-line message.
+    declares (all components, so that missing ones are reported as skipped). The properties of
+    the backward pass (``Property.backward``) are included with ``gradients=True`` or when named
+    in ``properties``. Unknown names raise ``ValueError`` with a one-line message.
     """
     from transpec.oracle.catalogue import PROPERTIES, select
 
@@ -236,6 +238,8 @@ def plan(
                     f"expected one of {', '.join(sorted({p.name for p in scope}))}"
                 )
     props = select(components=list(comps), names=list(properties) if properties else None)
+    if not gradients and not properties:
+        props = tuple(p for p in props if not p.backward)
     if dtypes is None:
         wanted_dtypes = tuple(canonical_dtype(d) for d in adapter.dtypes)
     else:
@@ -372,6 +376,7 @@ def run(
     on_start: Callable[[RunResult, list[Case]], None] | None = None,
     isolation: str = "none",
     memory_limit: int | None = None,
+    gradients: bool = False,
 ) -> RunResult:
     """Run the selected properties against ``adapter`` and return every verdict.
 
@@ -380,7 +385,8 @@ def run(
     saved; a relative path is resolved against the current directory when the run starts).
     ``on_verdict`` is called with each verdict as it is made; ``on_start`` once with the
     empty result and the plan. ``adapter_spec`` is how the reproduce command reloads the adapter
-    (inferred for importable classes and functions when not given).
+    (inferred for importable classes and functions when not given). ``gradients``: include
+    the properties of the backward pass (:func:`plan`).
 
     ``isolation``: ``"none"`` calls the implementation in this process (in a thread, under its
     ``call_timeout``); ``"process"`` in a worker process loaded from ``adapter_spec``
@@ -411,7 +417,12 @@ def run(
         failures_dir = Path(failures_dir).resolve()
     resolved = resolve(profile, seed=seed, max_examples=max_examples)
     cases = plan(
-        adapter, components=components, properties=properties, dtypes=dtypes, devices=devices
+        adapter,
+        components=components,
+        properties=properties,
+        dtypes=dtypes,
+        devices=devices,
+        gradients=gradients,
     )
     spec = adapter_spec if adapter_spec is not None else infer_spec(adapter)
     worker = (

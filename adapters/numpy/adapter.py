@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from transpec.adapters.base import Adapter, Precision
+from transpec.adapters.numpy.gradients import NumpyGradientsMixin
 from transpec.adapters.numpy.layers import NumpyLayers
 from transpec.adapters.numpy.positional import NumpyPositionalMixin
 from transpec.oracle.engine.dtypes import canonical_dtype, unit_roundoff
@@ -38,7 +39,7 @@ def _trailing_axes(x: np.ndarray, normalized_shape: int | Sequence[int]) -> tupl
     return tuple(range(x.ndim - len(shape), x.ndim))
 
 
-class NumpyAdapter(NumpyLayers, NumpyPositionalMixin, Adapter):
+class NumpyAdapter(NumpyGradientsMixin, NumpyLayers, NumpyPositionalMixin, Adapter):
     r"""NumPy softmax, scaled dot-product attention, LayerNorm and RMSNorm (and the embedding
     and positional components of :class:`~transpec.adapters.torch.positional.NumpyPositionalMixin`).
 
@@ -47,6 +48,9 @@ class NumpyAdapter(NumpyLayers, NumpyPositionalMixin, Adapter):
     mask when both are given, a query row with no key left outputs zeros, grouped-query heads
     map h -> h // (Hq / Hkv), LayerNorm uses the biased variance with eps inside the square
     root, RMSNorm ``eps=None`` is ``finfo(input dtype).eps``.
+
+    Backward passes: the ``*_vjp`` methods of
+    :class:`~transpec.adapters.numpy.gradients.NumpyGradientsMixin`.
 
     Precision: float64 and float32 compute in their own dtype; float16 and bfloat16 compute
     everything in float32 and round the output once, so (float32, float32) is declared for them.

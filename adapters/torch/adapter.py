@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from transpec.adapters.base import Adapter, Precision
+from transpec.adapters.torch.gradients import TorchGradientsMixin
 from transpec.adapters.torch.layers import CHAINED_COMPONENTS, LAYER_COMPONENTS, TorchLayers
 from transpec.adapters.torch.positional import TorchPositionalMixin
 from transpec.oracle.engine.dtypes import canonical_dtype
@@ -63,12 +64,14 @@ def _flash_cpu_restriction(args: Mapping[str, Any], *, mask: bool = True) -> str
     return None
 
 
-class TorchAdapter(TorchLayers, TorchPositionalMixin, Adapter):
+class TorchAdapter(TorchGradientsMixin, TorchLayers, TorchPositionalMixin, Adapter):
     r"""``torch.nn.functional`` on CPU (and CUDA when present); SDPA with its default dispatch.
 
     Components: ``torch.softmax``, ``F.scaled_dot_product_attention``, ``F.layer_norm``,
     ``F.rms_norm``, and the embedding and positional components of
-    :class:`~transpec.adapters.torch.positional.TorchPositionalMixin`. Conversion: float64 NumPy
+    :class:`~transpec.adapters.torch.positional.TorchPositionalMixin`; their backward passes
+    through ``torch.autograd.grad`` of the same call
+    (:class:`~transpec.adapters.torch.gradients.TorchGradientsMixin`). Conversion: float64 NumPy
     arrays are rounded to the dtype under test exactly as
     :func:`transpec.oracle.engine.dtypes.round_to` rounds (float32/float16 by NumPy, bfloat16 from
     float32 by torch, nearest-even), boolean arrays stay boolean.

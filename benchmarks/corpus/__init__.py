@@ -14,20 +14,29 @@ from __future__ import annotations
 
 from transpec.oracle import components
 
-from . import _registry, attention, layers, masking, norms, positional, softmax
+from . import _registry, attention, backward, layers, masking, norms, positional, softmax
 from ._registry import ALL_DTYPES, HALF_DTYPES, Entry, chaff, wheat
 
 #: the components of the core corpus: the kernels (softmax, attention and the norms)
 CORE_COMPONENTS: tuple[str, ...] = components.names("kernels")
 
 #: chaffs and wheats of the core components (the kill matrix, calibration and peers use these)
-CHAFFS: list[Entry] = [e for e in _registry.CHAFFS if e.component in CORE_COMPONENTS]
-WHEATS: list[Entry] = [e for e in _registry.WHEATS if e.component in CORE_COMPONENTS]
+CHAFFS: list[Entry] = [
+    e for e in _registry.CHAFFS if e.component in CORE_COMPONENTS and not e.gradients
+]
+WHEATS: list[Entry] = [
+    e for e in _registry.WHEATS if e.component in CORE_COMPONENTS and not e.gradients
+]
+#: chaffs and wheats of the kernels' backward passes (judged by the backward properties)
+BACKWARD_CHAFFS: list[Entry] = [e for e in _registry.CHAFFS if e.gradients]
+BACKWARD_WHEATS: list[Entry] = [e for e in _registry.WHEATS if e.gradients]
 #: chaffs and wheats of the layer and positional components (``layers``, ``positional``)
 LAYER_CHAFFS: list[Entry] = [e for e in _registry.CHAFFS if e.component not in CORE_COMPONENTS]
 LAYER_WHEATS: list[Entry] = [e for e in _registry.WHEATS if e.component not in CORE_COMPONENTS]
 
-ENTRIES: list[Entry] = CHAFFS + WHEATS + LAYER_CHAFFS + LAYER_WHEATS
+ENTRIES: list[Entry] = (
+    CHAFFS + WHEATS + LAYER_CHAFFS + LAYER_WHEATS + BACKWARD_CHAFFS + BACKWARD_WHEATS
+)
 
 
 def entry(name: str) -> Entry:
@@ -49,6 +58,8 @@ def select(component: str | None = None, kind: str | None = None) -> list[Entry]
 
 __all__ = [
     "ALL_DTYPES",
+    "BACKWARD_CHAFFS",
+    "BACKWARD_WHEATS",
     "CHAFFS",
     "CORE_COMPONENTS",
     "ENTRIES",
@@ -58,6 +69,7 @@ __all__ = [
     "WHEATS",
     "Entry",
     "attention",
+    "backward",
     "chaff",
     "entry",
     "layers",

@@ -36,6 +36,8 @@ class Entry:
 
     ``visible`` is empty for a wheat; for a chaff it lists the dtypes in which its defect can be
     seen at all (the quality tests require a kill in each of them) and ``why`` says why.
+    ``gradients``: an entry of the backward pass (its forward is right; it is judged by the
+    component's backward properties).
     """
 
     name: str
@@ -45,6 +47,7 @@ class Entry:
     adapter: type[Adapter]
     visible: tuple[str, ...] = ()
     why: str = ""
+    gradients: bool = False
 
     def make(self) -> Adapter:
         """A fresh adapter instance of this entry."""
@@ -78,7 +81,9 @@ def _snake(name: str) -> str:
     return "".join(out)
 
 
-def _register(kind: str, component: str, visible: tuple[str, ...], why: str) -> Callable[[A], A]:
+def _register(
+    kind: str, component: str, visible: tuple[str, ...], why: str, gradients: bool = False
+) -> Callable[[A], A]:
     components.get(component)
     for d in visible:
         if d not in ALL_DTYPES:
@@ -94,6 +99,7 @@ def _register(kind: str, component: str, visible: tuple[str, ...], why: str) -> 
             adapter=cls,
             visible=visible,
             why=why,
+            gradients=gradients,
         )
         registry = CHAFFS if kind == "chaff" else WHEATS
         if any(e.name == name for e in CHAFFS + WHEATS):
@@ -105,13 +111,17 @@ def _register(kind: str, component: str, visible: tuple[str, ...], why: str) -> 
     return decorate
 
 
-def chaff(component: str, *, visible: tuple[str, ...], why: str) -> Callable[[A], A]:
-    """Register a wrong implementation whose defect is visible in ``visible`` dtypes."""
+def chaff(
+    component: str, *, visible: tuple[str, ...], why: str, gradients: bool = False
+) -> Callable[[A], A]:
+    """Register a wrong implementation whose defect is visible in ``visible`` dtypes
+    (``gradients``: a defect of its backward pass)."""
     if not visible or not why:
         raise ValueError("a chaff names the dtypes where its defect is visible, and why")
-    return _register("chaff", component, tuple(visible), why)
+    return _register("chaff", component, tuple(visible), why, gradients)
 
 
-def wheat(component: str) -> Callable[[A], A]:
-    """Register a correct implementation (computed another way or with declared conventions)."""
-    return _register("wheat", component, (), "")
+def wheat(component: str, *, gradients: bool = False) -> Callable[[A], A]:
+    """Register a correct implementation (computed another way or with declared conventions;
+    ``gradients``: a correct backward pass computed another way)."""
+    return _register("wheat", component, (), "", gradients)

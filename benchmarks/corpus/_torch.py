@@ -96,6 +96,10 @@ class CorpusAdapter(TorchAdapter):
         c = "float32" if dtype in ("float16", "bfloat16") else dtype
         return Precision(accumulate=c, store=c)
 
+    def backward_precision(self, component: str, dtype: str) -> Precision:
+        """The backward computes like the forward: everything in the compute dtype."""
+        return self.precision(component, dtype)
+
     def supports(
         self,
         component: str,

@@ -49,6 +49,9 @@ class Property:
     inputs: Inputs
     check: Check
     applies: Applies
+    #: a property of the backward pass (:mod:`transpec.oracle.gradients`): a run includes it
+    #: when gradients are requested (``transpec check --gradients``) or it is named
+    backward: bool = False
 
     @property
     def id(self) -> str:

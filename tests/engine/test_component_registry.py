@@ -131,7 +131,32 @@ def test_the_kernels_declare_the_hooks_their_shared_code_calls() -> None:
             "emulate",
             "highprec",
             "regime",
+            "vjp_reference",
+            "vjp_rule",
+            "vjp_highprec",
+            "gradient_properties",
         }
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=IDS)
+def test_a_differentiable_record_has_its_backward_oracle(record: components.Component) -> None:
+    """A record that names gradients has their reference, rule and properties (a
+    grad_equivalence per gradient, all backward ones), and the NumPy and torch adapters
+    compute them; a record without gradients has no backward hook."""
+    backward_hooks = {"vjp_reference", "vjp_rule", "vjp_highprec", "gradient_properties"}
+    if not record.gradients:
+        assert not backward_hooks & set(record.hooks), record.name
+        return
+    assert backward_hooks <= set(record.hooks), record.name
+    assert set(record.gradients) <= set(record.argument_names)
+    props = {p.name: p for p in record.property_list() if p.backward}
+    for name in record.gradients:
+        assert f"grad_equivalence_{name}" in props, (record.name, name)
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+
+    assert NumpyAdapter().provides_gradients(record.name)
+    torch_adapter = pytest.importorskip("transpec.adapters.torch.adapter").TorchAdapter()
+    assert torch_adapter.provides_gradients(record.name)
 
 
 def test_the_kernels_and_positional_blocks_declare_their_tolerance_rule() -> None:

@@ -64,11 +64,43 @@ EXPECTED = {
 }
 
 
+#: the properties of the backward passes (``Property.backward``; a run adds them on request)
+EXPECTED_BACKWARD = {
+    "softmax": {"grad_equivalence_x", "grad_row_sum", "grad_linearity"},
+    "attention": {
+        "grad_equivalence_q",
+        "grad_equivalence_k",
+        "grad_equivalence_v",
+        "grad_equivalence_attn_mask",
+        "grad_causal_zeros",
+        "grad_masked_keys_zero",
+        "grad_gqa_group_sum",
+        "grad_linearity",
+    },
+    "layer_norm": {
+        "grad_equivalence_x",
+        "grad_equivalence_weight",
+        "grad_equivalence_bias",
+        "grad_row_sum",
+        "grad_orthogonality",
+        "grad_linearity",
+    },
+    "rms_norm": {
+        "grad_equivalence_x",
+        "grad_equivalence_weight",
+        "grad_orthogonality",
+        "grad_linearity",
+    },
+}
+
+
 def test_the_catalogue_names_every_property_once() -> None:
     ids = [p.id for p in PROPERTIES]
     assert len(ids) == len(set(ids))
     for component, expected in EXPECTED.items():
-        assert {p.name for p in select(component)} == expected
+        assert {p.name for p in select(component) if not p.backward} == expected
+        backward = EXPECTED_BACKWARD.get(component, set())
+        assert {p.name for p in select(component) if p.backward} == backward
     for p in PROPERTIES:
         assert p.summary and "\n" not in p.summary
     assert names("rms_norm") == tuple(f"rms_norm.{n}" for n in [p.name for p in select("rms_norm")])

@@ -280,11 +280,13 @@ def test_rejects_the_wrong_implementation(
 
 
 def test_every_attention_property_has_a_wrong_implementation() -> None:
-    assert {p.name for p in select("attention")} == {name for name, _, _ in WRONG}
+    """The forward ones here; the backward ones in tests/gradients."""
+    forward = {p.name for p in select("attention") if not p.backward}
+    assert forward == {name for name, _, _ in WRONG}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
-@pytest.mark.parametrize("name", [p.name for p in select("attention")])
+@pytest.mark.parametrize("name", [p.name for p in select("attention") if not p.backward])
 def test_accepts_numpy(name: str, dtype: str, accepts: Any) -> None:
     assert accepts("attention", name, NumpyAdapter(), dtype, examples=4) <= 1.0
 

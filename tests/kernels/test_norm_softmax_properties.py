@@ -269,12 +269,17 @@ def test_rejects_the_wrong_implementation(
 
 @pytest.mark.parametrize("component", ["softmax", "layer_norm", "rms_norm"])
 def test_every_property_has_a_wrong_implementation(component: str) -> None:
+    """The forward ones here; the backward ones in tests/gradients."""
     covered = {name for comp, name, _, _ in WRONG if comp == component}
-    assert {p.name for p in select(component)} == covered
+    assert {p.name for p in select(component) if not p.backward} == covered
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
-@pytest.mark.parametrize("prop", select(["softmax", "layer_norm", "rms_norm"]), ids=lambda p: p.id)
+@pytest.mark.parametrize(
+    "prop",
+    [p for p in select(["softmax", "layer_norm", "rms_norm"]) if not p.backward],
+    ids=lambda p: p.id,
+)
 def test_accepts_numpy(prop: Any, dtype: str, accepts: Any) -> None:
     assert accepts(prop.component, prop.name, NumpyAdapter(), dtype, examples=5) <= 1.0
 

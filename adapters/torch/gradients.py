@@ -1,0 +1,56 @@
+"""The backward pass of a torch adapter: ``torch.autograd.grad`` of the very forward call.
+
+Every component method of a torch adapter (``F.scaled_dot_product_attention``, a user's custom
+``torch.autograd.Function``, a corpus kernel) is differentiated as its users differentiate it: the
+float inputs it receives are made leaves that require grad, the method is called under
+``torch.enable_grad()``, and ``torch.autograd.grad(output, leaves, grad_output)`` gives the
+gradients. A leaf the output does not depend on gets zeros (``allow_unused``): a detached input
+is then judged like any wrong gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from transpec.adapters.base import Precision
+from transpec.oracle import components as registry
+from transpec.oracle.engine.dtypes import canonical_dtype
+
+
+class TorchGradientsMixin:
+    """``vjp`` through autograd for every component with a registered backward."""
+
+    def provides_gradients(self, component: str) -> bool:
+        record = registry.REGISTRY.get(component)
+        return record is not None and bool(record.gradients) and self.provides(component)  # type: ignore[attr-defined]
+
+    def backward_precision(self, component: str, dtype: str) -> Precision:
+        """float32 math for float16/bfloat16, every intermediate gradient (dP, dS) rounded to
+        the input dtype; (dtype, dtype) otherwise."""
+        dtype = canonical_dtype(dtype)
+        if dtype in ("float16", "bfloat16"):
+            return Precision(accumulate="float32", store=dtype)
+        return Precision(accumulate=dtype, store=dtype)
+
+    def vjp(self, component: str, args: Mapping[str, Any], grad_output: Any) -> dict[str, Any]:
+        import torch
+
+        record = registry.get(component)
+        call = dict(args)
+        leaves: dict[str, Any] = {}
+        for name in record.gradients:
+            value = call.get(name)
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                leaves[name] = value.requires_grad_(True)
+        with torch.enable_grad():
+            out = getattr(self, record.method)(**call)
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            raise RuntimeError(f"{component}'s output does not depend on its inputs in autograd")
+        grads = torch.autograd.grad(
+            out, list(leaves.values()), grad_outputs=grad_output, allow_unused=True
+        )
+        return {
+            name: (torch.zeros_like(leaf) if grad is None else grad)
+            for (name, leaf), grad in zip(leaves.items(), grads, strict=True)
+        }
