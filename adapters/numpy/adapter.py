@@ -20,16 +20,11 @@ from transpec.adapters.base import Adapter, Precision
 from transpec.adapters.numpy.gradients import NumpyGradientsMixin
 from transpec.adapters.numpy.layers import NumpyLayers
 from transpec.adapters.numpy.positional import NumpyPositionalMixin
+from transpec.adapters.numpy.work import work_dtype
 from transpec.oracle.engine.dtypes import canonical_dtype, unit_roundoff
 from transpec.spec.conventions import Conventions
 
 Array = npt.NDArray[np.floating]
-
-
-def _work_dtype(x: np.ndarray) -> np.dtype:
-    """The dtype arithmetic is done in: float32 for float16 and bfloat16 inputs (two-byte
-    floats: bfloat16 is ``ml_dtypes.bfloat16``), the input dtype otherwise."""
-    return np.dtype(np.float32) if x.dtype.itemsize == 2 else x.dtype
 
 
 def _trailing_axes(x: np.ndarray, normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -77,7 +72,7 @@ class NumpyAdapter(NumpyGradientsMixin, NumpyLayers, NumpyPositionalMixin, Adapt
 
         A row that is entirely -inf is 0/0 = NaN, as in ``torch.softmax``.
         """
-        w = x.astype(_work_dtype(x))
+        w = x.astype(work_dtype(x.dtype))
         m = np.max(w, axis=dim, keepdims=True)
         m = np.where(np.isneginf(m), 0, m).astype(w.dtype)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -103,7 +98,7 @@ class NumpyAdapter(NumpyGradientsMixin, NumpyLayers, NumpyPositionalMixin, Adapt
         ``is_causal`` hides keys j > i. With ``enable_gqa`` query head h reads kv head
         h // (Hq / Hkv). A row where every key is hidden outputs zeros.
         """
-        work = _work_dtype(q)
+        work = work_dtype(q.dtype)
         qw, kw, vw = q.astype(work), k.astype(work), v.astype(work)
         hq, hkv = qw.shape[-3] if qw.ndim >= 3 else 1, kw.shape[-3] if kw.ndim >= 3 else 1
         if hq != hkv:
@@ -150,7 +145,7 @@ class NumpyAdapter(NumpyGradientsMixin, NumpyLayers, NumpyPositionalMixin, Adapt
         r"""y = (x - μ) / sqrt(σ² + eps) · w + b over the trailing ``normalized_shape`` dims,
         μ the mean, σ² = mean((x - μ)²) the biased variance."""
         axes = _trailing_axes(x, normalized_shape)
-        work = _work_dtype(x)
+        work = work_dtype(x.dtype)
         xw = x.astype(work)
         mu = np.mean(xw, axis=axes, keepdims=True)
         centred = xw - mu
@@ -174,7 +169,7 @@ class NumpyAdapter(NumpyGradientsMixin, NumpyLayers, NumpyPositionalMixin, Adapt
         ``eps=None`` is ``finfo(x.dtype).eps`` (2u of the input dtype)."""
         axes = _trailing_axes(x, normalized_shape)
         e = 2.0 * unit_roundoff(x.dtype.name) if eps is None else float(eps)
-        work = _work_dtype(x)
+        work = work_dtype(x.dtype)
         xw = x.astype(work)
         ms = np.mean(xw * xw, axis=axes, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from transpec.adapters.numpy.work import work_dtype
+
 Array = npt.NDArray[np.floating]
-
-
-def _work(x: np.ndarray) -> np.dtype:
-    return np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
 
 
 def _sum_to(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -38,7 +36,7 @@ class NumpyGradientsMixin:
 
     def softmax_vjp(self, grad_output: Array, x: Array, dim: int = -1) -> dict[str, Array]:
         r"""x̄ = p ∘ (g − Σ_j g_j p_j) along ``dim``."""
-        w = x.astype(_work(x))
+        w = x.astype(work_dtype(x.dtype))
         g = grad_output.astype(w.dtype)
         m = np.max(w, axis=dim, keepdims=True)
         m = np.where(np.isneginf(m), 0, m).astype(w.dtype)
@@ -61,7 +59,7 @@ class NumpyGradientsMixin:
     ) -> dict[str, Array]:
         r"""dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)), dQ = α dS K,
         dK = α dSᵀ Q; grouped heads summed back to their kv head; a float mask gets dS."""
-        work = _work(q)
+        work = work_dtype(q.dtype)
         qw, kw, vw = q.astype(work), k.astype(work), v.astype(work)
         g = grad_output.astype(work)
         hq, hkv = qw.shape[-3] if qw.ndim >= 3 else 1, kw.shape[-3] if kw.ndim >= 3 else 1
@@ -119,7 +117,7 @@ class NumpyGradientsMixin:
         dims = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
         axes = tuple(range(x.ndim - len(tuple(dims)), x.ndim))
         lead = tuple(range(x.ndim - len(tuple(dims))))
-        work = _work(x)
+        work = work_dtype(x.dtype)
         xw, g = x.astype(work), grad_output.astype(work)
         mu = np.mean(xw, axis=axes, keepdims=True)
         var = np.mean((xw - mu) ** 2, axis=axes, keepdims=True)
@@ -152,7 +150,7 @@ class NumpyGradientsMixin:
         axes = tuple(range(x.ndim - len(tuple(dims)), x.ndim))
         lead = tuple(range(x.ndim - len(tuple(dims))))
         e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
-        work = _work(x)
+        work = work_dtype(x.dtype)
         xw, g = x.astype(work), grad_output.astype(work)
         with np.errstate(invalid="ignore", divide="ignore"):
             rinv = 1 / np.sqrt(np.mean(xw * xw, axis=axes, keepdims=True) + work.type(e))

@@ -13,12 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from transpec.adapters.numpy.work import work_dtype
+
 _BOOL = np.bool_
-
-
-def _np_work(x: np.ndarray) -> np.dtype:
-    """float32 for float16 and bfloat16 inputs, the input dtype otherwise."""
-    return np.dtype(np.float32) if x.dtype.itemsize == 2 else x.dtype
 
 
 def _np_erf(x: np.ndarray) -> np.ndarray:
@@ -156,7 +153,7 @@ class NumpyLayers:
         (rows [0:E], [E:2E], [2E:3E] of ``in_proj_weight`` for Q, K, V, or ``q/k/v_proj_weight``
         when kdim/vdim differ from E); head h takes
         columns h·D_h:(h+1)·D_h. ``is_causal`` is a hint: ``attn_mask`` is what applies."""
-        work = _np_work(query)
+        work = work_dtype(query.dtype)
         q, k, v = (self._bf(a.astype(work), batch_first) for a in (query, key, value))
         mask = self._mask(attn_mask, key_padding_mask, work)
         out = self._mha(q, k, v, params, int(num_heads), mask)
@@ -179,7 +176,7 @@ class NumpyLayers:
         (B, L, S) with ``average_attn_weights``; batch first whatever ``batch_first`` says (as
         torch). A query row with no visible key has zero weights (``fully_masked_row="zero"``;
         torch: NaN)."""
-        work = _np_work(query)
+        work = work_dtype(query.dtype)
         q, k, v = (self._bf(a.astype(work), batch_first) for a in (query, key, value))
         mask = self._mask(attn_mask, key_padding_mask, work)
         p = self._mha(q, k, v, params, int(num_heads), mask, weights=True)
@@ -191,7 +188,7 @@ class NumpyLayers:
         self, x: np.ndarray, params: Mapping[str, Any], activation: str = "relu"
     ) -> np.ndarray:
         """FFN(x) = σ(x W_1ᵀ + b_1) W_2ᵀ + b_2."""
-        return self._ffn(x.astype(_np_work(x)), params, activation).astype(x.dtype)
+        return self._ffn(x.astype(work_dtype(x.dtype)), params, activation).astype(x.dtype)
 
     def _ffn(self, x: np.ndarray, params: Mapping[str, Any], activation: str) -> np.ndarray:
         """σ(x W_1ᵀ + b_1) W_2ᵀ + b_2 in the dtype of ``x`` (the working precision)."""
@@ -202,7 +199,7 @@ class NumpyLayers:
     def swiglu_feed_forward(self, x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
         """SwiGLU(x) = (silu(x W_1ᵀ) ⊙ x W_3ᵀ) W_2ᵀ, silu(z) = z·σ(z), bias-free (LLaMA's
         FeedForward); σ as 1/(1 + e^-z) for z >= 0 and e^z/(1 + e^z) for z < 0."""
-        w = x.astype(_np_work(x))
+        w = x.astype(work_dtype(x.dtype))
         a = self._linear(w, params, "w1")
         e = np.exp(-np.abs(a))
         one = a.dtype.type(1)
@@ -237,7 +234,7 @@ class NumpyLayers:
     ) -> np.ndarray:
         """post-LN: x = LN1(x + SA(x)); x = LN2(x + FFN(x)). pre-LN: x = x + SA(LN1(x));
         x = x + FFN(LN2(x))."""
-        work = _np_work(src)
+        work = work_dtype(src.dtype)
         x = self._bf(src.astype(work), batch_first)
         mask = self._mask(src_mask, src_key_padding_mask, work)
         sa = _np_sub(params, "self_attn.")
@@ -270,7 +267,7 @@ class NumpyLayers:
     ) -> np.ndarray:
         """post-LN: x = LN1(x + SA(x)); x = LN2(x + CA(x, m)); x = LN3(x + FFN(x)); pre-LN
         applies each LN to the sublayer's input."""
-        work = _np_work(tgt)
+        work = work_dtype(tgt.dtype)
         x = self._bf(tgt.astype(work), batch_first)
         mem = self._bf(memory.astype(work), batch_first)
         self_mask = self._mask(tgt_mask, tgt_key_padding_mask, work)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from transpec.adapters.numpy.work import work_dtype
 from transpec.oracle.engine.dtypes import numpy_dtype
 
 
@@ -15,16 +16,12 @@ class NumpyPositionalMixin:
     float64 and float32 in their own dtype, float16 and bfloat16 in float32 rounded once at the end
     (the adapter's declared precision)."""
 
-    @staticmethod
-    def _work_of(dtype: np.dtype) -> np.dtype:
-        return np.dtype(np.float32) if np.dtype(dtype).itemsize == 2 else np.dtype(dtype)
-
     def embedding(self, input: Any, weight: Any, scale_by_sqrt_d: bool = False) -> Any:
         """``weight[input]``, times sqrt(d) (in the working precision) when asked."""
         rows = weight[np.asarray(input)]
         if not scale_by_sqrt_d:
             return rows
-        work = self._work_of(weight.dtype)
+        work = work_dtype(weight.dtype)
         factor = np.sqrt(work.type(weight.shape[-1]))
         return (rows.astype(work) * factor).astype(weight.dtype)
 
@@ -33,7 +30,7 @@ class NumpyPositionalMixin:
     ) -> Any:
         """sin/cos of p·10000^(-2i/d), interleaved, in the working precision."""
         target = numpy_dtype(dtype)
-        work = self._work_of(target)
+        work = work_dtype(target)
         i = np.arange((d_model + 1) // 2).astype(work)
         omega = work.type(10000.0) ** (-(work.type(2) * i) / work.type(d_model))
         angle = np.arange(offset, offset + length).astype(work)[:, None] * omega[None, :]
@@ -47,7 +44,7 @@ class NumpyPositionalMixin:
     ) -> Any:
         """Half-split RoPE: (x[i], x[i + D/2]) rotated by p·base^(-2i/D)."""
         length, dim = x.shape[-2], x.shape[-1]
-        work = self._work_of(x.dtype)
+        work = work_dtype(x.dtype)
         half = dim // 2
         theta = work.type(base) ** (-np.arange(0, dim, 2).astype(work) / work.type(dim))
         pos = np.arange(offset, offset + length) if positions is None else np.asarray(positions)
@@ -63,7 +60,7 @@ class NumpyPositionalMixin:
     ) -> Any:
         """-m_h (p_i - j), m_h = 2^(-8h/H) (or the interpolation rule), in the working dtype."""
         target = numpy_dtype(dtype)
-        work = self._work_of(target)
+        work = work_dtype(target)
         closest = 1 << (int(num_heads).bit_length() - 1)
         h = np.arange(1, closest + 1).astype(work)
         slopes = work.type(2) ** (work.type(-8) * h / work.type(closest))

@@ -519,43 +519,51 @@ class Harness:
     # -- calling -------------------------------------------------------------------------------
 
     def invoke(self, component: str, native: Mapping[str, Any], *, limited: bool = True) -> Any:
-        """Call the component on native arguments under the declared ``call_timeout``.
-
-        Raises :class:`ImplementationFailure` ``"raised"`` (chained to what was raised) or
-        ``"hung"``; returns the raw result. The call runs in a new daemon thread (in both
-        isolation modes, so that an implementation sees the same thread-local state either way);
-        a hung call keeps running in its thread and the run goes on without it.
-        ``limited=False``: wait for the thread without a time limit (in a worker process, whose
-        time limit the parent enforces by killing it).
-        """
+        """Call the component on native arguments under the declared ``call_timeout``
+        (:meth:`run_limited`); returns the raw result."""
         method_name = registry.get(component).method
         if not self.adapter.provides(component):
             raise ValueError(f"adapter {self.adapter.name!r} does not provide {component!r}")
         method = getattr(self.adapter, method_name)
+        return self.run_limited(component, lambda: method(**native), limited=limited)
+
+    def run_limited(
+        self, label: str, call: Callable[[], Any], *, limited: bool = True, prefix: str = ""
+    ) -> Any:
+        """``call()`` (one call of the implementation, then the device synchronized) in a new
+        daemon thread under the declared ``call_timeout``.
+
+        Raises :class:`ImplementationFailure` ``"raised"`` (chained to what was raised, its
+        message after ``prefix``) or ``"hung"`` (naming ``label``); returns the raw result. The
+        call runs in a new thread in both isolation modes, so that an implementation sees the
+        same thread-local state either way; a hung call keeps running in its thread and the run
+        goes on without it. ``limited=False``: wait for the thread without a time limit (in a
+        worker process, whose time limit the parent enforces by killing it).
+        """
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
-                result = method(**native)
+                result = call()
                 self.adapter.synchronize(self.device)
                 box["result"] = result
             except BaseException as exc:  # reported, never re-raised in this thread
                 box["error"] = exc
 
         thread = threading.Thread(
-            target=target, name=f"transpec-{self.adapter.name}-{component}", daemon=True
+            target=target, name=f"transpec-{self.adapter.name}-{label}", daemon=True
         )
         thread.start()
         timeout = self.declared.call_timeout
         thread.join(timeout if limited else None)
         if thread.is_alive():
             raise ImplementationFailure(
-                "hung", f"{component} did not return within {timeout:g} s (call_timeout)"
+                "hung", f"{label} did not return within {timeout:g} s (call_timeout)"
             )
         if "error" in box:
             exc = box["error"]
             raise ImplementationFailure(
-                "raised", _one_line(f"{type(exc).__name__}: {exc}")
+                "raised", _one_line(f"{prefix}{type(exc).__name__}: {exc}")
             ) from exc
         return box.get("result")
 

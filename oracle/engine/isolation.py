@@ -290,8 +290,12 @@ class Worker:
         declared: Declared,
         encoded: dict[str, Any],
         drop_enable_gqa: bool,
-    ) -> tuple[dict[str, Any], np.ndarray]:
-        """(what was sent, the output as float64) of one call in the worker; raises the
+        cotangent: np.ndarray | None = None,
+    ) -> tuple[dict[str, Any], Any]:
+        """(what was sent, the output as float64) of one call in the worker; with a
+        ``cotangent``, of one backward call (the output is then the gradients by argument name,
+        and what was sent includes the rounded cotangent: see
+        :func:`transpec.oracle.gradients.calls.execute_vjp`). Raises the
         :class:`ImplementationFailure` the worker's harness found, ``"crashed"`` when the worker
         died, ``"hung"`` when it did not answer within ``declared.call_timeout`` seconds
         (then it is killed), and :class:`WorkerError` for an error of transpec's."""
@@ -315,7 +319,17 @@ class Worker:
                 "judge it with isolation 'none'"
             )
         timeout = declared.call_timeout
-        request = ("call", path, component, dtype, device, declared, encoded, drop_enable_gqa)
+        request = (
+            "call",
+            path,
+            component,
+            dtype,
+            device,
+            declared,
+            encoded,
+            drop_enable_gqa,
+            cotangent,
+        )
         started = time.monotonic()
         try:
             conn.send(request)
@@ -422,7 +436,7 @@ def serve(fd: int) -> None:
 def _answer(adapters: dict[str, Any], request: tuple[Any, ...], memory_limit: int | None) -> Any:
     from transpec.oracle.engine.harness import Harness
 
-    path, component, dtype, device, declared, encoded, drop = request
+    path, component, dtype, device, declared, encoded, drop, cotangent = request
     try:
         if path not in adapters:
             slow = adapters["default"].slow_path_adapter()
@@ -430,6 +444,11 @@ def _answer(adapters: dict[str, Any], request: tuple[Any, ...], memory_limit: in
                 raise ValueError(f"the adapter has no {path} path")
             adapters[path] = slow
         harness = Harness(adapters[path], dtype, device, declared=declared)
+        if cotangent is not None:
+            from transpec.oracle.gradients.calls import execute_vjp
+
+            sent, grads = execute_vjp(harness, component, encoded, cotangent, drop_enable_gqa=drop)
+            return ("ok", sent, grads)
         sent, output = harness.execute(component, encoded, drop_enable_gqa=drop)
         return ("ok", sent, output)
     except ImplementationFailure as failure:

@@ -13,7 +13,6 @@ an :class:`~transpec.oracle.engine.outcome.ImplementationFailure`.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from transpec.oracle import components as registry
-from transpec.oracle.engine.harness import Harness, _one_line
+from transpec.oracle.engine.harness import Harness, _frozen_values, check_shape
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 from transpec.oracle.gradients import reference as gref
 from transpec.oracle.gradients.tolerance import tolerances
@@ -54,7 +53,8 @@ def split_cotangent(args: Mapping[str, Any]) -> tuple[dict[str, Any], np.ndarray
 def call_vjp(
     harness: Harness, component: str, args: Mapping[str, Any], cotangent: Any
 ) -> GradientCall:
-    """Round, call ``harness.adapter.vjp``, check and convert every gradient (module docstring)."""
+    """Round, call ``harness.adapter.vjp`` (in the harness's worker process when it has one),
+    check and convert every gradient (module docstring)."""
     record = registry.get(component)
     adapter = harness.adapter
     if not adapter.provides_gradients(component):
@@ -64,15 +64,84 @@ def call_vjp(
         # K/V gradients are then those of the repeated heads, judged against their reference
         args = harness.lower_gqa(args)
     harness.require_supported(component, args)
-    native, sent, watch = harness._prepare(component, harness.encode(component, args))
-    g_native, g_sent = harness._prepare_float(GRAD_OUTPUT, np.asarray(cotangent), watch)
-    rounded = harness.decode(component, sent)
-    if record.groups_kv and "enable_gqa" in native and not native["enable_gqa"]:
-        from transpec.oracle.engine.harness import accepts_argument
-
-        method = getattr(adapter, record.method, None)
-        if method is not None and not accepts_argument(method, "enable_gqa"):
+    encoded = harness.encode(component, args)
+    drop = harness._drops_enable_gqa(component, encoded)
+    if harness.worker is not None:
+        sent, grads = harness.worker.call(
+            path=harness.path,
+            component=component,
+            dtype=harness.dtype,
+            device=harness.device,
+            declared=harness.declared,
+            encoded=encoded,
+            drop_enable_gqa=drop,
+            cotangent=np.array(cotangent, dtype=np.float64),
+        )
+        sent = _frozen_values(sent)
+        g_sent = sent.pop(GRAD_OUTPUT)
+        ref, tols = _reference(harness, component, sent, g_sent)
+    else:
+        native, sent, watch = harness._prepare(component, encoded)
+        g_native, g_sent = harness._prepare_float(GRAD_OUTPUT, np.asarray(cotangent), watch)
+        if drop:
             del native["enable_gqa"]
+        ref, tols = _reference(harness, component, sent, g_sent)
+        result = harness.run_limited(
+            f"{component} backward",
+            lambda: adapter.vjp(component, native, g_native),
+            prefix=f"{component} backward: ",
+        )
+        harness.check_conventions(component)
+        watch.untouched(component, adapter)
+        grads = _gradients(harness, component, result, list(ref.grads))
+    for name, expected in ref.grads.items():
+        if name not in grads:
+            raise ImplementationFailure(
+                "not_array", f"{component} backward returned no gradient for {name}"
+            )
+        check_shape(f"{component} backward ({name})", grads[name], np.shape(expected.value))
+    return GradientCall(component, grads, harness.decode(component, sent), g_sent, ref, tols)
+
+
+def execute_vjp(
+    harness: Harness,
+    component: str,
+    encoded: Mapping[str, Any],
+    cotangent: np.ndarray,
+    *,
+    drop_enable_gqa: bool = False,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The worker process's side of :func:`call_vjp`: (what was sent, the cotangent under
+    :data:`GRAD_OUTPUT` among it; the gradients as float64) for arguments already in the
+    adapter's declared meaning. The parent computes the references and the tolerances and
+    checks that every gradient is there with its argument's shape."""
+    native, sent, watch = harness._prepare(component, encoded)
+    g_native, g_sent = harness._prepare_float(GRAD_OUTPUT, cotangent, watch)
+    if drop_enable_gqa:
+        native.pop("enable_gqa", None)
+    result = harness.run_limited(
+        f"{component} backward",
+        lambda: harness.adapter.vjp(component, native, g_native),
+        limited=False,
+        prefix=f"{component} backward: ",
+    )
+    harness.check_conventions(component)
+    watch.untouched(component, harness.adapter)
+    differentiable = [
+        name
+        for name in registry.get(component).gradients
+        if isinstance(sent.get(name), np.ndarray) and sent[name].dtype.kind == "f"
+    ]
+    grads = _gradients(harness, component, result, differentiable)
+    return {**sent, GRAD_OUTPUT: g_sent}, grads
+
+
+def _reference(
+    harness: Harness, component: str, sent: Mapping[str, Any], g_sent: np.ndarray
+) -> tuple[gref.GradientReference, dict[str, Tolerance]]:
+    """The reference gradients on what was sent, and their tolerances under the declared
+    forward and backward precisions."""
+    adapter = harness.adapter
     ref = gref.compute(
         component, sent, g_sent, conventions=harness.conventions, dtype=harness.dtype
     )
@@ -82,46 +151,26 @@ def call_vjp(
         adapter.precision(component, harness.dtype),
         adapter.backward_precision(component, harness.dtype),
     )
-    box: dict[str, Any] = {}
+    return ref, tols
 
-    def target() -> None:
-        try:
-            result = adapter.vjp(component, native, g_native)
-            adapter.synchronize(harness.device)
-            box["result"] = result
-        except BaseException as exc:  # reported, never re-raised in this thread
-            box["error"] = exc
 
-    thread = threading.Thread(target=target, name=f"transpec-vjp-{component}", daemon=True)
-    thread.start()
-    timeout = harness.declared.call_timeout
-    thread.join(timeout)
-    if thread.is_alive():
-        raise ImplementationFailure(
-            "hung", f"{component} backward did not return within {timeout:g} s (call_timeout)"
-        )
-    if "error" in box:
-        exc = box["error"]
-        raise ImplementationFailure(
-            "raised", _one_line(f"{component} backward: {type(exc).__name__}: {exc}")
-        )
-    harness.check_conventions(component)
-    watch.untouched(component, adapter)
-    result = box.get("result")
+def _gradients(
+    harness: Harness, component: str, result: Any, names: list[str]
+) -> dict[str, np.ndarray]:
+    """The gradients ``names`` of a raw ``vjp`` result, each checked (a native array of the
+    dtype under test) and converted to a float64 copy; the shape is checked by the caller."""
     if not isinstance(result, Mapping):
         raise ImplementationFailure(
             "not_array", f"{component} backward returned {type(result).__name__}, not a dict"
         )
     grads: dict[str, np.ndarray] = {}
-    for name, expected in ref.grads.items():
+    for name in names:
         if name not in result:
             raise ImplementationFailure(
                 "not_array", f"{component} backward returned no gradient for {name}"
             )
-        grads[name] = harness.convert_output(
-            f"{component} backward ({name})", result[name], tuple(np.shape(expected.value))
-        )
-    return GradientCall(component, grads, rounded, g_sent, ref, tols)
+        grads[name] = harness.convert_output(f"{component} backward ({name})", result[name], None)
+    return grads
 
 
 def assert_gradient(call: GradientCall, name: str) -> float:

@@ -28,14 +28,8 @@ CLI = HERE.parent / "cli"
 
 
 def _verdicts(isolation: str, adapter: Any, spec: str, **options: Any) -> list[tuple[Any, ...]]:
-    result = run(
-        adapter,
-        adapter_spec=spec,
-        isolation=isolation,
-        failures_dir=None,
-        max_examples=4,
-        **options,
-    )
+    options.setdefault("max_examples", 4)
+    result = run(adapter, adapter_spec=spec, isolation=isolation, failures_dir=None, **options)
     return [(v.name, v.status, v.failure_kind, v.message) for v in result.verdicts]
 
 
@@ -60,6 +54,41 @@ def test_a_wrong_implementation_fails_alike_in_a_worker(monkeypatch: pytest.Monk
     isolated = _verdicts("process", WrongScaleAttention(), spec, **options)
     assert isolated == alone
     assert any(status == "failed" and kind == "violation" for _, status, kind, _ in alone)
+
+
+def test_backward_passes_run_in_the_worker_with_the_same_verdicts() -> None:
+    options = {
+        "components": ["softmax", "layer_norm"],
+        "dtypes": ["float32"],
+        "gradients": True,
+        "properties": ["grad_equivalence_x", "grad_equivalence_weight", "grad_row_sum"],
+    }
+    alone = _verdicts("none", NumpyAdapter(), "numpy", **options)
+    isolated = _verdicts("process", NumpyAdapter(), "numpy", **options)
+    assert isolated == alone
+    assert [status for _, status, *_ in alone].count("passed") >= 4
+
+
+def test_a_backward_pass_that_crashes_fails_only_its_verdict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(CLI))
+    from cli_isolation_fixtures import SegfaultingBackward
+
+    verdicts = _verdicts(
+        "process",
+        SegfaultingBackward(),
+        "cli_isolation_fixtures:SegfaultingBackward",
+        components=["softmax"],
+        properties=["grad_equivalence_x", "equivalence"],
+        gradients=True,
+        max_examples=20,
+    )
+    by_name = {name: (status, kind, message) for name, status, kind, message in verdicts}
+    status, kind, message = by_name["softmax.grad_equivalence_x[float32-cpu]"]
+    assert (status, kind) == ("failed", "crashed")
+    assert "SIGSEGV" in message
+    assert by_name["softmax.equivalence[float32-cpu]"][0] == "passed"
 
 
 def test_the_slow_path_runs_in_the_worker_under_the_runs_snapshot() -> None:

@@ -140,3 +140,14 @@ class ExitsLater(_Hostile):
 
         threading.Thread(target=later, daemon=True).start()
         return super().layer_norm(x, *args, **kwargs)
+
+
+class SegfaultingBackward(_Hostile):
+    """A correct forward pass; a backward pass that reads address 0 from C on a wide input."""
+
+    name = "segfaulting-backward"
+
+    def softmax_vjp(self, grad_output: Any, x: Any, dim: int = -1) -> Any:
+        if _wide(x):
+            ctypes.string_at(0)
+        return super().softmax_vjp(grad_output, x, dim)
