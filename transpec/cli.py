@@ -5,6 +5,7 @@
     transpec check [ADAPTER] [--component C ...] [--property P ...] [--dtype D ...]
                    [--device DEV ...] [--profile ci|thorough] [--seed N] [--max-examples N]
                    [--json FILE] [--junit FILE] [--failures-dir DIR] [--quiet]
+                   [--xfails FILE [--strict-xfails]]
     transpec list [components|properties|conventions|adapters]
     transpec reproduce FILE [--adapter SPEC] [--trust]
     transpec derive BLOCK [--format markdown|latex]
@@ -15,8 +16,9 @@ installed, else ``numpy``) or ``module:attr`` naming an Adapter subclass or inst
 function together with ``--component``. Options that take names may be repeated or given as a
 comma-separated list.
 
-Exit status: 0 every verdict passed (skips allowed), 1 a property failed (or transpec raised
-on a case), 2 usage or load error (one line on stderr), 5 nothing tested (no verdict ran, or a
+Exit status: 0 every verdict passed (skips allowed, and failures listed in the ``--xfails``
+file), 1 a property failed (or transpec raised on a case, or, with ``--strict-xfails``, a listed
+verdict passed), 2 usage or load error (one line on stderr), 5 nothing tested (no verdict ran, or a
 component, dtype or device asked for by name ran nothing; one line on stderr says why), 130
 interrupted by Ctrl-C, 143 terminated (SIGTERM), 129 hung up (SIGHUP): when a run is stopped,
 the report of the verdicts so far is still printed and written.
@@ -127,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="where failing cases are saved (default: transpec-failures)",
     )
     check.add_argument("--quiet", "-q", action="store_true", help="no per-verdict progress")
+    check.add_argument(
+        "--xfails",
+        metavar="FILE",
+        help="known failures: verdict ids (component.property[dtype-device], '*' globs) with a "
+        "'# reason' each; their failures are expected and do not fail the run",
+    )
+    check.add_argument(
+        "--strict-xfails",
+        action="store_true",
+        help="a verdict listed in --xfails that passes fails the run",
+    )
 
     lst = sub.add_parser("list", help="list components, properties, conventions or adapters")
     lst.add_argument(
@@ -364,6 +377,16 @@ def _check(args: argparse.Namespace, out: Any, received: list[int]) -> int:
         raise UsageError(_one_line(exc)) from None
     properties = _names(args.property, "--property")
     devices = _names(args.device, "--device")
+    xfails = None
+    if args.strict_xfails and not args.xfails:
+        raise UsageError("--strict-xfails needs --xfails FILE")
+    if args.xfails:
+        from transpec.xfails import KnownFailures
+
+        try:
+            xfails = KnownFailures.load(args.xfails, strict=args.strict_xfails)
+        except ValueError as exc:
+            raise UsageError(_one_line(exc)) from None
     spec = args.adapter or default_adapter()
     adapter = _load_adapter(
         spec, components[0] if components and len(components) == 1 else None, args.base
@@ -412,6 +435,7 @@ def _check(args: argparse.Namespace, out: Any, received: list[int]) -> int:
             on_verdict=on_verdict,
             on_start=on_start,
             adapter_spec=spec,
+            xfails=xfails,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(_one_line(exc)) from None
@@ -448,6 +472,9 @@ def _finish(
     failures = report.failures_section(result)
     if failures:
         out.write("\n" + failures + "\n")
+    known = report.known_failures_section(result)
+    if known:
+        out.write("\n" + known + "\n")
     for line in written:
         out.write(line + "\n")
     out.flush()

@@ -48,9 +48,12 @@ if TYPE_CHECKING:
     from transpec.oracle.engine.harness import Harness
     from transpec.oracle.engine.property import Property
     from transpec.spec.conventions import Conventions
+    from transpec.xfails import KnownFailures
 
-Status = Literal["passed", "failed", "skipped", "error"]
-STATUSES: tuple[Status, ...] = ("passed", "failed", "skipped", "error")
+Status = Literal["passed", "failed", "skipped", "error", "xfailed", "xpassed"]
+#: ``xfailed``/``xpassed``: a failed/passed verdict listed as a known failure
+#: (:mod:`transpec.xfails`)
+STATUSES: tuple[Status, ...] = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 
 #: format tag of saved counterexample files
 FILE_FORMAT = "transpec-case-1"
@@ -87,6 +90,8 @@ class Verdict:
     counterexample: str = ""
     worst: dict[str, Any] | None = None
     failure_kind: str | None = None
+    #: ``"FILE:LINE: reason"`` of the known-failures entry that lists this verdict, or None
+    known_failure: str | None = None
 
     @builtins.property  # the field ``property`` shadows the builtin in this class body
     def name(self) -> str:
@@ -111,6 +116,7 @@ class Verdict:
             "failure_file": self.failure_file,
             "reproduce_command": self.reproduce_command,
             "report": self.report,
+            "known_failure": self.known_failure,
         }
 
 
@@ -131,6 +137,8 @@ class RunResult:
     #: what the caller asked for by name (``component``, ``dtype``, ``device``): each must run
     #: something, or the run tested less than it was asked to (see :func:`nothing_tested`)
     requested: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: the known-failures file the verdicts were marked with (None: none)
+    xfails: KnownFailures | None = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {s: 0 for s in STATUSES}
@@ -144,6 +152,11 @@ class RunResult:
         return [v for v in self.verdicts if v.status in ("failed", "error")]
 
     @property
+    def xpassed(self) -> list[Verdict]:
+        """Verdicts listed as known failures that passed ("fixed upstream?")."""
+        return [v for v in self.verdicts if v.status == "xpassed"]
+
+    @property
     def nothing_tested(self) -> str | None:
         """Why this run tested nothing it was asked to (one line), or ``None``: see
         :func:`nothing_tested`."""
@@ -151,12 +164,15 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0 all passed (skips allowed), 1 a failure or error, 130 interrupted, 5
+        """0 all passed (skips and expected failures allowed), 1 a failure or error (or a
+        listed known failure that passed, under ``strict``), 130 interrupted, 5
         (:data:`EXIT_NOTHING_TESTED`) when no verdict ran or a requested component, dtype or
         device ran nothing."""
         if self.interrupted:
             return 130
         if self.failures:
+            return 1
+        if self.xfails is not None and self.xfails.strict and self.xpassed:
             return 1
         return EXIT_NOTHING_TESTED if self.nothing_tested else 0
 
@@ -361,6 +377,7 @@ def run(
     on_verdict: Callable[[Verdict], None] | None = None,
     adapter_spec: str | None = None,
     on_start: Callable[[RunResult, list[Case]], None] | None = None,
+    xfails: KnownFailures | str | Path | None = None,
 ) -> RunResult:
     """Run the selected properties against ``adapter`` and return every verdict.
 
@@ -369,7 +386,9 @@ def run(
     saved; a relative path is resolved against the current directory when the run starts).
     ``on_verdict`` is called with each verdict as it is made; ``on_start`` once with the
     empty result and the plan. ``adapter_spec`` is how the reproduce command reloads the adapter
-    (inferred for importable classes and functions when not given).
+    (inferred for importable classes and functions when not given). ``xfails``: known
+    failures (a :class:`~transpec.xfails.KnownFailures` or the path of its file) that mark the
+    verdicts they list ``xfailed``/``xpassed``.
 
     The adapter's declarations are checked first
     (:func:`~transpec.adapters.base.validate_adapter`: an
@@ -386,6 +405,10 @@ def run(
             "transpec.adapters.FunctionAdapter(function, component=...)"
         )
     declared = validate_adapter(adapter)
+    if isinstance(xfails, (str, Path)):
+        from transpec.xfails import KnownFailures
+
+        xfails = KnownFailures.load(xfails)
     if failures_dir is not None:
         # resolved before any implementation runs: its os.chdir must not move the saved cases
         failures_dir = Path(failures_dir).resolve()
@@ -403,6 +426,7 @@ def run(
         dtypes=tuple(dict.fromkeys(c.dtype for c in cases)),
         devices=tuple(dict.fromkeys(c.device for c in cases)),
         requested=_requested(components=components, dtypes=dtypes, devices=devices),
+        xfails=xfails,
     )
     if on_start is not None:
         on_start(result, cases)
@@ -417,6 +441,8 @@ def run(
                 adapter_spec=spec,
                 declared=declared,
             )
+            if xfails is not None:
+                xfails.apply(verdict)
             result.verdicts.append(verdict)
             if on_verdict is not None:
                 on_verdict(verdict)
