@@ -214,12 +214,15 @@ class FunctionAdapter(Adapter):
 
     >>> def my_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
     ...     ...
-    >>> adapter = FunctionAdapter(my_attention, component="attention")
+    >>> adapter = FunctionAdapter(my_attention, component="attention", base="torch")
 
     The function is called with the component's signature (its registry record,
-    :func:`transpec.oracle.components.get`),
-    on arrays produced by ``base`` (NumPy by default; pass a framework adapter to take over its
-    conversion, dtypes and devices).
+    :func:`transpec.oracle.components.get`), on arrays converted by ``base``: an array base
+    (:mod:`transpec.adapters.arrays`: ``"numpy"``, the default, ``"torch"``, ``"jax"``) or an
+    adapter, of which only the conversion, dtypes and devices are used. What the function
+    computes is never inherited from the base: its conventions are the canonical ones unless
+    ``conventions`` declares others, its precision the default (:meth:`Adapter.precision`), it
+    rejects no input and has one code path.
     """
 
     def __init__(
@@ -227,7 +230,7 @@ class FunctionAdapter(Adapter):
         function: Callable[..., Any],
         component: str,
         *,
-        base: Adapter | None = None,
+        base: Adapter | str | None = None,
         conventions: Conventions | None = None,
         dtypes: Sequence[str] | None = None,
         name: str | None = None,
@@ -237,8 +240,22 @@ class FunctionAdapter(Adapter):
             raise TypeError(f"{function!r} is not callable")
         self._function = function
         self._component = component
-        self._base = base if base is not None else Adapter()
-        self.conventions = conventions if conventions is not None else self._base.conventions
+        #: the array base's name when it was given by name (how a saved case reloads it)
+        self.base_name: str | None = None
+        self._base: Adapter
+        if isinstance(base, str):
+            from transpec.adapters.arrays import load_array_base
+
+            self.base_name = base
+            self._base = load_array_base(base)
+        elif base is None:
+            from transpec.adapters.arrays import NumpyArrays
+
+            self.base_name = "numpy"
+            self._base = NumpyArrays()
+        else:
+            self._base = base
+        self.conventions = conventions if conventions is not None else Conventions()
         self.dtypes = tuple(canonical_dtype(d) for d in (dtypes or self._base.dtypes))
         self.devices = self._base.devices
         self.call_timeout = self._base.call_timeout
@@ -248,9 +265,6 @@ class FunctionAdapter(Adapter):
 
     def provides(self, component: str) -> bool:
         return component == self._component
-
-    def precision(self, component: str, dtype: str) -> Precision:
-        return self._base.precision(component, dtype)
 
     def available_devices(self) -> tuple[str, ...]:
         return self._base.available_devices()

@@ -182,8 +182,9 @@ def load_adapter(
     instance, or a plain function. A function implements one component, so ``component``
     (``"softmax"``, ``"attention"``, ``"layer_norm"``, ``"rms_norm"``) is required with it and
     refused with an adapter; it is wrapped in a :class:`FunctionAdapter` whose conversion,
-    dtypes and devices are those of ``base`` (a built-in name or an adapter; NumPy arrays by
-    default).
+    dtypes and devices are those of ``base`` (the name of an array base,
+    :data:`~transpec.adapters.arrays.ARRAY_BASES`, or an adapter; NumPy arrays by default),
+    with canonical conventions.
 
     Every failure is an :class:`AdapterLoadError` (a ``ValueError``) with a one-line message.
     """
@@ -231,16 +232,9 @@ def load_adapter(
                 f"{spec!r} is a function: say which component it implements "
                 f"(one of {', '.join(components.names())})"
             )
-        base_adapter = _load_base(base)
         function: Callable[..., Any] = obj
-        return FunctionAdapter(function, component, base=base_adapter)
+        return FunctionAdapter(function, component, base=base)
     raise AdapterLoadError(
         f"{spec!r} is a {type(obj).__name__}, not an Adapter subclass, an Adapter instance "
         "or a function"
     )
-
-
-def _load_base(base: str | Adapter | None) -> Adapter | None:
-    if base is None or isinstance(base, Adapter):
-        return base
-    return load_adapter(base)

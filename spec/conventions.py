@@ -46,6 +46,9 @@ field                  canonical                          variants
 ``rope_pairing``       ``"half_split"``: pair (x[i],      ``"interleaved"``: pair (x[2i], x[2i+1])
                        x[i + d/2]) (GPT-NeoX, HF Llama    (GPT-J, RoFormer, Meta Llama's complex
                        ``rotate_half``)                   form)
+``flush_subnormals``   ``()``: gradual underflow in       dtypes that flush subnormals to zero
+                       every format (IEEE 754)            (XLA on CPU, ONNX Runtime's float32
+                                                          softmax, GPU kernels under FTZ)
 =====================  =================================  ========================================
 
 Under a finite ``mask_fill`` a fully masked row is not special: every score of the row equals the
@@ -101,7 +104,46 @@ _DESCRIPTIONS: dict[str, str] = {
     "sinusoidal_layout": "where the sine and cosine of each frequency sit in the encoding",
     "sinusoidal_frequencies": "the frequency set of the sinusoidal encoding",
     "rope_pairing": "which coordinates RoPE rotates together",
+    "flush_subnormals": (
+        "dtypes whose subnormal results the implementation flushes to zero (FTZ/DAZ): the "
+        "underflow floor of those formats becomes their smallest normal number"
+    ),
 }
+
+
+#: fields that are not a choice among names: how ``transpec list conventions`` shows their values
+_OPEN_VALUES: dict[str, tuple[Any, ...]] = {
+    "mask_fill": ("None (-inf)", "any finite float"),
+    "flush_subnormals": ("() (none)", "dtype names, e.g. float32,bfloat16"),
+}
+#: conventions that concern every component: they change the tolerance of any call, not one
+#: block's reference (the registry's records list the conventions of their own reference)
+EVERY_COMPONENT: tuple[str, ...] = ("flush_subnormals",)
+#: the dtype names a per-dtype convention may name
+_DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16")
+
+
+def _check_flush(value: Any) -> tuple[str, ...]:
+    """``flush_subnormals`` as a sorted tuple of distinct dtype names; ``ValueError`` otherwise.
+
+    Meaning: in the listed formats the implementation may return 0 for a result whose magnitude
+    is below the smallest normal number (flush-to-zero), or treat such an input as 0
+    (denormals-are-zero). The error of one such flush is below the smallest normal, so the
+    tolerance model's underflow floor η of that format (half the smallest subnormal for a
+    format with gradual underflow) becomes its smallest normal number; nothing else widens.
+    """
+    if isinstance(value, str):
+        value = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not isinstance(value, (tuple, list, frozenset, set)):
+        raise ValueError(f"convention flush_subnormals={value!r} must be a tuple of dtype names")
+    names = []
+    for item in value:
+        if item not in _DTYPE_NAMES:
+            raise ValueError(
+                f"convention flush_subnormals: {item!r} is not one of {', '.join(_DTYPE_NAMES)}"
+            )
+        names.append(item)
+    return tuple(sorted(set(names), key=_DTYPE_NAMES.index))
 
 
 @dataclass(frozen=True)
@@ -124,6 +166,9 @@ class Conventions:
     sinusoidal_layout: SinusoidalLayout = "interleaved"
     sinusoidal_frequencies: SinusoidalFrequencies = "paper"
     rope_pairing: RopePairing = "half_split"
+    #: the dtypes in which the implementation flushes subnormal results to zero (its outputs
+    #: and the intermediates it keeps in that format); see :func:`_check_flush`
+    flush_subnormals: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -132,6 +177,7 @@ class Conventions:
                 raise ValueError(
                     f"convention {name}={value!r} is not one of {', '.join(map(repr, allowed))}"
                 )
+        object.__setattr__(self, "flush_subnormals", _check_flush(self.flush_subnormals))
         if self.mask_fill is not None:
             fill = float(self.mask_fill)
             if fill != fill or fill in (float("inf"), float("-inf")):
@@ -153,7 +199,10 @@ class Conventions:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as JSON values (a tuple of names as a list, as JSON reads it back)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Conventions:
@@ -171,6 +220,50 @@ def describe() -> list[tuple[str, str, tuple[Any, ...]]]:
     """(field, description, allowed values) for every convention, canonical value first."""
     rows: list[tuple[str, str, tuple[Any, ...]]] = []
     for f in dataclasses.fields(Conventions):
-        allowed = _CHOICES.get(f.name, ("None (-inf)", "any finite float"))
+        allowed = _CHOICES.get(f.name) or _OPEN_VALUES[f.name]
         rows.append((f.name, _DESCRIPTIONS[f.name], allowed))
     return rows
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"key=value"`` (as ``transpec check --convention`` takes it) -> ``(key, value)``, the
+    value typed for its field: a choice's name, ``mask_fill`` a finite float or ``none``.
+    ``ValueError`` with one line for anything else; the value itself is validated when the
+    :class:`Conventions` is made."""
+    key, equals, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    known = [f.name for f in dataclasses.fields(Conventions)]
+    if not equals or not key or not raw:
+        raise ValueError(f"convention {text!r} is not key=value (keys: {', '.join(known)})")
+    if key not in known:
+        raise ValueError(f"unknown convention {key!r}; expected one of {', '.join(known)}")
+    parse = _VALUE_PARSERS.get(key)
+    if parse is None:
+        return key, raw
+    try:
+        return key, parse(raw)
+    except ValueError:
+        raise ValueError(f"convention {key}={raw!r}: {_VALUE_FORMS[key]}") from None
+
+
+def _optional_float(raw: str) -> float | None:
+    return None if raw.lower() == "none" else float(raw)
+
+
+#: fields whose value is not a plain name: how ``key=value`` text becomes the value
+_VALUE_PARSERS: dict[str, Any] = {
+    "mask_fill": _optional_float,
+    "flush_subnormals": lambda raw: () if raw.lower() in ("none", "()") else raw,
+}
+#: the accepted text of those fields, for messages
+_VALUE_FORMS: dict[str, str] = {
+    "mask_fill": "expected a finite number or none",
+    "flush_subnormals": "expected dtype names separated by commas, or none",
+}
+
+
+def with_assignments(conventions: Conventions, assignments: list[str]) -> Conventions:
+    """``conventions`` with every ``key=value`` of ``assignments`` applied (later ones win);
+    ``ValueError`` with one line for an unknown key or a value the field refuses."""
+    changes = dict(parse_assignment(a) for a in assignments)
+    return conventions.replace(**changes)

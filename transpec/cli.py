@@ -5,7 +5,7 @@
     transpec check [ADAPTER] [--component C ...] [--property P ...] [--dtype D ...]
                    [--device DEV ...] [--profile ci|thorough] [--seed N] [--max-examples N]
                    [--json FILE] [--junit FILE] [--failures-dir DIR] [--quiet]
-                   [--xfails FILE [--strict-xfails]]
+                   [--xfails FILE [--strict-xfails]] [--convention KEY=VALUE ...]
     transpec list [components|properties|conventions|adapters]
     transpec reproduce FILE [--adapter SPEC] [--trust]
     transpec derive BLOCK [--format markdown|latex]
@@ -110,7 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--base",
         metavar="ADAPTER",
-        help="for a function: the built-in adapter whose arrays it takes (default: numpy)",
+        help="for a function: the array base whose arrays it takes (numpy, torch, jax; default: "
+        "numpy); it brings conversion only, never the framework's conventions",
+    )
+    check.add_argument(
+        "--convention",
+        action="append",
+        metavar="KEY=VALUE",
+        help="declare a convention of the implementation (repeatable; transpec list "
+        "conventions); a function's conventions are otherwise the canonical ones",
     )
     check.add_argument("--property", action="append", metavar="P", help="property name(s)")
     check.add_argument("--dtype", action="append", metavar="D", help="dtype(s) to test")
@@ -395,6 +403,13 @@ def _check(args: argparse.Namespace, out: Any, received: list[int]) -> int:
 
     if args.base and not isinstance(adapter, FunctionAdapter):
         raise UsageError(f"--base applies to functions only; {spec!r} is an adapter")
+    if args.convention:
+        from transpec.spec.conventions import with_assignments
+
+        try:
+            adapter.conventions = with_assignments(adapter.conventions, args.convention)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise UsageError(_one_line(exc)) from None
 
     from transpec import reports as report
     from transpec.runs import RunResult, Verdict, misnamed_methods, run

@@ -963,7 +963,9 @@ def save_case(
         "transpec_version": transpec.__version__,
         "adapter": adapter_spec,
         "adapter_kind": "function" if isinstance(adapter, FunctionAdapter) else "adapter",
-        "base": infer_spec(adapter._base) if isinstance(adapter, FunctionAdapter) else None,
+        "base": (adapter.base_name or infer_spec(adapter._base))
+        if isinstance(adapter, FunctionAdapter)
+        else None,
         "adapter_describe": _describe(adapter),
         "component": case.prop.component,
         "property": case.prop.name,

@@ -93,9 +93,35 @@ class Units:
     eta_out: float
 
 
+def flush_floor(dtype: str) -> float:
+    """The underflow floor of a format whose subnormals are flushed to zero: its smallest normal
+    number, the largest error of one flush (a result just below it returned as 0; docs §2.5)."""
+    return FORMATS[dtype].smallest_normal
+
+
+@dataclass(frozen=True)
+class Flushing:
+    """A precision declaration together with the formats the implementation flushes subnormals
+    in (the ``flush_subnormals`` convention): :func:`units` then takes :func:`flush_floor`
+    instead of :func:`eta` as the underflow floor of those formats. Every other attribute is the
+    declaration's own."""
+
+    precision: Any
+    flush_subnormals: tuple[str, ...]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.precision, name)
+
+
+def underflow_floor(dtype: str, flushed: tuple[str, ...] = ()) -> float:
+    """:func:`flush_floor` for a format in ``flushed``, else :func:`eta`."""
+    return flush_floor(dtype) if dtype in flushed else eta(dtype)
+
+
 def units(dtype: str, precision: Any) -> Units:
     """The :class:`Units` of output ``dtype`` (a canonical name) under ``precision`` (anything
-    with ``.accumulate`` and ``.store`` dtype names; ``TypeError`` otherwise)."""
+    with ``.accumulate`` and ``.store`` dtype names; ``TypeError`` otherwise). A
+    :class:`Flushing` precision raises the underflow floors of its flushed formats."""
     try:
         acc = canonical_dtype(precision.accumulate)
         store = canonical_dtype(precision.store)
@@ -104,6 +130,7 @@ def units(dtype: str, precision: Any) -> Units:
             f"precision must have .accumulate and .store dtype names, got {precision!r}"
         ) from None
     u_acc = FORMATS[acc].unit_roundoff
+    flushed = tuple(getattr(precision, "flush_subnormals", ()) or ())
     return Units(
         dtype=dtype,
         precision=precision,
@@ -111,9 +138,9 @@ def units(dtype: str, precision: Any) -> Units:
         store=FORMATS[store].unit_roundoff,
         out=FORMATS[dtype].unit_roundoff,
         fn=ELEMENTARY_ULPS * 2.0 * u_acc,
-        eta_acc=eta(acc),
-        eta_store=eta(store),
-        eta_out=eta(dtype),
+        eta_acc=underflow_floor(acc, flushed),
+        eta_store=underflow_floor(store, flushed),
+        eta_out=underflow_floor(dtype, flushed),
     )
 
 

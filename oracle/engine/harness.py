@@ -275,9 +275,16 @@ class Harness:
         return self.adapter.precision(component, self.dtype)
 
     def tolerance(self, component: str, reference: Reference) -> Tolerance:
-        """The per-element bound of the tolerance model for ``reference`` in this dtype."""
+        """The per-element bound of the tolerance model for ``reference`` in this dtype (under
+        the ``flush_subnormals`` convention, the flushed formats' underflow floor is their
+        smallest normal: :class:`~transpec.oracle.engine.error_model.Flushing`)."""
         record = registry.get(component)
-        return record.compute_tolerance(reference, self.dtype, self.precision(component))
+        precision: Any = self.precision(component)
+        if self.conventions.flush_subnormals:
+            from transpec.oracle.engine.error_model import Flushing
+
+            precision = Flushing(precision, self.conventions.flush_subnormals)
+        return record.compute_tolerance(reference, self.dtype, precision)
 
     def gqa_support(self) -> str | None:
         """None when the adapter is judged on grouped-query attention (``enable_gqa=True`` with
