@@ -141,6 +141,13 @@ class Adapter:
 
     # -- optional declarations (defaults: none) -------------------------------------------------
 
+    def component_dtypes(self, component: str) -> tuple[str, ...] | None:
+        """The dtypes the implementation supports for ``component``, where that is fewer than
+        :attr:`dtypes` (a library with a bfloat16 LayerNorm but no bfloat16 softmax); None:
+        all of :attr:`dtypes` (default). A declared dtype outside it is skipped for that
+        component, with the reason."""
+        return None
+
     def supports(
         self,
         component: str,
@@ -415,4 +422,19 @@ def validate_adapter(adapter: Adapter) -> Declared:
                 f"adapter {label}: provides({component!r}) must return True or False, got "
                 f"{type(answer).__name__}"
             )
+        per_component = _hook(adapter, "component_dtypes", component)
+        if per_component is None:
+            continue
+        if isinstance(per_component, str) or not isinstance(per_component, (tuple, list)):
+            raise AdapterDeclarationError(
+                f"adapter {label}: component_dtypes({component!r}) must return a tuple of "
+                f"dtype names or None, got {type(per_component).__name__}"
+            )
+        for name in per_component:
+            try:
+                canonical_dtype(name)
+            except (TypeError, ValueError) as exc:
+                raise AdapterDeclarationError(
+                    f"adapter {label}: component_dtypes({component!r}): {exc}"
+                ) from None
     return declared

@@ -35,6 +35,8 @@ class BuiltinAdapter:
     attribute: str
     #: the framework it needs, as the name of the top-level module (None: NumPy only)
     requires: str | None = None
+    #: the optional dependency set of transpec that installs it (``pip install 'transpec[X]'``)
+    extra: str | None = None
 
     def __post_init__(self) -> None:
         # report code reads an entry's first docstring line as its summary
@@ -101,7 +103,28 @@ BUILTIN_ADAPTERS: dict[str, BuiltinAdapter] = {
         "TorchCuDNNAdapter",
         "torch",
     ),
+    "onnxruntime": BuiltinAdapter(
+        "ONNX Runtime, CPU provider: opset-23 Softmax, LayerNormalization, RMSNormalization, "
+        "Attention",
+        "transpec.adapters.onnxruntime.adapter",
+        "OnnxRuntimeAdapter",
+        "onnxruntime",
+        "onnxruntime",
+    ),
 }
+
+
+#: the top-level modules each extra installs (a missing one is reported with its extra)
+_EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "torch": ("torch",),
+    "onnxruntime": ("onnx", "onnxruntime"),
+    "jax": ("jax", "jaxlib", "flax"),
+    "transformers": ("transformers", "torch"),
+}
+
+
+#: how a missing module is named in the message
+_DISPLAY = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "jax": "JAX", "flax": "Flax"}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -115,9 +138,12 @@ def _load_builtin(name: str) -> Adapter:
         return entry.factory()
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
-        if entry.requires is not None and missing == entry.requires:
+        needed = {entry.requires, *_EXTRA_MODULES.get(entry.extra or "", ())} - {None}
+        if missing in needed:
+            extra = entry.extra or entry.requires
             raise AdapterLoadError(
-                f"the {name} adapter needs PyTorch: pip install 'transpec[torch]'"
+                f"the {name} adapter needs {_DISPLAY.get(missing, missing)}: "
+                f"pip install 'transpec[{extra}]'"
             ) from None
         raise AdapterLoadError(f"loading the {name} adapter failed: {_one_line(exc)}") from None
 

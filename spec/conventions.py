@@ -49,6 +49,8 @@ field                  canonical                          variants
 ``flush_subnormals``   ``()``: gradual underflow in       dtypes that flush subnormals to zero
                        every format (IEEE 754)            (XLA on CPU, ONNX Runtime's float32
                                                           softmax, GPU kernels under FTZ)
+``scalar_attributes``  ``"exact"``: eps, scale, softcap  ``"float32"``: rounded to float32 first
+                       used as given                      (ONNX ``epsilon``/``scale`` attributes)
 =====================  =================================  ========================================
 
 Under a finite ``mask_fill`` a fully masked row is not special: every score of the row equals the
@@ -74,6 +76,7 @@ RMSDefaultEps = Literal["dtype", "opmath"]
 SinusoidalLayout = Literal["interleaved", "concatenated"]
 SinusoidalFrequencies = Literal["paper", "tensor2tensor"]
 RopePairing = Literal["half_split", "interleaved"]
+ScalarAttributes = Literal["exact", "float32"]
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "bool_mask": ("keep", "ignore"),
@@ -88,6 +91,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "sinusoidal_layout": ("interleaved", "concatenated"),
     "sinusoidal_frequencies": ("paper", "tensor2tensor"),
     "rope_pairing": ("half_split", "interleaved"),
+    "scalar_attributes": ("exact", "float32"),
 }
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -108,6 +112,10 @@ _DESCRIPTIONS: dict[str, str] = {
         "dtypes whose subnormal results the implementation flushes to zero (FTZ/DAZ): the "
         "underflow floor of those formats becomes their smallest normal number"
     ),
+    "scalar_attributes": (
+        "precision of the scalar arguments eps, scale and softcap: as given, or rounded to "
+        "float32 first (ONNX float attributes)"
+    ),
 }
 
 
@@ -118,7 +126,9 @@ _OPEN_VALUES: dict[str, tuple[Any, ...]] = {
 }
 #: conventions that concern every component: they change the tolerance of any call, not one
 #: block's reference (the registry's records list the conventions of their own reference)
-EVERY_COMPONENT: tuple[str, ...] = ("flush_subnormals",)
+EVERY_COMPONENT: tuple[str, ...] = ("flush_subnormals", "scalar_attributes")
+#: the scalar arguments ``scalar_attributes`` rounds (names of component arguments)
+SCALAR_ATTRIBUTE_ARGUMENTS: tuple[str, ...] = ("eps", "scale", "softcap")
 #: the dtype names a per-dtype convention may name
 _DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16")
 
@@ -169,6 +179,10 @@ class Conventions:
     #: the dtypes in which the implementation flushes subnormal results to zero (its outputs
     #: and the intermediates it keeps in that format); see :func:`_check_flush`
     flush_subnormals: tuple[str, ...] = ()
+    #: the precision of scalar arguments the implementation takes as attributes (``eps``,
+    #: ``scale``, ``softcap``): ``"exact"`` (as given) or ``"float32"`` (rounded to float32
+    #: first, as ONNX's float attributes are); the reference uses the rounded value
+    scalar_attributes: ScalarAttributes = "exact"
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():

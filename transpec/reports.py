@@ -134,7 +134,9 @@ def progress_line(verdict: Verdict) -> str:
     elif verdict.status == "xfailed":
         tail = f"expected failure ({verdict.known_failure}): {verdict.message}"
     elif verdict.status in ("passed", "xpassed"):
-        tail = f"ratio {format_ratio(verdict.ratio)}, {verdict.examples} examples"
+        tail = f"ratio {format_ratio(verdict.ratio)}, {verdict.examples} examples" + (
+            f" ({verdict.discarded} discarded)" if verdict.discarded else ""
+        )
     else:
         tail = verdict.message
     return f"{status:<6} {verdict.name} ({verdict.seconds:.2f}s) {tail}".rstrip()
@@ -194,7 +196,7 @@ def failure_report(
     message = verdict.message
     if verdict.worst is not None and "; worst element" in message:
         message = message.split("; worst element")[0]  # the worst element gets its own lines
-    lines.append(f"  {message}")
+    lines.extend(_wrapped(message, "  "))
     for extra in details.splitlines():
         if extra.strip():
             lines.append(f"  {extra}")
@@ -220,6 +222,21 @@ def failure_report(
     if verdict.reproduce_command:
         lines.append(f"  reproduce: {verdict.reproduce_command}")
     return "\n".join(lines)
+
+
+def _wrapped(text: str, indent: str, width: int = 100) -> list[str]:
+    """``text`` wrapped to ``width`` columns for reading, every word kept (a long path or
+    token stays whole on its own line)."""
+    import textwrap
+
+    return textwrap.wrap(
+        text,
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=indent + "  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [indent.rstrip()]
 
 
 def _float(value: Any) -> float | None:

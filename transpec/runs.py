@@ -90,6 +90,8 @@ class Verdict:
     counterexample: str = ""
     worst: dict[str, Any] | None = None
     failure_kind: str | None = None
+    #: examples the adapter's ``supports()`` rejected (not counted in ``examples``)
+    discarded: int = 0
     #: ``"FILE:LINE: reason"`` of the known-failures entry that lists this verdict, or None
     known_failure: str | None = None
 
@@ -108,6 +110,7 @@ class Verdict:
             "status": self.status,
             "ratio": _json_float(self.ratio),
             "examples": self.examples,
+            "discarded": self.discarded,
             "seconds": round(self.seconds, 4),
             "message": self.message,
             "failure_kind": self.failure_kind,
@@ -287,6 +290,9 @@ def _skip_reason(
         return f"adapter does not provide {prop.component}"
     if dtype not in declared_dtypes:
         return f"adapter does not declare {dtype}"
+    per_component = adapter.component_dtypes(prop.component)
+    if per_component is not None and dtype not in {canonical_dtype(d) for d in per_component}:
+        return f"adapter does not declare {dtype} for {prop.component}"
     declared = set(adapter.devices) | set(getattr(type(adapter), "devices", ()))
     if device not in declared:
         return f"adapter does not declare device {device}"
@@ -498,9 +504,16 @@ class _Abort(BaseException):
         self.failure = failure
 
 
+class _AllRejected(Exception):
+    """Every example Hypothesis drew was rejected by the adapter's ``supports()``: the verdict
+    is skipped with the adapter's reason, not an error."""
+
+
 @dataclass
 class _Trace:
     examples: int = 0
+    #: examples the adapter's ``supports()`` rejected (counted in ``examples`` too)
+    discarded: int = 0
     ratio: float | None = None
     last_args: dict[str, Any] | None = None
     #: the arguments of the last call that failed (the shrunk counterexample at the end)
@@ -546,6 +559,9 @@ def run_case(
         _hypothesis_run(adapter, case, profile, trace, declared)
     except KeyboardInterrupt:
         raise
+    except _AllRejected as rejected:
+        verdict.status = "skipped"
+        verdict.message = f"the adapter rejects every example drawn: {rejected}"
     except _Abort as abort:
         _fail(
             verdict,
@@ -588,8 +604,13 @@ def run_case(
     else:
         verdict.status = "passed"
         verdict.ratio = trace.ratio
-        verdict.message = f"{trace.examples} examples"
-    verdict.examples = trace.examples
+        verdict.message = f"{trace.examples - trace.discarded} examples" + (
+            f" ({trace.discarded} discarded: the adapter does not take them)"
+            if trace.discarded
+            else ""
+        )
+    verdict.examples = trace.examples - trace.discarded
+    verdict.discarded = trace.discarded
     verdict.seconds = time.perf_counter() - start
     return verdict
 
@@ -627,8 +648,17 @@ def _hypothesis_run(
     wrapped = hypothesis_settings(profile)(
         hypothesis_seed(seed)(given(prop.inputs(case.dtype))(test))
     )
-    with _quiet_hypothesis():
-        wrapped()
+    from hypothesis.errors import Unsatisfiable
+
+    try:
+        with _quiet_hypothesis():
+            wrapped()
+    except Unsatisfiable:
+        if harness.rejected:
+            raise _AllRejected(harness.rejection) from None
+        raise
+    finally:
+        trace.discarded = harness.rejected
 
 
 @contextlib.contextmanager

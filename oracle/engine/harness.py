@@ -93,7 +93,14 @@ def accepts_argument(function: Any, name: str) -> bool:
     )
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+#: the longest message of an implementation kept whole (a guard against a hostile exception
+#: carrying megabytes; libraries' own messages, whose useful part is often at the end, fit)
+MESSAGE_LIMIT = 64 * 1024
+
+
+def _one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line (whitespace collapsed), whole up to ``limit`` characters; reports
+    wrap it for reading, never cut it."""
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
@@ -237,6 +244,26 @@ def _convention_change(snapshot: Conventions, current: Any) -> str:
     return "; ".join(changes)
 
 
+def scalar_attributes(args: Mapping[str, Any], conventions: Conventions) -> Mapping[str, Any]:
+    """``args`` with the scalar attributes (``eps``, ``scale``, ``softcap``) as the
+    implementation uses them: rounded to float32 under ``scalar_attributes="float32"``
+    (ONNX's float attributes), as given otherwise (the same mapping). Under float32 attributes
+    attention's default scale (``scale=None``) is the float32 value of 1/sqrt(E) too: the
+    attribute's default, computed in its type."""
+    from transpec.spec.conventions import SCALAR_ATTRIBUTE_ARGUMENTS
+
+    if conventions.scalar_attributes == "exact":
+        return args
+    out = dict(args)
+    if "scale" in out and out["scale"] is None and "q" in out:
+        out["scale"] = float(np.float32(1.0) / np.sqrt(np.float32(np.shape(out["q"])[-1])))
+    for name in SCALAR_ATTRIBUTE_ARGUMENTS:
+        value = out.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(np.float32(value))
+    return out
+
+
 class Harness:
     """Calls one adapter's components in one dtype on one device and judges what comes back.
 
@@ -264,6 +291,9 @@ class Harness:
         self.declared = declared if declared is not None else Declared.of(adapter)
         #: the conventions every call is judged under (a copy: the adapter cannot edit it)
         self.conventions = self.declared.conventions
+        #: examples discarded because ``supports()`` rejected them, and the last reason given
+        self.rejected = 0
+        self.rejection: str | None = None
 
     def __repr__(self) -> str:
         return f"Harness({self.adapter.name!r}, {self.dtype!r}, {self.device!r})"
@@ -316,6 +346,8 @@ class Harness:
         )
         if reason is None:
             return
+        self.rejected += 1
+        self.rejection = str(reason)
         from hypothesis import reject
         from hypothesis.control import currently_in_test_context
 
@@ -559,7 +591,10 @@ class Harness:
         if record.takes_params:
             semantics = self.adapter.layer_semantics(component, copy_arguments(sent))
         return record.compute_reference(
-            sent, conventions=self.conventions, dtype=self.dtype, semantics=semantics
+            scalar_attributes(sent, self.conventions),
+            conventions=self.conventions,
+            dtype=self.dtype,
+            semantics=semantics,
         )
 
     def call(self, component: str, args: Mapping[str, Any]) -> Call:

@@ -36,3 +36,15 @@ def flushing_softmax(x: Any, dim: int = -1) -> Any:
 
     y = NumpyAdapter().softmax(x, dim)
     return np.where(np.abs(y) < np.finfo(y.dtype).tiny, np.zeros_like(y), y)
+
+
+def float32_eps_layer_norm(
+    x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5
+) -> Any:
+    """A correct NumPy LayerNorm that takes eps as a float32 attribute (as ONNX does)."""
+    import numpy as np
+
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+
+    rounded = float(np.float32(eps))
+    return NumpyAdapter().layer_norm(x, normalized_shape, weight, bias, rounded)

@@ -5,6 +5,7 @@ declared with ``--convention key=value`` (validated, shown in the header)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -143,3 +144,44 @@ def test_a_jax_function_on_the_jax_base(capsys: pytest.CaptureFixture[str]) -> N
     assert main(argv) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert "flush_subnormals=['float32']" in out and "jax-arrays" not in out
+
+
+def test_scalar_attributes_needed_declared_and_wrong(capsys: pytest.CaptureFixture[str]) -> None:
+    """A float64 LayerNorm whose eps is a float32 attribute: off by float32's rounding of eps
+    where the variance is near eps, so it fails as exact and passes declared; a LayerNorm with
+    the exact eps fails under the float32 declaration."""
+    argv = ["check", "bare_functions:float32_eps_layer_norm", "--component", "layer_norm"]
+    argv += ["--property", "small_variance", "--dtype", "float64", "-q", "--failures-dir", "f"]
+    assert main(argv) == 1
+    capsys.readouterr()
+    assert main([*argv, "--convention", "scalar_attributes=float32"]) == 0
+    capsys.readouterr()
+    exact = ["check", "numpy", *argv[2:], "--convention", "scalar_attributes=float32"]
+    assert main(exact) == 1
+    capsys.readouterr()
+
+
+def test_per_component_dtypes_skip_with_the_reason() -> None:
+    from transpec.adapters.base import validate_adapter
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.errors import AdapterDeclarationError
+
+    class NoFloat16Softmax(NumpyAdapter):
+        def component_dtypes(self, component: str) -> tuple[str, ...] | None:
+            return ("float64", "float32") if component == "softmax" else None
+
+    options = {"components": ["softmax", "rms_norm"], "properties": ["shape_dtype"]}
+    result = run(NoFloat16Softmax(), dtypes=["float16"], failures_dir=None, **options)
+    status = {v.name: (v.status, v.message) for v in result.verdicts}
+    assert status["softmax.shape_dtype[float16-cpu]"] == (
+        "skipped",
+        "adapter does not declare float16 for softmax",
+    )
+    assert status["rms_norm.shape_dtype[float16-cpu]"][0] == "passed"
+
+    class Wrong(NumpyAdapter):
+        def component_dtypes(self, component: str) -> Any:
+            return "float32"
+
+    with pytest.raises(AdapterDeclarationError, match=r"component_dtypes.*tuple of dtype names"):
+        validate_adapter(Wrong())
