@@ -19,10 +19,10 @@ attention           ``Attention`` (23), 4-D        float64, float32, float16
 session creation fails with NOT_IMPLEMENTED -- and its Python API takes no bfloat16 NumPy
 arrays, so bfloat16 is not declared.) What ONNX specifies and the adapter therefore declares:
 the scalar attributes ``epsilon`` and ``scale`` are ``float`` (float32) attributes, and the
-default scale 1/sqrt(E) is computed in float too (``scalar_attributes="float32"``); a query
-whose every key is masked gets the 0/0 of the softmax of ``-inf`` scores, NaN
-(``fully_masked_row="nan"``); the other conventions are the canonical ones (boolean mask True =
-attend, top-left causal, grouped heads by ``repeat_interleave``). Rejected by design: a scale
+default scale 1/sqrt(E) is computed in float too (``scalar_attributes="float32"``); the other
+conventions are the canonical ones (boolean mask True = attend, top-left causal, grouped heads
+by ``repeat_interleave``, a fully masked query row 0 -- the float and float16 kernels; the
+float64 path returns NaN there, a defect). Rejected by design: a scale
 <= 0 (the float and float16 kernels refuse it when the session is made), inputs that are not
 4-D. Measured and triaged in docs/findings.md.
 """
@@ -78,7 +78,7 @@ class OnnxRuntimeAdapter(NumpyArrays):
 
     name = "onnxruntime"
     framework = "numpy"
-    conventions = Conventions(scalar_attributes="float32", fully_masked_row="nan")
+    conventions = Conventions(scalar_attributes="float32")
     dtypes: tuple[str, ...] = ("float64", "float32", "float16")
     devices: tuple[str, ...] = ("cpu",)
     supports_gqa = True
@@ -156,7 +156,7 @@ class OnnxRuntimeAdapter(NumpyArrays):
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
             model.ir_version = IR_VERSION
             options = ort.SessionOptions()
-            options.log_severity_level = 3  # errors come back as exceptions, not log lines
+            options.log_severity_level = 4  # errors come back as exceptions, not log lines
             session = ort.InferenceSession(
                 model.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )

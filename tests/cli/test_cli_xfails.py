@@ -230,3 +230,15 @@ def test_plugin_marks_listed_verdicts_xfail(tmp_path: Path) -> None:
     assert "1 failed, 1 xfailed" in strict.stdout
     bad = run("--transpec-xfails", _write(tmp_path, "softmax.nope[float32-cpu]  # x\n"))
     assert bad.returncode == 4 and "no property 'nope'" in bad.stderr, bad.stderr
+
+
+@pytest.mark.slow
+def test_the_torch_gate_passes_with_the_shipped_file(capsys: pytest.CaptureFixture[str]) -> None:
+    """``transpec check torch --xfails torch-2.13-cpu`` exits 0 on the pinned torch: every
+    failure is listed (a nondeterministic one that passes is an XPASS, not a failure)."""
+    torch = pytest.importorskip("torch")
+    if not torch.__version__.startswith("2.13."):
+        pytest.skip(f"the shipped file is for torch 2.13, not {torch.__version__}")
+    assert main(["check", "torch", "--device", "cpu", "--xfails", "torch-2.13-cpu", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "0 failed" in out and "expected failures" in out
