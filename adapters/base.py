@@ -117,6 +117,12 @@ class Adapter:
     #: parameter), transpec passes K/V repeated per ``conventions.gqa_mapping`` instead and
     #: reports the ``gqa`` property as skipped.
     supports_gqa: bool = True
+    #: the thread model: each call runs in a new daemon thread (False, the default) so that a
+    #: hang can be timed out; True runs every call of this adapter in one dedicated worker
+    #: thread, in order, for libraries whose state is bound to the thread that made it (a
+    #: kernel cache, a device context). A hung call then loses that worker: the next call gets
+    #: a new one. Conversions (``to_native``/``from_native``) run in the run's own thread.
+    dedicated_thread: bool = False
 
     # -- declarations -------------------------------------------------------------------------
 

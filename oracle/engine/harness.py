@@ -264,6 +264,53 @@ def scalar_attributes(args: Mapping[str, Any], conventions: Conventions) -> Mapp
     return out
 
 
+class _Worker:
+    """One daemon thread that runs every call of one adapter, in order (an adapter's
+    ``dedicated_thread = True``): for libraries whose state is bound to the thread that made it
+    (a kernel cache, a context). A call that hangs keeps the thread: the next call gets a new
+    worker (the hung one's thread-bound state is lost with it)."""
+
+    def __init__(self, name: str) -> None:
+        import queue
+
+        self._jobs: queue.Queue[tuple[Any, threading.Event]] = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+        self.stuck = False
+
+    def _serve(self) -> None:
+        while True:
+            job, finished = self._jobs.get()
+            job()
+            finished.set()
+
+    def run(self, job: Any, timeout: float) -> bool:
+        """Run ``job`` on the worker's thread; False when it did not finish within
+        ``timeout`` seconds (the worker is then stuck)."""
+        finished = threading.Event()
+        self._jobs.put((job, finished))
+        if finished.wait(timeout):
+            return True
+        self.stuck = True
+        return False
+
+
+#: adapter id -> its worker thread (``dedicated_thread`` adapters)
+_WORKERS: dict[int, tuple[Any, _Worker]] = {}
+_WORKERS_LOCK = threading.Lock()
+
+
+def _worker_of(adapter: Adapter) -> _Worker:
+    """The dedicated worker of ``adapter``, started on its first call (a new one once the
+    previous one is stuck in a hung call)."""
+    with _WORKERS_LOCK:
+        entry = _WORKERS.get(id(adapter))
+        if entry is None or entry[0] is not adapter or entry[1].stuck:
+            entry = (adapter, _Worker(f"transpec-{adapter.name}-worker"))
+            _WORKERS[id(adapter)] = entry
+        return entry[1]
+
+
 class Harness:
     """Calls one adapter's components in one dtype on one device and judges what comes back.
 
@@ -512,6 +559,11 @@ class Harness:
 
         Raises :class:`ImplementationFailure` ``"raised"`` or ``"hung"``; returns the raw result.
         A hung call keeps running in its daemon thread; the run goes on without it.
+
+        Thread model: every call runs in a new daemon thread (so that a hang can be timed out),
+        never in the thread that made the adapter. An adapter that declares
+        ``dedicated_thread = True`` gets one worker thread instead, which runs all its calls in
+        order (:class:`_Worker`), for libraries whose state is bound to a thread.
         """
         method_name = registry.get(component).method
         if not self.adapter.provides(component):
@@ -527,13 +579,17 @@ class Harness:
             except BaseException as exc:  # reported, never re-raised in this thread
                 box["error"] = exc
 
-        thread = threading.Thread(
-            target=target, name=f"transpec-{self.adapter.name}-{component}", daemon=True
-        )
-        thread.start()
         timeout = self.declared.call_timeout
-        thread.join(timeout)
-        if thread.is_alive():
+        if getattr(self.adapter, "dedicated_thread", False) is True:
+            done = _worker_of(self.adapter).run(target, timeout)
+        else:
+            thread = threading.Thread(
+                target=target, name=f"transpec-{self.adapter.name}-{component}", daemon=True
+            )
+            thread.start()
+            thread.join(timeout)
+            done = not thread.is_alive()
+        if not done:
             raise ImplementationFailure(
                 "hung", f"{component} did not return within {timeout:g} s (call_timeout)"
             )
