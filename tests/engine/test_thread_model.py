@@ -51,7 +51,8 @@ def test_a_dedicated_thread_runs_every_call_and_a_hang_still_times_out() -> None
     harness = Harness(adapter, "float32")
     for _ in range(3):
         _call(harness, 4)
-    assert len({id(t) for t in adapter.threads}) == 1 and threading.current_thread() not in adapter.threads
+    assert len({id(t) for t in adapter.threads}) == 1
+    assert threading.current_thread() not in adapter.threads
     with pytest.raises(ImplementationFailure) as hung:
         _call(harness, 3)
     assert hung.value.kind == "hung"
