@@ -111,6 +111,13 @@ BUILTIN_ADAPTERS: dict[str, BuiltinAdapter] = {
         "onnxruntime",
         "onnxruntime",
     ),
+    "jax": BuiltinAdapter(
+        "JAX on the CPU: jax.nn.softmax, jax.nn.dot_product_attention (XLA)",
+        "transpec.adapters.jax.adapter",
+        "JaxAdapter",
+        "jax",
+        "jax",
+    ),
 }
 
 
