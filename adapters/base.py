@@ -142,6 +142,12 @@ class Adapter:
     #: parameter), transpec passes K/V repeated per ``conventions.gqa_mapping`` instead and
     #: reports the ``gqa`` property as skipped.
     supports_gqa: bool = True
+    #: the thread model: each call runs in a new daemon thread (False, the default) so that a
+    #: hang can be timed out; True runs every call of this adapter in one dedicated worker
+    #: thread, in order, for libraries whose state is bound to the thread that made it (a
+    #: kernel cache, a device context). A hung call then loses that worker: the next call gets
+    #: a new one. Conversions (``to_native``/``from_native``) run in the run's own thread.
+    dedicated_thread: bool = False
 
     # -- declarations -------------------------------------------------------------------------
 
@@ -165,6 +171,13 @@ class Adapter:
         return self.devices
 
     # -- optional declarations (defaults: none) -------------------------------------------------
+
+    def component_dtypes(self, component: str) -> tuple[str, ...] | None:
+        """The dtypes the implementation supports for ``component``, where that is fewer than
+        :attr:`dtypes` (a library with a bfloat16 LayerNorm but no bfloat16 softmax); None:
+        all of :attr:`dtypes` (default). A declared dtype outside it is skipped for that
+        component, with the reason."""
+        return None
 
     def supports(
         self,
@@ -273,12 +286,15 @@ class FunctionAdapter(Adapter):
 
     >>> def my_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
     ...     ...
-    >>> adapter = FunctionAdapter(my_attention, component="attention")
+    >>> adapter = FunctionAdapter(my_attention, component="attention", base="torch")
 
     The function is called with the component's signature (its registry record,
-    :func:`transpec.oracle.components.get`),
-    on arrays produced by ``base`` (NumPy by default; pass a framework adapter to take over its
-    conversion, dtypes and devices).
+    :func:`transpec.oracle.components.get`), on arrays converted by ``base``: an array base
+    (:mod:`transpec.adapters.arrays`: ``"numpy"``, the default, ``"torch"``, ``"jax"``) or an
+    adapter, of which only the conversion, dtypes and devices are used. What the function
+    computes is never inherited from the base: its conventions are the canonical ones unless
+    ``conventions`` declares others, its precision the default (:meth:`Adapter.precision`), it
+    rejects no input and has one code path.
     """
 
     def __init__(
@@ -286,7 +302,7 @@ class FunctionAdapter(Adapter):
         function: Callable[..., Any],
         component: str,
         *,
-        base: Adapter | None = None,
+        base: Adapter | str | None = None,
         conventions: Conventions | None = None,
         dtypes: Sequence[str] | None = None,
         name: str | None = None,
@@ -296,8 +312,22 @@ class FunctionAdapter(Adapter):
             raise TypeError(f"{function!r} is not callable")
         self._function = function
         self._component = component
-        self._base = base if base is not None else Adapter()
-        self.conventions = conventions if conventions is not None else self._base.conventions
+        #: the array base's name when it was given by name (how a saved case reloads it)
+        self.base_name: str | None = None
+        self._base: Adapter
+        if isinstance(base, str):
+            from transpec.adapters.arrays import load_array_base
+
+            self.base_name = base
+            self._base = load_array_base(base)
+        elif base is None:
+            from transpec.adapters.arrays import NumpyArrays
+
+            self.base_name = "numpy"
+            self._base = NumpyArrays()
+        else:
+            self._base = base
+        self.conventions = conventions if conventions is not None else Conventions()
         self.dtypes = tuple(canonical_dtype(d) for d in (dtypes or self._base.dtypes))
         self.devices = self._base.devices
         self.call_timeout = self._base.call_timeout
@@ -307,12 +337,6 @@ class FunctionAdapter(Adapter):
 
     def provides(self, component: str) -> bool:
         return component == self._component
-
-    def precision(self, component: str, dtype: str) -> Precision:
-        return self._base.precision(component, dtype)
-
-    def backward_precision(self, component: str, dtype: str) -> Precision:
-        return self._base.backward_precision(component, dtype)
 
     def provides_gradients(self, component: str) -> bool:
         """The function's backward: by the base's autograd (a torch base differentiates the
@@ -485,4 +509,19 @@ def validate_adapter(adapter: Adapter) -> Declared:
                 f"adapter {label}: provides({component!r}) must return True or False, got "
                 f"{type(answer).__name__}"
             )
+        per_component = _hook(adapter, "component_dtypes", component)
+        if per_component is None:
+            continue
+        if isinstance(per_component, str) or not isinstance(per_component, (tuple, list)):
+            raise AdapterDeclarationError(
+                f"adapter {label}: component_dtypes({component!r}) must return a tuple of "
+                f"dtype names or None, got {type(per_component).__name__}"
+            )
+        for name in per_component:
+            try:
+                canonical_dtype(name)
+            except (TypeError, ValueError) as exc:
+                raise AdapterDeclarationError(
+                    f"adapter {label}: component_dtypes({component!r}): {exc}"
+                ) from None
     return declared

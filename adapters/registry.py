@@ -35,6 +35,8 @@ class BuiltinAdapter:
     attribute: str
     #: the framework it needs, as the name of the top-level module (None: NumPy only)
     requires: str | None = None
+    #: the optional dependency set of transpec that installs it (``pip install 'transpec[X]'``)
+    extra: str | None = None
 
     def __post_init__(self) -> None:
         # report code reads an entry's first docstring line as its summary
@@ -101,7 +103,35 @@ BUILTIN_ADAPTERS: dict[str, BuiltinAdapter] = {
         "TorchCuDNNAdapter",
         "torch",
     ),
+    "onnxruntime": BuiltinAdapter(
+        "ONNX Runtime, CPU provider: opset-23 Softmax, LayerNormalization, RMSNormalization, "
+        "Attention",
+        "transpec.adapters.onnxruntime.adapter",
+        "OnnxRuntimeAdapter",
+        "onnxruntime",
+        "onnxruntime",
+    ),
+    "jax": BuiltinAdapter(
+        "JAX on the CPU: jax.nn.softmax, jax.nn.dot_product_attention (XLA)",
+        "transpec.adapters.jax.adapter",
+        "JaxAdapter",
+        "jax",
+        "jax",
+    ),
 }
+
+
+#: the top-level modules each extra installs (a missing one is reported with its extra)
+_EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "torch": ("torch",),
+    "onnxruntime": ("onnx", "onnxruntime"),
+    "jax": ("jax", "jaxlib", "flax"),
+    "transformers": ("transformers", "torch"),
+}
+
+
+#: how a missing module is named in the message
+_DISPLAY = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "jax": "JAX", "flax": "Flax"}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -115,9 +145,12 @@ def _load_builtin(name: str) -> Adapter:
         return entry.factory()
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
-        if entry.requires is not None and missing == entry.requires:
+        needed = {entry.requires, *_EXTRA_MODULES.get(entry.extra or "", ())} - {None}
+        if missing in needed:
+            extra = entry.extra or entry.requires
             raise AdapterLoadError(
-                f"the {name} adapter needs PyTorch: pip install 'transpec[torch]'"
+                f"the {name} adapter needs {_DISPLAY.get(missing, missing)}: "
+                f"pip install 'transpec[{extra}]'"
             ) from None
         raise AdapterLoadError(f"loading the {name} adapter failed: {_one_line(exc)}") from None
 
@@ -182,8 +215,9 @@ def load_adapter(
     instance, or a plain function. A function implements one component, so ``component``
     (``"softmax"``, ``"attention"``, ``"layer_norm"``, ``"rms_norm"``) is required with it and
     refused with an adapter; it is wrapped in a :class:`FunctionAdapter` whose conversion,
-    dtypes and devices are those of ``base`` (a built-in name or an adapter; NumPy arrays by
-    default).
+    dtypes and devices are those of ``base`` (the name of an array base,
+    :data:`~transpec.adapters.arrays.ARRAY_BASES`, or an adapter; NumPy arrays by default),
+    with canonical conventions.
 
     Every failure is an :class:`AdapterLoadError` (a ``ValueError``) with a one-line message.
     """
@@ -231,16 +265,9 @@ def load_adapter(
                 f"{spec!r} is a function: say which component it implements "
                 f"(one of {', '.join(components.names())})"
             )
-        base_adapter = _load_base(base)
         function: Callable[..., Any] = obj
-        return FunctionAdapter(function, component, base=base_adapter)
+        return FunctionAdapter(function, component, base=base)
     raise AdapterLoadError(
         f"{spec!r} is a {type(obj).__name__}, not an Adapter subclass, an Adapter instance "
         "or a function"
     )
-
-
-def _load_base(base: str | Adapter | None) -> Adapter | None:
-    if base is None or isinstance(base, Adapter):
-        return base
-    return load_adapter(base)

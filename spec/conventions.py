@@ -51,6 +51,11 @@ _algorithm``           the computed μ, or Welford         ``use_fast_variance=T
                        (torch, NumPy)                     numpy backend): the equivalence bound
                                                           gains the cancellation term
                                                           γ·E[x²] (docs/tolerance.md §3.3)
+``flush_subnormals``   ``()``: gradual underflow in       dtypes that flush subnormals to zero
+                       every format (IEEE 754)            (XLA on CPU, ONNX Runtime's float32
+                                                          softmax, GPU kernels under FTZ)
+``scalar_attributes``  ``"exact"``: eps, scale, softcap  ``"float32"``: rounded to float32 first
+                       used as given                      (ONNX ``epsilon``/``scale`` attributes)
 =====================  =================================  ========================================
 
 Values per dtype. Any field may instead be a per-dtype mapping (``mask_fill={"float16": -65504.0,
@@ -87,6 +92,7 @@ SinusoidalLayout = Literal["interleaved", "concatenated"]
 SinusoidalFrequencies = Literal["paper", "tensor2tensor"]
 RopePairing = Literal["half_split", "interleaved"]
 VarianceAlgorithm = Literal["two_pass", "one_pass"]
+ScalarAttributes = Literal["exact", "float32"]
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "bool_mask": ("keep", "ignore"),
@@ -101,6 +107,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "sinusoidal_frequencies": ("paper", "tensor2tensor"),
     "rope_pairing": ("half_split", "interleaved"),
     "layer_norm_variance_algorithm": ("two_pass", "one_pass"),
+    "scalar_attributes": ("exact", "float32"),
 }
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -120,6 +127,14 @@ _DESCRIPTIONS: dict[str, str] = {
     "rope_pairing": "which coordinates RoPE rotates together",
     "layer_norm_variance_algorithm": "how LayerNorm computes its variance: two-pass (or Welford) "
     "or the one-pass E[x²] − E[x]², judged by that algorithm's bound",
+    "flush_subnormals": (
+        "dtypes whose subnormal results the implementation flushes to zero (FTZ/DAZ): the "
+        "underflow floor of those formats becomes their smallest normal number"
+    ),
+    "scalar_attributes": (
+        "precision of the scalar arguments eps, scale and softcap: as given, or rounded to "
+        "float32 first (ONNX float attributes)"
+    ),
 }
 
 
@@ -133,7 +148,14 @@ PER_DTYPE_NOTE = (
 _OPEN_VALUES: dict[str, tuple[Any, ...]] = {
     "mask_fill": ("None (-inf)", "any finite float"),
     "rms_norm_default_eps": ("dtype", "opmath", "a number > 0"),
+    "flush_subnormals": ("() (none)", "dtype names, e.g. float32,bfloat16"),
 }
+
+#: conventions that concern every component: they change the tolerance of any call, not one
+#: block's reference (the registry's records list the conventions of their own reference)
+EVERY_COMPONENT: tuple[str, ...] = ("flush_subnormals", "scalar_attributes")
+#: the scalar arguments ``scalar_attributes`` rounds (names of component arguments)
+SCALAR_ATTRIBUTE_ARGUMENTS: tuple[str, ...] = ("eps", "scale", "softcap")
 
 #: the dtypes a per-dtype mapping may name (transpec's canonical names)
 DTYPE_NAMES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
@@ -184,6 +206,13 @@ def _check_value(name: str, value: Any) -> None:
                 "finite number > 0"
             )
         return
+
+
+def _plain(value: Any) -> Any:
+    """A convention value as JSON writes it: a per-dtype mapping as a dict, a tuple as a list."""
+    if isinstance(value, PerDtype):
+        return dict(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _is_number(value: Any) -> bool:
@@ -260,6 +289,29 @@ class PerDtype(Mapping[str, Any]):
         return repr(dict(self._items))
 
 
+def _check_flush(value: Any) -> tuple[str, ...]:
+    """``flush_subnormals`` as a sorted tuple of distinct dtype names; ``ValueError`` otherwise.
+
+    Meaning: in the listed formats the implementation may return 0 for a result whose magnitude
+    is below the smallest normal number (flush-to-zero), or treat such an input as 0
+    (denormals-are-zero). The error of one such flush is below the smallest normal, so the
+    tolerance model's underflow floor η of that format (half the smallest subnormal for a
+    format with gradual underflow) becomes its smallest normal number; nothing else widens.
+    """
+    if isinstance(value, str):
+        value = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not isinstance(value, (tuple, list, frozenset, set)):
+        raise ValueError(f"convention flush_subnormals={value!r} must be a tuple of dtype names")
+    names = []
+    for item in value:
+        if item not in DTYPE_NAMES:
+            raise ValueError(
+                f"convention flush_subnormals: {item!r} is not one of {', '.join(DTYPE_NAMES)}"
+            )
+        names.append(item)
+    return tuple(sorted(set(names), key=DTYPE_NAMES.index))
+
+
 @dataclass(frozen=True)
 class Conventions:
     """The semantic choices an implementation declares; defaults are transpec's canonical ones.
@@ -282,7 +334,16 @@ class Conventions:
     rope_pairing: RopePairing = "half_split"
     layer_norm_variance_algorithm: VarianceAlgorithm = "two_pass"
 
+    #: the dtypes in which the implementation flushes subnormal results to zero (its outputs
+    #: and the intermediates it keeps in that format); see :func:`_check_flush`
+    flush_subnormals: tuple[str, ...] = ()
+    #: the precision of scalar arguments the implementation takes as attributes (``eps``,
+    #: ``scale``, ``softcap``): ``"exact"`` (as given) or ``"float32"`` (rounded to float32
+    #: first, as ONNX's float attributes are); the reference uses the rounded value
+    scalar_attributes: ScalarAttributes = "exact"
+
     def __post_init__(self) -> None:
+        object.__setattr__(self, "flush_subnormals", _check_flush(self.flush_subnormals))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Mapping):
@@ -319,9 +380,10 @@ class Conventions:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values (a per-dtype mapping as a dict), JSON-ready; :meth:`from_dict` reads it."""
+        """Plain values, JSON-ready (a per-dtype mapping as a dict, a tuple of names as a
+        list); :meth:`from_dict` reads it."""
         return {
-            f.name: dict(v) if isinstance(v := getattr(self, f.name), PerDtype) else v
+            f.name: _plain(getattr(self, f.name))
             for f in dataclasses.fields(self)
         }
 
@@ -349,3 +411,47 @@ def describe() -> list[tuple[str, str, tuple[Any, ...]]]:
         rules = tuple(f"{name!r} ({text})" for name, (text, _) in _RULES.get(f.name, {}).items())
         rows.append((f.name, _DESCRIPTIONS[f.name], (*allowed, *rules)))
     return rows
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"key=value"`` (as ``transpec check --convention`` takes it) -> ``(key, value)``, the
+    value typed for its field: a choice's name, ``mask_fill`` a finite float or ``none``.
+    ``ValueError`` with one line for anything else; the value itself is validated when the
+    :class:`Conventions` is made."""
+    key, equals, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    known = [f.name for f in dataclasses.fields(Conventions)]
+    if not equals or not key or not raw:
+        raise ValueError(f"convention {text!r} is not key=value (keys: {', '.join(known)})")
+    if key not in known:
+        raise ValueError(f"unknown convention {key!r}; expected one of {', '.join(known)}")
+    parse = _VALUE_PARSERS.get(key)
+    if parse is None:
+        return key, raw
+    try:
+        return key, parse(raw)
+    except ValueError:
+        raise ValueError(f"convention {key}={raw!r}: {_VALUE_FORMS[key]}") from None
+
+
+def _optional_float(raw: str) -> float | None:
+    return None if raw.lower() == "none" else float(raw)
+
+
+#: fields whose value is not a plain name: how ``key=value`` text becomes the value
+_VALUE_PARSERS: dict[str, Any] = {
+    "mask_fill": _optional_float,
+    "flush_subnormals": lambda raw: () if raw.lower() in ("none", "()") else raw,
+}
+#: the accepted text of those fields, for messages
+_VALUE_FORMS: dict[str, str] = {
+    "mask_fill": "expected a finite number or none",
+    "flush_subnormals": "expected dtype names separated by commas, or none",
+}
+
+
+def with_assignments(conventions: Conventions, assignments: list[str]) -> Conventions:
+    """``conventions`` with every ``key=value`` of ``assignments`` applied (later ones win);
+    ``ValueError`` with one line for an unknown key or a value the field refuses."""
+    changes = dict(parse_assignment(a) for a in assignments)
+    return conventions.replace(**changes)

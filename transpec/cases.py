@@ -63,16 +63,26 @@ def load_adapter_for(
             "the case file does not say how to load its adapter (it was not importable); "
             "pass --adapter MODULE:ATTR"
         )
+    from transpec.adapters.arrays import ARRAY_BASES
     from transpec.adapters.registry import BUILTIN_ADAPTERS, load_adapter
 
     if adapter is None and not trust:
         for named in (spec, meta.get("base") if meta.get("adapter_kind") == "function" else None):
-            if named is not None and str(named) not in BUILTIN_ADAPTERS:
+            if named is not None and str(named) not in {*BUILTIN_ADAPTERS, *ARRAY_BASES}:
                 raise _untrusted(str(named))
 
     if meta.get("adapter_kind") == "function" and adapter is None:
         base = meta.get("base")
         impl = load_adapter(str(spec), component=str(meta["component"]), base=base or None)
+        # a function's conventions were declared with the run (--convention), not in its code
+        saved = meta.get("conventions")
+        if isinstance(saved, dict):
+            from transpec.spec.conventions import Conventions
+
+            try:
+                impl.conventions = Conventions.from_dict(saved)
+            except (TypeError, ValueError) as exc:
+                raise CaseFileError(f"the case's conventions cannot be used here: {exc}") from None
         return impl, str(spec)
     from transpec.cli import load_adapter_spec
 
@@ -175,11 +185,14 @@ def flaky_note(meta: dict[str, Any]) -> str | None:
 
 
 def _concerns(convention: str, component: str) -> bool:
-    """Whether a convention field can change the reference of ``component`` (its record's
-    ``conventions``)."""
+    """Whether a convention field can change the verdict of ``component``: its record's
+    ``conventions``, or one that concerns every component (``EVERY_COMPONENT``)."""
     from transpec.oracle import components
+    from transpec.spec.conventions import EVERY_COMPONENT
 
     record = components.REGISTRY.get(component)
+    if convention in EVERY_COMPONENT:
+        return True
     return record is not None and convention in record.conventions
 
 

@@ -5,7 +5,8 @@
     transpec check [ADAPTER] [--component C ...] [--property P ...] [--dtype D ...]
                    [--device DEV ...] [--profile ci|thorough] [--seed N] [--max-examples N]
                    [--json FILE] [--junit FILE] [--failures-dir DIR] [--quiet]
-                   [--isolation process|none] [--memory-limit MIB]
+                   [--isolation process|none] [--memory-limit MIB] [--gradients]
+                   [--xfails FILE [--strict-xfails]] [--convention KEY=VALUE ...]
     transpec list [components|properties|conventions|adapters]
     transpec reproduce FILE [--adapter SPEC] [--trust] [--isolation process|none]
     transpec derive BLOCK [--format markdown|latex]
@@ -16,8 +17,9 @@ installed, else ``numpy``) or ``module:attr`` naming an Adapter subclass or inst
 function together with ``--component``. Options that take names may be repeated or given as a
 comma-separated list.
 
-Exit status: 0 every verdict passed (skips allowed), 1 a property failed (or transpec raised
-on a case), 2 usage or load error (one line on stderr), 5 nothing tested (no verdict ran, or a
+Exit status: 0 every verdict passed (skips allowed, and failures listed in the ``--xfails``
+file), 1 a property failed (or transpec raised on a case, or, with ``--strict-xfails``, a listed
+verdict passed), 2 usage or load error (one line on stderr), 5 nothing tested (no verdict ran, or a
 component, dtype or device asked for by name ran nothing; one line on stderr says why), 130
 interrupted by Ctrl-C, 143 terminated (SIGTERM), 129 hung up (SIGHUP): when a run is stopped,
 the report of the verdicts so far is still printed and written.
@@ -115,7 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--base",
         metavar="ADAPTER",
-        help="for a function: the built-in adapter whose arrays it takes (default: numpy)",
+        help="for a function: the array base whose arrays it takes (numpy, torch, jax; default: "
+        "numpy); it brings conversion only, never the framework's conventions",
+    )
+    check.add_argument(
+        "--convention",
+        action="append",
+        metavar="KEY=VALUE",
+        help="declare a convention of the implementation (repeatable; transpec list "
+        "conventions); a function's conventions are otherwise the canonical ones",
     )
     check.add_argument("--property", action="append", metavar="P", help="property name(s)")
     check.add_argument("--dtype", action="append", metavar="D", help="dtype(s) to test")
@@ -139,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--gradients",
         action="store_true",
         help="also judge the backward passes (the grad_* properties)",
+    )
+    check.add_argument(
+        "--xfails",
+        metavar="FILE",
+        help="known failures: verdict ids (component.property[dtype-device], '*' globs) with a "
+        "'# reason' each; their failures are expected and do not fail the run",
+    )
+    check.add_argument(
+        "--strict-xfails",
+        action="store_true",
+        help="a verdict listed in --xfails that passes fails the run",
     )
 
     lst = sub.add_parser("list", help="list components, properties, conventions or adapters")
@@ -451,6 +472,16 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
         raise UsageError(_one_line(exc)) from None
     properties = _names(args.property, "--property")
     devices = _names(args.device, "--device")
+    xfails = None
+    if args.strict_xfails and not args.xfails:
+        raise UsageError("--strict-xfails needs --xfails FILE")
+    if args.xfails:
+        from transpec.xfails import KnownFailures
+
+        try:
+            xfails = KnownFailures.load(args.xfails, strict=args.strict_xfails)
+        except ValueError as exc:
+            raise UsageError(_one_line(exc)) from None
     spec = args.adapter or default_adapter()
     adapter = _load_adapter(
         spec, components[0] if components and len(components) == 1 else None, args.base
@@ -459,6 +490,13 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
 
     if args.base and not isinstance(adapter, FunctionAdapter):
         raise UsageError(f"--base applies to functions only; {spec!r} is an adapter")
+    if args.convention:
+        from transpec.spec.conventions import with_assignments
+
+        try:
+            adapter.conventions = with_assignments(adapter.conventions, args.convention)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise UsageError(_one_line(exc)) from None
 
     from transpec import reports as report
     from transpec.runs import RunResult, Verdict, misnamed_methods, run
@@ -502,6 +540,7 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
             isolation=args.isolation,
             memory_limit=_memory_limit(args),
             gradients=args.gradients,
+            xfails=xfails,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(_one_line(exc)) from None
@@ -531,6 +570,9 @@ def _finish(
     failures = report.failures_section(result)
     if failures:
         out.write("\n" + failures + "\n")
+    known = report.known_failures_section(result)
+    if known:
+        out.write("\n" + known + "\n")
     for line in written:
         out.write(line + "\n")
     out.flush()

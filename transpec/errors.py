@@ -9,7 +9,8 @@
     ├── CaseFileError          (ValueError) a saved case that cannot be read or replayed here
     │   └── CaseFileReadError               one that cannot be read: not a case file, a field
     │                                       missing or of the wrong type, an oversized member
-    └── UnknownComponentError  (ValueError) a component name that is not in the registry
+    ├── UnknownComponentError  (ValueError) a component name that is not in the registry
+    └── KnownFailuresFileError (ValueError) a known-failures file (--xfails) that is wrong
 
 ``except transpec.TranspecError`` catches all of them; the ``ValueError`` ones are still caught
 by ``except ValueError``, as before there was a root. A property that an implementation breaks
@@ -25,6 +26,7 @@ __all__ = [
     "AdapterLoadError",
     "CaseFileError",
     "CaseFileReadError",
+    "KnownFailuresFileError",
     "TranspecError",
     "UnknownComponentError",
     "UsageError",
@@ -63,3 +65,8 @@ class CaseFileReadError(CaseFileError):
 
 class UnknownComponentError(TranspecError, ValueError):
     """A component name that is not in the registry."""
+
+
+class KnownFailuresFileError(TranspecError, ValueError):
+    """A known-failures file (``--xfails``) that cannot be read, or an entry of it that is not a
+    verdict id with its reason (one line: ``FILE:LINE: what is wrong``)."""

@@ -16,6 +16,10 @@ not provided, dtype not declared, ...) is a pytest skip with the reason; a failu
 failure report (counterexample, worst element, tolerance derivation, saved file, reproduce
 command).
 
+``--transpec-xfails FILE`` marks the verdicts a known-failures file lists (:mod:`transpec.xfails`)
+as pytest ``xfail``: a listed failure is XFAIL, a listed verdict that passes XPASS (a failure
+with ``--transpec-strict-xfails``); an error of transpec itself is never expected.
+
 Skips alone are not a pass: when no transpec verdict ran (passed or failed), or a component,
 dtype or device chosen with ``--transpec-component``/``-dtype``/``-device`` ran nothing, a
 session that would otherwise succeed exits with status 5 (pytest's "no tests ran", the status
@@ -115,6 +119,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "memory when every device is cpu; 0: none)",
     )
     group.addoption(
+        "--transpec-xfails",
+        default=None,
+        metavar="FILE",
+        help="known failures: verdict ids with a '# reason' each, marked xfail",
+    )
+    group.addoption(
+        "--transpec-strict-xfails",
+        action="store_true",
+        default=False,
+        help="a verdict listed in --transpec-xfails that passes fails (strict xfail)",
+    )
+    group.addoption(
         "--transpec-failures-dir",
         default="transpec-failures",
         metavar="DIR",
@@ -185,6 +201,14 @@ def pytest_collection_modifyitems(
         for c in components or ():
             registry.get(c)
         from transpec.adapters.base import validate_adapter
+        from transpec.xfails import KnownFailures
+
+        xfails_file = config.getoption("transpec_xfails", None)
+        xfails = (
+            KnownFailures.load(xfails_file, strict=config.getoption("transpec_strict_xfails"))
+            if xfails_file
+            else None
+        )
 
         declared = validate_adapter(adapter)
         cases = plan(
@@ -232,19 +256,24 @@ def pytest_collection_modifyitems(
             raise pytest.UsageError(f"transpec: {exc}") from None
         config.add_cleanup(worker.close)
     for case in cases:
-        items.append(
-            TranspecItem.from_parent(
-                collector,
-                name=case.name,
-                case=case,
-                adapter=adapter,
-                profile=profile,
-                failures_dir=failures_dir,
-                adapter_spec=spec,
-                declared=declared,
-                worker=worker,
-            )
+        item = TranspecItem.from_parent(
+            collector,
+            name=case.name,
+            case=case,
+            adapter=adapter,
+            profile=profile,
+            failures_dir=failures_dir,
+            adapter_spec=spec,
+            declared=declared,
+            worker=worker,
         )
+        entry = xfails.find(case.name) if xfails is not None else None
+        if entry is not None and xfails is not None:
+            reason = f"known failure ({entry.where}): {entry.reason}"
+            item.add_marker(
+                pytest.mark.xfail(reason=reason, strict=xfails.strict, raises=TranspecFailure)
+            )
+        items.append(item)
 
 
 def _requested(config: pytest.Config) -> dict[str, tuple[str, ...]]:
@@ -282,7 +311,9 @@ class EmptySessionGuard:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not report.nodeid.startswith("transpec::"):
             return
-        if report.skipped:
+        if hasattr(report, "wasxfail"):  # an expected failure (or XPASS) ran
+            self.outcomes[report.nodeid] = ("passed", "")
+        elif report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
             self.outcomes[report.nodeid] = ("skipped", str(reason).removeprefix("Skipped: "))
         elif report.failed:
@@ -363,13 +394,15 @@ class TranspecItem(pytest.Item):
         )
         self.user_properties.append(("ratio", _ratio_text(verdict.ratio)))
         self.user_properties.append(("examples", str(verdict.examples)))
-        if verdict.status in ("failed", "error"):
+        if verdict.status == "failed":
             raise TranspecFailure(verdict)
+        if verdict.status == "error":
+            raise TranspecInternalError(verdict)
         raise_for_verdict(verdict)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         """The failure report itself, not a traceback into transpec."""
-        if isinstance(excinfo.value, TranspecFailure):
+        if isinstance(excinfo.value, (TranspecFailure, TranspecInternalError)):
             return excinfo.value.verdict.report or excinfo.value.verdict.message
         return super().repr_failure(excinfo)
 
@@ -378,7 +411,15 @@ class TranspecItem(pytest.Item):
 
 
 class TranspecFailure(AssertionError):
-    """A failed (or errored) verdict inside pytest; its message is the verdict's one line."""
+    """A failed verdict inside pytest; its message is the verdict's one line."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message)
+        self.verdict = verdict
+
+
+class TranspecInternalError(AssertionError):
+    """An errored verdict (transpec itself raised) inside pytest: never an expected failure."""
 
     def __init__(self, verdict: Verdict) -> None:
         super().__init__(verdict.message)
@@ -524,6 +565,9 @@ def assert_conforms(adapter: Adapter, **options: Any) -> RunResult:
     if result.failures:
         reports = "\n\n".join(v.report or v.message for v in result.failures)
         raise AssertionError(f"{len(result.failures)} transpec verdict(s) failed:\n\n{reports}")
+    if result.xfails is not None and result.xfails.strict and result.xpassed:
+        names = ", ".join(v.name for v in result.xpassed)
+        raise AssertionError(f"transpec: listed as known failures but passed (strict): {names}")
     if result.nothing_tested:
         raise AssertionError(f"transpec: nothing tested: {result.nothing_tested}")
     return result

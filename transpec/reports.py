@@ -4,15 +4,24 @@
   from the canonical ones, dtypes, devices, profile, seed, and the transpec/NumPy/torch versions;
 * table -- one row per component × property, one column per dtype (× device when more than one):
   ``ok`` with the worst error-to-tolerance ratio, ``FAILED`` with it, ``ERROR``, or ``skip``;
+  with a known-failures file (:mod:`transpec.xfails`), ``xfail`` with the ratio for a listed
+  failure and ``XPASS`` for a listed verdict that passed;
+* known failures -- each expected failure with its reason, each listed verdict that passed
+  ("fixed upstream?");
 * failure report -- for each failed case: the shrunk counterexample (shapes, flags, regime), the
   worst element with its error and tolerance and how that tolerance was derived, the saved file
   and the one-line command that replays it;
 * JSON -- ``{"transpec_version", "adapter", "settings", "environment", "verdicts", "summary",
-  "nothing_tested", "interrupted", "seconds"}`` (``nothing_tested``: why the run tested
+  "nothing_tested", "known_failures", "interrupted", "seconds"}`` (``known_failures``: the
+  file and its strictness, or null; a listed verdict has status ``xfailed``/``xpassed`` and
+  its entry in ``known_failure``) (``nothing_tested``: why the run tested
   nothing it was asked to, or null); non-finite ratios are the strings ``"inf"``/``"nan"``;
 * JUnit XML -- one ``<testcase>`` per verdict; failures carry the failure report, skips their
-  reason. Text from the implementation (an exception's message) is made well-formed XML 1.0
-  first (:func:`xml_text`: ANSI escapes dropped, forbidden characters escaped).
+  reason; an expected failure is a ``<skipped type="xfail">`` with its reason and report, a
+  listed verdict that passed a pass with an ``XPASS`` note in ``<system-out>`` (a ``<failure
+  type="xpass">`` under ``strict``). Text from the implementation (an exception's message) is
+  made well-formed XML 1.0 first (:func:`xml_text`: ANSI escapes dropped, forbidden characters
+  escaped).
 """
 
 from __future__ import annotations
@@ -80,6 +89,11 @@ def header(result: RunResult) -> str:
         + ")",
         f"isolation:   {_isolation(result)}",
     ]
+    if result.xfails is not None:
+        strict = ", strict" if result.xfails.strict else ""
+        lines.append(
+            f"known failures: {result.xfails.source} ({len(result.xfails.entries)} entries{strict})"
+        )
     return "\n".join(lines)
 
 
@@ -111,15 +125,28 @@ def format_ratio(ratio: float | None) -> str:
     return f"{ratio:.2g}" if ratio < 1 else f"{ratio:.3g}"
 
 
+#: the word of each status in the progress lines and the table
+STATUS_WORDS = {
+    "passed": "ok",
+    "failed": "FAILED",
+    "skipped": "skip",
+    "error": "ERROR",
+    "xfailed": "xfail",
+    "xpassed": "XPASS",
+}
+
+
 def progress_line(verdict: Verdict) -> str:
     """One line per verdict, for progress on stderr."""
-    status = {"passed": "ok", "failed": "FAILED", "skipped": "skip", "error": "ERROR"}[
-        verdict.status
-    ]
+    status = STATUS_WORDS[verdict.status]
     if verdict.status == "skipped":
         tail = verdict.message
-    elif verdict.status == "passed":
-        tail = f"ratio {format_ratio(verdict.ratio)}, {verdict.examples} examples"
+    elif verdict.status == "xfailed":
+        tail = f"expected failure ({verdict.known_failure}): {verdict.message}"
+    elif verdict.status in ("passed", "xpassed"):
+        tail = f"ratio {format_ratio(verdict.ratio)}, {verdict.examples} examples" + (
+            f" ({verdict.discarded} discarded)" if verdict.discarded else ""
+        )
     else:
         tail = verdict.message
     return f"{status:<6} {verdict.name} ({verdict.seconds:.2f}s) {tail}".rstrip()
@@ -179,7 +206,7 @@ def failure_report(
     message = verdict.message
     if verdict.worst is not None and "; worst element" in message:
         message = message.split("; worst element")[0]  # the worst element gets its own lines
-    lines.append(f"  {message}")
+    lines.extend(_wrapped(message, "  "))
     for extra in details.splitlines():
         if extra.strip():
             lines.append(f"  {extra}")
@@ -207,6 +234,21 @@ def failure_report(
     return "\n".join(lines)
 
 
+def _wrapped(text: str, indent: str, width: int = 100) -> list[str]:
+    """``text`` wrapped to ``width`` columns for reading, every word kept (a long path or
+    token stays whole on its own line)."""
+    import textwrap
+
+    return textwrap.wrap(
+        text,
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=indent + "  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [indent.rstrip()]
+
+
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -230,10 +272,8 @@ def table(result: RunResult) -> str:
     cells: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
     for v in result.verdicts:
         row = (v.component, v.property)
-        if v.status == "passed":
-            cell = f"ok {format_ratio(v.ratio)}"
-        elif v.status == "failed":
-            cell = f"FAILED {format_ratio(v.ratio)}"
+        if v.status in ("passed", "failed", "xfailed", "xpassed"):
+            cell = f"{STATUS_WORDS[v.status]} {format_ratio(v.ratio)}"
         elif v.status == "error":
             cell = "ERROR"
         else:
@@ -273,6 +313,10 @@ def summary_line(result: RunResult) -> str:
     parts = [f"{c['passed']} passed", f"{c['failed']} failed"]
     if c["error"]:
         parts.append(f"{c['error']} errors")
+    if c["xfailed"]:
+        parts.append(f"{c['xfailed']} expected failures")
+    if c["xpassed"]:
+        parts.append(f"{c['xpassed']} listed but passed")
     parts.append(f"{c['skipped']} skipped")
     passed = [v.ratio for v in result.verdicts if v.status == "passed" and v.ratio is not None]
     worst = f", worst passing ratio {format_ratio(max(passed))}" if passed else ""
@@ -282,6 +326,27 @@ def summary_line(result: RunResult) -> str:
 
 def failures_section(result: RunResult) -> str:
     return "\n\n".join(v.report for v in result.failures if v.report)
+
+
+def known_failures_section(result: RunResult) -> str:
+    """The verdicts a known-failures file listed: expected failures with their reason and
+    summary, listed verdicts that passed ("fixed upstream?"); "" without such a file."""
+    if result.xfails is None:
+        return ""
+    lines: list[str] = []
+    xfailed = [v for v in result.verdicts if v.status == "xfailed"]
+    if xfailed:
+        lines.append(f"expected failures ({len(xfailed)}, listed in {result.xfails.source}):")
+        for v in xfailed:
+            lines.append(f"  xfail {v.name} -- {v.known_failure}")
+            lines.append(f"        {v.message}")
+    xpassed = result.xpassed
+    if xpassed:
+        strict = " (fails the run: --strict-xfails)" if result.xfails.strict else ""
+        lines.append(f"listed as known failures but passed, fixed upstream?{strict}:")
+        for v in xpassed:
+            lines.append(f"  XPASS {v.name} -- {v.known_failure}")
+    return "\n".join(lines)
 
 
 # -- machine-readable reports -------------------------------------------------------------------
@@ -308,6 +373,11 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "verdicts": [v.to_dict() for v in result.verdicts],
         "summary": result.counts(),
         "nothing_tested": result.nothing_tested,
+        "known_failures": (
+            None
+            if result.xfails is None
+            else {"file": result.xfails.source, "strict": result.xfails.strict}
+        ),
         "interrupted": result.interrupted,
         "seconds": round(result.seconds, 3),
     }
@@ -347,9 +417,12 @@ def junit_xml(result: RunResult) -> str:
         {
             "name": "transpec",
             "tests": str(c["total"]),
-            "failures": str(c["failed"]),
+            "failures": str(
+                c["failed"]
+                + (c["xpassed"] if result.xfails is not None and result.xfails.strict else 0)
+            ),
             "errors": str(c["error"]),
-            "skipped": str(c["skipped"]),
+            "skipped": str(c["skipped"] + c["xfailed"]),
             "time": f"{result.seconds:.3f}",
         },
     )
@@ -380,6 +453,22 @@ def junit_xml(result: RunResult) -> str:
             node.text = xml_text(v.report)
         elif v.status == "skipped":
             ET.SubElement(case, "skipped", {"message": xml_text(v.message)})
+        elif v.status == "xfailed":
+            node = ET.SubElement(
+                case,
+                "skipped",
+                {
+                    "type": "xfail",
+                    "message": xml_text(f"expected failure ({v.known_failure}): {v.message}"),
+                },
+            )
+            node.text = xml_text(v.report)
+        elif v.status == "xpassed":
+            note = f"XPASS: {v.message} ({v.known_failure})"
+            if result.xfails is not None and result.xfails.strict:
+                ET.SubElement(case, "failure", {"type": "xpass", "message": xml_text(note)})
+            else:
+                ET.SubElement(case, "system-out").text = xml_text(note)
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 

@@ -53,9 +53,12 @@ if TYPE_CHECKING:
     from transpec.oracle.engine.isolation import Worker
     from transpec.oracle.engine.property import Property
     from transpec.spec.conventions import Conventions
+    from transpec.xfails import KnownFailures
 
-Status = Literal["passed", "failed", "skipped", "error"]
-STATUSES: tuple[Status, ...] = ("passed", "failed", "skipped", "error")
+Status = Literal["passed", "failed", "skipped", "error", "xfailed", "xpassed"]
+#: ``xfailed``/``xpassed``: a failed/passed verdict listed as a known failure
+#: (:mod:`transpec.xfails`)
+STATUSES: tuple[Status, ...] = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 
 #: format tag of saved counterexample files
 FILE_FORMAT = "transpec-case-1"
@@ -92,6 +95,10 @@ class Verdict:
     counterexample: str = ""
     worst: dict[str, Any] | None = None
     failure_kind: str | None = None
+    #: examples the adapter's ``supports()`` rejected (not counted in ``examples``)
+    discarded: int = 0
+    #: ``"FILE:LINE: reason"`` of the known-failures entry that lists this verdict, or None
+    known_failure: str | None = None
 
     @builtins.property  # the field ``property`` shadows the builtin in this class body
     def name(self) -> str:
@@ -108,6 +115,7 @@ class Verdict:
             "status": self.status,
             "ratio": _json_float(self.ratio),
             "examples": self.examples,
+            "discarded": self.discarded,
             "seconds": round(self.seconds, 4),
             "message": self.message,
             "failure_kind": self.failure_kind,
@@ -116,6 +124,7 @@ class Verdict:
             "failure_file": self.failure_file,
             "reproduce_command": self.reproduce_command,
             "report": self.report,
+            "known_failure": self.known_failure,
         }
 
 
@@ -140,6 +149,8 @@ class RunResult:
     isolation: str = "none"
     #: the worker's address-space limit in bytes (``None``: none, or no worker)
     memory_limit: int | None = None
+    #: the known-failures file the verdicts were marked with (None: none)
+    xfails: KnownFailures | None = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {s: 0 for s in STATUSES}
@@ -153,6 +164,11 @@ class RunResult:
         return [v for v in self.verdicts if v.status in ("failed", "error")]
 
     @property
+    def xpassed(self) -> list[Verdict]:
+        """Verdicts listed as known failures that passed ("fixed upstream?")."""
+        return [v for v in self.verdicts if v.status == "xpassed"]
+
+    @property
     def nothing_tested(self) -> str | None:
         """Why this run tested nothing it was asked to (one line), or ``None``: see
         :func:`nothing_tested`."""
@@ -160,12 +176,15 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0 all passed (skips allowed), 1 a failure or error, 130 interrupted, 5
+        """0 all passed (skips and expected failures allowed), 1 a failure or error (or a
+        listed known failure that passed, under ``strict``), 130 interrupted, 5
         (:data:`EXIT_NOTHING_TESTED`) when no verdict ran or a requested component, dtype or
         device ran nothing."""
         if self.interrupted:
             return 130
         if self.failures:
+            return 1
+        if self.xfails is not None and self.xfails.strict and self.xpassed:
             return 1
         return EXIT_NOTHING_TESTED if self.nothing_tested else 0
 
@@ -284,6 +303,9 @@ def _skip_reason(
         return f"adapter does not provide {prop.component}"
     if dtype not in declared_dtypes:
         return f"adapter does not declare {dtype}"
+    per_component = adapter.component_dtypes(prop.component)
+    if per_component is not None and dtype not in {canonical_dtype(d) for d in per_component}:
+        return f"adapter does not declare {dtype} for {prop.component}"
     declared = set(adapter.devices) | set(getattr(type(adapter), "devices", ()))
     if device not in declared:
         return f"adapter does not declare device {device}"
@@ -377,6 +399,7 @@ def run(
     isolation: str = "none",
     memory_limit: int | None = None,
     gradients: bool = False,
+    xfails: KnownFailures | str | Path | None = None,
 ) -> RunResult:
     """Run the selected properties against ``adapter`` and return every verdict.
 
@@ -396,6 +419,9 @@ def run(
     in bytes (``None``: half the physical memory when every device is ``cpu``, else none; 0:
     none).
 
+    ``xfails``: known failures (a :class:`~transpec.xfails.KnownFailures` or the path of its
+    file) that mark the verdicts they list ``xfailed``/``xpassed``.
+
     The adapter's declarations are checked first
     (:func:`~transpec.adapters.base.validate_adapter`: an
     :class:`~transpec.errors.AdapterDeclarationError`, a ``ValueError``, with a one-line
@@ -412,6 +438,10 @@ def run(
         )
     check_isolation(isolation)
     declared = validate_adapter(adapter)
+    if isinstance(xfails, (str, Path)):
+        from transpec.xfails import KnownFailures
+
+        xfails = KnownFailures.load(xfails)
     if failures_dir is not None:
         # resolved before any implementation runs: its os.chdir must not move the saved cases
         failures_dir = Path(failures_dir).resolve()
@@ -441,6 +471,7 @@ def run(
         requested=requested_names(components=components, dtypes=dtypes, devices=devices),
         isolation=isolation,
         memory_limit=worker.memory_limit if worker is not None else None,
+        xfails=xfails,
     )
     if on_start is not None:
         on_start(result, cases)
@@ -457,6 +488,8 @@ def run(
                 declared=declared,
                 worker=worker,
             )
+            if xfails is not None:
+                xfails.apply(verdict)
             result.verdicts.append(verdict)
             progress.verdict_done()
             if on_verdict is not None:
@@ -557,9 +590,16 @@ class _Abort(BaseException):
         self.failure = failure
 
 
+class _AllRejected(Exception):
+    """Every example Hypothesis drew was rejected by the adapter's ``supports()``: the verdict
+    is skipped with the adapter's reason, not an error."""
+
+
 @dataclass
 class _Trace:
     examples: int = 0
+    #: examples the adapter's ``supports()`` rejected (counted in ``examples`` too)
+    discarded: int = 0
     ratio: float | None = None
     last_args: dict[str, Any] | None = None
     #: the arguments of the last call that failed (the shrunk counterexample at the end)
@@ -607,6 +647,9 @@ def run_case(
         _hypothesis_run(adapter, case, profile, trace, declared, worker)
     except KeyboardInterrupt:
         raise
+    except _AllRejected as rejected:
+        verdict.status = "skipped"
+        verdict.message = f"the adapter rejects every example drawn: {rejected}"
     except _Abort as abort:
         _fail(
             verdict,
@@ -649,8 +692,13 @@ def run_case(
     else:
         verdict.status = "passed"
         verdict.ratio = trace.ratio
-        verdict.message = f"{trace.examples} examples"
-    verdict.examples = trace.examples
+        verdict.message = f"{trace.examples - trace.discarded} examples" + (
+            f" ({trace.discarded} discarded: the adapter does not take them)"
+            if trace.discarded
+            else ""
+        )
+    verdict.examples = trace.examples - trace.discarded
+    verdict.discarded = trace.discarded
     verdict.seconds = time.perf_counter() - start
     return verdict
 
@@ -694,8 +742,17 @@ def _hypothesis_run(
     wrapped = hypothesis_settings(profile)(
         hypothesis_seed(seed)(given(prop.inputs(case.dtype))(test))
     )
-    with _quiet_hypothesis():
-        wrapped()
+    from hypothesis.errors import Unsatisfiable
+
+    try:
+        with _quiet_hypothesis():
+            wrapped()
+    except Unsatisfiable:
+        if harness.rejected:
+            raise _AllRejected(harness.rejection) from None
+        raise
+    finally:
+        trace.discarded = harness.rejected
 
 
 @contextlib.contextmanager
@@ -1030,7 +1087,9 @@ def save_case(
         "transpec_version": transpec.__version__,
         "adapter": adapter_spec,
         "adapter_kind": "function" if isinstance(adapter, FunctionAdapter) else "adapter",
-        "base": infer_spec(adapter._base) if isinstance(adapter, FunctionAdapter) else None,
+        "base": (adapter.base_name or infer_spec(adapter._base))
+        if isinstance(adapter, FunctionAdapter)
+        else None,
         "adapter_describe": _describe(adapter),
         "component": case.prop.component,
         "property": case.prop.name,

@@ -9,16 +9,12 @@ What it declares rests on measurements of torch on CPU (docs/torch.md), which
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from types import ModuleType
 from typing import Any
 
-import numpy as np
-
-from transpec.adapters.base import Adapter, Precision
-from transpec.adapters.torch.gradients import TorchGradientsMixin
+from transpec.adapters.base import Precision
+from transpec.adapters.torch.arrays import TorchArrays, torch_dtype, torch_module
 from transpec.adapters.torch.layers import CHAINED_COMPONENTS, LAYER_COMPONENTS, TorchLayers
 from transpec.adapters.torch.positional import TorchPositionalMixin
 from transpec.oracle.engine.dtypes import canonical_dtype
@@ -27,22 +23,9 @@ from transpec.spec.conventions import Conventions
 _HALF = ("float16", "bfloat16")
 
 
-@functools.cache
-def _torch() -> ModuleType:
-    """The ``torch`` module, imported on first use."""
-    import torch
-
-    return torch
-
-
-def _torch_dtype(dtype: str) -> Any:
-    torch = _torch()
-    return {
-        "float64": torch.float64,
-        "float32": torch.float32,
-        "float16": torch.float16,
-        "bfloat16": torch.bfloat16,
-    }[canonical_dtype(dtype)]
+#: the ``torch`` module, imported on first use; a torch dtype from its canonical name
+_torch = torch_module
+_torch_dtype = torch_dtype
 
 
 def _ndim(value: Any) -> int:
@@ -64,17 +47,16 @@ def _flash_cpu_restriction(args: Mapping[str, Any], *, mask: bool = True) -> str
     return None
 
 
-class TorchAdapter(TorchGradientsMixin, TorchLayers, TorchPositionalMixin, Adapter):
+class TorchAdapter(TorchLayers, TorchPositionalMixin, TorchArrays):
     r"""``torch.nn.functional`` on CPU (and CUDA when present); SDPA with its default dispatch.
 
     Components: ``torch.softmax``, ``F.scaled_dot_product_attention``, ``F.layer_norm``,
     ``F.rms_norm``, and the embedding and positional components of
-    :class:`~transpec.adapters.torch.positional.TorchPositionalMixin`; their backward passes
-    through ``torch.autograd.grad`` of the same call
-    (:class:`~transpec.adapters.torch.gradients.TorchGradientsMixin`). Conversion: float64 NumPy
-    arrays are rounded to the dtype under test exactly as
-    :func:`transpec.oracle.engine.dtypes.round_to` rounds (float32/float16 by NumPy, bfloat16 from
-    float32 by torch, nearest-even), boolean arrays stay boolean.
+    :class:`~transpec.adapters.torch.positional.TorchPositionalMixin`. Conversion, and the
+    backward passes through ``torch.autograd.grad`` of the same call, are the torch array
+    base's (:class:`~transpec.adapters.torch.arrays.TorchArrays`); what this class adds is what
+    torch's functions compute: its conventions, rejected inputs and precisions, forward and
+    backward.
 
     What torch does on CPU (boolean masks, fully masked rows, causal alignment, GQA, the inputs
     each SDPA backend rejects, the precision of every kernel, the defects found) is measured
@@ -99,21 +81,15 @@ class TorchAdapter(TorchGradientsMixin, TorchLayers, TorchPositionalMixin, Adapt
     #: float16/bfloat16 input dtype (True) or keeps them in float32 (False)
     attention_stores_half: bool = True
 
-    def __init__(self) -> None:
-        # Instantiating a torch adapter is using torch: import it here, so that a missing torch
-        # is one ImportError at load time. Devices: the declared ones that exist here; an
-        # adapter that only declares CUDA keeps its declaration and reports none available.
-        torch = _torch()
-        cuda = bool(torch.cuda.is_available())
-        present = tuple(d for d in type(self).devices if d != "cuda" or cuda)
-        self.devices = present or type(self).devices
-        self._available = present
-
     # -- declarations -------------------------------------------------------------------------
 
-    def available_devices(self) -> tuple[str, ...]:
-        """The declared devices present here: ``cpu``, and ``cuda`` when torch sees a GPU."""
-        return self._available
+    def backward_precision(self, component: str, dtype: str) -> Precision:
+        """float32 math for float16/bfloat16, every intermediate gradient (dP, dS) rounded to
+        the input dtype; (dtype, dtype) otherwise."""
+        dtype = canonical_dtype(dtype)
+        if dtype in _HALF:
+            return Precision(accumulate="float32", store=dtype)
+        return Precision(accumulate=dtype, store=dtype)
 
     def precision(self, component: str, dtype: str) -> Precision:
         """(dtype, dtype) for float64/float32; for float16/bfloat16 float32 math, intermediates
@@ -163,53 +139,6 @@ class TorchAdapter(TorchGradientsMixin, TorchLayers, TorchPositionalMixin, Adapt
         backends = f"; SDPA backend {'/'.join(self.sdpa_backends)}" if self.sdpa_backends else ""
         cuda = f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ""
         return f"{self.name} (torch {torch.__version__}{cuda}; devices: {devices}{backends})"
-
-    # -- conversion ---------------------------------------------------------------------------
-
-    def to_native(self, array: np.ndarray, dtype: str, device: str) -> Any:
-        """float64 array -> C-contiguous tensor of ``dtype`` on ``device`` (rounded as
-        ``round_to``); a bool array -> a bool tensor."""
-        torch = _torch()
-        arr = np.asarray(array)
-        if arr.dtype == np.bool_:
-            return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.bool_)).to(device)
-        name = canonical_dtype(dtype)
-        with np.errstate(over="ignore", invalid="ignore"):
-            if name == "bfloat16":
-                # float64 -> float32 (NumPy) -> bfloat16 (torch, nearest-even): round_to's path
-                base = np.array(arr, dtype=np.float32)
-            else:
-                base = np.array(arr, dtype=np.dtype(name))
-        # C-contiguous, whatever the NumPy layout (fused kernels need a unit last-dim stride)
-        base = np.ascontiguousarray(base)
-        return torch.from_numpy(base).to(device=device, dtype=_torch_dtype(name))
-
-    def from_native(self, value: Any) -> tuple[np.ndarray, str]:
-        """tensor -> (float64 NumPy copy on the CPU, canonical name of the tensor's dtype)."""
-        torch = _torch()
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor, got {type(value).__name__}")
-        name = canonical_dtype(str(value.dtype))
-        out = value.detach().to(device="cpu", dtype=torch.float64).numpy()
-        return np.array(out, dtype=np.float64), name
-
-    def is_native(self, value: Any) -> bool:
-        return isinstance(value, _torch().Tensor)
-
-    def to_numpy(self, value: Any) -> np.ndarray:
-        """bool/integer tensor -> NumPy copy on the CPU, same dtype (a float tensor: float64)."""
-        torch = _torch()
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor, got {type(value).__name__}")
-        tensor = value.detach().to(device="cpu")
-        if tensor.is_floating_point():
-            tensor = tensor.to(dtype=torch.float64)
-        return np.array(tensor.numpy(), copy=True)
-
-    def synchronize(self, device: str) -> None:
-        torch = _torch()
-        if str(device).startswith("cuda") and torch.cuda.is_available():
-            torch.cuda.synchronize()
 
     # -- components ---------------------------------------------------------------------------
 

@@ -13,25 +13,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from transpec.adapters.base import Precision
 from transpec.oracle import components as registry
-from transpec.oracle.engine.dtypes import canonical_dtype
 
 
 class TorchGradientsMixin:
-    """``vjp`` through autograd for every component with a registered backward."""
+    """``vjp`` through autograd for every component with a registered backward: part of the
+    torch array base, so that any torch implementation (a built-in, a user's adapter class, a
+    bare function on the torch base) is differentiated as its users differentiate it."""
 
     def provides_gradients(self, component: str) -> bool:
         record = registry.REGISTRY.get(component)
         return record is not None and bool(record.gradients) and self.provides(component)  # type: ignore[attr-defined]
-
-    def backward_precision(self, component: str, dtype: str) -> Precision:
-        """float32 math for float16/bfloat16, every intermediate gradient (dP, dS) rounded to
-        the input dtype; (dtype, dtype) otherwise."""
-        dtype = canonical_dtype(dtype)
-        if dtype in ("float16", "bfloat16"):
-            return Precision(accumulate="float32", store=dtype)
-        return Precision(accumulate=dtype, store=dtype)
 
     def vjp(self, component: str, args: Mapping[str, Any], grad_output: Any) -> dict[str, Any]:
         import torch

@@ -102,6 +102,31 @@ class Units:
     eta_elem: float = 0.0
 
 
+def flush_floor(dtype: str) -> float:
+    """The underflow floor of a format whose subnormals are flushed to zero: its smallest normal
+    number, the largest error of one flush (a result just below it returned as 0; docs §2.5)."""
+    return FORMATS[dtype].smallest_normal
+
+
+@dataclass(frozen=True)
+class Flushing:
+    """A precision declaration together with the formats the implementation flushes subnormals
+    in (the ``flush_subnormals`` convention): :func:`units` then takes :func:`flush_floor`
+    instead of :func:`eta` as the underflow floor of those formats. Every other attribute is the
+    declaration's own."""
+
+    precision: Any
+    flush_subnormals: tuple[str, ...]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.precision, name)
+
+
+def underflow_floor(dtype: str, flushed: tuple[str, ...] = ()) -> float:
+    """:func:`flush_floor` for a format in ``flushed``, else :func:`eta`."""
+    return flush_floor(dtype) if dtype in flushed else eta(dtype)
+
+
 def units(dtype: str, precision: Any, *, elementwise: bool = False) -> Units:
     """The :class:`Units` of output ``dtype`` (a canonical name) under ``precision`` (anything
     with ``.accumulate`` and ``.store`` dtype names, and optionally ``.elementwise``;
@@ -110,7 +135,8 @@ def units(dtype: str, precision: Any, *, elementwise: bool = False) -> Units:
     ``elementwise``: whether the caller's rule tells element-wise rounding (``Units.elem``) from
     reductions (``Units.acc``). A rule that does not is given ``acc`` = the coarser of the
     accumulation and element-wise precisions, so that a declared element-wise precision can
-    only widen its bound (docs/tolerance.md §2.7)."""
+    only widen its bound (docs/tolerance.md §2.7). A :class:`Flushing` precision raises
+    the underflow floors of its flushed formats."""
     try:
         acc = canonical_dtype(precision.accumulate)
         store = canonical_dtype(precision.store)
@@ -126,6 +152,7 @@ def units(dtype: str, precision: Any, *, elementwise: bool = False) -> Units:
         elem = acc
     u_acc = FORMATS[acc].unit_roundoff
     u_elem = FORMATS[elem].unit_roundoff
+    flushed = tuple(getattr(precision, "flush_subnormals", ()) or ())
     return Units(
         dtype=dtype,
         precision=precision,
@@ -133,12 +160,12 @@ def units(dtype: str, precision: Any, *, elementwise: bool = False) -> Units:
         store=FORMATS[store].unit_roundoff,
         out=FORMATS[dtype].unit_roundoff,
         fn=ELEMENTARY_ULPS * 2.0 * u_elem,
-        eta_acc=eta(acc),
-        eta_store=eta(store),
-        eta_out=eta(dtype),
+        eta_acc=underflow_floor(acc, flushed),
+        eta_store=underflow_floor(store, flushed),
+        eta_out=underflow_floor(dtype, flushed),
         elem=u_elem,
         to_elem=u_elem if u_elem > u_acc else 0.0,
-        eta_elem=eta(elem),
+        eta_elem=underflow_floor(elem, flushed),
     )
 
 

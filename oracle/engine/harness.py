@@ -94,7 +94,14 @@ def accepts_argument(function: Any, name: str) -> bool:
     )
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+#: the longest message of an implementation kept whole (a guard against a hostile exception
+#: carrying megabytes; libraries' own messages, whose useful part is often at the end, fit)
+MESSAGE_LIMIT = 64 * 1024
+
+
+def _one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line (whitespace collapsed), whole up to ``limit`` characters; reports
+    wrap it for reading, never cut it."""
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
@@ -266,6 +273,73 @@ def _convention_change(snapshot: Conventions, current: Any) -> str:
     return "; ".join(changes)
 
 
+def scalar_attributes(args: Mapping[str, Any], conventions: Conventions) -> Mapping[str, Any]:
+    """``args`` with the scalar attributes (``eps``, ``scale``, ``softcap``) as the
+    implementation uses them: rounded to float32 under ``scalar_attributes="float32"``
+    (ONNX's float attributes), as given otherwise (the same mapping). Under float32 attributes
+    attention's default scale (``scale=None``) is the float32 value of 1/sqrt(E) too: the
+    attribute's default, computed in its type."""
+    from transpec.spec.conventions import SCALAR_ATTRIBUTE_ARGUMENTS
+
+    if conventions.scalar_attributes == "exact":
+        return args
+    out = dict(args)
+    if "scale" in out and out["scale"] is None and "q" in out:
+        out["scale"] = float(np.float32(1.0) / np.sqrt(np.float32(np.shape(out["q"])[-1])))
+    for name in SCALAR_ATTRIBUTE_ARGUMENTS:
+        value = out.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(np.float32(value))
+    return out
+
+
+class _DedicatedThread:
+    """One daemon thread that runs every call of one adapter, in order (an adapter's
+    ``dedicated_thread = True``): for libraries whose state is bound to the thread that made it
+    (a kernel cache, a context). A call that hangs keeps the thread: the next call gets a new
+    worker (the hung one's thread-bound state is lost with it)."""
+
+    def __init__(self, name: str) -> None:
+        import queue
+
+        self._jobs: queue.Queue[tuple[Any, threading.Event]] = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+        self.stuck = False
+
+    def _serve(self) -> None:
+        while True:
+            job, finished = self._jobs.get()
+            job()
+            finished.set()
+
+    def run(self, job: Any, timeout: float | None) -> bool:
+        """Run ``job`` on the worker's thread; False when it did not finish within
+        ``timeout`` seconds (the worker is then stuck; None: wait as long as it takes)."""
+        finished = threading.Event()
+        self._jobs.put((job, finished))
+        if finished.wait(timeout):
+            return True
+        self.stuck = True
+        return False
+
+
+#: adapter id -> its worker thread (``dedicated_thread`` adapters)
+_DEDICATED_THREADS: dict[int, tuple[Any, _DedicatedThread]] = {}
+_DEDICATED_THREADS_LOCK = threading.Lock()
+
+
+def _dedicated_thread_of(adapter: Adapter) -> _DedicatedThread:
+    """The dedicated worker of ``adapter``, started on its first call (a new one once the
+    previous one is stuck in a hung call)."""
+    with _DEDICATED_THREADS_LOCK:
+        entry = _DEDICATED_THREADS.get(id(adapter))
+        if entry is None or entry[0] is not adapter or entry[1].stuck:
+            entry = (adapter, _DedicatedThread(f"transpec-{adapter.name}-thread"))
+            _DEDICATED_THREADS[id(adapter)] = entry
+        return entry[1]
+
+
 class Harness:
     """Calls one adapter's components in one dtype on one device and judges what comes back.
 
@@ -314,6 +388,9 @@ class Harness:
         return Harness(
             slow, self.dtype, self.device, declared=self.declared, worker=self.worker, path="slow"
         )
+        #: examples discarded because ``supports()`` rejected them, and the last reason given
+        self.rejected = 0
+        self.rejection: str | None = None
 
     def __repr__(self) -> str:
         return f"Harness({self.adapter.name!r}, {self.dtype!r}, {self.device!r})"
@@ -325,9 +402,16 @@ class Harness:
         return self.adapter.precision(component, self.dtype)
 
     def tolerance(self, component: str, reference: Reference) -> Tolerance:
-        """The per-element bound of the tolerance model for ``reference`` in this dtype."""
+        """The per-element bound of the tolerance model for ``reference`` in this dtype (under
+        the ``flush_subnormals`` convention, the flushed formats' underflow floor is their
+        smallest normal: :class:`~transpec.oracle.engine.error_model.Flushing`)."""
         record = registry.get(component)
-        return record.compute_tolerance(reference, self.dtype, self.precision(component))
+        precision: Any = self.precision(component)
+        if self.conventions.flush_subnormals:
+            from transpec.oracle.engine.error_model import Flushing
+
+            precision = Flushing(precision, self.conventions.flush_subnormals)
+        return record.compute_tolerance(reference, self.dtype, precision)
 
     def gqa_support(self) -> str | None:
         """None when the adapter is judged on grouped-query attention (``enable_gqa=True`` with
@@ -359,6 +443,8 @@ class Harness:
         )
         if reason is None:
             return
+        self.rejected += 1
+        self.rejection = str(reason)
         from hypothesis import reject
         from hypothesis.control import currently_in_test_context
 
@@ -539,6 +625,11 @@ class Harness:
         same thread-local state either way; a hung call keeps running in its thread and the run
         goes on without it. ``limited=False``: wait for the thread without a time limit (in a
         worker process, whose time limit the parent enforces by killing it).
+
+        Thread model: every call runs in a new daemon thread (so that a hang can be timed out),
+        never in the thread that made the adapter. An adapter that declares
+        ``dedicated_thread = True`` gets one worker thread instead, which runs all its calls in
+        order (:class:`_DedicatedThread`), for libraries whose state is bound to a thread.
         """
         box: dict[str, Any] = {}
 
@@ -550,13 +641,18 @@ class Harness:
             except BaseException as exc:  # reported, never re-raised in this thread
                 box["error"] = exc
 
-        thread = threading.Thread(
-            target=target, name=f"transpec-{self.adapter.name}-{label}", daemon=True
-        )
-        thread.start()
         timeout = self.declared.call_timeout
-        thread.join(timeout if limited else None)
-        if thread.is_alive():
+        limit = timeout if limited else None
+        if getattr(self.adapter, "dedicated_thread", False) is True:
+            done = _dedicated_thread_of(self.adapter).run(target, limit)
+        else:
+            thread = threading.Thread(
+                target=target, name=f"transpec-{self.adapter.name}-{label}", daemon=True
+            )
+            thread.start()
+            thread.join(limit)
+            done = not thread.is_alive()
+        if not done:
             raise ImplementationFailure(
                 "hung", f"{label} did not return within {timeout:g} s (call_timeout)"
             )
@@ -620,7 +716,11 @@ class Harness:
         if record.takes_params:
             semantics = self.adapter.layer_semantics(component, copy_arguments(sent))
         return record.compute_reference(
-            sent, conventions=self.conventions, dtype=self.dtype, semantics=semantics, rows=rows
+            scalar_attributes(sent, self.conventions),
+            conventions=self.conventions,
+            dtype=self.dtype,
+            semantics=semantics,
+            rows=rows,
         )
 
     def call(self, component: str, args: Mapping[str, Any], *, rows: Any = None) -> Call:

@@ -15,12 +15,19 @@ from transpec.errors import (
     AdapterDeclarationError,
     AdapterLoadError,
     CaseFileError,
+    KnownFailuresFileError,
     TranspecError,
     UnknownComponentError,
     UsageError,
 )
 
-VALUE_ERRORS = (AdapterLoadError, AdapterDeclarationError, CaseFileError, UnknownComponentError)
+VALUE_ERRORS = (
+    AdapterLoadError,
+    AdapterDeclarationError,
+    CaseFileError,
+    UnknownComponentError,
+    KnownFailuresFileError,
+)
 
 
 def test_every_error_class_is_a_transpec_error() -> None:
@@ -36,6 +43,7 @@ def test_every_error_class_is_a_transpec_error() -> None:
         "CaseFileError",
         "CaseFileReadError",
         "UnknownComponentError",
+        "KnownFailuresFileError",
     }
 
 
