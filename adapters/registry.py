@@ -216,7 +216,8 @@ def load_adapter(
     (``"softmax"``, ``"attention"``, ``"layer_norm"``, ``"rms_norm"``) is required with it and
     refused with an adapter; it is wrapped in a :class:`FunctionAdapter` whose conversion,
     dtypes and devices are those of ``base`` (the name of an array base,
-    :data:`~transpec.adapters.arrays.ARRAY_BASES`, or an adapter; NumPy arrays by default),
+    :data:`~transpec.adapters.arrays.ARRAY_BASES`, an adapter, or an adapter's
+    ``module:attribute``; NumPy arrays by default),
     with canonical conventions.
 
     Every failure is an :class:`AdapterLoadError` (a ``ValueError``) with a one-line message.
@@ -266,6 +267,8 @@ def load_adapter(
                 f"(one of {', '.join(components.names())})"
             )
         function: Callable[..., Any] = obj
+        if isinstance(base, str) and ":" in base:
+            base = load_adapter(base)  # an adapter class or instance whose arrays it takes
         return FunctionAdapter(function, component, base=base)
     raise AdapterLoadError(
         f"{spec!r} is a {type(obj).__name__}, not an Adapter subclass, an Adapter instance "

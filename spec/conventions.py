@@ -382,10 +382,7 @@ class Conventions:
     def to_dict(self) -> dict[str, Any]:
         """Plain values, JSON-ready (a per-dtype mapping as a dict, a tuple of names as a
         list); :meth:`from_dict` reads it."""
-        return {
-            f.name: _plain(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-        }
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Conventions:

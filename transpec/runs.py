@@ -526,10 +526,12 @@ def open_worker(
             f"name or module:attribute); {adapter.name!r} cannot: pass its spec or use "
             "isolation 'none'"
         )
+    conventions = getattr(adapter, "conventions", None)
     if isinstance(adapter, FunctionAdapter):
-        source = AdapterSource(spec, adapter._component, infer_spec(adapter._base))
+        base = adapter.base_name or infer_spec(adapter._base)
+        source = AdapterSource(spec, adapter._component, base, conventions)
     else:
-        source = AdapterSource(spec)
+        source = AdapterSource(spec, conventions=conventions)
     if memory_limit is None:
         memory_limit = default_memory_limit() if set(devices) <= {"cpu"} else None
     if memory_limit is not None and memory_limit < 0:

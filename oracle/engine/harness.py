@@ -377,6 +377,9 @@ class Harness:
         self.conventions = self.declared.conventions.for_dtype(self.dtype)
         self.worker = worker
         self.path = path
+        #: examples discarded because ``supports()`` rejected them, and the last reason given
+        self.rejected = 0
+        self.rejection: str | None = None
 
     def slow_path(self) -> Harness | None:
         """A harness of the adapter's slow path (``slow_path_adapter()``, for
@@ -388,9 +391,6 @@ class Harness:
         return Harness(
             slow, self.dtype, self.device, declared=self.declared, worker=self.worker, path="slow"
         )
-        #: examples discarded because ``supports()`` rejected them, and the last reason given
-        self.rejected = 0
-        self.rejection: str | None = None
 
     def __repr__(self) -> str:
         return f"Harness({self.adapter.name!r}, {self.dtype!r}, {self.device!r})"

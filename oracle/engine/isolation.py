@@ -54,6 +54,7 @@ from transpec.oracle.engine.outcome import ImplementationFailure
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Adapter, Declared
+    from transpec.spec.conventions import Conventions
 
 #: the isolation modes of a run: ``"none"`` calls the implementation in the run's own process
 #: (a thread with a time limit), ``"process"`` in a :class:`Worker`
@@ -98,14 +99,22 @@ class AdapterSource:
     spec: str
     component: str | None = None
     base: str | None = None
+    #: conventions declared on the instance after it was made (``--convention``, or set in
+    #: Python), given to the reloaded adapter too; None: the adapter's own
+    conventions: Conventions | None = None
 
     def load(self) -> Adapter:
-        """The adapter (:func:`transpec.adapters.registry.load_adapter`)."""
+        """The adapter (:func:`transpec.adapters.registry.load_adapter`), with
+        :attr:`conventions` when given."""
         from transpec.adapters.registry import load_adapter
 
         if self.component is not None:
-            return load_adapter(self.spec, component=self.component, base=self.base)
-        return load_adapter(self.spec)
+            adapter = load_adapter(self.spec, component=self.component, base=self.base)
+        else:
+            adapter = load_adapter(self.spec)
+        if self.conventions is not None:
+            adapter.conventions = self.conventions
+        return adapter
 
 
 def _exit_text(code: int | None) -> str:
@@ -198,6 +207,7 @@ class Worker:
             "spec": self.source.spec,
             "component": self.source.component,
             "base": self.source.base,
+            "conventions": self.source.conventions,
             "sys_path": list(sys.path),
             "memory_limit": self.memory_limit,
         }
@@ -409,7 +419,9 @@ def serve(fd: int) -> None:
     sys.path[:] = [p for p in hello["sys_path"] if isinstance(p, str)]
     memory_limit = hello["memory_limit"]
     try:
-        adapter = AdapterSource(hello["spec"], hello["component"], hello["base"]).load()
+        adapter = AdapterSource(
+            hello["spec"], hello["component"], hello["base"], hello["conventions"]
+        ).load()
     except BaseException as exc:
         conn.send(("error", _one_line(exc)))
         return

@@ -84,7 +84,7 @@ def test_convention_option_is_validated_and_shown(capsys: pytest.CaptureFixture[
     assert "conventions: rms_norm_default_eps='opmath'" in out
     for bad, needle in (
         ("rms_norm_default_eps", "is not key=value"),
-        ("rms_norm_default_eps=float32", "rms_norm_default_eps='float32' is not one of"),
+        ("rms_norm_default_eps=float32", "rms_norm_default_eps='float32' is not 'dtype', 'opmath'"),
         ("rms_eps=dtype", "unknown convention 'rms_eps'"),
         ("mask_fill=lots", "expected a finite number or none"),
         ("mask_fill=inf", "must be finite"),

@@ -110,7 +110,7 @@ def test_a_worker_that_dies_or_hangs_fails_its_verdicts_and_the_run_goes_on(
     )
     assert replay.returncode == 1, replay.stdout + replay.stderr
     assert f"implementation failure ({kind})" in replay.stdout
-    assert words in replay.stdout
+    assert words in " ".join(replay.stdout.split())  # reports wrap long messages
 
 
 def test_a_worker_that_dies_after_answering_fails_the_next_call(tmp_path: Path) -> None:
