@@ -15,8 +15,11 @@ What JAX computes, measured on jax 0.10.2, CPU (docs/findings.md), and declared:
   rows (a finite ``mask_fill``; the value declared is that of float16, the least negative, which
   gives the same reference wherever a score is not itself below it: a per-dtype fill is what the
   declaration means);
-* float16 and bfloat16 are computed op by op, each intermediate rounded to the input dtype
-  (``Precision(dtype, dtype)``).
+* ``jax.nn.softmax`` in float16 and bfloat16 computes x - max, exp and the division in the
+  input dtype and its sum in float32 (``Precision("float32", dtype, elementwise=dtype)``, the
+  element-wise knob of docs/tolerance.md §2.7);
+* ``dot_product_attention`` in float16 and bfloat16 is computed op by op, each intermediate
+  rounded to the input dtype (``Precision(dtype, dtype)``).
 """
 
 from __future__ import annotations
@@ -43,8 +46,11 @@ class JaxAdapter(JaxArrays):
     conventions = Conventions(flush_subnormals=("float64", "float32"), mask_fill=_FLOAT16_FILL)
 
     def precision(self, component: str, dtype: str) -> Precision:
-        """(dtype, dtype): XLA's CPU ops round every intermediate to the input dtype."""
+        """(dtype, dtype): XLA's CPU ops round every intermediate to the input dtype; except
+        the sum of softmax in float16/bfloat16, which jax.nn.softmax runs in float32."""
         dtype = canonical_dtype(dtype)
+        if component == "softmax" and dtype in ("float16", "bfloat16"):
+            return Precision(accumulate="float32", store=dtype, elementwise=dtype)
         return Precision(accumulate=dtype, store=dtype)
 
     def provides(self, component: str) -> bool:

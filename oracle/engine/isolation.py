@@ -112,7 +112,9 @@ class AdapterSource:
             adapter = load_adapter(self.spec, component=self.component, base=self.base)
         else:
             adapter = load_adapter(self.spec)
-        if self.conventions is not None:
+        if self.conventions is not None and self.conventions != adapter.conventions:
+            # on the instance only when they differ: a class-level change that the
+            # implementation makes during a call must stay visible (changed_conventions)
             adapter.conventions = self.conventions
         return adapter
 
