@@ -402,9 +402,10 @@ def _limit_memory(limit: int | None) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line if len(line) <= 300 else line[:297] + "..."
+    """``Type: message`` on one line, whole, as the harness words an implementation's errors."""
+    from transpec.oracle.engine.harness import _one_line as one_line
+
+    return one_line(f"{type(exc).__name__}: {exc}" if str(exc).strip() else type(exc).__name__)
 
 
 def serve(fd: int) -> None:
