@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -99,11 +100,24 @@ class Verdict:
     discarded: int = 0
     #: ``"FILE:LINE: reason"`` of the known-failures entry that lists this verdict, or None
     known_failure: str | None = None
+    #: the error map and the mask of a numeric failure's reported example
+    #: (:meth:`transpec.oracle.engine.picture.Picture.to_dict`), or None
+    picture: dict[str, Any] | None = None
 
     @builtins.property  # the field ``property`` shadows the builtin in this class body
     def name(self) -> str:
         """``component.property[dtype-device]``: unique within a run."""
         return f"{self.component}.{self.property}[{self.dtype}-{self.device}]"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
+        """Inverse of :meth:`to_dict` (a JSON report, or a verdict sent between processes)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        for key in ("ratio",):
+            if isinstance(values.get(key), str):
+                values[key] = float(values[key])
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +139,7 @@ class Verdict:
             "reproduce_command": self.reproduce_command,
             "report": self.report,
             "known_failure": self.known_failure,
+            "picture": self.picture,
         }
 
 
@@ -798,6 +813,7 @@ def _fail(
     (``flaky``: the failure did not recur when Hypothesis replayed the input)."""
     classify(verdict, exc)
     args = trace.failed_args if trace.failed_args is not None else trace.last_args
+    verdict.picture = picture_of(exc, args, declared.conventions_for(case.dtype))
     path: Path | None = None
     if args is not None and failures_dir is not None:
         try:
@@ -823,6 +839,23 @@ def _fail(
         failure_file=path,
         adapter_spec=adapter_spec,
     )
+
+
+def picture_of(
+    exc: BaseException, args: Mapping[str, Any] | None, conventions: Conventions
+) -> dict[str, Any] | None:
+    """The picture (error map, mask) of the reported failure ``exc`` as a dict, or None when
+    it compared no arrays. Made here, once per failed verdict, from the evidence the failed
+    comparison kept by reference: never while Hypothesis shrinks. A relation's evidence lacks
+    the call's arguments; the counterexample's (``args``, transpec's mask meaning) stand in."""
+    evidence = getattr(exc, "evidence", None)
+    if not isinstance(exc, PropertyViolation) or evidence is None:
+        return None
+    try:
+        canonical_masks = dataclasses.replace(conventions, bool_mask="keep")
+        return evidence.picture(args=args, conventions=canonical_masks).to_dict()
+    except Exception:  # a picture is a convenience: it must never hide the failure
+        return None
 
 
 def classify(verdict: Verdict, exc: BaseException) -> None:

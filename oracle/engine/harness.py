@@ -52,6 +52,7 @@ from transpec.oracle import components as registry
 from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.oracle.engine.error_model import U64
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation, Worst
+from transpec.oracle.engine.picture import Evidence
 from transpec.spec.conventions import Conventions
 
 if TYPE_CHECKING:
@@ -849,8 +850,23 @@ class Harness:
                     "nonfinite_mismatch": getattr(result, "nonfinite_mismatch", 0),
                     "judged_rows": None if rows is None else list(rows),
                 },
+                evidence=_evidence(call, result.worst, self.conventions),
             )
         return float(result.ratio)
+
+
+def _evidence(call: Call, worst: Worst | None, conventions: Conventions) -> Evidence:
+    """What the picture of a failed :meth:`Harness.assert_equivalent` needs (references only:
+    :mod:`transpec.oracle.engine.picture`)."""
+    return Evidence(
+        call.output,
+        np.asarray(call.reference.value),
+        call.tolerance.bound,
+        worst.index if worst is not None else (),
+        args=call.sent,
+        conventions=conventions,
+        rows=call.reference.rows,
+    )
 
 
 def assert_related(
@@ -892,6 +908,7 @@ def assert_related(
             f"{what}: NaN/infinity at {int(mismatch.sum())} position(s) where the relation "
             "says otherwise",
             worst=worst,
+            evidence=Evidence(a, e, b, index, note=f"the relation: {what}"),
         )
     from transpec.oracle.engine.compare import error_ratios
 
@@ -901,7 +918,8 @@ def assert_related(
         worst = Worst(
             index, float(a[index]), float(e[index]), float(err[index]), float(b[index]), derivation
         )
-        raise PropertyViolation(f"{what}: relation violated", worst=worst)
+        evidence = Evidence(a, e, b, index, note=f"the relation: {what}")
+        raise PropertyViolation(f"{what}: relation violated", worst=worst, evidence=evidence)
     return worst_ratio
 
 

@@ -21,7 +21,10 @@ report; neither ever escapes a run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+if TYPE_CHECKING:
+    from transpec.oracle.engine.picture import Evidence
 
 FailureKind = Literal[
     "raised",
@@ -74,12 +77,16 @@ class PropertyViolation(AssertionError):
         worst: Worst | None = None,
         ratio: float = float("inf"),
         details: dict[str, Any] | None = None,
+        evidence: Evidence | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.worst = worst
         self.ratio = worst.ratio if worst is not None else ratio
         self.details = details or {}
+        #: the compared arrays, by reference, for the picture of a reported failure
+        #: (:mod:`transpec.oracle.engine.picture`); None when the check compared no arrays
+        self.evidence = evidence
 
     def describe(self) -> str:
         if self.worst is None:

@@ -1,0 +1,419 @@
+"""What a failure looks like: the error-to-tolerance map over the output and the mask applied.
+
+A numeric failure is judged element by element (:mod:`transpec.oracle.engine.compare`); a
+person sees the pattern faster than the numbers: a diagonal band of red next to the causal
+frontier, a column where a padded key leaked, one row gone wrong. This module keeps what that
+picture needs, small and plain (lists of floats), for the reports (``transpec check --html``):
+
+* :class:`Evidence` -- captured when a comparison fails (:meth:`Harness.assert_equivalent`,
+  :func:`~transpec.oracle.engine.harness.assert_related`): *references* to the arrays already
+  at hand (output, reference, per-element bound) and to the arguments the implementation was
+  sent. Nothing is computed then: Hypothesis raises many failures while it shrinks, and only
+  the one it reports (the shrunk counterexample) becomes a :class:`Picture`
+  (:meth:`Evidence.picture`, called by the run once per failed verdict).
+* :class:`Picture` -- the 2-D slice of the output that holds the worst element (rows × the
+  last axis: query × feature for attention, row × feature for the norms, row × key for
+  softmax; for a 3-D or 4-D output the batch/head slice of the worst element), as the ratio
+  r = |got − ref| / tolerance per element (r ≤ 1 passes; ``inf`` where a NaN/±inf differs
+  from the reference or the tolerance is 0 and the error is not), max-pooled to at most
+  :data:`MAX_CELLS` × :data:`MAX_CELLS` (a pooled cell shows its worst element); and, for the
+  attention blocks, the mask that was applied on the same slice: the fraction of the keys of
+  each (pooled) cell that its query could see, by the causal rule, the boolean mask and the
+  additive mask (−inf) together, under the conventions the call was judged by.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from transpec.spec.conventions import Conventions
+
+#: the most rows and columns a map keeps; larger outputs are max-pooled down to it
+MAX_CELLS = 128
+
+
+@dataclass(frozen=True)
+class Picture:
+    """The error map and the mask of one failure, small enough for a report.
+
+    ``ratio``: rows of |got − ref| / tolerance (``inf`` unbounded, ``nan`` where nothing was
+    compared: both non-finite alike); ``shape``: the whole output's shape; ``slice``: the index
+    of the leading axes the map shows (``()`` for a 2-D output); ``axes``: the names of the
+    map's rows and columns; ``pool``: the (rows, columns) each cell pools (``(1, 1)``: every
+    element its own cell); ``rows``: the query rows judged, when only some were
+    (``None``: all); ``worst``: the worst element's cell in the map.
+
+    ``mask``: rows of the fraction of keys visible per cell (1 all visible, 0 all hidden), or
+    ``None`` when the component takes no mask; ``mask_pool`` its pooling, ``mask_axes`` its
+    axes, ``mask_note`` what made it (causal rule and alignment, boolean, additive); ``note``:
+    where the map comes from (a relation between calls rather than one call's reference).
+    """
+
+    ratio: list[list[float]]
+    shape: tuple[int, ...]
+    slice: tuple[int, ...]
+    axes: tuple[str, str]
+    pool: tuple[int, int]
+    worst: tuple[int, int] | None = None
+    rows: tuple[int, ...] | None = None
+    mask: list[list[float]] | None = None
+    mask_pool: tuple[int, int] = (1, 1)
+    mask_axes: tuple[str, str] = ("query", "key")
+    mask_note: str = ""
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: non-finite ratios as the strings ``"inf"``/``"nan"``."""
+        return {
+            "ratio": [[_json(x) for x in row] for row in self.ratio],
+            "shape": list(self.shape),
+            "slice": list(self.slice),
+            "axes": list(self.axes),
+            "pool": list(self.pool),
+            "worst": None if self.worst is None else list(self.worst),
+            "rows": None if self.rows is None else list(self.rows),
+            "mask": self.mask,
+            "mask_pool": list(self.mask_pool),
+            "mask_axes": list(self.mask_axes),
+            "mask_note": self.mask_note,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Picture:
+        """Inverse of :meth:`to_dict` (a JSON report read back)."""
+        return cls(
+            ratio=[[float(x) for x in row] for row in data["ratio"]],
+            shape=tuple(data["shape"]),
+            slice=tuple(data["slice"]),
+            axes=(str(data["axes"][0]), str(data["axes"][1])),
+            pool=(int(data["pool"][0]), int(data["pool"][1])),
+            worst=None if data.get("worst") is None else _pair(data["worst"]),
+            rows=None if data.get("rows") is None else tuple(data["rows"]),
+            mask=data.get("mask"),
+            mask_pool=_pair(data.get("mask_pool", (1, 1))),
+            mask_axes=(
+                str(data.get("mask_axes", ("query", "key"))[0]),
+                str(data.get("mask_axes", ("query", "key"))[1]),
+            ),
+            mask_note=str(data.get("mask_note", "")),
+            note=str(data.get("note", "")),
+        )
+
+
+def _pair(values: Sequence[Any]) -> tuple[int, int]:
+    return int(values[0]), int(values[1])
+
+
+def _json(x: float) -> float | str:
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a failed comparison had at hand, kept by reference until a report wants it.
+
+    ``actual``, ``expected``, ``bound``: the compared arrays (one shape; ``bound`` may
+    broadcast); ``index``: the worst element; ``args``: the arguments as the implementation was
+    sent them (``None`` for a relation: the run supplies the counterexample's);
+    ``conventions``: those the call was judged under; ``rows``: the judged query rows of a
+    sampled attention output; ``note``: said under the map.
+    """
+
+    actual: np.ndarray
+    expected: np.ndarray
+    bound: Any
+    index: tuple[int, ...]
+    args: Mapping[str, Any] | None = None
+    conventions: Conventions | None = None
+    rows: Sequence[int] | None = None
+    note: str = ""
+
+    def picture(
+        self,
+        *,
+        args: Mapping[str, Any] | None = None,
+        conventions: Conventions | None = None,
+    ) -> Picture:
+        """The :class:`Picture` of this failure; ``args``/``conventions`` stand in for those
+        the evidence lacks (a relation's: the counterexample's arguments, as drawn)."""
+        call_args = self.args if self.args is not None else args
+        conv = self.conventions if self.conventions is not None else conventions
+        act = np.asarray(self.actual, dtype=np.float64)
+        ref = np.asarray(self.expected, dtype=np.float64)
+        bound = np.broadcast_to(np.asarray(self.bound, dtype=np.float64), ref.shape)
+        ratio = ratio_map(act, ref, bound)
+        seq_first = bool(
+            call_args is not None and call_args.get("batch_first") is False and ratio.ndim == 3
+        )
+        plane, lead = _plane(ratio, self.index, seq_first=seq_first)
+        pooled, pool = max_pool(plane)
+        worst = _cell(self.index, seq_first, pool)
+        mask = mask_note = None
+        mask_pool = (1, 1)
+        if call_args is not None and conv is not None:
+            try:
+                found = visible_keys(call_args, conv, lead, rows=self.rows)
+            except Exception:  # a picture is a convenience; it must never hide the failure
+                found = None
+            if found is not None:
+                visible, mask_note = found
+                pooled_mask, mask_pool = mean_pool(visible)
+                mask = pooled_mask.tolist()
+        note = self.note
+        if self.args is None and mask is not None:
+            note = (note + "; " if note else "") + "mask: that of the example as drawn"
+        return Picture(
+            ratio=pooled.tolist(),
+            shape=tuple(int(n) for n in ref.shape),
+            slice=tuple(int(i) for i in lead),
+            axes=("sequence", "feature") if seq_first else _axes(ratio.ndim, call_args),
+            pool=pool,
+            worst=worst,
+            rows=None if self.rows is None else tuple(int(r) for r in self.rows),
+            mask=mask,
+            mask_pool=mask_pool,
+            mask_note=mask_note or "",
+            note=note,
+        )
+
+
+def ratio_map(actual: np.ndarray, expected: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """|actual − expected| / bound per element: ``inf`` where the error is nonzero and the
+    bound is 0, or where NaN/±inf positions differ; ``nan`` where both are the same non-finite
+    value (nothing compared); the same rule as :func:`~transpec.oracle.engine.compare.error_ratios`
+    on the finite elements."""
+    from transpec.oracle.engine.compare import error_ratios
+
+    a_fin, e_fin = np.isfinite(actual), np.isfinite(expected)
+    finite = a_fin & e_fin
+    _, ratio, _ = error_ratios(actual, expected, bound, finite)
+    ratio = np.array(ratio, dtype=np.float64)
+    same_nonfinite = ~finite & (
+        (np.isnan(actual) & np.isnan(expected)) | (np.isinf(actual) & (actual == expected))
+    )
+    ratio[~finite] = np.inf
+    ratio[same_nonfinite] = np.nan
+    return ratio
+
+
+def _plane(
+    ratio: np.ndarray, index: Sequence[int], *, seq_first: bool = False
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The 2-D slice of ``ratio`` holding the element ``index`` and the index of its leading
+    axes; a 0-D or 1-D output is one row. ``seq_first``: a (L, B, E) layer output, shown as
+    sequence × feature of the worst element's batch."""
+    if ratio.ndim == 0:
+        return ratio.reshape(1, 1), ()
+    if ratio.ndim == 1:
+        return ratio.reshape(1, -1), ()
+    if seq_first:
+        b = int(index[1]) if len(index) == 3 else 0
+        return ratio[:, b, :], (b,)
+    lead = (
+        tuple(int(i) for i in index[:-2]) if len(index) == ratio.ndim else (0,) * (ratio.ndim - 2)
+    )
+    return ratio[lead], lead
+
+
+def _cell(index: Sequence[int], seq_first: bool, pool: tuple[int, int]) -> tuple[int, int]:
+    """The map cell (pooled) of the element ``index`` (see :func:`_plane`)."""
+    if len(index) == 0:
+        r, c = 0, 0
+    elif len(index) == 1:
+        r, c = 0, int(index[0])
+    elif seq_first:
+        r, c = int(index[0]), int(index[2])
+    else:
+        r, c = int(index[-2]), int(index[-1])
+    return r // pool[0], c // pool[1]
+
+
+def _axes(ndim: int, args: Mapping[str, Any] | None) -> tuple[str, str]:
+    if args is not None and "q" in args:
+        return ("query", "feature")
+    if ndim <= 1:
+        return ("", "element")
+    return ("row", "last axis")
+
+
+def _blocks(n: int, limit: int = MAX_CELLS) -> int:
+    return max(1, -(-n // limit))
+
+
+def max_pool(plane: np.ndarray, limit: int = MAX_CELLS) -> tuple[np.ndarray, tuple[int, int]]:
+    """``plane`` max-pooled to at most ``limit`` × ``limit`` cells (NaN ignored unless a cell
+    holds nothing else), and the block size (rows, columns)."""
+    br, bc = _blocks(plane.shape[0], limit), _blocks(plane.shape[1], limit)
+    if (br, bc) == (1, 1):
+        return np.array(plane, dtype=np.float64), (1, 1)
+    padded = _padded(plane, br, bc, np.nan)
+    blocks = padded.reshape(padded.shape[0] // br, br, padded.shape[1] // bc, bc)
+    with np.errstate(invalid="ignore"):
+        filled = np.where(np.isnan(blocks), -np.inf, blocks).max(axis=(1, 3))
+    return np.where(np.isneginf(filled), np.nan, filled), (br, bc)
+
+
+def mean_pool(plane: np.ndarray, limit: int = MAX_CELLS) -> tuple[np.ndarray, tuple[int, int]]:
+    """``plane`` (values in [0, 1]) averaged over blocks to at most ``limit`` × ``limit``
+    cells (a partial block at the edge averages what it holds)."""
+    plane = np.asarray(plane, dtype=np.float64)
+    br, bc = _blocks(plane.shape[0], limit), _blocks(plane.shape[1], limit)
+    if (br, bc) == (1, 1):
+        return plane, (1, 1)
+    padded = _padded(plane, br, bc, np.nan)
+    blocks = padded.reshape(padded.shape[0] // br, br, padded.shape[1] // bc, bc)
+    return np.nanmean(blocks, axis=(1, 3)), (br, bc)
+
+
+def _padded(plane: np.ndarray, br: int, bc: int, fill: float) -> np.ndarray:
+    rows, cols = -(-plane.shape[0] // br) * br, -(-plane.shape[1] // bc) * bc
+    out = np.full((rows, cols), fill, dtype=np.float64)
+    out[: plane.shape[0], : plane.shape[1]] = plane
+    return out
+
+
+# -- the mask applied ---------------------------------------------------------------------------
+
+
+def visible_keys(
+    args: Mapping[str, Any],
+    conventions: Conventions,
+    lead: tuple[int, ...],
+    *,
+    rows: Sequence[int] | None = None,
+) -> tuple[np.ndarray, str] | None:
+    """(query × key: 1.0 where the query could see the key, else 0.0; what made it) on the
+    slice ``lead`` of the output, or ``None`` when ``args`` hold no attention mask at all.
+
+    The attention kernel's arguments (``q``, ``k``, ``attn_mask``, ``is_causal``) are resolved
+    by :func:`~transpec.oracle.kernels.reference.attention_problem` under ``conventions`` (the
+    mask polarity, causal alignment): exactly the keys its reference hid. A layer's masks
+    (``nn.MultiheadAttention``'s meaning: a boolean True hides, a float is added) are combined
+    per batch: the first of ``attn_mask``/``src_mask``/``tgt_mask`` with its key padding mask.
+    """
+    if "q" in args and "k" in args:
+        return _attention_visible(args, conventions, lead, rows)
+    return _layer_visible(args, lead)
+
+
+def _attention_visible(
+    args: Mapping[str, Any],
+    conventions: Conventions,
+    lead: tuple[int, ...],
+    rows: Sequence[int] | None,
+) -> tuple[np.ndarray, str] | None:
+    from transpec.oracle.kernels.reference import attention_problem
+
+    mask = args.get("attn_mask")
+    mask_shape = [] if mask is None else list(np.shape(mask))
+    causal = bool(args.get("is_causal", False))
+    if mask is None and not causal:
+        return None
+    problem = attention_problem(
+        args["q"],
+        args["k"],
+        args["v"],
+        mask,
+        causal,
+        None,
+        bool(args.get("enable_gqa", False)),
+        None,
+        conventions=conventions,
+    )
+    query_rows = np.arange(problem.q_len) if rows is None else np.asarray(rows, dtype=np.int64)
+    visible = np.broadcast_to(
+        problem.visible(query_rows, slice(None)),
+        (*problem.score_shape[:-2], len(query_rows), problem.kv_len),
+    )
+    if problem.additive is not None:
+        add = problem.additive
+        if add.shape[-2] != 1:
+            add = add[..., query_rows, :]
+        visible = visible & ~np.isneginf(
+            np.broadcast_to(add, (*problem.score_shape[:-2], len(query_rows), problem.kv_len))
+        )
+    plane = visible[_lead_index(visible.ndim, lead)]
+    parts = []
+    if causal:
+        offset = problem.causal_offset or 0
+        frontier = "j <= i" + (f" + {offset}" if offset > 0 else f" - {-offset}" if offset else "")
+        parts.append(f"causal, {conventions.causal_alignment} (query i sees key j iff {frontier})")
+    if problem.keep is not None:
+        parts.append(f"boolean attn_mask {mask_shape} (bool_mask={conventions.bool_mask})")
+    if problem.additive is not None:
+        parts.append(f"additive attn_mask {mask_shape} (-inf hides a key)")
+    if problem.fill is not None:
+        parts.append(f"hidden scores filled with {problem.fill:g}")
+    return plane.astype(np.float64), "; ".join(parts)
+
+
+def _lead_index(ndim: int, lead: tuple[int, ...]) -> tuple[int, ...]:
+    """``lead`` (the output's leading index) fitted to an array of ``ndim`` dims whose last two
+    are query × key: the trailing entries of ``lead`` (batch and head), 0 for missing ones."""
+    want = ndim - 2
+    if len(lead) >= want:
+        return tuple(lead[len(lead) - want :])
+    return (0,) * (want - len(lead)) + tuple(lead)
+
+
+#: a layer's self-attention masks: (the attention mask, its key padding mask)
+_LAYER_MASKS = (
+    ("attn_mask", "key_padding_mask"),
+    ("src_mask", "src_key_padding_mask"),
+    ("tgt_mask", "tgt_key_padding_mask"),
+)
+
+
+def _hidden(mask: Any) -> np.ndarray:
+    """True where a layer mask hides (boolean True, or a float −inf)."""
+    m = np.asarray(mask)
+    return m if m.dtype == np.bool_ else np.isneginf(m.astype(np.float64))
+
+
+def _layer_visible(args: Mapping[str, Any], lead: tuple[int, ...]) -> tuple[np.ndarray, str] | None:
+    for attn_name, padding_name in _LAYER_MASKS:
+        attn, padding = args.get(attn_name), args.get(padding_name)
+        causal = bool(args.get("is_causal", False))
+        if attn is None and padding is None:
+            continue
+        batch = int(lead[0]) if lead else 0
+        parts: list[str] = []
+        hidden: np.ndarray | None = None
+        if attn is not None:
+            h = _hidden(attn)
+            if h.ndim == 3:  # (B·heads, L, S): the first head of the batch
+                heads = max(1, h.shape[0] // max(1, _batch_size(args)))
+                h = h[min(batch * heads, h.shape[0] - 1)]
+                parts.append(f"{attn_name} {list(np.shape(attn))} (head 0 of batch {batch})")
+            else:
+                parts.append(f"{attn_name} {list(np.shape(attn))}")
+            hidden = h
+        if padding is not None:
+            p = _hidden(padding)
+            p = p[min(batch, p.shape[0] - 1)] if p.ndim == 2 else p
+            parts.append(f"{padding_name} {list(np.shape(padding))}")
+            hidden = p[None, :] if hidden is None else hidden | p[None, :]
+        assert hidden is not None
+        if causal:
+            parts.append("is_causal")
+        return (~hidden).astype(np.float64), "; ".join(parts) + " (True or -inf hides a key)"
+    return None
+
+
+def _batch_size(args: Mapping[str, Any]) -> int:
+    for name in ("query", "x", "src", "tgt"):
+        value = args.get(name)
+        if isinstance(value, np.ndarray) and value.ndim == 3:
+            return int(value.shape[0] if args.get("batch_first", False) else value.shape[1])
+    return 1
