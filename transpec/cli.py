@@ -4,7 +4,7 @@
 
     transpec check [ADAPTER] [--component C ...] [--property P ...] [--dtype D ...]
                    [--device DEV ...] [--profile ci|thorough] [--seed N] [--max-examples N]
-                   [--json FILE] [--junit FILE] [--failures-dir DIR] [--quiet]
+                   [--json FILE] [--junit FILE] [--html FILE] [--failures-dir DIR] [--quiet]
                    [--isolation process|none] [--memory-limit MIB] [--gradients]
                    [--xfails FILE [--strict-xfails]] [--convention KEY=VALUE ...]
     transpec list [components|properties|conventions|adapters]
@@ -31,7 +31,8 @@ run goes on. A stop before the run begins (while the adapter imports) still writ
 
 ``check`` keeps its standard output for itself: what the implementation prints there goes to
 standard error, so the header, the table and the failure reports stay clean. A reader that goes
-away (``| head``) ends the printing, never the run or its ``--json``/``--junit`` reports.
+away (``| head``) ends the printing, never the run or its ``--json``/``--junit``/``--html``
+reports.
 
 Importing this module imports neither torch nor SymPy.
 """
@@ -137,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", metavar="FILE", help="write the JSON report here")
     check.add_argument("--junit", metavar="FILE", help="write a JUnit XML report here")
+    check.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write a self-contained HTML report here: the verdict table and, per failure, "
+        "the error/tolerance heat map, the mask applied and the worst element's derivation",
+    )
     check.add_argument(
         "--failures-dir",
         default="transpec-failures",
@@ -406,6 +413,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         args.json = _report_path(args.json, "--json")
     if args.junit:
         args.junit = _report_path(args.junit, "--junit")
+    if args.html:
+        args.html = _report_path(args.html, "--html")
     received: list[int] = []
     with _own_stdout() as out, _stop_signals(received):
         code = _check(args, out, received)
@@ -547,6 +556,12 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
     return result
 
 
+def _write_html(result: Any, path: str) -> None:
+    from transpec.htmlreport import write_html
+
+    write_html(result, path)
+
+
 def _finish(
     result: Any, args: argparse.Namespace, out: Any, err: Any, received: Sequence[int]
 ) -> None:
@@ -558,6 +573,7 @@ def _finish(
     for path, write, label in (
         (args.json, report.write_json, "JSON"),
         (args.junit, report.write_junit, "JUnit"),
+        (args.html, _write_html, "HTML"),
     ):
         if not path:
             continue

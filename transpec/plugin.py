@@ -43,7 +43,10 @@ the runner, Hypothesis and the adapters are imported only when transpec tests ar
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -131,6 +134,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="a verdict listed in --transpec-xfails that passes fails (strict xfail)",
     )
     group.addoption(
+        "--transpec-html",
+        default=None,
+        metavar="FILE",
+        help="write a self-contained HTML report of the transpec verdicts here (heat map, "
+        "mask and derivation per failure); written also when the session is interrupted",
+    )
+    group.addoption(
         "--transpec-failures-dir",
         default="transpec-failures",
         metavar="DIR",
@@ -142,6 +152,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: a transpec conformance verdict")
     if config.getoption("transpec", None):
         config.pluginmanager.register(EmptySessionGuard(config), "transpec-empty-session-guard")
+        html = config.getoption("transpec_html", None)
+        if html and not hasattr(config, "workerinput"):  # xdist workers send their reports
+            config.pluginmanager.register(HtmlReport(config, html), "transpec-html-report")
     gpus = _split([config.getoption("transpec_gpus") or ""])
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if gpus and worker.startswith("gw") and worker[2:].isdigit():
@@ -348,6 +361,137 @@ class EmptySessionGuard:
             terminalreporter.write_line(f"transpec: nothing tested: {self.why}", red=True)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """With ``--transpec-html``, a transpec item's report carries its verdict and what the
+    report's header needs, as plain data (xdist sends it from the worker to the controller)."""
+    outcome = yield
+    verdict = getattr(item, "verdict", None)
+    if call.when != "call" or verdict is None or not isinstance(item, TranspecItem):
+        return
+    if not item.config.getoption("transpec_html", None):
+        return
+    report = outcome.get_result()
+    report.transpec_verdict = verdict.to_dict()
+    report.transpec_run = {
+        "adapter": _describe(item.adapter),
+        "adapter_spec": item.adapter_spec,
+        "conventions": item.declared.conventions.to_dict(),
+    }
+
+
+def _describe(adapter: Adapter) -> str:
+    from transpec.runs import _describe as describe
+
+    return describe(adapter)
+
+
+class HtmlReport:
+    """``--transpec-html FILE``: gathers the verdicts of the transpec items that report in
+    this process (all of them on the xdist controller) and writes the HTML report
+    (:mod:`transpec.htmlreport`) when the session finishes, interrupted or not. SIGTERM and
+    SIGHUP end the session as Ctrl-C does, so that a stopped session still writes it."""
+
+    def __init__(self, config: pytest.Config, path: str) -> None:
+        from transpec.cli import _report_path
+        from transpec.errors import UsageError
+
+        try:
+            self.path = _report_path(path, "--transpec-html")
+        except UsageError as exc:
+            raise pytest.UsageError(f"transpec: {exc}") from None
+        self.config = config
+        self.verdicts: list[Verdict] = []
+        self.run: dict[str, Any] = {}
+        self.started = time.perf_counter()
+        self.previous: dict[int, Any] = {}
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            try:
+                self.previous[sig] = signal.signal(sig, _interrupt)
+            except ValueError:  # not the main thread
+                break
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "transpec_verdict", None)
+        if data is None:
+            return
+        from transpec.runs import Verdict
+
+        verdict = Verdict.from_dict(data)
+        wasxfail = getattr(report, "wasxfail", None)
+        if wasxfail is not None:
+            verdict.status = "xpassed" if verdict.status == "passed" else "xfailed"
+            verdict.known_failure = str(wasxfail).removeprefix("known failure ")
+        self.verdicts.append(verdict)
+        self.run = dict(getattr(report, "transpec_run", None) or self.run)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        from transpec.htmlreport import write_html
+
+        result = self.result(session)
+        try:
+            write_html(result, self.path)
+        except OSError as exc:
+            warnings.warn(
+                TranspecWarning(f"transpec: cannot write the HTML report: {exc}"), stacklevel=1
+            )
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminalreporter.write_line(f"transpec HTML report: {self.path}")
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def result(self, session: pytest.Session) -> RunResult:
+        """The verdicts gathered, as the :class:`~transpec.runs.RunResult` reports read."""
+        from transpec.oracle.engine.profiles import resolve
+        from transpec.runs import RunResult
+
+        config = self.config
+        profile = resolve(
+            config.getoption("transpec_profile"),
+            seed=config.getoption("transpec_seed"),
+            max_examples=config.getoption("transpec_max_examples"),
+        )
+        xfails = None
+        xfails_file = config.getoption("transpec_xfails", None)
+        if xfails_file:
+            from transpec.xfails import KnownFailures
+
+            with contextlib.suppress(ValueError, OSError):
+                xfails = KnownFailures.load(
+                    xfails_file, strict=config.getoption("transpec_strict_xfails")
+                )
+        limit = config.getoption("transpec_memory_limit")
+        result = RunResult(
+            adapter=str(self.run.get("adapter", config.getoption("transpec"))),
+            adapter_spec=self.run.get("adapter_spec", config.getoption("transpec")),
+            conventions=dict(self.run.get("conventions", {})),
+            profile=profile,
+            components=tuple(dict.fromkeys(v.component for v in self.verdicts)),
+            dtypes=tuple(dict.fromkeys(v.dtype for v in self.verdicts)),
+            devices=tuple(dict.fromkeys(v.device for v in self.verdicts)),
+            verdicts=list(self.verdicts),
+            interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED,
+            seconds=time.perf_counter() - self.started,
+            requested=_requested(config),
+            isolation=config.getoption("transpec_isolation"),
+            memory_limit=None if not limit else limit * 2**20,
+            xfails=xfails,
+        )
+        return result
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM/SIGHUP during a session with ``--transpec-html``: stop as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 class TranspecCollector(pytest.Collector):
     """The parent of the transpec items (items are made by ``pytest_collection_modifyitems``)."""
 
@@ -392,6 +536,7 @@ class TranspecItem(pytest.Item):
             declared=self.declared,
             worker=self.worker,
         )
+        self.verdict = verdict  # read by pytest_runtest_makereport (the HTML report)
         self.user_properties.append(("ratio", _ratio_text(verdict.ratio)))
         self.user_properties.append(("examples", str(verdict.examples)))
         if verdict.status == "failed":

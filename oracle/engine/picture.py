@@ -49,6 +49,8 @@ class Picture:
     element its own cell); ``rows``: the query rows judged, when only some were
     (``None``: all); ``worst``: the worst element's cell in the map.
 
+    ``plane``/``mask_plane``: the (rows, columns) of the map and of the mask before pooling.
+
     ``mask``: rows of the fraction of keys visible per cell (1 all visible, 0 all hidden), or
     ``None`` when the component takes no mask; ``mask_pool`` its pooling, ``mask_axes`` its
     axes, ``mask_note`` what made it (causal rule and alignment, boolean, additive); ``note``:
@@ -67,6 +69,9 @@ class Picture:
     mask_axes: tuple[str, str] = ("query", "key")
     mask_note: str = ""
     note: str = ""
+    #: the (rows, columns) of the slice before pooling, and of the mask's
+    plane: tuple[int, int] = (0, 0)
+    mask_plane: tuple[int, int] = (0, 0)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: non-finite ratios as the strings ``"inf"``/``"nan"``."""
@@ -83,6 +88,8 @@ class Picture:
             "mask_axes": list(self.mask_axes),
             "mask_note": self.mask_note,
             "note": self.note,
+            "plane": list(self.plane),
+            "mask_plane": list(self.mask_plane),
         }
 
     @classmethod
@@ -104,6 +111,8 @@ class Picture:
             ),
             mask_note=str(data.get("mask_note", "")),
             note=str(data.get("note", "")),
+            plane=_pair(data.get("plane", (0, 0))),
+            mask_plane=_pair(data.get("mask_plane", (0, 0))),
         )
 
 
@@ -160,7 +169,7 @@ class Evidence:
         pooled, pool = max_pool(plane)
         worst = _cell(self.index, seq_first, pool)
         mask = mask_note = None
-        mask_pool = (1, 1)
+        mask_pool, mask_plane = (1, 1), (0, 0)
         if call_args is not None and conv is not None:
             try:
                 found = visible_keys(call_args, conv, lead, rows=self.rows)
@@ -168,6 +177,7 @@ class Evidence:
                 found = None
             if found is not None:
                 visible, mask_note = found
+                mask_plane = (int(visible.shape[0]), int(visible.shape[1]))
                 pooled_mask, mask_pool = mean_pool(visible)
                 mask = pooled_mask.tolist()
         note = self.note
@@ -185,6 +195,8 @@ class Evidence:
             mask_pool=mask_pool,
             mask_note=mask_note or "",
             note=note,
+            plane=(int(plane.shape[0]), int(plane.shape[1])),
+            mask_plane=mask_plane,
         )
 
 

@@ -1,0 +1,193 @@
+"""The HTML report in a real headless browser (Debian's chromium driven by playwright): the
+report of a real failing run (a tiled causal kernel that masks only its first tile of queries)
+renders with no console error and no request leaving the file, its heat maps and masks are
+images of the map's size drawn at their stated size, the worst cell is drawn in a colour out of
+tolerance, and a screenshot is saved.
+
+The screenshot goes to ``$TRANSPEC_TEST_ARTIFACTS`` when set, else the test's tmp dir; the test
+prints where. Skipped only when no chromium is installed (``.ci/run`` installs it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+#: the rows of one query tile of :func:`tiled_attention`
+TILE = 16
+
+#: the flags the browser runs with: headless, no sandbox (root in CI), nothing fetched
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def tiled_attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    attn_mask: Any = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> Any:
+    """softmax(scale·QKᵀ + mask)·V computed per tile of :data:`TILE` query rows, whose causal
+    mask is applied in the first tile only: the queries from row 16 on see the future (a bug
+    of a tiled kernel that a short sequence never shows)."""
+    if enable_gqa and q.shape[-3] != k.shape[-3]:
+        k = np.repeat(k, q.shape[-3] // k.shape[-3], axis=-3)
+        v = np.repeat(v, q.shape[-3] // v.shape[-3], axis=-3)
+    factor = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ np.swapaxes(k, -1, -2)) * factor
+    if attn_mask is not None:
+        if attn_mask.dtype == bool:
+            scores = np.where(attn_mask, scores, -np.inf)
+        else:
+            scores = scores + attn_mask
+    if is_causal:
+        future = np.triu(np.ones(scores.shape[-2:], dtype=bool), 1)
+        future[TILE:] = False  # the bug: only the first tile is masked
+        scores = np.where(future, -np.inf, scores)
+    with np.errstate(invalid="ignore"):
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        out = (weights / weights.sum(-1, keepdims=True)) @ v
+    return out.astype(q.dtype)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    from transpec.adapters.base import FunctionAdapter
+    from transpec.htmlreport import write_html
+    from transpec.runs import run
+
+    where = tmp_path_factory.mktemp("html")
+    result = run(
+        FunctionAdapter(tiled_attention, "attention", name="tiled_attention"),
+        components=["attention"],
+        properties=["equivalence", "long_context", "shape_dtype"],
+        dtypes=["float32"],
+        failures_dir=where / "failures",
+    )
+    assert [v.status for v in result.verdicts] == ["failed", "passed", "failed"]
+    path = where / "report.html"
+    write_html(result, path)
+    return path, result
+
+
+def _artifacts(tmp_path: Path) -> Path:
+    configured = os.environ.get("TRANSPEC_TEST_ARTIFACTS")
+    out = Path(configured) if configured else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def test_the_report_of_a_failing_run_renders_in_chromium(
+    report: tuple[Path, Any], tmp_path: Path
+) -> None:
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium installed (apt-get install chromium); .ci/run installs it")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("chromium is installed but playwright is not: pip install playwright==1.65.2")
+    path, result = report
+    problems: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a new, empty user data dir
+            executable_path=chromium,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1300, "height": 1000},
+        )
+        try:
+            page = context.new_page()
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(f"{m.type}: {m.text}")
+                    if m.type in ("error", "warning")
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.as_uri(), wait_until="load")
+            figures = page.eval_on_selector_all(
+                "section.failure",
+                """sections => sections.map(s => {
+                    const box = e => e && e.getBoundingClientRect();
+                    const heat = s.querySelector('img.heatmap');
+                    const mask = s.querySelector('img.mask');
+                    const cell = s.querySelector('.worst-cell');
+                    const describe = img => img && {
+                        complete: img.complete, natural: [img.naturalWidth, img.naturalHeight],
+                        data: [Number(img.dataset.cols), Number(img.dataset.rows)],
+                        attr: [Number(img.getAttribute('width')),
+                               Number(img.getAttribute('height'))],
+                        box: [box(img).width, box(img).height]};
+                    let worst = null;
+                    if (heat && cell) {
+                        const c = document.createElement('canvas');
+                        c.width = heat.naturalWidth; c.height = heat.naturalHeight;
+                        const g = c.getContext('2d');
+                        g.drawImage(heat, 0, 0);
+                        const h = box(heat), b = box(cell);
+                        const x = Math.floor((b.left - h.left) / h.width * heat.naturalWidth);
+                        const y = Math.floor((b.top - h.top) / h.height * heat.naturalHeight);
+                        worst = {inside: b.left >= h.left - 1 && b.right <= h.right + 1 &&
+                                         b.top >= h.top - 1 && b.bottom <= h.bottom + 1,
+                                 rgb: Array.from(g.getImageData(x, y, 1, 1).data).slice(0, 3)};
+                    }
+                    return {id: s.id, heat: describe(heat), mask: describe(mask), worst,
+                            legend: !!s.querySelector('svg.legend .tolerance-line')};
+                })""",
+            )
+            table_rows = page.eval_on_selector_all(
+                "#verdict-table tr[data-status]", "rows => rows.map(r => r.dataset.status)"
+            )
+            shot = _artifacts(tmp_path) / "transpec-html-report.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            context.close()
+    print(f"screenshot of the HTML report: {shot}")
+    assert problems == []
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    assert table_rows == ["failed", "failed", "passed"]
+    pictures = {v.name: v.picture for v in result.verdicts if v.picture is not None}
+    assert len(figures) == len(pictures) == 2
+    for figure, picture in zip(figures, pictures.values(), strict=True):
+        heat, mask = figure["heat"], figure["mask"]
+        rows, cols = len(picture["ratio"]), len(picture["ratio"][0])
+        assert heat["complete"] and heat["natural"] == heat["data"] == [cols, rows], figure
+        assert heat["box"] == heat["attr"] and min(heat["box"]) > 0, figure
+        assert mask is not None and mask["complete"], figure  # the causal mask applied
+        mask_rows, mask_cols = len(picture["mask"]), len(picture["mask"][0])
+        assert mask["natural"] == mask["data"] == [mask_cols, mask_rows], figure
+        assert mask["box"] == mask["attr"] and mask["box"][1] == heat["box"][1], figure
+        assert figure["legend"], figure
+        worst = figure["worst"]
+        assert worst is not None and worst["inside"], figure
+        red, _, blue = worst["rgb"]
+        assert red > blue + 60, worst  # the worst element is out of tolerance: a warm colour
+    assert shot.stat().st_size > 10_000
