@@ -1,4 +1,5 @@
-"""Reports of a conformance run: the header, the terminal table, failure reports, JSON, JUnit XML.
+"""Reports of a conformance run: the header, the terminal table, failure reports, JSON, JUnit XML
+(the HTML page is :mod:`transpec.htmlreport`).
 
 * header -- what is under test: the adapter's ``describe()``, its conventions where they differ
   from the canonical ones, dtypes, devices, profile, seed, and the transpec/NumPy/torch versions;
@@ -15,7 +16,9 @@
   "nothing_tested", "known_failures", "interrupted", "seconds"}`` (``known_failures``: the
   file and its strictness, or null; a listed verdict has status ``xfailed``/``xpassed`` and
   its entry in ``known_failure``) (``nothing_tested``: why the run tested
-  nothing it was asked to, or null); non-finite ratios are the strings ``"inf"``/``"nan"``;
+  nothing it was asked to, or null); a numeric failure's verdict holds its ``picture``
+  (:class:`transpec.oracle.engine.picture.Picture`: the error map and the mask applied);
+  non-finite ratios are the strings ``"inf"``/``"nan"``;
 * JUnit XML -- one ``<testcase>`` per verdict; failures carry the failure report, skips their
   reason; an expected failure is a ``<skipped type="xfail">`` with its reason and report, a
   listed verdict that passed a pass with an ``XPASS`` note in ``<system-out>`` (a ``<failure
