@@ -172,7 +172,9 @@ class Evidence:
         mask_pool, mask_plane = (1, 1), (0, 0)
         if call_args is not None and conv is not None:
             try:
-                found = visible_keys(call_args, conv, lead, rows=self.rows)
+                found = visible_keys(
+                    call_args, conv, lead, rows=self.rows, queries=int(plane.shape[0])
+                )
             except Exception:  # a picture is a convenience; it must never hide the failure
                 found = None
             if found is not None:
@@ -254,6 +256,8 @@ def _cell(index: Sequence[int], seq_first: bool, pool: tuple[int, int]) -> tuple
 def _axes(ndim: int, args: Mapping[str, Any] | None) -> tuple[str, str]:
     if args is not None and "q" in args:
         return ("query", "feature")
+    if args is not None and ("query" in args or "tgt" in args or "src" in args):
+        return ("query", "last axis")
     if ndim <= 1:
         return ("", "element")
     return ("row", "last axis")
@@ -304,6 +308,7 @@ def visible_keys(
     lead: tuple[int, ...],
     *,
     rows: Sequence[int] | None = None,
+    queries: int | None = None,
 ) -> tuple[np.ndarray, str] | None:
     """(query × key: 1.0 where the query could see the key, else 0.0; what made it) on the
     slice ``lead`` of the output, or ``None`` when ``args`` hold no attention mask at all.
@@ -312,11 +317,12 @@ def visible_keys(
     by :func:`~transpec.oracle.kernels.reference.attention_problem` under ``conventions`` (the
     mask polarity, causal alignment): exactly the keys its reference hid. A layer's masks
     (``nn.MultiheadAttention``'s meaning: a boolean True hides, a float is added) are combined
-    per batch: the first of ``attn_mask``/``src_mask``/``tgt_mask`` with its key padding mask.
+    per batch: the first of ``attn_mask``/``src_mask``/``tgt_mask``/``memory_mask`` that is
+    given with its key padding mask (a padding mask alone is drawn for ``queries`` rows).
     """
     if "q" in args and "k" in args:
         return _attention_visible(args, conventions, lead, rows)
-    return _layer_visible(args, lead)
+    return _layer_visible(args, lead, queries)
 
 
 def _attention_visible(
@@ -384,6 +390,7 @@ _LAYER_MASKS = (
     ("attn_mask", "key_padding_mask"),
     ("src_mask", "src_key_padding_mask"),
     ("tgt_mask", "tgt_key_padding_mask"),
+    ("memory_mask", "memory_key_padding_mask"),
 )
 
 
@@ -393,7 +400,9 @@ def _hidden(mask: Any) -> np.ndarray:
     return m if m.dtype == np.bool_ else np.isneginf(m.astype(np.float64))
 
 
-def _layer_visible(args: Mapping[str, Any], lead: tuple[int, ...]) -> tuple[np.ndarray, str] | None:
+def _layer_visible(
+    args: Mapping[str, Any], lead: tuple[int, ...], queries: int | None = None
+) -> tuple[np.ndarray, str] | None:
     for attn_name, padding_name in _LAYER_MASKS:
         attn, padding = args.get(attn_name), args.get(padding_name)
         causal = bool(args.get("is_causal", False))
@@ -417,6 +426,8 @@ def _layer_visible(args: Mapping[str, Any], lead: tuple[int, ...]) -> tuple[np.n
             parts.append(f"{padding_name} {list(np.shape(padding))}")
             hidden = p[None, :] if hidden is None else hidden | p[None, :]
         assert hidden is not None
+        if hidden.shape[0] == 1 and queries:
+            hidden = np.broadcast_to(hidden, (queries, hidden.shape[1]))
         if causal:
             parts.append("is_causal")
         return (~hidden).astype(np.float64), "; ".join(parts) + " (True or -inf hides a key)"

@@ -128,6 +128,12 @@ def test_a_layers_masks_combine_the_attention_mask_and_the_key_padding() -> None
     assert seen is not None
     np.testing.assert_array_equal(seen, [[1, 0, 0], [1, 1, 0], [1, 1, 0]])
     assert "key_padding_mask" in note
+    # a decoder's cross-attention padding alone: one row per query
+    memory = {"tgt": np.zeros((2, 1, 4)), "memory_key_padding_mask": padding}
+    seen, note = pic.visible_keys(memory, CANONICAL, (1,), queries=2) or (None, "")
+    assert seen is not None
+    np.testing.assert_array_equal(seen, [[1, 1, 0], [1, 1, 0]])
+    assert note.startswith("memory_key_padding_mask")
 
 
 def test_a_pooled_mask_shows_the_fraction_of_visible_keys() -> None:
