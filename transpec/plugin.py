@@ -424,7 +424,7 @@ class HtmlReport:
         wasxfail = getattr(report, "wasxfail", None)
         if wasxfail is not None:
             verdict.status = "xpassed" if verdict.status == "passed" else "xfailed"
-            verdict.known_failure = str(wasxfail).removeprefix("known failure ")
+            verdict.known_failure = _listed_where(str(wasxfail))
         self.verdicts.append(verdict)
         self.run = dict(getattr(report, "transpec_run", None) or self.run)
 
@@ -485,6 +485,16 @@ class HtmlReport:
             xfails=xfails,
         )
         return result
+
+
+def _listed_where(reason: str) -> str:
+    """``FILE:LINE: reason`` (:attr:`Verdict.known_failure`) from the xfail reason the
+    collection gave a listed item, ``known failure (FILE:LINE): reason``."""
+    head = "known failure ("
+    if not reason.startswith(head) or "): " not in reason:
+        return reason
+    where, _, why = reason[len(head) :].partition("): ")
+    return f"{where}: {why}"
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -288,40 +288,64 @@ def test_a_terminated_run_still_writes_the_html_report(tmp_path: Path) -> None:
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".r.html")]  # no temp file
 
 
-def test_the_plugin_writes_the_html_report_of_its_items(tmp_path: Path) -> None:
+def _pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = _env()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--transpec",
-            "corpus.masking:CausalSeesNextKey",
-            "--transpec-component",
-            "attention",
-            "--transpec-dtype",
-            "float32",
-            "--transpec-property",
-            "equivalence,shape_dtype",
-            "--transpec-isolation",
-            "none",
-            "--transpec-html",
-            "r.html",
-        ],
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parents[1] / "benchmarks"), env["PYTHONPATH"]])
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
         capture_output=True,
         text=True,
-        env=env
-        | {"PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "benchmarks"), env["PYTHONPATH"]])},
+        env=env,
         cwd=tmp_path,
         timeout=300,
     )
+
+
+def test_the_plugin_writes_the_html_report_of_its_items(tmp_path: Path) -> None:
+    (tmp_path / "known.txt").write_text("attention.shape_dtype[float32-cpu]  # listed, passes\n")
+    proc = _pytest(
+        tmp_path,
+        "--transpec",
+        "corpus.masking:CausalSeesNextKey",
+        "--transpec-component",
+        "attention",
+        "--transpec-dtype",
+        "float32",
+        "--transpec-property",
+        "equivalence,shape_dtype",
+        "--transpec-isolation",
+        "none",
+        "--transpec-xfails",
+        "known.txt",
+        "--transpec-html",
+        "r.html",
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"transpec HTML report: {tmp_path / 'r.html'}" in proc.stdout
-    page = _parse((tmp_path / "r.html").read_text())
+    text = (tmp_path / "r.html").read_text()
+    page = _parse(text)
     statuses = [a["data-status"] for t, a in page.tags if t == "tr" and "data-status" in a]
-    assert statuses == ["failed", "passed"]
+    assert statuses == ["failed", "xpassed"]
+    assert "known.txt:1: listed, passes" in text
+    assert "CausalSeesNextKey" in text  # the header names the adapter
     assert sum(1 for t, a in page.tags if t == "img" and a.get("class") == "heatmap") == 1
     assert sum(1 for t, a in page.tags if t == "img" and a.get("class") == "mask") == 1
+
+
+def test_a_terminated_pytest_session_still_writes_the_html_report(tmp_path: Path) -> None:
+    proc = _pytest(
+        tmp_path,
+        "--transpec",
+        "cli_hostile_fixtures:Terminated",
+        "--transpec-component",
+        "softmax",
+        "--transpec-max-examples",
+        "4",
+        "--transpec-isolation",
+        "none",
+        "--transpec-html",
+        "r.html",
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # pytest's "interrupted"
+    text = (tmp_path / "r.html").read_text()
+    assert "INTERRUPTED" in text and 'data-status="passed"' in text
