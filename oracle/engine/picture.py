@@ -74,7 +74,9 @@ class Picture:
     mask_plane: tuple[int, int] = (0, 0)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: non-finite ratios as the strings ``"inf"``/``"nan"``."""
+        """JSON-ready: ratios in 3 significant digits and visible fractions in 3 decimals (a
+        picture needs no more; 128 × 128 cells stay ~150 kB of JSON), non-finite ratios as the
+        strings ``"inf"``/``"nan"``."""
         return {
             "ratio": [[_json(x) for x in row] for row in self.ratio],
             "shape": list(self.shape),
@@ -83,7 +85,7 @@ class Picture:
             "pool": list(self.pool),
             "worst": None if self.worst is None else list(self.worst),
             "rows": None if self.rows is None else list(self.rows),
-            "mask": self.mask,
+            "mask": None if self.mask is None else [[round(x, 3) for x in r] for r in self.mask],
             "mask_pool": list(self.mask_pool),
             "mask_axes": list(self.mask_axes),
             "mask_note": self.mask_note,
@@ -125,7 +127,7 @@ def _json(x: float) -> float | str:
         return "nan"
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
-    return x
+    return float(f"{x:.3g}")
 
 
 @dataclass(frozen=True)
@@ -161,11 +163,14 @@ class Evidence:
         act = np.asarray(self.actual, dtype=np.float64)
         ref = np.asarray(self.expected, dtype=np.float64)
         bound = np.broadcast_to(np.asarray(self.bound, dtype=np.float64), ref.shape)
-        ratio = ratio_map(act, ref, bound)
         seq_first = bool(
-            call_args is not None and call_args.get("batch_first") is False and ratio.ndim == 3
+            call_args is not None and call_args.get("batch_first") is False and ref.ndim == 3
         )
-        plane, lead = _plane(ratio, self.index, seq_first=seq_first)
+        # the slice first: the ratio of one (rows, columns) plane, not of the whole output
+        (act_plane, lead), (ref_plane, _), (bound_plane, _) = (
+            _plane(x, self.index, seq_first=seq_first) for x in (act, ref, bound)
+        )
+        plane = ratio_map(act_plane, ref_plane, bound_plane)
         pooled, pool = max_pool(plane)
         worst = _cell(self.index, seq_first, pool)
         mask = mask_note = None
@@ -189,7 +194,7 @@ class Evidence:
             ratio=pooled.tolist(),
             shape=tuple(int(n) for n in ref.shape),
             slice=tuple(int(i) for i in lead),
-            axes=("sequence", "feature") if seq_first else _axes(ratio.ndim, call_args),
+            axes=("sequence", "feature") if seq_first else _axes(ref.ndim, call_args),
             pool=pool,
             worst=worst,
             rows=None if self.rows is None else tuple(int(r) for r in self.rows),
@@ -283,18 +288,29 @@ def max_pool(plane: np.ndarray, limit: int = MAX_CELLS) -> tuple[np.ndarray, tup
 def mean_pool(plane: np.ndarray, limit: int = MAX_CELLS) -> tuple[np.ndarray, tuple[int, int]]:
     """``plane`` (values in [0, 1]) averaged over blocks to at most ``limit`` × ``limit``
     cells (a partial block at the edge averages what it holds)."""
-    plane = np.asarray(plane, dtype=np.float64)
+    plane = np.asarray(plane)
     br, bc = _blocks(plane.shape[0], limit), _blocks(plane.shape[1], limit)
     if (br, bc) == (1, 1):
-        return plane, (1, 1)
-    padded = _padded(plane, br, bc, np.nan)
+        return plane.astype(np.float64), (1, 1)
+    exact = np.uint8 if plane.dtype == np.bool_ else np.float32  # a mask: counted as bytes
+    padded = _padded(plane, br, bc, 0, dtype=exact)
     blocks = padded.reshape(padded.shape[0] // br, br, padded.shape[1] // bc, bc)
-    return np.nanmean(blocks, axis=(1, 3)), (br, bc)
+    sums = blocks.sum(axis=(1, 3), dtype=np.float64)
+
+    def counts(n: int, block: int) -> np.ndarray:
+        full = np.full(-(-n // block), block, dtype=np.float64)
+        full[-1] = n - block * (len(full) - 1)
+        return full
+
+    sizes = np.outer(counts(plane.shape[0], br), counts(plane.shape[1], bc))
+    return sums.astype(np.float64) / sizes, (br, bc)
 
 
-def _padded(plane: np.ndarray, br: int, bc: int, fill: float) -> np.ndarray:
+def _padded(
+    plane: np.ndarray, br: int, bc: int, fill: float, dtype: Any = np.float64
+) -> np.ndarray:
     rows, cols = -(-plane.shape[0] // br) * br, -(-plane.shape[1] // bc) * bc
-    out = np.full((rows, cols), fill, dtype=np.float64)
+    out = np.full((rows, cols), fill, dtype=dtype)
     out[: plane.shape[0], : plane.shape[1]] = plane
     return out
 
@@ -361,7 +377,7 @@ def _attention_visible(
         visible = visible & ~np.isneginf(
             np.broadcast_to(add, (*problem.score_shape[:-2], len(query_rows), problem.kv_len))
         )
-    plane = visible[_lead_index(visible.ndim, lead)]
+    plane = visible[_lead_index(visible.ndim, lead)]  # a view: pooled without a float copy
     parts = []
     if causal:
         offset = problem.causal_offset or 0
@@ -373,7 +389,7 @@ def _attention_visible(
         parts.append(f"additive attn_mask {mask_shape} (-inf hides a key)")
     if problem.fill is not None:
         parts.append(f"hidden scores filled with {problem.fill:g}")
-    return plane.astype(np.float64), "; ".join(parts)
+    return plane, "; ".join(parts)
 
 
 def _lead_index(ndim: int, lead: tuple[int, ...]) -> tuple[int, ...]:
