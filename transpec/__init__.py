@@ -17,7 +17,8 @@ The package is split by concern:
   properties, strategies;
 * :mod:`transpec.adapters` -- the implementations under test, wrapped;
 * the user-facing layer: :mod:`transpec.runs` (the run: planning, execution, verdicts),
-  :mod:`transpec.reports` (text, JSON, JUnit), :mod:`transpec.cases` (saved cases, reproduce),
+  :mod:`transpec.reports` (text, JSON, JUnit), :mod:`transpec.htmlreport` (the HTML page:
+  ``write_html(run(...), "report.html")``), :mod:`transpec.cases` (saved cases, reproduce),
   :mod:`transpec.cli` (the ``transpec`` command), :mod:`transpec.plugin` (pytest), and
   :mod:`transpec.errors` (:class:`TranspecError` and the errors under it).
 
