@@ -54,6 +54,7 @@ _WARM = ((254, 224, 139), (253, 174, 97), (244, 109, 67), (215, 48, 39), (103, 0
 _INFINITE = (0, 0, 0)  # an unbounded ratio: NaN/inf where the reference differs
 _NOT_COMPARED = (210, 210, 210)  # both non-finite alike
 _VISIBLE, _HIDDEN = np.array((236, 246, 236)), np.array((55, 71, 79))
+_BIASED = np.array((255, 193, 7))  # visible, with a finite negative term added
 
 
 # -- PNG ----------------------------------------------------------------------------------------
@@ -120,10 +121,13 @@ def ratio_colours(ratios: np.ndarray, top: float) -> np.ndarray:
     return np.round(out).astype(np.uint8)
 
 
-def mask_colours(visible: np.ndarray) -> np.ndarray:
-    """RGB (uint8) of visible fractions: 1 light (seen), 0 dark (hidden), between grey."""
+def mask_colours(visible: np.ndarray, biased: np.ndarray | None = None) -> np.ndarray:
+    """RGB (uint8) of visible fractions: 1 light (seen), 0 dark (hidden), between grey; the
+    fraction ``biased`` (seen, with a finite negative term added) is drawn amber."""
     f = np.clip(np.nan_to_num(np.asarray(visible, dtype=np.float64), nan=0.0), 0.0, 1.0)
-    return np.round(_HIDDEN + (_VISIBLE - _HIDDEN) * f[..., None]).astype(np.uint8)
+    b = np.zeros_like(f) if biased is None else np.clip(np.asarray(biased, dtype=np.float64), 0, f)
+    colours = _HIDDEN * (1 - f)[..., None] + _VISIBLE * (f - b)[..., None] + _BIASED * b[..., None]
+    return np.round(colours).astype(np.uint8)
 
 
 # -- the page -----------------------------------------------------------------------------------
@@ -467,6 +471,8 @@ def _pictures(picture: Mapping[str, Any]) -> str:
     )
     if mask_array is None:
         return f'<div class="figures">{heat}</div>'
+    bias = picture.get("mask_bias")
+    bias_array = None if not bias else np.array(bias, dtype=np.float64).reshape(mask_array.shape)
     mrows, mcols = mask_array.shape
     mcell_w = _cell_size(mrows, mcols)[0]
     mpool = picture.get("mask_pool", (1, 1))
@@ -484,9 +490,9 @@ def _pictures(picture: Mapping[str, Any]) -> str:
         f'<div class="ylabel">{_e(mrow)}</div>'
         f'<div class="frame"><img class="mask" alt="mask applied" data-rows="{mrows}" '
         f'data-cols="{mcols}" width="{mcols * mcell_w}" height="{mrows * cell_h}" '
-        f'src="{_data_uri(mask_colours(mask_array))}"></div>'
+        f'src="{_data_uri(mask_colours(mask_array, bias_array))}"></div>'
         f'<div class="xlabel">{_e(mcol)} →</div></div>'
-        f"{_mask_legend()}"
+        f"{_mask_legend(bias_array is not None)}"
         f"<figcaption>the mask applied: the keys each query could see (light) or not (dark)"
         f"{_e(mpooled)}; {_e(picture.get('mask_note', ''))}</figcaption></figure>"
     )
@@ -561,15 +567,24 @@ def _legend(top: float) -> str:
     )
 
 
-def _mask_legend() -> str:
+def _mask_legend(biased: bool = False) -> str:
     light = "rgb({},{},{})".format(*_VISIBLE)
     dark = "rgb({},{},{})".format(*_HIDDEN)
+    amber = "rgb({},{},{})".format(*_BIASED)
+    extra = (
+        f'<rect x="150" y="3" width="12" height="12" fill="{amber}"/>'
+        '<text class="biased" x="167" y="13">visible, finite negative term added</text>'
+        if biased
+        else ""
+    )
+    width = 400 if biased else 240
     return (
-        '<svg class="legend mask-legend" width="240" height="20" viewBox="0 0 240 20">'
+        f'<svg class="legend mask-legend" width="{width}" height="20" '
+        f'viewBox="0 0 {width} 20">'
         f'<rect x="0" y="3" width="12" height="12" fill="{light}" stroke="#90a4ae"/>'
         '<text x="17" y="13">visible</text>'
-        f'<rect x="80" y="3" width="12" height="12" fill="{dark}"/>'
-        '<text x="97" y="13">hidden</text></svg>'
+        f'<rect x="75" y="3" width="12" height="12" fill="{dark}"/>'
+        f'<text x="92" y="13">hidden</text>{extra}</svg>'
     )
 
 

@@ -72,6 +72,9 @@ class Picture:
     #: the (rows, columns) of the slice before pooling, and of the mask's
     plane: tuple[int, int] = (0, 0)
     mask_plane: tuple[int, int] = (0, 0)
+    #: rows of the fraction of keys per cell that are visible but carry a finite negative
+    #: additive term (a finite fill such as finfo.min added, an ALiBi-like bias), or None
+    mask_bias: list[list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ratios in 3 significant digits and visible fractions in 3 decimals (a
@@ -92,6 +95,9 @@ class Picture:
             "note": self.note,
             "plane": list(self.plane),
             "mask_plane": list(self.mask_plane),
+            "mask_bias": None
+            if self.mask_bias is None
+            else [[round(x, 3) for x in r] for r in self.mask_bias],
         }
 
     @classmethod
@@ -115,6 +121,7 @@ class Picture:
             note=str(data.get("note", "")),
             plane=_pair(data.get("plane", (0, 0))),
             mask_plane=_pair(data.get("mask_plane", (0, 0))),
+            mask_bias=data.get("mask_bias"),
         )
 
 
@@ -175,6 +182,7 @@ class Evidence:
         worst = _cell(self.index, seq_first, pool)
         mask = mask_note = None
         mask_pool, mask_plane = (1, 1), (0, 0)
+        mask_bias: list[list[float]] | None = None
         if call_args is not None and conv is not None:
             try:
                 found = visible_keys(
@@ -183,10 +191,11 @@ class Evidence:
             except Exception:  # a picture is a convenience; it must never hide the failure
                 found = None
             if found is not None:
-                visible, mask_note = found
-                mask_plane = (int(visible.shape[0]), int(visible.shape[1]))
-                pooled_mask, mask_pool = mean_pool(visible)
-                mask = pooled_mask.tolist()
+                mask_plane = (int(found.visible.shape[0]), int(found.visible.shape[1]))
+                pooled_mask, mask_pool = mean_pool(found.visible)
+                mask, mask_note = pooled_mask.tolist(), found.note
+                if found.biased is not None and found.biased.any():
+                    mask_bias = mean_pool(found.biased)[0].tolist()
         note = self.note
         if self.args is None and mask is not None:
             note = (note + "; " if note else "") + "mask: that of the example as drawn"
@@ -204,6 +213,7 @@ class Evidence:
             note=note,
             plane=(int(plane.shape[0]), int(plane.shape[1])),
             mask_plane=mask_plane,
+            mask_bias=mask_bias,
         )
 
 
@@ -325,9 +335,9 @@ def visible_keys(
     *,
     rows: Sequence[int] | None = None,
     queries: int | None = None,
-) -> tuple[np.ndarray, str] | None:
-    """(query × key: 1.0 where the query could see the key, else 0.0; what made it) on the
-    slice ``lead`` of the output, or ``None`` when ``args`` hold no attention mask at all.
+) -> MaskView | None:
+    """The keys each query could see (:class:`MaskView`) on the slice ``lead`` of the output,
+    or ``None`` when ``args`` hold no attention mask at all.
 
     The attention kernel's arguments (``q``, ``k``, ``attn_mask``, ``is_causal``) are resolved
     by :func:`~transpec.oracle.kernels.reference.attention_problem` under ``conventions`` (the
@@ -341,12 +351,23 @@ def visible_keys(
     return _layer_visible(args, lead, queries)
 
 
+@dataclass(frozen=True)
+class MaskView:
+    """The mask applied on one (query × key) slice: ``visible`` True where the query could
+    see the key (causal rule, boolean mask, −inf); ``biased`` True where a visible key's score
+    had a finite negative term added (None: no additive mask); ``note``: what made it."""
+
+    visible: np.ndarray
+    biased: np.ndarray | None
+    note: str
+
+
 def _attention_visible(
     args: Mapping[str, Any],
     conventions: Conventions,
     lead: tuple[int, ...],
     rows: Sequence[int] | None,
-) -> tuple[np.ndarray, str] | None:
+) -> MaskView | None:
     from transpec.oracle.kernels.reference import attention_problem
 
     mask = args.get("attn_mask")
@@ -370,14 +391,15 @@ def _attention_visible(
         problem.visible(query_rows, slice(None)),
         (*problem.score_shape[:-2], len(query_rows), problem.kv_len),
     )
+    plane = visible[_lead_index(visible.ndim, lead)]  # a view: pooled without a float copy
+    biased = None
     if problem.additive is not None:
         add = problem.additive
         if add.shape[-2] != 1:
             add = add[..., query_rows, :]
-        visible = visible & ~np.isneginf(
-            np.broadcast_to(add, (*problem.score_shape[:-2], len(query_rows), problem.kv_len))
-        )
-    plane = visible[_lead_index(visible.ndim, lead)]  # a view: pooled without a float copy
+        add = np.broadcast_to(add, visible.shape)[_lead_index(visible.ndim, lead)]
+        plane = plane & ~np.isneginf(add)
+        biased = plane & np.isfinite(add) & (add < 0)
     parts = []
     if causal:
         offset = problem.causal_offset or 0
@@ -387,9 +409,11 @@ def _attention_visible(
         parts.append(f"boolean attn_mask {mask_shape} (bool_mask={conventions.bool_mask})")
     if problem.additive is not None:
         parts.append(f"additive attn_mask {mask_shape} (-inf hides a key)")
+        if biased is not None and biased.any():
+            parts.append("amber: a finite negative term added")
     if problem.fill is not None:
         parts.append(f"hidden scores filled with {problem.fill:g}")
-    return plane, "; ".join(parts)
+    return MaskView(plane, biased, "; ".join(parts))
 
 
 def _lead_index(ndim: int, lead: tuple[int, ...]) -> tuple[int, ...]:
@@ -416,9 +440,18 @@ def _hidden(mask: Any) -> np.ndarray:
     return m if m.dtype == np.bool_ else np.isneginf(m.astype(np.float64))
 
 
+def _biased(mask: Any) -> np.ndarray:
+    """True where a layer's float mask adds a finite negative term (a boolean mask: nowhere)."""
+    m = np.asarray(mask)
+    if m.dtype == np.bool_:
+        return np.zeros(m.shape, dtype=bool)
+    m = m.astype(np.float64)
+    return np.isfinite(m) & (m < 0)
+
+
 def _layer_visible(
     args: Mapping[str, Any], lead: tuple[int, ...], queries: int | None = None
-) -> tuple[np.ndarray, str] | None:
+) -> MaskView | None:
     for attn_name, padding_name in _LAYER_MASKS:
         attn, padding = args.get(attn_name), args.get(padding_name)
         causal = bool(args.get("is_causal", False))
@@ -427,26 +460,35 @@ def _layer_visible(
         batch = int(lead[0]) if lead else 0
         parts: list[str] = []
         hidden: np.ndarray | None = None
+        biased: np.ndarray | None = None
         if attn is not None:
-            h = _hidden(attn)
+            h, b = _hidden(attn), _biased(attn)
             if h.ndim == 3:  # (B·heads, L, S): the first head of the batch
                 heads = max(1, h.shape[0] // max(1, _batch_size(args)))
-                h = h[min(batch * heads, h.shape[0] - 1)]
+                at = min(batch * heads, h.shape[0] - 1)
+                h, b = h[at], b[at]
                 parts.append(f"{attn_name} {list(np.shape(attn))} (head 0 of batch {batch})")
             else:
                 parts.append(f"{attn_name} {list(np.shape(attn))}")
-            hidden = h
+            hidden, biased = h, b
         if padding is not None:
-            p = _hidden(padding)
-            p = p[min(batch, p.shape[0] - 1)] if p.ndim == 2 else p
+            p, pb = _hidden(padding), _biased(padding)
+            if p.ndim == 2:
+                at = min(batch, p.shape[0] - 1)
+                p, pb = p[at], pb[at]
             parts.append(f"{padding_name} {list(np.shape(padding))}")
             hidden = p[None, :] if hidden is None else hidden | p[None, :]
-        assert hidden is not None
+            biased = pb[None, :] if biased is None else biased | pb[None, :]
+        assert hidden is not None and biased is not None
         if hidden.shape[0] == 1 and queries:
             hidden = np.broadcast_to(hidden, (queries, hidden.shape[1]))
+            biased = np.broadcast_to(biased, (queries, biased.shape[1]))
         if causal:
             parts.append("is_causal")
-        return (~hidden).astype(np.float64), "; ".join(parts) + " (True or -inf hides a key)"
+        note = "; ".join(parts) + " (True or -inf hides a key)"
+        if (biased & ~hidden).any():
+            note += "; amber: a finite negative term added"
+        return MaskView(~hidden, biased & ~hidden, note)
     return None
 
 

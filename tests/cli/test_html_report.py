@@ -190,6 +190,20 @@ def test_a_numeric_failure_has_its_heat_map_mask_legend_and_derivation() -> None
     assert text.count('class="heatmap"') == 1
 
 
+def test_a_finite_additive_mask_is_drawn_amber_in_the_mask() -> None:
+    expected = np.zeros((1, 1, 2, 3))
+    fill = np.array([[0.0, -1e30], [0.0, 0.0]])  # query 0: key 1 biased by a finite fill
+    args = {"q": np.ones((1, 1, 2, 3)), "k": np.ones((1, 1, 2, 3)), "v": np.ones((1, 1, 2, 3))}
+    args |= {"attn_mask": fill, "is_causal": False}
+    evidence = Evidence(expected + 1, expected, 0.5, (0, 0, 0, 0), args=args, conventions=CANONICAL)
+    result = _result()
+    result.verdicts[2].picture = evidence.picture().to_dict()
+    text = htmlreport.render(result)
+    assert 'class="biased"' in text and "finite negative term" in text
+    colours = htmlreport.mask_colours(np.array([[1.0, 1.0]]), np.array([[0.0, 1.0]]))
+    assert tuple(colours[0, 1]) == (255, 193, 7) and tuple(colours[0, 0]) == (236, 246, 236)
+
+
 def test_the_colour_scale_turns_at_ratio_one() -> None:
     colours = htmlreport.ratio_colours(np.array([0.0, 0.5, 1.0, 1.0001, 50.0, np.inf, np.nan]), 100)
     red, blue = colours[:, 0].astype(int), colours[:, 2].astype(int)

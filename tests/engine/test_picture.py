@@ -78,15 +78,19 @@ def _attention_args(lq: int, lk: int, **extra: object) -> dict[str, object]:
     }
 
 
+def _seen(*args: object, **kwargs: object) -> tuple[np.ndarray, str]:
+    view = pic.visible_keys(*args, **kwargs)  # type: ignore[arg-type]
+    assert view is not None
+    return view.visible, view.note
+
+
 def test_the_causal_mask_is_drawn_under_the_declared_alignment() -> None:
     args = _attention_args(3, 5, is_causal=True)
-    top_left, note = pic.visible_keys(args, CANONICAL, (0, 0)) or (None, "")
-    assert top_left is not None
+    top_left, note = _seen(args, CANONICAL, (0, 0))
     np.testing.assert_array_equal(top_left, np.tril(np.ones((3, 5))))
     assert "top_left" in note
     bottom = dataclasses.replace(CANONICAL, causal_alignment="bottom_right")
-    bottom_right, note = pic.visible_keys(args, bottom, (0, 0)) or (None, "")
-    assert bottom_right is not None
+    bottom_right, note = _seen(args, bottom, (0, 0))
     np.testing.assert_array_equal(bottom_right, np.tril(np.ones((3, 5)), k=2))
     assert "j <= i + 2" in note
 
@@ -95,27 +99,24 @@ def test_boolean_and_additive_masks_are_drawn_in_their_declared_meaning() -> Non
     keep = np.ones((2, 1, 3, 4), dtype=bool)
     keep[1, :, :, 2:] = False  # batch 1 pads its last two keys
     args = _attention_args(3, 4, attn_mask=keep)
-    seen, _ = pic.visible_keys(args, CANONICAL, (1, 0)) or (None, "")
-    assert seen is not None
+    seen, _ = _seen(args, CANONICAL, (1, 0))
     np.testing.assert_array_equal(seen, np.tile([1.0, 1.0, 0.0, 0.0], (3, 1)))
-    seen0, _ = pic.visible_keys(args, CANONICAL, (0, 1)) or (None, "")
-    assert seen0 is not None and seen0.min() == 1.0
+    seen0, _ = _seen(args, CANONICAL, (0, 1))
+    assert seen0.min() == 1.0
     # an adapter that declares bool_mask="ignore" was sent ~keep: the same keys are hidden
     ignore = dataclasses.replace(CANONICAL, bool_mask="ignore")
     sent = _attention_args(3, 4, attn_mask=~keep)
-    flipped, note = pic.visible_keys(sent, ignore, (1, 0)) or (None, "")
-    assert flipped is not None
+    flipped, note = _seen(sent, ignore, (1, 0))
     np.testing.assert_array_equal(flipped, seen)
     assert "bool_mask=ignore" in note
     additive = np.zeros((3, 4))
     additive[:, 0] = -np.inf
     additive[:, 1] = -3.0  # a finite bias hides nothing
-    seen_add, note = pic.visible_keys(
-        _attention_args(3, 4, attn_mask=additive), CANONICAL, (0, 0)
-    ) or (None, "")
-    assert seen_add is not None
-    np.testing.assert_array_equal(seen_add, np.tile([0.0, 1.0, 1.0, 1.0], (3, 1)))
-    assert "additive" in note
+    view = pic.visible_keys(_attention_args(3, 4, attn_mask=additive), CANONICAL, (0, 0))
+    assert view is not None and view.biased is not None
+    np.testing.assert_array_equal(view.visible, np.tile([0, 1, 1, 1], (3, 1)))
+    np.testing.assert_array_equal(view.biased, np.tile([0, 1, 0, 0], (3, 1)))  # drawn amber
+    assert "additive" in view.note and "finite negative" in view.note
     assert pic.visible_keys(_attention_args(3, 4), CANONICAL, (0, 0)) is None
 
 
@@ -124,16 +125,20 @@ def test_a_layers_masks_combine_the_attention_mask_and_the_key_padding() -> None
     padding = np.array([[False, False, False], [False, False, True]])
     args = {"query": np.zeros((2, 3, 4)), "attn_mask": causal, "key_padding_mask": padding}
     args["batch_first"] = True
-    seen, note = pic.visible_keys(args, CANONICAL, (1,)) or (None, "")
-    assert seen is not None
+    seen, note = _seen(args, CANONICAL, (1,))
     np.testing.assert_array_equal(seen, [[1, 0, 0], [1, 1, 0], [1, 1, 0]])
     assert "key_padding_mask" in note
     # a decoder's cross-attention padding alone: one row per query
     memory = {"tgt": np.zeros((2, 1, 4)), "memory_key_padding_mask": padding}
-    seen, note = pic.visible_keys(memory, CANONICAL, (1,), queries=2) or (None, "")
-    assert seen is not None
+    seen, note = _seen(memory, CANONICAL, (1,), queries=2)
     np.testing.assert_array_equal(seen, [[1, 1, 0], [1, 1, 0]])
     assert note.startswith("memory_key_padding_mask")
+    # a float mask with a finite fill (finfo.min added): visible, and marked as biased
+    fill = np.where(causal, np.finfo(np.float32).min, 0.0)
+    view = pic.visible_keys({"query": np.zeros((1, 3, 4)), "attn_mask": fill}, CANONICAL, (0,))
+    assert view is not None and view.biased is not None
+    np.testing.assert_array_equal(view.visible, np.ones((3, 3)))
+    np.testing.assert_array_equal(view.biased, causal)
 
 
 def test_a_pooled_mask_shows_the_fraction_of_visible_keys() -> None:
