@@ -150,6 +150,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: a transpec conformance verdict")
+    if config.getoption("transpec_html", None) and not config.getoption("transpec", None):
+        raise pytest.UsageError("transpec: --transpec-html needs --transpec ADAPTER")
     if config.getoption("transpec", None):
         config.pluginmanager.register(EmptySessionGuard(config), "transpec-empty-session-guard")
         html = config.getoption("transpec_html", None)

@@ -346,6 +346,13 @@ def test_the_plugin_writes_the_html_report_of_its_items(tmp_path: Path) -> None:
     assert sum(1 for t, a in page.tags if t == "img" and a.get("class") == "mask") == 1
 
 
+def test_the_plugin_refuses_an_html_report_without_transpec(tmp_path: Path) -> None:
+    proc = _pytest(tmp_path, "--transpec-html", "r.html")
+    assert proc.returncode == 4  # pytest's usage error
+    assert "--transpec-html needs --transpec ADAPTER" in proc.stderr
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_a_terminated_pytest_session_still_writes_the_html_report(tmp_path: Path) -> None:
     proc = _pytest(
         tmp_path,
