@@ -483,9 +483,12 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
         except ValueError as exc:
             raise UsageError(_one_line(exc)) from None
     spec = args.adapter or default_adapter()
-    adapter = _load_adapter(
-        spec, components[0] if components and len(components) == 1 else None, args.base
-    )
+    component = components[0] if components and len(components) == 1 else None
+    if args.isolation == "process":
+        from transpec.oracle.engine.isolation import AdapterSource, prestart
+
+        prestart(AdapterSource(spec, component, args.base))  # its import overlaps ours
+    adapter = _load_adapter(spec, component, args.base)
     from transpec.adapters.base import FunctionAdapter
 
     if args.base and not isinstance(adapter, FunctionAdapter):

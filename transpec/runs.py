@@ -44,7 +44,7 @@ from transpec import progress
 from transpec.adapters.base import Adapter, Declared, FunctionAdapter, validate_adapter
 from transpec.oracle import components as registry
 from transpec.oracle.engine.dtypes import DTYPES, canonical_dtype
-from transpec.oracle.engine.isolation import check_isolation
+from transpec.oracle.engine.isolation import WorkerError, check_isolation
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation, Worst
 from transpec.oracle.engine.profiles import Profile, case_seed, hypothesis_settings, resolve
 
@@ -473,6 +473,9 @@ def run(
         memory_limit=worker.memory_limit if worker is not None else None,
         xfails=xfails,
     )
+    if worker is not None:
+        with contextlib.suppress(WorkerError):  # (reported by the first call that needs it)
+            worker.spawn()  # it loads the adapter while the first examples are drawn
     if on_start is not None:
         on_start(result, cases)
     start = time.perf_counter()

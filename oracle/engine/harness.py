@@ -757,7 +757,7 @@ class Harness:
         encoded = self.encode(component, args)
         drop = self._drops_enable_gqa(component, encoded)
         if self.worker is not None:
-            sent, output = self.worker.call(
+            pending = self.worker.submit(
                 path=self.path,
                 component=component,
                 dtype=self.dtype,
@@ -766,9 +766,19 @@ class Harness:
                 encoded=encoded,
                 drop_enable_gqa=drop,
             )
-            sent = _frozen_values(sent)
-            reference = self.reference(component, sent, rows=rows)
-            tol = self.tolerance(component, reference)
+            # the worker reports what it sent before it calls: the reference and the tolerance
+            # are computed while the implementation runs
+            sent = _frozen_values(pending.sent())
+            try:
+                reference = self.reference(component, sent, rows=rows)
+                tol = self.tolerance(component, reference)
+            except KeyboardInterrupt:
+                pending.abandon()
+                raise
+            except BaseException:
+                pending.result()  # a failure of the call comes first, as when it was awaited
+                raise
+            _, output = pending.result()
             check_shape(component, output, _full_shape(reference))
         else:
             native, sent, watch = self._prepare(component, encoded)
@@ -798,15 +808,23 @@ class Harness:
         return method is not None and not accepts_argument(method, "enable_gqa")
 
     def execute(
-        self, component: str, encoded: Mapping[str, Any], *, drop_enable_gqa: bool = False
+        self,
+        component: str,
+        encoded: Mapping[str, Any],
+        *,
+        drop_enable_gqa: bool = False,
+        on_sent: Callable[[dict[str, Any]], None] | None = None,
     ) -> tuple[dict[str, Any], np.ndarray]:
         """The worker process's side of :meth:`call`: (what was sent, as float64/bool copies;
         the output as float64) for arguments already in the adapter's declared meaning.
 
         Rounds and converts them, calls the implementation without a time limit (the parent
         enforces it), checks the conventions and the inputs after the call and converts the
-        output; the parent computes the reference and the tolerance and checks the shape."""
+        output; the parent computes the reference and the tolerance and checks the shape.
+        ``on_sent`` is handed what was sent before the call (the worker reports it then)."""
         native, sent, watch = self._prepare(component, encoded)
+        if on_sent is not None:
+            on_sent(sent)
         if drop_enable_gqa:
             native.pop("enable_gqa", None)
         result = self.invoke(component, native, limited=False)
