@@ -181,10 +181,13 @@ def prestart(source: AdapterSource) -> None:
     process exits. Nothing happens where a worker cannot be started."""
     if source.spec in _SPARES:
         return
+    atexit.unregister(_end_spares)
+    atexit.register(_end_spares)
     try:
         process, conn = _launch()
     except WorkerError:
         return
+    _SPARES[source.spec] = (process, conn)  # (ended at exit, whatever interrupts this)
     info = {
         "spec": source.spec,
         "component": source.component,
@@ -194,11 +197,7 @@ def prestart(source: AdapterSource) -> None:
     try:
         conn.send(("preload", info))
     except OSError:
-        _end(process, conn)
-        return
-    if not _SPARES:
-        atexit.register(_end_spares)
-    _SPARES[source.spec] = (process, conn)
+        _end(*_SPARES.pop(source.spec))
 
 
 def _take_spare(source: AdapterSource) -> tuple[subprocess.Popen[bytes], Connection] | None:
