@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -291,6 +292,38 @@ def scalar_attributes(args: Mapping[str, Any], conventions: Conventions) -> Mapp
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = float(np.float32(value))
     return out
+
+
+#: how many (reference, tolerance) pairs :meth:`Harness.judging` keeps: the slow path of
+#: ``fast_slow_agreement`` and Hypothesis's replays of an input judge the same inputs again
+JUDGED_MEMO_SIZE = 8
+_JUDGED: OrderedDict[bytes, tuple[Reference, Tolerance]] = OrderedDict()
+_JUDGED_LOCK = threading.Lock()
+
+
+def _digest_value(h: Any, value: Any) -> None:
+    """Feed ``value`` (arrays, dicts of them, plain values) to the hash ``h``, unambiguously."""
+    if isinstance(value, np.ndarray):
+        h.update(f"a{value.dtype.str}{value.shape}".encode())
+        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+    elif isinstance(value, Mapping):
+        h.update(f"d{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            h.update(repr(key).encode())
+            _digest_value(h, value[key])
+    else:
+        text = repr(value)
+        h.update(f"v{type(value).__name__}{len(text)}:{text}".encode())
+
+
+def judged_key(*parts: Any) -> bytes:
+    """A digest of everything a reference and its tolerance are computed from."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=32)
+    for part in parts:
+        _digest_value(h, part)
+    return h.digest()
 
 
 class _DedicatedThread:
@@ -712,16 +745,54 @@ class Harness:
         is handed a copy of the arguments. ``rows``: the query rows to judge (attention:
         indices or ``"sampled"``; see :meth:`call`)."""
         record = registry.get(component)
-        semantics = None
-        if record.takes_params:
-            semantics = self.adapter.layer_semantics(component, copy_arguments(sent))
         return record.compute_reference(
+            scalar_attributes(sent, self.conventions),
+            conventions=self.conventions,
+            dtype=self.dtype,
+            semantics=self._semantics(component, sent),
+            rows=rows,
+        )
+
+    def _semantics(self, component: str, sent: Mapping[str, Any]) -> Any:
+        if not registry.get(component).takes_params:
+            return None
+        return self.adapter.layer_semantics(component, copy_arguments(sent))
+
+    def judging(
+        self, component: str, sent: Mapping[str, Any], *, rows: Any = None
+    ) -> tuple[Reference, Tolerance]:
+        """(:meth:`reference`, :meth:`tolerance`) of the arguments as sent: the pair computed
+        last time for the same component, dtype, conventions, semantics, rows, precision and
+        arguments (bit for bit) when there was one among the last :data:`JUDGED_MEMO_SIZE`."""
+        record = registry.get(component)
+        semantics = self._semantics(component, sent)
+        key = judged_key(
+            component,
+            self.dtype,
+            self.conventions,
+            semantics,
+            rows,
+            self.precision(component),
+            dict(sent),
+        )
+        with _JUDGED_LOCK:
+            found = _JUDGED.get(key)
+            if found is not None:
+                _JUDGED.move_to_end(key)
+                return found
+        reference = record.compute_reference(
             scalar_attributes(sent, self.conventions),
             conventions=self.conventions,
             dtype=self.dtype,
             semantics=semantics,
             rows=rows,
         )
+        pair = (reference, self.tolerance(component, reference))
+        with _JUDGED_LOCK:
+            _JUDGED[key] = pair
+            while len(_JUDGED) > JUDGED_MEMO_SIZE:
+                _JUDGED.popitem(last=False)
+        return pair
 
     def call(self, component: str, args: Mapping[str, Any], *, rows: Any = None) -> Call:
         """Round ``args`` (canonical meaning), call the implementation, check, add the reference.
@@ -770,8 +841,7 @@ class Harness:
             # are computed while the implementation runs
             sent = _frozen_values(pending.sent())
             try:
-                reference = self.reference(component, sent, rows=rows)
-                tol = self.tolerance(component, reference)
+                reference, tol = self.judging(component, sent, rows=rows)
             except KeyboardInterrupt:
                 pending.abandon()
                 raise
@@ -784,8 +854,7 @@ class Harness:
             native, sent, watch = self._prepare(component, encoded)
             if drop:
                 del native["enable_gqa"]
-            reference = self.reference(component, sent, rows=rows)
-            tol = self.tolerance(component, reference)
+            reference, tol = self.judging(component, sent, rows=rows)
             result = self.invoke(component, native)
             self.check_conventions(component)
             watch.untouched(component, self.adapter)

@@ -284,15 +284,15 @@ def test_an_answer_read_late_is_judged_by_when_it_was_made(
     monkeypatch.syspath_prepend(str(CLI))
     from cli_isolation_fixtures import SlowSoftmax
 
-    reference = Harness.reference
+    judging = Harness.judging
 
     def slow_reference(self: Harness, *args: Any, **kwargs: Any) -> Any:
         import time
 
         time.sleep(0.5)
-        return reference(self, *args, **kwargs)
+        return judging(self, *args, **kwargs)
 
-    monkeypatch.setattr(Harness, "reference", slow_reference)
+    monkeypatch.setattr(Harness, "judging", slow_reference)
     args = {"x": np.ones((2, 3)), "dim": -1}
     fast, worker = _harness_in_worker("numpy", NumpyAdapter(), 0.2, monkeypatch)
     try:
@@ -327,7 +327,7 @@ def test_a_failed_call_comes_before_an_error_of_the_reference(
     harness, worker = _harness_in_worker("numpy", NumpyAdapter(), 30.0, monkeypatch)
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(Harness, "reference", broken)
+            patch.setattr(Harness, "judging", broken)
             with pytest.raises(RuntimeError, match="reference broke"):
                 harness.call("softmax", {"x": np.ones((2, 3)), "dim": -1})
         call = harness.call("softmax", {"x": np.full((2, 4), 2.0), "dim": -1})
@@ -338,7 +338,7 @@ def test_a_failed_call_comes_before_an_error_of_the_reference(
         "cli_isolation_fixtures:Segfault", Segfault(), 30.0, monkeypatch
     )
     try:
-        monkeypatch.setattr(Harness, "reference", broken)
+        monkeypatch.setattr(Harness, "judging", broken)
         args = {"x": np.ones((2, 3)), "normalized_shape": (3,), "weight": None, "bias": None}
         with pytest.raises(ImplementationFailure) as failure:
             harness.call("layer_norm", {**args, "eps": 1e-5})
