@@ -745,7 +745,7 @@ def _hypothesis_run(
     test._hypothesis_internal_add_digest = case.name.encode()  # type: ignore[attr-defined]
     seed = case_seed(profile, prop.component, prop.name, case.dtype, case.device)
     wrapped = hypothesis_settings(profile)(
-        hypothesis_seed(seed)(given(prop.inputs(case.dtype))(test))
+        hypothesis_seed(seed)(given(prop.strategy(case.dtype, profile.name))(test))
     )
     from hypothesis.errors import Unsatisfiable
 
