@@ -817,27 +817,26 @@ def _attention_blocks(
                 c = view(c_buf, n_block, width)
                 d = view(d_buf, n_block, width)
                 np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
-                d *= pos  # NaN where T = -inf (inf·0) or the row is dead
-                np.fmax(d, 0.0, out=d)  # ... and those NaN to 0
                 np.matmul(absqb, absk_t[..., keys], out=c)
                 c *= scale_abs
                 if sb.additive is not None:
                     c += np.where(np.isfinite(sb.additive), np.abs(sb.additive), 0.0)
                 if problem.fill is not None and sb.hidden is not None:
                     np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
-                c *= pos
+                # the maxima over the keys with P > 0 (C, D >= 0 there: 0 where there are none)
                 np.maximum(
                     score_max[..., rs, :],
-                    np.max(c, axis=-1, keepdims=True),
+                    np.max(c, axis=-1, keepdims=True, where=pos, initial=0.0),
                     out=score_max[..., rs, :],
                 )
                 np.maximum(
                     shift_max[..., rs, :],
-                    np.max(d, axis=-1, keepdims=True),
+                    np.max(d, axis=-1, keepdims=True, where=pos, initial=0.0),
                     out=shift_max[..., rs, :],
                 )
-                c *= p  # P∘C
-                d *= p  # P∘D
+                c *= p  # P∘C (C is finite: 0 where P = 0)
+                d *= p  # P∘D: NaN where P = 0 and D = inf (T = -inf) ...
+                np.fmax(d, 0.0, out=d)  # ... to 0 (a dead row's P is 0 everywhere)
                 score_mean[..., rs, :] += np.sum(c, axis=-1, keepdims=True)
                 shift_mean[..., rs, :] += np.sum(d, axis=-1, keepdims=True)
                 score_w[..., rs, :] += np.matmul(c, absv[..., keys, :])
