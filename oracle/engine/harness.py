@@ -860,7 +860,11 @@ class Harness:
             watch.untouched(component, self.adapter)
             output = self.convert_output(component, result, _full_shape(reference))
         if reference.rows is not None:
-            output = output[..., list(reference.rows), :]
+            from transpec.oracle.kernels.rows import judged_part
+
+            output = judged_part(
+                reference.row_layout, reference.rows, output, np.shape(reference.value)
+            )
         rounded = self.decode(component, sent)
         if lowered:
             rounded = self._regroup(rounded, kv_heads)
@@ -917,16 +921,18 @@ class Harness:
             worst, judged = result.worst, ""
             rows = call.reference.rows
             if rows is not None:
-                full = call.reference.full_shape or ()
-                judged = f" (judged {len(rows)} of {full[-2]} query rows)"
-                if worst is not None:
-                    from transpec.oracle.kernels.rows import compact
+                from transpec.oracle.kernels.rows import compact, row_count, row_name, whole_index
 
-                    index = (*worst.index[:-2], rows[worst.index[-2]], worst.index[-1])
+                layout = call.reference.row_layout
+                full = call.reference.full_shape or ()
+                total = row_count(layout, full, np.shape(call.reference.value))
+                judged = f" (judged {len(rows)} of {total} {row_name(layout)})"
+                if worst is not None:
+                    index = whole_index(layout, rows, tuple(worst.index), full)
                     worst = dataclasses.replace(
                         worst,
                         index=index,
-                        derivation=f"{worst.derivation}; judged query rows {compact(rows)}",
+                        derivation=f"{worst.derivation}; judged {row_name(layout)} {compact(rows)}",
                     )
             raise PropertyViolation(
                 f"{prefix}{result.message}{judged}",
