@@ -576,6 +576,9 @@ def _finish(
     known = report.known_failures_section(result)
     if known:
         out.write("\n" + known + "\n")
+    sampled = report.sampled_rows_section(result)
+    if sampled:
+        out.write("\n" + sampled + "\n")
     for line in written:
         out.write(line + "\n")
     out.flush()

@@ -99,6 +99,9 @@ class Verdict:
     discarded: int = 0
     #: ``"FILE:LINE: reason"`` of the known-failures entry that lists this verdict, or None
     known_failure: str | None = None
+    #: when calls were judged on sampled rows (a long input): how many, and which rows the
+    #: last one judged (``"3 calls; last: judged 453 of 2100 rows: 0-2,15-17,..."``); else None
+    judged_rows: str | None = None
 
     @builtins.property  # the field ``property`` shadows the builtin in this class body
     def name(self) -> str:
@@ -125,6 +128,7 @@ class Verdict:
             "reproduce_command": self.reproduce_command,
             "report": self.report,
             "known_failure": self.known_failure,
+            "judged_rows": self.judged_rows,
         }
 
 
@@ -609,6 +613,9 @@ class _Trace:
     last_args: dict[str, Any] | None = None
     #: the arguments of the last call that failed (the shrunk counterexample at the end)
     failed_args: dict[str, Any] | None = None
+    #: calls judged on sampled rows, and the last one's rows in words (Harness.sampled_rows)
+    sampled_calls: int = 0
+    sampled_rows: str | None = None
 
 
 def check_once(prop: Property, harness: Harness, args: Mapping[str, Any]) -> float | None:
@@ -704,6 +711,9 @@ def run_case(
         )
     verdict.examples = trace.examples - trace.discarded
     verdict.discarded = trace.discarded
+    if trace.sampled_calls:
+        calls = f"{trace.sampled_calls} call{'' if trace.sampled_calls == 1 else 's'}"
+        verdict.judged_rows = f"{calls} on sampled rows; last: {trace.sampled_rows}"
     verdict.seconds = time.perf_counter() - start
     return verdict
 
@@ -758,6 +768,7 @@ def _hypothesis_run(
         raise
     finally:
         trace.discarded = harness.rejected
+        trace.sampled_calls, trace.sampled_rows = harness.sampled_calls, harness.sampled_rows
 
 
 @contextlib.contextmanager

@@ -413,6 +413,9 @@ class Harness:
         #: examples discarded because ``supports()`` rejected them, and the last reason given
         self.rejected = 0
         self.rejection: str | None = None
+        #: calls judged on sampled rows, and which rows the last of them judged (in words)
+        self.sampled_calls = 0
+        self.sampled_rows: str | None = None
 
     def slow_path(self) -> Harness | None:
         """A harness of the adapter's slow path (``slow_path_adapter()``, for
@@ -860,11 +863,16 @@ class Harness:
             watch.untouched(component, self.adapter)
             output = self.convert_output(component, result, _full_shape(reference))
         if reference.rows is not None:
-            from transpec.oracle.kernels.rows import judged_part
+            from transpec.oracle.kernels.rows import judged_part, row_count, summary
 
             output = judged_part(
                 reference.row_layout, reference.rows, output, np.shape(reference.value)
             )
+            total = row_count(
+                reference.row_layout, _full_shape(reference), np.shape(reference.value)
+            )
+            self.sampled_calls += 1
+            self.sampled_rows = summary(reference.row_layout, reference.rows, total)
         rounded = self.decode(component, sent)
         if lowered:
             rounded = self._regroup(rounded, kv_heads)
