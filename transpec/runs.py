@@ -1139,11 +1139,16 @@ def save_case(
     return path
 
 
-#: the largest archive member a case file may hold, uncompressed, and all members together:
-#: saved cases are small (the shrunk counterexample), so a file over these is refused before
-#: anything is decompressed (a zip bomb)
+#: the largest archive member a case file may hold, uncompressed, and all members together,
+#: whatever they compress to: a file over these is refused before anything is decompressed (a
+#: zip bomb), unless it expands at most :data:`MAX_EXPANSION` times (a long input, a 128k-key
+#: attention case of some hundred MiB, is as large on disk as in memory)
 MAX_MEMBER_BYTES = 64 * 2**20
 MAX_TOTAL_BYTES = 256 * 2**20
+#: how many times its stored size a member (and the archive) may expand beyond the limits
+#: above: float inputs rounded to half precision and stored as float64 compress a few times; a
+#: zip bomb expands about a thousand
+MAX_EXPANSION = 16
 #: the most archive members a case file may hold
 MAX_MEMBERS = 4096
 
@@ -1223,19 +1228,28 @@ def check_archive(path: Path) -> None:
 
     from transpec.errors import CaseFileReadError
 
-    limit = f"the limit is {MAX_MEMBER_BYTES // 2**20} MiB a member, {MAX_TOTAL_BYTES // 2**20} MiB"
+    limit = (
+        f"the limit is {MAX_MEMBER_BYTES // 2**20} MiB a member, {MAX_TOTAL_BYTES // 2**20} MiB "
+        f"in all, or {MAX_EXPANSION} times the stored size"
+    )
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
             if len(members) > MAX_MEMBERS:
                 raise CaseFileReadError(f"{len(members)} archive members (at most {MAX_MEMBERS})")
-            total = 0
+            total = stored = 0
             for info in members:
                 total += info.file_size
-                if info.file_size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
+                stored += info.compress_size
+                member_ok = (
+                    info.file_size <= MAX_MEMBER_BYTES
+                    or info.file_size <= MAX_EXPANSION * info.compress_size
+                )
+                total_ok = total <= MAX_TOTAL_BYTES or total <= MAX_EXPANSION * stored
+                if not (member_ok and total_ok):
                     raise CaseFileReadError(
                         f"archive member {info.filename!r} expands to {info.file_size} bytes "
-                        f"({total} in all so far); {limit} in all"
+                        f"({total} in all so far); {limit}"
                     )
             for info in members:
                 with archive.open(info) as member:
