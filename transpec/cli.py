@@ -492,9 +492,12 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
         except ValueError as exc:
             raise UsageError(_one_line(exc)) from None
     spec = args.adapter or default_adapter()
-    adapter = _load_adapter(
-        spec, components[0] if components and len(components) == 1 else None, args.base
-    )
+    component = components[0] if components and len(components) == 1 else None
+    if args.isolation == "process":
+        from transpec.oracle.engine.isolation import AdapterSource, prestart
+
+        prestart(AdapterSource(spec, component, args.base))  # its import overlaps ours
+    adapter = _load_adapter(spec, component, args.base)
     from transpec.adapters.base import FunctionAdapter
 
     if args.base and not isinstance(adapter, FunctionAdapter):
@@ -589,6 +592,9 @@ def _finish(
     known = report.known_failures_section(result)
     if known:
         out.write("\n" + known + "\n")
+    sampled = report.sampled_rows_section(result)
+    if sampled:
+        out.write("\n" + sampled + "\n")
     for line in written:
         out.write(line + "\n")
     out.flush()

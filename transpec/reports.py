@@ -9,6 +9,8 @@
   failure and ``XPASS`` for a listed verdict that passed;
 * known failures -- each expected failure with its reason, each listed verdict that passed
   ("fixed upstream?");
+* sampled rows -- each passing verdict whose long inputs were judged on sampled rows, with
+  how many calls were and which rows the last one judged (``judged_rows`` in the JSON);
 * failure report -- for each failed case: the shrunk counterexample (shapes, flags, regime), the
   worst element with its error and tolerance and how that tolerance was derived, the saved file
   and the one-line command that replays it;
@@ -329,6 +331,18 @@ def summary_line(result: RunResult) -> str:
 
 def failures_section(result: RunResult) -> str:
     return "\n\n".join(v.report for v in result.failures if v.report)
+
+
+def sampled_rows_section(result: RunResult) -> str:
+    """The passing verdicts whose long inputs were judged on sampled rows, and which rows
+    ("" when none was)."""
+    sampled = [v for v in result.verdicts if v.status == "passed" and v.judged_rows]
+    if not sampled:
+        return ""
+    lines = ["judged on sampled rows (long inputs; the implementation ran on the whole input):"]
+    for v in sampled:
+        lines.append(f"  {v.name}: {v.judged_rows}")
+    return "\n".join(lines)
 
 
 def known_failures_section(result: RunResult) -> str:

@@ -45,7 +45,7 @@ from transpec import progress
 from transpec.adapters.base import Adapter, Declared, FunctionAdapter, validate_adapter
 from transpec.oracle import components as registry
 from transpec.oracle.engine.dtypes import DTYPES, canonical_dtype
-from transpec.oracle.engine.isolation import check_isolation
+from transpec.oracle.engine.isolation import WorkerError, check_isolation
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation, Worst
 from transpec.oracle.engine.profiles import Profile, case_seed, hypothesis_settings, resolve
 
@@ -103,6 +103,9 @@ class Verdict:
     #: the error map and the mask of a numeric failure's reported example
     #: (:meth:`transpec.oracle.engine.picture.Picture.to_dict`), or None
     picture: dict[str, Any] | None = None
+    #: when calls were judged on sampled rows (a long input): how many, and which rows the
+    #: last one judged (``"3 calls; last: judged 453 of 2100 rows: 0-2,15-17,..."``); else None
+    judged_rows: str | None = None
 
     @builtins.property  # the field ``property`` shadows the builtin in this class body
     def name(self) -> str:
@@ -140,6 +143,7 @@ class Verdict:
             "report": self.report,
             "known_failure": self.known_failure,
             "picture": self.picture,
+            "judged_rows": self.judged_rows,
         }
 
 
@@ -488,6 +492,9 @@ def run(
         memory_limit=worker.memory_limit if worker is not None else None,
         xfails=xfails,
     )
+    if worker is not None:
+        with contextlib.suppress(WorkerError):  # (reported by the first call that needs it)
+            worker.spawn()  # it loads the adapter while the first examples are drawn
     if on_start is not None:
         on_start(result, cases)
     start = time.perf_counter()
@@ -621,6 +628,9 @@ class _Trace:
     last_args: dict[str, Any] | None = None
     #: the arguments of the last call that failed (the shrunk counterexample at the end)
     failed_args: dict[str, Any] | None = None
+    #: calls judged on sampled rows, and the last one's rows in words (Harness.sampled_rows)
+    sampled_calls: int = 0
+    sampled_rows: str | None = None
 
 
 def check_once(prop: Property, harness: Harness, args: Mapping[str, Any]) -> float | None:
@@ -716,6 +726,9 @@ def run_case(
         )
     verdict.examples = trace.examples - trace.discarded
     verdict.discarded = trace.discarded
+    if trace.sampled_calls:
+        calls = f"{trace.sampled_calls} call{'' if trace.sampled_calls == 1 else 's'}"
+        verdict.judged_rows = f"{calls} on sampled rows; last: {trace.sampled_rows}"
     verdict.seconds = time.perf_counter() - start
     return verdict
 
@@ -757,7 +770,7 @@ def _hypothesis_run(
     test._hypothesis_internal_add_digest = case.name.encode()  # type: ignore[attr-defined]
     seed = case_seed(profile, prop.component, prop.name, case.dtype, case.device)
     wrapped = hypothesis_settings(profile)(
-        hypothesis_seed(seed)(given(prop.inputs(case.dtype))(test))
+        hypothesis_seed(seed)(given(prop.strategy(case.dtype, profile.name))(test))
     )
     from hypothesis.errors import Unsatisfiable
 
@@ -770,6 +783,7 @@ def _hypothesis_run(
         raise
     finally:
         trace.discarded = harness.rejected
+        trace.sampled_calls, trace.sampled_rows = harness.sampled_calls, harness.sampled_rows
 
 
 @contextlib.contextmanager
@@ -1158,11 +1172,16 @@ def save_case(
     return path
 
 
-#: the largest archive member a case file may hold, uncompressed, and all members together:
-#: saved cases are small (the shrunk counterexample), so a file over these is refused before
-#: anything is decompressed (a zip bomb)
+#: the largest archive member a case file may hold, uncompressed, and all members together,
+#: whatever they compress to: a file over these is refused before anything is decompressed (a
+#: zip bomb), unless it expands at most :data:`MAX_EXPANSION` times (a long input, a 128k-key
+#: attention case of some hundred MiB, is as large on disk as in memory)
 MAX_MEMBER_BYTES = 64 * 2**20
 MAX_TOTAL_BYTES = 256 * 2**20
+#: how many times its stored size a member (and the archive) may expand beyond the limits
+#: above: float inputs rounded to half precision and stored as float64 compress a few times; a
+#: zip bomb expands about a thousand
+MAX_EXPANSION = 16
 #: the most archive members a case file may hold
 MAX_MEMBERS = 4096
 
@@ -1242,19 +1261,28 @@ def check_archive(path: Path) -> None:
 
     from transpec.errors import CaseFileReadError
 
-    limit = f"the limit is {MAX_MEMBER_BYTES // 2**20} MiB a member, {MAX_TOTAL_BYTES // 2**20} MiB"
+    limit = (
+        f"the limit is {MAX_MEMBER_BYTES // 2**20} MiB a member, {MAX_TOTAL_BYTES // 2**20} MiB "
+        f"in all, or {MAX_EXPANSION} times the stored size"
+    )
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
             if len(members) > MAX_MEMBERS:
                 raise CaseFileReadError(f"{len(members)} archive members (at most {MAX_MEMBERS})")
-            total = 0
+            total = stored = 0
             for info in members:
                 total += info.file_size
-                if info.file_size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
+                stored += info.compress_size
+                member_ok = (
+                    info.file_size <= MAX_MEMBER_BYTES
+                    or info.file_size <= MAX_EXPANSION * info.compress_size
+                )
+                total_ok = total <= MAX_TOTAL_BYTES or total <= MAX_EXPANSION * stored
+                if not (member_ok and total_ok):
                     raise CaseFileReadError(
                         f"archive member {info.filename!r} expands to {info.file_size} bytes "
-                        f"({total} in all so far); {limit} in all"
+                        f"({total} in all so far); {limit}"
                     )
             for info in members:
                 with archive.open(info) as member:

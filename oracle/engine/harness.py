@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -294,6 +295,38 @@ def scalar_attributes(args: Mapping[str, Any], conventions: Conventions) -> Mapp
     return out
 
 
+#: how many (reference, tolerance) pairs :meth:`Harness.judging` keeps: the slow path of
+#: ``fast_slow_agreement`` and Hypothesis's replays of an input judge the same inputs again
+JUDGED_MEMO_SIZE = 8
+_JUDGED: OrderedDict[bytes, tuple[Reference, Tolerance]] = OrderedDict()
+_JUDGED_LOCK = threading.Lock()
+
+
+def _digest_value(h: Any, value: Any) -> None:
+    """Feed ``value`` (arrays, dicts of them, plain values) to the hash ``h``, unambiguously."""
+    if isinstance(value, np.ndarray):
+        h.update(f"a{value.dtype.str}{value.shape}".encode())
+        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+    elif isinstance(value, Mapping):
+        h.update(f"d{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            h.update(repr(key).encode())
+            _digest_value(h, value[key])
+    else:
+        text = repr(value)
+        h.update(f"v{type(value).__name__}{len(text)}:{text}".encode())
+
+
+def judged_key(*parts: Any) -> bytes:
+    """A digest of everything a reference and its tolerance are computed from."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=32)
+    for part in parts:
+        _digest_value(h, part)
+    return h.digest()
+
+
 class _DedicatedThread:
     """One daemon thread that runs every call of one adapter, in order (an adapter's
     ``dedicated_thread = True``): for libraries whose state is bound to the thread that made it
@@ -381,6 +414,9 @@ class Harness:
         #: examples discarded because ``supports()`` rejected them, and the last reason given
         self.rejected = 0
         self.rejection: str | None = None
+        #: calls judged on sampled rows, and which rows the last of them judged (in words)
+        self.sampled_calls = 0
+        self.sampled_rows: str | None = None
 
     def slow_path(self) -> Harness | None:
         """A harness of the adapter's slow path (``slow_path_adapter()``, for
@@ -713,16 +749,54 @@ class Harness:
         is handed a copy of the arguments. ``rows``: the query rows to judge (attention:
         indices or ``"sampled"``; see :meth:`call`)."""
         record = registry.get(component)
-        semantics = None
-        if record.takes_params:
-            semantics = self.adapter.layer_semantics(component, copy_arguments(sent))
         return record.compute_reference(
+            scalar_attributes(sent, self.conventions),
+            conventions=self.conventions,
+            dtype=self.dtype,
+            semantics=self._semantics(component, sent),
+            rows=rows,
+        )
+
+    def _semantics(self, component: str, sent: Mapping[str, Any]) -> Any:
+        if not registry.get(component).takes_params:
+            return None
+        return self.adapter.layer_semantics(component, copy_arguments(sent))
+
+    def judging(
+        self, component: str, sent: Mapping[str, Any], *, rows: Any = None
+    ) -> tuple[Reference, Tolerance]:
+        """(:meth:`reference`, :meth:`tolerance`) of the arguments as sent: the pair computed
+        last time for the same component, dtype, conventions, semantics, rows, precision and
+        arguments (bit for bit) when there was one among the last :data:`JUDGED_MEMO_SIZE`."""
+        record = registry.get(component)
+        semantics = self._semantics(component, sent)
+        key = judged_key(
+            component,
+            self.dtype,
+            self.conventions,
+            semantics,
+            rows,
+            self.precision(component),
+            dict(sent),
+        )
+        with _JUDGED_LOCK:
+            found = _JUDGED.get(key)
+            if found is not None:
+                _JUDGED.move_to_end(key)
+                return found
+        reference = record.compute_reference(
             scalar_attributes(sent, self.conventions),
             conventions=self.conventions,
             dtype=self.dtype,
             semantics=semantics,
             rows=rows,
         )
+        pair = (reference, self.tolerance(component, reference))
+        with _JUDGED_LOCK:
+            _JUDGED[key] = pair
+            while len(_JUDGED) > JUDGED_MEMO_SIZE:
+                _JUDGED.popitem(last=False)
+        return pair
 
     def call(self, component: str, args: Mapping[str, Any], *, rows: Any = None) -> Call:
         """Round ``args`` (canonical meaning), call the implementation, check, add the reference.
@@ -758,7 +832,7 @@ class Harness:
         encoded = self.encode(component, args)
         drop = self._drops_enable_gqa(component, encoded)
         if self.worker is not None:
-            sent, output = self.worker.call(
+            pending = self.worker.submit(
                 path=self.path,
                 component=component,
                 dtype=self.dtype,
@@ -767,22 +841,39 @@ class Harness:
                 encoded=encoded,
                 drop_enable_gqa=drop,
             )
-            sent = _frozen_values(sent)
-            reference = self.reference(component, sent, rows=rows)
-            tol = self.tolerance(component, reference)
+            # the worker reports what it sent before it calls: the reference and the tolerance
+            # are computed while the implementation runs
+            sent = _frozen_values(pending.sent())
+            try:
+                reference, tol = self.judging(component, sent, rows=rows)
+            except KeyboardInterrupt:
+                pending.abandon()
+                raise
+            except BaseException:
+                pending.result()  # a failure of the call comes first, as when it was awaited
+                raise
+            _, output = pending.result()
             check_shape(component, output, _full_shape(reference))
         else:
             native, sent, watch = self._prepare(component, encoded)
             if drop:
                 del native["enable_gqa"]
-            reference = self.reference(component, sent, rows=rows)
-            tol = self.tolerance(component, reference)
+            reference, tol = self.judging(component, sent, rows=rows)
             result = self.invoke(component, native)
             self.check_conventions(component)
             watch.untouched(component, self.adapter)
             output = self.convert_output(component, result, _full_shape(reference))
         if reference.rows is not None:
-            output = output[..., list(reference.rows), :]
+            from transpec.oracle.kernels.rows import judged_part, row_count, summary
+
+            output = judged_part(
+                reference.row_layout, reference.rows, output, np.shape(reference.value)
+            )
+            total = row_count(
+                reference.row_layout, _full_shape(reference), np.shape(reference.value)
+            )
+            self.sampled_calls += 1
+            self.sampled_rows = summary(reference.row_layout, reference.rows, total)
         rounded = self.decode(component, sent)
         if lowered:
             rounded = self._regroup(rounded, kv_heads)
@@ -799,15 +890,23 @@ class Harness:
         return method is not None and not accepts_argument(method, "enable_gqa")
 
     def execute(
-        self, component: str, encoded: Mapping[str, Any], *, drop_enable_gqa: bool = False
+        self,
+        component: str,
+        encoded: Mapping[str, Any],
+        *,
+        drop_enable_gqa: bool = False,
+        on_sent: Callable[[dict[str, Any]], None] | None = None,
     ) -> tuple[dict[str, Any], np.ndarray]:
         """The worker process's side of :meth:`call`: (what was sent, as float64/bool copies;
         the output as float64) for arguments already in the adapter's declared meaning.
 
         Rounds and converts them, calls the implementation without a time limit (the parent
         enforces it), checks the conventions and the inputs after the call and converts the
-        output; the parent computes the reference and the tolerance and checks the shape."""
+        output; the parent computes the reference and the tolerance and checks the shape.
+        ``on_sent`` is handed what was sent before the call (the worker reports it then)."""
         native, sent, watch = self._prepare(component, encoded)
+        if on_sent is not None:
+            on_sent(sent)
         if drop_enable_gqa:
             native.pop("enable_gqa", None)
         result = self.invoke(component, native, limited=False)
@@ -831,16 +930,18 @@ class Harness:
             worst, judged = result.worst, ""
             rows = call.reference.rows
             if rows is not None:
-                full = call.reference.full_shape or ()
-                judged = f" (judged {len(rows)} of {full[-2]} query rows)"
-                if worst is not None:
-                    from transpec.oracle.kernels.rows import compact
+                from transpec.oracle.kernels.rows import compact, row_count, row_name, whole_index
 
-                    index = (*worst.index[:-2], rows[worst.index[-2]], worst.index[-1])
+                layout = call.reference.row_layout
+                full = call.reference.full_shape or ()
+                total = row_count(layout, full, np.shape(call.reference.value))
+                judged = f" (judged {len(rows)} of {total} {row_name(layout)})"
+                if worst is not None:
+                    index = whole_index(layout, rows, tuple(worst.index), full)
                     worst = dataclasses.replace(
                         worst,
                         index=index,
-                        derivation=f"{worst.derivation}; judged query rows {compact(rows)}",
+                        derivation=f"{worst.derivation}; judged {row_name(layout)} {compact(rows)}",
                     )
             raise PropertyViolation(
                 f"{prefix}{result.message}{judged}",

@@ -36,6 +36,7 @@ Ctrl-C at the terminal reaches the run, which then stops the worker.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -46,7 +47,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -112,6 +113,10 @@ class AdapterSource:
             adapter = load_adapter(self.spec, component=self.component, base=self.base)
         else:
             adapter = load_adapter(self.spec)
+        return self.configure(adapter)
+
+    def configure(self, adapter: Adapter) -> Adapter:
+        """``adapter`` (loaded from this source) with :attr:`conventions` when given."""
         if self.conventions is not None and self.conventions != adapter.conventions:
             # on the instance only when they differ: a class-level change that the
             # implementation makes during a call must stay visible (changed_conventions)
@@ -132,6 +137,92 @@ def _exit_text(code: int | None) -> str:
         description = signal.strsignal(sig) if hasattr(signal, "strsignal") else None
         return f"killed by signal {sig.name}" + (f" ({description})" if description else "")
     return f"exited with code {code}"
+
+
+def _launch() -> tuple[subprocess.Popen[bytes], Connection]:
+    """A new worker process (:func:`serve`) and the parent's end of its socket pair."""
+    parent, child = socket.socketpair()
+    try:
+        stdout: int = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
+        os.fstat(stdout)
+    except (AttributeError, OSError, ValueError):
+        stdout = subprocess.DEVNULL
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from transpec.oracle.engine.isolation import serve; serve(int(sys.argv[1]))",
+        str(child.fileno()),
+    ]
+    try:
+        process = subprocess.Popen(
+            command,
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the run, not the worker
+        )
+    except (OSError, ValueError) as exc:  # ValueError: no pass_fds on this platform
+        parent.close()
+        raise WorkerError(f"cannot start a worker process here: {exc}") from None
+    finally:
+        child.close()
+    return process, Connection(parent.detach())
+
+
+#: worker processes started ahead of their run (:func:`prestart`), by adapter spec
+_SPARES: dict[str, tuple[subprocess.Popen[bytes], Connection]] = {}
+
+
+def prestart(source: AdapterSource) -> None:
+    """Start a worker process for ``source`` now and have it load the adapter, before this
+    process loads its own copy: the two imports of the framework then run at once. The first
+    :class:`Worker` of the same spec takes it over (its hello then names the conventions; a
+    worker whose source differs loads the adapter again); one never taken is killed when this
+    process exits. Nothing happens where a worker cannot be started."""
+    if source.spec in _SPARES:
+        return
+    atexit.unregister(_end_spares)
+    atexit.register(_end_spares)
+    try:
+        process, conn = _launch()
+    except WorkerError:
+        return
+    _SPARES[source.spec] = (process, conn)  # (ended at exit, whatever interrupts this)
+    info = {
+        "spec": source.spec,
+        "component": source.component,
+        "base": source.base,
+        "sys_path": list(sys.path),
+    }
+    try:
+        conn.send(("preload", info))
+    except OSError:
+        _end(*_SPARES.pop(source.spec))
+
+
+def _take_spare(source: AdapterSource) -> tuple[subprocess.Popen[bytes], Connection] | None:
+    """The spare worker started for ``source.spec``, if one is still alive."""
+    spare = _SPARES.pop(source.spec, None)
+    if spare is not None and spare[0].poll() is not None:
+        _end(*spare)
+        return None
+    return spare
+
+
+def _end(process: subprocess.Popen[bytes], conn: Connection) -> None:
+    with contextlib.suppress(OSError):
+        conn.close()
+    with contextlib.suppress(OSError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5.0)
+
+
+def _end_spares() -> None:
+    while _SPARES:
+        _end(*_SPARES.popitem()[1])
 
 
 class Worker:
@@ -160,6 +251,9 @@ class Worker:
         self.start_timeout = start_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
+        #: whether the current worker answered its hello (loaded its adapter)
+        self._ready = False
+        self._spawned_at = 0.0
         #: how many worker processes were started (1 + the replacements)
         self.started = 0
 
@@ -175,35 +269,22 @@ class Worker:
 
     # -- the process ----------------------------------------------------------------------------
 
-    def _start(self) -> None:
-        parent, child = socket.socketpair()
-        try:
-            stdout: int = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
-            os.fstat(stdout)
-        except (AttributeError, OSError, ValueError):
-            stdout = subprocess.DEVNULL
-        command = [
-            sys.executable,
-            "-c",
-            "import sys; from transpec.oracle.engine.isolation import serve; "
-            "serve(int(sys.argv[1]))",
-            str(child.fileno()),
-        ]
-        try:
-            process = subprocess.Popen(
-                command,
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                start_new_session=True,  # a terminal's Ctrl-C reaches the run, not the worker
-            )
-        except (OSError, ValueError) as exc:  # ValueError: no pass_fds on this platform
-            parent.close()
-            raise WorkerError(f"cannot start a worker process here: {exc}") from None
-        finally:
-            child.close()
-        conn = Connection(parent.detach())
+    def spawn(self) -> None:
+        """Start the worker process now, if none runs, without waiting for it to load its
+        adapter: it imports the framework while the run draws and computes its first
+        references; the first call waits for it to be ready (within ``start_timeout``)."""
+        if self._process is None:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        spare = _take_spare(self.source)
+        if spare is not None:
+            process, conn = spare
+        else:
+            process, conn = _launch()
         self._process, self._conn = process, conn
+        self._ready = False
+        self._spawned_at = time.monotonic()
         self.started += 1
         hello = {
             "spec": self.source.spec,
@@ -213,9 +294,16 @@ class Worker:
             "sys_path": list(sys.path),
             "memory_limit": self.memory_limit,
         }
-        try:
+        # (a worker that died already: _await_ready reports its exit status)
+        with contextlib.suppress(OSError):
             conn.send(("hello", hello))
-            if not conn.poll(self.start_timeout):
+
+    def _await_ready(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        waited = time.monotonic() - self._spawned_at
+        try:
+            if not conn.poll(max(0.0, self.start_timeout - waited)):
                 self._kill()
                 raise WorkerError(
                     f"the worker process did not load adapter {self.source.spec!r} within "
@@ -231,6 +319,7 @@ class Worker:
             self._kill()
             raise WorkerError(f"the worker process cannot load the adapter: {reply[1]}")
         _, self.loaded, self.loaded_conventions = reply
+        self._ready = True
         if self.expect is not None and self.loaded != self.expect:
             self._kill()
             raise WorkerError(
@@ -279,19 +368,6 @@ class Worker:
 
     # -- a call ---------------------------------------------------------------------------------
 
-    def _answered(self, conn: Connection, deadline: float) -> bool:
-        """Wait until the worker answers (True), dies (an ``EOFError``, as when the pipe
-        closes: a process it forked may hold the pipe open after it died) or the deadline
-        passes (False)."""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if conn.poll(min(remaining, _WATCH_PERIOD)):
-                return True
-            if self._process is None or self._process.poll() is not None:
-                raise EOFError("the worker process ended")
-
     def call(
         self,
         *,
@@ -311,6 +387,35 @@ class Worker:
         :class:`ImplementationFailure` the worker's harness found, ``"crashed"`` when the worker
         died, ``"hung"`` when it did not answer within ``declared.call_timeout`` seconds
         (then it is killed), and :class:`WorkerError` for an error of transpec's."""
+        return self.submit(
+            path=path,
+            component=component,
+            dtype=dtype,
+            device=device,
+            declared=declared,
+            encoded=encoded,
+            drop_enable_gqa=drop_enable_gqa,
+            cotangent=cotangent,
+        ).result()
+
+    def submit(
+        self,
+        *,
+        path: str,
+        component: str,
+        dtype: str,
+        device: str,
+        declared: Declared,
+        encoded: dict[str, Any],
+        drop_enable_gqa: bool,
+        cotangent: np.ndarray | None = None,
+    ) -> PendingCall:
+        """Send one call to the worker and return at once: :meth:`PendingCall.sent` waits for
+        what the implementation is being sent (a forward call's worker reports it before it
+        calls, so the run computes the reference while the implementation runs),
+        :meth:`PendingCall.result` for the answer (as :meth:`call`)."""
+        if self._process is not None and not self._ready:
+            self._await_ready()
         if self._process is not None and self._process.poll() is not None:
             code = self._reap()
             raise ImplementationFailure(
@@ -320,7 +425,8 @@ class Worker:
                 "thread or a device's queued work, ended it)",
             )
         if self._process is None:
-            self._start()
+            self._spawn()
+            self._await_ready()
         conn = self._conn
         assert conn is not None
         if path == "default" and self.loaded_conventions != declared.conventions:
@@ -330,7 +436,6 @@ class Worker:
                 "other conventions than the adapter under test (configured after it was made?); "
                 "judge it with isolation 'none'"
             )
-        timeout = declared.call_timeout
         request = (
             "call",
             path,
@@ -342,37 +447,118 @@ class Worker:
             drop_enable_gqa,
             cotangent,
         )
-        started = time.monotonic()
+        pending = PendingCall(self, conn, component, declared.call_timeout)
         try:
             conn.send(request)
-            if not self._answered(conn, started + timeout):
-                self._kill()
+        except OSError:
+            pending.crashed()
+        return pending
+
+
+class PendingCall:
+    """One call sent to a :class:`Worker`, its answer not yet read.
+
+    The time limit runs from the request: an answer must come within ``call_timeout`` seconds
+    (else the worker is killed: ``"hung"``), and the worker's own measure of the call (from
+    the request to the answer) must be within it too, so that an answer read late, because
+    the run was busy with the reference meanwhile, is judged by when it was made."""
+
+    def __init__(self, worker: Worker, conn: Connection, component: str, timeout: float) -> None:
+        self.worker = worker
+        self.conn = conn
+        self.component = component
+        self.timeout = timeout
+        self.started = time.monotonic()
+        self._sent: dict[str, Any] | None = None
+        self._final: tuple[Any, ...] | None = None
+
+    def _wait(self) -> bool:
+        """Wait until the worker answers (True), dies (an ``EOFError``, as when the pipe
+        closes: a process it forked may hold the pipe open after it died) or the time limit
+        passes (False). An answer already there is taken, however late it is read."""
+        deadline = self.started + self.timeout
+        process = self.worker._process
+        while True:
+            remaining = deadline - time.monotonic()
+            if self.conn.poll(max(0.0, min(remaining, _WATCH_PERIOD))):
+                return True
+            if remaining <= 0:
+                return False
+            if process is None or process.poll() is not None:
+                raise EOFError("the worker process ended")
+
+    def abandon(self) -> None:
+        """Stop waiting: the worker is killed with the call in flight (the run is stopping)."""
+        self.worker._kill()
+
+    def crashed(self) -> NoReturn:
+        """Raise ``"crashed"``: the worker died (or its pipe broke) during this call."""
+        code = self.worker._reap()
+        seconds = time.monotonic() - self.started
+        raise ImplementationFailure(
+            "crashed",
+            f"{self.component}: the worker process running it {_exit_text(code)} "
+            f"after {seconds:.2g} s",
+        ) from None
+
+    def _next(self) -> tuple[Any, ...]:
+        try:
+            if not self._wait():
+                self.worker._kill()
                 raise ImplementationFailure(
                     "hung",
-                    f"{component} did not return within {timeout:g} s (call_timeout); its "
-                    "worker process was killed",
+                    f"{self.component} did not return within {self.timeout:g} s (call_timeout); "
+                    "its worker process was killed",
                 )
-            reply = conn.recv()
+            message: tuple[Any, ...] = self.conn.recv()
         except (EOFError, OSError):
-            code = self._reap()
-            seconds = time.monotonic() - started
-            raise ImplementationFailure(
-                "crashed",
-                f"{component}: the worker process running it {_exit_text(code)} "
-                f"after {seconds:.2g} s",
-            ) from None
+            self.crashed()
         except KeyboardInterrupt:
-            self._kill()  # the run stops; the call in flight is abandoned with its worker
+            self.worker._kill()  # the run stops; the call in flight is abandoned with its worker
             raise
+        return message
+
+    def _read(self) -> None:
+        """Read the next message: what was sent (forward calls) or the final answer."""
+        message = self._next()
+        if message[0] == "sent":
+            self._sent = message[1]
+        else:
+            self._final = message
+
+    def sent(self) -> dict[str, Any]:
+        """What the implementation was sent (float64/bool copies taken before the call);
+        raises as :meth:`result` when the call ended without reporting it."""
+        while self._sent is None and self._final is None:
+            self._read()
+        if self._sent is None:
+            self.result()  # raises: the call failed before it was made
+            raise WorkerError("in the worker process: no inputs reported")
+        return self._sent
+
+    def result(self) -> tuple[dict[str, Any], Any]:
+        """(what was sent, the output as float64), or the failure (:meth:`Worker.call`)."""
+        while self._final is None:
+            self._read()
+        *reply, seconds = self._final
         status = reply[0]
         if status == "ok":
-            return reply[1], reply[2]
+            if seconds > self.timeout:
+                raise ImplementationFailure(
+                    "hung",
+                    f"{self.component} did not return within {self.timeout:g} s "
+                    f"(call_timeout): it answered after {seconds:.3g} s",
+                )
+            sent = reply[1] if reply[1] is not None else self._sent
+            if sent is None:
+                raise WorkerError("in the worker process: no inputs reported")
+            return sent, reply[2]
         if status == "failure":
             _, kind, message, retire = reply
             if retire:
-                self._kill()
+                self.worker._kill()
             raise ImplementationFailure(kind, message)
-        self._kill()
+        self.worker._kill()
         raise WorkerError(f"in the worker process: {reply[1]}")
 
 
@@ -415,19 +601,26 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the run stops
     sys.stdout = sys.stderr  # (descriptor 1 is the parent's standard error already)
     conn = Connection(fd)
+    preloaded: tuple[tuple[Any, ...], Any] | None = None
     try:
-        _, hello = conn.recv()
+        kind, hello = conn.recv()
+        if kind == "preload":  # a spare worker: load now, while the run starts
+            preloaded = _preload(hello)
+            kind, hello = conn.recv()
     except (EOFError, OSError):
         return
     sys.path[:] = [p for p in hello["sys_path"] if isinstance(p, str)]
     memory_limit = hello["memory_limit"]
+    source = AdapterSource(hello["spec"], hello["component"], hello["base"], hello["conventions"])
     try:
-        adapter = AdapterSource(
-            hello["spec"], hello["component"], hello["base"], hello["conventions"]
-        ).load()
+        if preloaded is not None and preloaded[0] == _source_key(source):
+            adapter = source.configure(preloaded[1])
+        else:
+            adapter = source.load()
     except BaseException as exc:
         conn.send(("error", _one_line(exc)))
         return
+    del preloaded
     _limit_memory(memory_limit)  # after the imports: only the implementation's calls are capped
     loaded = f"{type(adapter).__module__}:{type(adapter).__qualname__}"
     conn.send(("ready", loaded, getattr(adapter, "conventions", None)))
@@ -439,16 +632,40 @@ def serve(fd: int) -> None:
             return
         if message[0] != "call":
             return
-        reply = _answer(adapters, message[1:], memory_limit)
+        started = time.monotonic()
+        reply = _answer(adapters, message[1:], memory_limit, conn)
+        seconds = time.monotonic() - started
         try:
-            conn.send(reply)
+            conn.send((*reply, seconds))
         except Exception as exc:  # an answer that cannot be pickled (transpec's bug)
-            conn.send(("error", f"cannot send the answer: {_one_line(exc)}"))
+            conn.send(("error", f"cannot send the answer: {_one_line(exc)}", seconds))
         if reply[0] == "failure" and reply[3]:
             return  # retire: the parent starts a fresh worker
 
 
-def _answer(adapters: dict[str, Any], request: tuple[Any, ...], memory_limit: int | None) -> Any:
+def _source_key(source: AdapterSource) -> tuple[Any, ...]:
+    return (source.spec, source.component, source.base)
+
+
+def _preload(info: dict[str, Any]) -> tuple[tuple[Any, ...], Any] | None:
+    """A spare worker's adapter, loaded before the run names its conventions (None when it
+    cannot be loaded: the hello then loads it again and reports why)."""
+    sys.path[:] = [p for p in info["sys_path"] if isinstance(p, str)]
+    source = AdapterSource(info["spec"], info["component"], info["base"])
+    try:
+        return _source_key(source), source.load()
+    except Exception:
+        return None
+
+
+def _answer(
+    adapters: dict[str, Any],
+    request: tuple[Any, ...],
+    memory_limit: int | None,
+    conn: Connection | None = None,
+) -> Any:
+    """The answer to one call; a forward call first sends ``("sent", what was sent)`` on
+    ``conn``, before the implementation runs."""
     from transpec.oracle.engine.harness import Harness
 
     path, component, dtype, device, declared, encoded, drop, cotangent = request
@@ -464,8 +681,15 @@ def _answer(adapters: dict[str, Any], request: tuple[Any, ...], memory_limit: in
 
             sent, grads = execute_vjp(harness, component, encoded, cotangent, drop_enable_gqa=drop)
             return ("ok", sent, grads)
-        sent, output = harness.execute(component, encoded, drop_enable_gqa=drop)
-        return ("ok", sent, output)
+
+        def report(sent: dict[str, Any]) -> None:
+            if conn is not None:
+                conn.send(("sent", sent))
+
+        sent, output = harness.execute(
+            component, encoded, drop_enable_gqa=drop, on_sent=report if conn else None
+        )
+        return ("ok", None if conn else sent, output)
     except ImplementationFailure as failure:
         if isinstance(failure.__cause__, MemoryError):
             return _out_of_memory(component, failure.__cause__, memory_limit)

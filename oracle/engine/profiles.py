@@ -94,16 +94,6 @@ def resolve(
     )
 
 
-_active: Profile | None = None
-
-
-def active() -> Profile:
-    """The profile of the run under way: the last one :func:`hypothesis_settings` was built
-    for (the ``ci`` profile before any). Strategies whose size depends on the profile (the
-    long-context regime) read it when they draw."""
-    return _active if _active is not None else resolve("ci")
-
-
 def case_seed(profile: Profile, *parts: str) -> int:
     """The seed of one (component, property, dtype, device): a hash of the run seed and names."""
     text = "\x1f".join((str(profile.seed), *parts))
@@ -111,13 +101,9 @@ def case_seed(profile: Profile, *parts: str) -> int:
 
 
 def hypothesis_settings(profile: Profile) -> Any:
-    """A ``hypothesis.settings`` object for one property under ``profile`` (which becomes the
-    :func:`active` one)."""
+    """A ``hypothesis.settings`` object for one property under ``profile``."""
     from hypothesis import HealthCheck, Phase, Verbosity, settings
     from hypothesis.database import DirectoryBasedExampleDatabase
-
-    global _active
-    _active = profile
 
     database = DirectoryBasedExampleDatabase(profile.database) if profile.database else None
     return settings(

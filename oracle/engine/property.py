@@ -52,6 +52,15 @@ class Property:
     #: a property of the backward pass (:mod:`transpec.oracle.gradients`): a run includes it
     #: when gradients are requested (``transpec check --gradients``) or it is named
     backward: bool = False
+    #: ``inputs`` takes the run's profile name too (``inputs(dtype, profile=name)``): its sizes
+    #: depend on the profile (the long-context regime)
+    sized_by_profile: bool = False
+
+    def strategy(self, dtype: str, profile: str = "ci") -> st.SearchStrategy[Args]:
+        """The strategy of its arguments in ``dtype`` under the profile named ``profile``."""
+        if self.sized_by_profile:
+            return self.inputs(dtype, profile=profile)  # type: ignore[call-arg]
+        return self.inputs(dtype)
 
     @property
     def id(self) -> str:

@@ -660,9 +660,10 @@ def _attention_properties() -> tuple[Property, ...]:
             "long_context",
             "equivalence on long sequences (up to 128k keys in the thorough profile), judged "
             "exactly on sampled query rows: tile boundaries, causal frontier, padding edges",
-            _strategy(strat.long_context_inputs),
+            strat.long_context_inputs,
             _check_long_context,
             app,
+            sized_by_profile=True,
         ),
         Property(
             _ATT,

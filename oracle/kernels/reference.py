@@ -32,6 +32,7 @@ batch/head dims is accepted.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import zlib
@@ -58,7 +59,8 @@ class Reference:
     broadcastable to ``value``, or plain numbers). ``weights``: the attention probabilities
     (shape (..., Hq, Lq, Lk)) when the block computes them. ``rows``: when the reference
     holds only some query rows (axis -2 of the output), their indices, and ``full_shape`` the
-    shape of the whole output; None when it holds every row.
+    shape of the whole output; None when it holds every row. A norm's rows are those of its
+    input's leading dims flattened (``row_layout="flat"``: value (len(rows), *normalized)).
     """
 
     value: FloatArray
@@ -67,6 +69,9 @@ class Reference:
     weights: FloatArray | None = None
     rows: tuple[int, ...] | None = None
     full_shape: tuple[int, ...] | None = None
+    #: where the judged rows sit in the whole output (:data:`~transpec.oracle.kernels.rows.
+    #: ROW_LAYOUTS`): attention's query axis, or a norm's flattened leading dims
+    row_layout: str = "query"
 
 
 # -- argument checking -------------------------------------------------------------------------
@@ -550,25 +555,25 @@ def _attention_of(problem: AttentionProblem, rows: Any, streaming: bool | None) 
     return _attention_blocks(problem, None, STREAM_BLOCK, keep_weights=small and not streaming)
 
 
-def query_rows(rows: Any, q_len: int) -> np.ndarray:
+def query_rows(rows: Any, q_len: int, block: str = "attention") -> np.ndarray:
     """``rows`` as a 1-D int64 array of query indices in [0, q_len) (negative ones counted from
     the end); ``TypeError``/``ValueError`` for anything else (floats, bools, an empty or a
     multi-dimensional sequence, an index out of range)."""
     if isinstance(rows, (str, bytes)):
-        raise TypeError(f"attention: rows must be a sequence of ints, got {type(rows).__name__}")
+        raise TypeError(f"{block}: rows must be a sequence of ints, got {type(rows).__name__}")
     try:
         arr = np.asarray(rows)
     except Exception:
-        raise TypeError("attention: rows must be a sequence of ints") from None
+        raise TypeError(f"{block}: rows must be a sequence of ints") from None
     empty_list = arr.size == 0 and arr.dtype == np.float64  # np.asarray([]): refused below
     if (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)) and not empty_list:
-        raise TypeError(f"attention: rows must be ints, got dtype {arr.dtype}")
+        raise TypeError(f"{block}: rows must be ints, got dtype {arr.dtype}")
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"attention: rows must be a non-empty 1-D sequence, got shape {arr.shape}")
+        raise ValueError(f"{block}: rows must be a non-empty 1-D sequence, got shape {arr.shape}")
     idx = arr.astype(np.int64)
     if int(idx.min()) < -q_len or int(idx.max()) >= q_len:
         raise ValueError(
-            f"attention: rows must be in [-{q_len}, {q_len}) for {q_len} queries, got "
+            f"{block}: rows must be in [-{q_len}, {q_len}) for {q_len} queries, got "
             f"{int(idx.min())}..{int(idx.max())}"
         )
     return np.where(idx < 0, idx + q_len, idx)
@@ -817,27 +822,26 @@ def _attention_blocks(
                 c = view(c_buf, n_block, width)
                 d = view(d_buf, n_block, width)
                 np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
-                d *= pos  # NaN where T = -inf (inf·0) or the row is dead
-                np.fmax(d, 0.0, out=d)  # ... and those NaN to 0
                 np.matmul(absqb, absk_t[..., keys], out=c)
                 c *= scale_abs
                 if sb.additive is not None:
                     c += np.where(np.isfinite(sb.additive), np.abs(sb.additive), 0.0)
                 if problem.fill is not None and sb.hidden is not None:
                     np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
-                c *= pos
+                # the maxima over the keys with P > 0 (C, D >= 0 there: 0 where there are none)
                 np.maximum(
                     score_max[..., rs, :],
-                    np.max(c, axis=-1, keepdims=True),
+                    np.max(c, axis=-1, keepdims=True, where=pos, initial=0.0),
                     out=score_max[..., rs, :],
                 )
                 np.maximum(
                     shift_max[..., rs, :],
-                    np.max(d, axis=-1, keepdims=True),
+                    np.max(d, axis=-1, keepdims=True, where=pos, initial=0.0),
                     out=shift_max[..., rs, :],
                 )
-                c *= p  # P∘C
-                d *= p  # P∘D
+                c *= p  # P∘C (C is finite: 0 where P = 0)
+                d *= p  # P∘D: NaN where P = 0 and D = inf (T = -inf) ...
+                np.fmax(d, 0.0, out=d)  # ... to 0 (a dead row's P is 0 everywhere)
                 score_mean[..., rs, :] += np.sum(c, axis=-1, keepdims=True)
                 shift_mean[..., rs, :] += np.sum(d, axis=-1, keepdims=True)
                 score_w[..., rs, :] += np.matmul(c, absv[..., keys, :])
@@ -1117,7 +1121,9 @@ def compute_component(
     if rows is None:
         return reference(args, conventions=conventions, dtype=dtype)
     if "rows" not in inspect.signature(reference).parameters:
-        raise ValueError(f"{component}: its reference computes every row; rows= is for attention")
+        raise ValueError(
+            f"{component}: its reference computes every row; rows= is for attention and the norms"
+        )
     return reference(args, conventions=conventions, dtype=dtype, rows=rows)
 
 
@@ -1181,15 +1187,67 @@ def sampled_rows(problem: AttentionProblem) -> np.ndarray:
     )
 
 
-def layer_norm_reference(
-    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+#: above this many input elements the registry's reference of a norm judges sampled rows
+#: (:func:`sampled_norm_rows`); its terms hold several arrays of the input's size
+NORM_SAMPLING_THRESHOLD = 1 << 25
+
+
+def sampled_norm_rows(x: np.ndarray, n_axes: int) -> np.ndarray:
+    """The rows (of the leading dims flattened) the oracle judges on a long norm input: those
+    :func:`~transpec.oracle.kernels.rows.judged_rows` chooses for as many rows (tile
+    boundaries, first and last rows, random rows), drawn from a generator seeded by the bytes
+    of ``x``: the same input always gets the same rows."""
+    from transpec.oracle.kernels.rows import judged_rows
+
+    n_rows = math.prod(x.shape[: x.ndim - n_axes])
+    crc = zlib.crc32(np.ascontiguousarray(x).tobytes())
+    return judged_rows(max(n_rows, 1), 1, rng=np.random.default_rng(crc))
+
+
+def _norm_rows(
+    block: Callable[..., Reference], args: Mapping[str, Any], rows: Any, **options: Any
 ) -> Reference:
-    """:func:`layer_norm` of ``args``; ``dtype`` does not change it."""
-    return layer_norm(**dict(args), conventions=conventions)
+    """``block`` (:func:`layer_norm`, :func:`rms_norm`) on the rows ``rows`` of ``args["x"]``
+    (None: every row, sampled above :data:`NORM_SAMPLING_THRESHOLD` elements; ``"sampled"``;
+    or indices of the leading dims flattened): rows are independent, so each is exactly the
+    corresponding row of the whole reference."""
+    x = _as_float_array(args["x"], f"{block.__name__}: x")
+    if rows is None:
+        if x.size <= NORM_SAMPLING_THRESHOLD:
+            return block(**dict(args), **options)
+        rows = "sampled"
+    n_axes = _normalized_axes(x, args["normalized_shape"], block.__name__)
+    n_rows = math.prod(x.shape[: x.ndim - n_axes])
+    if isinstance(rows, str):
+        if rows != "sampled":
+            raise ValueError(
+                f"{block.__name__}: rows must be row indices or 'sampled', got {rows!r}"
+            )
+        index = sampled_norm_rows(x, n_axes)
+    else:
+        index = query_rows(rows, n_rows, block.__name__)
+    trailing = x.shape[x.ndim - n_axes :]
+    part = block(**{**dict(args), "x": x.reshape(-1, *trailing)[index]}, **options)
+    return dataclasses.replace(
+        part,
+        rows=tuple(int(i) for i in index),
+        full_shape=tuple(x.shape),
+        row_layout="flat",
+    )
+
+
+def layer_norm_reference(
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str, rows: Any = None
+) -> Reference:
+    """:func:`layer_norm` of ``args``; ``dtype`` does not change it. ``rows``: None (every
+    row; sampled above :data:`NORM_SAMPLING_THRESHOLD` elements), ``"sampled"`` or indices of
+    the rows (the leading dims flattened)."""
+    return _norm_rows(layer_norm, args, rows, conventions=conventions)
 
 
 def rms_norm_reference(
-    args: Mapping[str, Any], *, conventions: Conventions, dtype: str
+    args: Mapping[str, Any], *, conventions: Conventions, dtype: str, rows: Any = None
 ) -> Reference:
-    """:func:`rms_norm` of ``args`` in ``dtype`` (whose epsilon is eps=None's value)."""
-    return rms_norm(**dict(args), conventions=conventions, dtype=dtype)
+    """:func:`rms_norm` of ``args`` in ``dtype`` (whose epsilon is eps=None's value); ``rows``
+    as :func:`layer_norm_reference`'s."""
+    return _norm_rows(rms_norm, args, rows, conventions=conventions, dtype=dtype)

@@ -28,7 +28,7 @@ input): the same input always gets the same rows, and a saved case replays them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -141,3 +141,55 @@ def compact(rows: Iterable[int]) -> str:
     if start is not None:
         out.append(f"{start}" if start == prev else f"{start}-{prev}")
     return ",".join(out)
+
+
+# -- the rows of a reference that holds only some of them --------------------------------------
+
+#: how a reference's judged rows sit in the whole output (``Reference.row_layout``):
+#: ``"query"`` -- attention's query axis, -2 of the output (the leading dims kept whole);
+#: ``"flat"`` -- a norm's rows, the output's leading dims flattened (the reference holds
+#: (len(rows), *normalized dims))
+ROW_LAYOUTS: tuple[str, ...] = ("query", "flat")
+
+
+def judged_part(
+    layout: str, rows: Iterable[int], output: np.ndarray, judged_shape: tuple[int, ...]
+) -> np.ndarray:
+    """The judged rows of a whole ``output``, in the order of ``rows``, shaped as the
+    reference that judges them (``judged_shape``)."""
+    index = list(rows)
+    if layout == "query":
+        return output[..., index, :]
+    if layout == "flat":
+        return output.reshape(-1, *judged_shape[1:])[index]
+    raise ValueError(f"unknown row layout {layout!r}; expected one of {', '.join(ROW_LAYOUTS)}")
+
+
+def whole_index(
+    layout: str, rows: Sequence[int], index: tuple[int, ...], full_shape: tuple[int, ...]
+) -> tuple[int, ...]:
+    """The index in the whole output of ``index`` in the judged part."""
+    if layout == "query":
+        return (*index[:-2], int(rows[index[-2]]), index[-1])
+    lead = full_shape[: len(full_shape) - (len(index) - 1)]
+    return (*(int(i) for i in np.unravel_index(int(rows[index[0]]), lead)), *index[1:])
+
+
+def row_count(layout: str, full_shape: tuple[int, ...], judged_shape: tuple[int, ...]) -> int:
+    """How many rows the whole output has."""
+    if layout == "query":
+        return int(full_shape[-2])
+    return int(np.prod(full_shape[: len(full_shape) - (len(judged_shape) - 1)], dtype=np.int64))
+
+
+def row_name(layout: str) -> str:
+    return "query rows" if layout == "query" else "rows"
+
+
+def summary(layout: str, rows: Sequence[int], total: int, limit: int = 200) -> str:
+    """``judged 1923 of 131072 query rows: 0-2,15-17,...`` (the list cut at ``limit``
+    characters)."""
+    text = compact(rows)
+    if len(text) > limit:
+        text = text[: text.rfind(",", 0, limit)] + ",..."
+    return f"judged {len(rows)} of {total} {row_name(layout)}: {text}"

@@ -371,14 +371,7 @@ LONG_CONTEXT_MASKS: tuple[str, ...] = ("is_causal", "none", "key_padding", "caus
 
 
 @st.composite
-def _long_context_args(
-    draw: st.DrawFn, max_keys: int | None, max_scores: int | None
-) -> dict[str, Any]:
-    from transpec.oracle.engine import profiles
-
-    profile = profiles.active().name
-    keys_cap = profiles.LONG_CONTEXT_MAX_KEYS[profile] if max_keys is None else max_keys
-    scores_cap = profiles.LONG_CONTEXT_MAX_SCORES[profile] if max_scores is None else max_scores
+def _long_context_args(draw: st.DrawFn, keys_cap: int, scores_cap: int) -> dict[str, Any]:
     choices = [n for n in LONG_CONTEXT_LENGTHS if n <= keys_cap] or [keys_cap]
     kv_len = draw(st.sampled_from(choices))
     q_heads = draw(st.sampled_from((1, 2)))
@@ -408,7 +401,11 @@ def _long_context_args(
 
 
 def long_context_inputs(
-    dtype: str, *, max_keys: int | None = None, max_scores: int | None = None
+    dtype: str,
+    *,
+    profile: str = "ci",
+    max_keys: int | None = None,
+    max_scores: int | None = None,
 ) -> st.SearchStrategy[dict[str, Any]]:
     """Arguments of ``scaled_dot_product_attention`` on long sequences: one batch, one kv head
     (two query heads, GQA, half the time), key lengths from :data:`LONG_CONTEXT_LENGTHS` up to
@@ -417,16 +414,24 @@ def long_context_inputs(
     decides what they see), at most ``max_scores`` score elements (fewer queries when over);
     causal or not, the last keys padded out or not; head dims 16..128; moderate logits.
 
-    ``max_keys``/``max_scores`` None: the active profile's (:data:`~transpec.oracle.engine.
-    profiles.LONG_CONTEXT_MAX_KEYS`, ``LONG_CONTEXT_MAX_SCORES``: 600 keys in ``ci``, 128k in
-    ``thorough``).
+    ``max_keys``/``max_scores`` None: those of ``profile``, the name of the run's profile
+    (:data:`~transpec.oracle.engine.profiles.LONG_CONTEXT_MAX_KEYS`,
+    ``LONG_CONTEXT_MAX_SCORES``: 600 keys in ``ci``, 128k in ``thorough``).
     """
+    from transpec.oracle.engine import profiles
+
     checked_dtype(dtype)
+    if profile not in profiles.PROFILES:
+        raise ValueError(
+            f"unknown profile {profile!r}; expected one of {', '.join(profiles.PROFILES)}"
+        )
     if max_keys is not None:
         positive_int("max_keys", max_keys)
     if max_scores is not None:
         positive_int("max_scores", max_scores)
-    return _long_context_args(max_keys, max_scores)
+    keys_cap = profiles.LONG_CONTEXT_MAX_KEYS[profile] if max_keys is None else max_keys
+    scores_cap = profiles.LONG_CONTEXT_MAX_SCORES[profile] if max_scores is None else max_scores
+    return _long_context_args(keys_cap, scores_cap)
 
 
 # -- softmax ---------------------------------------------------------------------------------

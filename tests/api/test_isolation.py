@@ -20,6 +20,7 @@ from transpec.adapters.base import Declared
 from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.oracle.engine.harness import Harness
 from transpec.oracle.engine.isolation import AdapterSource, Worker, WorkerError
+from transpec.oracle.engine.outcome import ImplementationFailure
 from transpec.runs import run
 from transpec.spec.conventions import Conventions
 
@@ -224,3 +225,152 @@ def test_the_plugin_runs_the_implementation_in_a_worker(tmp_path: Path) -> None:
     assert "killed by signal SIGSEGV" in " ".join(proc.stdout.split())
     assert "PASSED transpec::rms_norm.equivalence[float32-cpu]" in proc.stdout
     assert "1 failed, 2 passed" in proc.stdout
+
+
+def _harness_in_worker(
+    spec: str, adapter: Any, timeout: float, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Harness, Worker]:
+    monkeypatch.syspath_prepend(str(CLI))
+    worker = Worker(AdapterSource(spec))
+    harness = Harness(adapter, "float32", declared=Declared(Conventions(), timeout), worker=worker)
+    return harness, worker
+
+
+def test_the_worker_reports_what_it_sent_before_it_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A forward call's worker reports the rounded inputs first: the run computes the reference
+    while the implementation (here sleeping 0.3 s) still runs."""
+    monkeypatch.syspath_prepend(str(CLI))
+    from cli_isolation_fixtures import SlowSoftmax
+
+    harness, worker = _harness_in_worker(
+        "cli_isolation_fixtures:SlowSoftmax", SlowSoftmax(), 30.0, monkeypatch
+    )
+    x = np.linspace(-1, 1, 6).reshape(2, 3)
+    try:
+        worker.call(  # started and warm
+            path="default",
+            component="softmax",
+            dtype="float32",
+            device="cpu",
+            declared=harness.declared,
+            encoded={"x": x, "dim": -1},
+            drop_enable_gqa=False,
+        )
+        pending = worker.submit(
+            path="default",
+            component="softmax",
+            dtype="float32",
+            device="cpu",
+            declared=harness.declared,
+            encoded={"x": x, "dim": -1},
+            drop_enable_gqa=False,
+        )
+        sent = pending.sent()
+        assert not pending.conn.poll(0), "the answer came with the inputs"
+        assert np.array_equal(sent["x"], x.astype(np.float32).astype(np.float64))
+        again, output = pending.result()
+        assert again is sent and output.shape == (2, 3)
+    finally:
+        worker.close()
+
+
+def test_an_answer_read_late_is_judged_by_when_it_was_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reference takes 0.5 s here, longer than the 0.2 s time limit: an answer made at once
+    passes, one made after 0.3 s is ``hung`` although it waited in the pipe."""
+    monkeypatch.syspath_prepend(str(CLI))
+    from cli_isolation_fixtures import SlowSoftmax
+
+    judging = Harness.judging
+
+    def slow_reference(self: Harness, *args: Any, **kwargs: Any) -> Any:
+        import time
+
+        time.sleep(0.5)
+        return judging(self, *args, **kwargs)
+
+    monkeypatch.setattr(Harness, "judging", slow_reference)
+    args = {"x": np.ones((2, 3)), "dim": -1}
+    fast, worker = _harness_in_worker("numpy", NumpyAdapter(), 0.2, monkeypatch)
+    try:
+        worker.spawn()
+        worker._await_ready()
+        fast.assert_equivalent(fast.call("softmax", args))
+    finally:
+        worker.close()
+    slow, worker = _harness_in_worker(
+        "cli_isolation_fixtures:SlowSoftmax", SlowSoftmax(), 0.2, monkeypatch
+    )
+    try:
+        worker.spawn()
+        worker._await_ready()
+        with pytest.raises(ImplementationFailure, match=r"within 0.2 s .*answered after 0\.3"):
+            slow.call("softmax", args)
+    finally:
+        worker.close()
+
+
+def test_a_failed_call_comes_before_an_error_of_the_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reference runs while the implementation does; when it raises, the worker's answer is
+    still read (the next call gets its own), and a failure of the call is what is reported."""
+    monkeypatch.syspath_prepend(str(CLI))
+    from cli_isolation_fixtures import Segfault
+
+    def broken(self: Harness, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("reference broke")
+
+    harness, worker = _harness_in_worker("numpy", NumpyAdapter(), 30.0, monkeypatch)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(Harness, "judging", broken)
+            with pytest.raises(RuntimeError, match="reference broke"):
+                harness.call("softmax", {"x": np.ones((2, 3)), "dim": -1})
+        call = harness.call("softmax", {"x": np.full((2, 4), 2.0), "dim": -1})
+        assert call.output.shape == (2, 4)
+    finally:
+        worker.close()
+    harness, worker = _harness_in_worker(
+        "cli_isolation_fixtures:Segfault", Segfault(), 30.0, monkeypatch
+    )
+    try:
+        monkeypatch.setattr(Harness, "judging", broken)
+        args = {"x": np.ones((2, 3)), "normalized_shape": (3,), "weight": None, "bias": None}
+        with pytest.raises(ImplementationFailure) as failure:
+            harness.call("layer_norm", {**args, "eps": 1e-5})
+        assert failure.value.kind == "crashed"
+    finally:
+        worker.close()
+
+
+def test_a_spare_worker_started_ahead_is_taken_over() -> None:
+    """``prestart`` loads the adapter in a process before the run has its own copy; the run's
+    worker takes that process over (with the run's conventions); another spec does not."""
+    from transpec.oracle.engine import isolation
+
+    isolation.prestart(AdapterSource("numpy"))
+    spare_pid = isolation._SPARES["numpy"][0].pid
+    adapter = NumpyAdapter()
+    adapter.conventions = Conventions(bool_mask="ignore")
+    worker = Worker(AdapterSource("numpy", conventions=adapter.conventions))
+    try:
+        worker.spawn()
+        assert worker.pid == spare_pid and "numpy" not in isolation._SPARES
+        harness = Harness(adapter, "float32", worker=worker)
+        harness.assert_equivalent(harness.call("softmax", {"x": np.ones((2, 3)), "dim": -1}))
+        assert worker.loaded_conventions == Conventions(bool_mask="ignore")
+    finally:
+        worker.close()
+    isolation.prestart(AdapterSource("numpy"))
+    other = Worker(AdapterSource("torch-slow"))
+    try:
+        other.spawn()
+        assert other.pid != isolation._SPARES["numpy"][0].pid
+    finally:
+        other.close()
+        isolation._end_spares()
+    assert not isolation._SPARES

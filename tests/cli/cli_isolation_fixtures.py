@@ -151,3 +151,14 @@ class SegfaultingBackward(_Hostile):
         if _wide(x):
             ctypes.string_at(0)
         return super().softmax_vjp(grad_output, x, dim)
+
+
+class SlowSoftmax(_Hostile):
+    """Sleeps 0.3 s in every softmax call, then answers correctly: a time limit of 0.2 s must
+    find it hung however late the run reads its answer."""
+
+    name = "slow-softmax"
+
+    def softmax(self, x: Any, dim: int) -> Any:
+        time.sleep(0.3)
+        return super().softmax(x, dim)

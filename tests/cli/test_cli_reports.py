@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -138,3 +139,34 @@ def test_the_regime_line_is_the_records_hook_and_never_raises(
     assert report._regime(component, args) == line
     text = report.summarize_args(component, args)
     assert text.endswith(f"\nregime: {line}") if line else "regime:" not in text
+
+
+def test_passing_verdicts_name_the_rows_they_judged() -> None:
+    """A verdict whose long inputs were judged on sampled rows says so, in the text report and
+    in the JSON; the others carry nothing."""
+    from transpec import reports
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.runs import run
+
+    result = run(
+        NumpyAdapter(),
+        components=["attention"],
+        properties=["long_context", "equivalence"],
+        dtypes=["float32"],
+        max_examples=2,
+        failures_dir=None,
+    )
+    by_name = {v.property: v for v in result.verdicts}
+    sampled, whole = by_name["long_context"], by_name["equivalence"]
+    assert sampled.status == whole.status == "passed"
+    assert sampled.judged_rows is not None
+    assert re.fullmatch(
+        r"2 calls on sampled rows; last: judged \d+ of \d+ query rows: 0-.*", sampled.judged_rows
+    )
+    assert whole.judged_rows is None
+    text = reports.sampled_rows_section(result)
+    assert text.splitlines()[1] == f"  {sampled.name}: {sampled.judged_rows}"
+    assert whole.name not in text
+    verdicts = {v["name"]: v for v in reports.to_json(result)["verdicts"]}
+    assert verdicts[sampled.name]["judged_rows"] == sampled.judged_rows
+    assert verdicts[whole.name]["judged_rows"] is None

@@ -317,21 +317,29 @@ def _drawn_sizes(strategy: Any, examples: int = 40) -> list[tuple[int, int, int]
     return sizes
 
 
-def test_long_context_lengths_follow_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_context_lengths_follow_the_profile() -> None:
+    """The caps come from the profile the strategy is built for, whatever profile was built
+    last in the process; the run builds it for its own (``Property.strategy``)."""
+    from transpec.oracle import catalogue
     from transpec.oracle.engine import profiles
     from transpec.oracle.kernels import strategies
 
     assert 131072 in strategies.LONG_CONTEXT_LENGTHS
     assert {257, 513, 65537, 1023} <= set(strategies.LONG_CONTEXT_LENGTHS)
-    monkeypatch.setattr(profiles, "_active", profiles.resolve("ci"))
+    profiles.hypothesis_settings(profiles.resolve("thorough", seed=1))  # changes nothing here
     ci = _drawn_sizes(strategies.long_context_inputs("float32"))
     assert all(lk <= 600 and h * lq * lk <= max(1 << 14, h * lk) for h, lq, lk in ci)
     assert max(lk for _, _, lk in ci) > 512  # past the 512 tile boundary
     # the thorough profile's caps (drawn here with a small score budget to stay cheap)
-    monkeypatch.setattr(profiles, "_active", profiles.resolve("thorough", seed=1))
-    thorough = _drawn_sizes(strategies.long_context_inputs("float32", max_scores=1 << 18))
+    thorough = _drawn_sizes(
+        strategies.long_context_inputs("float32", profile="thorough", max_scores=1 << 18)
+    )
     assert max(lk for _, _, lk in thorough) > 600
     assert all(h * lq * lk <= max(1 << 18, h * lk) for h, lq, lk in thorough)
+    (prop,) = [p for p in catalogue.PROPERTIES if p.id == "attention.long_context"]
+    assert prop.sized_by_profile
+    assert _drawn_sizes(prop.strategy("float32")) == ci
+    assert _drawn_sizes(prop.strategy("float32", "ci")) == ci
 
 
 def test_long_context_options_are_checked() -> None:
@@ -339,5 +347,7 @@ def test_long_context_options_are_checked() -> None:
 
     with pytest.raises(ValueError, match="max_keys"):
         strategies.long_context_inputs("float32", max_keys=0)
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        strategies.long_context_inputs("float32", profile="fast")
     with pytest.raises(TypeError, match="max_scores"):
         strategies.long_context_inputs("float32", max_scores=1.5)  # type: ignore[arg-type]
