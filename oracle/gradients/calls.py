@@ -163,12 +163,14 @@ def _reference(
         dtype=harness.dtype,
         semantics=semantics,
     )
-    tols = tolerances(
-        ref,
-        harness.dtype,
-        adapter.precision(component, harness.dtype),
-        adapter.backward_precision(component, harness.dtype),
-    )
+    forward: Any = adapter.precision(component, harness.dtype)
+    backward: Any = adapter.backward_precision(component, harness.dtype)
+    flushed = harness.conventions.flush_subnormals
+    if flushed:  # the flushed formats' underflow floor is their smallest normal (as forward)
+        from transpec.oracle.engine.error_model import Flushing
+
+        forward, backward = Flushing(forward, flushed), Flushing(backward, flushed)
+    tols = tolerances(ref, harness.dtype, forward, backward)
     return ref, tols
 
 
