@@ -219,3 +219,28 @@ def test_norm_backward_is_the_derivative_of_the_definition(centered: bool) -> No
     if not centered:
         del values["bias"]
     _check_each(ref, loss, values)
+
+
+def test_numpy_softcap_backward_matches_the_reference() -> None:
+    """The NumPy adapter's attention backward with a softcap (S̄ = T̄ ∘ (1 − tanh²(S/c)), the
+    additive mask's gradient T̄) agrees with the reference's, float64, negative scale included:
+    ready for the softcap argument of the attention signature."""
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.oracle.gradients import reference as gref
+    from transpec.spec.conventions import CANONICAL
+
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((2, 3, 5, 4)) * 3 for _ in range(3))
+    mask = rng.standard_normal((5, 5))
+    g = rng.standard_normal((2, 3, 5, 4))
+    for scale, cap in ((None, 2.0), (-0.7, 0.5)):
+        got = NumpyAdapter().scaled_dot_product_attention_vjp(
+            g, q, k, v, attn_mask=mask, scale=scale, softcap=cap
+        )
+        args = {"q": q, "k": k, "v": v, "attn_mask": mask, "scale": scale, "softcap": cap}
+        ref = gref.attention_gradient(args, g, conventions=CANONICAL, dtype="float64")
+        for name in ("q", "k", "v", "attn_mask"):
+            expected = ref.grads[name].value
+            assert np.allclose(got[name], expected, rtol=1e-10, atol=1e-12), name
+        plain = NumpyAdapter().scaled_dot_product_attention_vjp(g, q, k, v, attn_mask=mask)
+        assert not np.allclose(plain["q"], got["q"])  # the softcap changes the gradient
