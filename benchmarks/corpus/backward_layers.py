@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from transpec.adapters.torch.adapter import TorchAdapter
+
 from ._registry import ALL_DTYPES, chaff, wheat
 from ._torch import CorpusAdapter, compute_dtype
 from .backward import _Function
@@ -208,3 +210,136 @@ class FeedForwardGradSlopeWithoutPdf(FeedForwardGradBase):
         if activation == "relu":
             return torch.ones_like(h)
         return 0.5 * (1 + torch.erf(h / math.sqrt(2.0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# torch's modules with one defect put into their backward
+# ---------------------------------------------------------------------------------------------
+
+
+class _GradientEdit(torch.autograd.Function):
+    """Identity forward; backward ``edit(g)``: a defect put into one gradient only."""
+
+    @staticmethod
+    def forward(ctx: Any, edit: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.edit = edit
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Any:  # type: ignore[override]
+        return None, ctx.edit(g)
+
+
+class _ModuleGradBase(TorchAdapter):
+    """torch's own module for one layer (its precision declarations kept), differentiated by
+    autograd; a chaff edits the gradient reaching one parameter (``edit``) or the output's
+    (``output``)."""
+
+    name = "corpus-module"
+    component = ""
+    #: the parameter whose gradient the chaff edits ("" none)
+    edited = ""
+
+    def provides(self, component: str) -> bool:
+        return component == self.component
+
+    def components(self) -> tuple[str, ...]:
+        return (self.component,)
+
+    def edit(self, g: torch.Tensor) -> torch.Tensor:
+        return g
+
+    def _params(self, params: Any) -> Any:
+        if not self.edited or params.get(self.edited) is None:
+            return params
+        return {**params, self.edited: _GradientEdit.apply(self.edit, params[self.edited])}
+
+
+class MultiheadAttentionModuleGrad(_ModuleGradBase):
+    component = "multi_head_attention"
+
+    def multi_head_attention(
+        self, query: Any, key: Any, value: Any, params: Any, *a: Any, **kw: Any
+    ) -> Any:
+        return super().multi_head_attention(query, key, value, self._params(params), *a, **kw)
+
+
+class EncoderModuleGrad(_ModuleGradBase):
+    component = "encoder_layer"
+
+    def encoder_layer(self, src: Any, params: Any, *a: Any, **kw: Any) -> Any:
+        return super().encoder_layer(src, self._params(params), *a, **kw)
+
+
+@wheat("multi_head_attention", gradients=True)
+class MultiheadAttentionGradTorch(MultiheadAttentionModuleGrad):
+    """nn.MultiheadAttention differentiated by autograd, as users train it."""
+
+
+@chaff(
+    "multi_head_attention",
+    visible=ALL_DTYPES,
+    why="the out-projection's weight gradient is its transpose (E x E: the shape is right)",
+    gradients=True,
+)
+class MultiheadAttentionGradOutWeightTransposed(MultiheadAttentionModuleGrad):
+    """W̄_out transposed."""
+
+    edited = "out_proj.weight"
+
+    def edit(self, g: torch.Tensor) -> torch.Tensor:
+        return g.T.contiguous()
+
+
+@chaff(
+    "multi_head_attention",
+    visible=ALL_DTYPES,
+    why="batches of more than one: the in-projection bias gradient is the batch mean, not sum",
+    gradients=True,
+)
+class MultiheadAttentionGradBiasBatchMean(MultiheadAttentionModuleGrad):
+    """b̄_in divided by the batch size (averaged over the batch instead of summed)."""
+
+    edited = "in_proj_bias"
+    batch = 1
+
+    def edit(self, g: torch.Tensor) -> torch.Tensor:
+        return g / self.batch
+
+    def multi_head_attention(self, query: Any, *a: Any, **kw: Any) -> Any:
+        batch_first = kw.get("batch_first", a[7] if len(a) > 7 else True)
+        self.batch = int(query.shape[0 if batch_first else 1])
+        return super().multi_head_attention(query, *a, **kw)
+
+
+@chaff(
+    "multi_head_attention",
+    visible=ALL_DTYPES,
+    why="a tenth of W̄_in's entries are 0 and the rest scaled by 1/0.9",
+    gradients=True,
+)
+class MultiheadAttentionGradDropout(MultiheadAttentionModuleGrad):
+    """Dropout (p = 0.1) left on the in-projection's weight gradient."""
+
+    edited = "in_proj_weight"
+
+    def edit(self, g: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(0)
+        keep = (torch.rand(g.shape, generator=gen) >= 0.1).to(g.dtype)
+        return g * keep / 0.9
+
+
+@chaff(
+    "encoder_layer",
+    visible=ALL_DTYPES,
+    why="the identity path of the residual is missing from src's gradient (x̄ = Jᵀȳ − ȳ)",
+    gradients=True,
+)
+class EncoderGradResidualMissing(EncoderModuleGrad):
+    """The encoder layer's value, and the backward of (layer(src) − src): the residual
+    connection's identity path left out of the backward only."""
+
+    def encoder_layer(self, src: Any, params: Any, *a: Any, **kw: Any) -> Any:
+        out = super().encoder_layer(src, params, *a, **kw)
+        minus = out - src  # same layout as src, batch first or not
+        return out.detach() + minus - minus.detach()
