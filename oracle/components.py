@@ -566,6 +566,8 @@ _RECORDS: tuple[Component, ...] = (
             "multiples of 8, leading dims, saturating silu, negative gates"
         ),
         derive_page="swiglu_feed_forward",
+        hooks=_layer_gradient_hooks("swiglu_feed_forward"),
+        gradients=("x", "w1.weight", "w2.weight", "w3.weight"),
     ),
 )
 

@@ -1,5 +1,5 @@
 """The properties of the layers' backward passes (``multi_head_attention``, ``feed_forward``,
-``encoder_layer``, ``decoder_layer``).
+``swiglu_feed_forward``, ``encoder_layer``, ``decoder_layer``).
 
 * ``grad_equivalence_<name>``: one per gradient (each array input and each parameter in
   ``params``), every element within its derived bound of the chain-rule reference
@@ -27,7 +27,13 @@ from transpec.oracle.gradients.properties import (
     applies_with_gradients,
 )
 
-LAYERS = ("multi_head_attention", "feed_forward", "encoder_layer", "decoder_layer")
+LAYERS = (
+    "multi_head_attention",
+    "feed_forward",
+    "swiglu_feed_forward",
+    "encoder_layer",
+    "decoder_layer",
+)
 
 
 def _check_padded_keys(harness: Harness, args: Args) -> float:

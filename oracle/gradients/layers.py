@@ -200,6 +200,61 @@ class Chain:
 
         return self._push(Node(y, dy, (x,), back))
 
+    def silu(self, x: Node) -> Node:
+        """silu(x) = x σ(x) (SwiGLU's gate); forward bound as ``oracle/swiglu.py``'s."""
+        from transpec.oracle import swiglu
+
+        xv, dx = x.value, x.err
+        y = swiglu.silu(xv)
+        slope = swiglu.silu_slope(xv)  # |silu'|
+        dy = np.zeros_like(y)
+        if self.fwd is not None:
+            un = self.fwd
+            dy = (
+                slope * dx
+                + 0.5 * swiglu.SILU_CURVATURE * dx * dx
+                + (un.fn + 3.0 * un.acc) * np.abs(xv)
+                + un.store * np.abs(y)
+                + un.eta_acc
+                + un.eta_store
+            )
+
+        def back(g: FloatArray, dg: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
+            e = np.exp(-np.abs(xv))
+            sigma = np.where(xv >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+            exact = sigma * (1.0 + xv * (1.0 - sigma))
+            ag = np.abs(g) + dg
+            own = (self._u("fn") + 4 * self._u("acc")) * (1.0 + np.abs(xv)) * np.abs(g)
+            return [(exact * g, slope * dg + swiglu.SILU_CURVATURE * dx * ag + own)]
+
+        return self._push(Node(y, dy, (x,), back))
+
+    def multiply(self, a: Node, b: Node) -> Node:
+        """The elementwise product (SwiGLU's gating): ā = ȳ ∘ b, b̄ = ȳ ∘ a."""
+        y = a.value * b.value
+        dy = np.zeros_like(y)
+        if self.fwd is not None:
+            un = self.fwd
+            dy = (
+                np.abs(a.value) * b.err
+                + np.abs(b.value) * a.err
+                + a.err * b.err
+                + (un.acc + un.store) * np.abs(y)
+                + un.eta_acc
+                + un.eta_store
+            )
+
+        def back(g: FloatArray, dg: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
+            ag = np.abs(g) + dg
+            acc = self._u("acc")
+            ga, gb = g * b.value, g * a.value
+            return [
+                (ga, dg * np.abs(b.value) + ag * b.err + acc * np.abs(ga)),
+                (gb, dg * np.abs(a.value) + ag * a.err + acc * np.abs(gb)),
+            ]
+
+        return self._push(Node(y, dy, (a, b), back))
+
     def layer_norm(self, x: Node, w: Node, b: Node, eps: float) -> Node:
         norm = {"weight": w.value, "bias": b.value}
         y, dy = self.t.layer_norm(x.value, x.err, norm, eps)
@@ -471,6 +526,14 @@ def _build(
         leaves["x"] = c.leaf(args["x"])
         out = _ffn(c, leaves["x"], params, sem["activation"])
         return out, {**leaves, **params}
+    if component == "swiglu_feed_forward":
+        leaves["x"] = c.leaf(args["x"])
+        x = leaves["x"]
+        gate = c.silu(c.linear(x, params["w1.weight"], None))
+        out = c.linear(
+            c.multiply(gate, c.linear(x, params["w3.weight"], None)), params["w2.weight"], None
+        )
+        return out, {**leaves, **params}
     if component == "multi_head_attention":
         for name in ("query", "key", "value"):
             leaves[name] = c.leaf(args[name])
@@ -641,5 +704,6 @@ def _grad_of(ref: gref.GradientReference) -> FloatArray:
 #: the ``"vjp_reference"`` hooks of the layer records
 multi_head_attention_gradient = layer_gradient("multi_head_attention")
 feed_forward_gradient = layer_gradient("feed_forward")
+swiglu_feed_forward_gradient = layer_gradient("swiglu_feed_forward")
 encoder_layer_gradient = layer_gradient("encoder_layer")
 decoder_layer_gradient = layer_gradient("decoder_layer")

@@ -104,7 +104,13 @@ def _layer_backward(component: str) -> set[str]:
 EXPECTED_BACKWARD.update(
     {
         c: _layer_backward(c)
-        for c in ("multi_head_attention", "feed_forward", "encoder_layer", "decoder_layer")
+        for c in (
+            "multi_head_attention",
+            "feed_forward",
+            "swiglu_feed_forward",
+            "encoder_layer",
+            "decoder_layer",
+        )
     }
 )
 

@@ -19,7 +19,13 @@ from transpec.oracle.gradients.calls import split_cotangent
 from transpec.oracle.gradients.strategies import with_cotangent
 from transpec.spec.conventions import CANONICAL
 
-LAYERS = ("multi_head_attention", "feed_forward", "encoder_layer", "decoder_layer")
+LAYERS = (
+    "multi_head_attention",
+    "feed_forward",
+    "swiglu_feed_forward",
+    "encoder_layer",
+    "decoder_layer",
+)
 
 
 def _leaves(component: str, args: dict[str, Any]) -> dict[str, np.ndarray]:
