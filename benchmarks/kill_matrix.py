@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         if not corpus.entry(n).is_chaff:
             parser.error(f"{n} is not a chaff")
+    judged = {n: _properties(n) for n in names}  # the catalogue, read before any job runs
     jobs = [(n, d) for n in names for d in dtypes]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in names
             if (corpus.entry(n).component, corpus.entry(n).gradients) == (component, gradients)
         ]
-        props = _properties(rows[0])
+        props = judged[rows[0]]
         print()
         title = f"{component} (backward)" if gradients else component
         col = max(6, *(len(_short(p)) for p in props))
