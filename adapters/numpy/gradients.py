@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from transpec.adapters.numpy.work import work_dtype
+from transpec.oracle.engine.dtypes import unit_roundoff
 
 Array = npt.NDArray[np.floating]
 
@@ -156,7 +157,8 @@ class NumpyGradientsMixin:
         dims = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
         axes = tuple(range(x.ndim - len(tuple(dims)), x.ndim))
         lead = tuple(range(x.ndim - len(tuple(dims))))
-        e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
+        # eps=None: finfo(x.dtype).eps = 2u, as the forward (np.finfo does not know bfloat16)
+        e = 2.0 * unit_roundoff(x.dtype.name) if eps is None else float(eps)
         work = work_dtype(x.dtype)
         xw, g = x.astype(work), grad_output.astype(work)
         with np.errstate(invalid="ignore", divide="ignore"):
