@@ -20,6 +20,7 @@ reported LayerNorm bias-gradient defect in float16/bfloat16 (docs/torch.md) is c
     python benchmarks/gradients.py calibrate --cases 10000 --jobs 2
     python benchmarks/gradients.py calibrate --cases 2000 --chunks 4 --seed 30261 --out DIR
     python benchmarks/gradients.py calibrate --merge DIR [DIR ...]
+    python benchmarks/gradients.py calibrate --only 'numpy:*:bfloat16' --cases 2000 --out DIR
 
 ``--chunks K`` runs K runs of ``--cases`` each with seeds seed, seed+1, ... (a run that is cut
 short still leaves whole chunks); ``--out DIR`` writes each finished row there as one JSON file
@@ -31,6 +32,7 @@ and ``--merge`` prints the table of every row saved, summed per adapter, compone
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 import time
@@ -170,6 +172,11 @@ def calibrate(args: argparse.Namespace) -> int:
                             else ((adapter, {}),)
                         )
                         for name, options in runs:
+                            if args.only and not any(
+                                fnmatch.fnmatch(f"{name}:{component}:{dtype}", pattern)
+                                for pattern in args.only.split(",")
+                            ):
+                                continue
                             job = (name, component, dtype, args.cases // 4, args.seed + chunk)
                             jobs.append((*job, options))
         out = Path(args.out) if args.out else None
@@ -379,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("--chunks", type=int, default=1, help="runs of --cases, seeds seed+k")
     cal.add_argument("--out", default="", metavar="DIR", help="save each row as JSON in DIR")
     cal.add_argument("--merge", nargs="+", default=[], metavar="DIR", help="table of saved rows")
+    cal.add_argument(
+        "--only", default="", help="adapter:component:dtype globs, comma-separated (torch-math:*:*)"
+    )
     peer = sub.add_parser("peers")
     peer.add_argument("--cases", type=int, default=6, help="per entry and dtype")
     peer.add_argument("--jobs", type=int, default=2)
