@@ -62,11 +62,8 @@ SHORT = {
 def _properties(name: str) -> tuple[str, ...]:
     """The properties that judge a chaff: the backward ones for a backward chaff, the forward
     ones otherwise (in the runner's order)."""
-    from transpec.oracle.catalogue import select
-
     entry = corpus.entry(name)
-    backward = {p.name for p in select(components=[entry.component]) if p.backward}
-    return tuple(p for p in properties_of(entry.component) if (p in backward) == entry.gradients)
+    return properties_of(entry.component, backward=entry.gradients)
 
 
 def _job(name: str, dtype: str) -> list[Kill]:
