@@ -18,17 +18,27 @@ reported LayerNorm bias-gradient defect in float16/bfloat16 (docs/torch.md) is c
 * ``torch.autograd.gradcheck`` (float64 only: finite differences), default tolerances.
 
     python benchmarks/gradients.py calibrate --cases 10000 --jobs 2
+    python benchmarks/gradients.py calibrate --cases 2000 --chunks 4 --seed 30261 --out DIR
+    python benchmarks/gradients.py calibrate --merge DIR [DIR ...]
+    python benchmarks/gradients.py calibrate --only 'numpy:*:bfloat16' --cases 2000 --out DIR
+
+``--chunks K`` runs K runs of ``--cases`` each with seeds seed, seed+1, ... (a run that is cut
+short still leaves whole chunks); ``--out DIR`` writes each finished row there as one JSON file
+(adapter, component, dtype, seed), so a long campaign can be topped up with another seed range
+and ``--merge`` prints the table of every row saved, summed per adapter, component and dtype.
     python benchmarks/gradients.py peers --cases 6
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import json
 import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +65,7 @@ class Row:
     ratios: list[float] = field(default_factory=list)
     worst: str = ""
     seconds: float = 0.0
+    seed: int = 0
 
 
 def _draw(
@@ -88,7 +99,7 @@ def _calibrate(job: tuple[str, str, str, int, int, dict[str, Any]]) -> Row:
 
     name, component, dtype, cases, seed, options = job
     harness = Harness(load_adapter(name), dtype, "cpu")
-    row = Row(name, component, dtype)
+    row = Row(name, component, dtype, seed=seed)
     reported = REPORTED.get((name.split("-")[0], component, "bias"), ())
 
     def test(args: dict[str, Any]) -> None:
@@ -123,27 +134,72 @@ def _calibrate(job: tuple[str, str, str, int, int, dict[str, Any]]) -> Row:
     return row
 
 
+def _merged(directories: list[str]) -> list[Row]:
+    """The rows saved by ``--out`` in each directory, summed per adapter, component and dtype
+    (cases and alarms added, ratios pooled; the seed of a merged row is its first one)."""
+    merged: dict[tuple[str, str, str], Row] = {}
+    for directory in directories:
+        for path in sorted(Path(directory).glob("*.json")):
+            data = json.loads(path.read_text())
+            key = (data["adapter"], data["component"], data["dtype"])
+            row = merged.setdefault(key, Row(*key, seed=int(data["seed"])))
+            for name in ("cases", "false_alarms", "reported"):
+                setattr(row, name, getattr(row, name) + int(data[name]))
+            row.ratios += [float(r) for r in data["ratios"]]
+            row.seconds += float(data["seconds"])
+            row.worst = row.worst or data["worst"]
+    return list(merged.values())
+
+
 def calibrate(args: argparse.Namespace) -> int:
+    from concurrent.futures import as_completed
+
     from transpec.adapters.registry import load_adapter
 
-    jobs = []
-    for adapter in ("torch", "numpy"):
-        for dtype in load_adapter(adapter).dtypes:
-            for component in COMPONENTS:
-                runs = (
-                    TORCH_ATTENTION
-                    if (adapter, component) == ("torch", "attention")
-                    else ((adapter, {}),)
-                )
-                for name, options in runs:
-                    jobs.append((name, component, dtype, args.cases // 4, args.seed, options))
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        rows = list(pool.map(_calibrate, jobs))
-    print(
-        f"gradient calibration: {args.cases // 4} cases per adapter x component x dtype, "
-        f"seed {args.seed}, {time.perf_counter() - start:.0f} s\n"
-    )
+    if args.merge:
+        rows = _merged(args.merge)
+        title = f"gradient calibration merged from {', '.join(args.merge)}: {len(rows)} rows"
+    else:
+        jobs = []
+        for chunk in range(max(1, args.chunks)):
+            for adapter in ("torch", "numpy"):
+                for dtype in load_adapter(adapter).dtypes:
+                    for component in COMPONENTS:
+                        runs = (
+                            TORCH_ATTENTION
+                            if (adapter, component) == ("torch", "attention")
+                            else ((adapter, {}),)
+                        )
+                        for name, options in runs:
+                            if args.only and not any(
+                                fnmatch.fnmatch(f"{name}:{component}:{dtype}", pattern)
+                                for pattern in args.only.split(",")
+                            ):
+                                continue
+                            job = (name, component, dtype, args.cases // 4, args.seed + chunk)
+                            jobs.append((*job, options))
+        out = Path(args.out) if args.out else None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for future in as_completed([pool.submit(_calibrate, job) for job in jobs]):
+                row = future.result()
+                rows.append(row)
+                if out is not None:
+                    name = f"{row.adapter}-{row.component}-{row.dtype}-{row.seed}.json"
+                    (out / name).write_text(json.dumps(asdict(row)))
+        order = {(*job[:3], job[4]): i for i, job in enumerate(jobs)}
+        rows.sort(key=lambda r: order[(r.adapter, r.component, r.dtype, r.seed)])
+        seeds = f"seed {args.seed}" + (
+            f"..{args.seed + args.chunks - 1}" if args.chunks > 1 else ""
+        )
+        title = (
+            f"gradient calibration: {args.cases // 4} cases per adapter x component x dtype "
+            f"x chunk ({args.chunks}), {seeds}"
+        )
+    print(f"{title}, {time.perf_counter() - start:.0f} s\n")
     head = (
         f"{'adapter':10} {'component':10} {'dtype':8} {'cases':>6} {'false':>5} "
         f"{'reported':>8} {'median':>9} {'p99':>9} {'max':>9}"
@@ -327,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("--cases", type=int, default=10_000, help="per adapter and dtype")
     cal.add_argument("--jobs", type=int, default=2)
     cal.add_argument("--seed", type=int, default=20261)
+    cal.add_argument("--chunks", type=int, default=1, help="runs of --cases, seeds seed+k")
+    cal.add_argument("--out", default="", metavar="DIR", help="save each row as JSON in DIR")
+    cal.add_argument("--merge", nargs="+", default=[], metavar="DIR", help="table of saved rows")
+    cal.add_argument(
+        "--only", default="", help="adapter:component:dtype globs, comma-separated (torch-math:*:*)"
+    )
     peer = sub.add_parser("peers")
     peer.add_argument("--cases", type=int, default=6, help="per entry and dtype")
     peer.add_argument("--jobs", type=int, default=2)

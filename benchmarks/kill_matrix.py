@@ -11,7 +11,12 @@ For every chaff of the corpus, every dtype and every property of its component, 
    (6 = float64, 3 = float32, h = float16, b = bfloat16);
 3. survivors: chaffs that live in a dtype where their defect is visible.
 
+The backward corpus (``corpus.BACKWARD_CHAFFS``: wrong backward passes under a right forward) is
+judged by the backward properties of its component only, the forward corpus by the forward
+ones; ``--corpus`` picks either or both (default).
+
     python benchmarks/kill_matrix.py                  # every chaff, 2 worker processes
+    python benchmarks/kill_matrix.py --corpus backward
     python benchmarks/kill_matrix.py --jobs 4 --json kill_matrix.json
     python benchmarks/kill_matrix.py --only attention_scale_inv_d,causal_ignored
 """
@@ -44,18 +49,48 @@ SHORT = {
     "fully_masked_rows": "fmrow",
     "large_logits": "large",
     "gqa": "gqa",
+    "grad_linearity": "glin",
+    "grad_row_sum": "grsum",
+    "grad_orthogonality": "gorth",
+    "grad_causal_zeros": "gcaus",
+    "grad_masked_keys_zero": "gmask",
+    "grad_gqa_group_sum": "ggqa",
+    "grad_padded_keys_zero": "gpad",
 }
+
+
+def _properties(name: str) -> tuple[str, ...]:
+    """The properties that judge a chaff: the backward ones for a backward chaff, the forward
+    ones otherwise (in the runner's order)."""
+    entry = corpus.entry(name)
+    return properties_of(entry.component, backward=entry.gradients)
 
 
 def _job(name: str, dtype: str) -> list[Kill]:
     entry = corpus.entry(name)
-    return [
-        first_kill(entry.make(), entry.component, prop, dtype)
-        for prop in properties_of(entry.component)
-    ]
+    return [first_kill(entry.make(), entry.component, prop, dtype) for prop in _properties(name)]
+
+
+#: abbreviations of the layers' parameter names in the backward columns
+_PARAM_WORDS = (
+    ("self_attn.", "sa."),
+    ("multihead_attn.", "ca."),
+    ("in_proj_", "in_"),
+    ("out_proj.", "out_"),
+    ("_proj_weight", "_w"),
+    ("weight", "w"),
+    ("bias", "b"),
+    ("linear", "l"),
+    ("norm", "n"),
+)
 
 
 def _short(prop: str) -> str:
+    if prop.startswith("grad_equivalence_"):  # g= and the gradient's (abbreviated) name
+        name = prop[len("grad_equivalence_") :]
+        for word, short in _PARAM_WORDS:
+            name = name.replace(word, short)
+        return "g=" + name
     return SHORT.get(prop, prop[:6])
 
 
@@ -65,12 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated chaff names")
     parser.add_argument("--dtypes", default=",".join(corpus.ALL_DTYPES))
     parser.add_argument("--json", default="", help="write every Kill record to this file")
+    parser.add_argument(
+        "--corpus", choices=("all", "forward", "backward"), default="all", help="which chaffs"
+    )
     args = parser.parse_args(argv)
-    names = [n for n in args.only.split(",") if n] or [e.name for e in corpus.CHAFFS]
+    chosen = {
+        "all": corpus.CHAFFS + corpus.BACKWARD_CHAFFS,
+        "forward": corpus.CHAFFS,
+        "backward": corpus.BACKWARD_CHAFFS,
+    }[args.corpus]
+    names = [n for n in args.only.split(",") if n] or [e.name for e in chosen]
     dtypes = [d for d in args.dtypes.split(",") if d]
     for n in names:
         if not corpus.entry(n).is_chaff:
             parser.error(f"{n} is not a chaff")
+    judged = {n: _properties(n) for n in names}  # the catalogue, read before any job runs
     jobs = [(n, d) for n in names for d in dtypes]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -102,11 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     # 2. chaff x property: dtypes in which the property kills
     print()
     print("chaff x property: dtypes in which the property kills (6 fp64, 3 fp32, h fp16, b bf16)")
-    for component in dict.fromkeys(corpus.entry(n).component for n in names):
-        props = properties_of(component)
-        rows = [n for n in names if corpus.entry(n).component == component]
+    groups = dict.fromkeys((corpus.entry(n).component, corpus.entry(n).gradients) for n in names)
+    for component, gradients in groups:
+        rows = [
+            n
+            for n in names
+            if (corpus.entry(n).component, corpus.entry(n).gradients) == (component, gradients)
+        ]
+        props = judged[rows[0]]
         print()
-        print(f"{component:{width}}  " + " ".join(f"{_short(p):>6}" for p in props))
+        title = f"{component} (backward)" if gradients else component
+        col = max(6, *(len(_short(p)) for p in props))
+        print(f"{title:{width}}  " + " ".join(f"{_short(p):>{col}}" for p in props))
         for n in rows:
             cells = []
             for p in props:
@@ -115,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                     for d in dtypes
                     if any(k.prop == p and k.status == "killed" for k in results[(n, d)])
                 )
-                cells.append(f"{marks or '.':>6}")
+                cells.append(f"{marks or '.':>{col}}")
             print(f"{n:{width}}  " + " ".join(cells))
 
     # 3. survivors

@@ -129,7 +129,8 @@ class Component:
     #: the arguments its backward pass differentiates (``"q"``, ``"weight"``, ...): the
     #: gradients an adapter's ``vjp`` returns (for those that are float arrays in the call),
     #: judged by the ``"vjp_reference"`` and ``"vjp_rule"`` hooks and the
-    #: ``"gradient_properties"`` of :mod:`transpec.oracle.gradients`; empty: no backward oracle
+    #: ``"gradient_properties"`` of :mod:`transpec.oracle.gradients`; empty: no backward oracle.
+    #: A layer's parameters are named by their key in ``params`` (``"linear1.weight"``)
     gradients: tuple[str, ...] = ()
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -304,6 +305,22 @@ LAYERS = Family(
 
 #: where the kernels' gradient properties are built
 _GRADIENT_PROPERTIES = "transpec.oracle.gradients.properties:gradient_properties"
+_LAYER_GRADIENTS = "transpec.oracle.gradients.layers"
+
+
+def _layer_gradient_hooks(name: str) -> dict[str, str]:
+    """The backward hooks of layer ``name``: the chain rule through its composition
+    (:mod:`transpec.oracle.gradients.layers`) and its gradient properties."""
+    return {
+        "vjp_reference": f"{_LAYER_GRADIENTS}:{name}_gradient",
+        "vjp_rule": f"{_LAYER_GRADIENTS}:layer_rules",
+        "gradient_properties": "transpec.oracle.gradients.layer_properties:properties",
+    }
+
+
+_MHA_GRADS = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
+_FFN_GRADS = ("linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias")
+_NORM_GRADS = ("weight", "bias")
 
 _RECORDS: tuple[Component, ...] = (
     Component(
@@ -441,7 +458,20 @@ _RECORDS: tuple[Component, ...] = (
         ),
         derive_page="multi_head_attention",
         conventions=("fully_masked_row", "mask_fill"),
-        hooks=_layer_hooks("multi_head_attention", "propagation_derivation"),
+        hooks={
+            **_layer_hooks("multi_head_attention", "propagation_derivation"),
+            **_layer_gradient_hooks("multi_head_attention"),
+        },
+        gradients=(
+            "query",
+            "key",
+            "value",
+            *_MHA_GRADS[:2],
+            "q_proj_weight",
+            "k_proj_weight",
+            "v_proj_weight",
+            *_MHA_GRADS[2:],
+        ),
     ),
     Component(
         "multi_head_attention_weights",
@@ -458,7 +488,11 @@ _RECORDS: tuple[Component, ...] = (
         _args("x:array", "params:params", "activation"),
         summary="linear2(activation(linear1(x))) with relu, exact and tanh GELU",
         derive_page="feed_forward",
-        hooks=_layer_hooks("feed_forward", "propagation_derivation"),
+        hooks={
+            **_layer_hooks("feed_forward", "propagation_derivation"),
+            **_layer_gradient_hooks("feed_forward"),
+        },
+        gradients=("x", *_FFN_GRADS),
     ),
     Component(
         "encoder_layer",
@@ -478,7 +512,16 @@ _RECORDS: tuple[Component, ...] = (
         summary="nn.TransformerEncoderLayer in eval mode; pre- and post-LN, masks, activations",
         derive_page="encoder_layer",
         conventions=("fully_masked_row", "mask_fill"),
-        hooks=_layer_hooks("encoder_layer", "propagation_derivation"),
+        hooks={
+            **_layer_hooks("encoder_layer", "propagation_derivation"),
+            **_layer_gradient_hooks("encoder_layer"),
+        },
+        gradients=(
+            "src",
+            *(f"self_attn.{k}" for k in _MHA_GRADS),
+            *_FFN_GRADS,
+            *(f"norm{i}.{k}" for i in (1, 2) for k in _NORM_GRADS),
+        ),
     ),
     Component(
         "decoder_layer",
@@ -501,7 +544,18 @@ _RECORDS: tuple[Component, ...] = (
         summary="nn.TransformerDecoderLayer in eval mode; causal self-attention, memory padding",
         derive_page="decoder_layer",
         conventions=("fully_masked_row", "mask_fill"),
-        hooks=_layer_hooks("decoder_layer", "decoder_derivation"),
+        hooks={
+            **_layer_hooks("decoder_layer", "decoder_derivation"),
+            **_layer_gradient_hooks("decoder_layer"),
+        },
+        gradients=(
+            "tgt",
+            "memory",
+            *(f"self_attn.{k}" for k in _MHA_GRADS),
+            *(f"multihead_attn.{k}" for k in _MHA_GRADS),
+            *_FFN_GRADS,
+            *(f"norm{i}.{k}" for i in (1, 2, 3) for k in _NORM_GRADS),
+        ),
     ),
     Component(
         "swiglu_feed_forward",
@@ -512,6 +566,8 @@ _RECORDS: tuple[Component, ...] = (
             "multiples of 8, leading dims, saturating silu, negative gates"
         ),
         derive_page="swiglu_feed_forward",
+        hooks=_layer_gradient_hooks("swiglu_feed_forward"),
+        gradients=("x", "w1.weight", "w2.weight", "w3.weight"),
     ),
 )
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from transpec.adapters.base import Adapter
+from transpec.adapters.jax.gradients import JaxGradientsMixin
 from transpec.oracle.engine.dtypes import canonical_dtype
 
 
@@ -38,11 +39,12 @@ def numpy_dtype(dtype: str) -> Any:
     return np.dtype(name)
 
 
-class JaxArrays(Adapter):
+class JaxArrays(JaxGradientsMixin, Adapter):
     """Conversion to and from ``jax.Array`` on the CPU (and a GPU when JAX sees one, named
     ``cuda``). float64 arrays are rounded to the dtype under test as
     :func:`transpec.oracle.engine.dtypes.round_to` rounds (bfloat16 from float32, nearest-even,
-    by ml_dtypes); boolean arrays stay boolean; integer arrays become int64 arrays."""
+    by ml_dtypes); boolean arrays stay boolean; integer arrays become int64 arrays. Gradients:
+    ``jax.vjp`` of the forward call (:mod:`transpec.adapters.jax.gradients`)."""
 
     name = "jax-arrays"
     framework = "jax"

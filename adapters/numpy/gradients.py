@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from transpec.adapters.numpy.work import work_dtype
+from transpec.oracle.engine.dtypes import unit_roundoff
 
 Array = npt.NDArray[np.floating]
 
@@ -56,9 +57,11 @@ class NumpyGradientsMixin:
         is_causal: bool = False,
         scale: float | None = None,
         enable_gqa: bool = False,
+        softcap: float | None = None,
     ) -> dict[str, Array]:
-        r"""dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)), dQ = α dS K,
-        dK = α dSᵀ Q; grouped heads summed back to their kv head; a float mask gets dS."""
+        r"""dV = Pᵀ dO, dP = dO Vᵀ, dT = P ∘ (dP − rowsum(dO ∘ O)), dS = dT ∘ (1 − tanh²(S/c))
+        with a softcap c (scores c·tanh(S/c) before the mask), dQ = α dS K, dK = α dSᵀ Q;
+        grouped heads summed back to their kv head; a float mask gets dT."""
         work = work_dtype(q.dtype)
         qw, kw, vw = q.astype(work), k.astype(work), v.astype(work)
         g = grad_output.astype(work)
@@ -68,6 +71,10 @@ class NumpyGradientsMixin:
             kw, vw = np.repeat(kw, group, axis=-3), np.repeat(vw, group, axis=-3)
         s_val = work.type(1.0 / np.sqrt(qw.shape[-1]) if scale is None else float(scale))
         scores = np.matmul(qw, np.swapaxes(kw, -1, -2)) * s_val
+        capped = None
+        if softcap is not None:
+            capped = np.tanh(scores / work.type(softcap))
+            scores = work.type(softcap) * capped
         lq, lk = scores.shape[-2], scores.shape[-1]
         visible = np.ones(scores.shape, dtype=bool)
         if is_causal:
@@ -87,7 +94,8 @@ class NumpyGradientsMixin:
         o = np.matmul(p, vw)
         dv = np.matmul(np.swapaxes(p, -1, -2), g)
         dp = np.matmul(g, np.swapaxes(vw, -1, -2))
-        ds = p * (dp - np.sum(g * o, axis=-1, keepdims=True))
+        dt = p * (dp - np.sum(g * o, axis=-1, keepdims=True))
+        ds = dt if capped is None else dt * (1 - capped * capped)
         dq = np.matmul(ds, kw) * s_val
         dk = np.matmul(np.swapaxes(ds, -1, -2), qw) * s_val
         if group > 1:
@@ -100,7 +108,7 @@ class NumpyGradientsMixin:
             "v": _sum_to(dv, v.shape).astype(v.dtype),
         }
         if attn_mask is not None and attn_mask.dtype != np.bool_:
-            out["attn_mask"] = _sum_to(ds, attn_mask.shape).astype(attn_mask.dtype)
+            out["attn_mask"] = _sum_to(dt, attn_mask.shape).astype(attn_mask.dtype)
         return out
 
     def layer_norm_vjp(
@@ -149,7 +157,8 @@ class NumpyGradientsMixin:
         dims = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
         axes = tuple(range(x.ndim - len(tuple(dims)), x.ndim))
         lead = tuple(range(x.ndim - len(tuple(dims))))
-        e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
+        # eps=None: finfo(x.dtype).eps = 2u, as the forward (np.finfo does not know bfloat16)
+        e = 2.0 * unit_roundoff(x.dtype.name) if eps is None else float(eps)
         work = work_dtype(x.dtype)
         xw, g = x.astype(work), grad_output.astype(work)
         with np.errstate(invalid="ignore", divide="ignore"):

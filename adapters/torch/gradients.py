@@ -6,14 +6,27 @@ float inputs it receives are made leaves that require grad, the method is called
 ``torch.enable_grad()``, and ``torch.autograd.grad(output, leaves, grad_output)`` gives the
 gradients. A leaf the output does not depend on gets zeros (``allow_unused``): a detached input
 is then judged like any wrong gradient.
+
+A layer's parameters are leaves too: each float tensor in ``params`` requires grad and its
+gradient is returned under its key (``"linear1.weight"``). While the call runs,
+:func:`differentiating` is true, so that a module-based implementation (the built-in layers)
+routes ``params`` into its module (``torch.func.functional_call``) instead of copying them.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping
 from typing import Any
 
 from transpec.oracle import components as registry
+
+_DIFFERENTIATING = contextvars.ContextVar("transpec_torch_differentiating", default=False)
+
+
+def differentiating() -> bool:
+    """True inside :meth:`TorchGradientsMixin.vjp`'s forward call."""
+    return _DIFFERENTIATING.get()
 
 
 class TorchGradientsMixin:
@@ -30,13 +43,19 @@ class TorchGradientsMixin:
 
         record = registry.get(component)
         call = dict(args)
+        params = call.get("params")
+        params = params if isinstance(params, Mapping) else {}
         leaves: dict[str, Any] = {}
         for name in record.gradients:
-            value = call.get(name)
+            value = call[name] if name in call else params.get(name)
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 leaves[name] = value.requires_grad_(True)
-        with torch.enable_grad():
-            out = getattr(self, record.method)(**call)
+        token = _DIFFERENTIATING.set(True)
+        try:
+            with torch.enable_grad():
+                out = getattr(self, record.method)(**call)
+        finally:
+            _DIFFERENTIATING.reset(token)
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
             raise RuntimeError(f"{component}'s output does not depend on its inputs in autograd")
         grads = torch.autograd.grad(

@@ -25,11 +25,13 @@ taken. The default path's disagreements with the slow path are real: the
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from transpec.adapters.torch.gradients import differentiating
 from transpec.oracle import components
 
 #: the layer components (the registry's family "layers"): torch's nn modules
@@ -46,6 +48,24 @@ def _is_float_mask(mask: Any) -> bool:
         return False
     dtype = getattr(mask, "dtype", None)
     return dtype is not None and "bool" not in str(dtype)
+
+
+def _functional(module: Any, call: Any, params: Mapping[str, Any]) -> Any:
+    """``call(module)`` with ``params`` (state_dict keys) as the module's parameters and
+    gradients enabled: ``torch.func.functional_call`` of a wrapper whose forward is ``call``."""
+    import torch
+
+    class Call(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self) -> Any:
+            return call(self.inner)
+
+    given = {f"inner.{k}": v for k, v in params.items() if v is not None}
+    with torch.enable_grad():
+        return torch.func.functional_call(Call(), given, ())
 
 
 # -- torch -------------------------------------------------------------------------------------
@@ -109,18 +129,31 @@ class TorchLayers:
             return {"fully_masked_row": "nan" if fast else "zero", "cross_fully_masked_row": "zero"}
         return {}
 
+    def backward_layer_semantics(self, component: str, args: Mapping[str, Any]) -> dict[str, str]:
+        """The conventions of the differentiated call: with gradients enabled the encoder and
+        decoder layers take their slow path; ``nn.MultiheadAttention`` keeps this path's
+        ``need_weights``."""
+        if component in ("encoder_layer", "decoder_layer"):
+            return dict(self.slow_path_adapter().layer_semantics(component, args))
+        return self.layer_semantics(component, args)
+
     # -- helpers
 
-    def _torch_call(self, build: Any, call: Any) -> Any:
+    def _torch_call(self, build: Any, call: Any, params: Mapping[str, Any]) -> Any:
         """Build the module and call it on this adapter's path, on one intra-op thread: the
         modules under test are tiny, and waking torch's thread pool on a busy machine costs
         50-200 ms a call (measured on two loaded cores) against 0.5 ms; the path and the
-        semantics do not depend on the thread count."""
+        semantics do not depend on the thread count. Differentiated (the backward's forward
+        call), the module runs with gradients enabled on ``params`` themselves
+        (``torch.func.functional_call``), so autograd reaches them as it reaches a user's
+        parameters."""
         import torch
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
+            if differentiating():
+                return _functional(build(), call, params)
             if self.layer_path == "slow":
                 with torch.enable_grad():
                     return call(build()).detach()
@@ -220,10 +253,11 @@ class TorchLayers:
         (``mha(x, x, x)``), so the fast path can be taken."""
         import torch
 
-        if key is not query and key.shape == query.shape and torch.equal(key, query):
-            key = query
-        if value is not key and value.shape == key.shape and torch.equal(value, key):
-            value = key
+        if not differentiating():  # differentiated, each input keeps its own gradient
+            if key is not query and key.shape == query.shape and torch.equal(key, query):
+                key = query
+            if value is not key and value.shape == key.shape and torch.equal(value, key):
+                value = key
 
         def build() -> Any:
             return self._build_mha(query, key, value, params, num_heads, batch_first)
@@ -242,7 +276,7 @@ class TorchLayers:
             )
             return out
 
-        return self._torch_call(build, call)
+        return self._torch_call(build, call, params)
 
     def multi_head_attention_weights(
         self,
@@ -277,7 +311,7 @@ class TorchLayers:
             )
             return weights
 
-        return self._torch_call(build, call)
+        return self._torch_call(build, call, params)
 
     def feed_forward(self, x: Any, params: Mapping[str, Any], activation: str = "relu") -> Any:
         """``linear2(activation(linear1(x)))`` with ``F.linear`` and ``F.relu``/``F.gelu``."""
@@ -295,7 +329,7 @@ class TorchLayers:
     def _ffn(F: Any, x: Any, params: Mapping[str, Any], activation: str) -> Any:
         import torch
 
-        with torch.no_grad():
+        with contextlib.nullcontext() if differentiating() else torch.no_grad():
             h = F.linear(x, params["linear1.weight"], params.get("linear1.bias"))
             if activation == "relu":
                 h = F.relu(h)
@@ -314,7 +348,7 @@ class TorchLayers:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # see _torch_call
         try:
-            with torch.no_grad():
+            with contextlib.nullcontext() if differentiating() else torch.no_grad():
                 gate = F.silu(F.linear(x, params["w1.weight"]))
                 return F.linear(gate * F.linear(x, params["w3.weight"]), params["w2.weight"])
         finally:
@@ -356,7 +390,7 @@ class TorchLayers:
                 is_causal=is_causal,
             )
 
-        return self._torch_call(build, call)
+        return self._torch_call(build, call, params)
 
     def decoder_layer(
         self,
@@ -400,7 +434,7 @@ class TorchLayers:
                 tgt_is_causal=tgt_is_causal,
             )
 
-        return self._torch_call(build, call)
+        return self._torch_call(build, call, params)
 
 
 # -- numpy -------------------------------------------------------------------------------------

@@ -14,7 +14,17 @@ from __future__ import annotations
 
 from transpec.oracle import components
 
-from . import _registry, attention, backward, layers, masking, norms, positional, softmax
+from . import (
+    _registry,
+    attention,
+    backward,
+    backward_layers,
+    layers,
+    masking,
+    norms,
+    positional,
+    softmax,
+)
 from ._registry import ALL_DTYPES, HALF_DTYPES, Entry, chaff, wheat
 
 #: the components of the core corpus: the kernels (softmax, attention and the norms)
@@ -27,12 +37,17 @@ CHAFFS: list[Entry] = [
 WHEATS: list[Entry] = [
     e for e in _registry.WHEATS if e.component in CORE_COMPONENTS and not e.gradients
 ]
-#: chaffs and wheats of the kernels' backward passes (judged by the backward properties)
+#: chaffs and wheats of the backward passes, kernels and layers (judged by the backward
+#: properties)
 BACKWARD_CHAFFS: list[Entry] = [e for e in _registry.CHAFFS if e.gradients]
 BACKWARD_WHEATS: list[Entry] = [e for e in _registry.WHEATS if e.gradients]
 #: chaffs and wheats of the layer and positional components (``layers``, ``positional``)
-LAYER_CHAFFS: list[Entry] = [e for e in _registry.CHAFFS if e.component not in CORE_COMPONENTS]
-LAYER_WHEATS: list[Entry] = [e for e in _registry.WHEATS if e.component not in CORE_COMPONENTS]
+LAYER_CHAFFS: list[Entry] = [
+    e for e in _registry.CHAFFS if e.component not in CORE_COMPONENTS and not e.gradients
+]
+LAYER_WHEATS: list[Entry] = [
+    e for e in _registry.WHEATS if e.component not in CORE_COMPONENTS and not e.gradients
+]
 
 ENTRIES: list[Entry] = (
     CHAFFS + WHEATS + LAYER_CHAFFS + LAYER_WHEATS + BACKWARD_CHAFFS + BACKWARD_WHEATS
@@ -70,6 +85,7 @@ __all__ = [
     "Entry",
     "attention",
     "backward",
+    "backward_layers",
     "chaff",
     "entry",
     "layers",

@@ -23,11 +23,14 @@ from transpec.oracle.engine.profiles import case_seed, resolve
 from transpec.runs import Verdict, check_once, plan, run
 
 
-def properties_of(component: str) -> tuple[str, ...]:
-    """The names of the component's properties, in the runner's order."""
+def properties_of(component: str, *, backward: bool | None = None) -> tuple[str, ...]:
+    """The names of the component's properties, in the runner's order (``backward`` True or
+    False: only its backward or only its forward ones)."""
     from transpec.oracle.catalogue import select
 
-    return tuple(p.name for p in select(components=[component]))
+    return tuple(
+        p.name for p in select(components=[component]) if backward is None or p.backward == backward
+    )
 
 
 def verdict(

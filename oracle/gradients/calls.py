@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from transpec.oracle import components as registry
-from transpec.oracle.engine.harness import Harness, _frozen_values, check_shape
+from transpec.oracle.engine.harness import Harness, _frozen_values, check_shape, copy_arguments
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation
 from transpec.oracle.gradients import reference as gref
 from transpec.oracle.gradients.tolerance import tolerances
@@ -127,13 +127,21 @@ def execute_vjp(
     )
     harness.check_conventions(component)
     watch.untouched(component, harness.adapter)
-    differentiable = [
-        name
-        for name in registry.get(component).gradients
-        if isinstance(sent.get(name), np.ndarray) and sent[name].dtype.kind == "f"
-    ]
-    grads = _gradients(harness, component, result, differentiable)
+    grads = _gradients(harness, component, result, differentiable(component, sent))
     return {**sent, GRAD_OUTPUT: g_sent}, grads
+
+
+def differentiable(component: str, args: Mapping[str, Any]) -> list[str]:
+    """The gradients a backward call on ``args`` returns: each of the record's ``gradients``
+    that is a float array among the arguments or, for a layer, among its ``params``."""
+    params = args.get("params")
+    params = params if isinstance(params, Mapping) else {}
+    out = []
+    for name in registry.get(component).gradients:
+        value = args[name] if name in args else params.get(name)
+        if value is not None and np.asarray(value).dtype.kind == "f":
+            out.append(name)
+    return out
 
 
 def _reference(
@@ -142,15 +150,27 @@ def _reference(
     """The reference gradients on what was sent, and their tolerances under the declared
     forward and backward precisions."""
     adapter = harness.adapter
+    semantics = None
+    if registry.get(component).takes_params:
+        # the path the backward takes (torch's modules differentiate on their slow path)
+        declare = getattr(adapter, "backward_layer_semantics", adapter.layer_semantics)
+        semantics = declare(component, copy_arguments(sent))
     ref = gref.compute(
-        component, sent, g_sent, conventions=harness.conventions, dtype=harness.dtype
+        component,
+        sent,
+        g_sent,
+        conventions=harness.conventions,
+        dtype=harness.dtype,
+        semantics=semantics,
     )
-    tols = tolerances(
-        ref,
-        harness.dtype,
-        adapter.precision(component, harness.dtype),
-        adapter.backward_precision(component, harness.dtype),
-    )
+    forward: Any = adapter.precision(component, harness.dtype)
+    backward: Any = adapter.backward_precision(component, harness.dtype)
+    flushed = harness.conventions.flush_subnormals
+    if flushed:  # the flushed formats' underflow floor is their smallest normal (as forward)
+        from transpec.oracle.engine.error_model import Flushing
+
+        forward, backward = Flushing(forward, flushed), Flushing(backward, flushed)
+    tols = tolerances(ref, harness.dtype, forward, backward)
     return ref, tols
 
 

@@ -67,12 +67,22 @@ def compute(
     *,
     conventions: Conventions = CANONICAL,
     dtype: str = "float64",
+    semantics: Mapping[str, str] | None = None,
 ) -> GradientReference:
     """The reference gradients of ``component`` on ``args`` for the cotangent ``grad_output``
-    (the record's ``"vjp_reference"`` hook computes them)."""
+    (the record's ``"vjp_reference"`` hook computes them); ``semantics``: a layer's declared
+    path semantics (:meth:`~transpec.adapters.base.Adapter.layer_semantics`)."""
     record = components.get(component)
-    kref.check_args(component, args)
     function: Callable[..., GradientReference] = record.hook("vjp_reference")
+    if record.takes_params:
+        return function(
+            args,
+            grad_output,
+            conventions=conventions,
+            dtype=canonical_dtype(dtype),
+            semantics=semantics,
+        )
+    kref.check_args(component, args)
     return function(args, grad_output, conventions=conventions, dtype=canonical_dtype(dtype))
 
 

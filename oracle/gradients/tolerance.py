@@ -55,7 +55,7 @@ def _finish(value: FloatArray, internal: FloatArray, floor: FloatArray, un: Unit
 def softmax_rules(ref: GradientReference, fwd: Units, bwd: Units) -> dict[str, Rule]:
     """docs/gradients.md §2: x̄_j = p_j(g_j − D), D = Σ_k g_k p_k.
 
-    |δp_j| <= e_j (the forward rule's internal bound, + u_out·p_j for a stored p);
+    |δp_j| <= e_j (the forward rule's internal bound, + u_out·p_j + η_out for a stored p);
     |δD| <= Σ_k |g_k| e_k + (γ_n + u_acc)·Σ_k |g_k| p_k;
     |δx̄_j| <= e_j·(|g_j| + A) + p_j·(|δD| + 2u_acc·(|g_j| + A)),  A = Σ_k |g_k| p_k."""
     ctx = ref.context
@@ -63,7 +63,13 @@ def softmax_rules(ref: GradientReference, fwd: Units, bwd: Units) -> dict[str, R
     un_p = worse(fwd, bwd)
     _, parts, _ = ktol.softmax_rule(ref.forward, un_p)
     p = np.nan_to_num(ctx["p"])
-    e = np.moveaxis(np.asarray(parts["internal"]), dim, -1) + un_p.out * p
+    # a stored p_k is rounded to the output dtype: u_out·p_k, and at most its underflow floor
+    # where it falls among the subnormals (or to 0), for every p_k > 0
+    e = (
+        np.moveaxis(np.asarray(parts["internal"]), dim, -1)
+        + un_p.out * p
+        + np.where(p > 0, un_p.eta_out, 0.0)
+    )
     abs_g, gp = ctx["abs_g"], ctx["gp"]
     n = float(p.shape[-1])
     with np.errstate(over="ignore", invalid="ignore"):

@@ -94,6 +94,27 @@ EXPECTED_BACKWARD = {
 }
 
 
+def _layer_backward(component: str) -> set[str]:
+    from transpec.oracle.components import get
+
+    own = {f"grad_equivalence_{g}" for g in get(component).gradients} | {"grad_linearity"}
+    return own | ({"grad_padded_keys_zero"} if component == "multi_head_attention" else set())
+
+
+EXPECTED_BACKWARD.update(
+    {
+        c: _layer_backward(c)
+        for c in (
+            "multi_head_attention",
+            "feed_forward",
+            "swiglu_feed_forward",
+            "encoder_layer",
+            "decoder_layer",
+        )
+    }
+)
+
+
 def test_the_catalogue_names_every_property_once() -> None:
     ids = [p.id for p in PROPERTIES]
     assert len(ids) == len(set(ids))

@@ -14,8 +14,12 @@ import pytest
 
 from transpec.adapters.numpy.adapter import NumpyAdapter
 from transpec.oracle.catalogue import PROPERTIES
+from transpec.oracle.components import names
 
-BACKWARD = [p for p in PROPERTIES if p.backward]
+KERNELS = names("kernels")
+
+#: the kernels' backward properties (the layers': tests/gradients/test_layer_gradients.py)
+BACKWARD = [p for p in PROPERTIES if p.backward and p.component in KERNELS]
 
 
 @pytest.mark.parametrize("prop", BACKWARD, ids=[p.id for p in BACKWARD])

@@ -219,3 +219,51 @@ def test_norm_backward_is_the_derivative_of_the_definition(centered: bool) -> No
     if not centered:
         del values["bias"]
     _check_each(ref, loss, values)
+
+
+def test_numpy_softcap_backward_matches_the_reference() -> None:
+    """The NumPy adapter's attention backward with a softcap (S̄ = T̄ ∘ (1 − tanh²(S/c)), the
+    additive mask's gradient T̄) agrees with the reference's, float64, negative scale included:
+    ready for the softcap argument of the attention signature."""
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.oracle.gradients import reference as gref
+    from transpec.spec.conventions import CANONICAL
+
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((2, 3, 5, 4)) * 3 for _ in range(3))
+    mask = rng.standard_normal((5, 5))
+    g = rng.standard_normal((2, 3, 5, 4))
+    for scale, cap in ((None, 2.0), (-0.7, 0.5)):
+        got = NumpyAdapter().scaled_dot_product_attention_vjp(
+            g, q, k, v, attn_mask=mask, scale=scale, softcap=cap
+        )
+        args = {"q": q, "k": k, "v": v, "attn_mask": mask, "scale": scale, "softcap": cap}
+        ref = gref.attention_gradient(args, g, conventions=CANONICAL, dtype="float64")
+        for name in ("q", "k", "v", "attn_mask"):
+            expected = ref.grads[name].value
+            assert np.allclose(got[name], expected, rtol=1e-10, atol=1e-12), name
+        plain = NumpyAdapter().scaled_dot_product_attention_vjp(g, q, k, v, attn_mask=mask)
+        assert not np.allclose(plain["q"], got["q"])  # the softcap changes the gradient
+
+
+def test_numpy_rms_norm_backward_default_eps_in_bfloat16() -> None:
+    """eps=None is finfo(x.dtype).eps in bfloat16 too (np.finfo does not know ml_dtypes'
+    bfloat16; the calibration found the backward raising there)."""
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.oracle.gradients import reference as gref
+    from transpec.spec.conventions import CANONICAL
+
+    adapter = NumpyAdapter()
+    rng = np.random.default_rng(3)
+    x64, g64 = rng.standard_normal((3, 8)), rng.standard_normal((3, 8))
+    x = adapter.to_native(x64, "bfloat16", "cpu")
+    g = adapter.to_native(g64, "bfloat16", "cpu")
+    got = adapter.rms_norm_vjp(g, x, 8)["x"]
+    sent = adapter.from_native(x)[0]
+    ref = gref.compute(
+        "rms_norm",
+        {"x": sent, "normalized_shape": 8, "eps": 2.0**-7},
+        adapter.from_native(g)[0],
+        conventions=CANONICAL,
+    )
+    assert np.allclose(np.asarray(got, dtype=np.float64), ref.grads["x"].value, rtol=0.05)

@@ -16,7 +16,7 @@ from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolat
 
 Runner = Callable[..., float]
 COMPONENT = "swiglu_feed_forward"
-PROPERTIES = {p.name: p for p in select(COMPONENT)}
+PROPERTIES = {p.name: p for p in select(COMPONENT) if not p.backward}
 CHAFFS = corpus.select(COMPONENT, "chaff")
 WHEATS = corpus.select(COMPONENT, "wheat")
 

@@ -48,7 +48,7 @@ def test_the_registry_record_resolves_to_this_module() -> None:
     np.testing.assert_array_equal(ref.value, swiglu.swiglu_feed_forward(**args))
     tol = record.compute_tolerance(ref, "float16", Precision("float32", "float16"))
     assert np.shape(tol.bound) == ref.value.shape and np.all(tol.bound > 0)
-    assert [p.name for p in record.property_list()] == [
+    assert [p.name for p in record.property_list() if not p.backward] == [
         "equivalence",
         "shape_dtype",
         "token_permutation_equivariance",

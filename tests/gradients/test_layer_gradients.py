@@ -1,0 +1,188 @@
+"""The layers' backward oracle: the chain-rule reference against finite differences of the
+forward reference, torch's modules accepted in every dtype, known wrong backward passes rejected.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+
+from transpec.oracle import components
+from transpec.oracle.catalogue import select
+from transpec.oracle.gradients import reference as gref
+from transpec.oracle.gradients.calls import split_cotangent
+from transpec.oracle.gradients.strategies import with_cotangent
+from transpec.spec.conventions import CANONICAL
+
+LAYERS = (
+    "multi_head_attention",
+    "feed_forward",
+    "swiglu_feed_forward",
+    "encoder_layer",
+    "decoder_layer",
+)
+
+
+def _leaves(component: str, args: dict[str, Any]) -> dict[str, np.ndarray]:
+    params = args["params"]
+    out = {}
+    for name in components.get(component).gradients:
+        value = args[name] if name in args else params.get(name)
+        if value is not None:
+            out[name] = np.asarray(value, dtype=np.float64)
+    return out
+
+
+def _with(args: dict[str, Any], name: str, value: np.ndarray) -> dict[str, Any]:
+    new = dict(args)
+    if name in args:
+        new[name] = value
+    else:
+        new["params"] = {**args["params"], name: value}
+    return new
+
+
+@pytest.mark.parametrize("component", LAYERS)
+def test_reference_matches_central_differences_of_the_forward(component: str) -> None:
+    """⟨ḡrad, d⟩ = d/dt ⟨g, f(θ + t d)⟩ for a random direction d per gradient: the chain rule
+    (oracle/gradients/layers.py) against the layer's own forward reference (a separate code
+    path, oracle/layers/reference.py), central differences of step 1e-6 in float64."""
+    record = components.get(component)
+    checked = [0]
+
+    @settings(
+        max_examples=12,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(with_cotangent(component, "float64"))
+    def test(example: dict[str, Any]) -> None:
+        args, g = split_cotangent(example)
+        ref = gref.compute(component, args, g)
+        if any(np.isnan(r.value).any() for r in ref.grads.values()):
+            return  # fully masked rows: NaN by convention, not a derivative
+        rng = np.random.default_rng(0)
+        h = 1e-6
+        for name, value in _leaves(component, args).items():
+            d = rng.standard_normal(value.shape)
+
+            def loss(
+                t: float, name: str = name, value: np.ndarray = value, d: np.ndarray = d
+            ) -> float:
+                shifted = _with(args, name, value + t * d)
+                out = record.compute_reference(shifted, conventions=CANONICAL).value
+                return float(np.sum(g * out))
+
+            numeric = (loss(h) - loss(-h)) / (2 * h)
+            analytic = float(np.sum(ref.grads[name].value * d))
+            scale = float(np.sum(np.abs(ref.grads[name].value * d))) + 1e-12
+            assert abs(numeric - analytic) <= 1e-5 * scale + 1e-7, (name, numeric, analytic)
+            checked[0] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        test()
+    assert checked[0] > 0
+
+
+def _layer_backward(component: str) -> list[Any]:
+    return [p for p in select(components=[component]) if p.backward]
+
+
+#: torch's LayerNorm backward sums the bias gradient in float16/bfloat16 (the kernels' finding,
+#: docs/gradients.md §7): it reaches the layers' norm biases too, when a draw sums enough rows
+_NORM_BIAS = "torch sums LayerNorm's bias gradient in the input dtype (docs/gradients.md §7)"
+
+
+def _torch_cases() -> list[Any]:
+    cases = []
+    for component in LAYERS:
+        for prop in _layer_backward(component):
+            for dtype in ("float64", "float32", "bfloat16"):
+                half = dtype == "bfloat16" and prop.name.startswith("grad_equivalence_norm")
+                # a finding may or may not be drawn in 3 examples: not strict
+                marks = [pytest.mark.xfail(strict=False, reason=_NORM_BIAS)] if half else []
+                cases.append(pytest.param(prop, dtype, id=f"{dtype}-{prop.id}", marks=marks))
+    return cases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("prop", "dtype"), _torch_cases())
+def test_torch_layer_backward_passes(
+    prop: Any, dtype: str, run_property: Callable[..., float]
+) -> None:
+    """nn.MultiheadAttention, F.linear/activations, nn.TransformerEncoderLayer and
+    nn.TransformerDecoderLayer differentiated by autograd as users do."""
+    adapter = pytest.importorskip("transpec.adapters.torch.adapter").TorchAdapter()
+    assert run_property(prop, adapter, dtype, 3) <= 1.0
+
+
+# -- known wrong backward passes -------------------------------------------------------------
+
+
+def _torch_adapter_class() -> Any:
+    return pytest.importorskip("transpec.adapters.torch.adapter").TorchAdapter
+
+
+def _unmasked_backward() -> Any:
+    """nn.MultiheadAttention whose forward honours key_padding_mask and whose backward is that
+    of the unmasked call (the value of one, the gradient of the other)."""
+
+    class UnmaskedBackward(_torch_adapter_class()):  # type: ignore[misc]
+        name = "mha-unmasked-backward"
+
+        def multi_head_attention(
+            self, query: Any, key: Any, value: Any, params: Any, num_heads: Any, **kw: Any
+        ) -> Any:
+            masked = super().multi_head_attention(query, key, value, params, num_heads, **kw)
+            free = super().multi_head_attention(
+                query, key, value, params, num_heads, **{**kw, "key_padding_mask": None}
+            )
+            return masked.detach() + (free - free.detach())
+
+    return UnmaskedBackward()
+
+
+def _squared_cotangent() -> Any:
+    """feed_forward whose backward receives g∘|g|/max|g| instead of g (not linear in g)."""
+    import torch
+
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, y: Any) -> Any:  # type: ignore[override]
+            return y.clone()
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:  # type: ignore[override]
+            return g * g.abs() / g.abs().max().clamp_min(1e-30)
+
+    class SquaredCotangent(_torch_adapter_class()):  # type: ignore[misc]
+        name = "ffn-squared-cotangent"
+
+        def feed_forward(self, x: Any, params: Any, activation: str = "relu") -> Any:
+            return Square.apply(super().feed_forward(x, params, activation))
+
+    return SquaredCotangent()
+
+
+@pytest.mark.parametrize(
+    ("make", "component", "name"),
+    [
+        (_unmasked_backward, "multi_head_attention", "grad_padded_keys_zero"),
+        (_squared_cotangent, "feed_forward", "grad_linearity"),
+        (_squared_cotangent, "feed_forward", "grad_equivalence_x"),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_wrong_layer_backward_is_rejected(
+    make: Any, component: str, name: str, dtype: str, rejects: Callable[..., BaseException]
+) -> None:
+    rejects(component, name, make(), dtype, 20)
