@@ -230,3 +230,26 @@ def test_flax_rms_norm_default_eps_is_declared() -> None:
     options = {"components": ["rms_norm"], "properties": ["equivalence"], "dtypes": ["float32"]}
     assert set(_norm_verdicts(JaxAdapter(), **options).values()) == {"passed"}
     assert set(_norm_verdicts(DtypeEps(), **options).values()) == {"failed"}
+
+
+# -- the shipped known failures -----------------------------------------------------------------
+
+
+def test_the_shipped_known_failures_name_real_verdicts() -> None:
+    from transpec.xfails import KnownFailures, shipped
+
+    known = KnownFailures.load("jax-0.10-cpu")
+    assert "jax-0.10-cpu" in shipped() and known.source == "jax-0.10-cpu"
+
+
+@pytest.mark.slow
+def test_flax_norm_gate_passes_with_the_shipped_known_failures() -> None:
+    """``transpec check jax --component layer_norm --xfails jax-0.10-cpu`` exits 0: the one
+    defect of Flax's LayerNorm is listed, every other verdict passes."""
+    pytest.importorskip("flax")
+    from transpec.cli import main
+
+    argv = ["check", "jax", "--component", "layer_norm", "--dtype", "float32", "-q"]
+    argv += ["--isolation", "none", "--failures-dir", "/tmp"]
+    assert main(argv) == 1
+    assert main([*argv, "--xfails", "jax-0.10-cpu"]) == 0
