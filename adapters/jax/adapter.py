@@ -1,25 +1,43 @@
-"""JAX as an implementation under test: ``jax.nn.softmax`` and ``jax.nn.dot_product_attention``.
+"""JAX as an implementation under test: ``jax.nn.softmax``, ``jax.nn.dot_product_attention``
+and Flax NNX's ``LayerNorm`` and ``RMSNorm`` (:mod:`transpec.adapters.jax.flax_modules`).
 
 Called as JAX's users call them, eagerly, on ``jax.Array`` inputs from the JAX array base
 (:class:`~transpec.adapters.jax.arrays.JaxArrays`: float64 through x64, bfloat16 through
 ml_dtypes). ``dot_product_attention`` takes (B, L, H, E) arrays: the adapter maps transpec's
-(B, H, L, E) to it with ``jnp.swapaxes`` and back, and passes a boolean mask as ``mask`` (True =
+(B, H, L, E) to it and back (on the host, see below), and passes a boolean mask as ``mask`` (True =
 attend) and an additive one as ``bias``.
 
 What JAX computes, measured on jax 0.10.2, CPU (docs/findings.md), and declared:
 
 * XLA on the CPU flushes float64 and float32 subnormal results to zero
   (``flush_subnormals=("float64", "float32")``);
-* ``dot_product_attention`` replaces masked scores by a large finite negative number
-  (-0.7 · finfo(dtype).max), so a query whose every key is masked gets the mean of the value
-  rows (a finite ``mask_fill``; the value declared is that of float16, the least negative, which
-  gives the same reference wherever a score is not itself below it: a per-dtype fill is what the
-  declaration means);
+* ``dot_product_attention`` replaces the scores of masked keys (boolean ``mask``,
+  ``is_causal``) by -0.7 times float32's largest number: the fill is taken in the dtype of the
+  logits, which are never narrower than float32 (``promote_types(dtype, float32)``), and capped
+  at float32's range (``_get_large_negative``), so it is float32(-0.7·finfo(float32).max) =
+  -2.381976325057654e38 in every dtype (``mask_fill``, one value for all dtypes). A query whose
+  every key is masked this way gets the mean of the value rows;
+* a query whose every score is -inf (an additive ``bias`` of -inf on each key) gets NaN: the
+  softmax computes exp(x - max) with max = -inf (``fully_masked_row="nan"``, the 0/0 of a
+  softmax that does not guard it);
 * ``jax.nn.softmax`` in float16 and bfloat16 computes x - max, exp and the division in the
   input dtype and its sum in float32 (``Precision("float32", dtype, elementwise=dtype)``, the
   element-wise knob of docs/tolerance.md §2.7);
-* ``dot_product_attention`` in float16 and bfloat16 is computed op by op, each intermediate
-  rounded to the input dtype (``Precision(dtype, dtype)``).
+* ``dot_product_attention`` in float16 and bfloat16 computes the logits and the softmax in
+  float32 (``preferred_element_type=float32``, then ``astype(float32)``), rounds the
+  probabilities to the input dtype and multiplies them by V with float32 sums (XLA's CPU dot
+  on half inputs): float32 math with intermediates stored in the input dtype, the default
+  ``Precision("float32", dtype)``. In float64 its softmax is float32 too: not declared (a
+  defect, docs/findings.md).
+
+The library is called eagerly, op by op, as its documentation's examples call it: ``jax.nn``
+keeps ``softmax`` un-jitted on purpose (jitting it changed numerics), and a jitted
+``dot_product_attention`` computes other bits than the eager one (XLA fuses the vmapped ops) and
+fails to compile in float16 on the CPU (docs/findings.md). Eager dispatch compiles one XLA
+executable per primitive and new shape (about 13 per attention call): that compilation is
+almost all of the run's time, so the layout swap (B, H, L, E) <-> (B, L, H, E), which is exact,
+is done on the host, and the JAX array base keeps compiled executables in JAX's persistent
+compilation cache (:func:`~transpec.adapters.jax.arrays.jax_module`).
 """
 
 from __future__ import annotations
@@ -31,30 +49,51 @@ import numpy as np
 
 from transpec.adapters.base import Precision
 from transpec.adapters.jax.arrays import JaxArrays, jax_module
+from transpec.adapters.jax.flax_modules import FLAX_COMPONENTS, FlaxNorms, flax_available
 from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
-#: the fill ``jax.nn.dot_product_attention`` puts in masked scores, for float16
-_FLOAT16_FILL = -0.7 * float(np.finfo(np.float16).max)
+#: the fill ``jax.nn.dot_product_attention`` puts in masked scores, in every dtype: -0.7 times
+#: float32's largest number, computed in float32 (``jax._src.nn.functions._get_large_negative``)
+MASK_FILL = float(np.float32(-0.7) * np.finfo(np.float32).max)
 
 
-class JaxAdapter(JaxArrays):
-    """``jax.nn.softmax`` and ``jax.nn.dot_product_attention`` (the XLA implementation): see the
-    module docstring for what is declared and why."""
+class JaxAdapter(FlaxNorms, JaxArrays):
+    """``jax.nn.softmax`` and ``jax.nn.dot_product_attention`` (the XLA implementation), and
+    Flax NNX's norms when flax is installed: see the module docstrings for what is declared
+    and why."""
 
     name = "jax"
-    conventions = Conventions(flush_subnormals=("float64", "float32"), mask_fill=_FLOAT16_FILL)
+    conventions = Conventions(
+        flush_subnormals=("float64", "float32"),
+        mask_fill=MASK_FILL,
+        fully_masked_row="nan",
+        # flax.nnx.LayerNorm / RMSNorm (flax_modules)
+        layer_norm_variance_algorithm="one_pass",
+        rms_norm_default_eps=1e-6,
+    )
 
     def precision(self, component: str, dtype: str) -> Precision:
-        """(dtype, dtype): XLA's CPU ops round every intermediate to the input dtype; except
-        the sum of softmax in float16/bfloat16, which jax.nn.softmax runs in float32."""
+        """``jax.nn.softmax`` in float16/bfloat16: element-wise math in the input dtype, its sum
+        in float32; everything else: the default (float32 math, intermediates stored in the
+        input dtype, for half inputs; the input dtype otherwise)."""
         dtype = canonical_dtype(dtype)
         if component == "softmax" and dtype in ("float16", "bfloat16"):
             return Precision(accumulate="float32", store=dtype, elementwise=dtype)
-        return Precision(accumulate=dtype, store=dtype)
+        return super().precision(component, dtype)
 
     def provides(self, component: str) -> bool:
+        if component in FLAX_COMPONENTS:
+            return flax_available()
         return component in ("softmax", "attention")
+
+    def describe(self) -> str:
+        text = super().describe()
+        if flax_available():
+            import flax
+
+            text = text.replace("; devices", f", flax {flax.__version__}; devices", 1)
+        return text
 
     def supports(
         self,
@@ -89,22 +128,32 @@ class JaxAdapter(JaxArrays):
         scale: float | None = None,
         enable_gqa: bool = False,
     ) -> Any:
-        """``jax.nn.dot_product_attention`` on (B, L, H, E) views of the (B, H, L, E) inputs."""
+        """``jax.nn.dot_product_attention`` on the (B, L, H, E) layout of the (B, H, L, E) inputs
+        (swapped on the host: a copy, exact); a boolean mask is its ``mask`` (True = attend), a
+        float one its additive ``bias``."""
         jax = jax_module()
-        jnp = jax.numpy
         mask = bias = None
         if attn_mask is not None:
-            if attn_mask.dtype == jnp.bool_:
+            if attn_mask.dtype == jax.numpy.bool_:
                 mask = attn_mask
             else:
                 bias = attn_mask
         out = jax.nn.dot_product_attention(
-            jnp.swapaxes(q, -3, -2),
-            jnp.swapaxes(k, -3, -2),
-            jnp.swapaxes(v, -3, -2),
+            _swap_heads_and_length(q),
+            _swap_heads_and_length(k),
+            _swap_heads_and_length(v),
             bias=bias,
             mask=mask,
             scale=scale,
             is_causal=bool(is_causal),
         )
-        return jnp.swapaxes(out, -3, -2)
+        return _swap_heads_and_length(out)
+
+
+def _swap_heads_and_length(array: Any) -> Any:
+    """``array`` with its axes -3 and -2 swapped, copied through the host into a new array on
+    the same device: exact, and no XLA executable to compile for each new shape (as
+    ``jnp.swapaxes`` would eagerly)."""
+    jax = jax_module()
+    (device,) = array.devices()
+    return jax.device_put(np.ascontiguousarray(np.swapaxes(np.asarray(array), -3, -2)), device)

@@ -6,12 +6,23 @@ instantiating the base turns it on (``jax_enable_x64``), as a user testing float
 changes the default dtype of arrays created from Python scalars in the same process (documented
 by JAX), not the dtype of the arrays transpec hands over, which are always explicit.
 
+Compiled executables are kept in JAX's persistent compilation cache, which JAX leaves off
+unless a directory is configured: eager JAX compiles one executable per primitive and new
+shape, and that compilation is most of a run's time (docs/findings.md); a later run reading
+the same executables back takes about a third of the time. The directory is the user's own
+JAX setting when there is one (``JAX_COMPILATION_CACHE_DIR`` or ``jax_compilation_cache_dir``),
+else ``$XDG_CACHE_HOME/transpec/jax`` (``~/.cache/transpec/jax``); ``TRANSPEC_JAX_CACHE=off``
+leaves JAX's setting alone. The cache is keyed by JAX on the program, the compiler options
+and the jaxlib version: an executable read back is the one the compiler would make.
+
 jax is imported when the base is instantiated, never when this module is imported.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -24,11 +35,27 @@ from transpec.oracle.engine.dtypes import canonical_dtype
 
 @functools.cache
 def jax_module() -> ModuleType:
-    """The ``jax`` module, imported on first use, with 64-bit mode on."""
+    """The ``jax`` module, imported on first use, with 64-bit mode on and the persistent
+    compilation cache configured (see the module docstring)."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    _use_persistent_cache(jax)
     return jax
+
+
+def _use_persistent_cache(jax: ModuleType) -> None:
+    """Point JAX's persistent compilation cache at transpec's directory and cache every
+    executable (JAX's defaults skip those compiled in under a second: all of eager JAX's),
+    unless the user configured a directory or set ``TRANSPEC_JAX_CACHE=off``."""
+    if os.environ.get("TRANSPEC_JAX_CACHE", "").strip().lower() in ("0", "off", "false", "no"):
+        return
+    if jax.config.jax_compilation_cache_dir:
+        return
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    jax.config.update("jax_compilation_cache_dir", str(Path(root) / "transpec" / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def numpy_dtype(dtype: str) -> Any:

@@ -10,14 +10,28 @@ inputs.
 component           operator                       dtypes the CPU provider implements
 ==================  =============================  ====================================
 softmax             ``Softmax`` (axis)             float64, float32, float16
-layer_norm          ``LayerNormalization`` (17)    float64, float32, float16
+layer_norm          ``LayerNormalization`` (17)    float64, float32, float16, bfloat16
 rms_norm            ``RMSNormalization`` (23)      float64, float32, float16
 attention           ``Attention`` (23), 4-D        float64, float32, float16
+rotary_embedding    ``RotaryEmbedding`` (23)       float32, float16
 ==================  =============================  ====================================
 
-(bfloat16: the CPU provider has no bfloat16 Softmax, RMSNormalization or Attention kernel --
-session creation fails with NOT_IMPLEMENTED -- and its Python API takes no bfloat16 NumPy
-arrays, so bfloat16 is not declared.) What ONNX specifies and the adapter therefore declares:
+The dtypes are measured on onnxruntime 1.31.1 (``component_dtypes``): making a bfloat16
+session of ``Softmax``, ``RMSNormalization``, ``Attention`` or ``RotaryEmbedding`` fails with
+NOT_IMPLEMENTED (their function bodies' ``ReduceMax``, ``Mul``, ``Expand`` or the operator
+itself have no bfloat16 CPU kernel); ``LayerNormalization`` has one; ``RotaryEmbedding`` takes
+no float64 (its type constraint is float, float16, bfloat16). bfloat16 arrays go in and out as
+``OrtValue`` s of ONNX type BFLOAT16 (``ml_dtypes.bfloat16`` NumPy arrays viewed as uint16; the
+plain ``session.run`` refuses them), bound with ``io_binding``.
+
+``RotaryEmbedding`` is called as a model exporter calls it: ``X`` 4-D (B, H, L, D) -- x's
+leading dims flattened into H, batch 1 --, ``position_ids`` (1, L) (``offset + arange(L)`` or the
+positions given), and cos/sin caches of shape (max position + 1, D/2) holding cos(p·θ_i),
+sin(p·θ_i), θ_i = base^(-2i/D), computed in float64 and rounded to the dtype (the operator takes
+them as inputs; an exact cache judges the operator, not the cache's maker), ``interleaved=0``
+(its default: pairs (x_i, x_{i+D/2}), transpec's canonical ``rope_pairing="half_split"``).
+
+What ONNX specifies and the adapter therefore declares:
 the scalar attributes ``epsilon`` and ``scale`` are ``float`` (float32) attributes, and the
 default scale 1/sqrt(E) is computed in float too (``scalar_attributes="float32"``); the other
 conventions are the canonical ones (boolean mask True = attend, top-left causal, grouped heads
@@ -30,6 +44,7 @@ float64 path returns NaN there, a defect). Rejected by design: a scale
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
@@ -47,9 +62,10 @@ IR_VERSION = 11
 
 _DTYPES: dict[str, tuple[str, ...]] = {
     "softmax": ("float64", "float32", "float16"),
-    "layer_norm": ("float64", "float32", "float16"),
+    "layer_norm": ("float64", "float32", "float16", "bfloat16"),
     "rms_norm": ("float64", "float32", "float16"),
     "attention": ("float64", "float32", "float16"),
+    "rotary_embedding": ("float32", "float16"),
 }
 
 
@@ -68,7 +84,9 @@ def _element_type(dtype: str) -> int:
         "float64": onnx.TensorProto.DOUBLE,
         "float32": onnx.TensorProto.FLOAT,
         "float16": onnx.TensorProto.FLOAT16,
+        "bfloat16": onnx.TensorProto.BFLOAT16,
         "bool": onnx.TensorProto.BOOL,
+        "int64": onnx.TensorProto.INT64,
     }[dtype]
 
 
@@ -79,7 +97,7 @@ class OnnxRuntimeAdapter(NumpyArrays):
     name = "onnxruntime"
     framework = "numpy"
     conventions = Conventions(scalar_attributes="float32")
-    dtypes: tuple[str, ...] = ("float64", "float32", "float16")
+    dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
     devices: tuple[str, ...] = ("cpu",)
     supports_gqa = True
 
@@ -172,15 +190,44 @@ class OnnxRuntimeAdapter(NumpyArrays):
                 inputs.append(("", ""))  # an omitted optional input
                 continue
             kind = np.asarray(value).dtype
-            inputs.append((name, "bool" if kind == np.bool_ else canonical_dtype(kind.name)))
+            if kind == np.bool_ or kind == np.int64:
+                inputs.append((name, kind.name))
+            else:
+                inputs.append((name, canonical_dtype(kind.name)))
         while inputs and inputs[-1] == ("", ""):
             inputs.pop()  # trailing omitted inputs are left out of the node
         session = self._session(op, tuple(inputs), dtype, attributes)
         present = {name: np.asarray(value) for name, value in feeds.items() if value is not None}
+        if dtype == "bfloat16":
+            return _run_bfloat16(session, present)
         (out,) = session.run(["Y"], present)
         return np.asarray(out)
 
     # -- components ---------------------------------------------------------------------------
+
+    def rotary_embedding(
+        self, x: Any, positions: Any = None, offset: int = 0, base: float = 10000.0
+    ) -> Any:
+        """``RotaryEmbedding(X, cos_cache, sin_cache, position_ids)`` on x viewed as (1, N, L, D),
+        the caches computed exactly for positions 0 .. max and rounded to x's dtype (module
+        docstring)."""
+        length, dim = int(x.shape[-2]), int(x.shape[-1])
+        pos = (
+            np.arange(offset, offset + length, dtype=np.int64)
+            if positions is None
+            else np.asarray(positions, dtype=np.int64)
+        )
+        theta = float(base) ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
+        angles = np.arange(int(pos.max()) + 1, dtype=np.float64)[:, None] * theta[None, :]
+        heads = math.prod(int(n) for n in x.shape[:-2])
+        feeds = {
+            "X": np.ascontiguousarray(x).reshape(1, heads, length, dim),
+            "cos_cache": self.to_native(np.cos(angles), x.dtype.name, "cpu"),
+            "sin_cache": self.to_native(np.sin(angles), x.dtype.name, "cpu"),
+            "position_ids": pos.reshape(1, length),
+        }
+        out = self._run("RotaryEmbedding", feeds, canonical_dtype(x.dtype.name), {})
+        return out.reshape(x.shape)
 
     def softmax(self, x: Any, dim: int = -1) -> Any:
         """``Softmax(x, axis=dim)``."""
@@ -235,3 +282,23 @@ class OnnxRuntimeAdapter(NumpyArrays):
         dtype = canonical_dtype(q.dtype.name)
         feeds = {"Q": q, "K": k, "V": v, "attn_mask": attn_mask}
         return self._run("Attention", feeds, dtype, attributes)
+
+
+def _run_bfloat16(session: Any, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Run ``session`` on bfloat16 inputs, which ONNX Runtime's Python API takes only as
+    ``OrtValue`` s of ONNX type BFLOAT16; the output ``Y``, of X's shape (every operator with a
+    bfloat16 CPU kernel here keeps it), is bound to a preallocated one of the same type."""
+    onnx, ort = _onnx()
+    bf16 = onnx.TensorProto.BFLOAT16
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        if value.dtype.name == "bfloat16":
+            binding.bind_ortvalue_input(
+                name, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(value.view(np.uint16), bf16)
+            )
+        else:
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value))
+    raw = np.zeros(feeds["X"].shape, dtype=np.uint16)
+    binding.bind_ortvalue_output("Y", ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, bf16))
+    session.run_with_iobinding(binding)
+    return raw.view(feeds["X"].dtype)
