@@ -153,7 +153,10 @@ class JaxAdapter(FlaxNorms, JaxArrays):
 def _swap_heads_and_length(array: Any) -> Any:
     """``array`` with its axes -3 and -2 swapped, copied through the host into a new array on
     the same device: exact, and no XLA executable to compile for each new shape (as
-    ``jnp.swapaxes`` would eagerly)."""
+    ``jnp.swapaxes`` would eagerly). Under a transformation (``jax.vjp`` differentiating the
+    call) the array is a tracer with no value on any host, and the swap is ``jnp.swapaxes``."""
     jax = jax_module()
+    if isinstance(array, jax.core.Tracer):
+        return jax.numpy.swapaxes(array, -3, -2)
     (device,) = array.devices()
     return jax.device_put(np.ascontiguousarray(np.swapaxes(np.asarray(array), -3, -2)), device)
