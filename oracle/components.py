@@ -329,11 +329,19 @@ _RECORDS: tuple[Component, ...] = (
         "attention",
         KERNELS,
         _args(
-            "q:array", "k:array", "v:array", "attn_mask:mask", "is_causal", "scale", "enable_gqa"
+            "q:array",
+            "k:array",
+            "v:array",
+            "attn_mask:mask",
+            "is_causal",
+            "scale",
+            "enable_gqa",
+            "softcap",
         ),
         summary=(
             "scaled dot-product attention; Lq != Lk both ways, decode, odd lengths, GQA, boolean "
-            "and additive masks, fully masked rows, large logits, custom and negative scale"
+            "and additive masks, fully masked rows, large logits, custom and negative scale, "
+            "softcap (passed only when drawn)"
         ),
         derive_page="attention",
         conventions=(
@@ -342,6 +350,7 @@ _RECORDS: tuple[Component, ...] = (
             "causal_alignment",
             "fully_masked_row",
             "gqa_mapping",
+            "mask_fill_mode",
         ),
         method="scaled_dot_product_attention",
         hooks={

@@ -347,7 +347,7 @@ _SDPA = Kernel(
         If(
             "is_causal",
             (
-                Code(('bottom_right = conventions.causal_alignment == "bottom_right"',)),
+                Code(("bottom_right = conventions.causal_offset(lq, lk) != 0",)),
                 Assign("causal", CausalKeep(lq_code, lk_code, bottom_right)),
                 Code(("keep = causal if keep is None else keep & causal",)),
             ),
@@ -648,7 +648,7 @@ def attention_exact(
         elif mask is not None:
             bias_m = to_exact(mask[index])
         if is_causal:
-            causal_m = CausalKeep(lq, lk, conventions.causal_alignment == "bottom_right")
+            causal_m = CausalKeep(lq, lk, conventions.causal_offset(lq, lk) != 0)
             keep_m = sp.ImmutableMatrix(
                 lq,
                 lk,

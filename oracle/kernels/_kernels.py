@@ -232,7 +232,7 @@ def sdpa(
     elif attn_mask is not None:
         bias = attn_mask
     if is_causal:
-        bottom_right = conventions.causal_alignment == "bottom_right"
+        bottom_right = conventions.causal_offset(lq, lk) != 0
         offset = lk - lq if bottom_right else 0
         causal = np.arange(lk)[None, :] <= np.arange(lq)[:, None] + offset
         keep = causal if keep is None else keep & causal
