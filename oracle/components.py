@@ -449,7 +449,7 @@ _RECORDS: tuple[Component, ...] = (
             "batch_first both ways"
         ),
         derive_page="multi_head_attention",
-        conventions=("fully_masked_row", "mask_fill"),
+        conventions=("fully_masked_row", "mask_fill", "mask_fill_mode"),
         hooks=_layer_hooks("multi_head_attention", "propagation_derivation"),
     ),
     Component(
@@ -458,7 +458,7 @@ _RECORDS: tuple[Component, ...] = (
         _args(*_MHA_ARGS, "average_attn_weights"),
         summary="the attention weights nn.MultiheadAttention returns with need_weights=True",
         derive_page="multi_head_attention",
-        conventions=("fully_masked_row", "mask_fill"),
+        conventions=("fully_masked_row", "mask_fill", "mask_fill_mode"),
         hooks=_layer_hooks("multi_head_attention_weights", "weights_derivation"),
     ),
     Component(
@@ -486,7 +486,7 @@ _RECORDS: tuple[Component, ...] = (
         ),
         summary="nn.TransformerEncoderLayer in eval mode; pre- and post-LN, masks, activations",
         derive_page="encoder_layer",
-        conventions=("fully_masked_row", "mask_fill"),
+        conventions=("fully_masked_row", "mask_fill", "mask_fill_mode"),
         hooks=_layer_hooks("encoder_layer", "propagation_derivation"),
     ),
     Component(
@@ -509,7 +509,7 @@ _RECORDS: tuple[Component, ...] = (
         ),
         summary="nn.TransformerDecoderLayer in eval mode; causal self-attention, memory padding",
         derive_page="decoder_layer",
-        conventions=("fully_masked_row", "mask_fill"),
+        conventions=("fully_masked_row", "mask_fill", "mask_fill_mode"),
         hooks=_layer_hooks("decoder_layer", "decoder_derivation"),
     ),
     Component(
