@@ -113,7 +113,7 @@ BUILTIN_ADAPTERS: dict[str, BuiltinAdapter] = {
     ),
     "transformers": BuiltinAdapter(
         "Hugging Face transformers, Llama: sdpa_attention_forward, LlamaRMSNorm, "
-        "LlamaRotaryEmbedding",
+        "LlamaRotaryEmbedding; BERT's self-attention as multi_head_attention",
         "transpec.adapters.transformers.adapter",
         "TransformersAdapter",
         "transformers",

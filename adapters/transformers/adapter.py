@@ -11,7 +11,16 @@ attention              ``sdpa_attention_forward``              Gemma 2's ``eager
 rms_norm               ``LlamaRMSNorm``                        ``GemmaRMSNorm``
 rotary_embedding       ``LlamaRotaryEmbedding`` +              --
                        ``apply_rotary_pos_emb``
+multi_head_attention   ``BertSelfAttention`` (sdpa) +          --
+                       ``BertSelfOutput.dense``
 =====================  ======================================  ==================================
+
+BERT's attention block (``BertAttention``) is ``BertSelfAttention``, then ``BertSelfOutput``:
+its ``dense`` layer is nn.MultiheadAttention's output projection, followed by dropout, a
+residual and a LayerNorm that the component does not have; the adapter calls the first two
+(the self-attention with Q/K/V from the drawn ``in_proj_weight`` rows, absent biases as zeros)
+and stops there. Only self-attention is passed (BERT's cross-attention reads keys and values
+from one sequence), with boolean masks.
 
 Inputs are (B, H, L, E) tensors (the layout the attention functions take; they return
 (B, L, H, E), transposed back here); a module stub carries ``num_key_value_groups`` (grouped
@@ -146,10 +155,30 @@ class _TransformersBase(TorchArrays):
                 return "the RMSNorm modules normalize the last dim only"
             if args.get("weight") is None:
                 return "the RMSNorm modules always have a weight parameter"
+        if component == "multi_head_attention" and "query" in args:
+            return self._bert_support(args)
         if component == "rotary_embedding":
             x = args.get("x")
             if x is not None and (np.ndim(x) < 2 or np.shape(x)[-1] % 2):
                 return "the Llama rotary embedding takes (..., L, D) with an even head dim D"
+        return None
+
+    @staticmethod
+    def _bert_support(args: Mapping[str, Any]) -> str | None:
+        """What BERT's self-attention block does not take."""
+        query, key, value = (np.asarray(args[n]) for n in ("query", "key", "value"))
+        if not (np.array_equal(query, key) and np.array_equal(key, value)):
+            return "BertSelfAttention reads queries, keys and values from one sequence"
+        params = args.get("params") or {}
+        if params.get("in_proj_weight") is None or params.get("bias_k") is not None:
+            return "BERT has one projection per Q/K/V of width hidden_size and no bias_k/bias_v"
+        for name in ("key_padding_mask", "attn_mask"):
+            mask = args.get(name)
+            if mask is not None and np.asarray(mask).dtype != np.bool_:
+                return "the masking utilities build boolean masks (no float mask)"
+        attn = args.get("attn_mask")
+        if attn is not None and np.ndim(attn) != 2:
+            return "masking_utils builds one mask for every head"
         return None
 
     @staticmethod
@@ -227,6 +256,79 @@ class TransformersAdapter(_TransformersBase):
             is_causal=bool(is_causal),
         )
         return out.transpose(1, 2)
+
+    def multi_head_attention(
+        self,
+        query: Any,
+        key: Any,
+        value: Any,
+        params: Any,
+        num_heads: int,
+        key_padding_mask: Any = None,
+        attn_mask: Any = None,
+        is_causal: bool = False,
+        batch_first: bool = False,
+    ) -> Any:
+        """BERT's self-attention: ``BertSelfAttention(BertConfig(hidden_size=E,
+        num_attention_heads=H))`` (sdpa) on the query, then ``BertSelfOutput.dense`` (the output
+        projection; its dropout, residual and LayerNorm are not part of the component). The
+        weights are the drawn ``in_proj_weight`` rows and ``out_proj``; the boolean masks
+        (nn.MultiheadAttention's True = masked) become the mask ``masking_utils.sdpa_mask``
+        builds from a 2-D padding mask and the attention mask as a mask function."""
+        torch = torch_module()
+        from transformers import BertConfig, masking_utils
+        from transformers.models.bert import modeling_bert
+
+        x = query if batch_first or query.dim() == 2 else query.transpose(0, 1)
+        unbatched = x.dim() == 2
+        if unbatched:
+            x = x.unsqueeze(0)
+        batch, length, width = x.shape
+        config = BertConfig(
+            hidden_size=width,
+            num_attention_heads=int(num_heads),
+            attention_probs_dropout_prob=0.0,
+            hidden_dropout_prob=0.0,
+            attn_implementation="sdpa",
+        )
+        attention = modeling_bert.BertSelfAttention(config).to(dtype=x.dtype).eval()
+        output = modeling_bert.BertSelfOutput(config).to(dtype=x.dtype).eval()
+        w_in, b_in = params["in_proj_weight"], params.get("in_proj_bias")
+        with torch.no_grad():
+            for i, linear in enumerate((attention.query, attention.key, attention.value)):
+                linear.weight.copy_(w_in[i * width : (i + 1) * width])
+                part = None if b_in is None else b_in[i * width : (i + 1) * width]
+                linear.bias.copy_(torch.zeros(width) if part is None else part)
+            output.dense.weight.copy_(params["out_proj.weight"])
+            bias = params.get("out_proj.bias")
+            output.dense.bias.copy_(torch.zeros(width) if bias is None else bias)
+        mask = None
+        if key_padding_mask is not None or attn_mask is not None:
+            padding = None
+            if key_padding_mask is not None:
+                padding = ~key_padding_mask.reshape(batch, length)
+            function = masking_utils.bidirectional_mask_function
+            if attn_mask is not None:
+                hidden = attn_mask
+
+                def function(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+                    return ~hidden[q_idx, kv_idx]
+
+            mask = masking_utils.sdpa_mask(
+                batch_size=batch,
+                q_length=length,
+                kv_length=length,
+                mask_function=function,
+                attention_mask=padding,
+                allow_is_causal_skip=False,
+                device=x.device,
+            )
+        with torch.no_grad():
+            heads, _ = attention(x, attention_mask=mask)
+            y = output.dense(heads)
+        if unbatched:
+            return y[0]
+        return y if batch_first else y.transpose(0, 1)
 
     def rotary_embedding(
         self, x: Any, positions: Any = None, offset: int = 0, base: float = 10000.0

@@ -104,6 +104,20 @@ def test_gemma_weight_is_needed(gemma: Any) -> None:
     assert _with(gemma, gemma.conventions.replace(rms_norm_weight="w"), *args).exit_code == 1
 
 
+def test_bert_self_attention_is_multi_head_attention(llama: Any) -> None:
+    """BertSelfAttention + BertSelfOutput.dense pass as nn.MultiheadAttention's output on self
+    attention with boolean masks; anything else is rejected by design, never failed."""
+    result = _run(llama, "multi_head_attention", ["equivalence"], ["float32", "bfloat16"])
+    assert result.exit_code == 0, [v.report for v in result.failures]
+    assert all(v.examples > 0 for v in result.verdicts)
+    import numpy as np
+
+    q = np.zeros((2, 3, 4))
+    assert "one sequence" in llama.supports(
+        "multi_head_attention", {"query": q, "key": q + 1, "value": q + 1}
+    )
+
+
 def test_softcap_is_passed_where_the_function_takes_it(llama: Any, gemma: Any) -> None:
     assert _run(gemma, "attention", ["softcap"], ["float32"]).exit_code == 0
     skipped = _run(llama, "attention", ["softcap"], ["float32"])
