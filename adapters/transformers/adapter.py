@@ -284,7 +284,7 @@ class TransformersAdapter(_TransformersBase):
         if unbatched:
             x = x.unsqueeze(0)
         batch, length, width = x.shape
-        config = BertConfig(
+        config = BertConfig(  # type: ignore[call-arg]  # attn_implementation: a config kwarg
             hidden_size=width,
             num_attention_heads=int(num_heads),
             attention_probs_dropout_prob=0.0,
