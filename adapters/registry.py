@@ -111,6 +111,22 @@ BUILTIN_ADAPTERS: dict[str, BuiltinAdapter] = {
         "onnxruntime",
         "onnxruntime",
     ),
+    "transformers": BuiltinAdapter(
+        "Hugging Face transformers, Llama: sdpa_attention_forward, LlamaRMSNorm, "
+        "LlamaRotaryEmbedding; BERT's self-attention as multi_head_attention",
+        "transpec.adapters.transformers.adapter",
+        "TransformersAdapter",
+        "transformers",
+        "transformers",
+    ),
+    "transformers-gemma": BuiltinAdapter(
+        "Hugging Face transformers, Gemma: Gemma 2's eager_attention_forward (softcap, "
+        "additive finfo.min masks), GemmaRMSNorm",
+        "transpec.adapters.transformers.adapter",
+        "TransformersGemmaAdapter",
+        "transformers",
+        "transformers",
+    ),
     "jax": BuiltinAdapter(
         "JAX on the CPU: jax.nn.softmax, jax.nn.dot_product_attention (XLA)",
         "transpec.adapters.jax.adapter",
@@ -131,7 +147,13 @@ _EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 
 
 #: how a missing module is named in the message
-_DISPLAY = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "jax": "JAX", "flax": "Flax"}
+_DISPLAY = {
+    "torch": "PyTorch",
+    "onnxruntime": "ONNX Runtime",
+    "jax": "JAX",
+    "flax": "Flax",
+    "transformers": "Hugging Face transformers",
+}
 
 
 def _one_line(exc: BaseException) -> str:

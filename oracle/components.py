@@ -346,11 +346,19 @@ _RECORDS: tuple[Component, ...] = (
         "attention",
         KERNELS,
         _args(
-            "q:array", "k:array", "v:array", "attn_mask:mask", "is_causal", "scale", "enable_gqa"
+            "q:array",
+            "k:array",
+            "v:array",
+            "attn_mask:mask",
+            "is_causal",
+            "scale",
+            "enable_gqa",
+            "softcap",
         ),
         summary=(
             "scaled dot-product attention; Lq != Lk both ways, decode, odd lengths, GQA, boolean "
-            "and additive masks, fully masked rows, large logits, custom and negative scale"
+            "and additive masks, fully masked rows, large logits, custom and negative scale, "
+            "softcap (passed only when drawn)"
         ),
         derive_page="attention",
         conventions=(
@@ -359,6 +367,7 @@ _RECORDS: tuple[Component, ...] = (
             "causal_alignment",
             "fully_masked_row",
             "gqa_mapping",
+            "mask_fill_mode",
         ),
         method="scaled_dot_product_attention",
         hooks={
@@ -457,7 +466,7 @@ _RECORDS: tuple[Component, ...] = (
             "batch_first both ways"
         ),
         derive_page="multi_head_attention",
-        conventions=("fully_masked_row", "mask_fill"),
+        conventions=("fully_masked_row", "mask_fill", "mask_fill_mode"),
         hooks={
             **_layer_hooks("multi_head_attention", "propagation_derivation"),
             **_layer_gradient_hooks("multi_head_attention"),
@@ -479,7 +488,7 @@ _RECORDS: tuple[Component, ...] = (
         _args(*_MHA_ARGS, "average_attn_weights"),
         summary="the attention weights nn.MultiheadAttention returns with need_weights=True",
         derive_page="multi_head_attention",
-        conventions=("fully_masked_row", "mask_fill"),
+        conventions=("fully_masked_row", "mask_fill", "mask_fill_mode"),
         hooks=_layer_hooks("multi_head_attention_weights", "weights_derivation"),
     ),
     Component(
@@ -511,7 +520,7 @@ _RECORDS: tuple[Component, ...] = (
         ),
         summary="nn.TransformerEncoderLayer in eval mode; pre- and post-LN, masks, activations",
         derive_page="encoder_layer",
-        conventions=("fully_masked_row", "mask_fill"),
+        conventions=("fully_masked_row", "mask_fill", "mask_fill_mode"),
         hooks={
             **_layer_hooks("encoder_layer", "propagation_derivation"),
             **_layer_gradient_hooks("encoder_layer"),
@@ -543,7 +552,7 @@ _RECORDS: tuple[Component, ...] = (
         ),
         summary="nn.TransformerDecoderLayer in eval mode; causal self-attention, memory padding",
         derive_page="decoder_layer",
-        conventions=("fully_masked_row", "mask_fill"),
+        conventions=("fully_masked_row", "mask_fill", "mask_fill_mode"),
         hooks={
             **_layer_hooks("decoder_layer", "decoder_derivation"),
             **_layer_gradient_hooks("decoder_layer"),

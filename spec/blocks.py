@@ -323,7 +323,8 @@ _SDPA = Kernel(
         "``gqa_mapping='tile'``). scale None means 1 / sqrt(E). The softcap applies to the\n"
         "scaled scores, before the mask. A boolean ``attn_mask`` keeps True (or ignores True\n"
         "under ``bool_mask='ignore'``); a float mask is added. Masked scores (boolean or\n"
-        "causal, top-left or bottom-right aligned) are -inf, or replaced by ``mask_fill``.\n"
+        "causal, top-left or bottom-right aligned) are -inf, or replaced by ``mask_fill`` (or\n"
+        "it is added to them, ``mask_fill_mode='add'``).\n"
         "A query row whose scores are all -inf outputs 0 (``fully_masked_row='zero'``) or NaN."
     ),
     body=(
@@ -347,11 +348,22 @@ _SDPA = Kernel(
         If(
             "is_causal",
             (
-                Code(('bottom_right = conventions.causal_alignment == "bottom_right"',)),
+                Code(("bottom_right = conventions.causal_offset(lq, lk) != 0",)),
                 Assign("causal", CausalKeep(lq_code, lk_code, bottom_right)),
                 Code(("keep = causal if keep is None else keep & causal",)),
             ),
             test="true",
+        ),
+        Code(
+            (
+                "# an added fill (mask_fill_mode='add'): the masked keys' fill joins the additive",
+                "# mask and no key is hidden",
+                'if conventions.mask_fill is not None and conventions.mask_fill_mode == "add":',
+                "    if keep is not None:",
+                "        added = np.where(keep, 0.0, float(conventions.mask_fill))",
+                "        bias = added if bias is None else added + bias",
+                "    keep = None",
+            )
         ),
         Code(('fill = float("-inf") if conventions.mask_fill is None else conventions.mask_fill',)),
         *_SCORES_BODY,
@@ -648,7 +660,7 @@ def attention_exact(
         elif mask is not None:
             bias_m = to_exact(mask[index])
         if is_causal:
-            causal_m = CausalKeep(lq, lk, conventions.causal_alignment == "bottom_right")
+            causal_m = CausalKeep(lq, lk, conventions.causal_offset(lq, lk) != 0)
             keep_m = sp.ImmutableMatrix(
                 lq,
                 lk,
@@ -658,6 +670,10 @@ def attention_exact(
                     for j in range(lk)
                 ],
             )
+        if conventions.mask_fill is not None and conventions.mask_fill_mode == "add":
+            # the fill is added to the masked scores: an additive mask, every key kept
+            bias_m = bias_m + (sp.ones(lq, lk) - keep_m) * fill_value
+            keep_m = sp.ones(lq, lk)
         env = {
             "q": to_exact(q_[index]),
             "k": to_exact(k_[kv_index]),

@@ -56,6 +56,13 @@ _algorithm``           the computed μ, or Welford         ``use_fast_variance=T
                                                           softmax, GPU kernels under FTZ)
 ``scalar_attributes``  ``"exact"``: eps, scale, softcap  ``"float32"``: rounded to float32 first
                        used as given                      (ONNX ``epsilon``/``scale`` attributes)
+``mask_fill_mode``     ``"replace"``: a finite            ``"add"``: the fill is *added* to the
+                       ``mask_fill`` replaces the         masked scores (Hugging Face's masks:
+                       masked scores (Flax, JAX)          0 / ``finfo(dtype).min``, added)
+``causal_alignment``   (see above)                        ``"top_left_decode_all"``: top-left for
+                                                          Lq > 1, but a single query (decode)
+                                                          sees every key (Hugging Face's
+                                                          ``sdpa_attention_forward``)
 =====================  =================================  ========================================
 
 Values per dtype. Any field may instead be a per-dtype mapping (``mask_fill={"float16": -65504.0,
@@ -80,7 +87,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 BoolMask = Literal["keep", "ignore"]
-CausalAlignment = Literal["top_left", "bottom_right"]
+CausalAlignment = Literal["top_left", "bottom_right", "top_left_decode_all"]
 FullyMaskedRow = Literal["zero", "nan"]
 GQAMapping = Literal["interleave", "tile"]
 Variance = Literal["biased", "unbiased"]
@@ -93,10 +100,11 @@ SinusoidalFrequencies = Literal["paper", "tensor2tensor"]
 RopePairing = Literal["half_split", "interleaved"]
 VarianceAlgorithm = Literal["two_pass", "one_pass"]
 ScalarAttributes = Literal["exact", "float32"]
+MaskFillMode = Literal["replace", "add"]
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "bool_mask": ("keep", "ignore"),
-    "causal_alignment": ("top_left", "bottom_right"),
+    "causal_alignment": ("top_left", "bottom_right", "top_left_decode_all"),
     "fully_masked_row": ("zero", "nan"),
     "gqa_mapping": ("interleave", "tile"),
     "layer_norm_variance": ("biased", "unbiased"),
@@ -108,12 +116,14 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "rope_pairing": ("half_split", "interleaved"),
     "layer_norm_variance_algorithm": ("two_pass", "one_pass"),
     "scalar_attributes": ("exact", "float32"),
+    "mask_fill_mode": ("replace", "add"),
 }
 
 _DESCRIPTIONS: dict[str, str] = {
     "bool_mask": "meaning of True in a boolean attention mask",
     "mask_fill": "value that replaces masked scores (None: -inf)",
-    "causal_alignment": "which corner the causal mask is anchored to when Lq != Lk",
+    "causal_alignment": "which corner the causal mask is anchored to when Lq != Lk "
+    "(top_left_decode_all: top-left, but one query sees every key)",
     "fully_masked_row": "output of a query row whose every key is masked (-inf fill)",
     "gqa_mapping": "which kv head a query head reads in grouped-query attention",
     "layer_norm_variance": "LayerNorm variance estimator",
@@ -134,6 +144,10 @@ _DESCRIPTIONS: dict[str, str] = {
     "scalar_attributes": (
         "precision of the scalar arguments eps, scale and softcap: as given, or rounded to "
         "float32 first (ONNX float attributes)"
+    ),
+    "mask_fill_mode": (
+        "how a finite mask_fill applies to a masked score: replaces it, or is added to it "
+        "(Hugging Face's 0 / finfo(dtype).min masks)"
     ),
 }
 
@@ -341,6 +355,11 @@ class Conventions:
     #: ``scale``, ``softcap``): ``"exact"`` (as given) or ``"float32"`` (rounded to float32
     #: first, as ONNX's float attributes are); the reference uses the rounded value
     scalar_attributes: ScalarAttributes = "exact"
+    #: how a finite ``mask_fill`` applies to a masked score: ``"replace"`` (the score becomes
+    #: the fill) or ``"add"`` (the score plus the fill, as an additive 0 / fill mask: a fully
+    #: masked row is then softmax(S + fill), whose rounding at the magnitude of the fill the
+    #: tolerance model carries like any additive mask's); meaningless, so refused, with -inf
+    mask_fill_mode: MaskFillMode = "replace"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "flush_subnormals", _check_flush(self.flush_subnormals))
@@ -350,6 +369,22 @@ class Conventions:
                 object.__setattr__(self, f.name, PerDtype.checked(f.name, value))
             elif not (isinstance(value, str) and value in _RULES.get(f.name, {})):
                 _check_value(f.name, value)
+        if self.mask_fill_mode == "add" and self.mask_fill is None:
+            raise ValueError(
+                "convention mask_fill_mode='add' needs a finite mask_fill (an added -inf is the "
+                "replacing -inf of mask_fill=None)"
+            )
+
+    def causal_offset(self, q_len: int, kv_len: int) -> int | None:
+        """The causal rule for Lq = ``q_len`` queries and Lk = ``kv_len`` keys: key j is visible
+        to query i iff j <= i + offset; None when the rule hides no key. top_left: offset 0;
+        bottom_right: Lk - Lq; top_left_decode_all: 0 for Lq > 1, and None (every key
+        visible) for a single query, as ``is_causal`` only applies when Lq > 1."""
+        if self.causal_alignment == "bottom_right":
+            return kv_len - q_len
+        if self.causal_alignment == "top_left_decode_all" and q_len == 1:
+            return None
+        return 0
 
     def for_dtype(self, dtype: str) -> Conventions:
         """These conventions with every per-dtype value and named rule resolved for ``dtype``

@@ -89,8 +89,11 @@ class NumpyAdapter(NumpyGradientsMixin, NumpyLayers, NumpyPositionalMixin, Adapt
         is_causal: bool = False,
         scale: float | None = None,
         enable_gqa: bool = False,
+        softcap: float | None = None,
     ) -> Array:
         r"""O = P V, P = softmax(S), S = scale · Q Kᵀ + M, row-wise over the keys.
+
+        With a ``softcap`` c the scaled scores are c · tanh(scale · Q Kᵀ / c) before M is added.
 
         Shapes: q (..., Hq, Lq, E), k (..., Hkv, Lk, E), v (..., Hkv, Lk, Ev) -> (..., Hq, Lq, Ev).
         scale defaults to 1/sqrt(E). M is 0 where a key is visible and -inf where it is not:
@@ -112,6 +115,9 @@ class NumpyAdapter(NumpyGradientsMixin, NumpyLayers, NumpyPositionalMixin, Adapt
         e_qk = qw.shape[-1]
         s_val = 1.0 / np.sqrt(e_qk) if scale is None else float(scale)
         scores = np.matmul(qw, np.swapaxes(kw, -1, -2)) * work.type(s_val)  # (..., Lq, Lk)
+        if softcap is not None:
+            cap = work.type(float(softcap))
+            scores = cap * np.tanh(scores / cap)
         lq, lk = scores.shape[-2], scores.shape[-1]
         visible = np.ones(scores.shape, dtype=bool)
         if is_causal:

@@ -273,12 +273,16 @@ class OnnxRuntimeAdapter(NumpyArrays):
         is_causal: bool = False,
         scale: float | None = None,
         enable_gqa: bool = False,
+        softcap: float | None = None,
     ) -> Any:
-        """``Attention(Q, K, V, attn_mask, is_causal=..., scale=...)`` on 4-D inputs; grouped
-        K/V heads are the operator's own (Hq a multiple of Hkv)."""
+        """``Attention(Q, K, V, attn_mask, is_causal=..., scale=..., softcap=...)`` on 4-D
+        inputs; grouped K/V heads are the operator's own (Hq a multiple of Hkv). ONNX applies
+        the softcap to the scaled scores before the mask, as transpec does."""
         attributes: dict[str, Any] = {"is_causal": int(bool(is_causal))}
         if scale is not None:
             attributes["scale"] = float(scale)
+        if softcap is not None:
+            attributes["softcap"] = float(softcap)
         dtype = canonical_dtype(q.dtype.name)
         feeds = {"Q": q, "K": k, "V": v, "attn_mask": attn_mask}
         return self._run("Attention", feeds, dtype, attributes)

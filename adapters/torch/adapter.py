@@ -123,6 +123,8 @@ class TorchAdapter(TorchLayers, TorchPositionalMixin, TorchArrays):
         """
         if component != "attention":
             return None
+        if args.get("softcap") is not None:
+            return "F.scaled_dot_product_attention has no softcap"
         mask, causal = args.get("attn_mask"), bool(args.get("is_causal", False))
         flash = _flash_cpu_restriction(args)
         on_cuda = device is not None and str(device).startswith("cuda")

@@ -479,6 +479,8 @@ class Harness:
             component, copy_arguments(args), dtype=self.dtype, device=self.device
         )
         if reason is None:
+            reason = self._softcap_support(component, args)
+        if reason is None:
             return
         self.rejected += 1
         self.rejection = str(reason)
@@ -488,6 +490,17 @@ class Harness:
         if currently_in_test_context():
             reject()
         raise ValueError(f"{self.adapter.name} does not take these {component} arguments: {reason}")
+
+    def _softcap_support(self, component: str, args: Mapping[str, Any]) -> str | None:
+        """Why a drawn ``softcap`` cannot be passed: the component's method takes no such
+        argument (a parameter of that name or ``**kwargs``). ``softcap`` is only in the
+        arguments when a property drew one, so a method without it is judged on the rest."""
+        if args.get("softcap") is None:
+            return None
+        method = getattr(self.adapter, registry.get(component).method, None)
+        if method is not None and not accepts_argument(method, "softcap"):
+            return f"{self.adapter.name}'s {component} method takes no softcap argument"
+        return None
 
     def lower_gqa(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Attention arguments with grouped K/V repeated per the declared ``gqa_mapping`` and

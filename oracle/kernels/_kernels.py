@@ -210,7 +210,8 @@ def sdpa(
     ``gqa_mapping='tile'``). scale None means 1 / sqrt(E). The softcap applies to the
     scaled scores, before the mask. A boolean ``attn_mask`` keeps True (or ignores True
     under ``bool_mask='ignore'``); a float mask is added. Masked scores (boolean or
-    causal, top-left or bottom-right aligned) are -inf, or replaced by ``mask_fill``.
+    causal, top-left or bottom-right aligned) are -inf, or replaced by ``mask_fill`` (or
+    it is added to them, ``mask_fill_mode='add'``).
     A query row whose scores are all -inf outputs 0 (``fully_masked_row='zero'``) or NaN.
 
     Definition (LaTeX, from transpec.spec.blocks):
@@ -232,10 +233,17 @@ def sdpa(
     elif attn_mask is not None:
         bias = attn_mask
     if is_causal:
-        bottom_right = conventions.causal_alignment == "bottom_right"
+        bottom_right = conventions.causal_offset(lq, lk) != 0
         offset = lk - lq if bottom_right else 0
         causal = np.arange(lk)[None, :] <= np.arange(lq)[:, None] + offset
         keep = causal if keep is None else keep & causal
+    # an added fill (mask_fill_mode='add'): the masked keys' fill joins the additive
+    # mask and no key is hidden
+    if conventions.mask_fill is not None and conventions.mask_fill_mode == "add":
+        if keep is not None:
+            added = np.where(keep, 0.0, float(conventions.mask_fill))
+            bias = added if bias is None else added + bias
+        keep = None
     fill = float("-inf") if conventions.mask_fill is None else conventions.mask_fill
     s = scale * xp.matmul(q, xp.swapaxes(k, -1, -2))
     if softcap is not None:

@@ -109,7 +109,11 @@ def masked_keys(harness: Harness, call: Call, *, zero_weight: bool = False) -> n
     """
     from transpec.oracle.kernels.reference import attention_setup
 
-    setup = attention_setup(**call.sent, conventions=harness.conventions)
+    conventions = harness.conventions
+    if conventions.mask_fill_mode == "add":
+        # the keys an added fill masks are the keys a replacing one would: read them there
+        conventions = conventions.replace(mask_fill_mode="replace")
+    setup = attention_setup(**call.sent, conventions=conventions)
     masked = ~np.asarray(setup.visible)
     if zero_weight and setup.fill is not None:
         masked = np.zeros_like(masked)
@@ -397,6 +401,8 @@ def _check_fully_masked_rows(harness: Harness, args: Args) -> float:
     conv = harness.conventions
     if conv.mask_fill is None:
         rule = f"fully_masked_row={conv.fully_masked_row!r}"
+    elif conv.mask_fill_mode == "add":
+        rule = f"mask_fill={conv.mask_fill!r} added (softmax of the scores plus the fill)"
     else:
         rule = f"mask_fill={conv.mask_fill!r} (a uniform row: the mean of the visible V)"
     return assert_related(
@@ -555,6 +561,15 @@ def _attention_properties() -> tuple[Property, ...]:
                 logits=("moderate",),
             ),
             _error_statistic(_ATT),
+            app,
+        ),
+        Property(
+            _ATT,
+            "softcap",
+            "with a softcap (cap · tanh(S / cap) on the scaled scores, before the mask), every "
+            "output element within the derived bound of the float64 reference",
+            _attention(softcap=True),
+            equivalence_check(_ATT),
             app,
         ),
         Property(

@@ -382,7 +382,18 @@ def attention_problem(
             additive = fm
     offset: int | None = None
     if is_causal:
-        offset = 0 if conventions.causal_alignment == "top_left" else lk - lq
+        offset = conventions.causal_offset(lq, lk)
+    fill = None if conventions.mask_fill is None else float(conventions.mask_fill)
+    if fill is not None and conventions.mask_fill_mode == "add":
+        # an added fill is an additive mask: 0 where the key is visible, the fill where the
+        # boolean mask or the causal rule hides it (on top of a float mask, if any); no key is
+        # then invisible, and only a float mask's -inf is a hard mask
+        hidden = np.zeros((lq, lk), dtype=bool) if keep is None else ~keep
+        if offset is not None:
+            hidden = hidden | (np.arange(lk)[None, :] > np.arange(lq)[:, None] + offset)
+        added = np.where(hidden, fill, 0.0)
+        additive = added if additive is None else added + additive
+        keep, offset, fill = None, None, None
     return AttentionProblem(
         q=qa,
         k=ka,
@@ -390,7 +401,7 @@ def attention_problem(
         keep=keep,
         additive=additive,
         causal_offset=offset,
-        fill=None if conventions.mask_fill is None else float(conventions.mask_fill),
+        fill=fill,
         scale=s,
         softcap=cap,
         fully_masked_row=conventions.fully_masked_row,

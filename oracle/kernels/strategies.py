@@ -276,6 +276,7 @@ def _attention_args(
     logits: tuple[str, ...],
     row_spread: float,
     value_spread: float,
+    softcap: bool = False,
 ) -> dict[str, Any]:
     shape = draw(shapes)
     kind = draw(st.sampled_from(mask_kinds))
@@ -316,7 +317,13 @@ def _attention_args(
         "is_causal": kind == "is_causal",
         "scale": scale,
         "enable_gqa": Hq != Hkv,
+        **({"softcap": draw(st.sampled_from(SOFTCAPS))} if softcap else {}),
     }
+
+
+#: the softcaps drawn (``softcap=True``): below the moderate logits (tanh saturates: every
+#: score near ±cap), about them, and the values of Gemma 2 (50) and Grok (30), far above
+SOFTCAPS: tuple[float, ...] = (0.5, 1.0, 5.0, 30.0, 50.0)
 
 
 def attention_inputs(
@@ -328,9 +335,12 @@ def attention_inputs(
     logits: Sequence[str] = LOGIT_REGIMES,
     row_spread: float = 3.0,
     value_spread: float = 4.0,
+    softcap: bool = False,
 ) -> st.SearchStrategy[dict[str, Any]]:
     """Arguments of ``scaled_dot_product_attention``: q, k, v, attn_mask, is_causal, scale,
-    enable_gqa (True exactly when Hq != Hkv).
+    enable_gqa (True exactly when Hq != Hkv), and with ``softcap`` a softcap from
+    :data:`SOFTCAPS` (the key is absent otherwise, so that a method without the argument is
+    called as before).
 
     ``mask_kinds``: any of :data:`MASK_KINDS` (``"causal_mask"`` is an explicit top-left causal
     mask, ``"is_causal"`` sets the flag with no mask; boolean or additive -inf masks are drawn
@@ -351,7 +361,9 @@ def attention_inputs(
         shapes = attention_shapes()
     elif not isinstance(shapes, st.SearchStrategy):
         raise TypeError(f"shapes must be a strategy of AttentionShape, got {shapes!r}")
-    return _attention_args(dt, shapes, kinds, scale_kinds, regimes, row_spread, value_spread)
+    return _attention_args(
+        dt, shapes, kinds, scale_kinds, regimes, row_spread, value_spread, bool(softcap)
+    )
 
 
 # -- long context ----------------------------------------------------------------------------

@@ -432,6 +432,7 @@ def multi_head_attention(
     add_zero_attn: bool = False,
     fully_masked_row: FullyMaskedRow = "nan",
     mask_fill: float | None = None,
+    mask_fill_mode: str = "replace",
 ) -> tuple[FloatArray, FloatArray | None]:
     r"""``nn.MultiheadAttention.forward`` in eval mode.
 
@@ -461,7 +462,10 @@ def multi_head_attention(
     the scores a *boolean* mask hides (Flax, Equinox: ``finfo(dtype).min``), so a query whose
     every key a boolean mask hides has uniform weights and outputs mean(V) through the output
     projection; float masks stay additive (their -inf a hard mask). None: -inf.
+    ``mask_fill_mode="add"``: the fill is *added* to the scores a boolean mask hides (once per
+    key, whichever masks hide it), as Hugging Face's 0 / ``finfo(dtype).min`` masks are.
     """
+    _check_choice("mask_fill_mode", mask_fill_mode, ("replace", "add"))
     _check_choice("fully_masked_row", fully_masked_row, ("nan", "zero"))
     if mask_fill is not None and not math.isfinite(float(mask_fill)):
         raise ValueError(f"mask_fill must be finite or None, got {mask_fill!r}")
@@ -556,7 +560,8 @@ def multi_head_attention(
         bias = bias + np.pad(kpm, [(0, 0)] * 3 + [(0, extra)])
     filled = _filled(attn_mask, key_padding_mask, bsz, h, tgt_len, src_len, batched, extra)
     if mask_fill is not None and filled is not None:
-        out, p = _filled_attention(qh, kh, vh, bias, filled, float(mask_fill))
+        fill = float(mask_fill)
+        out, p = _filled_attention(qh, kh, vh, bias, filled, fill, added=mask_fill_mode == "add")
     else:
         with np.errstate(invalid="ignore"):  # 0/0 on fully masked rows: the "nan" convention
             out, p = _kernels.attention(qh, kh, vh, bias, 1.0 / math.sqrt(dh))  # (B,H,L,Dh)
@@ -610,13 +615,26 @@ def _filled(
 
 
 def _filled_attention(
-    qh: FloatArray, kh: FloatArray, vh: FloatArray, bias: FloatArray, filled: Any, fill: float
+    qh: FloatArray,
+    kh: FloatArray,
+    vh: FloatArray,
+    bias: FloatArray,
+    filled: Any,
+    fill: float,
+    *,
+    added: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
     """softmax(S) V with S = Q Kᵀ/√D_h + (the float part of) the bias, and S = ``fill`` where a
-    boolean mask hides the key; a row with no finite score is 0/0 = NaN."""
+    boolean mask hides the key (``added``: S + ``fill`` there); a row with no finite score is
+    0/0 = NaN."""
     scores = np.matmul(qh, np.swapaxes(kh, -1, -2)) / math.sqrt(qh.shape[-1])
     with np.errstate(invalid="ignore"):
-        s = np.where(filled, fill, scores + np.where(filled, 0.0, bias))
+        float_part = scores + np.where(filled, 0.0, bias)
+        s = (
+            float_part + np.where(filled, fill, 0.0)
+            if added
+            else np.where(filled, fill, float_part)
+        )
         m = np.max(s, axis=-1, keepdims=True)
         e = np.exp(s - m)
         p = e / np.sum(e, axis=-1, keepdims=True)
@@ -632,6 +650,7 @@ def masked_self_attention(
     batch_first: bool = False,
     fully_masked_row: FullyMaskedRow = "nan",
     mask_fill: float | None = None,
+    mask_fill_mode: str = "replace",
 ) -> FloatArray:
     """Decoder self-attention: :func:`multi_head_attention` of x with itself under the causal
     mask (:func:`square_subsequent_mask`): output position i reads only positions j <= i."""
@@ -649,6 +668,7 @@ def masked_self_attention(
         batch_first=batch_first,
         fully_masked_row=fully_masked_row,
         mask_fill=mask_fill,
+        mask_fill_mode=mask_fill_mode,
     )
     return out
 
@@ -664,6 +684,7 @@ def cross_attention(
     batch_first: bool = False,
     fully_masked_row: FullyMaskedRow = "nan",
     mask_fill: float | None = None,
+    mask_fill_mode: str = "replace",
 ) -> FloatArray:
     """Encoder-decoder attention: queries from ``target``, keys and values from ``memory`` (the
     encoder output), source padding hidden by ``memory_key_padding_mask`` (True = padding)."""
@@ -679,6 +700,7 @@ def cross_attention(
         batch_first=batch_first,
         fully_masked_row=fully_masked_row,
         mask_fill=mask_fill,
+        mask_fill_mode=mask_fill_mode,
     )
     return out
 
@@ -768,6 +790,7 @@ def _attention_sublayer(
     is_causal: bool,
     fully_masked_row: FullyMaskedRow,
     mask_fill: float | None = None,
+    mask_fill_mode: str = "replace",
 ) -> Callable[[FloatArray], FloatArray]:
     """The attention sublayer of an encoder/decoder layer as a function of its input y
     (B, L, E): self-attention on y, or cross-attention of y on ``memory``, with
@@ -788,6 +811,7 @@ def _attention_sublayer(
             batch_first=True,
             fully_masked_row=fully_masked_row,
             mask_fill=mask_fill,
+            mask_fill_mode=mask_fill_mode,
         )
         return out
 
@@ -820,6 +844,7 @@ def transformer_encoder_layer(
     layer_norm_eps: float = 1e-5,
     fully_masked_row: FullyMaskedRow = "zero",
     mask_fill: float | None = None,
+    mask_fill_mode: str = "replace",
 ) -> FloatArray:
     r"""``nn.TransformerEncoderLayer.forward`` in eval mode.
 
@@ -848,6 +873,7 @@ def transformer_encoder_layer(
         is_causal=is_causal,
         fully_masked_row=fully_masked_row,
         mask_fill=mask_fill,
+        mask_fill_mode=mask_fill_mode,
     )
 
     ffn = _feed_forward_sublayer(params, activation_name)
@@ -878,6 +904,7 @@ def transformer_decoder_layer(
     layer_norm_eps: float = 1e-5,
     fully_masked_row: FullyMaskedRow = "zero",
     mask_fill: float | None = None,
+    mask_fill_mode: str = "replace",
 ) -> FloatArray:
     r"""``nn.TransformerDecoderLayer.forward`` in eval mode.
 
@@ -916,6 +943,7 @@ def transformer_decoder_layer(
         is_causal=tgt_is_causal,
         fully_masked_row=fully_masked_row,
         mask_fill=mask_fill,
+        mask_fill_mode=mask_fill_mode,
     )
 
     cross = _attention_sublayer(
@@ -927,6 +955,7 @@ def transformer_decoder_layer(
         is_causal=memory_is_causal,
         fully_masked_row=fully_masked_row,
         mask_fill=mask_fill,
+        mask_fill_mode=mask_fill_mode,
     )
 
     ffn = _feed_forward_sublayer(params, activation_name)

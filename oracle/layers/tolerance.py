@@ -127,6 +127,7 @@ def default_semantics(
         "mask_fill": "none"
         if conventions.mask_fill is None
         else repr(float(conventions.mask_fill)),
+        "mask_fill_mode": conventions.mask_fill_mode,
     }
 
 
@@ -166,10 +167,37 @@ def _additive(mask: Any, filled: bool = False) -> FloatArray | None:
 
 
 def _combined_mask(
-    attn_mask: Any, key_padding_mask: Any, batch: int, lq: int, lk: int, filled: bool = False
+    attn_mask: Any,
+    key_padding_mask: Any,
+    batch: int,
+    lq: int,
+    lk: int,
+    filled: bool = False,
+    added: float | None = None,
 ) -> Any:
     """attn_mask (L, S) and key_padding_mask (B, S) -> one additive (B, 1, L, S) mask or None;
-    with ``filled`` the boolean masks' entries are NaN, the scores a finite fill replaces."""
+    with ``filled`` the boolean masks' entries are NaN, the scores a finite fill replaces; with
+    ``added`` (``mask_fill_mode="add"``) a key either boolean mask hides gets the fill once,
+    added to its score like a float mask's entry."""
+    if added is not None:
+        hidden = np.zeros((batch, 1, lq, lk), dtype=bool)
+        rest: list[Any] = []
+        for mask, shape, lift in (
+            (attn_mask, (lq, lk), lambda a: a[None, None]),
+            (key_padding_mask, (batch, lk), lambda a: a[:, None, None, :]),
+        ):
+            if mask is None:
+                continue
+            arr = np.asarray(mask)
+            if arr.shape != shape:
+                raise ValueError(f"a layer mask has shape {arr.shape}, expected {shape}")
+            if arr.dtype == np.bool_:
+                hidden = hidden | lift(arr)
+            else:
+                rest.append(lift(np.asarray(arr, dtype=np.float64)))
+        if attn_mask is None and key_padding_mask is None:
+            return None
+        return np.where(hidden, added, 0.0) + sum(rest, np.zeros((batch, 1, lq, lk)))
     am, kpm = _additive(attn_mask, filled), _additive(key_padding_mask, filled)
     if am is None and kpm is None:
         return None
@@ -538,7 +566,7 @@ def _sublayer(
 
 
 def _attention_inputs(
-    args: Mapping[str, Any], batch_first: bool, filled: bool = False
+    args: Mapping[str, Any], batch_first: bool, filled: bool = False, added: float | None = None
 ) -> tuple[FloatArray, FloatArray, FloatArray, Any]:
     """query, key, value of nn.MultiheadAttention batch first (B, L, E) and their one additive
     (B, 1, L, S) mask (None without masks)."""
@@ -552,14 +580,23 @@ def _attention_inputs(
         q.shape[1],
         k.shape[1],
         filled,
+        added,
     )
     return q, k, v, mask
 
 
 def _fills(sem: Mapping[str, str]) -> bool:
-    """Whether the declared ``mask_fill`` is finite: boolean-masked scores are then replaced
-    by it (marked NaN in the combined mask), not -inf."""
-    return sem.get("mask_fill", "none") != "none"
+    """Whether the declared ``mask_fill`` is finite and replaces: boolean-masked scores are
+    then replaced by it (marked NaN in the combined mask), not -inf."""
+    return sem.get("mask_fill", "none") != "none" and sem.get("mask_fill_mode") != "add"
+
+
+def _added(sem: Mapping[str, str]) -> float | None:
+    """The declared finite ``mask_fill`` when it is added (``mask_fill_mode="add"``): the
+    boolean masks then become an additive 0 / fill mask, None otherwise."""
+    if sem.get("mask_fill", "none") == "none" or sem.get("mask_fill_mode") != "add":
+        return None
+    return float(sem["mask_fill"])
 
 
 def _sequence_out(
@@ -579,7 +616,7 @@ def forward_multi_head_attention(
 ) -> tuple[FloatArray, FloatArray]:
     """nn.MultiheadAttention's output on ``args`` and its error bound, in the inputs' layout."""
     batch_first = bool(args.get("batch_first", True))
-    q, k, v, mask = _attention_inputs(args, batch_first, _fills(sem))
+    q, k, v, mask = _attention_inputs(args, batch_first, _fills(sem), _added(sem))
     z = np.zeros_like
     y, dy = t.mha(
         q, z(q), k, z(k), v, z(v), args["params"], args["num_heads"], mask, sem["fully_masked_row"]
@@ -593,7 +630,7 @@ def forward_multi_head_attention_weights(
     """The attention weights of nn.MultiheadAttention (need_weights=True) on ``args``, averaged
     over heads or per head, and their error bound; batch first whatever ``batch_first`` says."""
     batch_first = bool(args.get("batch_first", True))
-    q, k, v, mask = _attention_inputs(args, batch_first, _fills(sem))
+    q, k, v, mask = _attention_inputs(args, batch_first, _fills(sem), _added(sem))
     z = np.zeros_like
     (hq, dq), (hk, dk), _ = t.project(q, z(q), k, z(k), v, z(v), args["params"], args["num_heads"])
     w, dw = t.weights(hq, dq, hk, dk, mask, sem["fully_masked_row"])
@@ -635,7 +672,7 @@ def forward_encoder_layer(
     ):
         src_mask = np.asarray(src_mask) != 0
     mask = _combined_mask(
-        src_mask, args.get("src_key_padding_mask"), b, length, length, _fills(sem)
+        src_mask, args.get("src_key_padding_mask"), b, length, length, _fills(sem), _added(sem)
     )
     sa, h = rl.sub_params(params, "self_attn."), int(args["nhead"])
     ff = rl.feed_forward_params(params)
@@ -664,11 +701,12 @@ def forward_decoder_layer(
     mem = _batch_first(np.asarray(args["memory"], dtype=np.float64), batch_first)
     b, lt = x.shape[:2]
     ls = mem.shape[1]
+    fills, added = _fills(sem), _added(sem)
     self_mask = _combined_mask(
-        args.get("tgt_mask"), args.get("tgt_key_padding_mask"), b, lt, lt, _fills(sem)
+        args.get("tgt_mask"), args.get("tgt_key_padding_mask"), b, lt, lt, fills, added
     )
     cross_mask = _combined_mask(
-        args.get("memory_mask"), args.get("memory_key_padding_mask"), b, lt, ls, _fills(sem)
+        args.get("memory_mask"), args.get("memory_key_padding_mask"), b, lt, ls, fills, added
     )
     sa, ca, h = (
         rl.sub_params(params, "self_attn."),
@@ -702,7 +740,7 @@ def _forward(
     (zero without) and the numbers of the derivation: the record's ``"forward"`` hook."""
     if component not in LAYER_COMPONENTS:
         raise ValueError(f"{component} is not one of the layers {', '.join(LAYER_COMPONENTS)}")
-    fill = None if sem.get("mask_fill", "none") == "none" else float(sem["mask_fill"])
+    fill = None if not _fills(sem) else float(sem["mask_fill"])
     t = _Tracker(un, fill)
     y, dy = components.get(component).hook("forward")(t, args, sem)
     return y, dy, t.stats

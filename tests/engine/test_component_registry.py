@@ -58,7 +58,8 @@ def test_the_torch_adapter_provides_it(record: components.Component) -> None:
     method = getattr(TorchAdapter, record.method, None)
     assert method is not None and TorchAdapter().provides(record.name)
     params = [p for p in inspect.signature(method).parameters if p != "self"]
-    assert tuple(params) == record.argument_names
+    # SDPA has no softcap: it is passed only when drawn, and the torch adapter rejects it then
+    assert tuple(params) == tuple(n for n in record.argument_names if n != "softcap")
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=IDS)

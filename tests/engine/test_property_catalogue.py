@@ -41,6 +41,7 @@ EXPECTED = {
         "large_logits",
         "long_context",
         "gqa",
+        "softcap",
     },
     "layer_norm": {
         "equivalence",

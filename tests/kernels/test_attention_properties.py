@@ -252,6 +252,39 @@ class SplitKeysMergedWithoutRescaling(_Wrong):
         return out.astype(q.dtype)
 
 
+class SoftcapAfterMask(NumpyAdapter):
+    """The cap applied after the mask: cap · tanh(-inf / cap) = -cap, so masked keys leak."""
+
+    name = "softcap-after-mask"
+
+    def scaled_dot_product_attention(
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        attn_mask: Any = None,
+        is_causal: bool = False,
+        scale: Any = None,
+        enable_gqa: bool = False,
+        softcap: Any = None,
+    ) -> Any:
+        g = q.shape[-3] // k.shape[-3]
+        k64, v64 = np.repeat(k, g, axis=-3).astype(float), np.repeat(v, g, axis=-3).astype(float)
+        s = (1.0 / np.sqrt(q.shape[-1]) if scale is None else scale) * (
+            q.astype(float) @ np.swapaxes(k64, -1, -2)
+        )
+        s = s + _additive(attn_mask, s.shape)
+        if is_causal:
+            s = np.where(np.tril(np.ones(s.shape[-2:], dtype=bool)), s, -np.inf)
+        if softcap is not None:
+            s = softcap * np.tanh(s / softcap)  # the defect: after the mask
+        m = s.max(axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore"):
+            p = np.exp(s - np.where(np.isneginf(m), 0.0, m))
+            p = np.nan_to_num(p / p.sum(axis=-1, keepdims=True))
+        return (p @ v64).astype(q.dtype)
+
+
 WRONG = [
     ("equivalence", ScaleByDPlusOne(), "float64"),
     ("error_statistic", HalfProbabilities(), "float16"),
@@ -269,6 +302,7 @@ WRONG = [
     ("large_logits", NoMaxSubtraction(), "float32"),
     ("gqa", TiledHeads(), "float32"),
     ("long_context", SplitKeysMergedWithoutRescaling(), "float32"),
+    ("softcap", SoftcapAfterMask(), "float32"),
 ]
 
 

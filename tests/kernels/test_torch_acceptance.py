@@ -28,7 +28,13 @@ def torch_adapter() -> Any:
 #: layer modules (fully masked rows, GELU tanh, float masks): its expected failures are asserted
 #: example by example in tests/layers/test_layers_torch_paths.py. The backward properties are
 #: judged on torch in tests/gradients/test_gradient_properties.py (with torch's findings).
-_ACCEPTED = tuple(p for p in PROPERTIES if p.name != "fast_slow_agreement" and not p.backward)
+#: attention.softcap: SDPA takes no softcap, so torch rejects every example (the verdict is
+#: skipped; tests/kernels/test_softcap_argument.py).
+_ACCEPTED = tuple(
+    p
+    for p in PROPERTIES
+    if p.name != "fast_slow_agreement" and not p.backward and p.id != "attention.softcap"
+)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])

@@ -27,6 +27,8 @@ class FilledLayers(NumpyAdapter):
 
     name = "filled-layers"
     dtypes = ("float64", "float32", "float16", "bfloat16")
+    #: add the fill to the boolean-masked scores instead of replacing them
+    added = False
 
     def __init__(self, conventions: Conventions) -> None:
         self.conventions = conventions
@@ -80,7 +82,11 @@ class FilledLayers(NumpyAdapter):
         s = (q @ k.transpose(0, 1, 3, 2)) * work.type(1.0 / np.sqrt(dh))
         if mask is not None:
             fill = np.finfo(np.float32).min if work == np.float32 else np.finfo(work).min
-            s = np.where(np.isnan(mask), work.type(fill), s + np.where(np.isnan(mask), 0, mask))
+            rest = np.where(np.isnan(mask), 0, mask)
+            if self.added:
+                s = s + rest + np.where(np.isnan(mask), work.type(fill), work.type(0))
+            else:
+                s = np.where(np.isnan(mask), work.type(fill), s + rest)
         m = s.max(axis=-1, keepdims=True)
         with np.errstate(invalid="ignore", over="ignore"):
             p = np.exp(s - m)
