@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         ("correct", NumpyAdapter(), args.examples),
         ("correct", TorchAdapter(), args.examples),
     ]
-    for entry in corpus.select(swiglu.COMPONENT):
+    for entry in corpus.select(swiglu.COMPONENT, backward=False):
         rows.append((entry.kind, entry.make(), args.chaff_examples))
     for kind, adapter, n in rows:
         for dtype in adapter.dtypes:

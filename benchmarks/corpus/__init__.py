@@ -62,12 +62,18 @@ def entry(name: str) -> Entry:
     raise KeyError(f"no corpus entry {name!r}; known: {', '.join(e.name for e in ENTRIES)}")
 
 
-def select(component: str | None = None, kind: str | None = None) -> list[Entry]:
-    """Entries of one component and/or kind ("chaff" or "wheat"), in registration order."""
+def select(
+    component: str | None = None, kind: str | None = None, *, backward: bool | None = None
+) -> list[Entry]:
+    """Entries of one component and/or kind ("chaff" or "wheat"), in registration order;
+    ``backward=True`` keeps only the backward corpus (a defect in the gradients, a correct
+    forward), ``backward=False`` only the forward one, ``None`` both."""
     return [
         e
         for e in ENTRIES
-        if (component is None or e.component == component) and (kind is None or e.kind == kind)
+        if (component is None or e.component == component)
+        and (kind is None or e.kind == kind)
+        and (backward is None or bool(e.gradients) == backward)
     ]
 
 

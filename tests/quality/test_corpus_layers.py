@@ -125,8 +125,8 @@ def test_layer_corpus_shape() -> None:
     for component in components.names():
         if component in corpus.CORE_COMPONENTS:
             continue
-        assert corpus.select(component, "chaff"), component
-        assert corpus.select(component, "wheat"), component
+        assert corpus.select(component, "chaff", backward=False), component
+        assert corpus.select(component, "wheat", backward=False), component
     assert all(e.component in corpus.CORE_COMPONENTS for e in corpus.CHAFFS + corpus.WHEATS)
     for e in corpus.LAYER_CHAFFS + corpus.LAYER_WHEATS:
         assert e.component not in corpus.CORE_COMPONENTS

@@ -17,8 +17,10 @@ from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolat
 Runner = Callable[..., float]
 COMPONENT = "swiglu_feed_forward"
 PROPERTIES = {p.name: p for p in select(COMPONENT) if not p.backward}
-CHAFFS = corpus.select(COMPONENT, "chaff")
-WHEATS = corpus.select(COMPONENT, "wheat")
+#: the forward corpus: a backward chaff computes the right forward and is judged elsewhere
+#: (tests/quality/test_corpus_backward.py)
+CHAFFS = corpus.select(COMPONENT, "chaff", backward=False)
+WHEATS = corpus.select(COMPONENT, "wheat", backward=False)
 
 #: each property, and the chaff that shows it can fail (killed in every dtype listed)
 KILLS: dict[str, str] = {
