@@ -625,22 +625,25 @@ def _attention_direct(problem: AttentionProblem) -> Reference:
         vmin = np.min(setup.v, axis=-2, keepdims=True)
         vrange = np.where(dead, 0.0, vmax - vmin)
         vabs = np.where(dead, 0.0, np.maximum(np.abs(vmax), np.abs(vmin)))
-    terms: dict[str, FloatArray | float] = {
-        "score_weighted": np.matmul(pc, absv),
-        "score_mean": np.sum(pc, axis=-1, keepdims=True),
-        "shift_weighted": np.matmul(pd, absv),
-        "shift_mean": np.sum(pd, axis=-1, keepdims=True),
-        "score_max": np.max(np.where(pos, c, 0.0), axis=-1, keepdims=True),
-        "shift_max": np.max(d, axis=-1, keepdims=True),
-        "sum_abs_v": np.matmul(vis, absv),
-        "v_range": vrange,
-        "max_abs_v": vabs,
-        "n_dot": float(setup.q.shape[-1]),
-        "n_keys": float(setup.k.shape[-2]),
-        "row_length": float(o.shape[-1]),
-        "softcap": 0.0 if setup.softcap is None else float(setup.softcap),
-        "dead": dead.astype(np.float64),
-    }
+    # an added fill of float64 magnitude (|fill| ~ 1e308) makes P*C overflow to inf on a row
+    # whose keys are all masked: the bound is then capped by the spread of V, as designed
+    with np.errstate(over="ignore", invalid="ignore"):
+        terms: dict[str, FloatArray | float] = {
+            "score_weighted": np.matmul(pc, absv),
+            "score_mean": np.sum(pc, axis=-1, keepdims=True),
+            "shift_weighted": np.matmul(pd, absv),
+            "shift_mean": np.sum(pd, axis=-1, keepdims=True),
+            "score_max": np.max(np.where(pos, c, 0.0), axis=-1, keepdims=True),
+            "shift_max": np.max(d, axis=-1, keepdims=True),
+            "sum_abs_v": np.matmul(vis, absv),
+            "v_range": vrange,
+            "max_abs_v": vabs,
+            "n_dot": float(setup.q.shape[-1]),
+            "n_keys": float(setup.k.shape[-2]),
+            "row_length": float(o.shape[-1]),
+            "softcap": 0.0 if setup.softcap is None else float(setup.softcap),
+            "dead": dead.astype(np.float64),
+        }
     return Reference(value=o, abs_value=np.matmul(p, absv), terms=terms, weights=p)
 
 
