@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,3 +134,22 @@ def first_kill(
         n, seconds = killed_at[0]
         return Kill(component, prop, dtype, "killed", n, seconds, failure[0])
     return Kill(component, prop, dtype, "survived", count, time.perf_counter() - start)
+
+
+def first_kill_among(
+    make: Callable[[], Adapter],
+    component: str,
+    props: Iterable[str],
+    dtype: str,
+    *,
+    max_examples: int | None = None,
+) -> tuple[bool, list[str]]:
+    """:func:`first_kill` for each property in order, a fresh adapter each, until one kills:
+    (killed, a line for each property that did not, saying what it did)."""
+    seen = []
+    for prop in props:
+        kill = first_kill(make(), component, prop, dtype, max_examples=max_examples)
+        if kill.status == "killed":
+            return True, seen
+        seen.append(f"{prop}: {kill.status} after {kill.examples} examples {kill.message}")
+    return False, seen

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("torch")
 
 import corpus
-from corpus.judge import first_kill, properties_of
+from corpus.judge import first_kill_among, properties_of
 
 from transpec.adapters.base import Precision
 
@@ -65,23 +65,20 @@ def test_bfloat16_chaff_is_killed_under_the_elementwise_knob(name: str) -> None:
     entry = corpus.entry(name)
     props = properties_of(entry.component)
     order = [p for p in PREFERRED if p in props] + [p for p in props if p not in PREFERRED]
-    seen = []
     from transpec.oracle.engine.harness import accepts_argument
 
     method = getattr(_with_knob(name), "scaled_dot_product_attention", None)
     if method is None or not accepts_argument(method, "softcap"):
         order = [p for p in order if p != "softcap"]  # its every example would be discarded
-    for prop in order:
-        kill = first_kill(
-            _with_knob(name),  # type: ignore[arg-type]
-            entry.component,
-            prop,
-            "bfloat16",
-            max_examples=EXAMPLES,
-        )
-        if kill.status == "killed":
-            return
-        seen.append(f"{prop}: {kill.status} after {kill.examples} examples")
+    killed, seen = first_kill_among(
+        lambda: _with_knob(name),  # type: ignore[arg-type,return-value]
+        entry.component,
+        order,
+        "bfloat16",
+        max_examples=EXAMPLES,
+    )
+    if killed:
+        return
     pytest.fail(f"{name} survives in bfloat16 under the element-wise knob:\n" + "\n".join(seen))
 
 

@@ -20,7 +20,7 @@ pytest.importorskip("torch")
 
 
 import corpus
-from corpus.judge import first_kill, properties_of, verdict
+from corpus.judge import first_kill, first_kill_among, properties_of, verdict
 
 #: tried first: the properties that kill most chaffs soonest (the kill matrix); the others follow
 #: in the runner's order
@@ -74,17 +74,14 @@ def test_chaff_is_killed(name: str, dtype: str) -> None:
     """The runner's ci examples, replayed property by property without shrinking, until one
     fails (``corpus.judge.first_kill``: the same seeds and strategies as the runner)."""
     entry = corpus.entry(name)
-    seen = []
     order = _order(entry.component)
     if (name, dtype) in KNOWN_GAPS:  # a known survivor: only where a fix of its gap would show
         order = [p for p in order if p in PREFERRED]
-    for prop in order:
-        if prop == "softcap" and not _takes_softcap(entry.make()):
-            continue  # every example would be discarded: the property is skipped for it
-        kill = first_kill(entry.make(), entry.component, prop, dtype)
-        if kill.status == "killed":
-            return
-        seen.append(f"{prop}: {kill.status} after {kill.examples} examples {kill.message}")
+    if not _takes_softcap(entry.make()):  # every example would be discarded: skipped for it
+        order = [p for p in order if p != "softcap"]
+    killed, seen = first_kill_among(entry.make, entry.component, order, dtype)
+    if killed:
+        return
     pytest.fail(
         f"chaff {name} survives in {dtype} ({entry.description}); its defect is visible "
         f"there because {entry.why}.\n" + "\n".join(seen)

@@ -25,7 +25,7 @@ pytest.importorskip("torch")
 
 
 import corpus
-from corpus.judge import first_kill, properties_of
+from corpus.judge import first_kill_among, properties_of
 
 #: compares torch's two module paths; not a property of these one-path implementations
 NOT_APPLICABLE = frozenset({"fast_slow_agreement"})
@@ -61,12 +61,9 @@ WHEAT_CASES = [
 @pytest.mark.parametrize(("name", "dtype"), CHAFF_CASES)
 def test_layer_chaff_is_killed(name: str, dtype: str) -> None:
     entry = corpus.entry(name)
-    seen = []
-    for prop in _order(entry.component):
-        kill = first_kill(entry.make(), entry.component, prop, dtype)
-        if kill.status == "killed":
-            return
-        seen.append(f"{prop}: {kill.status} after {kill.examples} examples {kill.message}")
+    killed, seen = first_kill_among(entry.make, entry.component, _order(entry.component), dtype)
+    if killed:
+        return
     pytest.fail(
         f"chaff {name} survives in {dtype} ({entry.description}); its defect is visible "
         f"there because {entry.why}.\n" + "\n".join(seen)
