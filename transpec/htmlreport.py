@@ -13,8 +13,13 @@
   with a logarithmic colour scale on which ratio 1, the tolerance, is the boundary between the
   cool colours (within tolerance) and the warm ones (out of it); the mask that was applied
   (which keys each query could see) on the same query rows; the worst element's derivation; the
-  saved case and the command that replays it. A failure that is not numeric (raised, crashed,
-  hung, mutated_input, shape, ...) shows its message and report.
+  saved case and the command that replays it. A gradient comparison (``grad_equivalence_<name>``)
+  has the same map over the gradient (dK and dV beside the mask transposed: key × query; a
+  parameter's gradient without a mask); a failed ``error_statistic``, which has no per-element
+  tolerance, shows the distributions of |error| / absref of the implementation and of a correct
+  kernel emulated at the declared precision, with the two RMS values and the allowed one. A
+  failure that is not numeric (raised, crashed, hung, mutated_input, shape, ...) shows its
+  message and report.
 
 The pictures are PNG images written inline (``data:`` URIs), one pixel per map cell, enlarged
 by the browser without smoothing; maps larger than 128 × 128 were max-pooled when they were
@@ -402,16 +407,21 @@ def _worst(w: Mapping[str, Any]) -> str:
 
 
 def _cell_size(rows: int, cols: int) -> tuple[int, int]:
-    """CSS pixels of a map cell (width, height): the longer side near :data:`TARGET_PIXELS`."""
+    """CSS pixels of a map cell (width, height): the longer side near :data:`TARGET_PIXELS`;
+    a map of one or two rows (a vector: a bias gradient) may be 2.5 times as wide, so that its
+    cells stay wide enough to see under the worst cell's outline."""
 
-    def side(n: int) -> int:
-        return int(min(28, max(3, TARGET_PIXELS // max(n, 1))))
+    def side(n: int, target: int = TARGET_PIXELS) -> int:
+        return int(min(28, max(3, target // max(n, 1))))
 
-    return side(cols), side(rows)
+    return side(cols, TARGET_PIXELS * 5 // 2 if rows <= 2 else TARGET_PIXELS), side(rows)
 
 
 def _pictures(picture: Mapping[str, Any]) -> str:
-    """The heat map and its legend, and the mask, side by side."""
+    """The heat map and its legend, and the mask, side by side (a failed error statistic: its
+    two distributions, :func:`_distribution`)."""
+    if picture.get("kind") == "distribution":
+        return _distribution(picture)
     ratio = np.array(
         [[float(x) for x in row] for row in picture["ratio"]], dtype=np.float64
     ).reshape(len(picture["ratio"]), -1)
@@ -429,10 +439,11 @@ def _pictures(picture: Mapping[str, Any]) -> str:
     if mask_array is not None:
         cell_h = min(cell_h, _cell_size(mask_array.shape[0], mask_array.shape[1])[1])
     shape = picture["shape"]
+    of = picture.get("of", "the output")
     where = (
-        f"slice [{', '.join(map(str, picture['slice']))}, :, :] of the output {tuple(shape)}"
+        f"slice [{', '.join(map(str, picture['slice']))}, :, :] of {of} {tuple(shape)}"
         if picture["slice"]
-        else f"the output {tuple(shape)}"
+        else f"{of} {tuple(shape)}"
     )
     pool = picture["pool"]
     pooled = (
@@ -493,10 +504,160 @@ def _pictures(picture: Mapping[str, Any]) -> str:
         f'src="{_data_uri(mask_colours(mask_array, bias_array))}"></div>'
         f'<div class="xlabel">{_e(mcol)} →</div></div>'
         f"{_mask_legend(bias_array is not None)}"
-        f"<figcaption>the mask applied: the keys each query could see (light) or not (dark)"
+        f"<figcaption>the mask applied: {_e(_mask_words(picture))}"
         f"{_e(mpooled)}; {_e(picture.get('mask_note', ''))}</figcaption></figure>"
     )
     return f'<div class="figures">{heat}{mask_figure}</div>'
+
+
+#: the colours of the error statistic's two distributions
+_IMPL_COLOUR, _EMULATED_COLOUR = "#d7301f", "#2171b5"
+
+
+def _distribution(picture: Mapping[str, Any]) -> str:
+    """A failed error statistic: the histograms of log10(|error| / absref) of the
+    implementation and of the correct kernel emulated at the declared precision, on one axis,
+    with the implementation's RMS, the emulated RMS and the allowed RMS (threshold × emulated)
+    marked, and the figures beside them (:class:`transpec.oracle.engine.picture.Distribution`).
+
+    The statistic has no per-element tolerance to map: it fails on the typical error, so the
+    picture shows the two distributions whose RMS values it compares."""
+    from transpec.reports import _num
+
+    edges = [float(e) for e in picture["edges"]]
+    impl = [int(n) for n in picture["implementation"]]
+    emu = [int(n) for n in picture["emulated"]]
+    left, right, top_pad, plot_h, width = 44, 16, 48, 170, 560
+    plot_w = width - left - right
+    lo, hi = edges[0], edges[-1]
+    span = max(hi - lo, 1e-9)
+
+    def x_of(log_value: float) -> float:
+        return left + plot_w * (min(max(log_value, lo), hi) - lo) / span
+
+    def share(counts: list[int]) -> list[float]:
+        total = sum(counts)
+        return [n / total if total else 0.0 for n in counts]
+
+    impl_share, emu_share = share(impl), share(emu)
+    peak = max([*impl_share, *emu_share, 1e-9])
+    base = top_pad + plot_h
+
+    def bars(values: list[float], colour: str, cls: str) -> str:
+        out = []
+        for i, value in enumerate(values):
+            if value <= 0:
+                continue
+            x0, x1 = x_of(edges[i]), x_of(edges[i + 1])
+            h = plot_h * value / peak
+            out.append(
+                f'<rect class="{cls}" x="{x0:.1f}" y="{base - h:.1f}" width="{x1 - x0:.1f}" '
+                f'height="{h:.1f}" fill="{colour}" fill-opacity="0.45" stroke="{colour}" '
+                'stroke-width="1"/>'
+            )
+        return "".join(out)
+
+    rms, emulated, allowed = (
+        float(picture["rms"]),
+        float(picture["emulated_rms"]),
+        float(picture["allowed_rms"]),
+    )
+    threshold = float(picture["threshold"])
+    # (value, colour, label, class, dashed): each a vertical line with its label above the plot
+    lines = [
+        (emulated, _EMULATED_COLOUR, "RMS, correct kernel", "rms-emulated", True),
+        (allowed, "#000", f"allowed RMS = {threshold:g} × correct", "rms-allowed", False),
+        (rms, _IMPL_COLOUR, "RMS, implementation", "rms-implementation", False),
+    ]
+    lines = [line for line in lines if line[0] > 0]
+    xs = [x_of(math.log10(line[0])) for line in lines]
+    # labels to the left of their lines on the right of the plot, else to the right; one row
+    # each, the row of a label below those of the lines it would cross
+    ends = bool(xs) and sum(xs) / len(xs) > left + plot_w * 0.6
+    order = sorted(range(len(lines)), key=lambda i: -xs[i] if ends else xs[i])
+
+    def marker(i: int) -> str:
+        value, colour, label, cls, dashed = lines[i]
+        x, row = xs[i], order.index(i)
+        outside = " (off the axis)" if not lo <= math.log10(value) <= hi else ""
+        y = 12 + 13 * row
+        dash = ' stroke-dasharray="5 3"' if dashed else ""
+        return (
+            f'<line class="{cls}" x1="{x:.1f}" y1="{y - 9}" x2="{x:.1f}" y2="{base}" '
+            f'stroke="{colour}" stroke-width="2.5"{dash}/>'
+            f'<text x="{x + (-4 if ends else 4):.1f}" y="{y}" '
+            f'text-anchor="{"end" if ends else "start"}" fill="{colour}">'
+            f"{_e(label + outside)}</text>"
+        )
+
+    ticks = "".join(
+        f'<line x1="{x_of(d):.1f}" y1="{base}" x2="{x_of(d):.1f}" y2="{base + 4}" '
+        f'stroke="#78909c"/><text x="{x_of(d):.1f}" y="{base + 16}" text-anchor="middle">'
+        f"1e{d}</text>"
+        for d in range(math.ceil(lo), math.floor(hi) + 1)
+    )
+    middle = top_pad + plot_h / 2
+    svg = "".join(
+        [
+            f'<svg class="distribution" width="{width}" height="{base + 38}" '
+            f'viewBox="0 0 {width} {base + 38}" role="img" data-rms="{rms:.6g}" '
+            f'data-allowed="{allowed:.6g}" aria-label="distributions of the relative error: '
+            'the implementation and a correct kernel">',
+            f'<rect x="{left}" y="{top_pad}" width="{plot_w}" height="{plot_h}" '
+            'fill="#fbfcfd" stroke="#cfd8dc"/>',
+            bars(emu_share, _EMULATED_COLOUR, "bar-emulated"),
+            bars(impl_share, _IMPL_COLOUR, "bar-implementation"),
+            *(marker(i) for i in range(len(lines))),
+            ticks,
+            f'<text x="{left + plot_w / 2:.1f}" y="{base + 32}" text-anchor="middle">'
+            "|error| / absref per element (log scale) →</text>",
+            f'<text x="12" y="{middle:.1f}" text-anchor="middle" '
+            f'transform="rotate(-90 12 {middle:.1f})">share of elements</text>',
+            "</svg>",
+        ]
+    )
+    legend = (
+        '<svg class="legend distribution-legend" width="420" height="20" viewBox="0 0 420 20" '
+        'style="display:block">'
+        f'<rect x="0" y="3" width="12" height="12" fill="{_IMPL_COLOUR}" fill-opacity="0.45" '
+        f'stroke="{_IMPL_COLOUR}"/><text x="17" y="13">the implementation</text>'
+        f'<rect x="150" y="3" width="12" height="12" fill="{_EMULATED_COLOUR}" '
+        f'fill-opacity="0.45" stroke="{_EMULATED_COLOUR}"/>'
+        f'<text x="167" y="13">a correct kernel, emulated, on the same inputs</text></svg>'
+    )
+    exact_impl, exact_emu = (int(n) for n in picture.get("exact", (0, 0)))
+    items = [
+        ("RMS of |error| / absref, implementation", _num(rms)),
+        ("RMS, correct kernel (emulated)", _num(emulated)),
+        ("allowed RMS", f"{_num(allowed)} = {threshold:g} × {_num(emulated)}"),
+        ("implementation / allowed", f"{rms / allowed:.3g}" if allowed > 0 else "inf"),
+        (
+            "elements",
+            f"{int(picture['elements'])} ({exact_impl} exact; correct kernel: {exact_emu} exact)",
+        ),
+    ]
+    rows = "".join(f"<dt>{_e(k)}</dt><dd class='mono'>{_e(v)}</dd>" for k, v in items)
+    note = picture.get("note", "")
+    return (
+        '<div class="figures"><figure class="distribution-figure">'
+        f"{svg}{legend}"
+        "<figcaption>No element has a tolerance of its own here: the statistic compares the "
+        "typical error. Each histogram is the share of the elements per bin of |error| / absref "
+        "(the first bin holds everything below it; exact elements are left out); the check "
+        "fails because the implementation's RMS lies beyond the allowed RMS, a fixed multiple of "
+        "the RMS of a correct kernel"
+        + (f" ({_e(note)})" if note else "")
+        + ". A whole distribution shifted right is a systematic defect; a separate tail, a "
+        "defect in a few rows or elements.</figcaption></figure>"
+        f'<dl class="worst statistic">{rows}</dl></div>'
+    )
+
+
+def _mask_words(picture: Mapping[str, Any]) -> str:
+    """What the mask figure shows: query × key, or key × query beside a gradient of the keys."""
+    if tuple(picture.get("mask_axes", ("query", "key"))) == ("key", "query"):
+        return "the queries that could see each key (light) or not (dark)"
+    return "the keys each query could see (light) or not (dark)"
 
 
 def _axis_labels(
@@ -512,6 +673,8 @@ def _axis_labels(
 
     if rows:
         row = f"{axes[0]} {rows[0]}–{rows[-1]} ({len(rows)} judged)"
+    elif not axes[0] and plane[0] == 1:  # a vector drawn as one row: no row axis to name
+        row = ""
     else:
         row = f"{axes[0]} {extent(plane[0])}"
     return row, f"{axes[1]} {extent(plane[1])}"
@@ -535,7 +698,8 @@ def _legend(top: float) -> str:
     step = max(1, math.ceil(hi / 5))  # at most 5 labels out of tolerance
     ticks = [(f"1e{d}" if d % 2 == 0 else "", half * (d - lo) / -lo) for d in range(int(lo), 0)]
     ticks += [
-        ("10" if d == 1 else f"1e{d}" if d % step == 0 or d == 1 else "", half + half * d / hi)
+        # "10" only where the decades are labelled one by one: it would crowd the bold "1"
+        ("10" if d == 1 and step == 1 else f"1e{d}" if d % step == 0 else "", half + half * d / hi)
         for d in range(1, int(hi) + 1)
     ]
     below = y0 + bar_h

@@ -190,6 +190,8 @@ class Statistic:
 
     ``passed`` is True when the check is not meaningful (``meaningful`` False, ``reason`` says
     why). ``ratio`` = rms / allowed_rms where allowed_rms = RMS_RATIO_THRESHOLD · emulated rms.
+    ``errors``/``emulated_errors``: the relative errors of the implementation and of the emulated
+    kernel that the two RMS values summarize (None when the check was not meaningful).
     """
 
     passed: bool
@@ -197,6 +199,8 @@ class Statistic:
     meaningful: bool
     figures: Mapping[str, float] = field(default_factory=dict)
     reason: str = ""
+    errors: np.ndarray | None = field(default=None, repr=False)
+    emulated_errors: np.ndarray | None = field(default=None, repr=False)
 
 
 def relative_errors(actual: Any, reference: Reference, floor: float = 0.0) -> np.ndarray:
@@ -313,4 +317,4 @@ def error_statistic(
         )
     ratio = rms_impl / (threshold * rms_emu)
     figures["rms_ratio"] = rms_impl / rms_emu
-    return Statistic(ratio <= 1.0, ratio, True, figures, "")
+    return Statistic(ratio <= 1.0, ratio, True, figures, "", impl, emu)

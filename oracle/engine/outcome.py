@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
-    from transpec.oracle.engine.picture import Evidence
+    from transpec.oracle.engine.picture import Evidence, StatisticEvidence
 
 FailureKind = Literal[
     "raised",
@@ -77,7 +77,7 @@ class PropertyViolation(AssertionError):
         worst: Worst | None = None,
         ratio: float = float("inf"),
         details: dict[str, Any] | None = None,
-        evidence: Evidence | None = None,
+        evidence: Evidence | StatisticEvidence | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message

@@ -20,6 +20,13 @@ picture needs, small and plain (lists of floats), for the reports (``transpec ch
   attention blocks, the mask that was applied on the same slice: the fraction of the keys of
   each (pooled) cell that its query could see, by the causal rule, the boolean mask and the
   additive mask (−inf) together, under the conventions the call was judged by.
+* a gradient's picture (:func:`gradient_view`) is the same map over the gradient compared:
+  dQ query × feature beside the mask, dK and dV key × feature beside the mask transposed (the
+  queries that saw each key), a parameter's gradient as its own matrix or row, with no mask;
+* :class:`StatisticEvidence` / :class:`Distribution` -- a failed ``error_statistic`` has no
+  per-element bound to map: its picture is the distribution of |error| / absref of the
+  implementation beside that of a correct kernel emulated at the declared precision, with the
+  two RMS values and the allowed one, which is what the statistic compares.
 """
 
 from __future__ import annotations
@@ -75,12 +82,17 @@ class Picture:
     #: rows of the fraction of keys per cell that are visible but carry a finite negative
     #: additive term (a finite fill such as finfo.min added, an ALiBi-like bias), or None
     mask_bias: list[list[float]] | None = None
+    #: what the map is drawn over: the output, or the gradient of an argument (``"the
+    #: gradient of k"``)
+    of: str = "the output"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ratios in 3 significant digits and visible fractions in 3 decimals (a
         picture needs no more; 128 × 128 cells stay ~150 kB of JSON), non-finite ratios as the
         strings ``"inf"``/``"nan"``."""
         return {
+            "kind": "map",
+            "of": self.of,
             "ratio": [[_json(x) for x in row] for row in self.ratio],
             "shape": list(self.shape),
             "slice": list(self.slice),
@@ -122,6 +134,7 @@ class Picture:
             plane=_pair(data.get("plane", (0, 0))),
             mask_plane=_pair(data.get("mask_plane", (0, 0))),
             mask_bias=data.get("mask_bias"),
+            of=str(data.get("of", "the output")),
         )
 
 
@@ -145,7 +158,9 @@ class Evidence:
     broadcast); ``index``: the worst element; ``args``: the arguments as the implementation was
     sent them (``None`` for a relation: the run supplies the counterexample's);
     ``conventions``: those the call was judged under; ``rows``: the judged query rows of a
-    sampled attention output; ``note``: said under the map.
+    sampled attention output; ``note``: said under the map; ``gradient``: the argument (or
+    parameter) whose gradient was compared, None for an output (:func:`gradient_view` says how
+    its map and mask are drawn).
     """
 
     actual: np.ndarray
@@ -156,6 +171,7 @@ class Evidence:
     conventions: Conventions | None = None
     rows: Sequence[int] | None = None
     note: str = ""
+    gradient: str | None = None
 
     def picture(
         self,
@@ -170,8 +186,12 @@ class Evidence:
         act = np.asarray(self.actual, dtype=np.float64)
         ref = np.asarray(self.expected, dtype=np.float64)
         bound = np.broadcast_to(np.asarray(self.bound, dtype=np.float64), ref.shape)
+        view = gradient_view(self.gradient, call_args, ref.ndim)
         seq_first = bool(
-            call_args is not None and call_args.get("batch_first") is False and ref.ndim == 3
+            call_args is not None
+            and call_args.get("batch_first") is False
+            and ref.ndim == 3
+            and (self.gradient is None or self.gradient in call_args)  # not a parameter
         )
         # the slice first: the ratio of one (rows, columns) plane, not of the whole output
         (act_plane, lead), (ref_plane, _), (bound_plane, _) = (
@@ -183,11 +203,17 @@ class Evidence:
         mask = mask_note = None
         mask_pool, mask_plane = (1, 1), (0, 0)
         mask_bias: list[list[float]] | None = None
-        if call_args is not None and conv is not None:
+        if call_args is not None and conv is not None and view.mask != "none":
             try:
                 found = visible_keys(
-                    call_args, conv, lead, rows=self.rows, queries=int(plane.shape[0])
+                    call_args,
+                    conv,
+                    lead,
+                    rows=self.rows,
+                    queries=int(plane.shape[0]) if view.mask == "rows" else _queries(call_args),
                 )
+                if found is not None and view.mask == "transposed":
+                    found = _transposed(found, call_args)
             except Exception:  # a picture is a convenience; it must never hide the failure
                 found = None
             if found is not None:
@@ -203,18 +229,89 @@ class Evidence:
             ratio=pooled.tolist(),
             shape=tuple(int(n) for n in ref.shape),
             slice=tuple(int(i) for i in lead),
-            axes=("sequence", "feature") if seq_first else _axes(ref.ndim, call_args),
+            axes=("sequence", "feature") if seq_first else view.axes or _axes(ref.ndim, call_args),
             pool=pool,
             worst=worst,
             rows=None if self.rows is None else tuple(int(r) for r in self.rows),
             mask=mask,
             mask_pool=mask_pool,
+            mask_axes=view.mask_axes,
             mask_note=mask_note or "",
             note=note,
             plane=(int(plane.shape[0]), int(plane.shape[1])),
             mask_plane=mask_plane,
             mask_bias=mask_bias,
+            of="the output" if self.gradient is None else f"the gradient of {self.gradient}",
         )
+
+
+@dataclass(frozen=True)
+class GradientView:
+    """How the map of a gradient is drawn: ``axes`` of its (rows, columns) (None: those of an
+    output of its shape); ``mask``: ``"rows"`` when its rows are the queries (the mask drawn as
+    for the output), ``"transposed"`` when they are the keys (the mask drawn key × query: which
+    queries saw each key), ``"none"`` when it has no query or key axis (a parameter);
+    ``mask_axes``: the mask's (rows, columns)."""
+
+    axes: tuple[str, str] | None
+    mask: str = "rows"
+    mask_axes: tuple[str, str] = ("query", "key")
+
+
+#: the arguments whose gradient has one row per query (attention's q, a layer's query input)
+#: or one row per key, and the name of its last axis
+_QUERY_ROWS = {"q": "feature", "query": "feature", "tgt": "feature", "src": "feature"}
+_KEY_ROWS = {"k": "feature", "v": "feature", "key": "feature", "value": "feature"}
+
+
+def gradient_view(name: str | None, args: Mapping[str, Any] | None, ndim: int) -> GradientView:
+    """The :class:`GradientView` of the gradient of ``name`` (None: an output, drawn as such).
+
+    dQ has the rows of the output (query × feature) and the same mask; dK and dV have one row
+    per key (key × feature), so the mask beside them is transposed; a float mask's gradient is
+    query × key like the mask itself; the gradient of ``x`` (softmax, the norms, a feed-forward
+    layer) is row × last axis; a parameter's gradient (a layer's ``state_dict`` entry) is its
+    own matrix, with no mask."""
+    if name is None:
+        return GradientView(None)
+    layer = args is not None and ("query" in args or "src" in args or "tgt" in args)
+    if name in _QUERY_ROWS and (name == "q" or layer):
+        return GradientView(("query", _QUERY_ROWS[name]))
+    if name in _KEY_ROWS and (name in ("k", "v") or layer):
+        return GradientView(("key", _KEY_ROWS[name]), "transposed", ("key", "query"))
+    if name == "attn_mask":
+        return GradientView(("query", "key"))
+    if name == "x":
+        return GradientView(("", "element") if ndim <= 1 else ("row", "last axis"), "none")
+    # a parameter of a layer: (out, in) for a weight, one row for a bias
+    return GradientView((f"{name} row", "column") if ndim > 1 else ("", "element"), "none")
+
+
+def _queries(args: Mapping[str, Any]) -> int | None:
+    """The number of queries of an attention's or a layer's arguments (None: not found)."""
+    if "q" in args:
+        return int(np.shape(args["q"])[-2])
+    for name in ("query", "tgt", "src"):
+        value = args.get(name)
+        shape: tuple[int, ...] = () if value is None else tuple(np.shape(value))
+        if len(shape) == 3:
+            return int(shape[1] if args.get("batch_first", False) else shape[0])
+        if len(shape) == 2:
+            return int(shape[0])
+    return None
+
+
+def _transposed(view: MaskView, args: Mapping[str, Any]) -> MaskView | None:
+    """``view`` (query × key) as key × query, for a gradient with one row per key; None under
+    grouped-query attention (a kv head is shared by several query heads, whose masks may
+    differ)."""
+    q, k = args.get("q"), args.get("k")
+    if q is not None and k is not None and np.ndim(q) >= 3 and np.ndim(k) >= 3:  # noqa: SIM102
+        if np.shape(q)[-3] != np.shape(k)[-3]:
+            return None
+    visible = np.asarray(view.visible)
+    biased = None if view.biased is None else np.asarray(view.biased).T
+    return MaskView(visible.T, biased, view.note + "; transposed: the queries that saw each key")
 
 
 def ratio_map(actual: np.ndarray, expected: np.ndarray, bound: np.ndarray) -> np.ndarray:
@@ -498,3 +595,104 @@ def _batch_size(args: Mapping[str, Any]) -> int:
         if isinstance(value, np.ndarray) and value.ndim == 3:
             return int(value.shape[0] if args.get("batch_first", False) else value.shape[1])
     return 1
+
+
+# -- the error statistic ------------------------------------------------------------------------
+
+#: the bins of a decade in the error statistic's histograms, and the decades shown at most
+BINS_PER_DECADE = 5
+MAX_DECADES = 8
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """The picture of a failed ``error_statistic``: where the implementation's relative errors
+    lie against those of a correct kernel emulated at the declared precision.
+
+    The statistic has no per-element tolerance: it fails when the RMS of |error| / absref over
+    the example exceeds ``threshold`` × that of the emulated kernel on the same inputs, i.e.
+    when the *typical* error is too large while every element may be within its worst-case
+    bound. What explains that fastest is the two distributions side by side: a histogram of
+    log10(|error| / absref) for each, with the two RMS values and the allowed RMS marked (a
+    whole distribution shifted right is a systematic defect, a tail of a few rows a local one).
+
+    ``edges``: the log10 bin edges (the first bin also counts everything below it);
+    ``implementation``/``emulated``: the count of elements per bin; ``exact``: elements with no
+    error at all (not on a log axis), per side; ``rms``, ``emulated_rms``, ``allowed_rms`` (=
+    ``threshold`` × ``emulated_rms``); ``elements``: the elements compared; ``note``: the
+    precision the kernel was emulated at.
+    """
+
+    edges: list[float]
+    implementation: list[int]
+    emulated: list[int]
+    exact: tuple[int, int]
+    rms: float
+    emulated_rms: float
+    allowed_rms: float
+    threshold: float
+    elements: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "distribution",
+            "edges": [round(e, 4) for e in self.edges],
+            "implementation": list(self.implementation),
+            "emulated": list(self.emulated),
+            "exact": list(self.exact),
+            "rms": self.rms,
+            "emulated_rms": self.emulated_rms,
+            "allowed_rms": self.allowed_rms,
+            "threshold": self.threshold,
+            "elements": self.elements,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class StatisticEvidence:
+    """What a failed ``error_statistic`` had at hand (references only): the relative errors
+    |error| / max(absref, floor) of the implementation and of the emulated correct kernel (flat,
+    the same elements), the threshold, and the precision emulated (``note``)."""
+
+    errors: np.ndarray
+    emulated_errors: np.ndarray
+    threshold: float
+    note: str = ""
+
+    def picture(self, **_context: Any) -> Distribution:
+        """The :class:`Distribution` (the arguments a map's picture takes are not needed)."""
+        impl = np.asarray(self.errors, dtype=np.float64).ravel()
+        emu = np.asarray(self.emulated_errors, dtype=np.float64).ravel()
+        positive = np.concatenate([impl[impl > 0], emu[emu > 0]])
+        if positive.size:
+            top = math.ceil(math.log10(float(positive.max())) * BINS_PER_DECADE) / BINS_PER_DECADE
+            low = float(
+                max(math.floor(math.log10(float(positive.min()))), math.floor(top) - MAX_DECADES)
+            )
+        else:
+            top, low = 0.0, -1.0
+        top = max(top, low + 1.0 / BINS_PER_DECADE)
+        count = max(1, round((top - low) * BINS_PER_DECADE))
+        edges = np.linspace(low, top, count + 1)
+
+        def histogram(values: np.ndarray) -> list[int]:
+            logs = np.log10(values[values > 0])
+            clipped = np.clip(logs, edges[0], edges[-1])  # below the axis: in the first bin
+            return [int(n) for n in np.histogram(clipped, bins=edges)[0]]
+
+        rms_impl = float(np.sqrt(np.mean(np.square(impl)))) if impl.size else 0.0
+        rms_emu = float(np.sqrt(np.mean(np.square(emu)))) if emu.size else 0.0
+        return Distribution(
+            edges=[float(e) for e in edges],
+            implementation=histogram(impl),
+            emulated=histogram(emu),
+            exact=(int(np.sum(impl == 0)), int(np.sum(emu == 0))),
+            rms=rms_impl,
+            emulated_rms=rms_emu,
+            allowed_rms=float(self.threshold) * rms_emu,
+            threshold=float(self.threshold),
+            elements=int(impl.size),
+            note=self.note,
+        )

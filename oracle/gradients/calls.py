@@ -200,11 +200,23 @@ def assert_gradient(call: GradientCall, name: str) -> float:
 
     result = compare(call.grads[name], call.reference.grads[name], call.tolerances[name])
     if not result.passed:
+        from transpec.oracle.engine.picture import Evidence
+
         raise PropertyViolation(
             f"gradient of {name}: {result.message}",
             worst=result.worst,
             ratio=float(result.ratio),
             details={"nonfinite_mismatch": result.nonfinite_mismatch},
+            # the arguments as received, in transpec's mask meaning; the run supplies the
+            # conventions (picture_of)
+            evidence=Evidence(
+                call.grads[name],
+                np.asarray(call.reference.grads[name].value),
+                call.tolerances[name].bound,
+                result.worst.index if result.worst is not None else (),
+                args=call.inputs,
+                gradient=name,
+            ),
         )
     return float(result.ratio)
 

@@ -83,14 +83,23 @@ def _error_statistic(component: str) -> Check:
             precision=harness.precision(component),
         )
         if not stat.passed:
+            from transpec.oracle.engine.picture import StatisticEvidence
+
             figures = dict(getattr(stat, "figures", {}) or {})
             shown = ", ".join(f"{k}={v:.3g}" for k, v in figures.items())
+            emulated_at = f"a correct kernel emulated at {harness.precision(component)}"
+            evidence = None
+            if stat.errors is not None and stat.emulated_errors is not None:
+                threshold = float(figures.get("threshold", 1.0))
+                evidence = StatisticEvidence(
+                    stat.errors, stat.emulated_errors, threshold, note=emulated_at
+                )
             raise PropertyViolation(
                 f"error_statistic: RMS of |error|/absref is {float(stat.ratio):.3g}× the allowed "
-                f"multiple of a correct kernel emulated at {harness.precision(component)} "
-                f"({shown})",
+                f"multiple of {emulated_at} ({shown})",
                 ratio=float(stat.ratio),
                 details={"figures": figures},
+                evidence=evidence,
             )
         return float(stat.ratio)
 

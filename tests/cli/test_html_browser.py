@@ -191,3 +191,125 @@ def test_the_report_of_a_failing_run_renders_in_chromium(
         red, _, blue = worst["rgb"]
         assert red > blue + 60, worst  # the worst element is out of tolerance: a warm colour
     assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def gradient_and_statistic_reports(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two real failing runs: a backward that forgets the causal mask (dK against the mask
+    transposed, torch's LayerNorm bias gradient in bfloat16 beside it) and an attention whose
+    P·V sums in bfloat16 while float32 is declared, which only the error statistic sees."""
+    pytest.importorskip("torch")
+    import corpus
+
+    from transpec.adapters.torch import TorchAdapter
+    from transpec.htmlreport import write_html
+    from transpec.runs import run
+
+    where = tmp_path_factory.mktemp("html-gradients")
+    backward = run(
+        corpus.entry("attention_grad_causal_forgotten").make(),
+        components=["attention"],
+        properties=["grad_equivalence_k"],
+        dtypes=["float32"],
+        failures_dir=None,
+        gradients=True,
+    )
+    torch_norm = run(
+        TorchAdapter(),
+        components=["layer_norm"],
+        properties=["grad_equivalence_bias"],
+        dtypes=["bfloat16"],
+        failures_dir=None,
+        gradients=True,
+    )
+    statistic = run(
+        corpus.entry("attention_low_precision_pv").make(),
+        components=["attention"],
+        properties=["error_statistic"],
+        dtypes=["bfloat16"],
+        failures_dir=None,
+    )
+    pages = []
+    for name, result in (
+        ("gradients", backward),
+        ("torch-norm", torch_norm),
+        ("statistic", statistic),
+    ):
+        assert [v.status for v in result.verdicts] == ["failed"], name
+        pages.append(where / f"{name}.html")
+        write_html(result, pages[-1])
+    return pages
+
+
+def test_gradient_and_statistic_failures_render_in_chromium(
+    gradient_and_statistic_reports: list[Path], tmp_path: Path
+) -> None:
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium installed (apt-get install chromium); .ci/run installs it")
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    requests: list[str] = []
+    seen: dict[str, Any] = {}
+    shots = []
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=chromium,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1300, "height": 1000},
+        )
+        try:
+            page = context.new_page()
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(f"{m.type}: {m.text}")
+                    if m.type in ("error", "warning")
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("request", lambda r: requests.append(r.url))
+            for path in gradient_and_statistic_reports:
+                page.goto(path.as_uri(), wait_until="load")
+                seen[path.stem] = page.eval_on_selector(
+                    "section.failure",
+                    """s => {
+                        const box = e => e && e.getBoundingClientRect();
+                        const size = e => e && [box(e).width, box(e).height];
+                        const heat = s.querySelector('img.heatmap');
+                        const mask = s.querySelector('img.mask');
+                        const svg = s.querySelector('svg.distribution');
+                        const bars = cls => svg ? Array.from(svg.querySelectorAll('rect.' + cls))
+                            .filter(r => box(r).height > 0).length : 0;
+                        const x = cls => svg && box(svg.querySelector('line.' + cls)).left;
+                        return {heat: heat && heat.complete && size(heat),
+                                mask: mask && mask.complete && size(mask),
+                                caption: s.querySelector('figcaption').textContent,
+                                bars: [bars('bar-implementation'), bars('bar-emulated')],
+                                lines: svg && [x('rms-emulated'), x('rms-allowed'),
+                                               x('rms-implementation')],
+                                svg: size(svg)};
+                    }""",
+                )
+                shot = _artifacts(tmp_path) / f"transpec-html-{path.stem}.png"
+                page.locator("section.failure").first.screenshot(path=str(shot))
+                shots.append(shot)
+        finally:
+            context.close()
+    print("screenshots of the gradient and statistic failures:", *map(str, shots))
+    assert problems == []
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    dk = seen["gradients"]
+    assert "the gradient of k" in dk["caption"]
+    assert dk["heat"] and dk["mask"] and dk["heat"][1] == dk["mask"][1]  # key rows line up
+    norm = seen["torch-norm"]
+    assert "the gradient of bias" in norm["caption"] and norm["heat"] and norm["mask"] is None
+    stat = seen["statistic"]
+    assert stat["heat"] is None and stat["svg"] and min(stat["svg"]) > 100
+    assert min(stat["bars"]) > 0  # both distributions drawn
+    emulated, allowed, implementation = stat["lines"]
+    assert emulated < allowed < implementation  # the implementation's RMS beyond the allowed
+    assert all(shot.stat().st_size > 5_000 for shot in shots)
