@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import transpec
 from transpec.adapters.base import Adapter
 from transpec.errors import CaseFileError
 from transpec.oracle.engine.isolation import check_isolation
 from transpec.runs import (
+    RunResult,
     Verdict,
     check_once,
     classify,
@@ -37,7 +38,11 @@ from transpec.runs import (
     infer_spec,
     load_case,
     open_worker,
+    picture_of,
 )
+
+if TYPE_CHECKING:
+    from transpec.oracle.engine.profiles import Profile
 
 
 def _untrusted(spec: str) -> CaseFileError:
@@ -97,7 +102,27 @@ def reproduce(
     isolation: str = "none",
     memory_limit: int | None = None,
 ) -> Verdict:
-    """Re-run the saved case at ``path``; a passed or failed :class:`Verdict` with its report.
+    """Re-run the saved case at ``path``; a passed or failed :class:`Verdict` with its report
+    (and, for a numeric failure, its ``picture``). The one verdict of :func:`replay`, whose
+    arguments and errors are the same."""
+    (verdict,) = replay(
+        path, adapter=adapter, trust=trust, isolation=isolation, memory_limit=memory_limit
+    ).verdicts
+    return verdict
+
+
+def replay(
+    path: str | Path,
+    *,
+    adapter: Adapter | str | None = None,
+    trust: bool = False,
+    isolation: str = "none",
+    memory_limit: int | None = None,
+) -> RunResult:
+    """Re-run the saved case at ``path``: a :class:`~transpec.runs.RunResult` of one verdict
+    (passed or failed, with its report and picture) and what it ran under (the adapter and its
+    spec, conventions, the profile and seed the case was saved from, isolation), for the reports
+    of a run (``transpec reproduce --html``).
 
     ``adapter``: an adapter object or spec string that replaces the one named in the file.
     ``trust``: load the adapter the file names even when that imports a module (by default only
@@ -141,6 +166,7 @@ def reproduce(
     worker = (
         open_worker(impl, spec, memory_limit, devices=(device,)) if isolation == "process" else None
     )
+    worker_limit = worker.memory_limit if worker is not None else None
     verdict = Verdict(component, name, dtype, device, "passed")
     start = time.perf_counter()
     try:
@@ -148,6 +174,7 @@ def reproduce(
         ratio = check_once(prop, harness, args)
     except Exception as exc:  # a violation, an implementation failure or an error of transpec
         classify(verdict, exc)
+        verdict.picture = picture_of(exc, args, declared.conventions_for(dtype))
         describe_failure(
             verdict,
             exc,
@@ -170,7 +197,32 @@ def reproduce(
             verdict.message = f"{verdict.message}\n{note}"
             if verdict.report:
                 verdict.report = f"{verdict.report}\n  {note}"
-    return verdict
+    return RunResult(
+        adapter=impl.name,
+        adapter_spec=spec,
+        conventions=declared.conventions.to_dict(),
+        profile=_saved_profile(meta),
+        components=(component,),
+        dtypes=(dtype,),
+        devices=(device,),
+        verdicts=[verdict],
+        seconds=verdict.seconds,
+        isolation=isolation,
+        memory_limit=worker_limit,
+    )
+
+
+def _saved_profile(meta: dict[str, Any]) -> Profile:
+    """The profile and seed the case was saved from (the ``ci`` profile when this version has no
+    such profile): what the report's header says the example came from."""
+    from transpec.oracle.engine.profiles import resolve
+
+    seed = meta.get("seed")
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
+    try:
+        return resolve(str(meta.get("profile", "ci")), seed=seed)
+    except ValueError:
+        return resolve("ci", seed=seed)
 
 
 def flaky_note(meta: dict[str, Any]) -> str | None:

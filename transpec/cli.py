@@ -8,7 +8,7 @@
                    [--isolation process|none] [--memory-limit MIB] [--gradients]
                    [--xfails FILE [--strict-xfails]] [--convention KEY=VALUE ...]
     transpec list [components|properties|conventions|adapters]
-    transpec reproduce FILE [--adapter SPEC] [--trust] [--isolation process|none]
+    transpec reproduce FILE [--adapter SPEC] [--trust] [--isolation process|none] [--html FILE]
     transpec derive BLOCK [--format markdown|latex]
     transpec --version
 
@@ -186,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load the adapter the file names even when that imports a module named in the file "
         "(without it: only built-in adapters)",
+    )
+    rep.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the replayed verdict as an HTML page here (the page of transpec check --html)",
     )
 
     der = sub.add_parser("derive", help="print the derivation of a building block")
@@ -691,12 +696,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     """Exit 0 when the case passes now, 1 while it still fails, 2 when the file cannot be read
     (``cannot read case file: ...``) or replayed here (an adapter it names that is not trusted,
     a property this version lacks)."""
-    from transpec.cases import reproduce
+    from transpec.cases import replay
     from transpec.errors import CaseFileReadError
 
+    if args.html:  # checked before the case's adapter is loaded, as check does
+        args.html = _report_path(args.html, "--html")
     with _own_stdout() as out:
         try:
-            verdict = reproduce(
+            result = replay(
                 args.file,
                 adapter=args.adapter,
                 trust=args.trust,
@@ -707,6 +714,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read case file: {_one_line(exc)}") from None
         except (ValueError, TypeError, ImportError) as exc:
             raise UsageError(_one_line(exc)) from None
+        (verdict,) = result.verdicts
+        written = ""
+        if args.html:
+            try:
+                _write_html(result, args.html)
+                written = f"HTML report: {args.html}\n"
+            except OSError as exc:
+                sys.stderr.write(f"transpec: error: cannot write the report: {_one_line(exc)}\n")
         if verdict.status == "passed":
             from transpec.reports import format_ratio
 
@@ -715,8 +730,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             out.write(f"passed {verdict.name}: {first} (error/tolerance {ratio})\n")
             for note in notes:
                 out.write(note + "\n")
+            out.write(written)
             return EXIT_OK
-        out.write(verdict.report + "\n")
+        out.write(verdict.report + "\n" + written)
         return EXIT_FAILED
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ from transpec.oracle.engine.picture import Evidence, Picture, StatisticEvidence
 from transpec.oracle.engine.profiles import resolve
 from transpec.runs import RunResult, Verdict
 from transpec.spec.conventions import CANONICAL
+
+HERE = Path(__file__).resolve().parent
 
 
 class _Tags(HTMLParser):
@@ -277,3 +280,63 @@ def test_a_chaff_only_the_statistic_sees_is_pictured_by_its_distributions() -> N
     assert picture["rms"] > picture["allowed_rms"] > picture["emulated_rms"] > 0
     assert math.isclose(picture["rms"] / picture["allowed_rms"], verdict.ratio, rel_tol=1e-6)
     assert "Precision(" in picture["note"]
+
+
+# -- transpec reproduce --html ------------------------------------------------------------------
+
+
+def test_reproduce_writes_the_page_of_the_replayed_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A saved forward failure replayed: the same page as check's (header, the one verdict, its
+    heat map and mask); a saved gradient failure of a built-in adapter: its gradient's map."""
+    from transpec.cli import main
+
+    monkeypatch.syspath_prepend(str(HERE))
+    monkeypatch.chdir(tmp_path)
+    argv = ["check", "cli_fixtures:WrongScaleAttention", "--component", "attention"]
+    argv += ["--property", "equivalence", "--dtype", "float32", "--failures-dir", "cases"]
+    argv += ["--max-examples", "6", "--quiet", "--isolation", "none", "--html", "check.html"]
+    assert main(argv) == 1
+    (saved,) = (tmp_path / "cases").iterdir()
+    capsys.readouterr()
+    argv = ["reproduce", str(saved), "--trust", "--isolation", "none", "--html", "replay.html"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("FAILED attention.equivalence[float32-cpu]")
+    assert out.splitlines()[-1] == f"HTML report: {tmp_path / 'replay.html'}"
+    text = (tmp_path / "replay.html").read_text()
+    tags = _tags(text)
+    assert [a["data-status"] for t, a in tags if t == "tr" and "data-status" in a] == ["failed"]
+    assert sum(1 for t, a in tags if t == "img" and a.get("class") == "heatmap") == 1
+    assert "cli_fixtures:WrongScaleAttention" in text and f"transpec reproduce {saved}" in text
+    # the replay's picture is the run's: the same shrunk example, the same map
+    check_maps = [a["src"] for t, a in _tags((tmp_path / "check.html").read_text()) if t == "img"]
+    assert [a["src"] for t, a in tags if t == "img"] == check_maps
+
+
+def test_reproduce_html_of_a_gradient_case_and_a_bad_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    from transpec.adapters.torch import TorchAdapter
+    from transpec.cli import main
+    from transpec.runs import run
+
+    run(
+        TorchAdapter(),
+        components=["layer_norm"],
+        properties=["grad_equivalence_bias"],
+        dtypes=["bfloat16"],
+        failures_dir=tmp_path / "cases",
+        gradients=True,
+    )
+    (saved,) = (tmp_path / "cases").iterdir()
+    page = tmp_path / "replay.html"
+    assert main(["reproduce", str(saved), "--isolation", "none", "--html", str(page)]) == 1
+    text = page.read_text()
+    assert "the gradient of bias" in text and "layer_norm.grad_equivalence_bias" in text
+    capsys.readouterr()
+    # a report path that cannot be written is refused before the case is replayed
+    assert main(["reproduce", str(saved), "--html", str(tmp_path)]) == 2
+    assert "it is a directory" in capsys.readouterr().err
