@@ -365,7 +365,8 @@ def _own_stdout() -> Iterator[_SafeStream]:
 
 
 def _report_path(path: str, option: str) -> str:
-    """``path`` as an absolute path, once it is known to be writable: checked before anything
+    """``path`` as an absolute path, once it is known to be writable (the file, and its
+    directory, where the report is first written to a temporary file): checked before anything
     runs (a report that cannot be written is a usage error, not a lost run), and absolute so
     that an implementation's ``os.chdir`` cannot move it."""
     absolute = Path(os.path.abspath(os.path.expanduser(path)))
@@ -375,6 +376,13 @@ def _report_path(path: str, option: str) -> str:
         raise UsageError(
             f"cannot write the {option} report {path!r}: directory {str(absolute.parent)!r} "
             "does not exist"
+        )
+    if not os.access(absolute.parent, os.W_OK | os.X_OK):
+        # a report is written beside its path and renamed over it (atomically): the
+        # directory must take a new file, even when the report's file itself is writable
+        raise UsageError(
+            f"cannot write the {option} report {path!r}: directory "
+            f"{str(absolute.parent)!r} is not writable"
         )
     existed = absolute.exists()
     try:

@@ -31,13 +31,10 @@ sees half a report.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import math
-import os
 import re
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -754,19 +751,10 @@ def _mask_legend(biased: bool = False) -> str:
 
 def write_html(result: RunResult, path: str | Path) -> None:
     """Write :func:`render` of ``result`` to ``path`` atomically: into a temporary file in the
-    same directory, then renamed over ``path``."""
-    target = Path(path)
-    text = render(result)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    same directory, then renamed over ``path`` (:func:`transpec.reports.write_atomically`)."""
+    from transpec.reports import write_atomically
+
+    write_atomically(path, render(result))
 
 
 __all__ = ["anchor", "png", "render", "write_html"]

@@ -27,14 +27,21 @@
   type="xpass">`` under ``strict``). Text from the implementation (an exception's message) is
   made well-formed XML 1.0 first (:func:`xml_text`: ANSI escapes dropped, forbidden characters
   escaped).
+
+Every report file (JSON, JUnit, HTML) is written atomically (:func:`write_atomically`): a run
+stopped or killed while it writes leaves the previous file whole, never half a report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import re
+import stat
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
@@ -400,10 +407,39 @@ def to_json(result: RunResult) -> dict[str, Any]:
     }
 
 
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so that ``path`` is at every moment either what it
+    was or the whole new text: into a temporary file in the same directory (the same file
+    system), flushed to disk, then renamed over ``path`` (``os.replace``, atomic on POSIX and
+    Windows). A run stopped, killed or out of disk space while it writes leaves the previous
+    report whole and no temporary file (it is removed on any exception; only a SIGKILL or a
+    power cut between its creation and the rename can leave a ``.NAME.*.tmp`` behind, never
+    ``path`` truncated). A symbolic link is written through, as an in-place write would; an
+    existing file keeps its permissions, a new one is ``0o644``."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_json(result: RunResult, path: str | Path) -> None:
+    """The JSON report of ``result`` written to ``path`` atomically (:func:`write_atomically`)."""
     data = to_json(result)
     # ASCII with escapes: any text an implementation put in a message stays valid JSON
-    Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_atomically(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 #: ANSI escape sequences (colours, cursor movement) and other ESC-introduced controls
@@ -491,4 +527,6 @@ def junit_xml(result: RunResult) -> str:
 
 
 def write_junit(result: RunResult, path: str | Path) -> None:
-    Path(path).write_text(junit_xml(result), encoding="utf-8")
+    """The JUnit XML report of ``result`` written to ``path`` atomically
+    (:func:`write_atomically`)."""
+    write_atomically(path, junit_xml(result))
