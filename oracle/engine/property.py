@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from transpec.adapters.base import Adapter
 from transpec.oracle.engine.dtypes import canonical_dtype
-from transpec.oracle.engine.harness import Harness
+from transpec.oracle.engine.harness import Harness, accepts_argument
 from transpec.oracle.engine.strategy import Args
 
 Check = Callable[[Harness, Args], float]
@@ -83,6 +83,31 @@ def applies_when_declared(component: str) -> Applies:
         return None
 
     return applies
+
+
+def applies_when_received(component: str, argument: str, applies: Applies) -> Applies:
+    """The skip rule of a property whose every example passes ``argument`` (attention's
+    ``softcap``, an optional argument the other properties never draw): ``applies``, and
+    skipped before anything is drawn when the adapter's method for ``component`` cannot receive
+    ``argument`` (no parameter of that name, no ``**kwargs``) -- every example would otherwise
+    be discarded by :meth:`Harness.require_supported` one by one. The run's plan asks it, so a
+    run, ``transpec reproduce`` and anything else that plans (the corpus's replays) skip alike.
+    """
+    from transpec.oracle import components
+
+    def applies_received(adapter: Adapter, dtype: str) -> str | None:
+        reason = applies(adapter, dtype)
+        if reason is not None:
+            return reason
+        method = getattr(adapter, components.get(component).method, None)
+        if method is not None and not accepts_argument(method, argument):
+            return (
+                f"{adapter.name}'s {component} method takes no {argument} argument, which every "
+                "example of this property passes"
+            )
+        return None
+
+    return applies_received
 
 
 def example_rng(args: Mapping[str, Any], salt: str) -> np.random.Generator:

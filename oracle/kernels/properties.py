@@ -51,6 +51,7 @@ from transpec.oracle.engine.property import (
     Inputs,
     Property,
     applies_when_declared,
+    applies_when_received,
     equivalence_check,
     example_rng,
     shape_dtype_check,
@@ -579,7 +580,7 @@ def _attention_properties() -> tuple[Property, ...]:
             "output element within the derived bound of the float64 reference",
             _attention(softcap=True),
             equivalence_check(_ATT),
-            app,
+            applies_when_received(_ATT, "softcap", app),
         ),
         Property(
             _ATT,

@@ -1,13 +1,17 @@
 """softcap in the attention signature: passed only when a property draws it, to a method that
-takes it; judged against the reference (softcap before the mask); a method without it is
-skipped with the reason, and one that ignores it fails."""
+takes it; judged against the reference (softcap before the mask); a method that cannot receive
+it (no such parameter, no ``**kwargs``) has ``attention.softcap`` skipped by the run's plan with
+the reason, before anything is drawn (the runner and the corpus's replays alike), and one that
+ignores it fails."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from transpec.adapters.numpy.adapter import NumpyAdapter
-from transpec.runs import run
+from transpec.runs import plan, run
 
 
 class IgnoresSoftcap(NumpyAdapter):
@@ -73,4 +77,48 @@ def test_method_without_softcap_is_skipped_and_judged_on_the_rest() -> None:
     result = _softcap(WithoutSoftcap())
     status = {(v.property, v.status) for v in result.verdicts}
     assert status == {("softcap", "skipped"), ("equivalence", "passed")}
-    assert all("takes no softcap" in v.message for v in result.verdicts if v.status == "skipped")
+    skipped = [v for v in result.verdicts if v.status == "skipped"]
+    assert {v.message for v in skipped} == {
+        "without-softcap's attention method takes no softcap argument, which every example of "
+        "this property passes"
+    }
+    # skipped by the plan, before anything is drawn: no example, none discarded
+    assert all(v.examples == 0 and v.discarded == 0 for v in skipped)
+
+
+class KeywordsOnly(WithoutSoftcap):
+    """A method that takes ``**kwargs`` can receive a softcap: it is not skipped statically."""
+
+    name = "keywords"
+
+    def scaled_dot_product_attention(self, q: Any, k: Any, v: Any, **kwargs: Any) -> Any:
+        kwargs.pop("softcap", None)  # ignored: the property must fail it
+        return super().scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+def test_the_plan_skips_only_a_method_that_cannot_receive_softcap() -> None:
+    (without,) = plan(
+        WithoutSoftcap(), components=["attention"], properties=["softcap"], dtypes=["float32"]
+    )
+    assert without.skip is not None and "takes no softcap argument" in without.skip
+    for adapter in (NumpyAdapter(), IgnoresSoftcap(), KeywordsOnly()):
+        (case,) = plan(
+            adapter, components=["attention"], properties=["softcap"], dtypes=["float32"]
+        )
+        assert case.skip is None, adapter.name
+    result = _softcap(KeywordsOnly())
+    assert {v.property for v in result.failures} == {"softcap"}  # received, ignored: killed
+
+
+def test_the_corpus_replay_skips_it_as_the_run_does() -> None:
+    """``corpus.judge.first_kill`` plans like the runner: a torch entry, whose method has no
+    softcap, gets the same skip and draws nothing (it used to end in Unsatisfiable)."""
+    pytest.importorskip("torch")
+    import corpus
+    from corpus.judge import first_kill
+
+    kill = first_kill(
+        corpus.entry("attention_scale_sqrt_e_plus1").make(), "attention", "softcap", "float32"
+    )
+    assert (kill.status, kill.examples) == ("skipped", 0)
+    assert "takes no softcap argument" in kill.message

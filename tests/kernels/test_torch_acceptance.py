@@ -28,8 +28,8 @@ def torch_adapter() -> Any:
 #: layer modules (fully masked rows, GELU tanh, float masks): its expected failures are asserted
 #: example by example in tests/layers/test_layers_torch_paths.py. The backward properties are
 #: judged on torch in tests/gradients/test_gradient_properties.py (with torch's findings).
-#: attention.softcap: SDPA takes no softcap, so torch rejects every example (the verdict is
-#: skipped; tests/kernels/test_softcap_argument.py).
+#: attention.softcap: SDPA takes no softcap, so the run's plan skips it for torch before any
+#: example is drawn (tests/kernels/test_softcap_argument.py).
 _ACCEPTED = tuple(
     p
     for p in PROPERTIES
