@@ -19,7 +19,10 @@
   file and its strictness, or null; a listed verdict has status ``xfailed``/``xpassed`` and
   its entry in ``known_failure``) (``nothing_tested``: why the run tested
   nothing it was asked to, or null); a numeric failure's verdict holds its ``picture``
-  (:class:`transpec.oracle.engine.picture.Picture`: the error map and the mask applied);
+  (``kind`` ``"map"``: :class:`transpec.oracle.engine.picture.Picture`, the error map over the
+  output or a gradient and the mask applied; ``"distribution"``:
+  :class:`~transpec.oracle.engine.picture.Distribution`, a failed error statistic's two
+  distributions);
   non-finite ratios are the strings ``"inf"``/``"nan"``;
 * JUnit XML -- one ``<testcase>`` per verdict; failures carry the failure report, skips their
   reason; an expected failure is a ``<skipped type="xfail">`` with its reason and report, a

@@ -20,6 +20,8 @@ Every property is a backward one (``Property.backward``): a run includes them on
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +33,8 @@ from transpec.oracle import components
 from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.oracle.engine.error_model import U64
 from transpec.oracle.engine.harness import Harness, assert_related, assert_relation
+from transpec.oracle.engine.outcome import PropertyViolation
+from transpec.oracle.engine.picture import Evidence
 from transpec.oracle.engine.property import Check, Property, example_rng
 from transpec.oracle.engine.strategy import Args
 from transpec.oracle.gradients import calls
@@ -147,15 +151,20 @@ def _check_linearity(component: str) -> Check:
             bound = bound_of(c3, name) + abs(a) * bound_of(c1, name) + abs(b) * bound_of(c2, name)
             worst = max(
                 worst,
-                assert_relation(
-                    c3.grads[name],
-                    base,
-                    c3.reference.grads[name].value,
-                    ref_base,
-                    bound,
-                    what=f"{component} backward is not linear in the cotangent ({name}̄, "
-                    f"a={a:g}, b={b:g})",
-                    derivation=_BOTH,
+                _over_gradient(
+                    c3,
+                    name,
+                    functools.partial(
+                        assert_relation,
+                        c3.grads[name],
+                        base,
+                        c3.reference.grads[name].value,
+                        ref_base,
+                        bound,
+                        what=f"{component} backward is not linear in the cotangent ({name}̄, "
+                        f"a={a:g}, b={b:g})",
+                        derivation=_BOTH,
+                    ),
                 ),
             )
         return worst
@@ -166,6 +175,19 @@ def _check_linearity(component: str) -> Check:
 # -- attention ---------------------------------------------------------------------------------
 
 
+def _over_gradient(call: GradientCall, name: str, check: Callable[[], float]) -> float:
+    """``check()``, a relation over gradient ``name`` of ``call`` (an array of its shape); its
+    failure's picture is drawn over that gradient (dK key × feature beside the mask transposed,
+    :func:`transpec.oracle.engine.picture.gradient_view`) and the arguments the call received,
+    which a relation's evidence does not know."""
+    try:
+        return check()
+    except PropertyViolation as exc:
+        if isinstance(exc.evidence, Evidence):
+            exc.evidence = dataclasses.replace(exc.evidence, gradient=name, args=call.inputs)
+        raise
+
+
 def _zero_at(call: GradientCall, name: str, where: np.ndarray, what: str) -> float:
     """Gradient ``name`` must be 0 where ``where`` holds (within the call's bound there, the
     underflow floor: the weights are exactly 0)."""
@@ -174,12 +196,17 @@ def _zero_at(call: GradientCall, name: str, where: np.ndarray, what: str) -> flo
     if not where.any():
         return 0.0
     zeros = np.zeros_like(got)
-    return assert_related(
-        np.where(where, got, 0.0),
-        zeros,
-        np.where(where, bound_of(call, name), 0.0),
-        what=what,
-        derivation="exactly 0 (proved); the bound there is the underflow floor",
+    return _over_gradient(
+        call,
+        name,
+        functools.partial(
+            assert_related,
+            np.where(where, got, 0.0),
+            zeros,
+            np.where(where, bound_of(call, name), 0.0),
+            what=what,
+            derivation="exactly 0 (proved); the bound there is the underflow floor",
+        ),
     )
 
 

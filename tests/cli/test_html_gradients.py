@@ -242,6 +242,25 @@ def test_a_backward_chaff_that_forgets_the_causal_mask_is_pictured_on_dk() -> No
     assert verdict.worst is not None and "docs/gradients.md" in verdict.worst["derivation"]
 
 
+def test_a_gradient_relation_is_pictured_over_the_gradient_it_constrains() -> None:
+    """grad_causal_zeros: keys only later queries see must get exactly 0; the map is over dK
+    (key × feature, beside the mask transposed), not labelled as an output."""
+    pytest.importorskip("torch")
+    verdict = _run(
+        "attention_grad_causal_forgotten",
+        "attention",
+        "grad_causal_zeros",
+        "float32",
+        gradients=True,
+    )
+    assert verdict.status == "failed" and verdict.picture is not None
+    picture = verdict.picture
+    assert picture["of"] in ("the gradient of k", "the gradient of v")
+    assert picture["axes"] == ["key", "feature"] and picture["mask_axes"] == ["key", "query"]
+    assert picture["note"].startswith("the relation: attention")
+    assert picture["plane"][0] == picture["mask_plane"][0]  # one row per key in both
+
+
 def test_torch_layer_norm_bias_gradient_in_bfloat16_is_pictured_as_one_row() -> None:
     """torch's LayerNorm sums the bias gradient in the input dtype (docs/gradients.md §7)."""
     pytest.importorskip("torch")
