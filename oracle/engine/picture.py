@@ -283,6 +283,8 @@ def gradient_view(name: str | None, args: Mapping[str, Any] | None, ndim: int) -
         return GradientView(("query", "key"))
     if name == "x":
         return GradientView(("", "element") if ndim <= 1 else ("row", "last axis"), "none")
+    if name == "memory":  # a decoder's memory: the keys of its cross-attention, unmasked here
+        return GradientView(("memory", "feature"), "none")
     # a parameter of a layer: (out, in) for a weight, one row for a bias
     return GradientView((f"{name} row", "column") if ndim > 1 else ("", "element"), "none")
 

@@ -148,6 +148,24 @@ def test_a_parameter_gradient_is_its_own_matrix_and_a_bias_one_row_without_a_mas
     assert "the gradient of in_proj_bias (5,)" in text and 'class="mask"' not in text
 
 
+def test_a_decoder_memory_gradient_is_memory_by_feature_without_the_self_attention_mask() -> None:
+    args = {"tgt": np.ones((2, 3, 4)), "memory": np.ones((2, 5, 4)), "batch_first": True}
+    args |= {"tgt_mask": np.triu(np.ones((3, 3), dtype=bool), 1)}
+    got = np.zeros((2, 5, 4))
+    got[1, 4, 0] = 1.0
+    drawn = Evidence(got, got * 0, 0.1, (1, 4, 0), args=args, gradient="memory").picture(
+        conventions=CANONICAL
+    )
+    assert drawn.axes == ("memory", "feature") and drawn.mask is None
+    assert drawn.slice == (1,) and drawn.worst == (4, 0)
+    tgt = Evidence(
+        np.ones((2, 3, 4)), np.zeros((2, 3, 4)), 0.1, (0, 2, 1), args=args, gradient="tgt"
+    )
+    rows = tgt.picture(conventions=CANONICAL)
+    assert rows.axes == ("query", "feature") and rows.mask is not None  # tgt_mask, query rows
+    assert np.array(rows.mask).tolist() == np.tril(np.ones((3, 3))).tolist()
+
+
 def test_the_gradient_picture_survives_the_json_report() -> None:
     args = _causal_args(3, 3)
     got = np.ones((1, 2, 3, 4))
