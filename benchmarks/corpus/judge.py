@@ -73,9 +73,11 @@ def first_kill(
     profile: str = "ci",
     max_examples: int | None = None,
 ) -> Kill:
-    """Replay the runner's examples of one property, stop at the first failing one."""
+    """Replay the runner's examples of one property, stop at the first failing one; skipped
+    where the runner skips it (by the plan, or every example drawn rejected by ``supports()``)."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
+    from hypothesis.errors import Unsatisfiable
 
     from transpec.oracle.engine.harness import Harness
 
@@ -125,6 +127,14 @@ def first_kill(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Hypothesis warns about large reprs of arrays
             wrapped()
+    except Unsatisfiable:
+        if not harness.rejected:
+            raise
+        # every example drawn was rejected by the adapter's supports(): skipped, as the runner
+        # skips it (a method that cannot receive an argument is skipped by the plan, above)
+        elapsed = time.perf_counter() - start
+        message = f"the adapter rejects every example drawn: {harness.rejection}"
+        return Kill(component, prop, dtype, "skipped", count, elapsed, message)
     except Exception:
         if internal and not failure:
             elapsed = time.perf_counter() - start

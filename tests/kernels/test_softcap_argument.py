@@ -122,3 +122,30 @@ def test_the_corpus_replay_skips_it_as_the_run_does() -> None:
     )
     assert (kill.status, kill.examples) == ("skipped", 0)
     assert "takes no softcap argument" in kill.message
+
+
+class RefusesSoftcap(IgnoresSoftcap):
+    """Takes the parameter but refuses every softcap in ``supports()`` (a library whose kernel
+    cannot cap): only drawing finds that out."""
+
+    name = "refuses-softcap"
+
+    def supports(self, component: str, args: Any, **_: Any) -> str | None:
+        return "no softcap kernel" if args.get("softcap") is not None else None
+
+
+def test_every_example_refused_by_supports_is_a_skip_in_the_corpus_replay_too() -> None:
+    pytest.importorskip("torch")
+    from corpus.judge import first_kill
+
+    kill = first_kill(RefusesSoftcap(), "attention", "softcap", "float32", max_examples=5)
+    assert kill.status == "skipped" and kill.examples > 0
+    assert kill.message == "the adapter rejects every example drawn: no softcap kernel"
+    (verdict,) = run(
+        RefusesSoftcap(),
+        components=["attention"],
+        properties=["softcap"],
+        dtypes=["float32"],
+        failures_dir=None,
+    ).verdicts
+    assert (verdict.status, verdict.message) == ("skipped", kill.message)
