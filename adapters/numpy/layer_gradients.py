@@ -321,6 +321,39 @@ class NumpyLayerGradientsMixin:
             out[name] = np.ascontiguousarray(self._batch_first(grad, bf)).astype(given.dtype)
         return out
 
+    def multi_head_attention_weights_vjp(
+        self,
+        grad_output: np.ndarray,
+        query: np.ndarray,
+        key: np.ndarray,
+        value: np.ndarray,
+        params: Mapping[str, Any],
+        num_heads: int,
+        key_padding_mask: np.ndarray | None = None,
+        attn_mask: np.ndarray | None = None,
+        is_causal: bool = False,
+        batch_first: bool = True,
+        average_attn_weights: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """querȳ, keȳ and the in-projections' gradients of ``multi_head_attention_weights``:
+        P̄ = ȳ (per head) or ȳ/H for every head (averaged), S̄ = P ∘ (P̄ − rowsum(P ∘ P̄)),
+        then the score products and the projections; the value path gets nothing."""
+        work = work_dtype(query.dtype)
+        tape = _Tape(params, work)
+        bf = bool(batch_first)
+        q, k, v = (self._batch_first(a.astype(work), bf) for a in (query, key, value))
+        mask = self._mask(attn_mask, key_padding_mask, work)
+        heads = int(num_heads)
+        p, vh, back = tape._heads(q, k, v, "", heads, mask)
+        g = grad_output.astype(work)  # batch first whatever batch_first says
+        if average_attn_weights:
+            g = np.repeat(g[:, None] / work.type(heads), heads, axis=1)
+        grads = back(g, np.zeros_like(vh), np.sum(p * g, axis=-1, keepdims=True))
+        out = tape.results()
+        for name, grad, given in zip(("query", "key"), grads, (query, key), strict=False):
+            out[name] = np.ascontiguousarray(self._batch_first(grad, bf)).astype(given.dtype)
+        return out
+
     def feed_forward_vjp(
         self,
         grad_output: np.ndarray,

@@ -264,6 +264,43 @@ class MultiheadAttentionModuleGrad(_ModuleGradBase):
         return super().multi_head_attention(query, key, value, self._params(params), *a, **kw)
 
 
+class MultiheadAttentionWeightsModuleGrad(_ModuleGradBase):
+    component = "multi_head_attention_weights"
+
+    def multi_head_attention_weights(
+        self, query: Any, key: Any, value: Any, params: Any, *a: Any, **kw: Any
+    ) -> Any:
+        return super().multi_head_attention_weights(
+            query, key, value, self._params(params), *a, **kw
+        )
+
+
+@wheat("multi_head_attention_weights", gradients=True)
+class MultiheadAttentionWeightsGradTorch(MultiheadAttentionWeightsModuleGrad):
+    """nn.MultiheadAttention's weights (need_weights=True) differentiated by autograd."""
+
+
+@chaff(
+    "multi_head_attention_weights",
+    visible=ALL_DTYPES,
+    why="averaged weights of 2 or more heads: every head's cotangent is ȳ, not ȳ/H, so every "
+    "gradient is H times too large",
+    gradients=True,
+)
+class MultiheadAttentionWeightsGradMeanNotDivided(MultiheadAttentionWeightsModuleGrad):
+    """The averaged weights, and the backward of their sum over the heads: the mean's backward
+    without its 1/H."""
+
+    def multi_head_attention_weights(self, query: Any, *a: Any, **kw: Any) -> Any:
+        out = super().multi_head_attention_weights(query, *a, **kw)
+        average = kw.get("average_attn_weights", a[8] if len(a) > 8 else True)
+        heads = int(kw.get("num_heads", a[3] if len(a) > 3 else 1))
+        if not average or heads == 1:
+            return out
+        summed = out * heads
+        return out.detach() + summed - summed.detach()
+
+
 class EncoderModuleGrad(_ModuleGradBase):
     component = "encoder_layer"
 

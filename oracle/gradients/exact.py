@@ -255,6 +255,14 @@ def _definition(
         q, k, v = (leaf(n, args[n], drop_batch=True) for n in ("query", "key", "value"))
         mask = _additive(args.get("attn_mask"), args.get("key_padding_mask"), q.rows, k.rows)
         y = sl.multi_head_attention(q, k, v, params, int(args["num_heads"]), mask=mask)
+    elif component == "multi_head_attention_weights":
+        q, k = (leaf(n, args[n], drop_batch=True) for n in ("query", "key"))
+        mask = _additive(args.get("attn_mask"), args.get("key_padding_mask"), q.rows, k.rows)
+        heads = _weights(q, k, params, int(args["num_heads"]), mask)
+        if bool(args.get("average_attn_weights", True)):
+            y = sum(heads[1:], heads[0]) / len(heads)
+        else:  # (H, L, S) as rows h·L + i
+            y = sp.Matrix.vstack(*heads)
     elif component == "encoder_layer":
         x = leaf("src", args["src"], drop_batch=True)
         mask = _additive(args.get("src_mask"), args.get("src_key_padding_mask"), x.rows, x.rows)
@@ -290,12 +298,44 @@ def _definition(
     return y
 
 
+def _weights(
+    xq: sp.Matrix, xk: sp.Matrix, params: Mapping[str, sp.Matrix], heads: int, mask: Any
+) -> list[sp.Matrix]:
+    """The attention weights of every head of ``nn.MultiheadAttention`` (``need_weights=True``)
+    in the terms of :func:`transpec.spec.layers.multi_head_attention`:
+    P_h = softmax(α Q_h K_hᵀ + M), Q = X_q W_qᵀ + b_q, K = X_k W_kᵀ + b_k, α = D_h^(−1/2)."""
+    from transpec.spec import layers as sl
+
+    e = xq.cols
+    dh = e // heads
+    if "in_proj_weight" in params:
+        w = params["in_proj_weight"]
+        w_q, w_k = w[:e, :], w[e : 2 * e, :]
+    else:
+        w_q, w_k = params["q_proj_weight"], params["k_proj_weight"]
+    bias = params.get("in_proj_bias")
+    q = sl.linear(xq, w_q, None if bias is None else bias[:, :e])
+    k = sl.linear(xk, w_k, None if bias is None else bias[:, e : 2 * e])
+    alpha = sp.Integer(1) / sp.sqrt(dh)
+    out = []
+    for h in range(heads):
+        cols = slice(h * dh, (h + 1) * dh)
+        s = alpha * q[:, cols] * k[:, cols].T
+        out.append(sl.softmax_rows(s if mask is None else s + mask))
+    return out
+
+
 def layer_gradients(
     component: str, args: Mapping[str, Any], grad_output: Any, digits: int = DIGITS
 ) -> dict[str, np.ndarray]:
     """The exact gradient of layer ``component``'s SymPy definition with respect to every
     input and parameter of ``args`` (batch 1, batch first), rounded to float64 once, keyed by
     gradient name as the reference keys them."""
+    from transpec.oracle import components
+
     loss, leaves, values = layer_loss(component, args, grad_output)
     grads = gradient(loss, values, digits)
-    return {name: to_array(grads, m, shape) for name, (m, shape) in leaves.items()}
+    wanted = components.get(component).gradients
+    return {
+        name: to_array(grads, m, shape) for name, (m, shape) in leaves.items() if name in wanted
+    }

@@ -28,6 +28,7 @@ from transpec.oracle.gradients.properties import (
 
 LAYERS = (
     "multi_head_attention",
+    "multi_head_attention_weights",
     "feed_forward",
     "swiglu_feed_forward",
     "encoder_layer",

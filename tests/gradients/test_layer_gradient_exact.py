@@ -82,6 +82,12 @@ def _case(name: str, rng: np.random.Generator) -> tuple[str, dict[str, Any]]:
     if name == "multi_head_attention float causal mask":
         mask = np.where(_causal(3), -np.inf, 0.0)
         return "multi_head_attention", _mha(3, 1, 3, 3, rng, attn_mask=mask)
+    if name.startswith("multi_head_attention_weights"):
+        average = "averaged" in name
+        args = _mha(4, 2, 3, 3, rng, attn_mask=None if average else _causal(3))
+        if average:
+            args["key_padding_mask"] = _padding(3, 1)
+        return "multi_head_attention_weights", {**args, "average_attn_weights": average}
     if name.startswith("encoder_layer"):
         post = "post-LN" in name
         args = {
@@ -120,6 +126,8 @@ CASES = [
     "multi_head_attention cross, key padding",
     "multi_head_attention kdim/vdim, additive mask, one query",
     "multi_head_attention float causal mask",
+    "multi_head_attention_weights averaged, key padding",
+    "multi_head_attention_weights per head, causal",
     "encoder_layer post-LN, relu, causal",
     "encoder_layer pre-LN, gelu, key padding",
     "decoder_layer post-LN, gelu_tanh, causal, additive memory mask",
@@ -236,6 +244,20 @@ def _value_projection_without_input_gradient(chain: type[glayers.Chain]) -> dict
     return {"rows": tagged_rows, "linear": wrong_linear}
 
 
+def _head_mean_not_divided(chain: type[glayers.Chain]) -> dict[str, Any]:
+    """Chain.mean_heads whose backward gives every head ȳ instead of ȳ/H."""
+    original = chain.mean_heads
+
+    def mean_heads(self: glayers.Chain, x: glayers.Node) -> glayers.Node:
+        node = original(self, x)
+        back, heads = node.back, x.value.shape[1]
+        assert back is not None
+        node.back = lambda g, dg: [(part * heads, err) for part, err in back(g, dg)]
+        return node
+
+    return {"mean_heads": mean_heads}
+
+
 def _identity_dropped(chain: type[glayers.Chain]) -> dict[str, Any]:
     return {"add": _residual_without_identity(chain.add)}
 
@@ -250,6 +272,7 @@ def _identity_dropped(chain: type[glayers.Chain]) -> dict[str, Any]:
             _value_projection_without_input_gradient,
         ),
         ("multi_head_attention cross, key padding", _value_projection_without_input_gradient),
+        ("multi_head_attention_weights averaged, key padding", _head_mean_not_divided),
     ],
 )
 def test_a_wrong_layer_reference_is_rejected(

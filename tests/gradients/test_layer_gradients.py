@@ -21,6 +21,7 @@ from transpec.spec.conventions import CANONICAL
 
 LAYERS = (
     "multi_head_attention",
+    "multi_head_attention_weights",
     "feed_forward",
     "swiglu_feed_forward",
     "encoder_layer",
@@ -238,6 +239,56 @@ def _squared_cotangent() -> Any:
             return Square.apply(super().feed_forward(x, params, activation))
 
     return SquaredCotangent()
+
+
+def _numpy_weights_without_d() -> Any:
+    """NumPy's attention-weights backward with S̄ = P ∘ P̄ (the softmax VJP's D term left out)."""
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.adapters.numpy.layer_gradients import _Tape
+    from transpec.adapters.numpy.work import work_dtype
+
+    class WeightsWithoutD(NumpyAdapter):
+        name = "numpy-weights-without-d"
+
+        def multi_head_attention_weights_vjp(  # type: ignore[override]
+            self,
+            grad_output: Any,
+            query: Any,
+            key: Any,
+            value: Any,
+            params: Any,
+            num_heads: int,
+            key_padding_mask: Any = None,
+            attn_mask: Any = None,
+            is_causal: bool = False,
+            batch_first: bool = True,
+            average_attn_weights: bool = True,
+        ) -> dict[str, Any]:
+            work = work_dtype(query.dtype)
+            tape = _Tape(params, work)
+            q, k, v = (self._batch_first(a.astype(work), batch_first) for a in (query, key, value))
+            mask = self._mask(attn_mask, key_padding_mask, work)
+            p, vh, back = tape._heads(q, k, v, "", int(num_heads), mask)
+            g = grad_output.astype(work)
+            if average_attn_weights:
+                g = np.repeat(g[:, None] / work.type(num_heads), int(num_heads), axis=1)
+            dq, dk, _ = back(g, np.zeros_like(vh), np.zeros_like(p[..., :1]))
+            out = tape.results()
+            out["query"] = np.ascontiguousarray(self._batch_first(dq, batch_first)).astype(
+                query.dtype
+            )
+            out["key"] = np.ascontiguousarray(self._batch_first(dk, batch_first)).astype(key.dtype)
+            return out
+
+    return WeightsWithoutD()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+@pytest.mark.parametrize("name", ["grad_equivalence_query", "grad_equivalence_in_proj_weight"])
+def test_a_weights_backward_without_the_d_term_is_rejected(
+    name: str, dtype: str, rejects: Callable[..., BaseException]
+) -> None:
+    rejects("multi_head_attention_weights", name, _numpy_weights_without_d(), dtype, 20)
 
 
 @pytest.mark.parametrize(
