@@ -284,7 +284,9 @@ def _numpy_weights_without_d() -> Any:
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
-@pytest.mark.parametrize("name", ["grad_equivalence_query", "grad_equivalence_in_proj_weight"])
+@pytest.mark.parametrize(
+    "name", ["grad_equivalence_query", "grad_equivalence_in_proj_weight", "grad_row_constant_zero"]
+)
 def test_a_weights_backward_without_the_d_term_is_rejected(
     name: str, dtype: str, rejects: Callable[..., BaseException]
 ) -> None:
