@@ -489,7 +489,12 @@ _RECORDS: tuple[Component, ...] = (
         summary="the attention weights nn.MultiheadAttention returns with need_weights=True",
         derive_page="multi_head_attention",
         conventions=("fully_masked_row", "mask_fill", "mask_fill_mode"),
-        hooks=_layer_hooks("multi_head_attention_weights", "weights_derivation"),
+        hooks={
+            **_layer_hooks("multi_head_attention_weights", "weights_derivation"),
+            **_layer_gradient_hooks("multi_head_attention_weights"),
+        },
+        # the weights read the query and key projections only (no value, no out-projection)
+        gradients=("query", "key", *_MHA_GRADS[:2], "q_proj_weight", "k_proj_weight"),
     ),
     Component(
         "feed_forward",

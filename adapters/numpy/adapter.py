@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from transpec.adapters.base import Adapter, Precision
 from transpec.adapters.numpy.gradients import NumpyGradientsMixin
+from transpec.adapters.numpy.layer_gradients import NumpyLayerGradientsMixin
 from transpec.adapters.numpy.layers import NumpyLayers
 from transpec.adapters.numpy.positional import NumpyPositionalMixin
 from transpec.adapters.numpy.work import work_dtype
@@ -34,7 +35,9 @@ def _trailing_axes(x: np.ndarray, normalized_shape: int | Sequence[int]) -> tupl
     return tuple(range(x.ndim - len(shape), x.ndim))
 
 
-class NumpyAdapter(NumpyGradientsMixin, NumpyLayers, NumpyPositionalMixin, Adapter):
+class NumpyAdapter(
+    NumpyGradientsMixin, NumpyLayerGradientsMixin, NumpyLayers, NumpyPositionalMixin, Adapter
+):
     r"""NumPy softmax, scaled dot-product attention, LayerNorm and RMSNorm (and the embedding
     and positional components of :class:`~transpec.adapters.torch.positional.NumpyPositionalMixin`).
 
@@ -45,7 +48,8 @@ class NumpyAdapter(NumpyGradientsMixin, NumpyLayers, NumpyPositionalMixin, Adapt
     root, RMSNorm ``eps=None`` is ``finfo(input dtype).eps``.
 
     Backward passes: the ``*_vjp`` methods of
-    :class:`~transpec.adapters.numpy.gradients.NumpyGradientsMixin`.
+    :class:`~transpec.adapters.numpy.gradients.NumpyGradientsMixin` (the kernels) and
+    :class:`~transpec.adapters.numpy.layer_gradients.NumpyLayerGradientsMixin` (the layers).
 
     Precision: float64 and float32 compute in their own dtype; float16 and bfloat16 compute
     everything in float32 and round the output once, so (float32, float32) is declared for them.

@@ -1,5 +1,5 @@
-r"""Backward passes of the feed-forward layer: the textbook chain rule, wrong variants, and right
-ones computed otherwise.
+r"""Backward passes of the layers: the feed-forward layer's textbook chain rule, wrong variants
+and right ones computed otherwise; torch's modules with one defect put into their backward.
 
 ``linear2(φ(linear1(x)))`` as one ``torch.autograd.Function``: the forward is the textbook block,
 the backward the chain rule written by hand, one method per step,
@@ -264,6 +264,43 @@ class MultiheadAttentionModuleGrad(_ModuleGradBase):
         return super().multi_head_attention(query, key, value, self._params(params), *a, **kw)
 
 
+class MultiheadAttentionWeightsModuleGrad(_ModuleGradBase):
+    component = "multi_head_attention_weights"
+
+    def multi_head_attention_weights(
+        self, query: Any, key: Any, value: Any, params: Any, *a: Any, **kw: Any
+    ) -> Any:
+        return super().multi_head_attention_weights(
+            query, key, value, self._params(params), *a, **kw
+        )
+
+
+@wheat("multi_head_attention_weights", gradients=True)
+class MultiheadAttentionWeightsGradTorch(MultiheadAttentionWeightsModuleGrad):
+    """nn.MultiheadAttention's weights (need_weights=True) differentiated by autograd."""
+
+
+@chaff(
+    "multi_head_attention_weights",
+    visible=ALL_DTYPES,
+    why="averaged weights of 2 or more heads: every head's cotangent is ȳ, not ȳ/H, so every "
+    "gradient is H times too large",
+    gradients=True,
+)
+class MultiheadAttentionWeightsGradMeanNotDivided(MultiheadAttentionWeightsModuleGrad):
+    """The averaged weights, and the backward of their sum over the heads: the mean's backward
+    without its 1/H."""
+
+    def multi_head_attention_weights(self, query: Any, *a: Any, **kw: Any) -> Any:
+        out = super().multi_head_attention_weights(query, *a, **kw)
+        average = kw.get("average_attn_weights", a[8] if len(a) > 8 else True)
+        heads = int(kw.get("num_heads", a[3] if len(a) > 3 else 1))
+        if not average or heads == 1:
+            return out
+        summed = out * heads
+        return out.detach() + summed - summed.detach()
+
+
 class EncoderModuleGrad(_ModuleGradBase):
     component = "encoder_layer"
 
@@ -343,6 +380,39 @@ class EncoderGradResidualMissing(EncoderModuleGrad):
         out = super().encoder_layer(src, params, *a, **kw)
         minus = out - src  # same layout as src, batch first or not
         return out.detach() + minus - minus.detach()
+
+
+class DecoderModuleGrad(_ModuleGradBase):
+    component = "decoder_layer"
+
+    def decoder_layer(self, tgt: Any, memory: Any, params: Any, *a: Any, **kw: Any) -> Any:
+        return super().decoder_layer(tgt, memory, self._params(params), *a, **kw)
+
+
+@chaff(
+    "decoder_layer",
+    visible=("float64", "float32"),
+    why="the memory is the cross-attention's key and value: its gradient misses the value "
+    "path's V̄ W_v (the key path's K̄ W_k alone). Not in float16/bfloat16: there the memory "
+    "gradient's derived bound is still 12 to 10⁸ times the gradient itself (docs/gradients.md "
+    "§9), so no error of it is visible",
+    gradients=True,
+)
+class DecoderGradMemoryKeyPathOnly(DecoderModuleGrad):
+    """nn.TransformerDecoderLayer whose cross-attention reads the memory as value detached: the
+    value is right, the memory's gradient is not accumulated over the key and value paths (the
+    value projection's own weight gradient stays right)."""
+
+    def _build_layer(self, module_class: Any, *a: Any, **kw: Any) -> Any:
+        module = super()._build_layer(module_class, *a, **kw)
+        cross = module.multihead_attn
+        forward = cross.forward
+
+        def value_detached(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+            return forward(query, key, value.detach(), *args, **kwargs)
+
+        cross.forward = value_detached
+        return module
 
 
 class SwigluModuleGrad(_ModuleGradBase):

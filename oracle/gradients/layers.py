@@ -333,6 +333,79 @@ class Chain:
 
         return self._push(Node(o, do, (q, k, v), back))
 
+    def attention_weights(self, q: Node, k: Node, mask: FloatArray | None, fmr: str) -> Node:
+        """Heads (B, H, L, Dh): P = softmax(Q Kᵀ/√Dh + M), the weights themselves (the output of
+        ``multi_head_attention_weights``). Backward (the proved softmax VJP and the score
+        products): D = rowsum(P ∘ P̄), S̄ = P ∘ (P̄ − D), Q̄ = α S̄ K, K̄ = α S̄ᵀ Q. Bound
+        (docs/gradients.md §9): the weights' error e (the forward tracker's, own rounding and
+        the propagated error of Q and K, under the worse of the forward and backward units)
+        carried through D and S̄ as in the softmax rule (§2), then through the products as in
+        the attention rule (§3), with the cotangent's error and Q's and K's forward error."""
+        w, dw = self.t.weights(q.value, q.err, k.value, k.err, mask, fmr)
+        scale = 1.0 / math.sqrt(q.value.shape[-1])
+        e_w = dw
+        if self.fwd is not None and self.bwd is not None:
+            from transpec.oracle.gradients.tolerance import worse
+
+            _, e_w = lt._Tracker(worse(self.fwd, self.bwd)).weights(
+                q.value, q.err, k.value, k.err, mask, fmr
+            )
+
+        def back(g: FloatArray, dg: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
+            qv, kv = q.value, k.value
+            tr = np.swapaxes
+            with np.errstate(invalid="ignore", over="ignore"):
+                d = np.sum(w * g, axis=-1, keepdims=True)
+                ds = w * (g - d)
+                gq = scale * np.matmul(ds, kv)
+                gk = scale * np.matmul(tr(ds, -1, -2), qv)
+            if self.fwd is None or self.bwd is None:
+                return [(gq, np.zeros_like(gq)), (gk, np.zeros_like(gk))]
+            bwd = self.bwd
+            p, e = _nz(w), _nz(e_w)
+            ag, agp = np.abs(_nz(g)), np.abs(_nz(g)) + dg
+            lq, lk = p.shape[-2], p.shape[-1]
+            a = np.sum(p * agp, axis=-1, keepdims=True)  # bounds |D| (with the cotangent's error)
+            err_d = np.sum(e * agp + p * dg, axis=-1, keepdims=True) + (
+                self._g(lk) + bwd.acc
+            ) * np.sum(p * ag, axis=-1, keepdims=True)
+            err_s = e * (agp + a) + p * (dg + err_d + 2.0 * bwd.acc * (ag + a))
+            big_s = p * (ag + a)  # bounds |S̄|
+            floor_s = (bwd.eta_acc + bwd.eta_store) * (1.0 + ag + a)
+            aq, ak = np.abs(_nz(qv)), np.abs(_nz(kv))
+            rnd_q = self._g(lk) + 2.0 * bwd.acc + bwd.store
+            rnd_k = self._g(lq) + 2.0 * bwd.acc + bwd.store
+            reach = big_s + err_s
+            dgq = scale * (
+                np.matmul(err_s + floor_s, ak)
+                + rnd_q * np.matmul(big_s, ak)
+                + np.matmul(reach, k.err)
+            )
+            dgk = scale * (
+                np.matmul(tr(err_s + floor_s, -1, -2), aq)
+                + rnd_k * np.matmul(tr(big_s, -1, -2), aq)
+                + np.matmul(tr(reach, -1, -2), q.err)
+            )
+            return [(gq, dgq), (gk, dgk)]
+
+        return self._push(Node(w, dw, (q, k), back))
+
+    def mean_heads(self, x: Node) -> Node:
+        """The mean over the heads (axis 1, as ``average_attn_weights``): each head's cotangent
+        is ȳ/H (the division rounds once)."""
+        heads = x.value.shape[1]
+        y = np.mean(x.value, axis=1)
+        dy = np.mean(x.err, axis=1)
+        if self.fwd is not None:
+            dy = dy + (gamma(heads, self.fwd.acc) + self.fwd.acc + self.fwd.store) * np.abs(_nz(y))
+
+        def back(g: FloatArray, dg: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
+            share = np.repeat(g[:, None] / heads, heads, axis=1)
+            err = (dg + self._u("acc") * np.abs(_nz(g))) / heads
+            return [(share, np.repeat(err[:, None], heads, axis=1))]
+
+        return self._push(Node(y, dy, (x,), back))
+
     # -- the backward walk ------------------------------------------------------------------
 
     def backward(self, out: Node, g: FloatArray) -> None:
@@ -448,8 +521,13 @@ def _mha(
     num_heads: int,
     mask: FloatArray | None,
     fmr: str,
+    *,
+    weights_only: bool = False,
+    average_heads: bool = True,
 ) -> Node:
-    """nn.MultiheadAttention on batch-first (B, L, E) nodes; ``params`` keyed with ``prefix``."""
+    """nn.MultiheadAttention on batch-first (B, L, E) nodes; ``params`` keyed with ``prefix``.
+    ``weights_only``: its attention weights instead (``need_weights=True``; V is not
+    projected), averaged over the heads with ``average_heads``."""
     e = xq.value.shape[-1]
     h = int(num_heads)
     if h < 1 or e % h:
@@ -464,7 +542,7 @@ def _mha(
         ws = [params[f"{prefix}{n}_proj_weight"] for n in "qkv"]
     b_in = params.get(prefix + "in_proj_bias")
     heads = []
-    for i, x in enumerate((xq, xk, xv)):
+    for i, x in enumerate((xq, xk, xv)[:2] if weights_only else (xq, xk, xv)):
         b = None if b_in is None else c.rows(b_in, i * e, (i + 1) * e)
         y = c.linear(x, ws[i], b)
         heads.append(
@@ -474,6 +552,9 @@ def _mha(
                 rl.merge_heads,
             )
         )
+    if weights_only:  # the weights of every head (B, H, L, S), or their mean over the heads
+        w = c.attention_weights(heads[0], heads[1], mask, fmr)
+        return c.mean_heads(w) if average_heads else w
     o = c.attention(heads[0], heads[1], heads[2], mask, fmr)
     merged = c.reshape(o, rl.merge_heads, lambda a: rl.split_heads(a, h))
     return c.linear(
@@ -534,7 +615,7 @@ def _build(
             c.multiply(gate, c.linear(x, params["w3.weight"], None)), params["w2.weight"], None
         )
         return out, {**leaves, **params}
-    if component == "multi_head_attention":
+    if component in ("multi_head_attention", "multi_head_attention_weights"):
         for name in ("query", "key", "value"):
             leaves[name] = c.leaf(args[name])
         q, k, v = (_batch_first(c, leaves[n], bf) for n in ("query", "key", "value"))
@@ -545,7 +626,25 @@ def _build(
             q.value.shape[1],
             k.value.shape[1],
         )
-        out = _mha(c, q, k, v, params, "", args["num_heads"], mask, sem["fully_masked_row"])
+        fmr = sem["fully_masked_row"]
+        if component == "multi_head_attention_weights":
+            # the weights are batch first whatever batch_first says (as torch returns them)
+            average = bool(args.get("average_attn_weights", True))
+            out = _mha(
+                c,
+                q,
+                k,
+                v,
+                params,
+                "",
+                args["num_heads"],
+                mask,
+                fmr,
+                weights_only=True,
+                average_heads=average,
+            )
+            return out, {**leaves, **params}
+        out = _mha(c, q, k, v, params, "", args["num_heads"], mask, fmr)
         return _batch_first(c, out, bf), {**leaves, **params}
     eps = float(args.get("layer_norm_eps", 1e-5))
     nf = bool(args.get("norm_first", False))
@@ -703,6 +802,7 @@ def _grad_of(ref: gref.GradientReference) -> FloatArray:
 
 #: the ``"vjp_reference"`` hooks of the layer records
 multi_head_attention_gradient = layer_gradient("multi_head_attention")
+multi_head_attention_weights_gradient = layer_gradient("multi_head_attention_weights")
 feed_forward_gradient = layer_gradient("feed_forward")
 swiglu_feed_forward_gradient = layer_gradient("swiglu_feed_forward")
 encoder_layer_gradient = layer_gradient("encoder_layer")

@@ -21,6 +21,7 @@ from transpec.spec.conventions import CANONICAL
 
 LAYERS = (
     "multi_head_attention",
+    "multi_head_attention_weights",
     "feed_forward",
     "swiglu_feed_forward",
     "encoder_layer",
@@ -129,6 +130,69 @@ def test_torch_layer_backward_passes(
     assert run_property(prop, adapter, dtype, 3) <= 1.0
 
 
+def _numpy_cases() -> list[Any]:
+    return [
+        pytest.param(prop, dtype, id=f"{dtype}-{prop.id}")
+        for component in LAYERS
+        for prop in _layer_backward(component)
+        for dtype in ("float64", "float32", "float16", "bfloat16")
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("prop", "dtype"), _numpy_cases())
+def test_numpy_layer_backward_passes(
+    prop: Any, dtype: str, run_property: Callable[..., float]
+) -> None:
+    """The NumPy adapter's hand-written layer backward passes (adapters/numpy/layer_gradients.py)
+    in every dtype it declares (float16 and bfloat16 computed in float32)."""
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+
+    assert run_property(prop, NumpyAdapter(), dtype, 3) <= 1.0
+
+
+@pytest.mark.parametrize("component", LAYERS)
+def test_numpy_layer_backward_agrees_with_the_reference_in_float64(component: str) -> None:
+    """Two independent codes for the same chain rule: the NumPy adapter's backward (its own
+    forward walked back by hand) and the oracle's (the kernels' proved VJPs composed), float64,
+    to 1e-12 of each gradient's scale on the strategies' draws (fully masked rows included:
+    zero convention on both sides)."""
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+
+    adapter = NumpyAdapter()
+    seen: set[str] = set()
+
+    @settings(
+        max_examples=15,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(with_cotangent(component, "float64"))
+    def test(example: dict[str, Any]) -> None:
+        args, g = split_cotangent(example)
+        ref = gref.compute(component, args, g)
+        got = adapter.vjp(component, args, g)
+        for name, expected in ref.grads.items():
+            value = np.asarray(expected.value)
+            assert got[name].shape == value.shape, name
+            scale = float(np.max(np.abs(value), initial=0.0))
+            assert np.max(np.abs(got[name] - value), initial=0.0) <= 1e-12 * scale + 1e-300, name
+            seen.add(name)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        test()
+    assert set(_inputs_of(component)) <= seen
+
+
+def _inputs_of(component: str) -> tuple[str, ...]:
+    arrays = components.get(component).arguments_of("array")
+    return tuple(n for n in components.get(component).gradients if n in arrays)
+
+
 # -- known wrong backward passes -------------------------------------------------------------
 
 
@@ -175,6 +239,58 @@ def _squared_cotangent() -> Any:
             return Square.apply(super().feed_forward(x, params, activation))
 
     return SquaredCotangent()
+
+
+def _numpy_weights_without_d() -> Any:
+    """NumPy's attention-weights backward with S̄ = P ∘ P̄ (the softmax VJP's D term left out)."""
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.adapters.numpy.layer_gradients import _Tape
+    from transpec.adapters.numpy.work import work_dtype
+
+    class WeightsWithoutD(NumpyAdapter):
+        name = "numpy-weights-without-d"
+
+        def multi_head_attention_weights_vjp(  # type: ignore[override]
+            self,
+            grad_output: Any,
+            query: Any,
+            key: Any,
+            value: Any,
+            params: Any,
+            num_heads: int,
+            key_padding_mask: Any = None,
+            attn_mask: Any = None,
+            is_causal: bool = False,
+            batch_first: bool = True,
+            average_attn_weights: bool = True,
+        ) -> dict[str, Any]:
+            work = work_dtype(query.dtype)
+            tape = _Tape(params, work)
+            q, k, v = (self._batch_first(a.astype(work), batch_first) for a in (query, key, value))
+            mask = self._mask(attn_mask, key_padding_mask, work)
+            p, vh, back = tape._heads(q, k, v, "", int(num_heads), mask)
+            g = grad_output.astype(work)
+            if average_attn_weights:
+                g = np.repeat(g[:, None] / work.type(num_heads), int(num_heads), axis=1)
+            dq, dk, _ = back(g, np.zeros_like(vh), np.zeros_like(p[..., :1]))
+            out = tape.results()
+            out["query"] = np.ascontiguousarray(self._batch_first(dq, batch_first)).astype(
+                query.dtype
+            )
+            out["key"] = np.ascontiguousarray(self._batch_first(dk, batch_first)).astype(key.dtype)
+            return out
+
+    return WeightsWithoutD()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+@pytest.mark.parametrize(
+    "name", ["grad_equivalence_query", "grad_equivalence_in_proj_weight", "grad_row_constant_zero"]
+)
+def test_a_weights_backward_without_the_d_term_is_rejected(
+    name: str, dtype: str, rejects: Callable[..., BaseException]
+) -> None:
+    rejects("multi_head_attention_weights", name, _numpy_weights_without_d(), dtype, 20)
 
 
 @pytest.mark.parametrize(

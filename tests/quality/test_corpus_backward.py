@@ -18,7 +18,12 @@ from corpus.judge import first_kill_among
 from transpec.oracle.catalogue import select
 
 #: tried first: the properties that see most backward defects soonest
-PREFERRED = ("grad_equivalence_q", "grad_equivalence_x", "grad_equivalence_k")
+PREFERRED = (
+    "grad_equivalence_q",
+    "grad_equivalence_x",
+    "grad_equivalence_k",
+    "grad_equivalence_memory",
+)
 
 
 def _order(component: str) -> list[str]:
@@ -72,11 +77,17 @@ def test_backward_wheat_passes(name: str, dtype: str) -> None:
 
 
 def test_backward_corpus_size_and_shape() -> None:
-    """At least 20 backward chaffs and 8 backward wheats, every kernel with both."""
+    """At least 20 backward chaffs and 8 backward wheats; every component with a backward oracle
+    has a backward chaff, every kernel a backward wheat too."""
+    from transpec.oracle import components
+
     assert len(corpus.BACKWARD_CHAFFS) >= 20
     assert len(corpus.BACKWARD_WHEATS) >= 8
-    for component in ("softmax", "attention", "layer_norm", "rms_norm"):
+    with_backward = [n for n in components.names() if components.get(n).gradients]
+    assert {"softmax", "attention", "decoder_layer"} <= set(with_backward)
+    for component in with_backward:
         assert any(e.component == component for e in corpus.BACKWARD_CHAFFS), component
+    for component in ("softmax", "attention", "layer_norm", "rms_norm"):
         assert any(e.component == component for e in corpus.BACKWARD_WHEATS), component
     for e in corpus.BACKWARD_CHAFFS + corpus.BACKWARD_WHEATS:
         assert e.gradients and e.make().provides_gradients(e.component), e.name
