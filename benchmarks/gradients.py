@@ -6,7 +6,10 @@ scales of its causal defect --, and the NumPy adapter's ``*_vjp``), every compon
 cases drawn from the gradient properties' own strategy (every regime of the forward plus the
 cotangent). Each case is one backward call, every gradient judged against its derived bound;
 printed: cases, false alarms, and the median / p99 / max of the worst ratio per case. torch's
-reported LayerNorm bias-gradient defect in float16/bfloat16 (docs/torch.md) is counted apart.
+reported LayerNorm bias-gradient defect in float16/bfloat16 (docs/torch.md) is counted apart,
+in the kernel and in the layers' ``norm*.bias``. With ``--layer-cases N`` the layers
+(multi-head attention, the feed-forward blocks, encoder and decoder layers) run too, N cases per
+layer and dtype, on every adapter that provides their gradients.
 
 ``peers``: the backward corpus (chaffs and wheats) judged on the same cases by
 
@@ -21,6 +24,7 @@ reported LayerNorm bias-gradient defect in float16/bfloat16 (docs/torch.md) is c
     python benchmarks/gradients.py calibrate --cases 2000 --chunks 4 --seed 30261 --out DIR
     python benchmarks/gradients.py calibrate --merge DIR [DIR ...]
     python benchmarks/gradients.py calibrate --only 'numpy:*:bfloat16' --cases 2000 --out DIR
+    python benchmarks/gradients.py calibrate --cases 0 --layer-cases 250 --jobs 2  # layers only
 
 ``--chunks K`` runs K runs of ``--cases`` each with seeds seed, seed+1, ... (a run that is cut
 short still leaves whole chunks); ``--out DIR`` writes each finished row there as one JSON file
@@ -46,12 +50,36 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+#: the adapters calibrated (each on every dtype it declares)
+ADAPTERS = ("torch", "numpy")
 COMPONENTS = ("softmax", "attention", "layer_norm", "rms_norm")
+#: the layers (``--layer-cases`` per layer and dtype), each run on every adapter that provides
+#: its gradients (``Adapter.provides_gradients``: torch by autograd, NumPy once it has the
+#: layers' ``*_vjp`` methods)
+LAYERS = (
+    "multi_head_attention",
+    "feed_forward",
+    "swiglu_feed_forward",
+    "encoder_layer",
+    "decoder_layer",
+)
 #: the adapter that runs each component in the calibration (torch's default attention has the
 #: causal negative-scale defect, so it runs without negative scales)
 TORCH_ATTENTION = (("torch-math", {}), ("torch", {"scales": ("default", "custom")}))
-#: torch findings reported by the oracle, counted apart (adapter, component, gradient, dtypes)
-REPORTED = {("torch", "layer_norm", "bias"): ("float16", "bfloat16")}
+#: torch findings reported by the oracle, counted apart: torch's LayerNorm accumulates its bias
+#: gradient in the input dtype (docs/torch.md) -- the kernel's ``bias`` and, in the layers, the
+#: ``norm*.bias`` of their LayerNorms
+REPORTED_DTYPES = {"torch": ("float16", "bfloat16")}
+
+
+def reported(adapter: str, component: str, gradient: str, dtype: str) -> bool:
+    """Whether ``gradient`` of ``component`` is one torch's LayerNorm bias-sum finding reaches
+    (counted apart from false alarms)."""
+    if dtype not in REPORTED_DTYPES.get(adapter.split("-")[0], ()):
+        return False
+    if component == "layer_norm":
+        return gradient == "bias"
+    return component in LAYERS and gradient.startswith("norm") and gradient.endswith(".bias")
 
 
 @dataclass
@@ -100,7 +128,6 @@ def _calibrate(job: tuple[str, str, str, int, int, dict[str, Any]]) -> Row:
     name, component, dtype, cases, seed, options = job
     harness = Harness(load_adapter(name), dtype, "cpu")
     row = Row(name, component, dtype, seed=seed)
-    reported = REPORTED.get((name.split("-")[0], component, "bias"), ())
 
     def test(args: dict[str, Any]) -> None:
         rest, g = split_cotangent(args)
@@ -117,7 +144,7 @@ def _calibrate(job: tuple[str, str, str, int, int, dict[str, Any]]) -> Row:
         worst, alarm, finding = 0.0, False, False
         for key in call.grads:
             result = compare(call.grads[key], call.reference.grads[key], call.tolerances[key])
-            if key == "bias" and dtype in reported:
+            if reported(name, component, key, dtype):
                 finding |= not result.passed
                 continue
             worst = max(worst, float(result.ratio))
@@ -151,34 +178,48 @@ def _merged(directories: list[str]) -> list[Row]:
     return list(merged.values())
 
 
+def _jobs(args: argparse.Namespace) -> list[tuple[str, str, str, int, int, dict[str, Any]]]:
+    """(adapter, component, dtype, cases, seed, strategy options) of every calibration run:
+    each kernel with ``--cases``/4 cases, each layer an adapter provides the gradients of with
+    ``--layer-cases``, per dtype and chunk, filtered by ``--only``."""
+    from transpec.adapters.registry import load_adapter
+
+    jobs = []
+    for chunk in range(max(1, args.chunks)):
+        for adapter in ADAPTERS:
+            loaded = load_adapter(adapter)
+            for dtype in loaded.dtypes:
+                sizes = [(c, args.cases // 4) for c in COMPONENTS]
+                if args.layer_cases > 0:
+                    sizes += [(c, args.layer_cases) for c in LAYERS if loaded.provides_gradients(c)]
+                for component, cases in sizes:
+                    runs = (
+                        TORCH_ATTENTION
+                        if (adapter, component) == ("torch", "attention")
+                        else ((adapter, {}),)
+                    )
+                    for name, options in runs:
+                        if cases <= 0 or (
+                            args.only
+                            and not any(
+                                fnmatch.fnmatch(f"{name}:{component}:{dtype}", pattern)
+                                for pattern in args.only.split(",")
+                            )
+                        ):
+                            continue
+                        jobs.append((name, component, dtype, cases, args.seed + chunk, options))
+    return jobs
+
+
 def calibrate(args: argparse.Namespace) -> int:
     from concurrent.futures import as_completed
-
-    from transpec.adapters.registry import load_adapter
 
     start = time.perf_counter()
     if args.merge:
         rows = _merged(args.merge)
         title = f"gradient calibration merged from {', '.join(args.merge)}: {len(rows)} rows"
     else:
-        jobs = []
-        for chunk in range(max(1, args.chunks)):
-            for adapter in ("torch", "numpy"):
-                for dtype in load_adapter(adapter).dtypes:
-                    for component in COMPONENTS:
-                        runs = (
-                            TORCH_ATTENTION
-                            if (adapter, component) == ("torch", "attention")
-                            else ((adapter, {}),)
-                        )
-                        for name, options in runs:
-                            if args.only and not any(
-                                fnmatch.fnmatch(f"{name}:{component}:{dtype}", pattern)
-                                for pattern in args.only.split(",")
-                            ):
-                                continue
-                            job = (name, component, dtype, args.cases // 4, args.seed + chunk)
-                            jobs.append((*job, options))
+        jobs = _jobs(args)
         out = Path(args.out) if args.out else None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -196,12 +237,13 @@ def calibrate(args: argparse.Namespace) -> int:
             f"..{args.seed + args.chunks - 1}" if args.chunks > 1 else ""
         )
         title = (
-            f"gradient calibration: {args.cases // 4} cases per adapter x component x dtype "
-            f"x chunk ({args.chunks}), {seeds}"
+            f"gradient calibration: {args.cases // 4} cases per adapter x component x dtype"
+            + (f", {args.layer_cases} per layer x dtype" if args.layer_cases > 0 else "")
+            + f" x chunk ({args.chunks}), {seeds}"
         )
     print(f"{title}, {time.perf_counter() - start:.0f} s\n")
     head = (
-        f"{'adapter':10} {'component':10} {'dtype':8} {'cases':>6} {'false':>5} "
+        f"{'adapter':10} {'component':20} {'dtype':8} {'cases':>6} {'false':>5} "
         f"{'reported':>8} {'median':>9} {'p99':>9} {'max':>9}"
     )
     print(head)
@@ -209,7 +251,7 @@ def calibrate(args: argparse.Namespace) -> int:
     for r in rows:
         a = np.asarray(r.ratios or [np.nan])
         print(
-            f"{r.adapter:10} {r.component:10} {r.dtype:8} {r.cases:6d} {r.false_alarms:5d} "
+            f"{r.adapter:10} {r.component:20} {r.dtype:8} {r.cases:6d} {r.false_alarms:5d} "
             f"{r.reported:8d} {np.median(a):9.2e} {np.quantile(a, 0.99):9.2e} {a.max():9.2e}"
         )
     alarms = sum(r.false_alarms for r in rows)
@@ -381,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     cal = sub.add_parser("calibrate")
     cal.add_argument("--cases", type=int, default=10_000, help="per adapter and dtype")
+    cal.add_argument(
+        "--layer-cases",
+        type=int,
+        default=0,
+        help="per layer and dtype, on every adapter providing the layer's gradients (0: none)",
+    )
     cal.add_argument("--jobs", type=int, default=2)
     cal.add_argument("--seed", type=int, default=20261)
     cal.add_argument("--chunks", type=int, default=1, help="runs of --cases, seeds seed+k")
