@@ -31,6 +31,12 @@ short still leaves whole chunks); ``--out DIR`` writes each finished row there a
 (adapter, component, dtype, seed), so a long campaign can be topped up with another seed range
 and ``--merge`` prints the table of every row saved, summed per adapter, component and dtype.
     python benchmarks/gradients.py peers --cases 6
+
+``layer-bounds``: the layers' gradient ratios under the layer rule of another git revision
+(``--against``, default main) and under the working tree's, side by side on the same torch
+calls, per layer and dtype (every gradient of every call):
+
+    python benchmarks/gradients.py layer-bounds --against main --cases 40
 """
 
 from __future__ import annotations
@@ -418,6 +424,118 @@ def peers(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- layer bounds before and after ---------------------------------------------------------------
+
+
+def _module_at(revision: str, path: str) -> Any:
+    """The module ``path`` of this repository as it was at git ``revision``, imported apart."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    text = subprocess.run(
+        ["git", "show", f"{revision}:{path}"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    name = f"_at_{revision.replace('/', '_').replace('~', '_')}_{Path(path).stem}"
+    target = Path(tempfile.mkdtemp()) / f"{name}.py"
+    target.write_text(text)
+    spec = importlib.util.spec_from_file_location(name, target)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bounds_job(job: tuple[str, str, int, int, str]) -> tuple[str, str, dict[str, list[float]]]:
+    """Every gradient ratio |error|/bound of ``cases`` torch backward calls of one layer and
+    dtype, under the layer rule at ``revision`` ("before") and the working tree's ("after"):
+    the same calls, the same references, only the rule differs."""
+    from transpec.adapters.registry import load_adapter
+    from transpec.oracle import components
+    from transpec.oracle.engine.compare import compare
+    from transpec.oracle.engine.harness import Harness
+    from transpec.oracle.gradients.calls import call_vjp, split_cotangent
+    from transpec.oracle.gradients.tolerance import tolerances
+
+    layer, dtype, cases, seed, revision = job
+    old = _module_at(revision, "oracle/gradients/layers.py")
+    adapter = load_adapter("torch")
+    harness = Harness(adapter, dtype, "cpu")
+    record = components.get(layer)
+    ratios: dict[str, list[float]] = {
+        "before": [],
+        "after": [],
+        "before_alarms": [],
+        "after_alarms": [],
+    }
+
+    def test(args: dict[str, Any]) -> None:
+        rest, g = split_cotangent(args)
+        call = call_vjp(harness, layer, rest, g)
+        new_rule = record.hook("vjp_rule")
+        record._cache["hook:vjp_rule"] = old.layer_rules  # the rule at the revision, once
+        try:
+            before = tolerances(
+                call.reference,
+                dtype,
+                adapter.precision(layer, dtype),
+                adapter.backward_precision(layer, dtype),
+            )
+        finally:
+            record._cache["hook:vjp_rule"] = new_rule
+        for key, got in call.grads.items():
+            if reported("torch", layer, key, dtype) or not got.size:
+                continue
+            ref = call.reference.grads[key]
+            for side, tol in (("before", before[key]), ("after", call.tolerances[key])):
+                result = compare(got, ref, tol)
+                ratios[side].append(float(result.ratio))
+                ratios[f"{side}_alarms"].append(float(not result.passed))
+
+    _draw(layer, dtype, cases, seed, {}, test)
+    return layer, dtype, ratios
+
+
+def layer_bounds(args: argparse.Namespace) -> int:
+    """The layer gradient ratios under the rule at ``--against`` and the working tree's, side
+    by side on the same torch calls (every gradient of every call; the reported LayerNorm
+    bias-sum finding left out)."""
+    from transpec.adapters.registry import load_adapter
+
+    dtypes = load_adapter("torch").dtypes
+    jobs = [(layer, d, args.cases, args.seed, args.against) for layer in LAYERS for d in dtypes]
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(_bounds_job, jobs))
+    print(
+        f"layer gradient ratios, rule at {args.against} (before) and now (after): "
+        f"{args.cases} torch calls per layer and dtype, seed {args.seed}, "
+        f"{time.perf_counter() - start:.0f} s\n"
+    )
+    head = (
+        f"{'layer':20} {'dtype':8} {'grads':>6} | {'before median':>13} {'p99':>8} {'max':>8} "
+        f"{'alarms':>6} | {'after median':>12} {'p99':>8} {'max':>8} {'alarms':>6} | "
+        f"{'median x':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    alarms = 0
+    for layer, dtype, r in results:
+        b, a = np.asarray(r["before"] or [np.nan]), np.asarray(r["after"] or [np.nan])
+        gain = np.median(a) / np.median(b) if np.median(b) > 0 else np.nan
+        alarms += int(sum(r["after_alarms"]))
+        print(
+            f"{layer:20} {dtype:8} {len(r['after']):6d} | {np.median(b):13.2e} "
+            f"{np.quantile(b, 0.99):8.2e} {b.max():8.2e} {int(sum(r['before_alarms'])):6d} | "
+            f"{np.median(a):12.2e} {np.quantile(a, 0.99):8.2e} {a.max():8.2e} "
+            f"{int(sum(r['after_alarms'])):6d} | {gain:8.1f}"
+        )
+    print(f"\nfalse alarms under the rule now: {alarms}")
+    return 1 if alarms else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -441,7 +559,14 @@ def main(argv: list[str] | None = None) -> int:
     peer.add_argument("--cases", type=int, default=6, help="per entry and dtype")
     peer.add_argument("--jobs", type=int, default=2)
     peer.add_argument("--seed", type=int, default=20262)
+    bounds = sub.add_parser("layer-bounds")
+    bounds.add_argument("--against", default="main", help="git revision of the rule before")
+    bounds.add_argument("--cases", type=int, default=40, help="per layer and dtype")
+    bounds.add_argument("--jobs", type=int, default=2)
+    bounds.add_argument("--seed", type=int, default=20263)
     args = parser.parse_args(argv)
+    if args.command == "layer-bounds":
+        return layer_bounds(args)
     return calibrate(args) if args.command == "calibrate" else peers(args)
 
 
