@@ -31,6 +31,7 @@ short still leaves whole chunks); ``--out DIR`` writes each finished row there a
 (adapter, component, dtype, seed), so a long campaign can be topped up with another seed range
 and ``--merge`` prints the table of every row saved, summed per adapter, component and dtype.
     python benchmarks/gradients.py peers --cases 6
+    python benchmarks/gradients.py peers --cases 6 --entries layers
 
 ``layer-bounds``: the layers' gradient ratios under the layer rule of another git revision
 (``--against``, default main) and under the working tree's, side by side on the same torch
@@ -337,25 +338,41 @@ def _peer_case(entry: Any, dtype: str, args: dict[str, Any]) -> dict[str, bool |
 
 
 def _gradcheck(entry: Any, native: dict[str, Any]) -> bool | None:
+    """``torch.autograd.gradcheck`` of the entry's backward with respect to every gradient it
+    has: its float array arguments and, for a layer, every parameter in ``params``."""
     import torch
 
+    from transpec.adapters.torch.gradients import _DIFFERENTIATING
     from transpec.oracle import components
 
     record = components.get(entry.component)
+    params = native.get("params") if record.takes_params else None
+    params = dict(params) if isinstance(params, dict) else {}
     names = [
         n
         for n in record.gradients
-        if isinstance(native.get(n), torch.Tensor) and native[n].is_floating_point()
+        if isinstance(native.get(n, params.get(n)), torch.Tensor)
+        and native.get(n, params.get(n)).is_floating_point()
     ]
-    if sum(native[n].numel() for n in names) > 600:
+    if sum(native.get(n, params.get(n)).numel() for n in names) > 600:
         return None  # finite differences over every element: too slow to be a peer here
     adapter = entry.make()
     fixed = {k: v for k, v in native.items() if k not in names}
 
     def fn(*tensors: Any) -> Any:
-        return getattr(adapter, record.method)(**fixed, **dict(zip(names, tensors, strict=True)))
+        given = dict(zip(names, tensors, strict=True))
+        call = {**fixed, **{k: v for k, v in given.items() if k in native}}
+        if params:
+            call["params"] = {k: given.get(k, v) for k, v in params.items()}
+        # as the adapter's own vjp calls it: a module-based layer then differentiates its call
+        # on the given params (torch.func.functional_call) instead of copying them
+        token = _DIFFERENTIATING.set(True)
+        try:
+            return getattr(adapter, record.method)(**call)
+        finally:
+            _DIFFERENTIATING.reset(token)
 
-    inputs = tuple(native[n].detach().clone().requires_grad_() for n in names)
+    inputs = tuple(native.get(n, params.get(n)).detach().clone().requires_grad_() for n in names)
     try:
         return not torch.autograd.gradcheck(fn, inputs, raise_exception=False)
     except Exception:
@@ -381,7 +398,11 @@ def _peers_job(job: tuple[str, str, int, int]) -> tuple[str, str, dict[str, list
 def peers(args: argparse.Namespace) -> int:
     import corpus
 
-    entries = corpus.BACKWARD_CHAFFS + corpus.BACKWARD_WHEATS
+    entries = [
+        e
+        for e in corpus.BACKWARD_CHAFFS + corpus.BACKWARD_WHEATS
+        if args.entries == "all" or (e.component in LAYERS) == (args.entries == "layers")
+    ]
     jobs = [
         (e.name, d, args.cases, args.seed)
         for e in entries
@@ -392,10 +413,10 @@ def peers(args: argparse.Namespace) -> int:
         results = list(pool.map(_peers_job, jobs))
     methods = ("transpec", "assert_close", "fa_2x", "gradcheck")
     print(
-        f"backward peers: {args.cases} cases per entry and dtype, seed {args.seed}, "
-        f"{time.perf_counter() - start:.0f} s\n"
+        f"backward peers ({args.entries}): {args.cases} cases per entry and dtype, "
+        f"seed {args.seed}, {time.perf_counter() - start:.0f} s\n"
     )
-    head = f"{'entry':42} {'dtype':8} " + " ".join(f"{m:>12}" for m in methods)
+    head = f"{'entry':48} {'dtype':8} " + " ".join(f"{m:>12}" for m in methods)
     print(head)
     print("-" * len(head))
     totals = {kind: {m: [0, 0] for m in methods} for kind in ("chaff", "wheat")}
@@ -411,7 +432,7 @@ def peers(args: argparse.Namespace) -> int:
             hit = any(flags)
             totals[kind][m][0] += hit
             totals[kind][m][1] += 1
-        print(f"{name:42} {dtype:8} " + " ".join(cells))
+        print(f"{name:48} {dtype:8} " + " ".join(cells))
     print()
     for kind, what in (
         ("chaff", "chaff x dtype pairs killed"),
@@ -559,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     peer.add_argument("--cases", type=int, default=6, help="per entry and dtype")
     peer.add_argument("--jobs", type=int, default=2)
     peer.add_argument("--seed", type=int, default=20262)
+    peer.add_argument(
+        "--entries",
+        choices=("all", "kernels", "layers"),
+        default="all",
+        help="the backward corpus's kernel entries, its layer entries, or both",
+    )
     bounds = sub.add_parser("layer-bounds")
     bounds.add_argument("--against", default="main", help="git revision of the rule before")
     bounds.add_argument("--cases", type=int, default=40, help="per layer and dtype")

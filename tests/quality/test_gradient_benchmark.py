@@ -66,3 +66,17 @@ def test_a_layer_calibration_row_judges_every_gradient_of_each_call() -> None:
     row = bench._calibrate(("torch", "encoder_layer", "float32", 3, 20261, {}))
     assert row.cases == 3 and row.false_alarms == 0
     assert len(row.ratios) == 3 and max(row.ratios) > 0.0
+
+
+def test_layer_peers_differentiate_the_parameters_too() -> None:
+    """The peers' table covers the layer entries: gradcheck (float64) runs over every input and
+    parameter as the adapter's own vjp differentiates them, so a correct module passes and a
+    module whose out-projection weight gradient is transposed is flagged, by transpec too."""
+    bench = _bench()
+    _, _, wheat = bench._peers_job(("multihead_attention_grad_torch", "float64", 2, 1))
+    assert wheat["gradcheck"] and not any(wheat["gradcheck"])
+    assert not any(wheat["transpec"])
+    _, _, chaff = bench._peers_job(
+        ("multihead_attention_grad_out_weight_transposed", "float64", 4, 2)
+    )
+    assert any(chaff["gradcheck"]) and any(chaff["transpec"])
