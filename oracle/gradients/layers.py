@@ -292,15 +292,18 @@ class Chain:
                 ) / sigma
 
             from_dg = jac(dgh)
-            # the input's forward error: ŷ moves by e, 1/σ by ρ (relative)
+            # the input's forward error δx: ŷ moves by dŷ = J δx (|dŷ| <= e), 1/σ by ρ (relative),
+            # and x̄ = J ĝ by -x̄ dσ/σ - (dŷ mean(ŷĝ) + ŷ mean(ĝ dŷ))/σ, where
+            # mean(ĝ dŷ) = mean(ĝ J δx) = mean(x̄ δx) (J is symmetric); the cotangent's error
+            # |w|δȳ enters the cross terms
             e = jac(dx)
             rho = np.mean(ay * dx, axis=-1, keepdims=True) / sigma
-            gh = (np.abs(g) + dg) * aw
-            m2 = np.mean(gh * ay, axis=-1, keepdims=True)
-            from_dx = (
-                rho * (np.abs(grads["x"]) + from_dg)
-                + (e * m2 + ay * np.mean(gh * e, axis=-1, keepdims=True)) / sigma
+            xbar = np.abs(_nz(grads["x"]))
+            along = np.abs(np.mean(_nz(g) * w.value * yhat, axis=-1, keepdims=True)) + np.mean(
+                dgh * ay, axis=-1, keepdims=True
             )
+            across = np.mean(xbar * dx + dgh * e, axis=-1, keepdims=True)
+            from_dx = rho * (xbar + from_dg) + (e * along + ay * across) / sigma
             dxbar = own["x"] + from_dg + from_dx
             ag = np.abs(g) + dg
             dwbar = own["weight"] + np.sum(dg * ay + ag * e, axis=lead)
@@ -474,9 +477,12 @@ def _attention_propagation(
     t: lt._Tracker,
 ) -> dict[str, FloatArray]:
     """The error of q̄, k̄, v̄ from the cotangent's error ``dg`` and the forward error of Q, K,
-    V (docs/gradients.md §8): P moves by E_P = P(δs + s̄)·amp (the forward's score error δs,
-    as the forward tracker), O by E_P|V| + P δV; then dV = Pᵀ Ō, dP = Ō Vᵀ, D = rowsum(Ō ∘ O),
-    dS = P(dP − D), dQ = α dS K, dK = α dSᵀ Q each carry the errors of what they read."""
+    V (docs/gradients.md §8, "Attention, step by step"): P moves by E_P = P(δs + s̄)·amp (the
+    forward's score error δs, as the forward tracker) and still sums to 1, O by
+    E_P|V| + (P + E_P)δV; c = dP − D = Ō_i·(V_j − O_i) moves by the cotangent's error through
+    the spread |V_j − O_i|, by δV, and by Σ_k E_P,ik |c_ik| through D; dS = P ∘ c by
+    E_P|c| + (P + E_P)δc; dQ = α dS K (rows of dS sum to 0, so K may be centred on the row's
+    mean key), dK = α dSᵀ Q and dV = Pᵀ Ō each carry the errors of what they read."""
     p = np.nan_to_num(p, nan=0.0)
     qv, kv, vv = _nz(q.value), _nz(k.value), _nz(v.value)
     dq, dk, dv = q.err, k.err, v.err
@@ -495,14 +501,32 @@ def _attention_propagation(
     ag = np.abs(g) + dg
     dp = np.matmul(g, tr(vv, -1, -2))
     d = np.sum(g * o, axis=-1, keepdims=True)
-    dsc = p * (dp - d)
-    # error of O (forward) and of the cotangent, through dP, D and dS
-    err_o = np.matmul(e_p, av) + np.matmul(p, dv)
-    err_dp = np.matmul(dg, tr(av, -1, -2)) + np.matmul(ag, tr(dv, -1, -2))
-    err_d = np.sum(dg * np.abs(o) + ag * err_o, axis=-1, keepdims=True)
-    err_ds = e_p * (np.abs(dp) + np.abs(d) + err_dp + err_d) + p * (err_dp + err_d)
+    c = dp - d  # dS = P ∘ c, c_ij = Ō_i·(V_j − O_i)
+    dsc = p * c
+    # O' − O = ΔP V + (P + ΔP) ΔV
+    err_o = np.matmul(e_p, av) + np.matmul(p + e_p, dv)
+    # c' − c, exactly: ΔŌ_i·(V'_j − O'_i) + Ō_i·ΔV_j − Σ_k P'_ik Ō_i·ΔV_k − Σ_k ΔP_ik c_ik
+    # (D' = Σ_k P'_ik dP'_ik and Σ_k ΔP_ik = 0: P' sums to 1 like P)
+    spread = np.abs(vv[..., None, :, :] - o[..., :, None, :])  # |V_j − O_i|, (..., L, S, Dh)
+    from_dg = np.einsum("...le,...lse->...ls", dg, spread) + np.matmul(dg, tr(dv, -1, -2))
+    from_dg = from_dg + np.sum(dg * err_o, axis=-1, keepdims=True)
+    from_dv = np.matmul(np.abs(g), tr(dv, -1, -2))
+    err_c = (
+        from_dg
+        + from_dv
+        + np.sum((p + e_p) * from_dv, axis=-1, keepdims=True)
+        + np.sum(e_p * np.abs(c), axis=-1, keepdims=True)
+    )
+    # dS' − dS = ΔP c' + P Δc
+    err_ds = e_p * np.abs(c) + (p + e_p) * err_c
     ads = np.abs(dsc) + err_ds
-    bq = scale * (np.matmul(err_ds, ak) + np.matmul(ads, dk))
+    # rows of dS and of dS' sum to 0, so ΔQ̄_i = α Σ_j ΔdS_ij (K_j − K̂_i) for any K̂_i: K̂_i = 0,
+    # or the row's mean key Σ_j P_ij K_j, whichever bounds it lower
+    centred = np.abs(kv[..., None, :, :] - np.matmul(p, kv)[..., :, None, :])
+    bq = scale * (
+        np.minimum(np.matmul(err_ds, ak), np.einsum("...ls,...lse->...le", err_ds, centred))
+        + np.matmul(ads, dk)
+    )
     bk = scale * (np.matmul(tr(err_ds, -1, -2), aq) + np.matmul(tr(ads, -1, -2), dq))
     bv = np.matmul(tr(p, -1, -2), dg) + np.matmul(tr(e_p, -1, -2), ag)
     return {"q": bq, "k": bk, "v": bv}
