@@ -499,19 +499,22 @@ def expected_sent(component: str, encoded: Mapping[str, Any], dtype: str) -> dic
 def _rounded(array: np.ndarray, dtype: str, round_to: Any) -> np.ndarray:
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
         raise TypeError(f"not a float array: {array.dtype}")
-    return np.asarray(round_to(array, dtype), dtype=np.float64).reshape(array.shape)
+    # C order, as the copies the worker reports are made for an adapter that converts as
+    # torch does (a reduction over another layout may differ in its last bits)
+    return np.ascontiguousarray(round_to(array, dtype), dtype=np.float64).reshape(array.shape)
 
 
 def same_sent(guess: Any, sent: Any) -> bool:
     """Whether two reports of what was sent are the same: the same keys, arrays of the same
-    dtype, shape and bytes (NaN payloads and signed zeros included), other values equal and of
-    the same type."""
+    dtype, shape, memory layout (strides: a reduction's last bits depend on it) and bytes (NaN
+    payloads and signed zeros included), other values equal and of the same type."""
     if isinstance(guess, np.ndarray) or isinstance(sent, np.ndarray):
         return (
             isinstance(guess, np.ndarray)
             and isinstance(sent, np.ndarray)
             and guess.dtype == sent.dtype
             and guess.shape == sent.shape
+            and guess.strides == sent.strides
             and guess.tobytes() == sent.tobytes()
         )
     if isinstance(guess, Mapping) or isinstance(sent, Mapping):

@@ -59,6 +59,8 @@ def test_same_sent_is_bitwise() -> None:
     assert not same_sent({"x": x}, {"x": np.nextafter(x, 2.0)})
     assert not same_sent({"x": x}, {"x": x.astype(np.float32)})  # the dtype
     assert not same_sent({"x": x}, {"x": x.reshape(3, 1)})  # the shape
+    square = np.arange(4.0).reshape(2, 2)
+    assert not same_sent({"x": square}, {"x": np.asfortranarray(square)})  # the layout
     assert not same_sent({"x": x, "dim": -1}, {"dim": -1, "x": x})  # the order of the keys
     assert not same_sent({"x": x, "dim": -1}, {"x": x})
     assert not same_sent({"scale": 1}, {"scale": 1.0})  # the type
