@@ -9,9 +9,11 @@ checkout's virtual environment, say). Rounds alternate them (A, B, A, B, ...), s
 of a shared machine falls on both alike; every run is ``transpec check torch`` (or what follows
 ``--``) under ``CI=true`` in a scratch directory. Per run: wall-clock seconds, CPU seconds
 (user + system) of the run itself and of its children (the worker process), and the machine's
-load. At the end: the best and the median of each, and the differences of each run's verdicts
-from the first run of the first revision (:mod:`compare_reports`: status, failure kind, ratio,
-examples). On a loaded machine the wall-clock time says little; the CPU seconds say more.
+load. At the end: the best and the median of each, the ratio of each revision's medians (wall,
+and the CPU of the run and its worker together) to the first revision's, and the differences
+of each run's verdicts from the first run of the first revision (:mod:`compare_reports`:
+status, failure kind, ratio, examples). On a loaded machine the wall-clock time says little;
+the CPU seconds say more.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ def main() -> None:
                 for line in diff[:10]:
                     print(f"        {line}")
     print()
+    medians: dict[str, tuple[float, float]] = {}
     for name, runs in times.items():
         parts = []
         for key, label in (("wall", "wall"), ("cpu", "cpu"), ("children", "worker")):
@@ -114,6 +117,12 @@ def main() -> None:
             + "; ".join(parts)
             + f"; cpu+worker median {statistics.median(total):.1f}"
         )
+        medians[name] = (statistics.median(t["wall"] for t in runs), statistics.median(total))
+    first, *others = medians
+    for name in others:
+        wall = medians[name][0] / medians[first][0]
+        cpu = medians[name][1] / medians[first][1]
+        print(f"{name}/{first}: wall median x{wall:.2f}, cpu+worker median x{cpu:.2f}")
 
 
 if __name__ == "__main__":

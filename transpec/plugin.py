@@ -285,6 +285,7 @@ def pytest_collection_modifyitems(
         entry = xfails.find(case.name) if xfails is not None else None
         if entry is not None and xfails is not None:
             reason = f"known failure ({entry.where}): {entry.reason}"
+            item.shrink = False
             item.add_marker(
                 pytest.mark.xfail(reason=reason, strict=xfails.strict, raises=TranspecFailure)
             )
@@ -514,6 +515,10 @@ class TranspecCollector(pytest.Collector):
 class TranspecItem(pytest.Item):
     """One conformance verdict as a pytest test."""
 
+    #: shrink a failure to a minimal example (not for a verdict the known failures list:
+    #: :func:`transpec.runs.run_case`)
+    shrink: bool = True
+
     def __init__(
         self,
         *,
@@ -547,6 +552,7 @@ class TranspecItem(pytest.Item):
             adapter_spec=self.adapter_spec,
             declared=self.declared,
             worker=self.worker,
+            shrink=self.shrink,
         )
         self.verdict = verdict  # read by pytest_runtest_makereport (the HTML report)
         self.user_properties.append(("ratio", _ratio_text(verdict.ratio)))

@@ -509,6 +509,7 @@ def run(
                 adapter_spec=spec,
                 declared=declared,
                 worker=worker,
+                shrink=xfails is None or xfails.find(case.name) is None,
             )
             if xfails is not None:
                 xfails.apply(verdict)
@@ -655,12 +656,19 @@ def run_case(
     adapter_spec: str | None = None,
     declared: Declared | None = None,
     worker: Worker | None = None,
+    shrink: bool = True,
 ) -> Verdict:
     """One verdict: skip, or run the property under Hypothesis and judge the outcome.
 
     ``declared``: the conventions and time limit to judge under (:func:`run` passes the one
     snapshot of the run); by default a snapshot taken now. ``worker``: the worker process the
-    implementation is called in (:func:`open_worker`); ``None``: this process."""
+    implementation is called in (:func:`open_worker`); ``None``: this process.
+
+    ``shrink=False``: a failure is reported on the first failing example found, not shrunk to
+    a minimal one. Runs pass it for the verdicts their known-failures file lists
+    (:mod:`transpec.xfails`): the failure is known and the gate only asks whether it still
+    fails, so the minutes a slow implementation can spend on shrinking buy nothing; the saved
+    case and the report then show a larger example, and ``examples`` counts fewer calls."""
     prop = case.prop
     verdict = Verdict(prop.component, prop.name, case.dtype, case.device, "skipped")
     if case.skip is not None:
@@ -671,7 +679,7 @@ def run_case(
     if declared is None:
         declared = Declared.of(adapter)
     try:
-        _hypothesis_run(adapter, case, profile, trace, declared, worker)
+        _hypothesis_run(adapter, case, profile, trace, declared, worker, shrink=shrink)
     except KeyboardInterrupt:
         raise
     except _AllRejected as rejected:
@@ -740,8 +748,10 @@ def _hypothesis_run(
     trace: _Trace,
     declared: Declared,
     worker: Worker | None = None,
+    *,
+    shrink: bool = True,
 ) -> None:
-    from hypothesis import given
+    from hypothesis import Phase, given, settings
     from hypothesis import seed as hypothesis_seed
 
     from transpec.oracle.engine.harness import Harness
@@ -769,9 +779,10 @@ def _hypothesis_run(
     # distinct example-database keys per case (the function itself is the same for all)
     test._hypothesis_internal_add_digest = case.name.encode()  # type: ignore[attr-defined]
     seed = case_seed(profile, prop.component, prop.name, case.dtype, case.device)
-    wrapped = hypothesis_settings(profile)(
-        hypothesis_seed(seed)(given(prop.strategy(case.dtype, profile.name))(test))
-    )
+    chosen = hypothesis_settings(profile)
+    if not shrink:
+        chosen = settings(chosen, phases=[p for p in chosen.phases if p is not Phase.shrink])
+    wrapped = chosen(hypothesis_seed(seed)(given(prop.strategy(case.dtype, profile.name))(test)))
     from hypothesis.errors import Unsatisfiable
 
     try:

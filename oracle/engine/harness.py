@@ -57,7 +57,7 @@ from transpec.oracle.engine.picture import Evidence
 from transpec.spec.conventions import Conventions
 
 if TYPE_CHECKING:
-    from transpec.oracle.engine.isolation import Worker
+    from transpec.oracle.engine.isolation import PendingCall, Worker
     from transpec.oracle.kernels.reference import Reference
     from transpec.oracle.kernels.tolerance import Tolerance
 
@@ -845,6 +845,8 @@ class Harness:
         encoded = self.encode(component, args)
         drop = self._drops_enable_gqa(component, encoded)
         if self.worker is not None:
+            from transpec.oracle.engine.isolation import same_sent
+
             pending = self.worker.submit(
                 path=self.path,
                 component=component,
@@ -854,11 +856,17 @@ class Harness:
                 encoded=encoded,
                 drop_enable_gqa=drop,
             )
-            # the worker reports what it sent before it calls: the reference and the tolerance
-            # are computed while the implementation runs
+            # the reference and the tolerance are computed while the worker converts and calls:
+            # on the arguments as the worker will report it sent them, when that can be told
+            # here (kept only if the report is the same), else on its report
+            guessed = self._judging_guess(pending, component, encoded, rows)
             sent = _frozen_values(pending.sent())
             try:
-                reference, tol = self.judging(component, sent, rows=rows)
+                reference, tol = (
+                    guessed[1]
+                    if guessed and same_sent(guessed[0], sent)
+                    else self.judging(component, sent, rows=rows)
+                )
             except KeyboardInterrupt:
                 pending.abandon()
                 raise
@@ -892,6 +900,26 @@ class Harness:
             rounded = self._regroup(rounded, kv_heads)
         rounded = _frozen_values(rounded)
         return Call(component, output, rounded, sent, reference, tol)
+
+    def _judging_guess(
+        self, pending: PendingCall, component: str, encoded: Mapping[str, Any], rows: Any
+    ) -> tuple[dict[str, Any], tuple[Reference, Tolerance]] | None:
+        """(the arguments the worker is expected to report it sent, :meth:`judging` of them)
+        (:func:`~transpec.oracle.engine.isolation.expected_sent`); None when they cannot be told
+        here or judging them raised (the report is then judged, and raises in its turn)."""
+        from transpec.oracle.engine.isolation import expected_sent
+
+        guess = expected_sent(component, encoded, self.dtype)
+        if guess is None:
+            return None
+        guess = _frozen_values(guess)
+        try:
+            return guess, self.judging(component, guess, rows=rows)
+        except KeyboardInterrupt:
+            pending.abandon()
+            raise
+        except Exception:
+            return None
 
     def _drops_enable_gqa(self, component: str, encoded: Mapping[str, Any]) -> bool:
         """Whether ``enable_gqa=False`` is left out of the call: the adapter's attention

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -453,6 +454,82 @@ class Worker:
         except OSError:
             pending.crashed()
         return pending
+
+
+def expected_sent(component: str, encoded: Mapping[str, Any], dtype: str) -> dict[str, Any] | None:
+    """What the worker will report it sent for ``encoded``, if the adapter rounds as
+    :func:`~transpec.oracle.engine.dtypes.round_to` does: every float array rounded to
+    ``dtype`` and held as float64 (parameter dicts too), boolean and index arrays copied, every
+    other value as given -- what :meth:`Harness.execute
+    <transpec.oracle.engine.harness.Harness.execute>` reports for such an adapter. None when
+    the arguments are not of the kinds it takes (the worker's answer then says why).
+
+    The run computes the reference on this guess while the worker converts the arguments and
+    calls the implementation, and keeps it only when the worker's report is the same bit for
+    bit (:func:`same_sent`): an adapter that converts otherwise is judged on what it reported,
+    after the wait it always cost."""
+    from transpec.oracle import components as registry
+    from transpec.oracle.engine.dtypes import round_to
+
+    try:
+        record = registry.get(component)
+        params = record.arguments_of("params")
+        indices = record.arguments_of("index")
+        arrays = record.arguments_of("array", "mask", "layer_mask")
+        guess: dict[str, Any] = {}
+        for name, value in encoded.items():
+            if value is None or name not in (*params, *indices, *arrays):
+                guess[name] = value
+            elif name in params:
+                guess[name] = {
+                    key: None if item is None else _rounded(np.asarray(item), dtype, round_to)
+                    for key, item in value.items()
+                }
+            elif name in indices:
+                guess[name] = np.array(value, dtype=np.int64)
+            elif np.asarray(value).dtype == np.bool_:
+                guess[name] = np.array(value, dtype=np.bool_)
+            else:
+                guess[name] = _rounded(np.asarray(value), dtype, round_to)
+    except Exception:  # not arguments the worker's harness takes: it reports why
+        return None
+    return guess
+
+
+def _rounded(array: np.ndarray, dtype: str, round_to: Any) -> np.ndarray:
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"not a float array: {array.dtype}")
+    # C order, as the copies the worker reports are made for an adapter that converts as
+    # torch does (a reduction over another layout may differ in its last bits)
+    return np.ascontiguousarray(round_to(array, dtype), dtype=np.float64).reshape(array.shape)
+
+
+def same_sent(guess: Any, sent: Any) -> bool:
+    """Whether two reports of what was sent are the same: the same keys, arrays of the same
+    dtype, shape, memory layout (strides: a reduction's last bits depend on it) and bytes (NaN
+    payloads and signed zeros included), other values equal and of the same type."""
+    if isinstance(guess, np.ndarray) or isinstance(sent, np.ndarray):
+        return (
+            isinstance(guess, np.ndarray)
+            and isinstance(sent, np.ndarray)
+            and guess.dtype == sent.dtype
+            and guess.shape == sent.shape
+            and guess.strides == sent.strides
+            and guess.tobytes() == sent.tobytes()
+        )
+    if isinstance(guess, Mapping) or isinstance(sent, Mapping):
+        return (
+            isinstance(guess, Mapping)
+            and isinstance(sent, Mapping)
+            and list(guess) == list(sent)
+            and all(same_sent(guess[key], sent[key]) for key in guess)
+        )
+    if type(guess) is not type(sent):
+        return False
+    try:
+        return bool(guess == sent)
+    except Exception:
+        return False
 
 
 class PendingCall:

@@ -8,6 +8,7 @@ regimes are drawn by Hypothesis, array values by a NumPy generator seeded by a d
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,10 +74,18 @@ def lengths(
     *, min_value: int = 1, max_value: int = 64, long: Sequence[int] = LONG_LENGTHS
 ) -> st.SearchStrategy[int]:
     """A sequence length: mostly in [min_value, max_value] (favouring :data:`SPECIAL_LENGTHS`),
-    about one draw in eight from ``long`` (pass ``long=()`` to stay short)."""
+    about one draw in eight from ``long`` (pass ``long=()`` to stay short).
+
+    The same options give the same strategy object: strategies that draw their lengths inside
+    a draw (a length bounded by another drawn size) call this once per example, and building a
+    strategy costs far more than drawing from it."""
     positive_int("min_value", min_value)
     positive_int("max_value", max_value, minimum=min_value)
-    long = tuple(int(n) for n in long if int(n) >= min_value)
+    return _lengths(min_value, max_value, tuple(int(n) for n in long if int(n) >= min_value))
+
+
+@functools.cache
+def _lengths(min_value: int, max_value: int, long: tuple[int, ...]) -> st.SearchStrategy[int]:
     special = [n for n in SPECIAL_LENGTHS if min_value <= n <= max_value]
     short = st.integers(min_value, max_value)
     if special:

@@ -190,6 +190,17 @@ def attention_shapes(
     )
     value_s = tristate("value_dim", value_dim)
     square_s = st.integers(0, 2).map(lambda i: i == 2) if square is None else st.just(square)
+    other_dims: dict[int, st.SearchStrategy[int]] = {}
+
+    def other_head_dims(head_dim: int) -> st.SearchStrategy[int]:
+        """Head dims other than ``head_dim`` (Ev != E), built once per ``head_dim``."""
+        if head_dim not in other_dims:
+
+            def differs(d: int) -> bool:
+                return d != head_dim
+
+            other_dims[head_dim] = head_dims.filter(differs)
+        return other_dims[head_dim]
 
     @st.composite
     def draw_shape(draw: st.DrawFn) -> AttentionShape:
@@ -207,7 +218,7 @@ def attention_shapes(
         head_dim = draw(head_dims)
         ev = head_dim
         if draw(value_s) and max_head_dim > min_head_dim:
-            ev = draw(head_dims.filter(lambda d: d != head_dim))
+            ev = draw(other_head_dims(head_dim))
         return AttentionShape(batch, kv_heads * groups, kv_heads, q_len, kv_len, head_dim, ev)
 
     return draw_shape()

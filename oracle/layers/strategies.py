@@ -335,10 +335,11 @@ def layer_inputs(
     if not 1 <= min_heads <= 4:
         raise ValueError("min_heads must be in 1..4")
     block = record.hook("draw")
+    sizes = _sizes(min_heads=min_heads, odd_heads=odd_heads)
 
     @st.composite
     def draw(d: st.DrawFn) -> Args:
-        heads, e = d(_sizes(min_heads=min_heads, odd_heads=odd_heads))
+        heads, e = d(sizes)
         rng = np.random.default_rng(d(st.integers(0, 2**32 - 1)))
         batch = d(st.integers(1, 3))
         length = d(st.integers(min_len, 16))

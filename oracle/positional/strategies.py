@@ -112,14 +112,13 @@ def rotary_inputs(
     if not 0 <= min_offset <= top:
         raise ValueError(f"min_offset must be in [0, max_offset], got {min_offset!r}")
     offsets = _offsets(top).map(lambda o: max(o, min_offset))
+    heads = st.one_of(st.sampled_from((2, 8, 64, 128)), st.integers(1, 40).map(lambda h: 2 * h))
 
     @st.composite
     def draw(d: st.DrawFn) -> dict[str, Any]:
         lead = tuple(d(st.lists(st.integers(1, 3), min_size=0, max_size=2)))
         length = d(lengths(min_value=min_length, max_value=33, long=(97,)))
-        head = d(
-            st.one_of(st.sampled_from((2, 8, 64, 128)), st.integers(1, 40).map(lambda h: 2 * h))
-        )
+        head = d(heads)
         base = d(st.sampled_from((10000.0, 500000.0, 1000000.0, 100.0)))
         rng = seeded_rng(d(st.integers(0, 2**32 - 1)))
         x = scaled_rows(rng, (*lead, length, head), _SPREAD[dt])

@@ -307,7 +307,10 @@ def test_an_answer_read_late_is_judged_by_when_it_was_made(
     try:
         worker.spawn()
         worker._await_ready()
-        with pytest.raises(ImplementationFailure, match=r"within 0.2 s .*answered after 0\.3"):
+        # (0.3 s of sleep, more on a loaded machine)
+        with pytest.raises(
+            ImplementationFailure, match=r"within 0.2 s .*answered after (0\.[3-9]|[1-9])"
+        ):
             slow.call("softmax", args)
     finally:
         worker.close()

@@ -162,3 +162,17 @@ class SlowSoftmax(_Hostile):
     def softmax(self, x: Any, dim: int) -> Any:
         time.sleep(0.3)
         return super().softmax(x, dim)
+
+
+class TruncatingSoftmax(_Hostile):
+    """Converts float inputs to float32 by truncation (towards zero), not to nearest: what it
+    reports it was sent is not what the run expects, so it must be judged on its report."""
+
+    name = "truncating-softmax"
+
+    def to_native(self, array: np.ndarray, dtype: str, device: str) -> Any:
+        if array.dtype == np.bool_:
+            return super().to_native(array, dtype, device)
+        nearest = np.asarray(array, dtype=np.float32)
+        overshoot = np.abs(nearest.astype(np.float64)) > np.abs(array)
+        return np.where(overshoot, np.nextafter(nearest, np.float32(0)), nearest)
