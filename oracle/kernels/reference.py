@@ -855,7 +855,90 @@ class _Float32Terms:
 SCORE_CACHE = 1 << 23
 
 
+#: the streaming reference takes the batch and heads in chunks of at most this many score
+#: elements per block of rows and keys (2 MiB of float64): its element-wise passes over a block
+#: then run in cache, and its buffers are reused by the allocator rather than mapped afresh
+STREAM_CHUNK = 1 << 18
+
+
 def _attention_blocks(
+    problem: AttentionProblem,
+    rows: np.ndarray | None,
+    block: int,
+    *,
+    keep_weights: bool = False,
+    float32_terms: bool | None = None,
+) -> Reference:
+    """:func:`_attention_chunk` over chunks of the batch and heads (:data:`STREAM_CHUNK`),
+    assembled. Each head is computed by the same operations whatever the chunk (a batched
+    matrix product multiplies head by head), so the result is the same bit for bit."""
+    batch = problem.score_shape[:-2]
+    n_rows = problem.q_len if rows is None else len(rows)
+    heads = max(1, STREAM_CHUNK // (min(block, n_rows) * min(block, problem.kv_len)))
+    if not batch or batch[-1] <= heads and math.prod(batch) <= heads:
+        return _attention_chunk(
+            problem, rows, block, keep_weights=keep_weights, float32_terms=float32_terms
+        )
+    value = abs_value = weights = None
+    terms: dict[str, Any] = {}
+    for lead in np.ndindex(*batch[:-1]):
+        for h0 in range(0, batch[-1], heads):
+            at = (*lead, slice(h0, min(h0 + heads, batch[-1])))
+            part = _attention_chunk(
+                _batch_part(problem, at),
+                rows,
+                block,
+                keep_weights=keep_weights,
+                float32_terms=float32_terms,
+            )
+            if value is None:
+                value = np.empty((*batch, *part.value.shape[1:]))
+                abs_value = np.empty((*batch, *part.abs_value.shape[1:]))
+                if part.weights is not None:
+                    weights = np.empty((*batch, *part.weights.shape[1:]))
+                for name, t in part.terms.items():
+                    terms[name] = t if np.ndim(t) == 0 else np.empty((*batch, *np.shape(t)[1:]))
+            value[at] = part.value
+            abs_value[at] = part.abs_value  # type: ignore[index]
+            if weights is not None:
+                weights[at] = part.weights
+            for name, t in part.terms.items():
+                if np.ndim(t) != 0:
+                    terms[name][at] = t
+    assert value is not None and abs_value is not None
+    return Reference(
+        value=value,
+        abs_value=abs_value,
+        terms=terms,
+        weights=weights,
+        rows=part.rows,
+        full_shape=None if rows is None else (*batch, problem.q_len, problem.v.shape[-1]),
+    )
+
+
+def _batch_part(problem: AttentionProblem, at: tuple[Any, ...]) -> AttentionProblem:
+    """The problem of one chunk of the batch and heads: ``at`` indexes the batch dims of the
+    scores (integers, then a slice of the last), applied to every array broadcast to them."""
+    batch = problem.score_shape[:-2]
+
+    def part(a: np.ndarray | None) -> Any:
+        if a is None:
+            return None
+        return np.broadcast_to(a, (*batch, *a.shape[-2:]))[at]
+
+    heads = len(range(batch[-1])[at[-1]])
+    return dataclasses.replace(
+        problem,
+        q=part(problem.q),
+        k=part(problem.k),
+        v=part(problem.v),
+        keep=part(problem.keep),
+        additive=part(problem.additive),
+        score_shape=(heads, *problem.score_shape[-2:]),
+    )
+
+
+def _attention_chunk(
     problem: AttentionProblem,
     rows: np.ndarray | None,
     block: int,

@@ -416,3 +416,39 @@ def test_long_context_options_are_checked() -> None:
         strategies.long_context_inputs("float32", profile="fast")
     with pytest.raises(TypeError, match="max_scores"):
         strategies.long_context_inputs("float32", max_scores=1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("float32_terms", (False, True))
+def test_chunks_of_heads_give_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, float32_terms: bool
+) -> None:
+    """The batch and heads taken one at a time (:data:`STREAM_CHUNK` = 1) give the reference of
+    all of them at once bit for bit: masks with and without batch and head dims, GQA, a batch
+    dim broadcast between q and k/v, sampled rows, the weights kept."""
+    rng = np.random.default_rng(13)
+    q = rng.standard_normal((1, 4, 20, 6))
+    k = rng.standard_normal((2, 2, 25, 6))
+    v = rng.standard_normal((2, 2, 25, 5))
+    masks = _masks(rng, 20, 25)
+    masks.append(rng.random((2, 4, 20, 25)) < 0.7)
+    for mask in masks:
+        for rows in (None, [19, 0, 7]):
+            for keep in (False, True):
+                if rows is not None and keep:
+                    continue
+                problem = kref.attention_problem(q, k, v, mask, True, None, True)
+                index = None if rows is None else kref.query_rows(rows, 20)
+                args = {"keep_weights": keep, "float32_terms": float32_terms}
+                monkeypatch.setattr(kref, "STREAM_CHUNK", 1 << 20)
+                whole = kref._attention_blocks(problem, index, 7, **args)
+                monkeypatch.setattr(kref, "STREAM_CHUNK", 1)
+                chunked = kref._attention_blocks(problem, index, 7, **args)
+                assert np.array_equal(chunked.value, whole.value, equal_nan=True)
+                assert np.array_equal(chunked.abs_value, whole.abs_value)
+                assert chunked.rows == whole.rows and chunked.full_shape == whole.full_shape
+                if keep:
+                    assert np.array_equal(chunked.weights, whole.weights)  # type: ignore[arg-type]
+                assert chunked.terms.keys() == whole.terms.keys()
+                for name, term in whole.terms.items():
+                    a, b = np.broadcast_arrays(np.asarray(chunked.terms[name]), np.asarray(term))
+                    assert np.array_equal(a, b, equal_nan=True), name
