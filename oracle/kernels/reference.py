@@ -875,7 +875,7 @@ def _attention_blocks(
     batch = problem.score_shape[:-2]
     n_rows = problem.q_len if rows is None else len(rows)
     heads = max(1, STREAM_CHUNK // (min(block, n_rows) * min(block, problem.kv_len)))
-    if not batch or batch[-1] <= heads and math.prod(batch) <= heads:
+    if math.prod(batch) <= heads:
         return _attention_chunk(
             problem, rows, block, keep_weights=keep_weights, float32_terms=float32_terms
         )
