@@ -751,18 +751,20 @@ class _Float32Terms:
         self,
         problem: AttentionProblem,
         q_sel: FloatArray,
+        absv: FloatArray,
         batch: tuple[int, ...],
-        n_rows: int,
         block: int,
         count_visible: bool,
     ) -> None:
+        """``q_sel``: the query rows computed; ``absv`` = |V|; ``batch``: the batch dims of the
+        scores; ``block``: keys per block; ``count_visible``: also Σ|v| over visible keys."""
+        n_rows = q_sel.shape[-2]
         absq = np.abs(q_sel)
         self.q_exp = upward.exponents(np.max(absq, axis=-1, keepdims=True))  # (..., rows, 1)
         self.q32 = upward.scaled_float32(absq, self.q_exp)
         absk = np.abs(problem.k)
         self.k_exp = upward.exponents(np.max(absk, axis=(-2, -1), keepdims=True))
         self.k32_t = np.swapaxes(upward.scaled_float32(absk, self.k_exp), -1, -2)
-        absv = np.abs(problem.v)
         self.v_exp = upward.exponents(np.max(absv, axis=-2, keepdims=True))  # (..., 1, Ev)
         v32 = upward.scaled_float32(absv, self.v_exp)
         self.v32_ones = np.concatenate([v32, np.ones((*v32.shape[:-1], 1), np.float32)], -1)
@@ -875,6 +877,9 @@ def _attention_blocks(
     batch = problem.score_shape[:-2]
     n_rows = problem.q_len if rows is None else len(rows)
     heads = max(1, STREAM_CHUNK // (min(block, n_rows) * min(block, problem.kv_len)))
+    if float32_terms is None:
+        float32_terms = FLOAT32_TERMS
+    float32_terms = float32_terms and float32_terms_apply(problem)
     if math.prod(batch) <= heads:
         return _attention_chunk(
             problem, rows, block, keep_weights=keep_weights, float32_terms=float32_terms
@@ -944,7 +949,7 @@ def _attention_chunk(
     block: int,
     *,
     keep_weights: bool = False,
-    float32_terms: bool | None = None,
+    float32_terms: bool = False,
 ) -> Reference:
     """The value and every term of :func:`attention` over blocks of ``block`` query rows and
     keys; ``keep_weights``: also the weights P, (..., Lq, Lk).
@@ -965,9 +970,8 @@ def _attention_chunk(
 
     ``float32_terms``: the magnitudes (P∘C)|V|, (P∘D)|V|, their row sums, the maxima of C and D
     and, under a boolean mask, Σ|v| are computed in float32 and corrected upward
-    (:class:`_Float32Terms`, docs/tolerance.md §3.2.2) wherever :func:`float32_terms_apply`
-    allows, instead of in float64 (None: :data:`FLOAT32_TERMS`). The value and P|V| are float64
-    either way.
+    (:class:`_Float32Terms`, docs/tolerance.md §3.2.2; only where :func:`float32_terms_apply`
+    allows) instead of in float64. The value and P|V| are float64 either way.
     """
     q_len, kv_len = problem.q_len, problem.kv_len
     row_index = np.arange(q_len) if rows is None else rows
@@ -976,8 +980,6 @@ def _attention_chunk(
     batch = problem.score_shape[:-2]
     ev = problem.v.shape[-1]
     q_sel = problem.q if rows is None else problem.q[..., row_index, :]
-    absq = np.abs(q_sel)
-    absk_t = np.swapaxes(np.abs(problem.k), -1, -2)
     absv = np.abs(problem.v)
     v_both = np.concatenate([problem.v, absv], axis=-1)
     out_shape = (*batch, n_rows, ev)
@@ -995,7 +997,7 @@ def _attention_chunk(
     key_blocks = [slice(j, min(j + key_step, kv_len)) for j in range(0, kv_len, key_step)]
     # Σ_j |v_j| over visible keys: by prefix sums when only the causal rule can hide a key
     prefix = problem.additive is None and (problem.keep is None or problem.fill is not None)
-    sum_abs_v = _visible_abs_v_sums(problem, row_index) if prefix else np.zeros(out_shape)
+    sum_abs_v = _visible_abs_v_sums(problem, absv, row_index) if prefix else np.zeros(out_shape)
     batch_size = math.prod(batch)
     rows_max = min(row_step, n_rows)
     # work buffers, reused by every block (as contiguous views of the block's shape): scores
@@ -1003,13 +1005,12 @@ def _attention_chunk(
     size = batch_size * rows_max * key_step
     t_buf, p_buf, c_buf, d_buf = (np.empty(size) for _ in range(4))
     pos_buf = np.empty(size, dtype=bool)
-    if float32_terms is None:
-        float32_terms = FLOAT32_TERMS
-    terms32 = (
-        _Float32Terms(problem, q_sel, batch, n_rows, key_step, count_visible=not prefix)
-        if float32_terms and float32_terms_apply(problem)
-        else None
-    )
+    terms32: _Float32Terms | None = None
+    if float32_terms:
+        terms32 = _Float32Terms(problem, q_sel, absv, batch, key_step, count_visible=not prefix)
+    else:
+        absq = np.abs(q_sel)
+        absk_t = np.swapaxes(np.abs(problem.k), -1, -2)
 
     def view(buf: np.ndarray, n_block: int, width: int) -> np.ndarray:
         return buf[: batch_size * n_block * width].reshape(*batch, n_block, width)
@@ -1028,7 +1029,7 @@ def _attention_chunk(
             rs = slice(r0, min(r0 + row_step, n_rows))
             block_rows = row_index[rs]
             n_block = len(block_rows)
-            qb, absqb = q_sel[..., rs, :], absq[..., rs, :]
+            qb = q_sel[..., rs, :]
             blocks = [keys for keys in key_blocks if not hidden_block(block_rows, keys)]
             cached = batch_size * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
             single = len(blocks) == 1
@@ -1075,7 +1076,7 @@ def _attention_chunk(
                 c = view(c_buf, n_block, width)
                 d = view(d_buf, n_block, width)
                 np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
-                np.matmul(absqb, absk_t[..., keys], out=c)
+                np.matmul(absq[..., rs, :], absk_t[..., keys], out=c)
                 c *= scale_abs
                 if sb.additive is not None:
                     c += np.where(np.isfinite(sb.additive), np.abs(sb.additive), 0.0)
@@ -1142,11 +1143,12 @@ def _attention_chunk(
     )
 
 
-def _visible_abs_v_sums(problem: AttentionProblem, rows: np.ndarray) -> FloatArray:
+def _visible_abs_v_sums(
+    problem: AttentionProblem, absv: FloatArray, rows: np.ndarray
+) -> FloatArray:
     """Σ_j |v_j| over the keys visible to each query row when only the causal rule can hide a
     key (no additive mask; no boolean mask, or a finite fill that makes every key count):
-    prefix sums of |V| read at each row's last visible key. (..., len(rows), Ev)."""
-    absv = np.abs(problem.v)
+    prefix sums of ``absv`` = |V| read at each row's last visible key. (..., len(rows), Ev)."""
     batch = problem.score_shape[:-2]
     if problem.causal_offset is None or problem.fill is not None:
         total = np.sum(absv, axis=-2, keepdims=True)
