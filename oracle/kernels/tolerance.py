@@ -344,7 +344,8 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
     nan = np.isnan(bound)
     if nan.any():
         bound = np.where(nan, np.inf, bound)
-    if bound.shape != value.shape or any(bound is part for part in parts.values()):
+    shared = not bound.flags.owndata or any(bound is part for part in parts.values())
+    if bound.shape != value.shape or shared:
         bound = np.array(np.broadcast_to(bound, value.shape))  # an array of its own
     thr = overflow_threshold(dtype)
     may = must = None
