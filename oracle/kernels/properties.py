@@ -830,7 +830,7 @@ def _norm_properties(
             "equivalence on long inputs (hidden sizes past tile boundaries; past the 2²⁵ "
             "elements where the reference samples rows by itself in the thorough profile), "
             "judged exactly on sampled rows",
-            partial(strat.long_norm_inputs, component),
+            partial(strat.long_norm_inputs, centered=centered),
             _check_long_input(component),
             app,
             sized_by_profile=True,

@@ -475,13 +475,13 @@ def _long_norm_args(
 
 
 def long_norm_inputs(
-    component: str,
     dtype: str,
     *,
+    centered: bool,
     profile: str = "ci",
     max_elements: int | None = None,
 ) -> st.SearchStrategy[dict[str, Any]]:
-    """Arguments of ``layer_norm`` or ``rms_norm`` (``component``) on long inputs: x of
+    """Arguments of ``layer_norm`` (``centered``: with a bias) or ``rms_norm`` on long inputs: x of
     (rows, features), features from :data:`LONG_NORM_FEATURES`, rows from
     :data:`LONG_NORM_ROWS` (fewer when over ``max_elements``, one at least), rows of different
     scale (and offset for LayerNorm), a weight (and bias) or none, eps 1e-5 or 1e-6.
@@ -493,8 +493,8 @@ def long_norm_inputs(
     from transpec.oracle.engine import profiles
 
     dt = checked_dtype(dtype)
-    if component not in ("layer_norm", "rms_norm"):
-        raise ValueError(f"{component!r} is not a norm; expected 'layer_norm' or 'rms_norm'")
+    if not isinstance(centered, bool):
+        raise TypeError(f"centered must be a bool, got {centered!r}")
     if profile not in profiles.PROFILES:
         raise ValueError(
             f"unknown profile {profile!r}; expected one of {', '.join(profiles.PROFILES)}"
@@ -502,7 +502,7 @@ def long_norm_inputs(
     if max_elements is not None:
         positive_int("max_elements", max_elements)
     cap = profiles.LONG_NORM_MAX_ELEMENTS[profile] if max_elements is None else max_elements
-    return _long_norm_args(component == "layer_norm", dt, cap)
+    return _long_norm_args(centered, dt, cap)
 
 
 # -- softmax ---------------------------------------------------------------------------------

@@ -145,7 +145,8 @@ def test_long_norm_inputs_follow_the_profile(component: str) -> None:
 
     cap = profiles.LONG_NORM_MAX_ELEMENTS
     assert cap["ci"] <= 1 << 14 < reference.NORM_SAMPLING_THRESHOLD < cap["thorough"]
-    ci = _norm_sizes(strategies.long_norm_inputs(component, "float32"), 30)
+    centered = component == "layer_norm"
+    ci = _norm_sizes(strategies.long_norm_inputs("float32", centered=centered), 30)
     assert max(ci) <= cap["ci"] and max(ci) > 1024
     (prop,) = [p for p in catalogue.PROPERTIES if p.id == f"{component}.long_input"]
     assert prop.sized_by_profile
@@ -159,7 +160,9 @@ def test_long_norm_inputs_follow_the_profile(component: str) -> None:
     ]
     assert max(shapes) <= cap["thorough"]
     assert any(n > reference.NORM_SAMPLING_THRESHOLD for n in shapes)
-    small = strategies.long_norm_inputs(component, "float32", profile="thorough", max_elements=9000)
+    small = strategies.long_norm_inputs(
+        "float32", centered=centered, profile="thorough", max_elements=9000
+    )
     assert max(_norm_sizes(small, 20)) <= 9000  # one row at least (8193 features at most)
     # such an input is judged on sampled rows without being asked
     rows, features = 4097, 8193
@@ -177,9 +180,9 @@ def test_long_norm_inputs_follow_the_profile(component: str) -> None:
 def test_long_norm_options_are_checked() -> None:
     from transpec.oracle.kernels import strategies
 
-    with pytest.raises(ValueError, match="not a norm"):
-        strategies.long_norm_inputs("softmax", "float32")
+    with pytest.raises(TypeError, match="centered"):
+        strategies.long_norm_inputs("float32", centered="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
-        strategies.long_norm_inputs("rms_norm", "float32", profile="fast")
+        strategies.long_norm_inputs("float32", centered=False, profile="fast")
     with pytest.raises(ValueError, match="max_elements"):
-        strategies.long_norm_inputs("rms_norm", "float32", max_elements=0)
+        strategies.long_norm_inputs("float32", centered=False, max_elements=0)
