@@ -41,6 +41,10 @@ DATABASE_DIR = ".hypothesis/transpec"
 #: (still past the 256 and 512 tile boundaries); ``thorough`` reaches 128k keys.
 LONG_CONTEXT_MAX_KEYS: dict[str, int] = {"ci": 600, "thorough": 131072}
 LONG_CONTEXT_MAX_SCORES: dict[str, int] = {"ci": 1 << 14, "thorough": 1 << 30}
+#: the long-input regime of the norms per profile: the most elements of x in one example.
+#: ``thorough`` goes past the 2²⁵ elements above which the reference samples the rows by itself
+#: (``NORM_SAMPLING_THRESHOLD``); ``ci`` keeps it a few milliseconds per example
+LONG_NORM_MAX_ELEMENTS: dict[str, int] = {"ci": 1 << 14, "thorough": (1 << 25) + (1 << 22)}
 
 
 def ci_environment() -> bool:

@@ -29,6 +29,7 @@ same transformation, so a saved failure replays exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -709,6 +710,17 @@ def _check_long_context(harness: Harness, args: Args) -> float:
     return harness.assert_equivalent(harness.call(_ATT, args, rows="sampled"))
 
 
+def _check_long_input(component: str) -> Callable[[Harness, Args], float]:
+    """Equivalence on the rows :func:`~transpec.oracle.kernels.reference.sampled_norm_rows`
+    chooses (first and last, tile boundaries, random); the implementation runs on the whole
+    input."""
+
+    def check(harness: Harness, args: Args) -> float:
+        return harness.assert_equivalent(harness.call(component, args, rows="sampled"))
+
+    return check
+
+
 def _norm_properties(
     component: str,
     factory: Callable[..., st.SearchStrategy[Args]],
@@ -819,6 +831,19 @@ def _norm_properties(
             _strategy(factory, min_normalized_dims=2),
             equivalence_check(component),
             app,
+        )
+    )
+    props.append(
+        Property(
+            component,
+            "long_input",
+            "equivalence on long inputs (hidden sizes past tile boundaries; past the 2²⁵ "
+            "elements where the reference samples rows by itself in the thorough profile), "
+            "judged exactly on sampled rows",
+            partial(strat.long_norm_inputs, centered=centered),
+            _check_long_input(component),
+            app,
+            sized_by_profile=True,
         )
     )
     return tuple(props)

@@ -45,6 +45,7 @@ import numpy as np
 from transpec.oracle import components
 from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype, unit_roundoff
 from transpec.oracle.kernels import _kernels as kernels
+from transpec.oracle.kernels import upward
 from transpec.spec.conventions import CANONICAL, Conventions
 
 COMPONENTS: tuple[str, ...] = ("softmax", "attention", "layer_norm", "rms_norm")
@@ -711,9 +712,155 @@ def _score_block(
     return _ScoreBlock(keys, t, hidden, add, live, False)
 
 
+#: the streaming reference computes the bound's magnitudes in float32, corrected upward, where
+#: :func:`float32_terms_apply` allows (False: always in float64)
+FLOAT32_TERMS = True
+#: where a weight P_ij = exp(T_ij − m_i)/ℓ_i is positive, its shift D_ij = m_i − T_ij is below
+#: this: float64's exp is 0 below −745.2 (under half its smallest subnormal, 2⁻¹⁰⁷⁵)
+SHIFT_LIMIT = 1024.0
+
+
+def float32_terms_apply(problem: AttentionProblem) -> bool:
+    """Whether the streaming reference may compute the bound's magnitudes in float32
+    (:class:`_Float32Terms`): finite inputs, no additive mask (whose magnitudes, up to float64's
+    largest, enter C element by element) and scores of float64 range (|scale|·max|q|·max|k|·E
+    at most 2¹⁰⁰⁰, so that every T and every C is finite)."""
+    if problem.additive is not None:
+        return False
+    arrays = (problem.q, problem.k, problem.v)
+    if not all(np.isfinite(a).all() for a in arrays):
+        return False
+    top = abs(problem.scale) * float(np.max(np.abs(problem.q))) * float(np.max(np.abs(problem.k)))
+    return top * problem.q.shape[-1] <= 2.0**1000
+
+
+class _Float32Terms:
+    """The magnitudes of the attention bound that are sums of nonnegative products, over key
+    blocks in float32, each corrected upward into a bound of the float64 term
+    (:mod:`transpec.oracle.kernels.upward`; docs/tolerance.md §3.2.2).
+
+    Per block of rows and keys: C' = |Q'||K'|ᵀ (one float32 product of the scaled |Q| and |K|),
+    D = m − T rounded to float32, the maxima of C' and D over the keys with P > 0, and one float32
+    product [P∘C'; P∘D; visible] · [|V'|, 1] giving (P∘C)|V|, (P∘D)|V| and Σ|v| over the visible
+    keys with the row sums Σ_j P_ij C_ij and Σ_j P_ij D_ij in the column of ones. The operands
+    are scaled by exact powers of two: each query row of |Q| and each head's |K| to a maximum in
+    [0.5, 1), each column of |V| likewise; the scales come back exactly at the end.
+    """
+
+    def __init__(
+        self,
+        problem: AttentionProblem,
+        q_sel: FloatArray,
+        absv: FloatArray,
+        batch: tuple[int, ...],
+        block: int,
+        count_visible: bool,
+    ) -> None:
+        """``q_sel``: the query rows computed; ``absv`` = |V|; ``batch``: the batch dims of the
+        scores; ``block``: keys per block; ``count_visible``: also Σ|v| over visible keys."""
+        n_rows = q_sel.shape[-2]
+        absq = np.abs(q_sel)
+        self.q_exp = upward.exponents(np.max(absq, axis=-1, keepdims=True))  # (..., rows, 1)
+        self.q32 = upward.scaled_float32(absq, self.q_exp)
+        absk = np.abs(problem.k)
+        self.k_exp = upward.exponents(np.max(absk, axis=(-2, -1), keepdims=True))
+        self.k32_t = np.swapaxes(upward.scaled_float32(absk, self.k_exp), -1, -2)
+        self.v_exp = upward.exponents(np.max(absv, axis=-2, keepdims=True))  # (..., 1, Ev)
+        v32 = upward.scaled_float32(absv, self.v_exp)
+        self.v32_ones = np.concatenate([v32, np.ones((*v32.shape[:-1], 1), np.float32)], -1)
+        self.problem = problem
+        self.batch = batch
+        self.slabs = 3 if count_visible else 2
+        ev = problem.v.shape[-1]
+        self.sums = np.zeros((*batch, self.slabs, n_rows, ev + 1))
+        self.score_max = np.zeros((*batch, n_rows, 1), np.float32)
+        self.shift_max = np.zeros((*batch, n_rows, 1), np.float32)
+        self.block = block
+        size = math.prod(batch) * min(block, n_rows) * block
+        self.c_buf, self.d_buf, self.p_buf = (np.empty(size, np.float32) for _ in range(3))
+        self.stack_buf = np.empty(self.slabs * size, np.float32)
+
+    def _view(self, buf: np.ndarray, *shape: int) -> np.ndarray:
+        return buf[: math.prod(self.batch) * math.prod(shape)].reshape(*self.batch, *shape)
+
+    def add(
+        self,
+        rs: slice,
+        sb: _ScoreBlock,
+        p: FloatArray,
+        pos: np.ndarray,
+        m: FloatArray,
+    ) -> None:
+        """Add the block of rows ``rs`` and keys ``sb.keys``: scores ``sb.t``, weights ``p``
+        (float64), ``pos`` = P > 0, row maxima ``m``."""
+        keys = sb.keys
+        n_block, width = p.shape[-2], p.shape[-1]
+        stack = self._view(self.stack_buf, self.slabs, n_block, width)
+        c = self._view(self.c_buf, n_block, width)
+        np.matmul(self.q32[..., rs, :], self.k32_t[..., keys], out=c)  # C' (scaled)
+        if self.problem.fill is not None and sb.hidden is not None:
+            np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
+        d = self._view(self.d_buf, n_block, width)
+        np.subtract(m, sb.t, out=d, casting="same_kind")  # D = m − T, rounded to float32
+        # the maxima over the keys with P > 0 (C', D >= 0 there: 0 where there are none)
+        for top, x in ((self.score_max, c), (self.shift_max, d)):
+            np.maximum(
+                top[..., rs, :],
+                np.max(x, axis=-1, keepdims=True, where=pos, initial=0.0),
+                out=top[..., rs, :],
+            )
+        p32 = self._view(self.p_buf, n_block, width)
+        np.copyto(p32, p, casting="same_kind")
+        pc, pd = stack[..., 0, :, :], stack[..., 1, :, :]
+        np.multiply(p32, c, out=pc)  # P∘C'
+        np.multiply(p32, d, out=pd)  # P∘D: NaN where P = 0 and D = inf (T = -inf) ...
+        np.fmax(pd, 0.0, out=pd)  # ... to 0
+        if self.slabs == 3:
+            np.copyto(stack[..., 2, :, :], True if sb.hidden is None else ~sb.hidden)
+        flat = stack.reshape(*self.batch, self.slabs * n_block, width)
+        product = np.matmul(flat, self.v32_ones[..., keys, :])
+        self.sums[..., rs, :] += product.reshape(*self.batch, self.slabs, n_block, -1)
+
+    def terms(self, dead: np.ndarray) -> dict[str, FloatArray]:
+        """The terms, each corrected upward: (Ŝ + L)/(1 − k·u) scaled back, with k = E + b + 5
+        roundings (b keys per block) and absolute losses L = Lk·(6E + 2·SHIFT_LIMIT + 8)·2⁻¹²⁶
+        in the scaled units (docs/tolerance.md §3.2.2); exactly 0 on fully masked rows (where
+        P = 0, every computed product is 0 and so is every exact one)."""
+        problem = self.problem
+        e, ev = problem.q.shape[-1], problem.v.shape[-1]
+        factor = upward.upward_factor(e + self.block + 5)
+        loss = problem.kv_len * (6 * e + 2 * SHIFT_LIMIT + 8) * upward.TINY32
+        live = ~dead
+        scale_mantissa, scale_exp = math.frexp(abs(problem.scale))
+        c_exp = self.q_exp + self.k_exp + scale_exp
+
+        def corrected(s: np.ndarray, exp: Any, mantissa: float = 1.0) -> FloatArray:
+            up = np.where(live, (np.asarray(s, np.float64) + loss) * (factor * mantissa), 0.0)
+            return np.ldexp(up, exp)
+
+        pc, pd = self.sums[..., 0, :, :], self.sums[..., 1, :, :]
+        terms = {
+            "score_weighted": corrected(pc[..., :ev], c_exp + self.v_exp, scale_mantissa),
+            "score_mean": corrected(pc[..., ev:], c_exp, scale_mantissa),
+            "shift_weighted": corrected(pd[..., :ev], self.v_exp),
+            "shift_mean": corrected(pd[..., ev:], 0),
+            "score_max": corrected(self.score_max, c_exp, scale_mantissa),
+            "shift_max": corrected(self.shift_max, 0),
+        }
+        if self.slabs == 3:
+            terms["sum_abs_v"] = corrected(self.sums[..., 2, :, :ev], self.v_exp)
+        return terms
+
+
 #: the streaming reference keeps the score blocks of its first pass for the second while they
 #: hold at most this many elements per block of rows (64 MiB), and recomputes them beyond
 SCORE_CACHE = 1 << 23
+
+
+#: the streaming reference takes the batch and heads in chunks of at most this many score
+#: elements per block of rows and keys (2 MiB of float64): its element-wise passes over a block
+#: then run in cache, and its buffers are reused by the allocator rather than mapped afresh
+STREAM_CHUNK = 1 << 18
 
 
 def _attention_blocks(
@@ -722,6 +869,87 @@ def _attention_blocks(
     block: int,
     *,
     keep_weights: bool = False,
+    float32_terms: bool | None = None,
+) -> Reference:
+    """:func:`_attention_chunk` over chunks of the batch and heads (:data:`STREAM_CHUNK`),
+    assembled. Each head is computed by the same operations whatever the chunk (a batched
+    matrix product multiplies head by head), so the result is the same bit for bit."""
+    batch = problem.score_shape[:-2]
+    n_rows = problem.q_len if rows is None else len(rows)
+    heads = max(1, STREAM_CHUNK // (min(block, n_rows) * min(block, problem.kv_len)))
+    if float32_terms is None:
+        float32_terms = FLOAT32_TERMS
+    float32_terms = float32_terms and float32_terms_apply(problem)
+    if math.prod(batch) <= heads:
+        return _attention_chunk(
+            problem, rows, block, keep_weights=keep_weights, float32_terms=float32_terms
+        )
+    value = abs_value = weights = None
+    terms: dict[str, Any] = {}
+    for lead in np.ndindex(*batch[:-1]):
+        for h0 in range(0, batch[-1], heads):
+            at = (*lead, slice(h0, min(h0 + heads, batch[-1])))
+            part = _attention_chunk(
+                _batch_part(problem, at),
+                rows,
+                block,
+                keep_weights=keep_weights,
+                float32_terms=float32_terms,
+            )
+            if value is None:
+                value = np.empty((*batch, *part.value.shape[1:]))
+                abs_value = np.empty((*batch, *part.abs_value.shape[1:]))
+                if part.weights is not None:
+                    weights = np.empty((*batch, *part.weights.shape[1:]))
+                for name, t in part.terms.items():
+                    terms[name] = t if np.ndim(t) == 0 else np.empty((*batch, *np.shape(t)[1:]))
+            value[at] = part.value
+            abs_value[at] = part.abs_value  # type: ignore[index]
+            if weights is not None:
+                weights[at] = part.weights
+            for name, t in part.terms.items():
+                if np.ndim(t) != 0:
+                    terms[name][at] = t
+    assert value is not None and abs_value is not None
+    return Reference(
+        value=value,
+        abs_value=abs_value,
+        terms=terms,
+        weights=weights,
+        rows=part.rows,
+        full_shape=None if rows is None else (*batch, problem.q_len, problem.v.shape[-1]),
+    )
+
+
+def _batch_part(problem: AttentionProblem, at: tuple[Any, ...]) -> AttentionProblem:
+    """The problem of one chunk of the batch and heads: ``at`` indexes the batch dims of the
+    scores (integers, then a slice of the last), applied to every array broadcast to them."""
+    batch = problem.score_shape[:-2]
+
+    def part(a: np.ndarray | None) -> Any:
+        if a is None:
+            return None
+        return np.broadcast_to(a, (*batch, *a.shape[-2:]))[at]
+
+    heads = len(range(batch[-1])[at[-1]])
+    return dataclasses.replace(
+        problem,
+        q=part(problem.q),
+        k=part(problem.k),
+        v=part(problem.v),
+        keep=part(problem.keep),
+        additive=part(problem.additive),
+        score_shape=(heads, *problem.score_shape[-2:]),
+    )
+
+
+def _attention_chunk(
+    problem: AttentionProblem,
+    rows: np.ndarray | None,
+    block: int,
+    *,
+    keep_weights: bool = False,
+    float32_terms: bool = False,
 ) -> Reference:
     """The value and every term of :func:`attention` over blocks of ``block`` query rows and
     keys; ``keep_weights``: also the weights P, (..., Lq, Lk).
@@ -739,6 +967,11 @@ def _attention_blocks(
     from every row of the block (and no finite ``mask_fill`` replaces) contribute nothing and
     are skipped. The element-wise passes work in place on buffers allocated once (fresh
     allocations of large arrays cost more than the arithmetic).
+
+    ``float32_terms``: the magnitudes (P∘C)|V|, (P∘D)|V|, their row sums, the maxima of C and D
+    and, under a boolean mask, Σ|v| are computed in float32 and corrected upward
+    (:class:`_Float32Terms`, docs/tolerance.md §3.2.2; only where :func:`float32_terms_apply`
+    allows) instead of in float64. The value and P|V| are float64 either way.
     """
     q_len, kv_len = problem.q_len, problem.kv_len
     row_index = np.arange(q_len) if rows is None else rows
@@ -747,8 +980,6 @@ def _attention_blocks(
     batch = problem.score_shape[:-2]
     ev = problem.v.shape[-1]
     q_sel = problem.q if rows is None else problem.q[..., row_index, :]
-    absq = np.abs(q_sel)
-    absk_t = np.swapaxes(np.abs(problem.k), -1, -2)
     absv = np.abs(problem.v)
     v_both = np.concatenate([problem.v, absv], axis=-1)
     out_shape = (*batch, n_rows, ev)
@@ -766,7 +997,7 @@ def _attention_blocks(
     key_blocks = [slice(j, min(j + key_step, kv_len)) for j in range(0, kv_len, key_step)]
     # Σ_j |v_j| over visible keys: by prefix sums when only the causal rule can hide a key
     prefix = problem.additive is None and (problem.keep is None or problem.fill is not None)
-    sum_abs_v = _visible_abs_v_sums(problem, row_index) if prefix else np.zeros(out_shape)
+    sum_abs_v = _visible_abs_v_sums(problem, absv, row_index) if prefix else np.zeros(out_shape)
     batch_size = math.prod(batch)
     rows_max = min(row_step, n_rows)
     # work buffers, reused by every block (as contiguous views of the block's shape): scores
@@ -774,6 +1005,12 @@ def _attention_blocks(
     size = batch_size * rows_max * key_step
     t_buf, p_buf, c_buf, d_buf = (np.empty(size) for _ in range(4))
     pos_buf = np.empty(size, dtype=bool)
+    terms32: _Float32Terms | None = None
+    if float32_terms:
+        terms32 = _Float32Terms(problem, q_sel, absv, batch, key_step, count_visible=not prefix)
+    else:
+        absq = np.abs(q_sel)
+        absk_t = np.swapaxes(np.abs(problem.k), -1, -2)
 
     def view(buf: np.ndarray, n_block: int, width: int) -> np.ndarray:
         return buf[: batch_size * n_block * width].reshape(*batch, n_block, width)
@@ -792,7 +1029,7 @@ def _attention_blocks(
             rs = slice(r0, min(r0 + row_step, n_rows))
             block_rows = row_index[rs]
             n_block = len(block_rows)
-            qb, absqb = q_sel[..., rs, :], absq[..., rs, :]
+            qb = q_sel[..., rs, :]
             blocks = [keys for keys in key_blocks if not hidden_block(block_rows, keys)]
             cached = batch_size * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
             single = len(blocks) == 1
@@ -833,10 +1070,13 @@ def _attention_blocks(
                 both[..., rs, :] += np.matmul(p, v_both[..., keys, :])
                 if weights is not None:
                     weights[..., rs, keys] = p
+                if terms32 is not None:
+                    terms32.add(rs, sb, p, pos, m)
+                    continue
                 c = view(c_buf, n_block, width)
                 d = view(d_buf, n_block, width)
                 np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
-                np.matmul(absqb, absk_t[..., keys], out=c)
+                np.matmul(absq[..., rs, :], absk_t[..., keys], out=c)
                 c *= scale_abs
                 if sb.additive is not None:
                     c += np.where(np.isfinite(sb.additive), np.abs(sb.additive), 0.0)
@@ -891,6 +1131,8 @@ def _attention_blocks(
         "softcap": 0.0 if problem.softcap is None else float(problem.softcap),
         "dead": dead.astype(np.float64),
     }
+    if terms32 is not None:
+        terms.update(terms32.terms(dead))
     return Reference(
         value=np.ascontiguousarray(o),
         abs_value=np.ascontiguousarray(both[..., ev:]),
@@ -901,11 +1143,12 @@ def _attention_blocks(
     )
 
 
-def _visible_abs_v_sums(problem: AttentionProblem, rows: np.ndarray) -> FloatArray:
+def _visible_abs_v_sums(
+    problem: AttentionProblem, absv: FloatArray, rows: np.ndarray
+) -> FloatArray:
     """Σ_j |v_j| over the keys visible to each query row when only the causal rule can hide a
     key (no additive mask; no boolean mask, or a finite fill that makes every key count):
-    prefix sums of |V| read at each row's last visible key. (..., len(rows), Ev)."""
-    absv = np.abs(problem.v)
+    prefix sums of ``absv`` = |V| read at each row's last visible key. (..., len(rows), Ev)."""
     batch = problem.score_shape[:-2]
     if problem.causal_offset is None or problem.fill is not None:
         total = np.sum(absv, axis=-2, keepdims=True)

@@ -457,6 +457,65 @@ def long_context_inputs(
     return _long_context_args(keys_cap, scores_cap)
 
 
+# -- long norm inputs ------------------------------------------------------------------------
+
+#: normalized lengths of the norms' long-input regime: hidden sizes just past and one short of
+#: powers of two (a reduction split in tiles of 1024 or 4096 has a tail there)
+LONG_NORM_FEATURES: tuple[int, ...] = (1000, 1025, 2047, 4097, 8193)
+#: numbers of rows of that regime (tokens): tile multiples and one past or short of them
+LONG_NORM_ROWS: tuple[int, ...] = (1, 2, 17, 255, 257, 4095, 4097, 8193, 16385)
+
+
+@st.composite
+def _long_norm_args(
+    draw: st.DrawFn, centered: bool, dtype: str, max_elements: int
+) -> dict[str, Any]:
+    features = draw(st.sampled_from(LONG_NORM_FEATURES))
+    rows = min(draw(st.sampled_from(LONG_NORM_ROWS)), max(1, max_elements // features))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = seeded_rng(seed)
+    row_scale = np.exp2(np.round(rng.uniform(-3.0, 3.0, size=(rows, 1))))
+    offset = rng.uniform(-2.0, 2.0, size=(rows, 1)) if centered else 0.0
+    x = row_scale * (rng.standard_normal((rows, features)) + offset)
+    args: dict[str, Any] = {"x": x, "normalized_shape": (features,)}
+    args["weight"] = rng.normal(1.0, 0.5, size=features) if draw(st.booleans()) else None
+    if centered:
+        args["bias"] = rng.normal(0.0, 1.0, size=features) if draw(st.booleans()) else None
+    args["eps"] = float(draw(st.sampled_from((1e-5, 1e-6))))
+    return args
+
+
+def long_norm_inputs(
+    dtype: str,
+    *,
+    centered: bool,
+    profile: str = "ci",
+    max_elements: int | None = None,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Arguments of ``layer_norm`` (``centered``: with a bias) or ``rms_norm`` on long inputs: x of
+    (rows, features), features from :data:`LONG_NORM_FEATURES`, rows from
+    :data:`LONG_NORM_ROWS` (fewer when over ``max_elements``, one at least), rows of different
+    scale (and offset for LayerNorm), a weight (and bias) or none, eps 1e-5 or 1e-6.
+
+    ``max_elements`` None: that of ``profile``, the name of the run's profile
+    (:data:`~transpec.oracle.engine.profiles.LONG_NORM_MAX_ELEMENTS`: 16,384 in ``ci``, past
+    the reference's own sampling threshold of 2²⁵ elements in ``thorough``).
+    """
+    from transpec.oracle.engine import profiles
+
+    dt = checked_dtype(dtype)
+    if not isinstance(centered, bool):
+        raise TypeError(f"centered must be a bool, got {centered!r}")
+    if profile not in profiles.PROFILES:
+        raise ValueError(
+            f"unknown profile {profile!r}; expected one of {', '.join(profiles.PROFILES)}"
+        )
+    if max_elements is not None:
+        positive_int("max_elements", max_elements)
+    cap = profiles.LONG_NORM_MAX_ELEMENTS[profile] if max_elements is None else max_elements
+    return _long_norm_args(centered, dt, cap)
+
+
 # -- softmax ---------------------------------------------------------------------------------
 
 

@@ -144,9 +144,14 @@ def attention_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Flo
     hw = np.asarray(term(ref, "shift_weighted"))
     hm = np.asarray(term(ref, "shift_mean"))
     const = 2.0 * un.fn + 2.0 * un.store + 2.0 * g_keys + un.to_elem + un.elem
+    # the same operations as eps_s·(sw + sm·A), u·(hw + hm·A), const·A, in place
     with np.errstate(over="ignore", invalid="ignore"):
-        scores = eps_s * (sw + sm * a_ref)
-        shifts = un.elem * (hw + hm * a_ref)
+        scores = np.multiply(sm, a_ref)
+        scores += sw
+        scores *= eps_s
+        shifts = np.multiply(hm, a_ref)
+        shifts += hw
+        shifts *= un.elem
         rounding = const * a_ref
         worst_rel = (
             2.0
@@ -157,17 +162,24 @@ def attention_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Flo
             + const
         )
         amp = _amplify(worst_rel)
-        internal = (scores + shifts + rounding) * amp
-    output = un.out * np.abs(o)
+        internal = np.add(scores, shifts)
+        internal += rounding
+        internal *= amp
+    output = np.abs(o, out=o)
+    output *= un.out
     vrange = np.asarray(term(ref, "v_range"))
     vabs = np.asarray(term(ref, "max_abs_v"))
-    cap = vrange + (2.0 * g_keys + 2.0 * un.store + un.to_elem + un.elem) * vabs + un.out * vabs
-    floor = (
-        un.eta_out
-        + (un.eta_store + un.eta_acc + _elem_floor(un)) * np.asarray(term(ref, "sum_abs_v"))
-        + lk * un.eta_acc
-    )
-    bound = np.minimum(SAFETY * (internal + output), SAFETY * cap) + SAFETY * floor
+    cap = vrange + (2.0 * g_keys + 2.0 * un.store + un.to_elem + un.elem) * vabs
+    cap += un.out * vabs
+    floor = (un.eta_store + un.eta_acc + _elem_floor(un)) * np.asarray(term(ref, "sum_abs_v"))
+    floor += un.eta_out
+    floor += lk * un.eta_acc
+    # min(c·(internal + output), c·cap) + c·floor
+    bound = internal
+    bound += output
+    bound *= SAFETY
+    np.minimum(bound, SAFETY * cap, out=bound)
+    bound += SAFETY * floor
     derivation = (
         "attention: c·((ε_s·((P∘C)|V| + Σ_j P_ij C_ij·P|V|) + u_elem·((P∘D)|V| + "
         "Σ_j P_ij D_ij·P|V|) + (2u_fn + 2u_store + 2γ_Lk + u_to_elem + u_elem)·P|V|)"
@@ -327,17 +339,27 @@ def tolerance(component: str, reference: Reference, dtype: str, precision: Preci
     dtype = canonical_dtype(dtype)
     un = units(dtype, precision, elementwise=True)
     bound, parts, derivation = rule(reference, un)
-    bound = np.broadcast_to(np.where(np.isnan(bound), np.inf, bound), reference.value.shape)
+    value = reference.value
+    bound = np.asarray(bound, dtype=np.float64)
+    nan = np.isnan(bound)
+    if nan.any():
+        bound = np.where(nan, np.inf, bound)
+    shared = not bound.flags.owndata or any(bound is part for part in parts.values())
+    if bound.shape != value.shape or shared:
+        bound = np.array(np.broadcast_to(bound, value.shape))  # an array of its own
     thr = overflow_threshold(dtype)
+    may = must = None
     with np.errstate(invalid="ignore", over="ignore"):
-        mag = np.abs(reference.value)
-        may = (mag + bound >= thr) | np.isinf(reference.value)
-        must = (mag - bound >= thr) | np.isinf(reference.value)
+        # no element can reach the threshold (and none is ±inf or NaN) unless this fails
+        if not float(np.max(np.abs(value), initial=0.0)) + float(np.max(bound)) < thr:
+            mag = np.abs(value)
+            may = (mag + bound >= thr) | np.isinf(value)
+            must = (mag - bound >= thr) | np.isinf(value)
     return Tolerance(
-        bound=np.array(bound),
+        bound=bound,
         derivation=derivation,
         parts=parts,
-        may_overflow=may if may.any() else None,
-        must_overflow=must if must.any() else None,
+        may_overflow=may if may is not None and may.any() else None,
+        must_overflow=must if must is not None and must.any() else None,
         dtype=dtype,
     )

@@ -53,6 +53,7 @@ EXPECTED = {
         "bounded_output",
         "large_mean",
         "normalized_shape",
+        "long_input",
     },
     "rms_norm": {
         "equivalence",
@@ -61,6 +62,7 @@ EXPECTED = {
         "scale_invariance",
         "small_variance",
         "normalized_shape",
+        "long_input",
     },
 }
 

@@ -108,3 +108,81 @@ def test_a_long_input_is_sampled_by_itself(monkeypatch: pytest.MonkeyPatch) -> N
     assert call.reference.rows is not None and len(call.reference.rows) < 4000
     small = Harness(NumpyAdapter(), "float32").call("rms_norm", _args("rms_norm", x[:100], 1))
     assert small.reference.rows is None
+
+
+def _norm_sizes(strategy: Any, examples: int) -> list[int]:
+    """Elements of x in the first ``examples`` derandomized draws."""
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    sizes: list[int] = []
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def draw(args: dict[str, Any]) -> None:
+        x = args["x"]
+        assert x.ndim == 2 and args["normalized_shape"] == (x.shape[-1],)
+        sizes.append(int(x.size))
+
+    draw()
+    return sizes
+
+
+@pytest.mark.parametrize("component", ["layer_norm", "rms_norm"])
+def test_long_norm_inputs_follow_the_profile(component: str) -> None:
+    """The norms' long-input regime: within 2¹⁴ elements in ``ci``, hidden sizes past the
+    1024 tile; in ``thorough`` past the 2²⁵ elements above which the reference samples the
+    rows by itself, which it then does. The property builds it for the run's profile."""
+    from transpec.oracle import catalogue
+    from transpec.oracle.engine import profiles
+    from transpec.oracle.kernels import strategies
+
+    cap = profiles.LONG_NORM_MAX_ELEMENTS
+    assert cap["ci"] <= 1 << 14 < reference.NORM_SAMPLING_THRESHOLD < cap["thorough"]
+    centered = component == "layer_norm"
+    ci = _norm_sizes(strategies.long_norm_inputs("float32", centered=centered), 30)
+    assert max(ci) <= cap["ci"] and max(ci) > 1024
+    (prop,) = [p for p in catalogue.PROPERTIES if p.id == f"{component}.long_input"]
+    assert prop.sized_by_profile
+    assert _norm_sizes(prop.strategy("float32", "ci"), 30) == ci
+    # thorough: some drawn shape passes the threshold, none the cap (drawn here with a smaller
+    # cap, which the option sets, to stay cheap)
+    shapes = [
+        min(r, cap["thorough"] // f) * f
+        for f in strategies.LONG_NORM_FEATURES
+        for r in strategies.LONG_NORM_ROWS
+    ]
+    assert max(shapes) <= cap["thorough"]
+    assert any(n > reference.NORM_SAMPLING_THRESHOLD for n in shapes)
+    small = strategies.long_norm_inputs(
+        "float32", centered=centered, profile="thorough", max_elements=9000
+    )
+    assert max(_norm_sizes(small, 20)) <= 9000  # one row at least (8193 features at most)
+    # such an input is judged on sampled rows without being asked
+    rows, features = 4097, 8193
+    x = np.random.default_rng(3).standard_normal((rows, features))
+    assert x.size > reference.NORM_SAMPLING_THRESHOLD
+    hook = (
+        reference.layer_norm_reference
+        if component == "layer_norm"
+        else reference.rms_norm_reference
+    )
+    ref = hook(_args(component, x, 1), conventions=reference.CANONICAL, dtype="float32")
+    assert ref.rows is not None and 0 < len(ref.rows) < rows and ref.full_shape == x.shape
+
+
+def test_long_norm_options_are_checked() -> None:
+    from transpec.oracle.kernels import strategies
+
+    with pytest.raises(TypeError, match="centered"):
+        strategies.long_norm_inputs("float32", centered="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        strategies.long_norm_inputs("float32", centered=False, profile="fast")
+    with pytest.raises(ValueError, match="max_elements"):
+        strategies.long_norm_inputs("float32", centered=False, max_elements=0)

@@ -233,6 +233,26 @@ class RMSLastDimOnly(_RMSNorm):
         return super().normalize(x, (-1,), eps)
 
 
+class TileTailDropped(_LayerNorm):
+    """The statistics of a row reduced over its first tile of 1024 elements only (a split
+    reduction that forgets its tail): right up to 1024 features."""
+
+    name = "layer-norm-tile-tail-dropped"
+
+    def normalize(self, x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
+        head = x[..., :1024]
+        mu = head.mean(axis=-1, keepdims=True)
+        return (x - mu) / np.sqrt(((head - mu) ** 2).mean(axis=-1, keepdims=True) + eps)
+
+
+class RMSTileTailDropped(_RMSNorm):
+    name = "rms-norm-tile-tail-dropped"
+
+    def normalize(self, x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
+        head = x[..., :1024]
+        return x / np.sqrt((head * head).mean(axis=-1, keepdims=True) + eps)
+
+
 WRONG = [
     ("softmax", "equivalence", Temperature(), "float32"),
     ("softmax", "shape_dtype", SoftmaxFloat64(), "float32"),
@@ -249,12 +269,14 @@ WRONG = [
     ("layer_norm", "large_mean", OnePassVariance(), "float32"),
     ("layer_norm", "bounded_output", OnePassVariance(), "float32"),
     ("layer_norm", "normalized_shape", LastDimOnly(), "float32"),
+    ("layer_norm", "long_input", TileTailDropped(), "float32"),
     ("rms_norm", "equivalence", RMSOverNMinusOne(), "float32"),
     ("rms_norm", "error_statistic", RMSHalfRstd(), "float16"),
     ("rms_norm", "shape_dtype", RMSFloat64(), "float32"),
     ("rms_norm", "scale_invariance", RMSDividesByMeanSquare(), "float32"),
     ("rms_norm", "small_variance", RMSEpsAddedToRMS(), "float32"),
     ("rms_norm", "normalized_shape", RMSLastDimOnly(), "float32"),
+    ("rms_norm", "long_input", RMSTileTailDropped(), "float32"),
 ]
 
 

@@ -22,6 +22,7 @@ from transpec.oracle import reference as public
 from transpec.oracle.engine.harness import Harness
 from transpec.oracle.engine.outcome import PropertyViolation
 from transpec.oracle.kernels import reference as kref
+from transpec.oracle.kernels import upward
 from transpec.oracle.kernels.rows import TILE_SIZES, compact, judged_rows
 from transpec.oracle.kernels.tolerance import tolerance
 from transpec.spec.conventions import CANONICAL
@@ -43,9 +44,59 @@ CONVENTIONS = (
 )
 
 
+#: the bound's magnitudes that the streaming reference may compute in float32
+FLOAT32_NAMES = (
+    "score_weighted",
+    "score_mean",
+    "shift_weighted",
+    "shift_mean",
+    "score_max",
+    "shift_max",
+    "sum_abs_v",
+)
+
+
 @pytest.fixture(autouse=True)
 def tiny_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kref, "STREAM_BLOCK", 7)
+
+
+@pytest.fixture(params=(False, True), ids=("float64_terms", "float32_terms"))
+def float32_terms(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setattr(kref, "FLOAT32_TERMS", request.param)
+    return bool(request.param)
+
+
+def float32_slack(streamed: kref.Reference, q: Any, k: Any, v: Any, scale: float | None) -> float:
+    """An absolute amount by which a float32 term may exceed its float64 value beyond the
+    relative looseness: the absolute losses Lk·(6E + 2·SHIFT_LIMIT + 8)·2⁻¹²⁶ of
+    docs/tolerance.md §3.2.2 in the largest units of these inputs (times 8 for the scaling to
+    [0.5, 1) of each operand)."""
+    e, n_keys = np.shape(q)[-1], np.shape(k)[-2]
+    s = 1.0 / np.sqrt(e) if scale is None else abs(scale)
+    units = (1.0 + s * np.max(np.abs(q)) * np.max(np.abs(k))) * (1.0 + np.max(np.abs(v)))
+    loss = n_keys * (6 * e + 2 * kref.SHIFT_LIMIT + 8) * upward.TINY32
+    return float(8.0 * loss * units * kref.SHIFT_LIMIT)
+
+
+def assert_float32_terms(
+    streamed: kref.Reference, direct: kref.Reference, block: int, slack: float
+) -> None:
+    """Each float32 term bounds its float64 value from above, and exceeds it by at most the
+    stated looseness (relative 2(E + b + 8)·2⁻²⁴, b keys per block) plus ``slack``; every dtype's
+    bound likewise, by at most (1 + w)·that relative amount, w <= 50 the amplification's
+    argument (docs/tolerance.md §3.2.2)."""
+    e = int(float(np.asarray(direct.terms["n_dot"])))
+    rel = upward.looseness(e + block + 5)
+    for name in FLOAT32_NAMES:
+        a, b = np.broadcast_arrays(np.asarray(streamed.terms[name]), np.asarray(direct.terms[name]))
+        assert np.all(a >= b * (1.0 - 1e-12)), name
+        assert np.all(a <= b * (1.0 + rel) + slack), name
+    for dtype, precision in PRECISIONS.items():
+        b_stream = tolerance("attention", streamed, dtype, precision).bound
+        b_direct = tolerance("attention", direct, dtype, precision).bound
+        assert np.all(b_stream >= b_direct * (1.0 - 1e-12)), dtype
+        assert np.all(b_stream <= b_direct * (1.0 + 51.0 * rel) + 2.0 * slack), dtype
 
 
 def _masks(rng: np.random.Generator, lq: int, lk: int) -> list[Any]:
@@ -68,7 +119,12 @@ def _cases() -> list[tuple[int, int, int, int, int, int]]:
     ]
 
 
-def _assert_same(streamed: kref.Reference, direct: kref.Reference) -> None:
+def _assert_same(
+    streamed: kref.Reference, direct: kref.Reference, float32_slack: float | None = None
+) -> None:
+    """The streamed value within the float64 bound of the direct one, P|V| and every float64
+    term to float64 rounding; with ``float32_slack``, the float32 terms by
+    :func:`assert_float32_terms` instead."""
     value, expected = streamed.value, direct.value
     assert value.shape == expected.shape
     assert np.array_equal(np.isnan(value), np.isnan(expected))
@@ -76,9 +132,15 @@ def _assert_same(streamed: kref.Reference, direct: kref.Reference) -> None:
     finite = ~np.isnan(expected)
     assert np.all(np.abs(value - expected)[finite] <= bound[finite])
     assert np.allclose(streamed.abs_value, direct.abs_value, rtol=1e-13, atol=0)
+    if float32_slack is not None:
+        assert_float32_terms(streamed, direct, kref.STREAM_BLOCK, float32_slack)
     for name, term in direct.terms.items():
+        if float32_slack is not None and name in FLOAT32_NAMES:
+            continue
         a, b = np.broadcast_arrays(np.asarray(streamed.terms[name]), np.asarray(term))
         assert np.allclose(a, b, rtol=1e-12, atol=0), name
+    if float32_slack is not None:
+        return
     for dtype, precision in PRECISIONS.items():
         b_stream = tolerance("attention", streamed, dtype, precision).bound
         b_direct = tolerance("attention", direct, dtype, precision).bound
@@ -89,7 +151,7 @@ def _assert_same(streamed: kref.Reference, direct: kref.Reference) -> None:
     "conventions", CONVENTIONS, ids=("canonical", "bottom_right", "fill", "fill_-1")
 )
 @pytest.mark.parametrize("causal", (False, True))
-def test_streaming_equals_direct(conventions: Any, causal: bool) -> None:
+def test_streaming_equals_direct(conventions: Any, causal: bool, float32_terms: bool) -> None:
     rng = np.random.default_rng(7)
     for hq, hkv, lq, lk, e, ev in _cases():
         q = rng.standard_normal((2, hq, lq, e)) * 3.0
@@ -101,11 +163,12 @@ def test_streaming_equals_direct(conventions: Any, causal: bool) -> None:
                     args = (q, k, v, mask, causal, scale, hq != hkv, softcap)
                     direct = kref.attention(*args, conventions=conventions, streaming=False)
                     streamed = kref.attention(*args, conventions=conventions, streaming=True)
-                    _assert_same(streamed, direct)
+                    slack = float32_slack(streamed, q, k, v, scale) if float32_terms else None
+                    _assert_same(streamed, direct, slack)
                     assert streamed.weights is None and direct.weights is not None
 
 
-def test_streaming_large_logits_and_underflowing_weights() -> None:
+def test_streaming_large_logits_and_underflowing_weights(float32_terms: bool) -> None:
     """Logit gaps beyond 745: float64 weights underflow to 0; the streaming reference finds the
     same positive weights (hence the same maximum shift) as the direct one."""
     rng = np.random.default_rng(3)
@@ -117,13 +180,15 @@ def test_streaming_large_logits_and_underflowing_weights() -> None:
         # weights of visible keys underflow to 0: D's maximum runs over the positive ones only
         assert direct.weights is not None and (direct.weights == 0).sum() > 19 * 23
         assert np.asarray(direct.terms["shift_max"]).max() > 700
-        _assert_same(kref.attention(q, k, v, None, causal, streaming=True), direct)
+        streamed = kref.attention(q, k, v, None, causal, streaming=True)
+        slack = float32_slack(streamed, q, k, v, None) if float32_terms else None
+        _assert_same(streamed, direct, slack)
 
 
 @pytest.mark.parametrize(
     "conventions", CONVENTIONS, ids=("canonical", "bottom_right", "fill", "fill_-1")
 )
-def test_rows_are_the_rows_of_the_whole_reference(conventions: Any) -> None:
+def test_rows_are_the_rows_of_the_whole_reference(conventions: Any, float32_terms: bool) -> None:
     rng = np.random.default_rng(11)
     q = rng.standard_normal((2, 4, 30, 6))
     k = rng.standard_normal((2, 2, 41, 6))
@@ -144,7 +209,7 @@ def test_rows_are_the_rows_of_the_whole_reference(conventions: Any) -> None:
             },
             weights=None,
         )
-        _assert_same(part, sub)
+        _assert_same(part, sub, float32_slack(part, q, k, v, None) if float32_terms else None)
 
 
 @pytest.mark.parametrize(
@@ -351,3 +416,39 @@ def test_long_context_options_are_checked() -> None:
         strategies.long_context_inputs("float32", profile="fast")
     with pytest.raises(TypeError, match="max_scores"):
         strategies.long_context_inputs("float32", max_scores=1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("float32_terms", (False, True))
+def test_chunks_of_heads_give_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, float32_terms: bool
+) -> None:
+    """The batch and heads taken one at a time (:data:`STREAM_CHUNK` = 1) give the reference of
+    all of them at once bit for bit: masks with and without batch and head dims, GQA, a batch
+    dim broadcast between q and k/v, sampled rows, the weights kept."""
+    rng = np.random.default_rng(13)
+    q = rng.standard_normal((1, 4, 20, 6))
+    k = rng.standard_normal((2, 2, 25, 6))
+    v = rng.standard_normal((2, 2, 25, 5))
+    masks = _masks(rng, 20, 25)
+    masks.append(rng.random((2, 4, 20, 25)) < 0.7)
+    for mask in masks:
+        for rows in (None, [19, 0, 7]):
+            for keep in (False, True):
+                if rows is not None and keep:
+                    continue
+                problem = kref.attention_problem(q, k, v, mask, True, None, True)
+                index = None if rows is None else kref.query_rows(rows, 20)
+                args = {"keep_weights": keep, "float32_terms": float32_terms}
+                monkeypatch.setattr(kref, "STREAM_CHUNK", 1 << 20)
+                whole = kref._attention_blocks(problem, index, 7, **args)
+                monkeypatch.setattr(kref, "STREAM_CHUNK", 1)
+                chunked = kref._attention_blocks(problem, index, 7, **args)
+                assert np.array_equal(chunked.value, whole.value, equal_nan=True)
+                assert np.array_equal(chunked.abs_value, whole.abs_value)
+                assert chunked.rows == whole.rows and chunked.full_shape == whole.full_shape
+                if keep:
+                    assert np.array_equal(chunked.weights, whole.weights)  # type: ignore[arg-type]
+                assert chunked.terms.keys() == whole.terms.keys()
+                for name, term in whole.terms.items():
+                    a, b = np.broadcast_arrays(np.asarray(chunked.terms[name]), np.asarray(term))
+                    assert np.array_equal(a, b, equal_nan=True), name

@@ -1,0 +1,63 @@
+"""Sums of nonnegative products computed in float32, corrected upward into rigorous bounds.
+
+The magnitudes of the attention bound (docs/tolerance.md §3.2: |scale|·|Q||K|ᵀ, P|V|,
+(P∘C)|V|, (P∘D)|V|, Σ_j P_ij C_ij, ...) are sums of nonnegative products. Such a sum computed in
+float32, in *any* order, cannot fall far below the exact one: with unit roundoff u = 2⁻²⁴, every
+rounding of a nonnegative number x gives fl(x) ≥ (1 − u)·x − τ, τ = 2⁻¹²⁶ the smallest normal
+number (the absolute loss of one rounding below it, whether the arithmetic underflows gradually
+or flushes to zero). Along any path of k roundings the relative losses multiply to
+(1 − u)^k ≥ 1 − k·u, and the absolute losses add up (a later rounding only shrinks them). So a
+computed sum Ŝ of exact value S, with k roundings on its deepest path and absolute losses adding
+to at most L, satisfies
+
+    S ≤ (Ŝ + L) / (1 − k·u)
+
+(docs/tolerance.md §3.2.2 counts k and L for each term). The operands are first scaled by exact
+powers of two so that each is at most 1 (no float32 overflow: a sum of n products stays below n),
+and the result is scaled back by the inverse power of two with :func:`numpy.ldexp` (exact unless
+the float64 result itself under- or overflows). The matrix product must be a sum of products (as
+BLAS's float32 product is; an algorithm with subtractions, such as Strassen's, would not be).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transpec.oracle.engine.dtypes import FloatArray
+
+#: float32's unit roundoff: the relative loss of one rounding to nearest
+U32 = 2.0**-24
+#: float32's smallest normal number: the absolute loss of one rounding below it (flushed or not)
+TINY32 = 2.0**-126
+#: roundings counted on top of a term's own: one covers every float64 rounding of combining the
+#: blocks and of the correction itself (each 2⁻⁵³, fewer than 2²⁹ of them), two more make the
+#: corrected term exceed the same term computed in float64, whose own rounding is below 2u
+SPARE_ROUNDINGS = 3
+
+
+def exponents(magnitude: FloatArray) -> np.ndarray:
+    """The integer e with magnitude·2⁻ᵉ in [0.5, 1) (0 where the magnitude is 0), element-wise;
+    ``magnitude`` must be finite and nonnegative."""
+    return np.frexp(magnitude)[1]
+
+
+def scaled_float32(magnitude: FloatArray, exponent: np.ndarray) -> np.ndarray:
+    """magnitude·2⁻ᵉ (at most 1, computed exactly in float64) rounded to float32."""
+    return np.ldexp(magnitude, -exponent).astype(np.float32)
+
+
+def upward_factor(roundings: int) -> float:
+    """1/(1 − (roundings + :data:`SPARE_ROUNDINGS`)·u): the exact sum is at most the computed one
+    (plus its absolute losses) times this factor."""
+    k = roundings + SPARE_ROUNDINGS
+    if k * U32 >= 0.5:
+        raise ValueError(f"too many float32 roundings ({roundings}) for an upward bound")
+    return 1.0 / (1.0 - k * U32)
+
+
+def looseness(roundings: int) -> float:
+    """How much larger than the exact sum a corrected one can be, relatively, apart from the
+    absolute losses: a computed sum is at most (1 + u)^k times the exact one, so the corrected
+    sum is at most (1 + u)^k · :func:`upward_factor` (k) ≤ 1 + 2(k + spare)·u + O(u²)."""
+    k = roundings + SPARE_ROUNDINGS
+    return (1.0 + U32) ** k * upward_factor(roundings) - 1.0
