@@ -143,13 +143,15 @@ class FlaxMultiHeadAttention:
         in_weight = params.get("in_proj_weight")
         in_bias = params.get(_IN_BIAS)
         for i, name in enumerate(("query", "key", "value")):
-            rows = slice(i * width, (i + 1) * width)
-            weight = params[f"{name[0]}_proj_weight"] if in_weight is None else in_weight
-            if in_weight is None:
-                rows = slice(None)
-            weights[name] = {
-                "kernel": _arranged(weight, functools.partial(_in_kernel, rows=rows, heads=heads))
-            }
+            rows = slice(i * width, (i + 1) * width)  # of in_proj_weight and in_proj_bias
+            if in_weight is None:  # its own (E, kdim) weight
+                kernel = _arranged(
+                    params[f"{name[0]}_proj_weight"],
+                    functools.partial(_in_kernel, rows=slice(None), heads=heads),
+                )
+            else:
+                kernel = _arranged(in_weight, functools.partial(_in_kernel, rows=rows, heads=heads))
+            weights[name] = {"kernel": kernel}
             if in_bias is not None:
                 weights[name]["bias"] = _arranged(
                     in_bias, functools.partial(_in_bias, rows=rows, heads=heads)
@@ -179,9 +181,10 @@ class FlaxMultiHeadAttention:
         is_causal: bool,
         batch_first: bool,
     ) -> tuple[Any, Any]:
-        """(the output, the module after the call) of ``module(query, key, value, mask=keep,
-        is_causal=is_causal, sow_weights=self.sow_weights)`` on batch-first arrays, the output
-        back in the inputs' layout."""
+        """(the output, the intermediates it sowed or None) of ``module(query, key, value,
+        mask=keep, is_causal=is_causal)`` on batch-first arrays, the output back in the inputs'
+        layout; on the weights path ``nnx.capture(module, nnx.Intermediate)(...,
+        sow_weights=True)``, as Flax documents extracting intermediates."""
         import copy
 
         nnx = nnx_module()
@@ -202,15 +205,14 @@ class FlaxMultiHeadAttention:
         def batch_major(x: Any) -> Any:
             return _arranged(x, lambda a: a.swapaxes(0, 1)) if swap else x
 
-        out = module(
-            batch_major(query),
-            batch_major(key),
-            batch_major(value),
-            mask=_keep_mask(key_padding_mask, attn_mask, query, heads, swap),
-            is_causal=bool(is_causal),
-            sow_weights=self.sow_weights,
+        inputs = (batch_major(query), batch_major(key), batch_major(value))
+        mask = _keep_mask(key_padding_mask, attn_mask, query, heads, swap)
+        if not self.sow_weights:
+            return batch_major(module(*inputs, mask=mask, is_causal=bool(is_causal))), None
+        out, sown = nnx.capture(module, nnx.Intermediate)(
+            *inputs, mask=mask, is_causal=bool(is_causal), sow_weights=True
         )
-        return batch_major(out), module
+        return batch_major(out), sown
 
     def multi_head_attention(
         self,
@@ -244,8 +246,8 @@ class FlaxMultiHeadAttention:
 
 class FlaxSownWeights(FlaxMultiHeadAttention):
     """Flax NNX ``MultiHeadAttention`` on its weights path: called with ``sow_weights=True``,
-    the output and the per-head attention weights the module sows (``nnx.pop(module,
-    nnx.Intermediate)["attention_weights"]``), as a Flax user inspects them."""
+    the output and the per-head attention weights the module sows, captured as Flax documents
+    it (``nnx.capture(module, nnx.Intermediate)``: ``["attention_weights"]``)."""
 
     sow_weights = True
 
@@ -264,8 +266,7 @@ class FlaxSownWeights(FlaxMultiHeadAttention):
     ) -> Any:
         """The weights ``module(..., sow_weights=True)`` sows: (B, H, Lq, Lk), per head
         (``average_attn_weights=False``; an average over heads is not Flax's and is refused)."""
-        nnx = nnx_module()
-        _, module = self._flax_call(
+        _, sown = self._flax_call(
             query,
             key,
             value,
@@ -276,7 +277,7 @@ class FlaxSownWeights(FlaxMultiHeadAttention):
             is_causal,
             batch_first,
         )
-        (weights,) = nnx.pop(module, nnx.Intermediate)["attention_weights"].value
+        (weights,) = sown["attention_weights"].get_value()
         return weights
 
 
