@@ -1,5 +1,8 @@
 """JAX as an implementation under test: ``jax.nn.softmax``, ``jax.nn.dot_product_attention``
-and Flax NNX's ``LayerNorm`` and ``RMSNorm`` (:mod:`transpec.adapters.jax.flax_modules`).
+and Flax NNX's ``LayerNorm`` and ``RMSNorm`` (:mod:`transpec.adapters.jax.flax_modules`) and
+``MultiHeadAttention`` (:mod:`transpec.adapters.jax.flax_attention`), in the built-in ``jax``
+adapter; Flax's ``MultiHeadAttention`` on its other path (``sow_weights=True``) with the
+attention weights, in the built-in ``flax-weights`` adapter (:class:`FlaxWeightsAdapter`).
 
 Called as JAX's users call them, eagerly, on ``jax.Array`` inputs from the JAX array base
 (:class:`~transpec.adapters.jax.arrays.JaxArrays`: float64 through x64, bfloat16 through
@@ -71,8 +74,10 @@ MASK_FILL = float(np.float32(-0.7) * np.finfo(np.float32).max)
 
 class JaxAdapter(FlaxNorms, FlaxMultiHeadAttention, JaxArrays):
     """``jax.nn.softmax`` and ``jax.nn.dot_product_attention`` (the XLA implementation), and
-    Flax NNX's norms when flax is installed: see the module docstrings for what is declared
-    and why."""
+    Flax NNX's norms and ``MultiHeadAttention`` when flax is installed: see the module
+    docstrings for what is declared and why. Flax's attention module, called with
+    ``dropout_rate=0``, runs ``jax.nn.dot_product_attention``: the declarations of the
+    attention hold for it unchanged."""
 
     name = "jax"
     conventions = Conventions(
