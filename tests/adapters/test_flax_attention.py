@@ -177,20 +177,6 @@ def test_without_biases_flax_is_built_with_use_bias_false(adapter: Any) -> None:
     assert np.max(np.abs(got - _reference(args, adapter.conventions))) < 1e-5
 
 
-@pytest.mark.slow
-def test_flax_mha_passes_its_properties_in_half_precision(adapter: Any) -> None:
-    result = run(
-        adapter,
-        components=["multi_head_attention"],
-        properties=["equivalence", "head_independence"],
-        dtypes=["bfloat16"],
-        max_examples=6,
-        failures_dir=None,
-    )
-    statuses = {v.name: v.status for v in result.verdicts}
-    assert set(statuses.values()) == {"passed"}, statuses
-
-
 # -- the weights path: ``flax-weights`` (sow_weights=True) ---------------------------------------
 
 
@@ -263,3 +249,25 @@ def test_an_average_over_heads_is_refused(weights_adapter: Any) -> None:
     assert reason is not None and "per-head" in reason
     args["average_attn_weights"] = False
     assert weights_adapter.supports("multi_head_attention_weights", args) is None
+
+
+@pytest.mark.slow
+def test_the_sown_weights_pass_in_bfloat16_under_their_declarations(weights_adapter: Any) -> None:
+    """End to end through a run: the weights path's element-wise bfloat16 (scaled q, softmax)
+    is declared, and its weights pass equivalence."""
+    from transpec.adapters.base import Precision
+
+    assert weights_adapter.precision("multi_head_attention_weights", "bfloat16") == Precision(
+        "float32", "bfloat16", elementwise="bfloat16"
+    )
+    result = run(
+        weights_adapter,
+        components=["multi_head_attention_weights"],
+        properties=["equivalence"],
+        dtypes=["bfloat16"],
+        max_examples=4,
+        failures_dir=None,
+        isolation="none",
+    )
+    statuses = {v.name: v.status for v in result.verdicts}
+    assert statuses == {"multi_head_attention_weights.equivalence[bfloat16-cpu]": "passed"}
