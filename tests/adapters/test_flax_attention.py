@@ -6,6 +6,8 @@ the reason, and the shipped known failures make its gate pass."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -271,3 +273,22 @@ def test_the_sown_weights_pass_in_bfloat16_under_their_declarations(weights_adap
     )
     statuses = {v.name: v.status for v in result.verdicts}
     assert statuses == {"multi_head_attention_weights.equivalence[bfloat16-cpu]": "passed"}
+
+
+def test_without_flax_the_weights_adapter_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['flax'] = None  # as if flax were not installed\n"
+        "from transpec.adapters import AdapterLoadError, load_adapter\n"
+        "try:\n"
+        "    load_adapter('flax-weights')\n"
+        "except AdapterLoadError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "the flax-weights adapter needs Flax: pip install 'transpec[jax]'"
+    )
