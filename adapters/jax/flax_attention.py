@@ -1,4 +1,5 @@
-"""Flax NNX's ``MultiHeadAttention`` as transpec's ``multi_head_attention``.
+"""Flax NNX's ``MultiHeadAttention`` as transpec's ``multi_head_attention`` (and, on its
+weights path, ``multi_head_attention_weights``).
 
 A Flax user builds ``nnx.MultiHeadAttention(num_heads=H, in_features=E, qkv_features=E,
 out_features=E, in_kv_features=kdim, decode=False, dropout_rate=0.0, deterministic=True,
@@ -35,7 +36,9 @@ float32 for half inputs (float64 included: the defect of docs/findings.md). The 
 ``LinearGeneral`` dots in the dtype under test (float32 sums on the CPU for half inputs): the
 default precision. Its other path, ``dot_product_attention_weights`` (taken with dropout or
 ``sow_weights=True``), replaces masked scores with ``finfo(dtype).min`` and takes the softmax
-in the input dtype; it is not what this component calls.
+in the input dtype: :class:`FlaxSownWeights` calls the module that way (``nnx.capture(module,
+nnx.Intermediate)(..., sow_weights=True)``) and also returns the per-head weights it sows, with
+those declarations (the built-in ``flax-weights`` adapter).
 
 Rejected by design (``supports``): float masks (Flax's ``mask`` is boolean; an additive mask
 is the ``bias`` of the attention function, which ``MultiHeadAttention`` never passes), keys and
