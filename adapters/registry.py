@@ -128,10 +128,19 @@ BUILTIN_ADAPTERS: dict[str, BuiltinAdapter] = {
         "transformers",
     ),
     "jax": BuiltinAdapter(
-        "JAX on the CPU: jax.nn.softmax, jax.nn.dot_product_attention (XLA)",
+        "JAX on the CPU: jax.nn.softmax, jax.nn.dot_product_attention (XLA); Flax NNX "
+        "LayerNorm, RMSNorm, MultiHeadAttention",
         "transpec.adapters.jax.adapter",
         "JaxAdapter",
         "jax",
+        "jax",
+    ),
+    "flax-weights": BuiltinAdapter(
+        "Flax NNX MultiHeadAttention with sow_weights=True (its finfo(dtype).min path): the "
+        "output and the per-head attention weights",
+        "transpec.adapters.jax.adapter",
+        "FlaxWeightsAdapter",
+        "flax",
         "jax",
     ),
 }

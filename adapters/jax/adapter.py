@@ -1,5 +1,8 @@
 """JAX as an implementation under test: ``jax.nn.softmax``, ``jax.nn.dot_product_attention``
-and Flax NNX's ``LayerNorm`` and ``RMSNorm`` (:mod:`transpec.adapters.jax.flax_modules`).
+and Flax NNX's ``LayerNorm`` and ``RMSNorm`` (:mod:`transpec.adapters.jax.flax_modules`) and
+``MultiHeadAttention`` (:mod:`transpec.adapters.jax.flax_attention`), in the built-in ``jax``
+adapter; Flax's ``MultiHeadAttention`` on its other path (``sow_weights=True``) with the
+attention weights, in the built-in ``flax-weights`` adapter (:class:`FlaxWeightsAdapter`).
 
 Called as JAX's users call them, eagerly, on ``jax.Array`` inputs from the JAX array base
 (:class:`~transpec.adapters.jax.arrays.JaxArrays`: float64 through x64, bfloat16 through
@@ -49,7 +52,18 @@ import numpy as np
 
 from transpec.adapters.base import Precision
 from transpec.adapters.jax.arrays import JaxArrays, jax_module
-from transpec.adapters.jax.flax_modules import FLAX_COMPONENTS, FlaxNorms, flax_available
+from transpec.adapters.jax.flax_attention import (
+    FLAX_ATTENTION_COMPONENTS,
+    FlaxMultiHeadAttention,
+    FlaxSownWeights,
+    flax_mha_support,
+)
+from transpec.adapters.jax.flax_modules import (
+    FLAX_COMPONENTS,
+    FlaxNorms,
+    flax_available,
+    nnx_module,
+)
 from transpec.oracle.engine.dtypes import canonical_dtype
 from transpec.spec.conventions import Conventions
 
@@ -58,10 +72,12 @@ from transpec.spec.conventions import Conventions
 MASK_FILL = float(np.float32(-0.7) * np.finfo(np.float32).max)
 
 
-class JaxAdapter(FlaxNorms, JaxArrays):
+class JaxAdapter(FlaxNorms, FlaxMultiHeadAttention, JaxArrays):
     """``jax.nn.softmax`` and ``jax.nn.dot_product_attention`` (the XLA implementation), and
-    Flax NNX's norms when flax is installed: see the module docstrings for what is declared
-    and why."""
+    Flax NNX's norms and ``MultiHeadAttention`` when flax is installed: see the module
+    docstrings for what is declared and why. Flax's attention module, called with
+    ``dropout_rate=0``, runs ``jax.nn.dot_product_attention``: the declarations of the
+    attention hold for it unchanged."""
 
     name = "jax"
     conventions = Conventions(
@@ -83,7 +99,7 @@ class JaxAdapter(FlaxNorms, JaxArrays):
         return super().precision(component, dtype)
 
     def provides(self, component: str) -> bool:
-        if component in FLAX_COMPONENTS:
+        if component in FLAX_COMPONENTS + FLAX_ATTENTION_COMPONENTS:
             return flax_available()
         return component in ("softmax", "attention")
 
@@ -104,7 +120,10 @@ class JaxAdapter(FlaxNorms, JaxArrays):
         device: str | None = None,
     ) -> str | None:
         """``dot_product_attention`` takes 3-D or 4-D (B, L, H, E) inputs with one head dim for
-        Q, K and V: other ranks and Ev != E are not passed."""
+        Q, K and V: other ranks and Ev != E are not passed; for Flax's ``MultiHeadAttention``
+        see :func:`~transpec.adapters.jax.flax_attention.flax_mha_support`."""
+        if component == "multi_head_attention":
+            return flax_mha_support(args)
         if component != "attention":
             return None
         q, v = args.get("q"), args.get("v")
@@ -160,3 +179,62 @@ def _swap_heads_and_length(array: Any) -> Any:
         return jax.numpy.swapaxes(array, -3, -2)
     (device,) = array.devices()
     return jax.device_put(np.ascontiguousarray(np.swapaxes(np.asarray(array), -3, -2)), device)
+
+
+#: the components of the ``flax-weights`` adapter
+FLAX_WEIGHTS_COMPONENTS: tuple[str, ...] = ("multi_head_attention", "multi_head_attention_weights")
+
+
+class FlaxWeightsAdapter(FlaxSownWeights, JaxArrays):
+    """Flax NNX ``MultiHeadAttention`` called with ``sow_weights=True``: its own
+    ``dot_product_attention_weights`` path, which also computes the output of a module built
+    with ``dropout_rate > 0`` in eval mode (:mod:`transpec.adapters.jax.flax_attention`).
+
+    What that path computes (flax 0.12.8, ``flax/nnx/nn/attention.py``), and is declared:
+
+    * masked scores are *replaced* by ``jnp.finfo(dtype).min`` of the computation dtype
+      (``mask_fill="finfo_min"``), not by jax.nn's -0.7·finfo(float32).max;
+    * ``query / sqrt(depth)``, the logits and ``jax.nn.softmax`` in the input dtype (float32
+      sums on the CPU): for float16/bfloat16, element-wise math in the input dtype
+      (``Precision("float32", dtype, elementwise=dtype)``); float64 in float64;
+    * XLA on the CPU flushes float64 and float32 subnormals (as for the ``jax`` adapter).
+
+    The weights are what the module sows, per head; ``multi_head_attention`` is the output of
+    the same call."""
+
+    name = "flax-weights"
+    conventions = Conventions(
+        flush_subnormals=("float64", "float32"),
+        mask_fill="finfo_min",  # type: ignore[arg-type]  # a named rule (spec.conventions)
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        nnx_module()  # a missing flax is one ImportError at load time
+
+    def precision(self, component: str, dtype: str) -> Precision:
+        """float16/bfloat16: the scaling of q, the logits and the softmax's element-wise math in
+        the input dtype, sums in float32; float32/float64: the input dtype."""
+        dtype = canonical_dtype(dtype)
+        if dtype in ("float16", "bfloat16"):
+            return Precision(accumulate="float32", store=dtype, elementwise=dtype)
+        return super().precision(component, dtype)
+
+    def provides(self, component: str) -> bool:
+        return component in FLAX_WEIGHTS_COMPONENTS and flax_available()
+
+    def describe(self) -> str:
+        import flax
+
+        return super().describe().replace("; devices", f", flax {flax.__version__}; devices", 1)
+
+    def supports(
+        self,
+        component: str,
+        args: Mapping[str, Any],
+        *,
+        dtype: str | None = None,
+        device: str | None = None,
+    ) -> str | None:
+        """See :func:`~transpec.adapters.jax.flax_attention.flax_mha_support`."""
+        return flax_mha_support(args)
