@@ -621,7 +621,9 @@ def _build(
     c: Chain, component: str, args: Mapping[str, Any], sem: Mapping[str, str]
 ) -> tuple[Node, dict[str, Node]]:
     """The layer's output node and its leaves (inputs and parameters) by gradient name."""
-    if sem.get("mask_fill", "none") != "none":
+    from transpec.oracle.gradients.properties import FINITE_FILL_UNDERIVED
+
+    if sem.get("mask_fill", "none") != "none" and component in FINITE_FILL_UNDERIVED:
         raise ValueError("the layer backward is derived for masked scores of -inf only")
     raw = args["params"]
     params = {k: c.leaf(v) for k, v in raw.items() if v is not None}

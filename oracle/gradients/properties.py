@@ -57,9 +57,26 @@ def applies_with_gradients(component: str) -> Callable[[Adapter, str], str | Non
         dt = canonical_dtype(dtype)
         if dt not in tuple(canonical_dtype(d) for d in adapter.dtypes):
             return f"{adapter.name} does not declare dtype {dt}"
+        fill = adapter.conventions.for_dtype(dt).mask_fill
+        if component in FINITE_FILL_UNDERIVED and fill is not None:
+            return (
+                f"transpec's backward of {component} is derived for masked scores of -inf; "
+                f"{adapter.name} declares mask_fill={fill!r} in {dt}"
+            )
         return None
 
     return applies
+
+
+FINITE_FILL_UNDERIVED = (
+    "multi_head_attention",
+    "multi_head_attention_weights",
+    "encoder_layer",
+    "decoder_layer",
+)
+"""The layers whose backward reference (:mod:`transpec.oracle.gradients.layers`) is derived for
+masked scores of -inf only: under a declared finite ``mask_fill`` their gradient properties are
+skipped with that reason, never judged against a reference of another masking."""
 
 
 def _inputs(component: str, **options: Any) -> Callable[[str], st.SearchStrategy[Args]]:

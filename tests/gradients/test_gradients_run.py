@@ -95,3 +95,23 @@ def test_a_bare_torch_function_is_differentiated_by_autograd() -> None:
 
     assert verdicts(softmax) == ["passed"]
     assert verdicts(no_d_term) == ["failed"]
+
+
+def test_a_declared_finite_mask_fill_skips_the_attention_layers_backward_with_the_reason() -> None:
+    # the layers' backward reference is derived for masked scores of -inf: under a finite fill
+    # their gradient properties are skipped (named as transpec's limit), never judged wrongly
+    from transpec.spec.conventions import Conventions
+
+    adapter = NumpyAdapter()
+    adapter.conventions = Conventions(mask_fill=-1e4)
+    layers = ["multi_head_attention", "encoder_layer", "feed_forward"]
+    cases = plan(adapter, components=layers, dtypes=["float32"], gradients=True)
+    backward = [c for c in cases if c.prop.backward]
+    skipped = {c.prop.component for c in backward if c.skip is not None}
+    judged = {c.prop.component for c in backward if c.skip is None}
+    assert skipped == {"multi_head_attention", "encoder_layer"}
+    assert judged == {"feed_forward"}
+    reasons = {c.skip for c in backward if c.skip is not None}
+    assert all("derived for masked scores of -inf" in r and "-10000.0" in r for r in reasons)
+    canonical = plan(NumpyAdapter(), components=layers, dtypes=["float32"], gradients=True)
+    assert all(c.skip is None for c in canonical if c.prop.backward)
