@@ -174,10 +174,12 @@ def attention_rule(ref: Reference, un: Units) -> tuple[FloatArray, dict[str, Flo
     floor = (un.eta_store + un.eta_acc + _elem_floor(un)) * np.asarray(term(ref, "sum_abs_v"))
     floor += un.eta_out
     floor += lk * un.eta_acc
-    # min(c·(internal + output), c·cap) + c·floor
+    # min(c·(internal + output), c·cap) + c·floor; at magnitudes near float64's largest the
+    # uncapped sum overflows to inf, and the cap (the spread of V) is then the bound
     bound = internal
-    bound += output
-    bound *= SAFETY
+    with np.errstate(over="ignore"):
+        bound += output
+        bound *= SAFETY
     np.minimum(bound, SAFETY * cap, out=bound)
     bound += SAFETY * floor
     derivation = (
