@@ -285,13 +285,11 @@ def _sublayer(
 class NumpyLayerGradientsMixin:
     """``multi_head_attention_vjp``, ``feed_forward_vjp``, ``swiglu_feed_forward_vjp``,
     ``encoder_layer_vjp``, ``decoder_layer_vjp`` (module docstring); the masks are built by the
-    forward's own ``_mask`` (``nn.MultiheadAttention`` polarity)."""
+    forward's own ``_mask`` (``nn.MultiheadAttention`` polarity) and the layouts swapped by its
+    ``_bf``."""
 
     _mask: Callable[[Any, Any, np.dtype], np.ndarray | None]
-
-    @staticmethod
-    def _batch_first(x: np.ndarray, batch_first: bool) -> np.ndarray:
-        return x if batch_first else x.transpose(1, 0, 2)
+    _bf: Callable[[np.ndarray, bool], np.ndarray]
 
     def multi_head_attention_vjp(
         self,
@@ -310,15 +308,15 @@ class NumpyLayerGradientsMixin:
         work = work_dtype(query.dtype)
         tape = _Tape(params, work)
         bf = bool(batch_first)
-        q, k, v = (self._batch_first(a.astype(work), bf) for a in (query, key, value))
+        q, k, v = (self._bf(a.astype(work), bf) for a in (query, key, value))
         mask = self._mask(attn_mask, key_padding_mask, work)
         _, back = tape.attention(q, k, v, "", int(num_heads), mask)
-        grads = back(self._batch_first(grad_output.astype(work), bf))
+        grads = back(self._bf(grad_output.astype(work), bf))
         out = tape.results()
         for name, grad, given in zip(
             ("query", "key", "value"), grads, (query, key, value), strict=True
         ):
-            out[name] = np.ascontiguousarray(self._batch_first(grad, bf)).astype(given.dtype)
+            out[name] = np.ascontiguousarray(self._bf(grad, bf)).astype(given.dtype)
         return out
 
     def multi_head_attention_weights_vjp(
@@ -341,7 +339,7 @@ class NumpyLayerGradientsMixin:
         work = work_dtype(query.dtype)
         tape = _Tape(params, work)
         bf = bool(batch_first)
-        q, k, v = (self._batch_first(a.astype(work), bf) for a in (query, key, value))
+        q, k, v = (self._bf(a.astype(work), bf) for a in (query, key, value))
         mask = self._mask(attn_mask, key_padding_mask, work)
         heads = int(num_heads)
         p, vh, back = tape._heads(q, k, v, "", heads, mask)
@@ -351,7 +349,7 @@ class NumpyLayerGradientsMixin:
         grads = back(g, np.zeros_like(vh), np.sum(p * g, axis=-1, keepdims=True))
         out = tape.results()
         for name, grad, given in zip(("query", "key"), grads, (query, key), strict=False):
-            out[name] = np.ascontiguousarray(self._batch_first(grad, bf)).astype(given.dtype)
+            out[name] = np.ascontiguousarray(self._bf(grad, bf)).astype(given.dtype)
         return out
 
     def feed_forward_vjp(
@@ -416,11 +414,11 @@ class NumpyLayerGradientsMixin:
         def ffn(y: np.ndarray) -> tuple[np.ndarray, Back]:
             return tape.feed_forward(y, activation)
 
-        x = self._batch_first(src.astype(work), bf)
+        x = self._bf(src.astype(work), bf)
         x, back1 = _sublayer(x, attend, tape, "norm1", layer_norm_eps, bool(norm_first))
         _, back2 = _sublayer(x, ffn, tape, "norm2", layer_norm_eps, bool(norm_first))
-        dsrc = back1(back2(self._batch_first(grad_output.astype(work), bf)))
-        dsrc = np.ascontiguousarray(self._batch_first(dsrc, bf))
+        dsrc = back1(back2(self._bf(grad_output.astype(work), bf)))
+        dsrc = np.ascontiguousarray(self._bf(dsrc, bf))
         return {"src": dsrc.astype(src.dtype), **tape.results()}
 
     def decoder_layer_vjp(
@@ -447,7 +445,7 @@ class NumpyLayerGradientsMixin:
         bf = bool(batch_first)
         self_mask = self._mask(tgt_mask, tgt_key_padding_mask, work)
         cross_mask = self._mask(memory_mask, memory_key_padding_mask, work)
-        mem = self._batch_first(memory.astype(work), bf)
+        mem = self._bf(memory.astype(work), bf)
         dmem = [np.zeros_like(mem)]
 
         def attend(y: np.ndarray) -> tuple[np.ndarray, Back]:
@@ -468,13 +466,13 @@ class NumpyLayerGradientsMixin:
             return tape.feed_forward(y, activation)
 
         nf, eps = bool(norm_first), layer_norm_eps
-        x = self._batch_first(tgt.astype(work), bf)
+        x = self._bf(tgt.astype(work), bf)
         x, back1 = _sublayer(x, attend, tape, "norm1", eps, nf)
         x, back2 = _sublayer(x, cross, tape, "norm2", eps, nf)
         _, back3 = _sublayer(x, ffn, tape, "norm3", eps, nf)
-        dtgt = back1(back2(back3(self._batch_first(grad_output.astype(work), bf))))
+        dtgt = back1(back2(back3(self._bf(grad_output.astype(work), bf))))
         return {
-            "tgt": np.ascontiguousarray(self._batch_first(dtgt, bf)).astype(tgt.dtype),
-            "memory": np.ascontiguousarray(self._batch_first(dmem[0], bf)).astype(memory.dtype),
+            "tgt": np.ascontiguousarray(self._bf(dtgt, bf)).astype(tgt.dtype),
+            "memory": np.ascontiguousarray(self._bf(dmem[0], bf)).astype(memory.dtype),
             **tape.results(),
         }
