@@ -46,9 +46,9 @@ import stat
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -410,15 +410,17 @@ def to_json(result: RunResult) -> dict[str, Any]:
     }
 
 
-def write_atomically(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` so that ``path`` is at every moment either what it
-    was or the whole new text: into a temporary file in the same directory (the same file
-    system), flushed to disk, then renamed over ``path`` (``os.replace``, atomic on POSIX and
-    Windows). A run stopped, killed or out of disk space while it writes leaves the previous
-    report whole and no temporary file (it is removed on any exception; only a SIGKILL or a
-    power cut between its creation and the rename can leave a ``.NAME.*.tmp`` behind, never
-    ``path`` truncated). A symbolic link is written through, as an in-place write would; an
-    existing file keeps its permissions, a new one is ``0o644``."""
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file whose bytes replace ``path`` when the ``with`` block ends normally, so
+    that ``path`` is at every moment either what it was or the whole new content: written into
+    a temporary file in the same directory (the same file system), flushed to disk, then renamed
+    over ``path`` (``os.replace``, atomic on POSIX and Windows). A run stopped, killed or out of
+    disk space while it writes leaves the previous file whole and no temporary file (it is
+    removed on any exception; only a SIGKILL or a power cut between its creation and the rename
+    can leave a ``.NAME.*.tmp`` behind, never ``path`` truncated). A symbolic link is written
+    through, as an in-place write would; an existing file keeps its permissions, a new one is
+    ``0o644``."""
     target = Path(os.path.realpath(path))
     try:
         mode = stat.S_IMODE(target.stat().st_mode)
@@ -426,8 +428,8 @@ def write_atomically(path: str | Path, text: str) -> None:
         mode = 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
@@ -436,6 +438,13 @@ def write_atomically(path: str | Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_output`: ``path`` is at every
+    moment either what it was or the whole new text."""
+    with atomic_output(path) as fh:
+        fh.write(text.encode("utf-8"))
 
 
 def write_json(result: RunResult, path: str | Path) -> None:

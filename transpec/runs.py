@@ -1178,7 +1178,9 @@ def save_case(
     path = directory / f"{stem}-{digest.hexdigest()[:10]}.npz"
     payload: dict[str, Any] = dict(entries)
     payload["__transpec__"] = np.array(text)
-    with path.open("wb") as fh:
+    from transpec.reports import atomic_output
+
+    with atomic_output(path) as fh:  # a run killed while it saves leaves no truncated case
         np.savez_compressed(fh, **payload)
     return path
 

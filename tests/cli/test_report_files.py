@@ -1,8 +1,8 @@
-"""Every report file (JSON, JUnit, HTML) is written atomically: a write that fails half-way
-(disk full, Ctrl-C, an exception), a rename that fails, or a process killed while it writes
-leaves the previous report whole and no temporary file beside it (a killed process: the
-temporary file only, never a truncated report); a symbolic link is written through, and an
-existing file keeps its permissions."""
+"""Every report file (JSON, JUnit, HTML) and every saved case is written atomically: a write
+that fails half-way (disk full, Ctrl-C, an exception), a rename that fails, or a process killed
+while it writes leaves the previous report whole and no temporary file beside it (a killed
+process: the temporary file only, never a truncated report); a symbolic link is written through,
+and an existing file keeps its permissions."""
 
 from __future__ import annotations
 
@@ -67,8 +67,8 @@ class _FailingFile:
     def __init__(self, real: Any, error: BaseException) -> None:
         self.real, self.error = real, error
 
-    def write(self, text: str) -> int:
-        self.real.write(text[: len(text) // 2])
+    def write(self, data: bytes) -> int:
+        self.real.write(data[: len(data) // 2])
         self.real.flush()
         raise self.error
 
@@ -116,6 +116,43 @@ def test_a_write_failing_half_way_leaves_the_previous_report_whole(
     assert halves, "the failure was injected into the write"
     assert target.read_text() == before and _complete(kind, before)
     assert _leftovers(tmp_path, target.name) == []
+
+
+def test_a_case_file_failing_half_way_leaves_no_truncated_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.oracle.catalogue import select
+    from transpec.runs import Case, load_case, save_case
+
+    prop = select(components=["softmax"], names=["equivalence"])[0]
+
+    def save() -> Path:
+        return save_case(
+            tmp_path,
+            adapter=NumpyAdapter(),
+            adapter_spec="numpy",
+            case=Case(prop, "float64", "cpu", None),
+            args={"x": np.arange(4096.0).reshape(64, 64), "dim": -1},
+            profile=resolve("ci"),
+            verdict=Verdict("softmax", "equivalence", "float64", "cpu", "failed"),
+        )
+
+    real_fdopen = os.fdopen
+
+    def failing_fdopen(fd: int, *args: Any, **kwargs: Any) -> _FailingFile:
+        return _FailingFile(real_fdopen(fd, *args, **kwargs), KeyboardInterrupt())
+
+    monkeypatch.setattr(os, "fdopen", failing_fdopen)
+    with pytest.raises(KeyboardInterrupt):
+        save()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    _, args = load_case(save())
+    assert np.array_equal(args["x"], np.arange(4096.0).reshape(64, 64))
+    assert len(list(tmp_path.iterdir())) == 1
 
 
 @pytest.mark.parametrize("kind", sorted(WRITERS))
