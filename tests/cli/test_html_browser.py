@@ -9,8 +9,10 @@ prints where. Skipped only when no chromium is installed (``.ci/run`` installs i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,44 @@ def _chromium() -> str | None:
         if found:
             return found
     return None
+
+
+@contextlib.contextmanager
+def _chromium_page(tmp_path: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
+    """A page of Debian's chromium driven by playwright, in a new, empty user data dir, with
+    the console errors and warnings and page errors it reports and the URLs it requests
+    (skipped without chromium; a failure when chromium is there but playwright is not)."""
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium installed (apt-get install chromium); .ci/run installs it")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("chromium is installed but playwright is not: pip install playwright==1.65.2")
+    problems: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=chromium,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1300, "height": 1000},
+        )
+        try:
+            page = context.new_page()
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(f"{m.type}: {m.text}")
+                    if m.type in ("error", "warning")
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("request", lambda r: requests.append(r.url))
+            yield page, problems, requests
+        finally:
+            context.close()
 
 
 def tiled_attention(
@@ -103,73 +143,44 @@ def _artifacts(tmp_path: Path) -> Path:
 def test_the_report_of_a_failing_run_renders_in_chromium(
     report: tuple[Path, Any], tmp_path: Path
 ) -> None:
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip("no chromium installed (apt-get install chromium); .ci/run installs it")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("chromium is installed but playwright is not: pip install playwright==1.65.2")
     path, result = report
-    problems: list[str] = []
-    requests: list[str] = []
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a new, empty user data dir
-            executable_path=chromium,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1300, "height": 1000},
+    with _chromium_page(tmp_path) as (page, problems, requests):
+        page.goto(path.as_uri(), wait_until="load")
+        figures = page.eval_on_selector_all(
+            "section.failure",
+            """sections => sections.map(s => {
+                const box = e => e && e.getBoundingClientRect();
+                const heat = s.querySelector('img.heatmap');
+                const mask = s.querySelector('img.mask');
+                const cell = s.querySelector('.worst-cell');
+                const describe = img => img && {
+                    complete: img.complete, natural: [img.naturalWidth, img.naturalHeight],
+                    data: [Number(img.dataset.cols), Number(img.dataset.rows)],
+                    attr: [Number(img.getAttribute('width')),
+                           Number(img.getAttribute('height'))],
+                    box: [box(img).width, box(img).height]};
+                let worst = null;
+                if (heat && cell) {
+                    const c = document.createElement('canvas');
+                    c.width = heat.naturalWidth; c.height = heat.naturalHeight;
+                    const g = c.getContext('2d');
+                    g.drawImage(heat, 0, 0);
+                    const h = box(heat), b = box(cell);
+                    const x = Math.floor((b.left - h.left) / h.width * heat.naturalWidth);
+                    const y = Math.floor((b.top - h.top) / h.height * heat.naturalHeight);
+                    worst = {inside: b.left >= h.left - 1 && b.right <= h.right + 1 &&
+                                     b.top >= h.top - 1 && b.bottom <= h.bottom + 1,
+                             rgb: Array.from(g.getImageData(x, y, 1, 1).data).slice(0, 3)};
+                }
+                return {id: s.id, heat: describe(heat), mask: describe(mask), worst,
+                        legend: !!s.querySelector('svg.legend .tolerance-line')};
+            })""",
         )
-        try:
-            page = context.new_page()
-            page.on(
-                "console",
-                lambda m: (
-                    problems.append(f"{m.type}: {m.text}")
-                    if m.type in ("error", "warning")
-                    else None
-                ),
-            )
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(path.as_uri(), wait_until="load")
-            figures = page.eval_on_selector_all(
-                "section.failure",
-                """sections => sections.map(s => {
-                    const box = e => e && e.getBoundingClientRect();
-                    const heat = s.querySelector('img.heatmap');
-                    const mask = s.querySelector('img.mask');
-                    const cell = s.querySelector('.worst-cell');
-                    const describe = img => img && {
-                        complete: img.complete, natural: [img.naturalWidth, img.naturalHeight],
-                        data: [Number(img.dataset.cols), Number(img.dataset.rows)],
-                        attr: [Number(img.getAttribute('width')),
-                               Number(img.getAttribute('height'))],
-                        box: [box(img).width, box(img).height]};
-                    let worst = null;
-                    if (heat && cell) {
-                        const c = document.createElement('canvas');
-                        c.width = heat.naturalWidth; c.height = heat.naturalHeight;
-                        const g = c.getContext('2d');
-                        g.drawImage(heat, 0, 0);
-                        const h = box(heat), b = box(cell);
-                        const x = Math.floor((b.left - h.left) / h.width * heat.naturalWidth);
-                        const y = Math.floor((b.top - h.top) / h.height * heat.naturalHeight);
-                        worst = {inside: b.left >= h.left - 1 && b.right <= h.right + 1 &&
-                                         b.top >= h.top - 1 && b.bottom <= h.bottom + 1,
-                                 rgb: Array.from(g.getImageData(x, y, 1, 1).data).slice(0, 3)};
-                    }
-                    return {id: s.id, heat: describe(heat), mask: describe(mask), worst,
-                            legend: !!s.querySelector('svg.legend .tolerance-line')};
-                })""",
-            )
-            table_rows = page.eval_on_selector_all(
-                "#verdict-table tr[data-status]", "rows => rows.map(r => r.dataset.status)"
-            )
-            shot = _artifacts(tmp_path) / "transpec-html-report.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            context.close()
+        table_rows = page.eval_on_selector_all(
+            "#verdict-table tr[data-status]", "rows => rows.map(r => r.dataset.status)"
+        )
+        shot = _artifacts(tmp_path) / "transpec-html-report.png"
+        page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot of the HTML report: {shot}")
     assert problems == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
@@ -244,61 +255,34 @@ def gradient_and_statistic_reports(tmp_path_factory: pytest.TempPathFactory) -> 
 def test_gradient_and_statistic_failures_render_in_chromium(
     gradient_and_statistic_reports: list[Path], tmp_path: Path
 ) -> None:
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip("no chromium installed (apt-get install chromium); .ci/run installs it")
-    from playwright.sync_api import sync_playwright
-
-    problems: list[str] = []
-    requests: list[str] = []
     seen: dict[str, Any] = {}
     shots = []
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=chromium,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1300, "height": 1000},
-        )
-        try:
-            page = context.new_page()
-            page.on(
-                "console",
-                lambda m: (
-                    problems.append(f"{m.type}: {m.text}")
-                    if m.type in ("error", "warning")
-                    else None
-                ),
+    with _chromium_page(tmp_path) as (page, problems, requests):
+        for path in gradient_and_statistic_reports:
+            page.goto(path.as_uri(), wait_until="load")
+            seen[path.stem] = page.eval_on_selector(
+                "section.failure",
+                """s => {
+                    const box = e => e && e.getBoundingClientRect();
+                    const size = e => e && [box(e).width, box(e).height];
+                    const heat = s.querySelector('img.heatmap');
+                    const mask = s.querySelector('img.mask');
+                    const svg = s.querySelector('svg.distribution');
+                    const bars = cls => svg ? Array.from(svg.querySelectorAll('rect.' + cls))
+                        .filter(r => box(r).height > 0).length : 0;
+                    const x = cls => svg && box(svg.querySelector('line.' + cls)).left;
+                    return {heat: heat && heat.complete && size(heat),
+                            mask: mask && mask.complete && size(mask),
+                            caption: s.querySelector('figcaption').textContent,
+                            bars: [bars('bar-implementation'), bars('bar-emulated')],
+                            lines: svg && [x('rms-emulated'), x('rms-allowed'),
+                                           x('rms-implementation')],
+                            svg: size(svg)};
+                }""",
             )
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("request", lambda r: requests.append(r.url))
-            for path in gradient_and_statistic_reports:
-                page.goto(path.as_uri(), wait_until="load")
-                seen[path.stem] = page.eval_on_selector(
-                    "section.failure",
-                    """s => {
-                        const box = e => e && e.getBoundingClientRect();
-                        const size = e => e && [box(e).width, box(e).height];
-                        const heat = s.querySelector('img.heatmap');
-                        const mask = s.querySelector('img.mask');
-                        const svg = s.querySelector('svg.distribution');
-                        const bars = cls => svg ? Array.from(svg.querySelectorAll('rect.' + cls))
-                            .filter(r => box(r).height > 0).length : 0;
-                        const x = cls => svg && box(svg.querySelector('line.' + cls)).left;
-                        return {heat: heat && heat.complete && size(heat),
-                                mask: mask && mask.complete && size(mask),
-                                caption: s.querySelector('figcaption').textContent,
-                                bars: [bars('bar-implementation'), bars('bar-emulated')],
-                                lines: svg && [x('rms-emulated'), x('rms-allowed'),
-                                               x('rms-implementation')],
-                                svg: size(svg)};
-                    }""",
-                )
-                shot = _artifacts(tmp_path) / f"transpec-html-{path.stem}.png"
-                page.locator("section.failure").first.screenshot(path=str(shot))
-                shots.append(shot)
-        finally:
-            context.close()
+            shot = _artifacts(tmp_path) / f"transpec-html-{path.stem}.png"
+            page.locator("section.failure").first.screenshot(path=str(shot))
+            shots.append(shot)
     print("screenshots of the gradient and statistic failures:", *map(str, shots))
     assert problems == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
