@@ -8,6 +8,10 @@ Two ways, on the same examples:
   (component, property, dtype, device) and the same strategy, so the examples are the runner's
   up to the first failing one. It reports *which* example first kills and how long that took,
   which a verdict (whose example count includes the shrinking) cannot say.
+
+Every entry is built on torch, so an example can fail through a defect of torch's own (its
+findings, docs/findings.md) rather than the entry's: :func:`first_kill` counts a failing example
+as a kill only when torch's built-in adapter passes the same example.
 """
 
 from __future__ import annotations
@@ -72,9 +76,16 @@ def first_kill(
     *,
     profile: str = "ci",
     max_examples: int | None = None,
+    baseline: str | Adapter | None = "torch",
 ) -> Kill:
     """Replay the runner's examples of one property, stop at the first failing one; skipped
-    where the runner skips it (by the plan, or every example drawn rejected by ``supports()``)."""
+    where the runner skips it (by the plan, or every example drawn rejected by ``supports()``).
+
+    ``baseline``: a correct adapter (a built-in name or an instance; None: none) that judges
+    each failing example again. Where it fails the same example, the failure is the baseline's
+    own (a finding of torch's that the entry inherits by calling torch), not a kill of the
+    entry's defect: the replay goes on to the next example, and the survivor's message counts
+    these examples."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis.errors import Unsatisfiable
@@ -92,6 +103,8 @@ def first_kill(
     failure: list[str] = []
     killed_at: list[tuple[int, float]] = []  # (example number, seconds) of the first failure
     internal: list[str] = []
+    inherited: list[str] = []  # failing examples that the baseline fails too
+    baseline_fails = _baseline_judge(baseline, component, prop, dtype)
 
     def test(args: dict[str, Any]) -> None:
         nonlocal count
@@ -99,6 +112,9 @@ def first_kill(
         try:
             check_once(case.prop, harness, args)
         except (PropertyViolation, ImplementationFailure) as exc:
+            if not failure and baseline_fails(args):
+                inherited.append(exc.describe().splitlines()[0])
+                return
             _note(exc.describe().splitlines()[0])
             raise
         except Exception as exc:  # not a verdict on the implementation: transpec raised
@@ -143,7 +159,45 @@ def first_kill(
             raise
         n, seconds = killed_at[0]
         return Kill(component, prop, dtype, "killed", n, seconds, failure[0])
-    return Kill(component, prop, dtype, "survived", count, time.perf_counter() - start)
+    message = ""
+    if inherited:
+        message = (
+            f"({len(inherited)} failing examples fail on the baseline too, not counted: "
+            f"{inherited[0]})"
+        )
+    return Kill(component, prop, dtype, "survived", count, time.perf_counter() - start, message)
+
+
+def _baseline_judge(
+    baseline: str | Adapter | None, component: str, prop: str, dtype: str
+) -> Callable[[dict[str, Any]], bool]:
+    """Whether ``baseline`` fails an example of the property (False where there is no
+    baseline, or it does not provide the property, or it rejects the example)."""
+    from hypothesis.errors import UnsatisfiedAssumption
+
+    from transpec.adapters.registry import load_adapter
+    from transpec.oracle.engine.harness import Harness
+
+    if baseline is None:
+        return lambda args: False
+    adapter = load_adapter(baseline) if isinstance(baseline, str) else baseline
+    (case,) = plan(
+        adapter, components=[component], properties=[prop], dtypes=[dtype], devices=["cpu"]
+    )
+    if case.skip is not None:
+        return lambda args: False
+    harness = Harness(adapter, dtype, "cpu")
+
+    def fails(args: dict[str, Any]) -> bool:
+        try:
+            check_once(case.prop, harness, args)
+        except (PropertyViolation, ImplementationFailure):
+            return True
+        except UnsatisfiedAssumption:  # the baseline cannot receive this example
+            return False
+        return False
+
+    return fails
 
 
 def first_kill_among(

