@@ -535,7 +535,9 @@ def attention(
     whole matrix at once (with the weights, whatever its size). All give the same value and
     terms up to float64 rounding.
 
-    ``abs_value`` = P|V|. Terms (shapes broadcast to the output):
+    ``abs_value`` = P|V| (where the streaming reference takes the float32 terms, an upper
+    bound of it within a relative 2(E + b + 8)·2⁻²⁴, b keys per block: docs/tolerance.md
+    §3.2.2). Terms (shapes broadcast to the output):
 
     * ``score_weighted`` = (P ∘ C)|V| and ``score_mean`` = Σ_j P_ij C_ij, where
       C_ij = |scale| Σ_e |q_ie||k_je| + |A_ij| bounds the magnitude of the score computation;
@@ -741,8 +743,9 @@ class _Float32Terms:
 
     Per block of rows and keys: C' = |Q'||K'|ᵀ (one float32 product of the scaled |Q| and |K|),
     D = m − T rounded to float32, the maxima of C' and D over the keys with P > 0, and one float32
-    product [P∘C'; P∘D; visible] · [|V'|, 1] giving (P∘C)|V|, (P∘D)|V| and Σ|v| over the visible
-    keys with the row sums Σ_j P_ij C_ij and Σ_j P_ij D_ij in the column of ones. The operands
+    product [P∘C'; P∘D; P; visible] · [|V'|, 1] giving (P∘C)|V|, (P∘D)|V|, P|V| (the reference's
+    ``abs_value``) and Σ|v| over the visible keys, with the row sums Σ_j P_ij C_ij and
+    Σ_j P_ij D_ij in the column of ones. The operands
     are scaled by exact powers of two: each query row of |Q| and each head's |K| to a maximum in
     [0.5, 1), each column of |V| likewise; the scales come back exactly at the end. The scaled
     operands and the sums cover the whole batch and are made once; :meth:`add` takes one block
@@ -778,14 +781,14 @@ class _Float32Terms:
         v32_ones = np.concatenate([v32, np.ones((*v32.shape[:-1], 1), np.float32)], -1)
         self.v32_ones = _over_batch(v32_ones, batch)
         self.problem = problem
-        self.slabs = 3 if count_visible else 2
+        self.slabs = 4 if count_visible else 3
         ev = problem.v.shape[-1]
         self.sums = np.zeros((*batch, self.slabs, n_rows, ev + 1))
         self.score_max = np.zeros((*batch, n_rows, 1), np.float32)
         self.shift_max = np.zeros((*batch, n_rows, 1), np.float32)
         self.block = block
         size = chunk_size * min(block, n_rows) * block
-        self.c_buf, self.d_buf, self.p_buf = (np.empty(size, np.float32) for _ in range(3))
+        self.c_buf, self.d_buf = (np.empty(size, np.float32) for _ in range(2))
         self.stack_buf = np.empty(self.slabs * size, np.float32)
 
     def add(
@@ -815,46 +818,52 @@ class _Float32Terms:
             np.maximum(
                 rows_top, np.max(x, axis=-1, keepdims=True, where=pos, initial=0.0), out=rows_top
             )
-        p32 = _buffer_view(self.p_buf, *chunk, n_block, width)
+        pc, pd, p32 = stack[..., 0, :, :], stack[..., 1, :, :], stack[..., 2, :, :]
         np.copyto(p32, p, casting="same_kind")
-        pc, pd = stack[..., 0, :, :], stack[..., 1, :, :]
         np.multiply(p32, c, out=pc)  # P∘C'
         np.multiply(p32, d, out=pd)  # P∘D: NaN where P = 0 and D = inf (T = -inf) ...
         np.fmax(pd, 0.0, out=pd)  # ... to 0
-        if self.slabs == 3:
-            np.copyto(stack[..., 2, :, :], True if sb.hidden is None else ~sb.hidden)
+        if self.slabs == 4:
+            np.copyto(stack[..., 3, :, :], True if sb.hidden is None else ~sb.hidden)
         flat = stack.reshape(*chunk, self.slabs * n_block, width)
         product = np.matmul(flat, self.v32_ones[at][..., keys, :])
         self.sums[at][..., rs, :] += product.reshape(*chunk, self.slabs, n_block, -1)
 
     def terms(self, dead: np.ndarray) -> dict[str, FloatArray]:
-        """The terms, each corrected upward: (Ŝ + L)/(1 − k·u) scaled back, with k = E + b + 5
-        roundings (b keys per block) and absolute losses L = Lk·(6E + 2·SHIFT_LIMIT + 8)·2⁻¹²⁶
-        in the scaled units (docs/tolerance.md §3.2.2); exactly 0 on fully masked rows (where
-        P = 0, every computed product is 0 and so is every exact one)."""
+        """The terms and ``abs_value`` (P|V|), each corrected upward: (Ŝ + L)/(1 − k·u) scaled
+        back, with k = E + b + 5 roundings (b keys per block) and absolute losses
+        L = Lk·(6E + 2·SHIFT_LIMIT + 8)·2⁻¹²⁶ in the scaled units (docs/tolerance.md §3.2.2);
+        exactly 0 on fully masked rows (where P = 0, every computed product is 0 and so is every
+        exact one)."""
         problem = self.problem
         e, ev = problem.q.shape[-1], problem.v.shape[-1]
         factor = upward.upward_factor(e + self.block + 5)
         loss = problem.kv_len * (6 * e + 2 * SHIFT_LIMIT + 8) * upward.TINY32
-        live = ~dead
         scale_mantissa, scale_exp = math.frexp(abs(problem.scale))
         c_exp = self.q_exp + self.k_exp + scale_exp
+        any_dead = bool(dead.any())
 
-        def corrected(s: np.ndarray, exp: Any, mantissa: float = 1.0) -> FloatArray:
-            up = np.where(live, (np.asarray(s, np.float64) + loss) * (factor * mantissa), 0.0)
-            return np.ldexp(up, exp)
+        def corrected(
+            s: np.ndarray, row_exp: Any, col_exp: Any = 0, mantissa: float = 1.0
+        ) -> FloatArray:
+            up = np.add(s, loss, dtype=np.float64)
+            up = upward.scale_back(up, factor * mantissa, row_exp, col_exp)
+            if any_dead:
+                np.copyto(up, 0.0, where=dead)
+            return up
 
         pc, pd = self.sums[..., 0, :, :], self.sums[..., 1, :, :]
         terms = {
-            "score_weighted": corrected(pc[..., :ev], c_exp + self.v_exp, scale_mantissa),
-            "score_mean": corrected(pc[..., ev:], c_exp, scale_mantissa),
-            "shift_weighted": corrected(pd[..., :ev], self.v_exp),
+            "score_weighted": corrected(pc[..., :ev], c_exp, self.v_exp, scale_mantissa),
+            "score_mean": corrected(pc[..., ev:], c_exp, 0, scale_mantissa),
+            "shift_weighted": corrected(pd[..., :ev], 0, self.v_exp),
             "shift_mean": corrected(pd[..., ev:], 0),
-            "score_max": corrected(self.score_max, c_exp, scale_mantissa),
+            "score_max": corrected(self.score_max, c_exp, 0, scale_mantissa),
             "shift_max": corrected(self.shift_max, 0),
+            "abs_value": corrected(self.sums[..., 2, :, :ev], 0, self.v_exp),
         }
-        if self.slabs == 3:
-            terms["sum_abs_v"] = corrected(self.sums[..., 2, :, :ev], self.v_exp)
+        if self.slabs == 4:
+            terms["sum_abs_v"] = corrected(self.sums[..., 3, :, :ev], 0, self.v_exp)
         return terms
 
 
@@ -910,25 +919,25 @@ def _attention_blocks(
     ``spec/proofs.py``), and which rows are fully masked. With (m_i, ℓ_i) final, every weight
     P_ij = exp(T_ij - m_i)/ℓ_i is the direct one and every term of the tolerance model is a sum
     or a maximum over keys of per-key quantities: the second pass adds them block by block
-    (O and P|V| in one product with [V, |V|]; (P∘C)|V|, (P∘D)|V|; Σ P C,
+    (O = PV; P|V|, (P∘C)|V|, (P∘D)|V|; Σ P C,
     Σ P D, max C, max D; Σ|v| over visible keys, from prefix sums of |V| when only the causal
     rule hides keys). The scores of the first pass are kept for the second up to
     :data:`SCORE_CACHE` elements per block of rows. Blocks of keys that the causal rule hides
     from every row of the block (and no finite ``mask_fill`` replaces) contribute nothing and
     are skipped.
 
-    What belongs to the whole problem (|V|, [V, |V|], the prefix sums, the float32 operands,
-    the outputs) is made once. The batch and heads are then taken in chunks of at most
+    What belongs to the whole problem (|V|, the prefix sums, the float32 operands, the
+    outputs) is made once. The batch and heads are then taken in chunks of at most
     :data:`STREAM_CHUNK` score elements per block, so that the element-wise passes run in
     cache, on work buffers allocated once; each chunk's results are written into the outputs
     in place. A batched matrix product multiplies head by head, so every head gets the same
     numbers whatever the chunk.
 
-    ``float32_terms``: the magnitudes (P∘C)|V|, (P∘D)|V|, their row sums, the maxima of C and D
-    and, under a boolean mask, Σ|v| are computed in float32 and corrected upward
-    (:class:`_Float32Terms`, docs/tolerance.md §3.2.2; only where :func:`float32_terms_apply`
-    allows) instead of in float64 (None: :data:`FLOAT32_TERMS`). The value and P|V| are
-    float64 either way.
+    ``float32_terms``: the magnitudes P|V| (``abs_value``), (P∘C)|V|, (P∘D)|V|, their row sums,
+    the maxima of C and D and, under a boolean mask, Σ|v| are computed in float32 and corrected
+    upward (:class:`_Float32Terms`, docs/tolerance.md §3.2.2; only where
+    :func:`float32_terms_apply` allows) instead of in float64 (None: :data:`FLOAT32_TERMS`).
+    The value O = PV is the same float64 product either way.
     """
     q_len, kv_len = problem.q_len, problem.kv_len
     row_index = np.arange(q_len) if rows is None else rows
@@ -944,11 +953,12 @@ def _attention_blocks(
     # the whole problem's arrays, made once
     q_sel = _over_batch(problem.q if rows is None else problem.q[..., row_index, :], batch)
     absv = np.abs(problem.v)
-    v_both = _over_batch(np.concatenate([problem.v, absv], axis=-1), batch)
+    v_all = _over_batch(problem.v, batch)
     absv_all = _over_batch(absv, batch)
     out_shape = (*batch, n_rows, ev)
     row_shape = (*batch, n_rows, 1)
-    both = np.zeros((*batch, n_rows, 2 * ev))  # [O, P|V|]
+    value = np.zeros(out_shape)  # O = PV
+    abs_value = np.zeros(out_shape)  # P|V|, when the float64 terms are taken
     score_w = np.zeros(out_shape)  # (P∘C)|V|
     shift_w = np.zeros(out_shape)  # (P∘D)|V|
     score_mean = np.zeros(row_shape)
@@ -1030,7 +1040,7 @@ def _attention_blocks(
                     np.exp(p, out=p)
                 p /= ell  # P = exp(T - m) / ℓ
                 pos = np.greater(p, 0.0, out=_buffer_view(pos_buf, *chunk, n_block, width))
-                both[at][..., rs, :] += np.matmul(p, v_both[at][..., keys, :])
+                value[at][..., rs, :] += np.matmul(p, v_all[at][..., keys, :])
                 if weights is not None:
                     weights[at][..., rs, keys] = p
                 if terms32 is not None:
@@ -1056,6 +1066,7 @@ def _attention_blocks(
                 c *= p  # P∘C (C is finite: 0 where P = 0)
                 d *= p  # P∘D: NaN where P = 0 and D = inf (T = -inf) ...
                 np.fmax(d, 0.0, out=d)  # ... to 0 (a dead row's P is 0 everywhere)
+                abs_value[at][..., rs, :] += np.matmul(p, absv_all[at][..., keys, :])
                 score_mean[at][..., rs, :] += np.sum(c, axis=-1, keepdims=True)
                 shift_mean[at][..., rs, :] += np.sum(d, axis=-1, keepdims=True)
                 score_w[at][..., rs, :] += np.matmul(c, absv_all[at][..., keys, :])
@@ -1072,9 +1083,8 @@ def _attention_blocks(
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         for at in chunks:
             run_chunk(at)
-        o = both[..., :ev]
         if problem.fully_masked_row == "nan" and dead.any():
-            o = np.where(dead, math.nan, o)
+            value = np.where(dead, math.nan, value)
         vmax = np.max(problem.v, axis=-2, keepdims=True)
         vmin = np.min(problem.v, axis=-2, keepdims=True)
         vrange = np.where(dead, 0.0, vmax - vmin)
@@ -1096,10 +1106,12 @@ def _attention_blocks(
         "dead": dead.astype(np.float64),
     }
     if terms32 is not None:
-        terms.update(terms32.terms(dead))
+        float32_values = terms32.terms(dead)
+        abs_value = float32_values.pop("abs_value")
+        terms.update(float32_values)
     return Reference(
-        value=np.ascontiguousarray(o),
-        abs_value=np.ascontiguousarray(both[..., ev:]),
+        value=value,
+        abs_value=abs_value,
         terms=terms,
         weights=weights,
         rows=None if rows is None else tuple(int(i) for i in row_index),

@@ -61,3 +61,38 @@ def looseness(roundings: int) -> float:
     sum is at most (1 + u)^k · :func:`upward_factor` (k) ≤ 1 + 2(k + spare)·u + O(u²)."""
     k = roundings + SPARE_ROUNDINGS
     return (1.0 + U32) ** k * upward_factor(roundings) - 1.0
+
+
+#: a sum in the scaled units, plus its absolute losses, lies in [2⁻¹²⁷, 2⁴⁰] (or is 0): scaled
+#: by 2^r for r in this range it stays a normal float64 number, so the scaling is exact
+_EXACT_ROW_EXPONENTS = (-880, 960)
+
+
+def scale_back(
+    up: FloatArray, factor: float, row_exponent: np.ndarray | int, col_exponent: np.ndarray | int
+) -> FloatArray:
+    """up · factor · 2^(row_exponent + col_exponent), as float64, in place where it can be:
+    ``up`` (..., rows, cols) with values 0 or in [2⁻¹²⁷, 2⁴⁰], ``factor`` in [0.5, 2),
+    ``row_exponent`` (..., rows, 1) and ``col_exponent`` (..., 1, cols) integers (or 0).
+
+    Equal, bit for bit, to ``numpy.ldexp(up * factor, row_exponent + col_exponent)``: when every
+    row exponent keeps up·factor·2^r a normal number and every column exponent is one of a
+    float64 power of two, the product is taken as two multiplications by the per-row factor
+    factor·2^r and the per-column 2^c (a power of two scales a rounded product exactly, and the
+    last multiplication rounds the exact result once, as ``ldexp`` does) without the exponent
+    array of the whole shape; otherwise by ``ldexp``."""
+    rows = np.asarray(row_exponent)
+    cols = np.asarray(col_exponent)
+    low, high = _EXACT_ROW_EXPONENTS
+    if (
+        rows.size
+        and int(rows.min()) >= low
+        and int(rows.max()) <= high
+        and (cols.size == 0 or (int(cols.min()) >= -1074 and int(cols.max()) <= 1023))
+    ):
+        up *= np.ldexp(factor, rows)
+        if cols.ndim or int(cols) != 0:
+            up *= np.ldexp(1.0, cols)
+        return up
+    up *= factor
+    return np.ldexp(up, rows + cols)
