@@ -491,8 +491,9 @@ STREAMING_THRESHOLD = 1 << 22
 #: array operations: the fastest for the small inputs of most properties); above, in blocks
 DIRECT_LIMIT = 1 << 20
 #: rows and keys per block: the temporaries are a few (B·H, STREAM_BLOCK, STREAM_BLOCK)
-#: float64 arrays (2 MiB each per head)
-STREAM_BLOCK = 512
+#: float64 arrays (0.5 MiB each per head); smaller blocks skip more of the keys the causal rule
+#: hides (a block of rows reads the keys up to its last row), larger ones make fewer array calls
+STREAM_BLOCK = 256
 
 
 def attention(
@@ -1151,11 +1152,16 @@ def _visible_abs_v_sums(
     if problem.causal_offset is None or problem.fill is not None:
         total = np.sum(absv, axis=-2, keepdims=True)
         return np.broadcast_to(total, (*batch, len(rows), absv.shape[-1])).copy()
-    prefix = np.concatenate(
-        [np.zeros((*absv.shape[:-2], 1, absv.shape[-1])), np.cumsum(absv, axis=-2)], axis=-2
-    )
+    prefix = np.cumsum(absv, axis=-2)  # prefix[..., j, :] = Σ_{j' <= j} |v_j'|
     count = np.clip(rows + problem.causal_offset + 1, 0, problem.kv_len)  # keys 0..i+offset
-    return np.broadcast_to(prefix[..., count, :], (*batch, len(rows), absv.shape[-1])).copy()
+    if len(rows) == problem.kv_len and np.array_equal(count, np.arange(1, problem.kv_len + 1)):
+        sums = prefix  # every row i sees keys 0..i: the prefix sums themselves
+    else:
+        sums = prefix[..., np.maximum(count - 1, 0), :]
+        if not count.all():
+            sums = np.where((count > 0)[:, None], sums, 0.0)  # a row that sees no key
+    shape = (*batch, len(rows), absv.shape[-1])
+    return sums if sums.shape == shape else np.broadcast_to(sums, shape).copy()
 
 
 # -- norms -------------------------------------------------------------------------------------

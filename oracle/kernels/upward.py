@@ -42,8 +42,15 @@ def exponents(magnitude: FloatArray) -> np.ndarray:
 
 
 def scaled_float32(magnitude: FloatArray, exponent: np.ndarray) -> np.ndarray:
-    """magnitude·2⁻ᵉ (at most 1, computed exactly in float64) rounded to float32."""
-    return np.ldexp(magnitude, -exponent).astype(np.float32)
+    """magnitude·2⁻ᵉ (at most 1, computed in float64: exact but where it falls below float64's
+    normal range, as ``ldexp``) rounded to float32; one pass, as a product with the float64
+    power of two 2⁻ᵉ where that is a normal number (the same result as ``ldexp``)."""
+    out = np.empty(np.broadcast_shapes(np.shape(magnitude), np.shape(exponent)), np.float32)
+    if np.size(exponent) and int(np.max(exponent)) <= 1000 and int(np.min(exponent)) >= -1000:
+        np.multiply(magnitude, np.ldexp(1.0, -exponent), out=out, casting="same_kind")
+    else:
+        np.copyto(out, np.ldexp(magnitude, -exponent), casting="same_kind")
+    return out
 
 
 def upward_factor(roundings: int) -> float:
