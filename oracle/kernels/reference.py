@@ -799,10 +799,11 @@ class _Float32Terms:
         sb: _ScoreBlock,
         p: FloatArray,
         pos: np.ndarray,
-        m: FloatArray,
+        shifted: FloatArray,
     ) -> None:
         """Add the block of rows ``rs`` and keys ``sb.keys`` of the chunk ``at`` of the batch:
-        scores ``sb.t``, weights ``p`` (float64), ``pos`` = P > 0, row maxima ``m``."""
+        weights ``p`` (float64), ``pos`` = P > 0, ``shifted`` = T − m (−D exactly: IEEE
+        subtraction is antisymmetric; T − 0 on a fully masked row, where P = 0)."""
         keys = sb.keys
         chunk = p.shape[:-2]
         n_block, width = p.shape[-2], p.shape[-1]
@@ -812,18 +813,24 @@ class _Float32Terms:
         if self.problem.fill is not None and sb.hidden is not None:
             np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
         d = _buffer_view(self.d_buf, *chunk, n_block, width)
-        np.subtract(m, sb.t, out=d, casting="same_kind")  # D = m − T, rounded to float32
+        np.negative(shifted, out=d, casting="same_kind")  # D = m − T, rounded to float32
+        # every weight positive (no hidden key, none underflowing): plain maxima, and no
+        # 0·inf to clear in P∘D
+        every = bool(pos.all())
         # the maxima over the keys with P > 0 (C', D >= 0 there: 0 where there are none)
         for top, x in ((self.score_max, c), (self.shift_max, d)):
             rows_top = top[at][..., rs, :]
-            np.maximum(
-                rows_top, np.max(x, axis=-1, keepdims=True, where=pos, initial=0.0), out=rows_top
-            )
+            if every:
+                block_max = np.max(x, axis=-1, keepdims=True)
+            else:
+                block_max = np.max(x, axis=-1, keepdims=True, where=pos, initial=0.0)
+            np.maximum(rows_top, block_max, out=rows_top)
         pc, pd, p32 = stack[..., 0, :, :], stack[..., 1, :, :], stack[..., 2, :, :]
         np.copyto(p32, p, casting="same_kind")
         np.multiply(p32, c, out=pc)  # P∘C'
         np.multiply(p32, d, out=pd)  # P∘D: NaN where P = 0 and D = inf (T = -inf) ...
-        np.fmax(pd, 0.0, out=pd)  # ... to 0
+        if not every:
+            np.fmax(pd, 0.0, out=pd)  # ... to 0
         if self.slabs == 4:
             np.copyto(stack[..., 3, :, :], True if sb.hidden is None else ~sb.hidden)
         flat = stack.reshape(*chunk, self.slabs * n_block, width)
@@ -980,9 +987,9 @@ def _attention_blocks(
         absq = np.abs(q_sel)
         absk_t = np.swapaxes(_over_batch(np.abs(problem.k), batch), -1, -2)
     # work buffers, reused by every block (as contiguous views of the block's shape): scores
-    # (when not kept), weights, C, D, P > 0
+    # (when not kept), T - m, weights, C, D, P > 0
     size = chunk_size * min(block, n_rows) * block
-    t_buf, p_buf, c_buf, d_buf = (np.empty(size) for _ in range(4))
+    t_buf, e_buf, p_buf, c_buf, d_buf = (np.empty(size) for _ in range(5))
     pos_buf = np.empty(size, dtype=bool)
 
     def hidden_block(block_rows: np.ndarray, keys: slice) -> bool:
@@ -1018,9 +1025,9 @@ def _attention_blocks(
                 live |= sb.live
                 m_new = np.maximum(m, np.max(sb.t, axis=-1, keepdims=True))
                 shift = np.where(np.isneginf(m_new), 0.0, m_new)
-                e = np.subtract(sb.t, shift, out=_buffer_view(p_buf, *chunk, n_block, width))
-                np.exp(e, out=e)
-                ell = ell * np.exp(m - shift) + np.sum(e, axis=-1, keepdims=True)
+                e = np.subtract(sb.t, shift, out=_buffer_view(e_buf, *chunk, n_block, width))
+                p = np.exp(e, out=_buffer_view(p_buf, *chunk, n_block, width))
+                ell = ell * np.exp(m - shift) + np.sum(p, axis=-1, keepdims=True)
                 m = m_new
                 if cached:
                     cache.append(sb)
@@ -1035,17 +1042,18 @@ def _attention_blocks(
                 else:
                     t_out = _buffer_view(t_buf, *chunk, n_block, width)
                     sb = _score_block(part, qb, block_rows, keys, t_out)
+                e = _buffer_view(e_buf, *chunk, n_block, width)
                 p = _buffer_view(p_buf, *chunk, n_block, width)
-                if not single:  # with one block, pass 1 left exp(T - m) in the buffer
-                    np.subtract(sb.t, shift, out=p)
-                    np.exp(p, out=p)
+                if not single:  # with one block, pass 1 left T - m and exp(T - m) in the buffers
+                    np.subtract(sb.t, shift, out=e)
+                    np.exp(e, out=p)
                 p /= ell  # P = exp(T - m) / ℓ
                 pos = np.greater(p, 0.0, out=_buffer_view(pos_buf, *chunk, n_block, width))
                 value[at][..., rs, :] += np.matmul(p, v_all[at][..., keys, :])
                 if weights is not None:
                     weights[at][..., rs, keys] = p
                 if terms32 is not None:
-                    terms32.add(at, rs, sb, p, pos, m)
+                    terms32.add(at, rs, sb, p, pos, e)
                     continue
                 c = _buffer_view(c_buf, *chunk, n_block, width)
                 d = _buffer_view(d_buf, *chunk, n_block, width)
