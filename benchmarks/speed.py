@@ -19,15 +19,18 @@ Prints, side by side and as ratios:
     python benchmarks/speed.py --quick    # smaller sizes, a few seconds
     python benchmarks/speed.py --long     # also the long-context targets (minutes)
 
-Each figure is the best of ``--repeat`` runs (default 5), in milliseconds. On a machine shared
-with other work, run with ``OPENBLAS_NUM_THREADS`` set to the cores actually free: OpenBLAS
-threads that wait on busy cores make every BLAS figure many times slower.
+Each figure is the best of ``--repeat`` runs (default 5), in milliseconds; for attention also
+the best CPU time (user + system of every thread) of the same runs. On a machine shared with
+other work, run with ``OPENBLAS_NUM_THREADS`` set to the cores actually free: OpenBLAS threads
+that wait on busy cores make every BLAS figure many times slower. torch's SDPA then takes the
+same number of threads (``torch.set_num_threads``), so that both columns use as many.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -41,13 +44,20 @@ from transpec.oracle.kernels import highprec, reference, tolerance
 
 
 def best_ms(fn: Callable[[], object], repeat: int) -> float:
+    return best_wall_cpu_ms(fn, repeat)[0]
+
+
+def best_wall_cpu_ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """The best wall time and the best CPU time (this process, every thread) of ``repeat``
+    runs after one warm-up, in milliseconds."""
     fn()  # warm up (page faults, BLAS thread start)
-    times = []
+    walls, cpus = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - start_cpu)
+    return 1e3 * min(walls), 1e3 * min(cpus)
 
 
 def _torch_math_sdpa() -> Callable[..., object] | None:
@@ -57,6 +67,9 @@ def _torch_math_sdpa() -> Callable[..., object] | None:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:
         return None
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
 
     def run(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> object:
         with sdpa_kernel(SDPBackend.MATH), torch.no_grad():
@@ -87,14 +100,14 @@ def attention_rows(sizes: list[tuple[int, int, int, int]], repeat: int) -> list[
             ref = reference.attention(q, k, v, is_causal=True, streaming=False)
             return tolerance.tolerance("attention", ref, "float32", precision).bound
 
-        t_floor = best_ms(floor, repeat)
-        t_ref = best_ms(judged, repeat)
+        t_floor, cpu_floor = best_wall_cpu_ms(floor, repeat)
+        t_ref, cpu_ref = best_wall_cpu_ms(judged, repeat)
         t_one = best_ms(one_block, repeat)
         flops = 4.0 * b * h * n * n * d
         line = (
-            f"attention (B,H,L,E)=({b},{h},{n},{d}) causal  value+bound {t_ref:8.1f} ms   "
-            f"(whole matrix {t_one:8.1f} ms)   2 matmuls {t_floor:7.1f} ms   "
-            f"ratio to matmuls {t_ref / t_floor:5.2f}"
+            f"attention (B,H,L,E)=({b},{h},{n},{d}) causal  value+bound {t_ref:8.1f} ms "
+            f"(cpu {cpu_ref:8.1f})   (whole matrix {t_one:8.1f} ms)   2 matmuls {t_floor:7.1f} ms "
+            f"(cpu {cpu_floor:7.1f})   ratio to matmuls {t_ref / t_floor:5.2f}"
         )
         if math_sdpa is not None:
             t_math = best_ms(lambda q=q, k=k, v=v: math_sdpa(q, k, v), repeat)
@@ -277,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         att = [(2, 8, 256, 64), (4, 8, 512, 64), (1, 16, 1024, 128), (1, 4, 2048, 128)]
         norms = [(4096, 1024), (16384, 4096)]
-    print(f"numpy {np.__version__}")
+    print(f"numpy {np.__version__}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
     for line in attention_rows(att, opts.repeat):
         print(line)
     for line in norm_rows(norms, opts.repeat):

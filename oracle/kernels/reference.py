@@ -491,8 +491,9 @@ STREAMING_THRESHOLD = 1 << 22
 #: array operations: the fastest for the small inputs of most properties); above, in blocks
 DIRECT_LIMIT = 1 << 20
 #: rows and keys per block: the temporaries are a few (B·H, STREAM_BLOCK, STREAM_BLOCK)
-#: float64 arrays (2 MiB each per head)
-STREAM_BLOCK = 512
+#: float64 arrays (0.5 MiB each per head); smaller blocks skip more of the keys the causal rule
+#: hides (a block of rows reads the keys up to its last row), larger ones make fewer array calls
+STREAM_BLOCK = 256
 
 
 def attention(
@@ -535,7 +536,9 @@ def attention(
     whole matrix at once (with the weights, whatever its size). All give the same value and
     terms up to float64 rounding.
 
-    ``abs_value`` = P|V|. Terms (shapes broadcast to the output):
+    ``abs_value`` = P|V| (where the streaming reference takes the float32 terms, an upper
+    bound of it within a relative 2(E + b + 8)·2⁻²⁴, b keys per block: docs/tolerance.md
+    §3.2.2). Terms (shapes broadcast to the output):
 
     * ``score_weighted`` = (P ∘ C)|V| and ``score_mean`` = Σ_j P_ij C_ij, where
       C_ij = |scale| Σ_e |q_ie||k_je| + |A_ij| bounds the magnitude of the score computation;
@@ -741,10 +744,13 @@ class _Float32Terms:
 
     Per block of rows and keys: C' = |Q'||K'|ᵀ (one float32 product of the scaled |Q| and |K|),
     D = m − T rounded to float32, the maxima of C' and D over the keys with P > 0, and one float32
-    product [P∘C'; P∘D; visible] · [|V'|, 1] giving (P∘C)|V|, (P∘D)|V| and Σ|v| over the visible
-    keys with the row sums Σ_j P_ij C_ij and Σ_j P_ij D_ij in the column of ones. The operands
+    product [P∘C'; P∘D; P; visible] · [|V'|, 1] giving (P∘C)|V|, (P∘D)|V|, P|V| (the reference's
+    ``abs_value``) and Σ|v| over the visible keys, with the row sums Σ_j P_ij C_ij and
+    Σ_j P_ij D_ij in the column of ones. The operands
     are scaled by exact powers of two: each query row of |Q| and each head's |K| to a maximum in
-    [0.5, 1), each column of |V| likewise; the scales come back exactly at the end.
+    [0.5, 1), each column of |V| likewise; the scales come back exactly at the end. The scaled
+    operands and the sums cover the whole batch and are made once; :meth:`add` takes one block
+    of one chunk of the batch and heads.
     """
 
     def __init__(
@@ -752,104 +758,132 @@ class _Float32Terms:
         problem: AttentionProblem,
         q_sel: FloatArray,
         absv: FloatArray,
-        batch: tuple[int, ...],
         block: int,
+        chunk_size: int,
         count_visible: bool,
     ) -> None:
-        """``q_sel``: the query rows computed; ``absv`` = |V|; ``batch``: the batch dims of the
-        scores; ``block``: keys per block; ``count_visible``: also Σ|v| over visible keys."""
+        """``q_sel``: the query rows computed; ``absv`` = |V|; ``block``: keys per block;
+        ``chunk_size``: the most batch elements a chunk holds; ``count_visible``: also Σ|v|
+        over visible keys."""
+        batch = problem.score_shape[:-2]
         n_rows = q_sel.shape[-2]
         absq = np.abs(q_sel)
-        self.q_exp = upward.exponents(np.max(absq, axis=-1, keepdims=True))  # (..., rows, 1)
-        self.q32 = upward.scaled_float32(absq, self.q_exp)
+        q_exp = upward.exponents(np.max(absq, axis=-1, keepdims=True))  # (..., rows, 1)
+        self.q_exp = _over_batch(q_exp, batch)
+        self.q32 = _over_batch(upward.scaled_float32(absq, q_exp), batch)
         absk = np.abs(problem.k)
-        self.k_exp = upward.exponents(np.max(absk, axis=(-2, -1), keepdims=True))
-        self.k32_t = np.swapaxes(upward.scaled_float32(absk, self.k_exp), -1, -2)
-        self.v_exp = upward.exponents(np.max(absv, axis=-2, keepdims=True))  # (..., 1, Ev)
-        v32 = upward.scaled_float32(absv, self.v_exp)
-        self.v32_ones = np.concatenate([v32, np.ones((*v32.shape[:-1], 1), np.float32)], -1)
+        k_exp = upward.exponents(np.max(absk, axis=(-2, -1), keepdims=True))
+        self.k_exp = _over_batch(k_exp, batch)
+        k32 = _over_batch(upward.scaled_float32(absk, k_exp), batch)
+        self.k32_t = np.swapaxes(k32, -1, -2)
+        v_exp = upward.exponents(np.max(absv, axis=-2, keepdims=True))  # (..., 1, Ev)
+        self.v_exp = _over_batch(v_exp, batch)
+        v32 = upward.scaled_float32(absv, v_exp)
+        v32_ones = np.concatenate([v32, np.ones((*v32.shape[:-1], 1), np.float32)], -1)
+        self.v32_ones = _over_batch(v32_ones, batch)
         self.problem = problem
-        self.batch = batch
-        self.slabs = 3 if count_visible else 2
+        self.slabs = 4 if count_visible else 3
         ev = problem.v.shape[-1]
         self.sums = np.zeros((*batch, self.slabs, n_rows, ev + 1))
         self.score_max = np.zeros((*batch, n_rows, 1), np.float32)
         self.shift_max = np.zeros((*batch, n_rows, 1), np.float32)
         self.block = block
-        size = math.prod(batch) * min(block, n_rows) * block
-        self.c_buf, self.d_buf, self.p_buf = (np.empty(size, np.float32) for _ in range(3))
+        size = chunk_size * min(block, n_rows) * block
+        self.c_buf, self.d_buf = (np.empty(size, np.float32) for _ in range(2))
         self.stack_buf = np.empty(self.slabs * size, np.float32)
-
-    def _view(self, buf: np.ndarray, *shape: int) -> np.ndarray:
-        return buf[: math.prod(self.batch) * math.prod(shape)].reshape(*self.batch, *shape)
 
     def add(
         self,
+        at: tuple[Any, ...],
         rs: slice,
         sb: _ScoreBlock,
         p: FloatArray,
         pos: np.ndarray,
-        m: FloatArray,
+        shifted: FloatArray,
     ) -> None:
-        """Add the block of rows ``rs`` and keys ``sb.keys``: scores ``sb.t``, weights ``p``
-        (float64), ``pos`` = P > 0, row maxima ``m``."""
+        """Add the block of rows ``rs`` and keys ``sb.keys`` of the chunk ``at`` of the batch:
+        weights ``p`` (float64), ``pos`` = P > 0, ``shifted`` = T − m (−D exactly: IEEE
+        subtraction is antisymmetric; T − 0 on a fully masked row, where P = 0)."""
         keys = sb.keys
+        chunk = p.shape[:-2]
         n_block, width = p.shape[-2], p.shape[-1]
-        stack = self._view(self.stack_buf, self.slabs, n_block, width)
-        c = self._view(self.c_buf, n_block, width)
-        np.matmul(self.q32[..., rs, :], self.k32_t[..., keys], out=c)  # C' (scaled)
+        stack = _buffer_view(self.stack_buf, *chunk, self.slabs, n_block, width)
+        c = _buffer_view(self.c_buf, *chunk, n_block, width)
+        np.matmul(self.q32[at][..., rs, :], self.k32_t[at][..., keys], out=c)  # C' (scaled)
         if self.problem.fill is not None and sb.hidden is not None:
             np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
-        d = self._view(self.d_buf, n_block, width)
-        np.subtract(m, sb.t, out=d, casting="same_kind")  # D = m − T, rounded to float32
+        d = _buffer_view(self.d_buf, *chunk, n_block, width)
+        np.negative(shifted, out=d, casting="same_kind")  # D = m − T, rounded to float32
+        # every weight positive (no hidden key, none underflowing): plain maxima, and no
+        # 0·inf to clear in P∘D
+        every = bool(pos.all())
         # the maxima over the keys with P > 0 (C', D >= 0 there: 0 where there are none)
         for top, x in ((self.score_max, c), (self.shift_max, d)):
-            np.maximum(
-                top[..., rs, :],
-                np.max(x, axis=-1, keepdims=True, where=pos, initial=0.0),
-                out=top[..., rs, :],
-            )
-        p32 = self._view(self.p_buf, n_block, width)
+            rows_top = top[at][..., rs, :]
+            if every:
+                block_max = np.max(x, axis=-1, keepdims=True)
+            else:
+                block_max = np.max(x, axis=-1, keepdims=True, where=pos, initial=0.0)
+            np.maximum(rows_top, block_max, out=rows_top)
+        pc, pd, p32 = stack[..., 0, :, :], stack[..., 1, :, :], stack[..., 2, :, :]
         np.copyto(p32, p, casting="same_kind")
-        pc, pd = stack[..., 0, :, :], stack[..., 1, :, :]
         np.multiply(p32, c, out=pc)  # P∘C'
         np.multiply(p32, d, out=pd)  # P∘D: NaN where P = 0 and D = inf (T = -inf) ...
-        np.fmax(pd, 0.0, out=pd)  # ... to 0
-        if self.slabs == 3:
-            np.copyto(stack[..., 2, :, :], True if sb.hidden is None else ~sb.hidden)
-        flat = stack.reshape(*self.batch, self.slabs * n_block, width)
-        product = np.matmul(flat, self.v32_ones[..., keys, :])
-        self.sums[..., rs, :] += product.reshape(*self.batch, self.slabs, n_block, -1)
+        if not every:
+            np.fmax(pd, 0.0, out=pd)  # ... to 0
+        if self.slabs == 4:
+            np.copyto(stack[..., 3, :, :], True if sb.hidden is None else ~sb.hidden)
+        flat = stack.reshape(*chunk, self.slabs * n_block, width)
+        product = np.matmul(flat, self.v32_ones[at][..., keys, :])
+        self.sums[at][..., rs, :] += product.reshape(*chunk, self.slabs, n_block, -1)
 
     def terms(self, dead: np.ndarray) -> dict[str, FloatArray]:
-        """The terms, each corrected upward: (Ŝ + L)/(1 − k·u) scaled back, with k = E + b + 5
-        roundings (b keys per block) and absolute losses L = Lk·(6E + 2·SHIFT_LIMIT + 8)·2⁻¹²⁶
-        in the scaled units (docs/tolerance.md §3.2.2); exactly 0 on fully masked rows (where
-        P = 0, every computed product is 0 and so is every exact one)."""
+        """The terms and ``abs_value`` (P|V|), each corrected upward: (Ŝ + L)/(1 − k·u) scaled
+        back, with k = E + b + 5 roundings (b keys per block) and absolute losses
+        L = Lk·(6E + 2·SHIFT_LIMIT + 8)·2⁻¹²⁶ in the scaled units (docs/tolerance.md §3.2.2);
+        exactly 0 on fully masked rows (where P = 0, every computed product is 0 and so is every
+        exact one)."""
         problem = self.problem
         e, ev = problem.q.shape[-1], problem.v.shape[-1]
         factor = upward.upward_factor(e + self.block + 5)
         loss = problem.kv_len * (6 * e + 2 * SHIFT_LIMIT + 8) * upward.TINY32
-        live = ~dead
         scale_mantissa, scale_exp = math.frexp(abs(problem.scale))
         c_exp = self.q_exp + self.k_exp + scale_exp
+        any_dead = bool(dead.any())
 
-        def corrected(s: np.ndarray, exp: Any, mantissa: float = 1.0) -> FloatArray:
-            up = np.where(live, (np.asarray(s, np.float64) + loss) * (factor * mantissa), 0.0)
-            return np.ldexp(up, exp)
+        def corrected(
+            s: np.ndarray, row_exp: Any, col_exp: Any = 0, mantissa: float = 1.0
+        ) -> FloatArray:
+            up = np.add(s, loss, dtype=np.float64)
+            up = upward.scale_back(up, factor * mantissa, row_exp, col_exp)
+            if any_dead:
+                np.copyto(up, 0.0, where=dead)
+            return up
 
         pc, pd = self.sums[..., 0, :, :], self.sums[..., 1, :, :]
         terms = {
-            "score_weighted": corrected(pc[..., :ev], c_exp + self.v_exp, scale_mantissa),
-            "score_mean": corrected(pc[..., ev:], c_exp, scale_mantissa),
-            "shift_weighted": corrected(pd[..., :ev], self.v_exp),
+            "score_weighted": corrected(pc[..., :ev], c_exp, self.v_exp, scale_mantissa),
+            "score_mean": corrected(pc[..., ev:], c_exp, 0, scale_mantissa),
+            "shift_weighted": corrected(pd[..., :ev], 0, self.v_exp),
             "shift_mean": corrected(pd[..., ev:], 0),
-            "score_max": corrected(self.score_max, c_exp, scale_mantissa),
+            "score_max": corrected(self.score_max, c_exp, 0, scale_mantissa),
             "shift_max": corrected(self.shift_max, 0),
+            "abs_value": corrected(self.sums[..., 2, :, :ev], 0, self.v_exp),
         }
-        if self.slabs == 3:
-            terms["sum_abs_v"] = corrected(self.sums[..., 2, :, :ev], self.v_exp)
+        if self.slabs == 4:
+            terms["sum_abs_v"] = corrected(self.sums[..., 3, :, :ev], 0, self.v_exp)
         return terms
+
+
+def _over_batch(a: np.ndarray, batch: tuple[int, ...]) -> np.ndarray:
+    """``a`` (..., m, n) broadcast to the batch dims of the scores: (*batch, m, n), a view."""
+    return np.broadcast_to(a, (*batch, *a.shape[-2:]))
+
+
+def _buffer_view(buf: np.ndarray, *shape: int) -> np.ndarray:
+    """The first prod(shape) elements of the flat work buffer ``buf``, as a contiguous array
+    of ``shape``."""
+    return buf[: math.prod(shape)].reshape(shape)
 
 
 #: the streaming reference keeps the score blocks of its first pass for the second while they
@@ -863,6 +897,19 @@ SCORE_CACHE = 1 << 23
 STREAM_CHUNK = 1 << 18
 
 
+def _batch_chunks(batch: tuple[int, ...], heads: int) -> list[tuple[Any, ...]]:
+    """Indices of the chunks of the batch dims ``batch``, each at most ``heads`` elements of
+    the last: integers for the leading dims, then a slice; ``(...,)`` (everything) when the
+    whole batch fits in one chunk."""
+    if not batch or math.prod(batch) <= heads:
+        return [(Ellipsis,)]
+    return [
+        (*lead, slice(h0, min(h0 + heads, batch[-1])))
+        for lead in np.ndindex(*batch[:-1])
+        for h0 in range(0, batch[-1], heads)
+    ]
+
+
 def _attention_blocks(
     problem: AttentionProblem,
     rows: np.ndarray | None,
@@ -870,86 +917,6 @@ def _attention_blocks(
     *,
     keep_weights: bool = False,
     float32_terms: bool | None = None,
-) -> Reference:
-    """:func:`_attention_chunk` over chunks of the batch and heads (:data:`STREAM_CHUNK`),
-    assembled. Each head is computed by the same operations whatever the chunk (a batched
-    matrix product multiplies head by head), so the result is the same bit for bit."""
-    batch = problem.score_shape[:-2]
-    n_rows = problem.q_len if rows is None else len(rows)
-    heads = max(1, STREAM_CHUNK // (min(block, n_rows) * min(block, problem.kv_len)))
-    if float32_terms is None:
-        float32_terms = FLOAT32_TERMS
-    float32_terms = float32_terms and float32_terms_apply(problem)
-    if math.prod(batch) <= heads:
-        return _attention_chunk(
-            problem, rows, block, keep_weights=keep_weights, float32_terms=float32_terms
-        )
-    value = abs_value = weights = None
-    terms: dict[str, Any] = {}
-    for lead in np.ndindex(*batch[:-1]):
-        for h0 in range(0, batch[-1], heads):
-            at = (*lead, slice(h0, min(h0 + heads, batch[-1])))
-            part = _attention_chunk(
-                _batch_part(problem, at),
-                rows,
-                block,
-                keep_weights=keep_weights,
-                float32_terms=float32_terms,
-            )
-            if value is None:
-                value = np.empty((*batch, *part.value.shape[1:]))
-                abs_value = np.empty((*batch, *part.abs_value.shape[1:]))
-                if part.weights is not None:
-                    weights = np.empty((*batch, *part.weights.shape[1:]))
-                for name, t in part.terms.items():
-                    terms[name] = t if np.ndim(t) == 0 else np.empty((*batch, *np.shape(t)[1:]))
-            value[at] = part.value
-            abs_value[at] = part.abs_value  # type: ignore[index]
-            if weights is not None:
-                weights[at] = part.weights
-            for name, t in part.terms.items():
-                if np.ndim(t) != 0:
-                    terms[name][at] = t
-    assert value is not None and abs_value is not None
-    return Reference(
-        value=value,
-        abs_value=abs_value,
-        terms=terms,
-        weights=weights,
-        rows=part.rows,
-        full_shape=None if rows is None else (*batch, problem.q_len, problem.v.shape[-1]),
-    )
-
-
-def _batch_part(problem: AttentionProblem, at: tuple[Any, ...]) -> AttentionProblem:
-    """The problem of one chunk of the batch and heads: ``at`` indexes the batch dims of the
-    scores (integers, then a slice of the last), applied to every array broadcast to them."""
-    batch = problem.score_shape[:-2]
-
-    def part(a: np.ndarray | None) -> Any:
-        if a is None:
-            return None
-        return np.broadcast_to(a, (*batch, *a.shape[-2:]))[at]
-
-    heads = len(range(batch[-1])[at[-1]])
-    return dataclasses.replace(
-        problem,
-        q=part(problem.q),
-        k=part(problem.k),
-        v=part(problem.v),
-        keep=part(problem.keep),
-        additive=part(problem.additive),
-        score_shape=(heads, *problem.score_shape[-2:]),
-    )
-
-
-def _attention_chunk(
-    problem: AttentionProblem,
-    rows: np.ndarray | None,
-    block: int,
-    *,
-    keep_weights: bool = False,
-    float32_terms: bool = False,
 ) -> Reference:
     """The value and every term of :func:`attention` over blocks of ``block`` query rows and
     keys; ``keep_weights``: also the weights P, (..., Lq, Lk).
@@ -960,31 +927,46 @@ def _attention_chunk(
     ``spec/proofs.py``), and which rows are fully masked. With (m_i, ℓ_i) final, every weight
     P_ij = exp(T_ij - m_i)/ℓ_i is the direct one and every term of the tolerance model is a sum
     or a maximum over keys of per-key quantities: the second pass adds them block by block
-    (O and P|V| in one product with [V, |V|]; (P∘C)|V|, (P∘D)|V|; Σ P C,
+    (O = PV; P|V|, (P∘C)|V|, (P∘D)|V|; Σ P C,
     Σ P D, max C, max D; Σ|v| over visible keys, from prefix sums of |V| when only the causal
     rule hides keys). The scores of the first pass are kept for the second up to
     :data:`SCORE_CACHE` elements per block of rows. Blocks of keys that the causal rule hides
     from every row of the block (and no finite ``mask_fill`` replaces) contribute nothing and
-    are skipped. The element-wise passes work in place on buffers allocated once (fresh
-    allocations of large arrays cost more than the arithmetic).
+    are skipped.
 
-    ``float32_terms``: the magnitudes (P∘C)|V|, (P∘D)|V|, their row sums, the maxima of C and D
-    and, under a boolean mask, Σ|v| are computed in float32 and corrected upward
-    (:class:`_Float32Terms`, docs/tolerance.md §3.2.2; only where :func:`float32_terms_apply`
-    allows) instead of in float64. The value and P|V| are float64 either way.
+    What belongs to the whole problem (|V|, the prefix sums, the float32 operands, the
+    outputs) is made once. The batch and heads are then taken in chunks of at most
+    :data:`STREAM_CHUNK` score elements per block, so that the element-wise passes run in
+    cache, on work buffers allocated once; each chunk's results are written into the outputs
+    in place. A batched matrix product multiplies head by head, so every head gets the same
+    numbers whatever the chunk.
+
+    ``float32_terms``: the magnitudes P|V| (``abs_value``), (P∘C)|V|, (P∘D)|V|, their row sums,
+    the maxima of C and D and, under a boolean mask, Σ|v| are computed in float32 and corrected
+    upward (:class:`_Float32Terms`, docs/tolerance.md §3.2.2; only where
+    :func:`float32_terms_apply` allows) instead of in float64 (None: :data:`FLOAT32_TERMS`).
+    The value O = PV is the same float64 product either way.
     """
     q_len, kv_len = problem.q_len, problem.kv_len
     row_index = np.arange(q_len) if rows is None else rows
     n_rows = len(row_index)
-    row_step = key_step = block
     batch = problem.score_shape[:-2]
     ev = problem.v.shape[-1]
-    q_sel = problem.q if rows is None else problem.q[..., row_index, :]
+    if float32_terms is None:
+        float32_terms = FLOAT32_TERMS
+    float32_terms = float32_terms and float32_terms_apply(problem)
+    heads = max(1, STREAM_CHUNK // (min(block, n_rows) * min(block, kv_len)))
+    chunks = _batch_chunks(batch, heads)
+    chunk_size = math.prod(batch) if len(chunks) == 1 else heads
+    # the whole problem's arrays, made once
+    q_sel = _over_batch(problem.q if rows is None else problem.q[..., row_index, :], batch)
     absv = np.abs(problem.v)
-    v_both = np.concatenate([problem.v, absv], axis=-1)
+    v_all = _over_batch(problem.v, batch)
+    absv_all = _over_batch(absv, batch)
     out_shape = (*batch, n_rows, ev)
     row_shape = (*batch, n_rows, 1)
-    both = np.zeros((*batch, n_rows, 2 * ev))  # [O, P|V|]
+    value = np.zeros(out_shape)  # O = PV
+    abs_value = np.zeros(out_shape)  # P|V|, when the float64 terms are taken
     score_w = np.zeros(out_shape)  # (P∘C)|V|
     shift_w = np.zeros(out_shape)  # (P∘D)|V|
     score_mean = np.zeros(row_shape)
@@ -994,26 +976,21 @@ def _attention_chunk(
     dead = np.zeros(row_shape, dtype=bool)
     weights = np.zeros((*batch, n_rows, kv_len)) if keep_weights else None
     scale_abs = abs(problem.scale)
-    key_blocks = [slice(j, min(j + key_step, kv_len)) for j in range(0, kv_len, key_step)]
+    key_blocks = [slice(j, min(j + block, kv_len)) for j in range(0, kv_len, block)]
     # Σ_j |v_j| over visible keys: by prefix sums when only the causal rule can hide a key
     prefix = problem.additive is None and (problem.keep is None or problem.fill is not None)
     sum_abs_v = _visible_abs_v_sums(problem, absv, row_index) if prefix else np.zeros(out_shape)
-    batch_size = math.prod(batch)
-    rows_max = min(row_step, n_rows)
-    # work buffers, reused by every block (as contiguous views of the block's shape): scores
-    # (when not kept), weights, C, D, P > 0
-    size = batch_size * rows_max * key_step
-    t_buf, p_buf, c_buf, d_buf = (np.empty(size) for _ in range(4))
-    pos_buf = np.empty(size, dtype=bool)
     terms32: _Float32Terms | None = None
     if float32_terms:
-        terms32 = _Float32Terms(problem, q_sel, absv, batch, key_step, count_visible=not prefix)
+        terms32 = _Float32Terms(problem, q_sel, absv, block, chunk_size, not prefix)
     else:
         absq = np.abs(q_sel)
-        absk_t = np.swapaxes(np.abs(problem.k), -1, -2)
-
-    def view(buf: np.ndarray, n_block: int, width: int) -> np.ndarray:
-        return buf[: batch_size * n_block * width].reshape(*batch, n_block, width)
+        absk_t = np.swapaxes(_over_batch(np.abs(problem.k), batch), -1, -2)
+    # work buffers, reused by every block (as contiguous views of the block's shape): scores
+    # (when not kept), T - m, weights, C, D, P > 0
+    size = chunk_size * min(block, n_rows) * block
+    t_buf, e_buf, p_buf, c_buf, d_buf = (np.empty(size) for _ in range(5))
+    pos_buf = np.empty(size, dtype=bool)
 
     def hidden_block(block_rows: np.ndarray, keys: slice) -> bool:
         # the causal rule hides every key of the block from every row of it (-inf scores)
@@ -1024,30 +1001,33 @@ def _attention_chunk(
             and keys.start > int(block_rows.max()) + offset
         )
 
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        for r0 in range(0, n_rows, row_step):
-            rs = slice(r0, min(r0 + row_step, n_rows))
+    def run_chunk(at: tuple[Any, ...]) -> None:
+        part = problem if at == (Ellipsis,) else _batch_part(problem, at)
+        chunk = part.score_shape[:-2]
+        n_chunk = math.prod(chunk)
+        for r0 in range(0, n_rows, block):
+            rs = slice(r0, min(r0 + block, n_rows))
             block_rows = row_index[rs]
             n_block = len(block_rows)
-            qb = q_sel[..., rs, :]
+            qb = q_sel[at][..., rs, :]
             blocks = [keys for keys in key_blocks if not hidden_block(block_rows, keys)]
-            cached = batch_size * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
+            cached = n_chunk * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
             single = len(blocks) == 1
             cache: list[_ScoreBlock] = []
             # pass 1: row maximum and normalizer by the online-softmax merge; dead rows
-            m = np.full((*batch, n_block, 1), -math.inf)
+            m = np.full((*chunk, n_block, 1), -math.inf)
             ell = np.zeros_like(m)
             live = np.zeros(m.shape, dtype=bool)
             for keys in blocks:
                 width = keys.stop - keys.start
-                out = None if cached and not single else view(t_buf, n_block, width)
-                sb = _score_block(problem, qb, block_rows, keys, out)
+                out = None if cached and not single else _buffer_view(t_buf, *chunk, n_block, width)
+                sb = _score_block(part, qb, block_rows, keys, out)
                 live |= sb.live
                 m_new = np.maximum(m, np.max(sb.t, axis=-1, keepdims=True))
                 shift = np.where(np.isneginf(m_new), 0.0, m_new)
-                e = np.subtract(sb.t, shift, out=view(p_buf, n_block, width))
-                np.exp(e, out=e)
-                ell = ell * np.exp(m - shift) + np.sum(e, axis=-1, keepdims=True)
+                e = np.subtract(sb.t, shift, out=_buffer_view(e_buf, *chunk, n_block, width))
+                p = np.exp(e, out=_buffer_view(p_buf, *chunk, n_block, width))
+                ell = ell * np.exp(m - shift) + np.sum(p, axis=-1, keepdims=True)
                 m = m_new
                 if cached:
                     cache.append(sb)
@@ -1060,57 +1040,60 @@ def _attention_chunk(
                 if cached:
                     sb = cache[i]
                 else:
-                    sb = _score_block(problem, qb, block_rows, keys, view(t_buf, n_block, width))
-                p = view(p_buf, n_block, width)
-                if not single:  # with one block, pass 1 left exp(T - m) in the buffer
-                    np.subtract(sb.t, shift, out=p)
-                    np.exp(p, out=p)
+                    t_out = _buffer_view(t_buf, *chunk, n_block, width)
+                    sb = _score_block(part, qb, block_rows, keys, t_out)
+                e = _buffer_view(e_buf, *chunk, n_block, width)
+                p = _buffer_view(p_buf, *chunk, n_block, width)
+                if not single:  # with one block, pass 1 left T - m and exp(T - m) in the buffers
+                    np.subtract(sb.t, shift, out=e)
+                    np.exp(e, out=p)
                 p /= ell  # P = exp(T - m) / ℓ
-                pos = np.greater(p, 0.0, out=view(pos_buf, n_block, width))
-                both[..., rs, :] += np.matmul(p, v_both[..., keys, :])
+                pos = np.greater(p, 0.0, out=_buffer_view(pos_buf, *chunk, n_block, width))
+                value[at][..., rs, :] += np.matmul(p, v_all[at][..., keys, :])
                 if weights is not None:
-                    weights[..., rs, keys] = p
+                    weights[at][..., rs, keys] = p
                 if terms32 is not None:
-                    terms32.add(rs, sb, p, pos, m)
+                    terms32.add(at, rs, sb, p, pos, e)
                     continue
-                c = view(c_buf, n_block, width)
-                d = view(d_buf, n_block, width)
+                c = _buffer_view(c_buf, *chunk, n_block, width)
+                d = _buffer_view(d_buf, *chunk, n_block, width)
                 np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
-                np.matmul(absq[..., rs, :], absk_t[..., keys], out=c)
+                np.matmul(absq[at][..., rs, :], absk_t[at][..., keys], out=c)
                 c *= scale_abs
                 if sb.additive is not None:
                     c += np.where(np.isfinite(sb.additive), np.abs(sb.additive), 0.0)
                 if problem.fill is not None and sb.hidden is not None:
                     np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
                 # the maxima over the keys with P > 0 (C, D >= 0 there: 0 where there are none)
-                np.maximum(
-                    score_max[..., rs, :],
-                    np.max(c, axis=-1, keepdims=True, where=pos, initial=0.0),
-                    out=score_max[..., rs, :],
-                )
-                np.maximum(
-                    shift_max[..., rs, :],
-                    np.max(d, axis=-1, keepdims=True, where=pos, initial=0.0),
-                    out=shift_max[..., rs, :],
-                )
+                for top, x in ((score_max, c), (shift_max, d)):
+                    rows_top = top[at][..., rs, :]
+                    np.maximum(
+                        rows_top,
+                        np.max(x, axis=-1, keepdims=True, where=pos, initial=0.0),
+                        out=rows_top,
+                    )
                 c *= p  # P∘C (C is finite: 0 where P = 0)
                 d *= p  # P∘D: NaN where P = 0 and D = inf (T = -inf) ...
                 np.fmax(d, 0.0, out=d)  # ... to 0 (a dead row's P is 0 everywhere)
-                score_mean[..., rs, :] += np.sum(c, axis=-1, keepdims=True)
-                shift_mean[..., rs, :] += np.sum(d, axis=-1, keepdims=True)
-                score_w[..., rs, :] += np.matmul(c, absv[..., keys, :])
-                shift_w[..., rs, :] += np.matmul(d, absv[..., keys, :])
+                abs_value[at][..., rs, :] += np.matmul(p, absv_all[at][..., keys, :])
+                score_mean[at][..., rs, :] += np.sum(c, axis=-1, keepdims=True)
+                shift_mean[at][..., rs, :] += np.sum(d, axis=-1, keepdims=True)
+                score_w[at][..., rs, :] += np.matmul(c, absv_all[at][..., keys, :])
+                shift_w[at][..., rs, :] += np.matmul(d, absv_all[at][..., keys, :])
                 if not prefix:
                     counted = np.ones(sb.t.shape[-2:])
                     if problem.fill is None and sb.hidden is not None:
                         counted = counted * ~sb.hidden
                     if sb.additive is not None:
                         counted = counted * ~np.isneginf(sb.additive)
-                    sum_abs_v[..., rs, :] += np.matmul(counted, absv[..., keys, :])
-            dead[..., rs, :] = dead_block
-        o = both[..., :ev]
+                    sum_abs_v[at][..., rs, :] += np.matmul(counted, absv_all[at][..., keys, :])
+            dead[at][..., rs, :] = dead_block
+
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for at in chunks:
+            run_chunk(at)
         if problem.fully_masked_row == "nan" and dead.any():
-            o = np.where(dead, math.nan, o)
+            value = np.where(dead, math.nan, value)
         vmax = np.max(problem.v, axis=-2, keepdims=True)
         vmin = np.min(problem.v, axis=-2, keepdims=True)
         vrange = np.where(dead, 0.0, vmax - vmin)
@@ -1132,14 +1115,38 @@ def _attention_chunk(
         "dead": dead.astype(np.float64),
     }
     if terms32 is not None:
-        terms.update(terms32.terms(dead))
+        float32_values = terms32.terms(dead)
+        abs_value = float32_values.pop("abs_value")
+        terms.update(float32_values)
     return Reference(
-        value=np.ascontiguousarray(o),
-        abs_value=np.ascontiguousarray(both[..., ev:]),
+        value=value,
+        abs_value=abs_value,
         terms=terms,
         weights=weights,
         rows=None if rows is None else tuple(int(i) for i in row_index),
         full_shape=None if rows is None else (*batch, q_len, ev),
+    )
+
+
+def _batch_part(problem: AttentionProblem, at: tuple[Any, ...]) -> AttentionProblem:
+    """The problem of one chunk of the batch and heads: ``at`` indexes the batch dims of the
+    scores (integers, then a slice of the last), applied to every array broadcast to them."""
+    batch = problem.score_shape[:-2]
+
+    def part(a: np.ndarray | None) -> Any:
+        if a is None:
+            return None
+        return _over_batch(a, batch)[at]
+
+    heads = len(range(batch[-1])[at[-1]])
+    return dataclasses.replace(
+        problem,
+        q=part(problem.q),
+        k=part(problem.k),
+        v=part(problem.v),
+        keep=part(problem.keep),
+        additive=part(problem.additive),
+        score_shape=(heads, *problem.score_shape[-2:]),
     )
 
 
@@ -1153,11 +1160,16 @@ def _visible_abs_v_sums(
     if problem.causal_offset is None or problem.fill is not None:
         total = np.sum(absv, axis=-2, keepdims=True)
         return np.broadcast_to(total, (*batch, len(rows), absv.shape[-1])).copy()
-    prefix = np.concatenate(
-        [np.zeros((*absv.shape[:-2], 1, absv.shape[-1])), np.cumsum(absv, axis=-2)], axis=-2
-    )
+    prefix = np.cumsum(absv, axis=-2)  # prefix[..., j, :] = Σ_{j' <= j} |v_j'|
     count = np.clip(rows + problem.causal_offset + 1, 0, problem.kv_len)  # keys 0..i+offset
-    return np.broadcast_to(prefix[..., count, :], (*batch, len(rows), absv.shape[-1])).copy()
+    if len(rows) == problem.kv_len and np.array_equal(count, np.arange(1, problem.kv_len + 1)):
+        sums = prefix  # every row i sees keys 0..i: the prefix sums themselves
+    else:
+        sums = prefix[..., np.maximum(count - 1, 0), :]
+        if not count.all():
+            sums = np.where((count > 0)[:, None], sums, 0.0)  # a row that sees no key
+    shape = (*batch, len(rows), absv.shape[-1])
+    return sums if sums.shape == shape else np.broadcast_to(sums, shape).copy()
 
 
 # -- norms -------------------------------------------------------------------------------------

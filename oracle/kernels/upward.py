@@ -42,8 +42,15 @@ def exponents(magnitude: FloatArray) -> np.ndarray:
 
 
 def scaled_float32(magnitude: FloatArray, exponent: np.ndarray) -> np.ndarray:
-    """magnitude·2⁻ᵉ (at most 1, computed exactly in float64) rounded to float32."""
-    return np.ldexp(magnitude, -exponent).astype(np.float32)
+    """magnitude·2⁻ᵉ (at most 1, computed in float64: exact but where it falls below float64's
+    normal range, as ``ldexp``) rounded to float32; one pass, as a product with the float64
+    power of two 2⁻ᵉ where that is a normal number (the same result as ``ldexp``)."""
+    out = np.empty(np.broadcast_shapes(np.shape(magnitude), np.shape(exponent)), np.float32)
+    if np.size(exponent) and int(np.max(exponent)) <= 1000 and int(np.min(exponent)) >= -1000:
+        np.multiply(magnitude, np.ldexp(1.0, -exponent), out=out, casting="same_kind")
+    else:
+        np.copyto(out, np.ldexp(magnitude, -exponent), casting="same_kind")
+    return out
 
 
 def upward_factor(roundings: int) -> float:
@@ -61,3 +68,38 @@ def looseness(roundings: int) -> float:
     sum is at most (1 + u)^k · :func:`upward_factor` (k) ≤ 1 + 2(k + spare)·u + O(u²)."""
     k = roundings + SPARE_ROUNDINGS
     return (1.0 + U32) ** k * upward_factor(roundings) - 1.0
+
+
+#: a sum in the scaled units, plus its absolute losses, lies in [2⁻¹²⁷, 2⁴⁰] (or is 0): scaled
+#: by 2^r for r in this range it stays a normal float64 number, so the scaling is exact
+_EXACT_ROW_EXPONENTS = (-880, 960)
+
+
+def scale_back(
+    up: FloatArray, factor: float, row_exponent: np.ndarray | int, col_exponent: np.ndarray | int
+) -> FloatArray:
+    """up · factor · 2^(row_exponent + col_exponent), as float64, in place where it can be:
+    ``up`` (..., rows, cols) with values 0 or in [2⁻¹²⁷, 2⁴⁰], ``factor`` in [0.5, 2),
+    ``row_exponent`` (..., rows, 1) and ``col_exponent`` (..., 1, cols) integers (or 0).
+
+    Equal, bit for bit, to ``numpy.ldexp(up * factor, row_exponent + col_exponent)``: when every
+    row exponent keeps up·factor·2^r a normal number and every column exponent is one of a
+    float64 power of two, the product is taken as two multiplications by the per-row factor
+    factor·2^r and the per-column 2^c (a power of two scales a rounded product exactly, and the
+    last multiplication rounds the exact result once, as ``ldexp`` does) without the exponent
+    array of the whole shape; otherwise by ``ldexp``."""
+    rows = np.asarray(row_exponent)
+    cols = np.asarray(col_exponent)
+    low, high = _EXACT_ROW_EXPONENTS
+    if (
+        rows.size
+        and int(rows.min()) >= low
+        and int(rows.max()) <= high
+        and (cols.size == 0 or (int(cols.min()) >= -1074 and int(cols.max()) <= 1023))
+    ):
+        up *= np.ldexp(factor, rows)
+        if cols.ndim or int(cols) != 0:
+            up *= np.ldexp(1.0, cols)
+        return up
+    up *= factor
+    return np.ldexp(up, rows + cols)

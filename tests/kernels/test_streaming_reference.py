@@ -82,14 +82,16 @@ def float32_slack(streamed: kref.Reference, q: Any, k: Any, v: Any, scale: float
 def assert_float32_terms(
     streamed: kref.Reference, direct: kref.Reference, block: int, slack: float
 ) -> None:
-    """Each float32 term bounds its float64 value from above, and exceeds it by at most the
-    stated looseness (relative 2(E + b + 8)·2⁻²⁴, b keys per block) plus ``slack``; every dtype's
-    bound likewise, by at most (1 + w)·that relative amount, w <= 50 the amplification's
-    argument (docs/tolerance.md §3.2.2)."""
+    """Each float32 term, and P|V| (``abs_value``), bounds its float64 value from above, and
+    exceeds it by at most the stated looseness (relative 2(E + b + 8)·2⁻²⁴, b keys per block)
+    plus ``slack``; every dtype's bound likewise, by at most (1 + w)·that relative amount,
+    w <= 50 the amplification's argument (docs/tolerance.md §3.2.2)."""
     e = int(float(np.asarray(direct.terms["n_dot"])))
     rel = upward.looseness(e + block + 5)
-    for name in FLOAT32_NAMES:
-        a, b = np.broadcast_arrays(np.asarray(streamed.terms[name]), np.asarray(direct.terms[name]))
+    pairs = [(name, streamed.terms[name], direct.terms[name]) for name in FLOAT32_NAMES]
+    pairs.append(("abs_value", streamed.abs_value, direct.abs_value))
+    for name, streamed_term, direct_term in pairs:
+        a, b = np.broadcast_arrays(np.asarray(streamed_term), np.asarray(direct_term))
         assert np.all(a >= b * (1.0 - 1e-12)), name
         assert np.all(a <= b * (1.0 + rel) + slack), name
     for dtype, precision in PRECISIONS.items():
@@ -123,7 +125,7 @@ def _assert_same(
     streamed: kref.Reference, direct: kref.Reference, float32_slack: float | None = None
 ) -> None:
     """The streamed value within the float64 bound of the direct one, P|V| and every float64
-    term to float64 rounding; with ``float32_slack``, the float32 terms by
+    term to float64 rounding; with ``float32_slack``, P|V| and the float32 terms by
     :func:`assert_float32_terms` instead."""
     value, expected = streamed.value, direct.value
     assert value.shape == expected.shape
@@ -131,8 +133,9 @@ def _assert_same(
     bound = tolerance("attention", direct, "float64", P64).bound
     finite = ~np.isnan(expected)
     assert np.all(np.abs(value - expected)[finite] <= bound[finite])
-    assert np.allclose(streamed.abs_value, direct.abs_value, rtol=1e-13, atol=0)
-    if float32_slack is not None:
+    if float32_slack is None:
+        assert np.allclose(streamed.abs_value, direct.abs_value, rtol=1e-13, atol=0)
+    else:
         assert_float32_terms(streamed, direct, kref.STREAM_BLOCK, float32_slack)
     for name, term in direct.terms.items():
         if float32_slack is not None and name in FLOAT32_NAMES:
