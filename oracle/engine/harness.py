@@ -845,8 +845,10 @@ class Harness:
         encoded = self.encode(component, args)
         drop = self._drops_enable_gqa(component, encoded)
         if self.worker is not None:
-            from transpec.oracle.engine.isolation import same_sent
+            from transpec.oracle.engine.isolation import expected_sent, same_sent
 
+            guess = expected_sent(component, encoded, self.dtype)
+            guess = None if guess is None else _frozen_values(guess)
             pending = self.worker.submit(
                 path=self.path,
                 component=component,
@@ -855,11 +857,12 @@ class Harness:
                 declared=self.declared,
                 encoded=encoded,
                 drop_enable_gqa=drop,
+                expected=guess,
             )
             # the reference and the tolerance are computed while the worker converts and calls:
             # on the arguments as the worker will report it sent them, when that can be told
             # here (kept only if the report is the same), else on its report
-            guessed = self._judging_guess(pending, component, encoded, rows)
+            guessed = self._judging_guess(pending, guess, component, rows)
             sent = _frozen_values(pending.sent())
             try:
                 reference, tol = (
@@ -902,17 +905,14 @@ class Harness:
         return Call(component, output, rounded, sent, reference, tol)
 
     def _judging_guess(
-        self, pending: PendingCall, component: str, encoded: Mapping[str, Any], rows: Any
+        self, pending: PendingCall, guess: dict[str, Any] | None, component: str, rows: Any
     ) -> tuple[dict[str, Any], tuple[Reference, Tolerance]] | None:
-        """(the arguments the worker is expected to report it sent, :meth:`judging` of them)
-        (:func:`~transpec.oracle.engine.isolation.expected_sent`); None when they cannot be told
-        here or judging them raised (the report is then judged, and raises in its turn)."""
-        from transpec.oracle.engine.isolation import expected_sent
-
-        guess = expected_sent(component, encoded, self.dtype)
+        """(``guess``, the arguments the worker is expected to report it sent
+        (:func:`~transpec.oracle.engine.isolation.expected_sent`), :meth:`judging` of them);
+        None when they could not be told here or judging them raised (the report is then
+        judged, and raises in its turn)."""
         if guess is None:
             return None
-        guess = _frozen_values(guess)
         try:
             return guess, self.judging(component, guess, rows=rows)
         except KeyboardInterrupt:
