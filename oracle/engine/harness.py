@@ -776,13 +776,24 @@ class Harness:
         return self.adapter.layer_semantics(component, copy_arguments(sent))
 
     def judging(
-        self, component: str, sent: Mapping[str, Any], *, rows: Any = None
+        self,
+        component: str,
+        sent: Mapping[str, Any],
+        *,
+        rows: Any = None,
+        digest: bytes | None = None,
     ) -> tuple[Reference, Tolerance]:
         """(:meth:`reference`, :meth:`tolerance`) of the arguments as sent: the pair computed
         last time for the same component, dtype, conventions, semantics, rows, precision and
-        arguments (bit for bit) when there was one among the last :data:`JUDGED_MEMO_SIZE`."""
+        arguments (bit for bit) when there was one among the last :data:`JUDGED_MEMO_SIZE`.
+        ``digest``: :func:`~transpec.oracle.engine.isolation.sent_digest` of ``sent``, when
+        already taken."""
+        from transpec.oracle.engine.isolation import sent_digest
+
         record = registry.get(component)
         semantics = self._semantics(component, sent)
+        if digest is None:
+            digest = sent_digest(sent)
         key = judged_key(
             component,
             self.dtype,
@@ -790,7 +801,7 @@ class Harness:
             semantics,
             rows,
             self.precision(component),
-            dict(sent),
+            dict(sent) if digest is None else digest,
         )
         with _JUDGED_LOCK:
             found = _JUDGED.get(key)
@@ -914,7 +925,7 @@ class Harness:
         if guess is None:
             return None
         try:
-            return guess, self.judging(component, guess, rows=rows)
+            return guess, self.judging(component, guess, rows=rows, digest=pending.digest)
         except KeyboardInterrupt:
             pending.abandon()
             raise

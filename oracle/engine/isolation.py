@@ -464,6 +464,7 @@ class Worker:
         pending = PendingCall(
             self, conn, component, declared.call_timeout, None if digest is None else expected
         )
+        pending.digest = digest
         try:
             conn.send(request)
         except OSError:
@@ -601,6 +602,8 @@ class PendingCall:
         self.started = time.monotonic()
         #: what the run expects to have been sent (the worker answers AS_EXPECTED for it)
         self.expected = expected
+        #: its :func:`sent_digest`, sent with the request (None without an expectation)
+        self.digest: bytes | None = None
         self._sent: dict[str, Any] | None = None
         self._final: tuple[Any, ...] | None = None
 
