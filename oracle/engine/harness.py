@@ -874,11 +874,12 @@ class Harness:
             # on the arguments as the worker will report it sent them, when that can be told
             # here (kept only if the report is the same), else on its report
             guessed = self._judging_guess(pending, guess, component, rows)
-            sent = _frozen_values(pending.sent())
+            reported = pending.sent()  # the guess itself when the worker found it the same
+            sent = _frozen_values(reported)
             try:
                 reference, tol = (
                     guessed[1]
-                    if guessed and same_sent(guessed[0], sent)
+                    if guessed and (reported is guess or same_sent(guessed[0], sent))
                     else self.judging(component, sent, rows=rows)
                 )
             except KeyboardInterrupt:

@@ -526,7 +526,7 @@ def sent_digest(sent: Mapping[str, Any]) -> bytes | None:
     numbers), a parameter dict's items likewise. Two reports with the same digest are the same
     as :func:`same_sent` tells (it also calls a NaN scalar unequal to itself; the digest, like
     ``repr``, does not). None when it cannot be taken (the report is then sent)."""
-    h = hashlib.blake2b(digest_size=32)
+    h = hashlib.sha256()
     try:
         _feed(h, sent)
     except Exception:
@@ -536,17 +536,17 @@ def sent_digest(sent: Mapping[str, Any]) -> bytes | None:
 
 def _feed(h: Any, value: Any) -> None:
     if isinstance(value, np.ndarray):
-        h.update(f"a{value.dtype.str}{value.shape}{value.strides}".encode())
-        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+        h.update(b"a%s%a%a" % (value.dtype.str.encode(), value.shape, value.strides))
+        h.update(value.data if value.flags.c_contiguous else np.ascontiguousarray(value).data)
     elif isinstance(value, Mapping):
-        h.update(f"d{len(value)}".encode())
+        h.update(b"d%d" % len(value))
         for key, item in value.items():
-            text = repr(key)
-            h.update(f"k{len(text)}:{text}".encode())
+            text = repr(key).encode()
+            h.update(b"k%d:%s" % (len(text), text))
             _feed(h, item)
     else:
-        text = repr(value)
-        h.update(f"v{type(value).__qualname__}{len(text)}:{text}".encode())
+        text = repr(value).encode()
+        h.update(b"v%s%d:%s" % (type(value).__qualname__.encode(), len(text), text))
 
 
 def same_sent(guess: Any, sent: Any) -> bool:
