@@ -776,24 +776,13 @@ class Harness:
         return self.adapter.layer_semantics(component, copy_arguments(sent))
 
     def judging(
-        self,
-        component: str,
-        sent: Mapping[str, Any],
-        *,
-        rows: Any = None,
-        digest: bytes | None = None,
+        self, component: str, sent: Mapping[str, Any], *, rows: Any = None
     ) -> tuple[Reference, Tolerance]:
         """(:meth:`reference`, :meth:`tolerance`) of the arguments as sent: the pair computed
         last time for the same component, dtype, conventions, semantics, rows, precision and
-        arguments (bit for bit) when there was one among the last :data:`JUDGED_MEMO_SIZE`.
-        ``digest``: :func:`~transpec.oracle.engine.isolation.sent_digest` of ``sent``, when
-        already taken."""
-        from transpec.oracle.engine.isolation import sent_digest
-
+        arguments (bit for bit) when there was one among the last :data:`JUDGED_MEMO_SIZE`."""
         record = registry.get(component)
         semantics = self._semantics(component, sent)
-        if digest is None:
-            digest = sent_digest(sent)
         key = judged_key(
             component,
             self.dtype,
@@ -801,7 +790,7 @@ class Harness:
             semantics,
             rows,
             self.precision(component),
-            dict(sent) if digest is None else digest,
+            dict(sent),
         )
         with _JUDGED_LOCK:
             found = _JUDGED.get(key)
@@ -856,10 +845,8 @@ class Harness:
         encoded = self.encode(component, args)
         drop = self._drops_enable_gqa(component, encoded)
         if self.worker is not None:
-            from transpec.oracle.engine.isolation import expected_sent, same_sent
+            from transpec.oracle.engine.isolation import same_sent
 
-            guess = expected_sent(component, encoded, self.dtype)
-            guess = None if guess is None else _frozen_values(guess)
             pending = self.worker.submit(
                 path=self.path,
                 component=component,
@@ -868,18 +855,16 @@ class Harness:
                 declared=self.declared,
                 encoded=encoded,
                 drop_enable_gqa=drop,
-                expected=guess,
             )
             # the reference and the tolerance are computed while the worker converts and calls:
             # on the arguments as the worker will report it sent them, when that can be told
             # here (kept only if the report is the same), else on its report
-            guessed = self._judging_guess(pending, guess, component, rows)
-            reported = pending.sent()  # the guess itself when the worker found it the same
-            sent = _frozen_values(reported)
+            guessed = self._judging_guess(pending, component, encoded, rows)
+            sent = _frozen_values(pending.sent())
             try:
                 reference, tol = (
                     guessed[1]
-                    if guessed and (reported is guess or same_sent(guessed[0], sent))
+                    if guessed and same_sent(guessed[0], sent)
                     else self.judging(component, sent, rows=rows)
                 )
             except KeyboardInterrupt:
@@ -917,16 +902,19 @@ class Harness:
         return Call(component, output, rounded, sent, reference, tol)
 
     def _judging_guess(
-        self, pending: PendingCall, guess: dict[str, Any] | None, component: str, rows: Any
+        self, pending: PendingCall, component: str, encoded: Mapping[str, Any], rows: Any
     ) -> tuple[dict[str, Any], tuple[Reference, Tolerance]] | None:
-        """(``guess``, the arguments the worker is expected to report it sent
-        (:func:`~transpec.oracle.engine.isolation.expected_sent`), :meth:`judging` of them);
-        None when they could not be told here or judging them raised (the report is then
-        judged, and raises in its turn)."""
+        """(the arguments the worker is expected to report it sent, :meth:`judging` of them)
+        (:func:`~transpec.oracle.engine.isolation.expected_sent`); None when they cannot be told
+        here or judging them raised (the report is then judged, and raises in its turn)."""
+        from transpec.oracle.engine.isolation import expected_sent
+
+        guess = expected_sent(component, encoded, self.dtype)
         if guess is None:
             return None
+        guess = _frozen_values(guess)
         try:
-            return guess, self.judging(component, guess, rows=rows, digest=pending.digest)
+            return guess, self.judging(component, guess, rows=rows)
         except KeyboardInterrupt:
             pending.abandon()
             raise

@@ -10,10 +10,7 @@ component, dtype and device names and the run's declarations snapshot; what come
 implementation was sent (the float64/bool copies the worker took *before* the call) and its
 output as a float64 NumPy array, or the failure the worker's harness found (``raised``,
 ``mutated_input``, ``changed_conventions``, ``not_array``, ``dtype``:
-:meth:`transpec.oracle.engine.harness.Harness.execute`). What was sent comes back only when it
-is not what the run expected (:func:`expected_sent`; the request carries the digest of the
-expectation, :func:`sent_digest`): otherwise the answer says "as expected" and the run keeps
-its own copy.
+:meth:`transpec.oracle.engine.harness.Harness.execute`).
 
 What the implementation can do to a process now ends only the worker:
 
@@ -41,7 +38,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import os
 import signal
 import socket
@@ -68,8 +64,6 @@ ISOLATIONS: tuple[str, ...] = ("none", "process")
 
 #: seconds a new worker may take to import and load its adapter before the run gives up
 START_TIMEOUT = 300.0
-#: the worker's answer in place of what was sent when it is what the run expected
-AS_EXPECTED = "as expected"
 
 #: seconds between two looks at whether a worker that has not answered yet is still alive
 _WATCH_PERIOD = 0.25
@@ -416,16 +410,11 @@ class Worker:
         encoded: dict[str, Any],
         drop_enable_gqa: bool,
         cotangent: np.ndarray | None = None,
-        expected: dict[str, Any] | None = None,
     ) -> PendingCall:
         """Send one call to the worker and return at once: :meth:`PendingCall.sent` waits for
         what the implementation is being sent (a forward call's worker reports it before it
         calls, so the run computes the reference while the implementation runs),
-        :meth:`PendingCall.result` for the answer (as :meth:`call`).
-
-        ``expected``: what the run expects the worker to report it sent (a forward call,
-        :func:`expected_sent`); the worker then reports it only when it differs
-        (:func:`sent_digest`), else answers :data:`AS_EXPECTED` and ``expected`` is taken."""
+        :meth:`PendingCall.result` for the answer (as :meth:`call`)."""
         if self._process is not None and not self._ready:
             self._await_ready()
         if self._process is not None and self._process.poll() is not None:
@@ -448,7 +437,6 @@ class Worker:
                 "other conventions than the adapter under test (configured after it was made?); "
                 "judge it with isolation 'none'"
             )
-        digest = None if expected is None or cotangent is not None else sent_digest(expected)
         request = (
             "call",
             path,
@@ -459,12 +447,8 @@ class Worker:
             encoded,
             drop_enable_gqa,
             cotangent,
-            digest,
         )
-        pending = PendingCall(
-            self, conn, component, declared.call_timeout, None if digest is None else expected
-        )
-        pending.digest = digest
+        pending = PendingCall(self, conn, component, declared.call_timeout)
         try:
             conn.send(request)
         except OSError:
@@ -520,41 +504,10 @@ def _rounded(array: np.ndarray, dtype: str, round_to: Any) -> np.ndarray:
     return np.ascontiguousarray(round_to(array, dtype), dtype=np.float64).reshape(array.shape)
 
 
-def sent_digest(sent: Mapping[str, Any]) -> bytes | None:
-    """A digest of a report of what was sent: its keys in order, its arrays' dtypes, shapes,
-    memory layouts (strides) and bytes, its other values' types and ``repr`` (exact for
-    numbers), a parameter dict's items likewise. Two reports with the same digest are the same
-    as :func:`same_sent` tells (it also calls a NaN scalar unequal to itself; the digest, like
-    ``repr``, does not). None when it cannot be taken (the report is then sent)."""
-    h = hashlib.sha256()
-    try:
-        _feed(h, sent)
-    except Exception:
-        return None
-    return h.digest()
-
-
-def _feed(h: Any, value: Any) -> None:
-    if isinstance(value, np.ndarray):
-        h.update(b"a%s%a%a" % (value.dtype.str.encode(), value.shape, value.strides))
-        h.update(value.data if value.flags.c_contiguous else np.ascontiguousarray(value).data)
-    elif isinstance(value, Mapping):
-        h.update(b"d%d" % len(value))
-        for key, item in value.items():
-            text = repr(key).encode()
-            h.update(b"k%d:%s" % (len(text), text))
-            _feed(h, item)
-    else:
-        text = repr(value).encode()
-        h.update(b"v%s%d:%s" % (type(value).__qualname__.encode(), len(text), text))
-
-
 def same_sent(guess: Any, sent: Any) -> bool:
     """Whether two reports of what was sent are the same: the same keys, arrays of the same
     dtype, shape, memory layout (strides: a reduction's last bits depend on it) and bytes (NaN
     payloads and signed zeros included), other values equal and of the same type."""
-    if isinstance(guess, np.ndarray) and guess is sent:
-        return True
     if isinstance(guess, np.ndarray) or isinstance(sent, np.ndarray):
         return (
             isinstance(guess, np.ndarray)
@@ -587,23 +540,12 @@ class PendingCall:
     the request to the answer) must be within it too, so that an answer read late, because
     the run was busy with the reference meanwhile, is judged by when it was made."""
 
-    def __init__(
-        self,
-        worker: Worker,
-        conn: Connection,
-        component: str,
-        timeout: float,
-        expected: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, worker: Worker, conn: Connection, component: str, timeout: float) -> None:
         self.worker = worker
         self.conn = conn
         self.component = component
         self.timeout = timeout
         self.started = time.monotonic()
-        #: what the run expects to have been sent (the worker answers AS_EXPECTED for it)
-        self.expected = expected
-        #: its :func:`sent_digest`, sent with the request (None without an expectation)
-        self.digest: bytes | None = None
         self._sent: dict[str, Any] | None = None
         self._final: tuple[Any, ...] | None = None
 
@@ -658,12 +600,8 @@ class PendingCall:
         message = self._next()
         if message[0] == "sent":
             self._sent = message[1]
-            return
-        self._final = message
-        if message[0] == "ok" and isinstance(message[1], str) and message[1] == AS_EXPECTED:
-            if self.expected is None:
-                raise WorkerError("in the worker process: 'as expected' of no expectation")
-            self._sent = self.expected
+        else:
+            self._final = message
 
     def sent(self) -> dict[str, Any]:
         """What the implementation was sent (float64/bool copies taken before the call);
@@ -688,7 +626,7 @@ class PendingCall:
                     f"{self.component} did not return within {self.timeout:g} s "
                     f"(call_timeout): it answered after {seconds:.3g} s",
                 )
-            sent = reply[1] if reply[1] is not None and reply[1] != AS_EXPECTED else self._sent
+            sent = reply[1] if reply[1] is not None else self._sent
             if sent is None:
                 raise WorkerError("in the worker process: no inputs reported")
             return sent, reply[2]
@@ -807,8 +745,7 @@ def _answer(
     ``conn``, before the implementation runs."""
     from transpec.oracle.engine.harness import Harness
 
-    path, component, dtype, device, declared, encoded, drop, cotangent, expected = request
-    as_expected = False
+    path, component, dtype, device, declared, encoded, drop, cotangent = request
     try:
         if path not in adapters:
             slow = adapters["default"].slow_path_adapter()
@@ -823,17 +760,12 @@ def _answer(
             return ("ok", sent, grads)
 
         def report(sent: dict[str, Any]) -> None:
-            nonlocal as_expected
-            if expected is not None and sent_digest(sent) == expected:
-                as_expected = True  # the parent has it: said in the answer
-            elif conn is not None:
+            if conn is not None:
                 conn.send(("sent", sent))
 
         sent, output = harness.execute(
             component, encoded, drop_enable_gqa=drop, on_sent=report if conn else None
         )
-        if as_expected:
-            return ("ok", AS_EXPECTED, output)
         return ("ok", None if conn else sent, output)
     except ImplementationFailure as failure:
         if isinstance(failure.__cause__, MemoryError):
