@@ -783,6 +783,10 @@ def _hypothesis_run(
     if not shrink:
         chosen = settings(chosen, phases=[p for p in chosen.phases if p is not Phase.shrink])
     wrapped = chosen(hypothesis_seed(seed)(given(prop.strategy(case.dtype, profile.name))(test)))
+    if chosen.database is None:
+        # no example database: the key Hypothesis would derive for it (a digest of the test's
+        # source, tokenized again for every case) is never used; the seed is given above
+        wrapped._hypothesis_internal_database_key = None
     from hypothesis.errors import Unsatisfiable
 
     try:

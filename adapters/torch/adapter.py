@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from transpec.adapters.base import Precision
-from transpec.adapters.torch.arrays import TorchArrays, torch_dtype, torch_module
+from transpec.adapters.torch.arrays import TorchArrays, torch_build, torch_dtype, torch_module
 from transpec.adapters.torch.layers import CHAINED_COMPONENTS, LAYER_COMPONENTS, TorchLayers
 from transpec.adapters.torch.positional import TorchPositionalMixin
 from transpec.oracle.engine.dtypes import canonical_dtype
@@ -136,11 +136,11 @@ class TorchAdapter(TorchLayers, TorchPositionalMixin, TorchArrays):
         return None
 
     def describe(self) -> str:
-        torch = _torch()
+        build = torch_build()
         devices = ", ".join(self.available_devices()) or "no device available"
         backends = f"; SDPA backend {'/'.join(self.sdpa_backends)}" if self.sdpa_backends else ""
-        cuda = f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ""
-        return f"{self.name} (torch {torch.__version__}{cuda}; devices: {devices}{backends})"
+        cuda = f", CUDA {build.cuda}" if build.cuda is not None else ""
+        return f"{self.name} (torch {build.version}{cuda}; devices: {devices}{backends})"
 
     # -- components ---------------------------------------------------------------------------
 

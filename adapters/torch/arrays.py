@@ -7,12 +7,18 @@ default precision. It says nothing about what any torch function computes: the b
 inputs and precisions on top of it, and a bare function given ``--base torch`` gets this base
 alone (canonical conventions unless declared with ``--convention``).
 
-torch is imported when the base is instantiated, never when this module is imported.
+torch is imported when the base is instantiated, never when this module is imported; a
+CPU-only build (``torch_build``) is not imported even then: a run whose implementation lives in a
+worker process only reads the adapter's declarations, and the worker imports torch.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import importlib.util
+import sys
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -29,6 +35,36 @@ def torch_module() -> ModuleType:
     import torch
 
     return torch
+
+
+@dataclass(frozen=True)
+class TorchBuild:
+    """What the declarations of a torch adapter say about the installed torch."""
+
+    #: ``torch.__version__``
+    version: str
+    #: ``torch.version.cuda`` when torch sees a GPU, else None
+    cuda: str | None
+
+
+@functools.cache
+def torch_build() -> TorchBuild:
+    """The installed torch's version and CUDA (when it sees a GPU).
+
+    A CPU-only build (version label ``+cpu``, as the wheels of PyTorch's CPU index have) sees
+    no GPU: its version is read from the distribution's metadata, without importing torch
+    (about a second of CPU that a run with a worker process would spend twice). Any other
+    build, or torch already imported, is asked itself; a missing torch is an ImportError."""
+    if "torch" not in sys.modules:
+        try:
+            version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            version = ""
+        if version.endswith("+cpu") and importlib.util.find_spec("torch") is not None:
+            return TorchBuild(version=version, cuda=None)
+    torch = torch_module()
+    cuda = str(torch.version.cuda) if torch.cuda.is_available() else None
+    return TorchBuild(version=str(torch.__version__), cuda=cuda)
 
 
 def torch_dtype(dtype: str) -> Any:
@@ -59,11 +95,11 @@ class TorchArrays(TorchGradientsMixin, Adapter):
     devices: tuple[str, ...] = ("cpu", "cuda")
 
     def __init__(self) -> None:
-        # Instantiating a torch adapter is using torch: import it here, so that a missing torch
-        # is one ImportError at load time. Devices: the declared ones that exist here; an
-        # adapter that only declares CUDA keeps its declaration and reports none available.
-        torch = torch_module()
-        cuda = bool(torch.cuda.is_available())
+        # Instantiating a torch adapter is using torch: find it here, so that a missing torch
+        # is one ImportError at load time (imported unless a CPU-only build: torch_build).
+        # Devices: the declared ones that exist here; an adapter that only declares CUDA keeps
+        # its declaration and reports none available.
+        cuda = torch_build().cuda is not None
         present = tuple(d for d in type(self).devices if d != "cuda" or cuda)
         self.devices = present or type(self).devices
         self._available = present
@@ -73,10 +109,10 @@ class TorchArrays(TorchGradientsMixin, Adapter):
         return self._available
 
     def describe(self) -> str:
-        torch = torch_module()
+        build = torch_build()
         devices = ", ".join(self.available_devices()) or "no device available"
-        cuda = f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ""
-        return f"{self.name} (torch {torch.__version__}{cuda}; devices: {devices})"
+        cuda = f", CUDA {build.cuda}" if build.cuda is not None else ""
+        return f"{self.name} (torch {build.version}{cuda}; devices: {devices})"
 
     def to_native(self, array: np.ndarray, dtype: str, device: str) -> Any:
         """float64 array -> C-contiguous tensor of ``dtype`` on ``device`` (rounded as

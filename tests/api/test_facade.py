@@ -102,7 +102,7 @@ def test_the_facade_names_import_neither_torch_nor_sympy() -> None:
 def test_the_check_sees_torch() -> None:
     pytest.importorskip("torch")
     code = (
-        "import sys\nfrom transpec.adapters.torch.adapter import TorchAdapter\n"
-        "TorchAdapter()\nprint('torch' in sys.modules)\n"
+        "import sys\nimport numpy as np\nfrom transpec.adapters.torch.adapter import TorchAdapter\n"
+        "TorchAdapter().to_native(np.zeros(2), 'float32', 'cpu')\nprint('torch' in sys.modules)\n"
     )
     assert _python(code) == "True"
