@@ -33,12 +33,15 @@ batch/head dims is accepted.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import math
+import os
+import queue
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -759,12 +762,10 @@ class _Float32Terms:
         q_sel: FloatArray,
         absv: FloatArray,
         block: int,
-        chunk_size: int,
         count_visible: bool,
     ) -> None:
         """``q_sel``: the query rows computed; ``absv`` = |V|; ``block``: keys per block;
-        ``chunk_size``: the most batch elements a chunk holds; ``count_visible``: also Σ|v|
-        over visible keys."""
+        ``count_visible``: also Σ|v| over visible keys."""
         batch = problem.score_shape[:-2]
         n_rows = q_sel.shape[-2]
         absq = np.abs(q_sel)
@@ -788,9 +789,6 @@ class _Float32Terms:
         self.score_max = np.zeros((*batch, n_rows, 1), np.float32)
         self.shift_max = np.zeros((*batch, n_rows, 1), np.float32)
         self.block = block
-        size = chunk_size * min(block, n_rows) * block
-        self.c_buf, self.d_buf = (np.empty(size, np.float32) for _ in range(2))
-        self.stack_buf = np.empty(self.slabs * size, np.float32)
 
     def add(
         self,
@@ -800,19 +798,21 @@ class _Float32Terms:
         p: FloatArray,
         pos: np.ndarray,
         shifted: FloatArray,
+        work: _Workspace,
     ) -> None:
         """Add the block of rows ``rs`` and keys ``sb.keys`` of the chunk ``at`` of the batch:
         weights ``p`` (float64), ``pos`` = P > 0, ``shifted`` = T − m (−D exactly: IEEE
-        subtraction is antisymmetric; T − 0 on a fully masked row, where P = 0)."""
+        subtraction is antisymmetric; T − 0 on a fully masked row, where P = 0); ``work``:
+        the calling thread's buffers."""
         keys = sb.keys
         chunk = p.shape[:-2]
         n_block, width = p.shape[-2], p.shape[-1]
-        stack = _buffer_view(self.stack_buf, *chunk, self.slabs, n_block, width)
-        c = _buffer_view(self.c_buf, *chunk, n_block, width)
+        stack = _buffer_view(work.stack32, *chunk, self.slabs, n_block, width)
+        c = _buffer_view(work.c32, *chunk, n_block, width)
         np.matmul(self.q32[at][..., rs, :], self.k32_t[at][..., keys], out=c)  # C' (scaled)
         if self.problem.fill is not None and sb.hidden is not None:
             np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
-        d = _buffer_view(self.d_buf, *chunk, n_block, width)
+        d = _buffer_view(work.d32, *chunk, n_block, width)
         np.negative(shifted, out=d, casting="same_kind")  # D = m − T, rounded to float32
         # every weight positive (no hidden key, none underflowing): plain maxima, and no
         # 0·inf to clear in P∘D
@@ -878,6 +878,89 @@ class _Float32Terms:
 def _over_batch(a: np.ndarray, batch: tuple[int, ...]) -> np.ndarray:
     """``a`` (..., m, n) broadcast to the batch dims of the scores: (*batch, m, n), a view."""
     return np.broadcast_to(a, (*batch, *a.shape[-2:]))
+
+
+_Task = TypeVar("_Task")
+
+
+class _Workspace:
+    """The work buffers of one thread of the streaming reference, for blocks of at most
+    ``size`` score elements (flat; :func:`_buffer_view` shapes them): float64 scores T,
+    T − m, weights, C and D, the mask P > 0, and the float32 C', D and stacked slabs of
+    :class:`_Float32Terms`. Allocated once per thread: fresh allocations of large arrays cost
+    more than the arithmetic."""
+
+    def __init__(self, size: int, slabs: int) -> None:
+        self.t, self.e, self.p, self.c, self.d = (np.empty(size) for _ in range(5))
+        self.pos = np.empty(size, dtype=bool)
+        self.c32, self.d32 = (np.empty(size, np.float32) for _ in range(2))
+        self.stack32 = np.empty(slabs * size, np.float32)
+
+
+#: threads of the streaming reference (None: one per core this process may run on). Blocks of
+#: rows are independent and write disjoint parts of the outputs; each thread takes whole blocks
+#: with BLAS held to one thread meanwhile (``threadpoolctl``), so the element-wise passes, half
+#: the work, run on every core rather than on one while BLAS alone spreads. A block's operations
+#: do not depend on which thread runs them; BLAS may pick another kernel for one thread than
+#: for several, so the last bits can differ from a run on one thread, as they differ between
+#: machines of other core counts (each within the reference's own float64 bound).
+STREAM_THREADS: int | None = None
+
+
+def _stream_threads(tasks: int) -> int:
+    """How many threads take the streaming reference's ``tasks`` blocks: 1 where there is one
+    block, one core, or no ``threadpoolctl`` to hold BLAS to one thread per block."""
+    if tasks < 2:
+        return 1
+    wanted = STREAM_THREADS
+    if wanted is None:
+        try:
+            wanted = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            wanted = os.cpu_count() or 1
+    wanted = min(wanted, tasks)
+    if wanted < 2 or importlib.util.find_spec("threadpoolctl") is None:
+        return 1
+    return wanted
+
+
+def _run_blocks(
+    tasks: Sequence[_Task],
+    run: Callable[[_Task, _Workspace], None],
+    threads: int,
+    make_workspace: Callable[[], _Workspace],
+) -> None:
+    """``run(task, workspace)`` for every task: in order on one workspace, or over
+    ``threads`` threads, each with its own workspace, BLAS held to one thread meanwhile. The
+    first exception of a task is raised once every started task has ended."""
+    if threads == 1:
+        work = make_workspace()
+        for task in tasks:
+            run(task, work)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    pool: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()
+    for _ in range(threads):
+        pool.put(make_workspace())
+
+    def one(task: Any) -> None:
+        work = pool.get()
+        try:
+            # numpy's error state is per thread: the same as the caller's
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                run(task, work)
+        finally:
+            pool.put(work)
+
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        ThreadPoolExecutor(max_workers=threads) as executor,
+    ):
+        for future in [executor.submit(one, task) for task in tasks]:
+            future.result()
 
 
 def _buffer_view(buf: np.ndarray, *shape: int) -> np.ndarray:
@@ -982,15 +1065,13 @@ def _attention_blocks(
     sum_abs_v = _visible_abs_v_sums(problem, absv, row_index) if prefix else np.zeros(out_shape)
     terms32: _Float32Terms | None = None
     if float32_terms:
-        terms32 = _Float32Terms(problem, q_sel, absv, block, chunk_size, not prefix)
+        terms32 = _Float32Terms(problem, q_sel, absv, block, not prefix)
     else:
         absq = np.abs(q_sel)
         absk_t = np.swapaxes(_over_batch(np.abs(problem.k), batch), -1, -2)
-    # work buffers, reused by every block (as contiguous views of the block's shape): scores
-    # (when not kept), T - m, weights, C, D, P > 0
+    # work buffers of each thread, reused by every block (as contiguous views of its shape)
     size = chunk_size * min(block, n_rows) * block
-    t_buf, e_buf, p_buf, c_buf, d_buf = (np.empty(size) for _ in range(5))
-    pos_buf = np.empty(size, dtype=bool)
+    slabs = 0 if terms32 is None else terms32.slabs
 
     def hidden_block(block_rows: np.ndarray, keys: slice) -> bool:
         # the causal rule hides every key of the block from every row of it (-inf scores)
@@ -1001,97 +1082,102 @@ def _attention_blocks(
             and keys.start > int(block_rows.max()) + offset
         )
 
-    def run_chunk(at: tuple[Any, ...]) -> None:
-        part = problem if at == (Ellipsis,) else _batch_part(problem, at)
+    parts = [problem if at == (Ellipsis,) else _batch_part(problem, at) for at in chunks]
+
+    def run_rows(task: tuple[int, int], work: _Workspace) -> None:
+        # one block of rows of one chunk of the batch and heads: its outputs are its own
+        n, r0 = task
+        at, part = chunks[n], parts[n]
         chunk = part.score_shape[:-2]
         n_chunk = math.prod(chunk)
-        for r0 in range(0, n_rows, block):
-            rs = slice(r0, min(r0 + block, n_rows))
-            block_rows = row_index[rs]
-            n_block = len(block_rows)
-            qb = q_sel[at][..., rs, :]
-            blocks = [keys for keys in key_blocks if not hidden_block(block_rows, keys)]
-            cached = n_chunk * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
-            single = len(blocks) == 1
-            cache: list[_ScoreBlock] = []
-            # pass 1: row maximum and normalizer by the online-softmax merge; dead rows
-            m = np.full((*chunk, n_block, 1), -math.inf)
-            ell = np.zeros_like(m)
-            live = np.zeros(m.shape, dtype=bool)
-            for keys in blocks:
-                width = keys.stop - keys.start
-                out = None if cached and not single else _buffer_view(t_buf, *chunk, n_block, width)
-                sb = _score_block(part, qb, block_rows, keys, out)
-                live |= sb.live
-                m_new = np.maximum(m, np.max(sb.t, axis=-1, keepdims=True))
-                shift = np.where(np.isneginf(m_new), 0.0, m_new)
-                e = np.subtract(sb.t, shift, out=_buffer_view(e_buf, *chunk, n_block, width))
-                p = np.exp(e, out=_buffer_view(p_buf, *chunk, n_block, width))
-                ell = ell * np.exp(m - shift) + np.sum(p, axis=-1, keepdims=True)
-                m = m_new
-                if cached:
-                    cache.append(sb)
-            dead_block = ~live
-            shift = np.where(np.isneginf(m), 0.0, m)
-            ell = np.where(dead_block, math.inf, ell)  # P = 0 on fully masked rows
-            # pass 2: the weights and every term, block by block
-            for i, keys in enumerate(blocks):
-                width = keys.stop - keys.start
-                if cached:
-                    sb = cache[i]
-                else:
-                    t_out = _buffer_view(t_buf, *chunk, n_block, width)
-                    sb = _score_block(part, qb, block_rows, keys, t_out)
-                e = _buffer_view(e_buf, *chunk, n_block, width)
-                p = _buffer_view(p_buf, *chunk, n_block, width)
-                if not single:  # with one block, pass 1 left T - m and exp(T - m) in the buffers
-                    np.subtract(sb.t, shift, out=e)
-                    np.exp(e, out=p)
-                p /= ell  # P = exp(T - m) / ℓ
-                pos = np.greater(p, 0.0, out=_buffer_view(pos_buf, *chunk, n_block, width))
-                value[at][..., rs, :] += np.matmul(p, v_all[at][..., keys, :])
-                if weights is not None:
-                    weights[at][..., rs, keys] = p
-                if terms32 is not None:
-                    terms32.add(at, rs, sb, p, pos, e)
-                    continue
-                c = _buffer_view(c_buf, *chunk, n_block, width)
-                d = _buffer_view(d_buf, *chunk, n_block, width)
-                np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
-                np.matmul(absq[at][..., rs, :], absk_t[at][..., keys], out=c)
-                c *= scale_abs
+        t_buf, e_buf, p_buf, c_buf, d_buf = work.t, work.e, work.p, work.c, work.d
+        pos_buf = work.pos
+        rs = slice(r0, min(r0 + block, n_rows))
+        block_rows = row_index[rs]
+        n_block = len(block_rows)
+        qb = q_sel[at][..., rs, :]
+        blocks = [keys for keys in key_blocks if not hidden_block(block_rows, keys)]
+        cached = n_chunk * n_block * sum(k.stop - k.start for k in blocks) <= SCORE_CACHE
+        single = len(blocks) == 1
+        cache: list[_ScoreBlock] = []
+        # pass 1: row maximum and normalizer by the online-softmax merge; dead rows
+        m = np.full((*chunk, n_block, 1), -math.inf)
+        ell = np.zeros_like(m)
+        live = np.zeros(m.shape, dtype=bool)
+        for keys in blocks:
+            width = keys.stop - keys.start
+            out = None if cached and not single else _buffer_view(t_buf, *chunk, n_block, width)
+            sb = _score_block(part, qb, block_rows, keys, out)
+            live |= sb.live
+            m_new = np.maximum(m, np.max(sb.t, axis=-1, keepdims=True))
+            shift = np.where(np.isneginf(m_new), 0.0, m_new)
+            e = np.subtract(sb.t, shift, out=_buffer_view(e_buf, *chunk, n_block, width))
+            p = np.exp(e, out=_buffer_view(p_buf, *chunk, n_block, width))
+            ell = ell * np.exp(m - shift) + np.sum(p, axis=-1, keepdims=True)
+            m = m_new
+            if cached:
+                cache.append(sb)
+        dead_block = ~live
+        shift = np.where(np.isneginf(m), 0.0, m)
+        ell = np.where(dead_block, math.inf, ell)  # P = 0 on fully masked rows
+        # pass 2: the weights and every term, block by block
+        for i, keys in enumerate(blocks):
+            width = keys.stop - keys.start
+            if cached:
+                sb = cache[i]
+            else:
+                t_out = _buffer_view(t_buf, *chunk, n_block, width)
+                sb = _score_block(part, qb, block_rows, keys, t_out)
+            e = _buffer_view(e_buf, *chunk, n_block, width)
+            p = _buffer_view(p_buf, *chunk, n_block, width)
+            if not single:  # with one block, pass 1 left T - m and exp(T - m) in the buffers
+                np.subtract(sb.t, shift, out=e)
+                np.exp(e, out=p)
+            p /= ell  # P = exp(T - m) / ℓ
+            pos = np.greater(p, 0.0, out=_buffer_view(pos_buf, *chunk, n_block, width))
+            value[at][..., rs, :] += np.matmul(p, v_all[at][..., keys, :])
+            if weights is not None:
+                weights[at][..., rs, keys] = p
+            if terms32 is not None:
+                terms32.add(at, rs, sb, p, pos, e, work)
+                continue
+            c = _buffer_view(c_buf, *chunk, n_block, width)
+            d = _buffer_view(d_buf, *chunk, n_block, width)
+            np.subtract(m, sb.t, out=d)  # D = m - T >= 0 where P > 0
+            np.matmul(absq[at][..., rs, :], absk_t[at][..., keys], out=c)
+            c *= scale_abs
+            if sb.additive is not None:
+                c += np.where(np.isfinite(sb.additive), np.abs(sb.additive), 0.0)
+            if problem.fill is not None and sb.hidden is not None:
+                np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
+            # the maxima over the keys with P > 0 (C, D >= 0 there: 0 where there are none)
+            for top, x in ((score_max, c), (shift_max, d)):
+                rows_top = top[at][..., rs, :]
+                np.maximum(
+                    rows_top,
+                    np.max(x, axis=-1, keepdims=True, where=pos, initial=0.0),
+                    out=rows_top,
+                )
+            c *= p  # P∘C (C is finite: 0 where P = 0)
+            d *= p  # P∘D: NaN where P = 0 and D = inf (T = -inf) ...
+            np.fmax(d, 0.0, out=d)  # ... to 0 (a dead row's P is 0 everywhere)
+            abs_value[at][..., rs, :] += np.matmul(p, absv_all[at][..., keys, :])
+            score_mean[at][..., rs, :] += np.sum(c, axis=-1, keepdims=True)
+            shift_mean[at][..., rs, :] += np.sum(d, axis=-1, keepdims=True)
+            score_w[at][..., rs, :] += np.matmul(c, absv_all[at][..., keys, :])
+            shift_w[at][..., rs, :] += np.matmul(d, absv_all[at][..., keys, :])
+            if not prefix:
+                counted = np.ones(sb.t.shape[-2:])
+                if problem.fill is None and sb.hidden is not None:
+                    counted = counted * ~sb.hidden
                 if sb.additive is not None:
-                    c += np.where(np.isfinite(sb.additive), np.abs(sb.additive), 0.0)
-                if problem.fill is not None and sb.hidden is not None:
-                    np.copyto(c, 0.0, where=sb.hidden)  # a replaced score is exact
-                # the maxima over the keys with P > 0 (C, D >= 0 there: 0 where there are none)
-                for top, x in ((score_max, c), (shift_max, d)):
-                    rows_top = top[at][..., rs, :]
-                    np.maximum(
-                        rows_top,
-                        np.max(x, axis=-1, keepdims=True, where=pos, initial=0.0),
-                        out=rows_top,
-                    )
-                c *= p  # P∘C (C is finite: 0 where P = 0)
-                d *= p  # P∘D: NaN where P = 0 and D = inf (T = -inf) ...
-                np.fmax(d, 0.0, out=d)  # ... to 0 (a dead row's P is 0 everywhere)
-                abs_value[at][..., rs, :] += np.matmul(p, absv_all[at][..., keys, :])
-                score_mean[at][..., rs, :] += np.sum(c, axis=-1, keepdims=True)
-                shift_mean[at][..., rs, :] += np.sum(d, axis=-1, keepdims=True)
-                score_w[at][..., rs, :] += np.matmul(c, absv_all[at][..., keys, :])
-                shift_w[at][..., rs, :] += np.matmul(d, absv_all[at][..., keys, :])
-                if not prefix:
-                    counted = np.ones(sb.t.shape[-2:])
-                    if problem.fill is None and sb.hidden is not None:
-                        counted = counted * ~sb.hidden
-                    if sb.additive is not None:
-                        counted = counted * ~np.isneginf(sb.additive)
-                    sum_abs_v[at][..., rs, :] += np.matmul(counted, absv_all[at][..., keys, :])
-            dead[at][..., rs, :] = dead_block
+                    counted = counted * ~np.isneginf(sb.additive)
+                sum_abs_v[at][..., rs, :] += np.matmul(counted, absv_all[at][..., keys, :])
+        dead[at][..., rs, :] = dead_block
 
+    tasks = [(n, r0) for n in range(len(chunks)) for r0 in range(0, n_rows, block)]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        for at in chunks:
-            run_chunk(at)
+        _run_blocks(tasks, run_rows, _stream_threads(len(tasks)), lambda: _Workspace(size, slabs))
         if problem.fully_masked_row == "nan" and dead.any():
             value = np.where(dead, math.nan, value)
         vmax = np.max(problem.v, axis=-2, keepdims=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import tracemalloc
+import warnings
 from typing import Any
 
 import numpy as np
@@ -455,3 +456,52 @@ def test_chunks_of_heads_give_the_same_bits(
                 for name, term in whole.terms.items():
                     a, b = np.broadcast_arrays(np.asarray(chunked.terms[name]), np.asarray(term))
                     assert np.array_equal(a, b, equal_nan=True), name
+
+
+@pytest.mark.parametrize("float32_terms", (False, True))
+def test_threads_give_the_same_numbers(
+    monkeypatch: pytest.MonkeyPatch, float32_terms: bool
+) -> None:
+    """Blocks of rows taken by 1, 2 or 3 threads (:data:`STREAM_THREADS`) give the same
+    reference, bit for bit at these sizes (BLAS runs one thread on such small products either
+    way), with no warning from any thread: fully masked rows (0·inf, -inf - -inf) included."""
+    pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(17)
+    q = rng.standard_normal((2, 3, 30, 6))
+    k = rng.standard_normal((2, 3, 33, 6))
+    v = rng.standard_normal((2, 3, 33, 5))
+    masks = _masks(rng, 30, 33)
+    dead = np.ones((30, 33), dtype=bool)
+    dead[::3] = False  # every third row sees every key, the others none
+    masks.append(dead)
+    for mask in masks:
+        problem = kref.attention_problem(q, k, v, mask, False, None, False)
+        results = []
+        for threads in (1, 2, 3):
+            monkeypatch.setattr(kref, "STREAM_THREADS", threads)
+            assert kref._stream_threads(20) == threads
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                results.append(
+                    kref._attention_blocks(problem, None, 7, float32_terms=float32_terms)
+                )
+        first = results[0]
+        for other in results[1:]:
+            assert np.array_equal(other.value, first.value, equal_nan=True)
+            assert np.array_equal(other.abs_value, first.abs_value)
+            for name, term in first.terms.items():
+                a, b = np.broadcast_arrays(np.asarray(other.terms[name]), np.asarray(term))
+                assert np.array_equal(a, b, equal_nan=True), name
+
+
+def test_a_failing_block_fails_the_threaded_reference() -> None:
+    """An exception raised in one block of rows reaches the caller, threads or not."""
+    pytest.importorskip("threadpoolctl")
+
+    def run(task: int, work: Any) -> None:
+        if task == 5:
+            raise ValueError("block 5")
+
+    for threads in (1, 2):
+        with pytest.raises(ValueError, match="block 5"):
+            kref._run_blocks(list(range(9)), run, threads, lambda: kref._Workspace(4, 3))
