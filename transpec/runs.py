@@ -499,24 +499,29 @@ def run(
         on_start(result, cases)
     start = time.perf_counter()
     progress.begin(len(cases), resolved.max_examples)
+    # with the implementation in a worker process, this process only draws and judges: BLAS
+    # held to one thread here leaves the other cores to the worker (OpenBLAS's idle threads
+    # spin on them between the small products of the references)
+    blas = _one_blas_thread() if worker is not None else contextlib.nullcontext()
     try:
-        for case in cases:
-            verdict = run_case(
-                adapter,
-                case,
-                resolved,
-                failures_dir=failures_dir,
-                adapter_spec=spec,
-                declared=declared,
-                worker=worker,
-                shrink=xfails is None or xfails.find(case.name) is None,
-            )
-            if xfails is not None:
-                xfails.apply(verdict)
-            result.verdicts.append(verdict)
-            progress.verdict_done()
-            if on_verdict is not None:
-                on_verdict(verdict)
+        with blas:
+            for case in cases:
+                verdict = run_case(
+                    adapter,
+                    case,
+                    resolved,
+                    failures_dir=failures_dir,
+                    adapter_spec=spec,
+                    declared=declared,
+                    worker=worker,
+                    shrink=xfails is None or xfails.find(case.name) is None,
+                )
+                if xfails is not None:
+                    xfails.apply(verdict)
+                result.verdicts.append(verdict)
+                progress.verdict_done()
+                if on_verdict is not None:
+                    on_verdict(verdict)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
@@ -525,6 +530,16 @@ def run(
         progress.end()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
+    """BLAS held to one thread in this process while the context lasts (``threadpoolctl``;
+    nothing where it is missing)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def open_worker(
