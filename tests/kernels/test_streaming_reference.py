@@ -288,10 +288,17 @@ def test_judged_rows_cover_boundaries_ends_frontier_and_padding() -> None:
     assert sorted(rows) == again.tolist()  # the same draws for the same input
 
 
-def test_judged_rows_of_a_long_input_take_every_largest_tile_boundary() -> None:
+def test_judged_rows_take_every_tile_boundary_up_to_128k() -> None:
     n = 131072
+    rows = set(judged_rows(n, n, causal_offset=0, rng=np.random.default_rng(1)).tolist())
+    assert all({m - 1, m, m + 1} & set(range(n)) <= rows for m in range(16, n + 1, 16))
+    assert len(rows) < 24576 + 200  # the boundaries, ends and random rows
+
+
+def test_judged_rows_of_a_longer_input_take_every_largest_tile_boundary() -> None:
+    n = 1 << 20
     rows = judged_rows(n, n, causal_offset=0, rng=np.random.default_rng(1))
-    assert len(rows) < 3000
+    assert len(rows) < 3 * n // 256 + 800
     as_set = set(rows.tolist())
     assert all({m - 1, m} <= as_set for m in range(256, n, 256))
     assert {0, 1, n - 2, n - 1} <= as_set
