@@ -932,7 +932,8 @@ def _run_blocks(
 ) -> None:
     """``run(task, workspace)`` for every task: in order on one workspace, or over
     ``threads`` threads, each with its own workspace, BLAS held to one thread meanwhile. The
-    first exception of a task is raised once every started task has ended."""
+    first exception of a task (or an interrupt) is raised once the tasks already started have
+    ended; the others are not started."""
     if threads == 1:
         work = make_workspace()
         for task in tasks:
@@ -955,12 +956,14 @@ def _run_blocks(
         finally:
             pool.put(work)
 
-    with (
-        threadpool_limits(limits=1, user_api="blas"),
-        ThreadPoolExecutor(max_workers=threads) as executor,
-    ):
-        for future in [executor.submit(one, task) for task in tasks]:
-            future.result()
+    with threadpool_limits(limits=1, user_api="blas"):
+        executor = ThreadPoolExecutor(max_workers=threads)
+        try:
+            for future in [executor.submit(one, task) for task in tasks]:
+                future.result()
+        finally:
+            # after an error or an interrupt (Ctrl-C), the blocks not yet started are dropped
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _buffer_view(buf: np.ndarray, *shape: int) -> np.ndarray:

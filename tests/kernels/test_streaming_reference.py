@@ -10,6 +10,7 @@ every convention, mask kind, GQA, softcap and fully masked rows. Blocks are made
 from __future__ import annotations
 
 import dataclasses
+import time
 import tracemalloc
 import warnings
 from typing import Any
@@ -502,13 +503,19 @@ def test_threads_give_the_same_numbers(
 
 
 def test_a_failing_block_fails_the_threaded_reference() -> None:
-    """An exception raised in one block of rows reaches the caller, threads or not."""
+    """An exception raised in one block of rows reaches the caller, threads or not, and the
+    blocks not yet started are dropped (an interrupt does not wait for the whole reference)."""
     pytest.importorskip("threadpoolctl")
+    started: list[int] = []
 
     def run(task: int, work: Any) -> None:
+        started.append(task)
         if task == 5:
             raise ValueError("block 5")
+        time.sleep(0.01)
 
     for threads in (1, 2):
+        started.clear()
         with pytest.raises(ValueError, match="block 5"):
-            kref._run_blocks(list(range(9)), run, threads, lambda: kref._Workspace(4, 3))
+            kref._run_blocks(list(range(200)), run, threads, lambda: kref._Workspace(4, 3))
+        assert 5 in started and len(started) < 200
