@@ -789,6 +789,16 @@ class _Float32Terms:
         self.score_max = np.zeros((*batch, n_rows, 1), np.float32)
         self.shift_max = np.zeros((*batch, n_rows, 1), np.float32)
         self.block = block
+        e = problem.q.shape[-1]
+        self.factor = upward.upward_factor(e + block + 5)
+        self.loss = problem.kv_len * (6 * e + 2 * SHIFT_LIMIT + 8) * upward.TINY32
+        self.scale_mantissa, self.scale_exp = math.frexp(abs(problem.scale))
+        wide, narrow = (*batch, n_rows, ev), (*batch, n_rows, 1)
+        names = ["score_weighted", "shift_weighted", "abs_value"]
+        names += ["sum_abs_v"] if count_visible else []
+        self.out: dict[str, FloatArray] = {name: np.empty(wide) for name in names}
+        for name in ("score_mean", "shift_mean", "score_max", "shift_max"):
+            self.out[name] = np.empty(narrow)
 
     def add(
         self,
@@ -837,42 +847,45 @@ class _Float32Terms:
         product = np.matmul(flat, self.v32_ones[at][..., keys, :])
         self.sums[at][..., rs, :] += product.reshape(*chunk, self.slabs, n_block, -1)
 
-    def terms(self, dead: np.ndarray) -> dict[str, FloatArray]:
-        """The terms and ``abs_value`` (P|V|), each corrected upward: (Ŝ + L)/(1 − k·u) scaled
-        back, with k = E + b + 5 roundings (b keys per block) and absolute losses
-        L = Lk·(6E + 2·SHIFT_LIMIT + 8)·2⁻¹²⁶ in the scaled units (docs/tolerance.md §3.2.2);
-        exactly 0 on fully masked rows (where P = 0, every computed product is 0 and so is every
-        exact one)."""
+    def finish(self, at: tuple[Any, ...], rs: slice, dead: np.ndarray) -> None:
+        """Correct the terms of the rows ``rs`` of the chunk ``at`` once every key block of
+        theirs is added (``dead``: which of those rows are fully masked), into :meth:`terms`:
+        (Ŝ + L)/(1 − k·u) scaled back, with k = E + b + 5 roundings (b keys per block) and
+        absolute losses L = Lk·(6E + 2·SHIFT_LIMIT + 8)·2⁻¹²⁶ in the scaled units
+        (docs/tolerance.md §3.2.2); exactly 0 on fully masked rows (where P = 0, every computed
+        product is 0 and so is every exact one). Each block of rows is corrected by the thread
+        that summed it, while its sums are in cache."""
         problem = self.problem
-        e, ev = problem.q.shape[-1], problem.v.shape[-1]
-        factor = upward.upward_factor(e + self.block + 5)
-        loss = problem.kv_len * (6 * e + 2 * SHIFT_LIMIT + 8) * upward.TINY32
-        scale_mantissa, scale_exp = math.frexp(abs(problem.scale))
-        c_exp = self.q_exp + self.k_exp + scale_exp
+        ev = problem.v.shape[-1]
         any_dead = bool(dead.any())
+        c_exp = self.q_exp[at][..., rs, :] + self.k_exp[at] + self.scale_exp
+        v_exp = self.v_exp[at]
+        sums = self.sums[at][..., rs, :]
 
         def corrected(
-            s: np.ndarray, row_exp: Any, col_exp: Any = 0, mantissa: float = 1.0
-        ) -> FloatArray:
-            up = np.add(s, loss, dtype=np.float64)
-            up = upward.scale_back(up, factor * mantissa, row_exp, col_exp)
+            name: str, s: np.ndarray, row_exp: Any, col_exp: Any = 0, mantissa: float = 1.0
+        ) -> None:
+            up = np.add(s, self.loss, dtype=np.float64)
+            up = upward.scale_back(up, self.factor * mantissa, row_exp, col_exp)
             if any_dead:
                 np.copyto(up, 0.0, where=dead)
-            return up
+            self.out[name][at][..., rs, :] = up
 
-        pc, pd = self.sums[..., 0, :, :], self.sums[..., 1, :, :]
-        terms = {
-            "score_weighted": corrected(pc[..., :ev], c_exp, self.v_exp, scale_mantissa),
-            "score_mean": corrected(pc[..., ev:], c_exp, 0, scale_mantissa),
-            "shift_weighted": corrected(pd[..., :ev], 0, self.v_exp),
-            "shift_mean": corrected(pd[..., ev:], 0),
-            "score_max": corrected(self.score_max, c_exp, 0, scale_mantissa),
-            "shift_max": corrected(self.shift_max, 0),
-            "abs_value": corrected(self.sums[..., 2, :, :ev], 0, self.v_exp),
-        }
+        pc, pd = sums[..., 0, :, :], sums[..., 1, :, :]
+        m = self.scale_mantissa
+        corrected("score_weighted", pc[..., :ev], c_exp, v_exp, m)
+        corrected("score_mean", pc[..., ev:], c_exp, 0, m)
+        corrected("shift_weighted", pd[..., :ev], 0, v_exp)
+        corrected("shift_mean", pd[..., ev:], 0)
+        corrected("score_max", self.score_max[at][..., rs, :], c_exp, 0, m)
+        corrected("shift_max", self.shift_max[at][..., rs, :], 0)
+        corrected("abs_value", sums[..., 2, :, :ev], 0, v_exp)
         if self.slabs == 4:
-            terms["sum_abs_v"] = corrected(self.sums[..., 3, :, :ev], 0, self.v_exp)
-        return terms
+            corrected("sum_abs_v", sums[..., 3, :, :ev], 0, v_exp)
+
+    def terms(self) -> dict[str, FloatArray]:
+        """The terms and ``abs_value`` (P|V|), each corrected upward by :meth:`finish`."""
+        return self.out
 
 
 def _over_batch(a: np.ndarray, batch: tuple[int, ...]) -> np.ndarray:
@@ -1177,6 +1190,8 @@ def _attention_blocks(
                     counted = counted * ~np.isneginf(sb.additive)
                 sum_abs_v[at][..., rs, :] += np.matmul(counted, absv_all[at][..., keys, :])
         dead[at][..., rs, :] = dead_block
+        if terms32 is not None:
+            terms32.finish(at, rs, dead_block)
 
     tasks = [(n, r0) for n in range(len(chunks)) for r0 in range(0, n_rows, block)]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -1204,7 +1219,7 @@ def _attention_blocks(
         "dead": dead.astype(np.float64),
     }
     if terms32 is not None:
-        float32_values = terms32.terms(dead)
+        float32_values = dict(terms32.terms())
         abs_value = float32_values.pop("abs_value")
         terms.update(float32_values)
     return Reference(
