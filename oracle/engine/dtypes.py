@@ -19,7 +19,9 @@ bfloat16  8 bits      2^-8        2^-126
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -139,3 +141,39 @@ def ulp(x: npt.ArrayLike, dtype: str) -> FloatArray:
         exponent = np.floor(np.log2(np.where(ax > 0, ax, fmt.smallest_normal)))
     exponent = np.maximum(exponent, fmt.min_exponent)
     return np.asarray(2.0 ** (exponent - fmt.digits + 1), dtype=np.float64)
+
+
+def same_bits(first: Any, second: Any) -> bool:
+    """Whether two values are the same bit for bit: arrays of the same dtype, shape, memory
+    layout (strides: a reduction's last bits depend on it) and bytes (NaN payloads and signed
+    zeros included); mappings with the same keys in the same order and tuples of the same
+    length, item by item; other values equal and of the same type."""
+    if isinstance(first, np.ndarray) or isinstance(second, np.ndarray):
+        return (
+            isinstance(first, np.ndarray)
+            and isinstance(second, np.ndarray)
+            and first.dtype == second.dtype
+            and first.shape == second.shape
+            and first.strides == second.strides
+            and first.tobytes() == second.tobytes()
+        )
+    if isinstance(first, Mapping) or isinstance(second, Mapping):
+        return (
+            isinstance(first, Mapping)
+            and isinstance(second, Mapping)
+            and list(first) == list(second)
+            and all(same_bits(first[key], second[key]) for key in first)
+        )
+    if isinstance(first, tuple) or isinstance(second, tuple):
+        return (
+            isinstance(first, tuple)
+            and isinstance(second, tuple)
+            and len(first) == len(second)
+            and all(same_bits(a, b) for a, b in zip(first, second, strict=True))
+        )
+    if type(first) is not type(second):
+        return False
+    try:
+        return bool(first == second)
+    except Exception:
+        return False

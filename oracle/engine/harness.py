@@ -845,7 +845,7 @@ class Harness:
         encoded = self.encode(component, args)
         drop = self._drops_enable_gqa(component, encoded)
         if self.worker is not None:
-            from transpec.oracle.engine.isolation import same_sent
+            from transpec.oracle.engine.dtypes import same_bits
 
             pending = self.worker.submit(
                 path=self.path,
@@ -864,7 +864,7 @@ class Harness:
             try:
                 reference, tol = (
                     guessed[1]
-                    if guessed and same_sent(guessed[0], sent)
+                    if guessed and same_bits(guessed[0], sent)
                     else self.judging(component, sent, rows=rows)
                 )
             except KeyboardInterrupt:

@@ -466,8 +466,8 @@ def expected_sent(component: str, encoded: Mapping[str, Any], dtype: str) -> dic
 
     The run computes the reference on this guess while the worker converts the arguments and
     calls the implementation, and keeps it only when the worker's report is the same bit for
-    bit (:func:`same_sent`): an adapter that converts otherwise is judged on what it reported,
-    after the wait it always cost."""
+    bit (:func:`~transpec.oracle.engine.dtypes.same_bits`): an adapter that converts otherwise
+    is judged on what it reported, after the wait it always cost."""
     from transpec.oracle import components as registry
     from transpec.oracle.engine.dtypes import round_to
 
@@ -502,34 +502,6 @@ def _rounded(array: np.ndarray, dtype: str, round_to: Any) -> np.ndarray:
     # C order, as the copies the worker reports are made for an adapter that converts as
     # torch does (a reduction over another layout may differ in its last bits)
     return np.ascontiguousarray(round_to(array, dtype), dtype=np.float64).reshape(array.shape)
-
-
-def same_sent(guess: Any, sent: Any) -> bool:
-    """Whether two reports of what was sent are the same: the same keys, arrays of the same
-    dtype, shape, memory layout (strides: a reduction's last bits depend on it) and bytes (NaN
-    payloads and signed zeros included), other values equal and of the same type."""
-    if isinstance(guess, np.ndarray) or isinstance(sent, np.ndarray):
-        return (
-            isinstance(guess, np.ndarray)
-            and isinstance(sent, np.ndarray)
-            and guess.dtype == sent.dtype
-            and guess.shape == sent.shape
-            and guess.strides == sent.strides
-            and guess.tobytes() == sent.tobytes()
-        )
-    if isinstance(guess, Mapping) or isinstance(sent, Mapping):
-        return (
-            isinstance(guess, Mapping)
-            and isinstance(sent, Mapping)
-            and list(guess) == list(sent)
-            and all(same_sent(guess[key], sent[key]) for key in guess)
-        )
-    if type(guess) is not type(sent):
-        return False
-    try:
-        return bool(guess == sent)
-    except Exception:
-        return False
 
 
 class PendingCall:

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transpec.oracle import components
-from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype
+from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype, same_bits
 from transpec.oracle.engine.error_model import SAFETY, Units, gamma, units
 from transpec.oracle.kernels.reference import Reference
 from transpec.oracle.layers import reference as rl
@@ -240,26 +240,6 @@ def _exp_amplification(worst: FloatArray) -> FloatArray:
         )
 
 
-def _same_inputs(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
-    """Whether two kernel calls' inputs are the same: arrays of the same dtype, shape and bytes
-    (NaN payloads and signed zeros included), other values equal and of the same type."""
-    if len(first) != len(second):
-        return False
-    for a, b in zip(first, second, strict=True):
-        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-            if not (
-                isinstance(a, np.ndarray)
-                and isinstance(b, np.ndarray)
-                and a.dtype == b.dtype
-                and a.shape == b.shape
-                and a.tobytes() == b.tobytes()
-            ):
-                return False
-        elif type(a) is not type(b) or a != b:
-            return False
-    return True
-
-
 class _Tracker:
     """Float64 forward pass of a layer with a first-order error bound on every intermediate.
     ``un`` None: the value only (the reference)."""
@@ -289,7 +269,7 @@ class _Tracker:
         else), so that the bound pass of :func:`tolerance` does not compute the kernels twice."""
         step = self._calls
         self._calls += 1
-        if step < len(self.known) and _same_inputs(self.known[step][0], inputs):
+        if step < len(self.known) and same_bits(self.known[step][0], inputs):
             found = self.known[step][1]
         else:
             found = compute()
