@@ -44,6 +44,7 @@ import transpec
 from transpec import progress
 from transpec.adapters.base import Adapter, Declared, FunctionAdapter, validate_adapter
 from transpec.oracle import components as registry
+from transpec.oracle.engine import blas
 from transpec.oracle.engine.dtypes import DTYPES, canonical_dtype
 from transpec.oracle.engine.isolation import WorkerError, check_isolation
 from transpec.oracle.engine.outcome import ImplementationFailure, PropertyViolation, Worst
@@ -502,9 +503,9 @@ def run(
     # with the implementation in a worker process, this process only draws and judges: BLAS
     # held to one thread here leaves the other cores to the worker (OpenBLAS's idle threads
     # spin on them between the small products of the references)
-    blas = _one_blas_thread() if worker is not None else contextlib.nullcontext()
+    blas_held = blas.one_thread() if worker is not None else contextlib.nullcontext()
     try:
-        with blas:
+        with blas_held:
             for case in cases:
                 verdict = run_case(
                     adapter,
@@ -530,16 +531,6 @@ def run(
         progress.end()
     result.seconds = time.perf_counter() - start
     return result
-
-
-def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
-    """BLAS held to one thread in this process while the context lasts (``threadpoolctl``;
-    nothing where it is missing)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def open_worker(

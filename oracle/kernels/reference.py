@@ -33,7 +33,6 @@ batch/head dims is accepted.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import inspect
 import math
 import os
@@ -46,6 +45,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from transpec.oracle import components
+from transpec.oracle.engine import blas
 from transpec.oracle.engine.dtypes import FloatArray, canonical_dtype, unit_roundoff
 from transpec.oracle.kernels import _kernels as kernels
 from transpec.oracle.kernels import upward
@@ -912,8 +912,9 @@ class _Workspace:
 
 #: threads of the streaming reference (None: one per core this process may run on). Blocks of
 #: rows are independent and write disjoint parts of the outputs; each thread takes whole blocks
-#: with BLAS held to one thread meanwhile (``threadpoolctl``), so the element-wise passes, half
-#: the work, run on every core rather than on one while BLAS alone spreads. A block's operations
+#: with BLAS held to one thread meanwhile (:mod:`~transpec.oracle.engine.blas`), so the
+#: element-wise passes, half the work, run on every core rather than on one while BLAS alone
+#: spreads. A block's operations
 #: do not depend on which thread runs them; BLAS may pick another kernel for one thread than
 #: for several, so the last bits can differ from a run on one thread, as they differ between
 #: machines of other core counts (each within the reference's own float64 bound).
@@ -932,7 +933,7 @@ def _stream_threads(tasks: int) -> int:
         except AttributeError:  # not on Linux
             wanted = os.cpu_count() or 1
     wanted = min(wanted, tasks)
-    if wanted < 2 or importlib.util.find_spec("threadpoolctl") is None:
+    if wanted < 2 or not blas.can_hold():
         return 1
     return wanted
 
@@ -954,8 +955,6 @@ def _run_blocks(
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
-
     pool: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()
     for _ in range(threads):
         pool.put(make_workspace())
@@ -969,7 +968,7 @@ def _run_blocks(
         finally:
             pool.put(work)
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas.one_thread():
         executor = ThreadPoolExecutor(max_workers=threads)
         try:
             for future in [executor.submit(one, task) for task in tasks]:

@@ -10,6 +10,7 @@ import pytest
 
 from transpec import runs
 from transpec.adapters.numpy.adapter import NumpyAdapter
+from transpec.oracle.engine import blas
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -20,7 +21,7 @@ def _blas_threads() -> list[int]:
 
 def test_one_blas_thread_holds_and_restores() -> None:
     before = _blas_threads()
-    with runs._one_blas_thread():
+    with blas.one_thread():
         assert set(_blas_threads()) <= {1}
     assert _blas_threads() == before
 
@@ -30,13 +31,13 @@ def test_the_run_holds_blas_only_beside_a_worker(
     isolation: str, held: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entered: list[bool] = []
-    real = runs._one_blas_thread
+    real = blas.one_thread
 
     def recording() -> Any:
         entered.append(True)
         return real()
 
-    monkeypatch.setattr(runs, "_one_blas_thread", recording)
+    monkeypatch.setattr(blas, "one_thread", recording)
     result = runs.run(
         NumpyAdapter(),
         components=["softmax"],
