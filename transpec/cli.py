@@ -5,7 +5,8 @@
     transpec check [ADAPTER] [--component C ...] [--property P ...] [--dtype D ...]
                    [--device DEV ...] [--profile ci|thorough] [--seed N] [--max-examples N]
                    [--json FILE] [--junit FILE] [--html FILE] [--failures-dir DIR] [--quiet]
-                   [--isolation process|none] [--memory-limit MIB] [--gradients]
+                   [--isolation process|none] [--memory-limit MIB] [--jobs N|auto]
+                   [--gradients]
                    [--xfails FILE [--strict-xfails]] [--convention KEY=VALUE ...]
     transpec list [components|properties|conventions|adapters]
     transpec reproduce FILE [--adapter SPEC] [--trust] [--isolation process|none] [--html FILE]
@@ -153,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--quiet", "-q", action="store_true", help="no per-verdict progress")
     _isolation_options(check)
     check.add_argument(
+        "--jobs",
+        "-j",
+        default="auto",
+        metavar="N|auto",
+        help="processes that judge the cases at once, each with its own worker (needs "
+        "--isolation process); the verdicts are those of one. Default: auto, one per usable "
+        "core for a selection long enough to pay for their start",
+    )
+    check.add_argument(
         "--gradients",
         action="store_true",
         help="also judge the backward passes (the grad_* properties)",
@@ -231,6 +241,52 @@ def _memory_limit(args: argparse.Namespace) -> int | None:
     if args.memory_limit < 0:
         raise UsageError(f"--memory-limit must be a number of MiB >= 0, got {args.memory_limit}")
     return int(args.memory_limit) * 2**20
+
+
+def _jobs(args: argparse.Namespace) -> int | str:
+    """``--jobs``: a number >= 1 or ``auto``; a usage error otherwise, or for more than one job
+    with ``--isolation none``."""
+    if args.jobs == "auto":
+        return "auto"
+    try:
+        jobs = int(args.jobs)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise UsageError(f"--jobs must be a number >= 1 or auto, got {args.jobs!r}")
+    if jobs > 1 and args.isolation != "process":
+        raise UsageError(
+            f"--jobs {jobs} needs --isolation process (each job calls the implementation in its "
+            "own worker process)"
+        )
+    return jobs
+
+
+def _one_job(
+    jobs: int | str,
+    args: argparse.Namespace,
+    components: Sequence[str] | None,
+    properties: Sequence[str] | None,
+    dtypes: Sequence[str] | None,
+    devices: Sequence[str] | None,
+) -> bool:
+    """Whether the run will judge its cases in this process (one job), told before the adapter
+    is loaded: ``auto`` is one job for a selection whose cases, counted on one device and every
+    dtype unless chosen, are too few to share out (:func:`transpec.jobs.resolve_jobs`)."""
+    if jobs != "auto":
+        return jobs == 1
+    from transpec.jobs import resolve_jobs
+    from transpec.oracle.catalogue import select
+    from transpec.oracle.engine.dtypes import DTYPES
+
+    try:
+        props = select(components=components, names=properties)
+    except ValueError:  # the run reports it
+        return True
+    if not args.gradients and not properties:
+        props = tuple(p for p in props if not p.backward)
+    cases = len(props) * len(dtypes or DTYPES) * len(devices or ("cpu",))
+    return resolve_jobs("auto", isolation=args.isolation, runnable=cases) == 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -506,10 +562,13 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
             raise UsageError(_one_line(exc)) from None
     spec = args.adapter or default_adapter()
     component = components[0] if components and len(components) == 1 else None
-    if args.isolation == "process":
+    jobs = _jobs(args)
+    one_job = _one_job(jobs, args, components, properties, dtypes, devices)
+    if args.isolation == "process" and one_job:
         from transpec.oracle.engine.isolation import AdapterSource, prestart
 
-        prestart(AdapterSource(spec, component, args.base))  # its import overlaps ours
+        # its import overlaps ours (with several jobs, each starts its own worker)
+        prestart(AdapterSource(spec, component, args.base))
     adapter = _load_adapter(spec, component, args.base)
     from transpec.adapters.base import FunctionAdapter
 
@@ -566,6 +625,7 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
             memory_limit=_memory_limit(args),
             gradients=args.gradients,
             xfails=xfails,
+            jobs=jobs,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(_one_line(exc)) from None

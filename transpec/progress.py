@@ -95,10 +95,12 @@ class Progress:
         self.examples_in_case += 1
         self._maybe_write()
 
-    def verdict(self) -> None:
-        """A verdict was made (the next case starts); the bar is cleared so that the verdict's
-        own line is printed on a clean line."""
+    def verdict(self, examples: int = 0) -> None:
+        """A verdict was made (the next case starts); ``examples``: those of its examples not
+        reported one by one (a verdict made in another process). The bar is cleared so that
+        the verdict's own line is printed on a clean line."""
         self.verdicts += 1
+        self.examples += max(0, examples)
         self.examples_in_case = 0
         self.clear()
         self._maybe_write()
@@ -197,7 +199,8 @@ def example_done() -> None:
         _current.example()
 
 
-def verdict_done() -> None:
-    """A verdict was made (a no-op when nothing reports)."""
+def verdict_done(examples: int = 0) -> None:
+    """A verdict was made (a no-op when nothing reports); ``examples``: those of its examples
+    that were not reported by :func:`example_done` (it was made in another process)."""
     if _current is not None:
-        _current.verdict()
+        _current.verdict(examples)

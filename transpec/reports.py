@@ -118,6 +118,11 @@ def _isolation(result: RunResult) -> str:
         return "none (the implementation runs in this process)"
     limit = result.memory_limit
     cap = f", memory limit {limit / 2**30:.3g} GiB" if limit else ""
+    if result.jobs > 1:
+        return (
+            f"process ({result.jobs} jobs judge the cases at once, each calling the "
+            f"implementation in its own worker process{cap})"
+        )
     return f"process (the implementation runs in a worker process{cap})"
 
 
@@ -395,6 +400,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "devices": list(result.devices),
             "isolation": result.isolation,
             "memory_limit": result.memory_limit,
+            "jobs": result.jobs,
         },
         "environment": environment(),
         "verdicts": [v.to_dict() for v in result.verdicts],
@@ -497,6 +503,7 @@ def junit_xml(result: RunResult) -> str:
         ("profile", result.profile.name),
         ("seed", str(result.profile.seed)),
         ("isolation", result.isolation),
+        ("jobs", str(result.jobs)),
         ("interrupted", str(result.interrupted).lower()),
     ):
         ET.SubElement(props, "property", {"name": key, "value": xml_text(value)})

@@ -171,6 +171,8 @@ class RunResult:
     memory_limit: int | None = None
     #: the known-failures file the verdicts were marked with (None: none)
     xfails: KnownFailures | None = None
+    #: how many processes judged the cases at once (:mod:`transpec.jobs`; 1: this one)
+    jobs: int = 1
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {s: 0 for s in STATUSES}
@@ -420,6 +422,7 @@ def run(
     memory_limit: int | None = None,
     gradients: bool = False,
     xfails: KnownFailures | str | Path | None = None,
+    jobs: int | str = 1,
 ) -> RunResult:
     """Run the selected properties against ``adapter`` and return every verdict.
 
@@ -441,6 +444,10 @@ def run(
 
     ``xfails``: known failures (a :class:`~transpec.xfails.KnownFailures` or the path of its
     file) that mark the verdicts they list ``xfailed``/``xpassed``.
+
+    ``jobs``: how many processes judge the cases at once (:mod:`transpec.jobs`; ``"auto"``: one
+    per usable core for a long enough selection). More than one needs ``isolation="process"``;
+    the verdicts are those of a serial run, in the same order.
 
     The adapter's declarations are checked first
     (:func:`~transpec.adapters.base.validate_adapter`: an
@@ -475,6 +482,10 @@ def run(
         gradients=gradients,
     )
     spec = adapter_spec if adapter_spec is not None else infer_spec(adapter)
+    from transpec.jobs import preload, resolve_jobs
+
+    runnable = [(index, case) for index, case in enumerate(cases) if case.skip is None]
+    jobs = resolve_jobs(jobs, isolation=isolation, runnable=len(runnable))
     worker = (
         open_worker(adapter, spec, memory_limit, devices={c.device for c in cases})
         if isolation == "process"
@@ -492,21 +503,60 @@ def run(
         isolation=isolation,
         memory_limit=worker.memory_limit if worker is not None else None,
         xfails=xfails,
+        jobs=jobs,
     )
-    if worker is not None:
+    if worker is not None and jobs == 1:
         with contextlib.suppress(WorkerError):  # (reported by the first call that needs it)
             worker.spawn()  # it loads the adapter while the first examples are drawn
+    preload()  # before the first draw: see transpec.jobs.preload
     if on_start is not None:
         on_start(result, cases)
     start = time.perf_counter()
     progress.begin(len(cases), resolved.max_examples)
+    made: dict[int, Verdict] = {}
+
+    def shrink(case: Case) -> bool:
+        return xfails is None or xfails.find(case.name) is None
+
+    def record(index: int, verdict: Verdict, *, examples_reported: bool = True) -> None:
+        if xfails is not None:
+            xfails.apply(verdict)
+        made[index] = verdict
+        progress.verdict_done(0 if examples_reported else verdict.examples)
+        if on_verdict is not None:
+            on_verdict(verdict)
+
     # with the implementation in a worker process, this process only draws and judges: BLAS
     # held to one thread here leaves the other cores to the worker (OpenBLAS's idle threads
     # spin on them between the small products of the references)
     blas_held = blas.one_thread() if worker is not None else contextlib.nullcontext()
+    serial = list(enumerate(cases))
     try:
         with blas_held:
-            for case in cases:
+            if jobs > 1 and worker is not None:
+                from transpec.jobs import JobSetup, judge_in_jobs, usable_cores
+
+                for index, case in serial:
+                    if case.skip is not None:
+                        record(index, run_case(adapter, case, resolved))
+                setup = JobSetup(
+                    source=worker.source,
+                    expect=worker.expect,
+                    memory_limit=worker.memory_limit,
+                    declared=declared,
+                    profile=resolved,
+                    failures_dir=None if failures_dir is None else str(failures_dir),
+                    adapter_spec=spec,
+                    stream_threads=max(1, usable_cores() // jobs),
+                )
+                serial = judge_in_jobs(
+                    runnable,
+                    jobs,
+                    setup,
+                    shrink=shrink,
+                    record=lambda index, verdict: record(index, verdict, examples_reported=False),
+                )
+            for index, case in serial:
                 verdict = run_case(
                     adapter,
                     case,
@@ -515,17 +565,13 @@ def run(
                     adapter_spec=spec,
                     declared=declared,
                     worker=worker,
-                    shrink=xfails is None or xfails.find(case.name) is None,
+                    shrink=shrink(case),
                 )
-                if xfails is not None:
-                    xfails.apply(verdict)
-                result.verdicts.append(verdict)
-                progress.verdict_done()
-                if on_verdict is not None:
-                    on_verdict(verdict)
+                record(index, verdict)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
+        result.verdicts = [made[index] for index in sorted(made)]
         if worker is not None:
             worker.close()
         progress.end()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-USER_LAYER = ("cli", "runs", "reports", "plugin", "cases")
+USER_LAYER = ("cli", "runs", "jobs", "reports", "plugin", "cases")
 LOWER = ("oracle", "spec", "adapters")
 
 
