@@ -508,7 +508,6 @@ def run(
     if worker is not None and jobs == 1:
         with contextlib.suppress(WorkerError):  # (reported by the first call that needs it)
             worker.spawn()  # it loads the adapter while the first examples are drawn
-    preload()  # before the first draw: see transpec.jobs.preload
     if on_start is not None:
         on_start(result, cases)
     start = time.perf_counter()
@@ -556,6 +555,8 @@ def run(
                     shrink=shrink,
                     record=lambda index, verdict: record(index, verdict, examples_reported=False),
                 )
+            if serial:
+                preload()  # before the first draw here: see transpec.jobs.preload
             for index, case in serial:
                 verdict = run_case(
                     adapter,
