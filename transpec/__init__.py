@@ -17,6 +17,7 @@ The package is split by concern:
   properties, strategies;
 * :mod:`transpec.adapters` -- the implementations under test, wrapped;
 * the user-facing layer: :mod:`transpec.runs` (the run: planning, execution, verdicts),
+  :mod:`transpec.jobs` (a run's cases judged in several processes at once),
   :mod:`transpec.reports` (text, JSON, JUnit), :mod:`transpec.htmlreport` (the HTML page:
   ``write_html(run(...), "report.html")``), :mod:`transpec.cases` (saved cases, reproduce),
   :mod:`transpec.cli` (the ``transpec`` command), :mod:`transpec.plugin` (pytest), and

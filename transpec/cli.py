@@ -29,6 +29,9 @@ the report of the verdicts so far is still printed and written.
 (``--isolation process``, :mod:`transpec.oracle.engine.isolation`): a segfault, ``os._exit``, a
 hang in C or an allocation without end fails that property (kinds ``crashed``, ``hung``) and the
 run goes on. A stop before the run begins (while the adapter imports) still writes the reports.
+With workers, ``check`` judges its cases in several processes at once (``--jobs N``, default
+``auto``: one per core for a selection long enough; :mod:`transpec.jobs`), each with its own
+worker; the verdicts are those of one process, in the same order.
 
 ``check`` keeps its standard output for itself: what the implementation prints there goes to
 standard error, so the header, the table and the failure reports stay clean. A reader that goes
