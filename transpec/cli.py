@@ -611,28 +611,57 @@ def _run_check(args: argparse.Namespace, out: Any, err: _SafeStream) -> Any:
 
     progress.enable(err)  # a bar on a terminal, a line a minute otherwise, even with --quiet
     try:
-        result = run(
-            adapter,
-            components=components,
-            properties=properties,
-            dtypes=dtypes,
-            devices=devices,
-            profile=args.profile,
-            seed=args.seed,
-            max_examples=args.max_examples,
-            failures_dir=args.failures_dir,
-            on_verdict=on_verdict,
-            on_start=on_start,
-            adapter_spec=spec,
-            isolation=args.isolation,
-            memory_limit=_memory_limit(args),
-            gradients=args.gradients,
-            xfails=xfails,
-            jobs=jobs,
-        )
+        with _own_warnings(err):
+            result = run(
+                adapter,
+                components=components,
+                properties=properties,
+                dtypes=dtypes,
+                devices=devices,
+                profile=args.profile,
+                seed=args.seed,
+                max_examples=args.max_examples,
+                failures_dir=args.failures_dir,
+                on_verdict=on_verdict,
+                on_start=on_start,
+                adapter_spec=spec,
+                isolation=args.isolation,
+                memory_limit=_memory_limit(args),
+                gradients=args.gradients,
+                xfails=xfails,
+                jobs=jobs,
+            )
     except (ValueError, TypeError) as exc:
         raise UsageError(_one_line(exc)) from None
     return result
+
+
+@contextlib.contextmanager
+def _own_warnings(err: _SafeStream) -> Iterator[None]:
+    """transpec's own warnings during the run as one line each on ``err``
+    (``transpec: warning: ...``); any other code's are shown as Python shows them."""
+    import warnings
+
+    package = str(Path(transpec.__file__).resolve().parent)
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
+            if str(Path(filename).resolve()).startswith(package):
+                err.write(f"transpec: warning: {message}\n")
+                err.flush()
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def _write_html(result: Any, path: str) -> None:

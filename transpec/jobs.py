@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import pkgutil
 import signal
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -235,6 +236,13 @@ def judge_in_jobs(
         _stop(executor)
         raise
     executor.shutdown(wait=True)
+    if left:
+        warnings.warn(
+            f"a job process ended abruptly; the {len(left)} cases it left unjudged are judged "
+            "in this process",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return sorted(left, key=lambda item: item[0])
 
 

@@ -125,6 +125,8 @@ def test_a_job_that_dies_leaves_its_cases_to_the_run(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert marker(tmp_path / "marker") is not None  # the job was killed
+    assert "transpec: warning: a job process ended abruptly; the " in proc.stderr
+    assert "Traceback" not in proc.stderr
     mine, theirs = _verdicts(tmp_path / "r.json"), _verdicts(serial / "r.json")
     assert [v["name"] for v in mine] == [v["name"] for v in theirs]
     assert all(v["status"] == "passed" for v in mine)
