@@ -150,9 +150,11 @@ def _start_job(setup: JobSetup) -> None:
     from multiprocessing import util
 
     from transpec.oracle.engine import blas
-    from transpec.oracle.engine.isolation import Worker
+    from transpec.oracle.engine.isolation import Worker, die_with_parent
     from transpec.oracle.kernels import reference
 
+    parent = multiprocessing.parent_process()
+    die_with_parent(parent.pid if parent is not None else None)  # a run killed takes its jobs
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker = Worker(setup.source, memory_limit=setup.memory_limit, expect=setup.expect)
     with contextlib.suppress(Exception):  # (reported by the first call that needs it)

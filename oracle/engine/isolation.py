@@ -614,9 +614,10 @@ class PendingCall:
 # -- the worker process's side ----------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies (a worker hung in C would otherwise
-    outlive a run that was killed); nothing elsewhere."""
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask Linux to kill this process when its parent dies (a worker hung in C, or a job of a
+    run, would otherwise outlive a run that was killed); nothing elsewhere. ``parent``: the
+    pid the parent had; a process whose parent is already gone by then exits at once."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(Exception):
@@ -625,6 +626,8 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def _limit_memory(limit: int | None) -> None:
@@ -646,7 +649,7 @@ def _one_line(exc: BaseException) -> str:
 def serve(fd: int) -> None:
     """The worker process: load the adapter the parent names, then answer calls until the
     parent says ``close`` or goes away."""
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the run stops
     sys.stdout = sys.stderr  # (descriptor 1 is the parent's standard error already)
     conn = Connection(fd)

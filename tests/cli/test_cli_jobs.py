@@ -178,6 +178,29 @@ def test_a_stop_ends_every_job_and_worker_and_keeps_the_verdicts_so_far(
     assert all(v["status"] == "passed" for v in data["verdicts"])
 
 
+def test_a_run_killed_outright_takes_its_jobs_and_workers_with_it(tmp_path: Path) -> None:
+    """SIGKILL leaves the run no time to stop anything: each job and each worker dies with its
+    parent (``PR_SET_PDEATHSIG``) instead of sleeping on as an orphan."""
+    argv = _argv("check", "cli_jobs_fixtures:SleepsInACall", *NORMS, "--jobs", "2")
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(JOBS_MARKER=str(tmp_path / "marker")),
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 120
+    while marker(tmp_path / "marker") is None and time.monotonic() < deadline:
+        assert process.poll() is None
+        time.sleep(0.05)
+    pids = marker(tmp_path / "marker")
+    assert pids is not None
+    process.kill()
+    process.wait(timeout=30)
+    worker, job = pids
+    assert _gone(job) and _gone(worker)
+
+
 @pytest.mark.parametrize(
     ("options", "line"),
     [
