@@ -8,9 +8,10 @@ Each ``NAME=PYTHON`` is an interpreter whose ``transpec`` is the revision to tim
 checkout's virtual environment, say). Rounds alternate them (A, B, A, B, ...), so that the load
 of a shared machine falls on both alike; every run is ``transpec check torch`` (or what follows
 ``--``) under ``CI=true`` in a scratch directory. Per run: wall-clock seconds, CPU seconds
-(user + system) of the run itself and of its children (the worker process), and the machine's
+(user + system) of the run itself and of its children (the worker process; with ``--jobs``, the
+jobs and their workers), and the machine's
 load. At the end: the best and the median of each, the ratio of each revision's medians (wall,
-and the CPU of the run and its worker together) to the first revision's, and the differences
+and the CPU of the run and its children together) to the first revision's, and the differences
 of each run's verdicts from the first run of the first revision (:mod:`compare_reports`:
 status, failure kind, ratio, examples). On a loaded machine the wall-clock time says little;
 the CPU seconds say more.
@@ -87,7 +88,7 @@ def main() -> None:
         folder = Path(tmp)
         first: dict[str, object] | None = None
         print(f"transpec check {' '.join(check)}   (CI=true, runs alternated)")
-        print(f"{'round':>5}  {'revision':<10} {'wall s':>7} {'cpu s':>7} {'worker s':>8}  load")
+        print(f"{'round':>5}  {'revision':<10} {'wall s':>7} {'cpu s':>7} {'children s':>10}  load")
         for r in range(args.rounds):
             for name, python in pythons.items():
                 tag = f"{name}-{r}"
@@ -98,7 +99,7 @@ def main() -> None:
                     first = report
                 diff = differences(first, report)
                 print(
-                    f"{r:>5}  {name:<10} {t['wall']:7.1f} {t['cpu']:7.1f} {t['children']:8.1f}  "
+                    f"{r:>5}  {name:<10} {t['wall']:7.1f} {t['cpu']:7.1f} {t['children']:10.1f}  "
                     f"{t['load']:4.1f}   {len(diff)} verdict difference(s)",
                     flush=True,
                 )
@@ -108,21 +109,21 @@ def main() -> None:
     medians: dict[str, tuple[float, float]] = {}
     for name, runs in times.items():
         parts = []
-        for key, label in (("wall", "wall"), ("cpu", "cpu"), ("children", "worker")):
+        for key, label in (("wall", "wall"), ("cpu", "cpu"), ("children", "children")):
             values = [t[key] for t in runs]
             parts.append(f"{label} best {min(values):.1f} median {statistics.median(values):.1f}")
         total = [t["cpu"] + t["children"] for t in runs]
         print(
             f"{name:<10} "
             + "; ".join(parts)
-            + f"; cpu+worker median {statistics.median(total):.1f}"
+            + f"; cpu+children median {statistics.median(total):.1f}"
         )
         medians[name] = (statistics.median(t["wall"] for t in runs), statistics.median(total))
     first, *others = medians
     for name in others:
         wall = medians[name][0] / medians[first][0]
         cpu = medians[name][1] / medians[first][1]
-        print(f"{name}/{first}: wall median x{wall:.2f}, cpu+worker median x{cpu:.2f}")
+        print(f"{name}/{first}: wall median x{wall:.2f}, cpu+children median x{cpu:.2f}")
 
 
 if __name__ == "__main__":
