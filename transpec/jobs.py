@@ -36,11 +36,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from transpec.adapters.base import Adapter, Declared
-    from transpec.oracle.engine.isolation import AdapterSource
+    from transpec.oracle.engine.isolation import AdapterSource, Worker
     from transpec.oracle.engine.profiles import Profile
     from transpec.runs import Case, Verdict
 
@@ -135,7 +135,8 @@ class _Job:
 
     setup: JobSetup
     adapter: Adapter
-    worker: Any
+    worker: Worker
+    #: BLAS held to one thread for the job's life
     hold: contextlib.ExitStack
 
 

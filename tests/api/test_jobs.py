@@ -101,3 +101,16 @@ def test_progress_counts_the_examples_of_verdicts_made_elsewhere() -> None:
     bar.verdict()
     bar.verdict(examples=7)  # judged in a job: its examples arrive with it
     assert (bar.verdicts, bar.examples) == (2, 8)
+
+
+def test_a_case_whose_job_raised_is_an_error_of_transpec() -> None:
+    """Not a failure of the implementation: run_case turns everything the implementation does
+    into a verdict, so an exception out of a job is transpec's."""
+    from transpec.oracle.catalogue import select
+    from transpec.runs import Case
+
+    (prop,) = select(components=["softmax"], names=["softmax.equivalence"])
+    verdict = jobs._job_error(Case(prop, "float32", "cpu", None), RuntimeError("boom\nmore"))
+    assert (verdict.status, verdict.failure_kind) == ("error", "internal")
+    assert verdict.message == "internal error in transpec: RuntimeError: boom"
+    assert verdict.report.endswith("(in a job process)")
