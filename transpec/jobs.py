@@ -26,6 +26,7 @@ locks is copied) and ignore SIGINT: the run's process decides when they stop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import multiprocessing
 import os
@@ -92,8 +93,9 @@ def resolve_jobs(jobs: int | str, *, isolation: str, runnable: int) -> int:
     return max(1, min(wanted, runnable))
 
 
+@functools.cache
 def preload() -> None:
-    """Import every transpec module a run may import, now.
+    """Import every transpec module a run may import, now (once per process).
 
     Hypothesis mixes the number literals of the modules loaded from outside ``site-packages``
     (an editable install of transpec, the user's adapter module) into what it draws, read once

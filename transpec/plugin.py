@@ -270,6 +270,9 @@ def pytest_collection_modifyitems(
         except ValueError as exc:
             raise pytest.UsageError(f"transpec: {exc}") from None
         config.add_cleanup(worker.close)
+    from transpec.jobs import preload
+
+    preload()  # before any item draws: an item's examples must not depend on the items before it
     for case in cases:
         item = TranspecItem.from_parent(
             collector,
@@ -685,6 +688,9 @@ def conformance_tests(
     empty = nothing_tested(
         planned, requested_names(components=components, dtypes=dtypes, devices=devices)
     )
+    from transpec.jobs import preload
+
+    preload()  # at collection, before any case draws (see transpec.jobs.preload)
     params: list[Any] = [pytest.param(c, id=_case_id(c)) for c in cases]
     if empty:
         params.append(pytest.param(None, id="nothing-tested"))
