@@ -23,6 +23,7 @@ result says ``interrupted``.
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import contextlib
 import copy
@@ -512,7 +513,8 @@ def run(
         on_start(result, cases)
     start = time.perf_counter()
     progress.begin(len(cases), resolved.max_examples)
-    made: dict[int, Verdict] = {}
+    #: the plan indices of result.verdicts: a verdict made in a job takes its place in plan order
+    made: list[int] = []
 
     def shrink(case: Case) -> bool:
         return xfails is None or xfails.find(case.name) is None
@@ -520,7 +522,9 @@ def run(
     def record(index: int, verdict: Verdict, *, examples_reported: bool = True) -> None:
         if xfails is not None:
             xfails.apply(verdict)
-        made[index] = verdict
+        position = bisect.bisect(made, index)
+        made.insert(position, index)
+        result.verdicts.insert(position, verdict)
         progress.verdict_done(0 if examples_reported else verdict.examples)
         if on_verdict is not None:
             on_verdict(verdict)
@@ -572,7 +576,6 @@ def run(
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
-        result.verdicts = [made[index] for index in sorted(made)]
         if worker is not None:
             worker.close()
         progress.end()

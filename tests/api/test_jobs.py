@@ -114,3 +114,37 @@ def test_a_case_whose_job_raised_is_an_error_of_transpec() -> None:
     assert (verdict.status, verdict.failure_kind) == ("error", "internal")
     assert verdict.message == "internal error in transpec: RuntimeError: boom"
     assert verdict.report.endswith("(in a job process)")
+
+
+def test_the_result_holds_each_verdict_in_plan_order_as_it_arrives() -> None:
+    """From Python: ``run(jobs=2)``; whatever order the jobs finish in, ``result.verdicts`` is
+    in plan order at every ``on_verdict`` and holds the verdict just made."""
+    from transpec.adapters.numpy.adapter import NumpyAdapter
+    from transpec.runs import RunResult, Verdict, plan, run
+
+    adapter = NumpyAdapter()
+    selection = {"components": ["softmax", "rms_norm"], "dtypes": ["float32", "float64"]}
+    order = [c.name for c in plan(adapter, **selection)]  # type: ignore[arg-type]
+    seen: list[RunResult] = []
+    checked: list[str] = []
+
+    def on_verdict(verdict: Verdict) -> None:
+        names = [v.name for v in seen[0].verdicts]
+        assert verdict.name in names
+        assert names == [n for n in order if n in names]
+        checked.append(verdict.name)
+
+    result = run(
+        adapter,
+        **selection,  # type: ignore[arg-type]
+        max_examples=2,
+        isolation="process",
+        adapter_spec="numpy",
+        jobs=2,
+        failures_dir=None,
+        on_start=lambda r, _cases: seen.append(r),
+        on_verdict=on_verdict,
+    )
+    assert result.jobs == 2 and not result.interrupted
+    assert [v.name for v in result.verdicts] == order and sorted(checked) == sorted(order)
+    assert all(v.status == "passed" for v in result.verdicts)
