@@ -279,15 +279,13 @@ def _one_job(
     if jobs != "auto":
         return jobs == 1
     from transpec.jobs import resolve_jobs
-    from transpec.oracle.catalogue import select
     from transpec.oracle.engine.dtypes import DTYPES
+    from transpec.runs import planned_properties
 
     try:
-        props = select(components=components, names=properties)
+        props = planned_properties(components, properties, gradients=args.gradients)
     except ValueError:  # the run reports it
         return True
-    if not args.gradients and not properties:
-        props = tuple(p for p in props if not p.backward)
     cases = len(props) * len(dtypes or DTYPES) * len(devices or ("cpu",))
     return resolve_jobs("auto", isolation=args.isolation, runnable=cases) == 1
 

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class JobSetup:
     memory_limit: int | None
     declared: Declared
     profile: Profile
-    failures_dir: str | None
+    failures_dir: str | Path | None
     adapter_spec: str | None
     #: threads of the streaming attention reference in this job (the cores shared out)
     stream_threads: int

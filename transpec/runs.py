@@ -261,7 +261,7 @@ def plan(
     the backward pass (``Property.backward``) are included with ``gradients=True`` or when named
     in ``properties``. Unknown names raise ``ValueError`` with a one-line message.
     """
-    from transpec.oracle.catalogue import PROPERTIES, select
+    from transpec.oracle.catalogue import PROPERTIES
 
     if components is None:
         comps = registry.names()
@@ -279,9 +279,7 @@ def plan(
                     f"unknown property {name!r} for {', '.join(comps)}; "
                     f"expected one of {', '.join(sorted({p.name for p in scope}))}"
                 )
-    props = select(components=list(comps), names=list(properties) if properties else None)
-    if not gradients and not properties:
-        props = tuple(p for p in props if not p.backward)
+    props = planned_properties(comps, properties, gradients=gradients)
     if dtypes is None:
         wanted_dtypes = tuple(canonical_dtype(d) for d in adapter.dtypes)
     else:
@@ -312,6 +310,21 @@ def plan(
                     )
                 )
     return cases
+
+
+def planned_properties(
+    components: Sequence[str] | None, properties: Sequence[str] | None, *, gradients: bool
+) -> tuple[Property, ...]:
+    """The properties a plan of ``components`` (None: all) judges: those named in
+    ``properties`` (None: all), the backward pass's (``Property.backward``) only with
+    ``gradients=True`` or when named. Unknown names raise ``ValueError``."""
+    from transpec.oracle.catalogue import select
+
+    chosen = None if components is None else list(components)
+    props = select(components=chosen, names=list(properties) if properties else None)
+    if not gradients and not properties:
+        props = tuple(p for p in props if not p.backward)
+    return props
 
 
 def _skip_reason(
@@ -548,7 +561,7 @@ def run(
                     memory_limit=worker.memory_limit,
                     declared=declared,
                     profile=resolved,
-                    failures_dir=None if failures_dir is None else str(failures_dir),
+                    failures_dir=failures_dir,
                     adapter_spec=spec,
                     stream_threads=max(1, usable_cores() // jobs),
                 )
